@@ -1,0 +1,52 @@
+//! The twopc wire protocol.
+//!
+//! One crate defines every message that crosses a process boundary in twopc, so the
+//! coordinator, both participants, the end-to-end tests and the browser app cannot drift apart:
+//!
+//! * coordinator ↔ participant: [`Frame`]s carrying a [`Message`], JSON text over a WebSocket.
+//!   Every frame carries the [`PROTOCOL_VERSION`] and a request id, so many transactions can be
+//!   in flight on one connection and replies are matched to requests by id.
+//! * coordinator → browser: [`Event`]s on the coordinator's `/v1/events` stream.
+//! * client → coordinator: the HTTP API bodies in [`api`].
+//! * the Postgres global transaction identifier (gid) format in [`gid`], which the extension
+//!   parses back out of `pg_prepared_xacts` after a crash.
+//!
+//! The crate does no I/O and depends on no runtime: it builds for `wasm32-unknown-unknown`.
+//! Decoding never panics; every way a frame can be wrong has its own [`DecodeError`] variant,
+//! and the peer answers it with a [`Message::Error`] instead of dropping the connection.
+//!
+//! # Layout
+//!
+//! * [`ids`]: transaction ids, coordinator ids and participant names, validated on construction.
+//! * [`gid`]: the Postgres gid derived from (coordinator id, txid) and its inverse.
+//! * [`ops`]: the operations a transaction asks a participant to do (SQL or Redis commands).
+//! * [`message`]: the wire frame, every message, and the codec with its typed errors.
+//! * [`event`]: the coordinator's event stream for the browser.
+//! * [`api`]: the client HTTP API request and response bodies.
+//!
+//! Every message has a documented JSON example under `protocol/messages/`; the tests decode
+//! each of them, so the examples cannot go stale.
+
+pub mod api;
+pub mod event;
+pub mod gid;
+pub mod ids;
+pub mod message;
+pub mod ops;
+
+pub use event::{Event, EventKind};
+pub use ids::{CoordinatorId, IdError, ParticipantName, TxId};
+pub use message::{
+    decode_frame, encode_frame, AckResult, Decision, DecisionStatus, DecodeError, ErrorCode, Frame,
+    Message, ParticipantKind, PreparedTx, Vote,
+};
+pub use ops::{Operations, RedisGuard, RedisOp, SqlStatement};
+
+/// Version of the wire protocol spoken by this build. A peer that receives a frame with another
+/// version answers [`ErrorCode::UnsupportedVersion`] and ignores the frame.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame (in bytes of JSON text) a peer accepts. Transactions are small by design; a
+/// bounded frame keeps one misbehaving peer from exhausting memory. WebSocket servers and
+/// clients configure their frame and message limits to this value.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
