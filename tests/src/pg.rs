@@ -21,6 +21,8 @@ pub struct PgOptions {
     pub settings: Vec<(String, String)>,
     /// Extra databases to create after start.
     pub databases: Vec<String>,
+    /// A fixed TCP port (the demo uses one); `None` picks a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for PgOptions {
@@ -30,6 +32,7 @@ impl Default for PgOptions {
             shared_preload_libraries: None,
             settings: Vec::new(),
             databases: Vec::new(),
+            port: None,
         }
     }
 }
@@ -84,7 +87,10 @@ impl PgCluster {
         ]);
         run(initdb)?;
 
-        let port = util::free_port()?;
+        let port = match opts.port {
+            Some(p) => p,
+            None => util::free_port()?,
+        };
         let mut conf = String::new();
         writeln!(conf, "\n# --- twopc test harness ---").ok();
         writeln!(conf, "port = {port}").ok();

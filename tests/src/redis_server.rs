@@ -21,16 +21,25 @@ impl RedisServer {
     /// Starts a server in a new directory on a free port with `appendonly yes` and
     /// `appendfsync always`, and waits until it answers PING.
     pub fn start_new() -> Result<RedisServer> {
+        Self::start_on(None)
+    }
+
+    /// Like [`start_new`](Self::start_new), on a fixed port when one is given.
+    pub fn start_on(fixed_port: Option<u16>) -> Result<RedisServer> {
         let mut last = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
                 .prefix("twopc-redis-")
                 .tempdir_in("/tmp")?;
             let path = dir.path().to_path_buf();
+            let port = match fixed_port {
+                Some(p) => p,
+                None => util::free_port()?,
+            };
             let mut s = RedisServer {
                 dir: Some(dir),
                 path,
-                port: util::free_port()?,
+                port,
                 child: None,
             };
             match s.start() {
