@@ -1,0 +1,85 @@
+//! The `twopc-redis-participant` binary's entry point (kept in the library so the test crate
+//! can run exactly the same code; `src/main.rs` is one line).
+
+use crate::config::{Cli, Settings};
+use crate::resource::RedisResource;
+use crate::RedisParticipantError;
+use clap::{CommandFactory, FromArgMatches};
+use std::io::Write;
+use std::process::ExitCode;
+use twopc_participant::Server;
+
+/// Parses the command line and runs the participant until SIGINT or SIGTERM.
+pub fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let settings = match Settings::resolve(&cli, Some(&matches)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("twopc-redis-participant: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let level = match settings.log.parse::<tracing::Level>() {
+        Ok(l) => l,
+        Err(_) => {
+            eprintln!(
+                "twopc-redis-participant: unknown log level {:?} (error, warn, info, debug, trace)",
+                settings.log
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("twopc-redis-participant: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("twopc-redis-participant: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the participant with resolved settings until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> Result<(), RedisParticipantError> {
+    let resource = RedisResource::new(&settings.redis_url, settings.retention)?;
+    match resource.ping().await {
+        Ok(()) => tracing::info!(url = %settings.redis_url, "Redis reachable"),
+        Err(e) => tracing::warn!(url = %settings.redis_url,
+            "Redis not reachable yet ({e}); requests fail until it is"),
+    }
+    let running = Server::new(resource, settings.server)?
+        .bind(settings.listen)
+        .await?;
+    // The one line on stdout: scripts and tests read the actual port from it.
+    println!(
+        "twopc-redis-participant listening on {}",
+        running.local_addr()
+    );
+    let _ = std::io::stdout().flush();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Configuration: command-line flags, `TWOPC_REDIS_*` environment variables and a TOML file,
+//! in that order of precedence (a flag beats the environment, which beats the file, which
+//! beats the built-in default).
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Parser};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use twopc_participant::ServerConfig;
+use twopc_protocol::ParticipantName;
+
+use crate::resource::Retention;
+use crate::RedisParticipantError;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7401";
+/// Default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
+/// Default participant name.
+pub const DEFAULT_NAME: &str = "redis";
+
+/// The twopc Redis participant: serves the twopc wire protocol over WebSockets and keeps all
+/// prepared state (staged writes, key locks, prepared records) inside Redis.
+///
+/// Every option can also be set by the environment variable shown and by the TOML file given
+/// with --config (keys named like the long flags, with '_' for '-'). Flags win over the
+/// environment, the environment wins over the file.
+#[derive(Debug, Default, Parser)]
+#[command(name = "twopc-redis-participant", version)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "TWOPC_REDIS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for the coordinator's WebSocket [default: 127.0.0.1:7401].
+    #[arg(long, env = "TWOPC_REDIS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// This participant's name, as the coordinator's configuration knows it [default: redis].
+    #[arg(long, env = "TWOPC_REDIS_NAME")]
+    pub name: Option<String>,
+    /// Redis server URL [default: redis://127.0.0.1:6379/].
+    #[arg(long, env = "TWOPC_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Shared secret the coordinator sends as `Authorization: Bearer <token>`.
+    #[arg(long, env = "TWOPC_REDIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the token (surrounding whitespace is ignored).
+    #[arg(long, env = "TWOPC_REDIS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Ask the coordinator for the decision about a transaction prepared longer than this
+    /// [default: 30000].
+    #[arg(long, env = "TWOPC_REDIS_DECISION_TIMEOUT_MS", value_name = "MS")]
+    pub decision_timeout_ms: Option<u64>,
+    /// Requests in flight per connection before answering `busy` [default: 64].
+    #[arg(long, env = "TWOPC_REDIS_MAX_IN_FLIGHT", value_name = "N")]
+    pub max_in_flight: Option<usize>,
+    /// WebSocket ping interval [default: 10000].
+    #[arg(long, env = "TWOPC_REDIS_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Close a connection silent for this long [default: 30000].
+    #[arg(long, env = "TWOPC_REDIS_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Outcomes of finished transactions remembered, at most [default: 100000].
+    #[arg(long, env = "TWOPC_REDIS_KEEP_OUTCOMES", value_name = "N")]
+    pub keep_outcomes: Option<u64>,
+    /// Outcomes of finished transactions are forgotten after this many seconds
+    /// [default: 604800].
+    #[arg(long, env = "TWOPC_REDIS_KEEP_OUTCOMES_SECS", value_name = "SECS")]
+    pub keep_outcomes_secs: Option<u64>,
+    /// Log level: error, warn, info, debug or trace [default: info].
+    #[arg(long, env = "TWOPC_REDIS_LOG", value_name = "LEVEL")]
+    pub log: Option<String>,
+}
+
+/// The `--config` file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// See `--name`.
+    pub name: Option<String>,
+    /// See `--redis-url`.
+    pub redis_url: Option<String>,
+    /// See `--token`.
+    pub token: Option<String>,
+    /// See `--token-file` (relative to the config file's directory).
+    pub token_file: Option<PathBuf>,
+    /// See `--decision-timeout-ms`.
+    pub decision_timeout_ms: Option<u64>,
+    /// See `--max-in-flight`.
+    pub max_in_flight: Option<usize>,
+    /// See `--heartbeat-ms`.
+    pub heartbeat_ms: Option<u64>,
+    /// See `--idle-timeout-ms`.
+    pub idle_timeout_ms: Option<u64>,
+    /// See `--keep-outcomes`.
+    pub keep_outcomes: Option<u64>,
+    /// See `--keep-outcomes-secs`.
+    pub keep_outcomes_secs: Option<u64>,
+    /// See `--log`.
+    pub log: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, RedisParticipantError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            RedisParticipantError::Config(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let mut f: FileConfig = toml::from_str(&text)
+            .map_err(|e| RedisParticipantError::Config(format!("{}: {e}", path.display())))?;
+        if let (Some(tf), Some(dir)) = (&f.token_file, path.parent()) {
+            if tf.is_relative() {
+                f.token_file = Some(dir.join(tf));
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// The resolved settings the participant runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Server behaviour (name, token, timings, limits).
+    pub server: ServerConfig,
+    /// Outcome retention.
+    pub retention: Retention,
+    /// Log level.
+    pub log: String,
+}
+
+/// Where a token came from, strongest first (for flag > env > file between `token` and
+/// `token_file`).
+fn rank(m: Option<&ArgMatches>, id: &str) -> u8 {
+    match m.and_then(|m| m.value_source(id)) {
+        Some(ValueSource::CommandLine) => 3,
+        Some(ValueSource::EnvVariable) => 2,
+        _ => 1,
+    }
+}
+
+fn read_token_file(path: &Path) -> Result<String, RedisParticipantError> {
+    let t = std::fs::read_to_string(path).map_err(|e| {
+        RedisParticipantError::Config(format!("cannot read token file {}: {e}", path.display()))
+    })?;
+    Ok(t.trim().to_string())
+}
+
+impl Settings {
+    /// Resolves the settings from parsed flags/env (`cli`, with `matches` telling flags from
+    /// environment variables when available) and the config file it names.
+    pub fn resolve(cli: &Cli, matches: Option<&ArgMatches>) -> Result<Self, RedisParticipantError> {
+        let file = match &cli.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, matches, file)
+    }
+
+    /// Merges flags/env over a file's values over the defaults.
+    pub fn merge(
+        cli: &Cli,
+        matches: Option<&ArgMatches>,
+        file: FileConfig,
+    ) -> Result<Self, RedisParticipantError> {
+        let cfg = |m: String| RedisParticipantError::Config(m);
+        let listen = match cli.listen.or(file.listen) {
+            Some(a) => a,
+            None => DEFAULT_LISTEN.parse().expect("valid default"),
+        };
+        let name_s = cli
+            .name
+            .clone()
+            .or(file.name)
+            .unwrap_or_else(|| DEFAULT_NAME.into());
+        let name = ParticipantName::new(name_s).map_err(|e| cfg(format!("--name: {e}")))?;
+        let redis_url = cli
+            .redis_url
+            .clone()
+            .or(file.redis_url)
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.into());
+
+        // Candidates for the token, strongest source first; a direct token beats a token
+        // file from the same source.
+        let mut candidates: Vec<(u8, u8, Result<String, PathBuf>)> = Vec::new();
+        if let Some(t) = &cli.token {
+            candidates.push((rank(matches, "token"), 1, Ok(t.clone())));
+        }
+        if let Some(p) = &cli.token_file {
+            candidates.push((rank(matches, "token_file"), 0, Err(p.clone())));
+        }
+        if let Some(t) = file.token {
+            candidates.push((0, 1, Ok(t)));
+        }
+        if let Some(p) = file.token_file {
+            candidates.push((0, 0, Err(p)));
+        }
+        candidates.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        let token = match candidates.into_iter().next() {
+            Some((_, _, Ok(t))) => t,
+            Some((_, _, Err(p))) => read_token_file(&p)?,
+            None => {
+                return Err(cfg(
+                    "no token configured: use --token, --token-file, TWOPC_REDIS_TOKEN, \
+                     TWOPC_REDIS_TOKEN_FILE or `token`/`token_file` in the config file"
+                        .into(),
+                ))
+            }
+        };
+
+        let mut server = ServerConfig::new(name, token);
+        if let Some(ms) = cli.decision_timeout_ms.or(file.decision_timeout_ms) {
+            server.decision_timeout = Duration::from_millis(ms);
+            // Look a little more often than the timeout, but not in a tight loop.
+            server.scan_interval = Duration::from_millis((ms / 4).clamp(10, 1000));
+            server.decision_retry_initial = Duration::from_millis(ms.clamp(10, 1000));
+        }
+        if let Some(n) = cli.max_in_flight.or(file.max_in_flight) {
+            server.max_in_flight = n;
+        }
+        if let Some(ms) = cli.heartbeat_ms.or(file.heartbeat_ms) {
+            server.heartbeat_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = cli.idle_timeout_ms.or(file.idle_timeout_ms) {
+            server.idle_timeout = Duration::from_millis(ms);
+        }
+        server.validate().map_err(|e| cfg(e.to_string()))?;
+        let mut retention = Retention::default();
+        if let Some(n) = cli.keep_outcomes.or(file.keep_outcomes) {
+            if n == 0 {
+                return Err(cfg("keep_outcomes must be at least 1".into()));
+            }
+            retention.keep_count = n;
+        }
+        if let Some(s) = cli.keep_outcomes_secs.or(file.keep_outcomes_secs) {
+            retention.keep_for = Duration::from_secs(s);
+        }
+        let log = cli
+            .log
+            .clone()
+            .or(file.log)
+            .unwrap_or_else(|| "info".into());
+        Ok(Settings {
+            listen,
+            redis_url,
+            server,
+            retention,
+            log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn parse(args: &[&str]) -> (Cli, ArgMatches) {
+        let m = Cli::command()
+            .try_get_matches_from(
+                std::iter::once("twopc-redis-participant").chain(args.iter().copied()),
+            )
+            .unwrap();
+        (Cli::from_arg_matches(&m).unwrap(), m)
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let (cli, m) = parse(&["--name", "cache", "--token", "flagtok"]);
+        let file: FileConfig = toml::from_str(
+            "name = \"fromfile\"\ntoken = \"filetok\"\nredis_url = \"redis://127.0.0.1:1/\"\nmax_in_flight = 3\n",
+        )
+        .unwrap();
+        let s = Settings::merge(&cli, Some(&m), file).unwrap();
+        assert_eq!(s.server.name.as_str(), "cache");
+        assert_eq!(s.server.token, "flagtok");
+        assert_eq!(s.redis_url, "redis://127.0.0.1:1/");
+        assert_eq!(s.server.max_in_flight, 3);
+        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+    }
+
+    #[test]
+    fn token_file_flag_beats_file_token() {
+        let dir = std::env::temp_dir().join(format!("twopc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tf = dir.join("tok");
+        std::fs::write(&tf, "  fromfile-flag \n").unwrap();
+        let (cli, m) = parse(&["--token-file", tf.to_str().unwrap()]);
+        let file: FileConfig = toml::from_str("token = \"filetok\"").unwrap();
+        let s = Settings::merge(&cli, Some(&m), file).unwrap();
+        assert_eq!(s.server.token, "fromfile-flag");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn missing_token_and_unknown_keys_are_errors() {
+        let (cli, m) = parse(&[]);
+        let e = Settings::merge(&cli, Some(&m), FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("no token"), "{e}");
+        assert!(toml::from_str::<FileConfig>("tokn = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    twopc_redis_participant::cli::main()
+}

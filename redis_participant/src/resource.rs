@@ -1,0 +1,376 @@
+//! [`RedisResource`]: the [`Resource`] whose prepared state lives entirely in Redis.
+//!
+//! Every state change is one Lua script (see `src/lua/` and the crate README), run with
+//! EVALSHA and re-sent with EVAL when the server answers NOSCRIPT (after a restart the script
+//! cache is empty); `redis::Script` does exactly that. This process keeps nothing of its own:
+//! [`RedisResource::list_prepared`](Resource::list_prepared) reads Redis every time.
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use twopc_participant::{OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource};
+use twopc_protocol::{
+    AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, RedisGuard,
+    RedisOp, TxId,
+};
+
+/// Every key the participant owns starts with this; transactions may not write under it.
+pub const NAMESPACE: &str = "twopc:";
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// How long the outcomes of finished transactions are remembered (so that a repeated Commit
+/// answers `already_applied` instead of `not_prepared`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// At most this many outcomes are kept (oldest dropped first).
+    pub keep_count: u64,
+    /// Outcomes older than this are dropped.
+    pub keep_for: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_count: 100_000,
+            keep_for: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+struct Scripts {
+    prepare: Script,
+    commit: Script,
+    abort: Script,
+    one_phase: Script,
+    list: Script,
+}
+
+/// The Redis participant's resource. Cheap to clone (the connection is multiplexed).
+#[derive(Clone)]
+pub struct RedisResource {
+    conn: ConnectionManager,
+    scripts: std::sync::Arc<Scripts>,
+    retention: Retention,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn err(e: redis::RedisError) -> ParticipantError {
+    ParticipantError::Resource(format!("redis: {e}"))
+}
+
+impl RedisResource {
+    /// A resource for the Redis server at `url`. Connects lazily and reconnects by itself,
+    /// so the participant can start (and keep running) while Redis is down; requests fail
+    /// with an `internal` error until it is back.
+    pub fn new(url: &str, retention: Retention) -> Result<Self, ParticipantError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ParticipantError::Config(format!("bad Redis URL {url:?}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(err)?;
+        if retention.keep_count == 0 {
+            return Err(ParticipantError::Config(
+                "keep_outcomes must be at least 1".into(),
+            ));
+        }
+        Ok(RedisResource {
+            conn,
+            scripts: std::sync::Arc::new(Scripts {
+                prepare: script(include_str!("lua/prepare.lua")),
+                commit: script(include_str!("lua/commit.lua")),
+                abort: script(include_str!("lua/abort.lua")),
+                one_phase: script(include_str!("lua/one_phase.lua")),
+                list: script(include_str!("lua/list.lua")),
+            }),
+            retention,
+        })
+    }
+
+    /// PING, to report at startup whether Redis is reachable.
+    pub async fn ping(&self) -> Result<(), ParticipantError> {
+        let mut c = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn keep_ms(&self) -> u64 {
+        self.retention.keep_for.as_millis() as u64
+    }
+
+    /// Checks what can be checked without Redis; `Err` is the NO reason, `Ok(None)` means
+    /// read-only.
+    fn redis_ops<'a>(ops: &'a Operations) -> Result<Option<&'a [RedisOp]>, String> {
+        let Operations::Redis(ops) = ops else {
+            return Err("this is a Redis participant; it cannot run SQL statements".into());
+        };
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        for op in ops {
+            if op.key().starts_with(NAMESPACE) {
+                return Err(format!(
+                    "key {:?} is in the participant's reserved namespace {NAMESPACE:?}",
+                    op.key()
+                ));
+            }
+        }
+        Ok(Some(ops))
+    }
+}
+
+fn guard_json(obj: &mut serde_json::Map<String, Value>, g: &RedisGuard) {
+    if let Some(e) = &g.expect {
+        obj.insert("expect".into(), json!(e));
+    }
+    if let Some(x) = g.exists {
+        obj.insert("exists".into(), json!(if x { "1" } else { "0" }));
+    }
+}
+
+/// The operations as the scripts read them: every field a string (integers in decimal, so
+/// no precision is lost in Lua's doubles), absent fields omitted.
+pub fn ops_json(ops: &[RedisOp]) -> String {
+    let list: Vec<Value> = ops
+        .iter()
+        .map(|op| {
+            let (mut obj, guard) = match op {
+                RedisOp::Set { key, value, guard } => {
+                    (json!({"op": "set", "key": key, "value": value}), guard)
+                }
+                RedisOp::Del { key, guard } => (json!({"op": "del", "key": key}), guard),
+                RedisOp::Incrby {
+                    key,
+                    by,
+                    min,
+                    max,
+                    guard,
+                } => {
+                    let mut o = json!({"op": "incrby", "key": key, "by": by.to_string()});
+                    if let Some(m) = min {
+                        o["min"] = json!(m.to_string());
+                    }
+                    if let Some(m) = max {
+                        o["max"] = json!(m.to_string());
+                    }
+                    (o, guard)
+                }
+                RedisOp::Hset {
+                    key,
+                    field,
+                    value,
+                    guard,
+                } => (
+                    json!({"op": "hset", "key": key, "field": field, "value": value}),
+                    guard,
+                ),
+                RedisOp::Hdel { key, field, guard } => {
+                    (json!({"op": "hdel", "key": key, "field": field}), guard)
+                }
+            };
+            if let Some(o) = obj.as_object_mut() {
+                guard_json(o, guard);
+            }
+            std::mem::take(&mut obj)
+        })
+        .collect();
+    Value::Array(list).to_string()
+}
+
+fn ack_result(s: &str) -> Result<AckResult, ParticipantError> {
+    match s {
+        "applied" => Ok(AckResult::Applied),
+        "already_applied" => Ok(AckResult::AlreadyApplied),
+        "not_prepared" => Ok(AckResult::NotPrepared),
+        "conflict" => Ok(AckResult::Conflict),
+        other => Err(ParticipantError::Resource(format!(
+            "unexpected script result {other:?}"
+        ))),
+    }
+}
+
+impl Resource for RedisResource {
+    fn kind(&self) -> ParticipantKind {
+        ParticipantKind::Redis
+    }
+
+    async fn prepare(
+        &self,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        ops: &Operations,
+    ) -> Result<PrepareOutcome, ParticipantError> {
+        let ops = match Self::redis_ops(ops) {
+            Ok(Some(ops)) => ops,
+            Ok(None) => return Ok(PrepareOutcome::ReadOnly),
+            Err(reason) => return Ok(PrepareOutcome::No { reason }),
+        };
+        let mut c = self.conn.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .prepare
+            .arg(txid.as_str())
+            .arg(coordinator.as_str())
+            .arg(now_ms())
+            .arg(ops_json(ops))
+            .arg(self.retention.keep_count)
+            .arg(self.keep_ms())
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        // The script has returned, so (appendfsync always) its writes are on disk.
+        match reply.first().map(String::as_str) {
+            Some("yes") => Ok(PrepareOutcome::Yes),
+            Some("no") => Ok(PrepareOutcome::No {
+                reason: reply.get(1).cloned().unwrap_or_default(),
+            }),
+            _ => Err(ParticipantError::Resource(format!(
+                "unexpected prepare script result {reply:?}"
+            ))),
+        }
+    }
+
+    async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+        let mut c = self.conn.clone();
+        let reply: String = self
+            .scripts
+            .commit
+            .arg(txid.as_str())
+            .arg(now_ms())
+            .arg(self.retention.keep_count)
+            .arg(self.keep_ms())
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        ack_result(&reply)
+    }
+
+    async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+        let mut c = self.conn.clone();
+        let reply: String = self
+            .scripts
+            .abort
+            .arg(txid.as_str())
+            .arg(now_ms())
+            .arg(self.retention.keep_count)
+            .arg(self.keep_ms())
+            .arg("aborted by the coordinator")
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        ack_result(&reply)
+    }
+
+    async fn commit_one_phase(
+        &self,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        ops: &Operations,
+    ) -> Result<OnePhaseOutcome, ParticipantError> {
+        let ops = match Self::redis_ops(ops) {
+            Ok(Some(ops)) => ops,
+            Ok(None) => {
+                return Ok(OnePhaseOutcome {
+                    decision: Decision::Commit,
+                    result: AckResult::Applied,
+                    reason: None,
+                })
+            }
+            Err(reason) => {
+                return Ok(OnePhaseOutcome {
+                    decision: Decision::Abort,
+                    result: AckResult::Applied,
+                    reason: Some(reason),
+                })
+            }
+        };
+        let mut c = self.conn.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .one_phase
+            .arg(txid.as_str())
+            .arg(coordinator.as_str())
+            .arg(now_ms())
+            .arg(ops_json(ops))
+            .arg(self.retention.keep_count)
+            .arg(self.keep_ms())
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        let decision = match reply.first().map(String::as_str) {
+            Some("commit") => Decision::Commit,
+            Some("abort") => Decision::Abort,
+            _ => {
+                return Err(ParticipantError::Resource(format!(
+                    "unexpected one-phase script result {reply:?}"
+                )))
+            }
+        };
+        Ok(OnePhaseOutcome {
+            decision,
+            result: ack_result(reply.get(1).map(String::as_str).unwrap_or(""))?,
+            reason: reply.get(2).cloned(),
+        })
+    }
+
+    async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {
+        let mut c = self.conn.clone();
+        let flat: Vec<String> = self.scripts.list.invoke_async(&mut c).await.map_err(err)?;
+        let mut out = Vec::with_capacity(flat.len() / 3);
+        for t in flat.chunks_exact(3) {
+            // Only this participant writes these records, with validated ids; a record that
+            // does not parse is reported as an error rather than silently dropped.
+            let txid = TxId::new(t[0].clone()).map_err(ParticipantError::resource)?;
+            let coordinator =
+                CoordinatorId::new(t[1].clone()).map_err(ParticipantError::resource)?;
+            let prepared_at_ms = t[2].parse().map_err(ParticipantError::resource)?;
+            out.push(PreparedTx {
+                txid,
+                coordinator,
+                prepared_at_ms,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_json_keeps_integers_exact() {
+        let ops = vec![RedisOp::Incrby {
+            key: "k".into(),
+            by: i64::MIN,
+            min: Some(-1),
+            max: None,
+            guard: RedisGuard {
+                expect: None,
+                exists: Some(true),
+            },
+        }];
+        let v: Value = serde_json::from_str(&ops_json(&ops)).unwrap();
+        assert_eq!(v[0]["by"], "-9223372036854775808");
+        assert_eq!(v[0]["min"], "-1");
+        assert_eq!(v[0]["exists"], "1");
+        assert!(v[0].get("max").is_none());
+    }
+}
