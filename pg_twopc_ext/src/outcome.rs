@@ -1,0 +1,99 @@
+//! What became of a gid: `twopc.outcome(gid)`.
+//!
+//! # Why it is correct after crashes and restarts
+//!
+//! Every piece of evidence used here is either PostgreSQL's own state or WAL-logged together
+//! with the transaction it describes, so it survives `pg_ctl stop -m immediate`:
+//!
+//! 1. `pg_prepared_xacts` lists the gid for this database → `in_doubt` (prepared
+//!    transactions are restored from WAL / state files by crash recovery).
+//! 2. A committed tracking tuple with this gid → `committed`. It was written inside the
+//!    prepared transaction and flushed by PREPARE; it can only be committed if that
+//!    transaction committed (Citus-style commit marker).
+//! 3. The latest `twopc.history` row → its decision. This covers gids prepared natively
+//!    (no tracking row) but finished through the functions. History rows are written
+//!    asynchronously (see [`crate::twophase`]), so they are not the only source.
+//! 4. A dead tracking tuple whose xmin aborted, or never committed and is no longer running
+//!    (the server crashed first) → `aborted`. This is presumed abort made explicit: it needs
+//!    neither the history row nor any extra write.
+//! 5. A tracking tuple deleted by `twopc.forget()` but not yet vacuumed, committed → `committed`.
+//! 6. Nothing → `unknown` (never prepared here, prepared in another database, or forgotten).
+//!    Under presumed abort a coordinator treats `unknown` for its own gid as aborted.
+
+use crate::error::{Result, TwopcError};
+use crate::tracking::{self, XminStatus};
+use crate::validate;
+use pgrx::prelude::*;
+
+/// The answer of `twopc.outcome()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Prepared in this database and not finished.
+    InDoubt,
+    /// Committed.
+    Committed,
+    /// Rolled back, or never committed and presumed aborted.
+    Aborted,
+    /// No evidence either way.
+    Unknown,
+}
+
+impl Outcome {
+    /// SQL-facing name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InDoubt => "in_doubt",
+            Outcome::Committed => "committed",
+            Outcome::Aborted => "aborted",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+fn spi_err(e: pgrx::spi::SpiError) -> TwopcError {
+    TwopcError::Spi {
+        detail: e.to_string(),
+    }
+}
+
+/// `twopc.outcome(gid)`: see the module docs.
+pub fn outcome(gid: Option<&str>) -> Result<Outcome> {
+    let gid = gid.unwrap_or("");
+    validate::check_gid(gid)?;
+    let in_doubt = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts \
+         WHERE gid OPERATOR(pg_catalog.=) $1 \
+         AND database OPERATOR(pg_catalog.=) pg_catalog.current_database())",
+        &[gid.into()],
+    )
+    .map_err(spi_err)?
+    .unwrap_or(false);
+    if in_doubt {
+        return Ok(Outcome::InDoubt);
+    }
+    let tuples = tracking::scan(Some(gid), |_, _| true)?;
+    if tuples
+        .iter()
+        .any(|t| t.status == XminStatus::Committed && !t.deleted)
+    {
+        return Ok(Outcome::Committed);
+    }
+    let latest = Spi::get_one_with_args::<String>(
+        "SELECT (SELECT decision FROM twopc.history WHERE gid OPERATOR(pg_catalog.=) $1 \
+         ORDER BY finished_at DESC LIMIT 1)",
+        &[gid.into()],
+    )
+    .map_err(spi_err)?;
+    match latest.as_deref() {
+        Some("commit") => return Ok(Outcome::Committed),
+        Some("abort") => return Ok(Outcome::Aborted),
+        _ => {}
+    }
+    if tuples.iter().any(|t| t.status == XminStatus::Aborted) {
+        return Ok(Outcome::Aborted);
+    }
+    if tuples.iter().any(|t| t.status == XminStatus::Committed) {
+        return Ok(Outcome::Committed);
+    }
+    Ok(Outcome::Unknown)
+}

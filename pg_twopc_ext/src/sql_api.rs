@@ -1,0 +1,280 @@
+//! The SQL surface (schema `twopc`): thin `#[pg_extern]` wrappers over the plain Rust modules,
+//! plus the tables, views and SQL-language functions of the extension script.
+//!
+//! Every wrapper turns a [`crate::error::TwopcError`] into a PostgreSQL `ERROR` with its own
+//! SQLSTATE; nothing else happens here.
+
+use crate::error::TwopcError;
+use crate::tracking::{self, XminStatus};
+use crate::validate::{self, Decision};
+use crate::{outcome, twophase};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::collections::HashSet;
+
+extension_sql!(
+    r#"
+-- Written inside the transaction that twopc.prepare() prepares: invisible while in doubt,
+-- visible iff committed (see src/tracking.rs).
+CREATE TABLE twopc.tracking (
+    xid         xid8        NOT NULL,
+    gid         text        NOT NULL,
+    global_id   text,
+    coordinator text,
+    prepared_at timestamptz NOT NULL,
+    prepared_by name        NOT NULL
+);
+CREATE INDEX tracking_gid_idx ON twopc.tracking (gid);
+COMMENT ON TABLE twopc.tracking IS
+  'One row per transaction prepared by twopc.prepare(), written inside it: visible iff committed';
+
+-- Append-only: who finished which gid, when, how. Written asynchronously (src/twophase.rs).
+CREATE TABLE twopc.history (
+    gid         text        NOT NULL,
+    global_id   text,
+    coordinator text,
+    decision    text        NOT NULL CHECK (decision IN ('commit', 'abort')),
+    finished_at timestamptz NOT NULL,
+    finished_by name        NOT NULL,
+    via         text        NOT NULL CHECK (via IN ('coordinator', 'manual', 'resolver'))
+);
+CREATE INDEX history_gid_idx ON twopc.history (gid);
+COMMENT ON TABLE twopc.history IS
+  'Prepared transactions finished through twopc.commit_prepared() / twopc.rollback_prepared()';
+
+-- The coordinator's decision, recorded by the Postgres participant before it finishes.
+CREATE TABLE twopc.decisions (
+    gid         text        PRIMARY KEY,
+    decision    text        NOT NULL CHECK (decision IN ('commit', 'abort')),
+    recorded_at timestamptz NOT NULL,
+    recorded_by name        NOT NULL
+);
+
+SELECT pg_catalog.pg_extension_config_dump('twopc.tracking', '');
+SELECT pg_catalog.pg_extension_config_dump('twopc.history', '');
+SELECT pg_catalog.pg_extension_config_dump('twopc.decisions', '');
+"#,
+    name = "tables",
+    bootstrap
+);
+
+extension_sql!(
+    r#"
+CREATE VIEW twopc.in_doubt AS
+SELECT p.gid,
+       COALESCE(t.global_id, twopc.gid_global_id(p.gid))     AS global_id,
+       COALESCE(t.coordinator, twopc.gid_coordinator(p.gid)) AS coordinator,
+       p.prepared                                            AS prepared_at,
+       pg_catalog.now() - p.prepared                         AS age,
+       p.database,
+       p.owner,
+       d.decision,
+       t.prepared_by,
+       p.transaction                                         AS xid,
+       t.gid IS NOT NULL                                     AS tracked
+  FROM pg_catalog.pg_prepared_xacts p
+  LEFT JOIN twopc.tracking_in_doubt() t ON t.xid = p.transaction AND t.gid = p.gid
+  LEFT JOIN twopc.decisions d ON d.gid = p.gid;
+COMMENT ON VIEW twopc.in_doubt IS
+  'Prepared transactions of the cluster, with twopc tracking data where known';
+
+CREATE FUNCTION twopc.stats(
+    OUT prepared bigint, OUT committed bigint, OUT aborted bigint, OUT in_doubt bigint,
+    OUT oldest_in_doubt interval)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH t AS (SELECT gid, status FROM twopc.tracking_tuples()),
+       d AS (SELECT gid, prepared FROM pg_prepared_xacts WHERE database = current_database()),
+       c AS (SELECT gid FROM t WHERE status = 'committed'
+             UNION SELECT gid FROM twopc.history WHERE decision = 'commit'),
+       a AS (SELECT gid FROM t WHERE status = 'aborted'
+             UNION SELECT gid FROM twopc.history WHERE decision = 'abort'),
+       n AS (SELECT (SELECT count(*) FROM c) AS committed,
+                    (SELECT count(*) FROM a) AS aborted,
+                    (SELECT count(*) FROM d) AS in_doubt,
+                    (SELECT now() - min(prepared) FROM d) AS oldest)
+  SELECT committed + aborted + in_doubt, committed, aborted, in_doubt, oldest FROM n
+$$;
+COMMENT ON FUNCTION twopc.stats() IS
+  'Counts of gids prepared / committed / aborted / in doubt in this database, and the oldest in-doubt age';
+
+CREATE FUNCTION twopc.forget(older_than interval) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  total bigint := 0;
+  n bigint;
+BEGIN
+  IF older_than IS NULL OR older_than < interval '0' THEN
+    RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = '22023';
+  END IF;
+  DELETE FROM twopc.history WHERE finished_at < now() - older_than;
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  -- Only visible (committed) tracking rows can be deleted; in-doubt ones are untouched.
+  DELETE FROM twopc.tracking WHERE prepared_at < now() - older_than;
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  DELETE FROM twopc.decisions dd WHERE recorded_at < now() - older_than
+     AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts p WHERE p.gid = dd.gid);
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  RETURN total;
+END
+$$;
+COMMENT ON FUNCTION twopc.forget(interval) IS
+  'Deletes tracking, history and decision rows older than the interval; returns how many';
+
+-- Security model (README "Security"): reading is public like pg_prepared_xacts; changing
+-- anything needs EXECUTE, granted explicitly by an administrator.
+GRANT USAGE ON SCHEMA twopc TO PUBLIC;
+GRANT SELECT ON twopc.tracking, twopc.history, twopc.decisions, twopc.in_doubt TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION twopc.prepare(text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION twopc.commit_prepared(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION twopc.rollback_prepared(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION twopc.record_decision(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION twopc.forget(interval) FROM PUBLIC;
+"#,
+    name = "views_and_grants",
+    finalize
+);
+
+fn ok<T>(r: crate::error::Result<T>) -> T {
+    r.unwrap_or_else(|e: TwopcError| e.raise())
+}
+
+/// The wire protocol version this build of the extension speaks.
+#[pg_extern]
+fn protocol_version() -> i32 {
+    twopc_protocol::PROTOCOL_VERSION as i32
+}
+
+/// Records tracking data and prepares the current transaction under `gid` when the calling
+/// statement ends. Must be the last statement of a transaction block. Returns the gid.
+#[pg_extern(volatile, parallel_unsafe)]
+fn prepare(
+    gid: Option<&str>,
+    coordinator: default!(Option<&str>, "NULL"),
+    global_id: default!(Option<&str>, "NULL"),
+) -> String {
+    ok(twophase::prepare(gid, coordinator, global_id))
+}
+
+/// COMMIT PREPARED `gid`, recorded in `twopc.history`. Not inside a transaction block.
+#[pg_extern(volatile, parallel_unsafe)]
+fn commit_prepared(gid: Option<&str>, via: default!(Option<&str>, "'manual'")) {
+    ok(twophase::finish(gid, Decision::Commit, via))
+}
+
+/// ROLLBACK PREPARED `gid`, recorded in `twopc.history`. Not inside a transaction block.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rollback_prepared(gid: Option<&str>, via: default!(Option<&str>, "'manual'")) {
+    ok(twophase::finish(gid, Decision::Abort, via))
+}
+
+/// Records the coordinator's decision (`commit` or `abort`) for `gid`; idempotent.
+#[pg_extern(volatile, parallel_unsafe)]
+fn record_decision(gid: Option<&str>, decision: Option<&str>) {
+    ok(twophase::record_decision(gid, decision))
+}
+
+/// `in_doubt`, `committed`, `aborted` or `unknown`.
+#[pg_extern(volatile)]
+fn outcome(gid: Option<&str>) -> &'static str {
+    ok(outcome::outcome(gid)).as_str()
+}
+
+/// The coordinator id encoded in a twopc-format gid, NULL for other gids.
+#[pg_extern(immutable, parallel_safe)]
+fn gid_coordinator(gid: &str) -> Option<String> {
+    validate::gid_coordinator(gid)
+}
+
+/// The global transaction id encoded in a twopc-format gid, NULL for other gids.
+#[pg_extern(immutable, parallel_safe)]
+fn gid_global_id(gid: &str) -> Option<String> {
+    validate::gid_global_id(gid)
+}
+
+/// Xids of the transactions currently prepared (all databases).
+fn prepared_xids() -> HashSet<pg_sys::TransactionId> {
+    ok(Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT transaction FROM pg_catalog.pg_prepared_xacts",
+            None,
+            &[],
+        )?;
+        let mut set = HashSet::new();
+        for row in rows {
+            if let Some(x) = row.get::<pg_sys::TransactionId>(1)? {
+                set.insert(x);
+            }
+        }
+        Ok(set)
+    })
+    .map_err(|e: pgrx::spi::SpiError| TwopcError::Spi {
+        detail: e.to_string(),
+    }))
+}
+
+/// Tracking rows of transactions that are prepared right now: found with a non-MVCC scan,
+/// since they are invisible until they commit. Basis of the `twopc.in_doubt` view.
+#[pg_extern(volatile)]
+fn tracking_in_doubt() -> TableIterator<
+    'static,
+    (
+        name!(xid, pg_sys::TransactionId),
+        name!(gid, String),
+        name!(global_id, Option<String>),
+        name!(coordinator, Option<String>),
+        name!(prepared_at, Option<TimestampWithTimeZone>),
+        name!(prepared_by, Option<String>),
+    ),
+> {
+    let prepared = prepared_xids();
+    let tuples = ok(tracking::scan(None, |xmin, st| {
+        st == XminStatus::InProgress && prepared.contains(&xmin)
+    }));
+    TableIterator::new(tuples.into_iter().map(|t| {
+        (
+            t.xmin,
+            t.gid,
+            t.global_id,
+            t.coordinator,
+            t.prepared_at,
+            t.prepared_by,
+        )
+    }))
+}
+
+/// Every tuple of `twopc.tracking`, visible or not, with what became of the transaction that
+/// wrote it (`in_progress`, `committed`, `aborted`, `current`) and whether `twopc.forget()`
+/// deleted it. For diagnostics and `twopc.stats()`.
+#[pg_extern(volatile)]
+fn tracking_tuples() -> TableIterator<
+    'static,
+    (
+        name!(xid, pg_sys::TransactionId),
+        name!(gid, String),
+        name!(global_id, Option<String>),
+        name!(coordinator, Option<String>),
+        name!(prepared_at, Option<TimestampWithTimeZone>),
+        name!(prepared_by, Option<String>),
+        name!(status, &'static str),
+        name!(deleted, bool),
+    ),
+> {
+    let tuples = ok(tracking::scan(None, |_, _| true));
+    TableIterator::new(tuples.into_iter().map(|t| {
+        (
+            t.xmin,
+            t.gid,
+            t.global_id,
+            t.coordinator,
+            t.prepared_at,
+            t.prepared_by,
+            t.status.as_str(),
+            t.deleted,
+        )
+    }))
+}

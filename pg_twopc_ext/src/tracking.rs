@@ -1,0 +1,379 @@
+//! The extension's own tables, written and read below SQL.
+//!
+//! # Why a row inside the prepared transaction
+//!
+//! `twopc.prepare()` inserts one row into `twopc.tracking` *inside the transaction it is about
+//! to prepare*. That row costs no extra disk flush: it is WAL-logged with the transaction's
+//! other changes and made durable by the flush PREPARE TRANSACTION does anyway. It then
+//! behaves exactly like the transaction:
+//!
+//! * while the transaction is prepared (in doubt) the row exists on disk but is invisible to
+//!   every MVCC snapshot; it survives `pg_ctl stop -m immediate` because it is all WAL;
+//! * when the transaction commits, the row becomes visible: a visible tracking row *is* the
+//!   commit marker (the technique Citus uses for `pg_dist_transaction`);
+//! * when it aborts, the row is dead: an aborted xmin, found by a non-MVCC scan, is positive
+//!   evidence of the abort, and no row at all is read as abort (presumed abort).
+//!
+//! # Why below SQL
+//!
+//! Reading in-doubt rows needs a scan with `SnapshotAny` and a look at each tuple's raw xmin,
+//! which SQL cannot express. Writing goes through `CatalogTupleInsert` (heap insert plus index
+//! maintenance) rather than SPI: there is no parse/plan per call on the hot path, and the
+//! bookkeeping does not depend on the caller holding INSERT privileges on the twopc tables,
+//! so `EXECUTE` on the functions is the only capability a role needs (see the README's
+//! security section). All SQL-visible reads (views, `outcome`) use normal privileges.
+//!
+//! Both scans use `systable_beginscan` with `SnapshotAny`: with an index (`tracking_gid_idx`)
+//! to look up one gid, without one for the full scan behind `twopc.tracking_in_doubt()`.
+//! With a non-MVCC snapshot the heap scan runs tuple at a time and returns every tuple that has
+//! not been pruned away, whatever its visibility.
+
+use crate::error::{Result, TwopcError};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
+use pgrx::{FromDatum, IntoDatum};
+use std::ffi::{CStr, CString};
+
+/// Schema of every object of the extension.
+pub const SCHEMA: &CStr = c"twopc";
+
+/// `twopc.tracking` column numbers (1-based, as in `pg_attribute`).
+mod tracking_col {
+    pub const XID: usize = 1;
+    pub const GID: usize = 2;
+    pub const GLOBAL_ID: usize = 3;
+    pub const COORDINATOR: usize = 4;
+    pub const PREPARED_AT: usize = 5;
+    pub const PREPARED_BY: usize = 6;
+    pub const COUNT: usize = 6;
+}
+
+/// The relation oid of `twopc.<name>`.
+pub fn relid(name: &str) -> Result<pg_sys::Oid> {
+    let missing = || TwopcError::MissingObject {
+        name: format!("twopc.{name}"),
+    };
+    let cname = CString::new(name).map_err(|_| missing())?;
+    // SAFETY: both are plain syscache lookups with NUL-terminated strings; missing_ok = true.
+    let oid = unsafe {
+        let nsp = pg_sys::get_namespace_oid(SCHEMA.as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return Err(missing());
+        }
+        pg_sys::get_relname_relid(cname.as_ptr(), nsp)
+    };
+    if oid == pg_sys::InvalidOid {
+        Err(missing())
+    } else {
+        Ok(oid)
+    }
+}
+
+/// A datum for a `text` column.
+fn text_datum(s: Option<&str>) -> Option<pg_sys::Datum> {
+    s.and_then(|s| s.into_datum())
+}
+
+/// A datum for a `name` column: a palloc'd `NameData` (truncated like PostgreSQL does).
+fn name_datum(s: &CStr) -> pg_sys::Datum {
+    // SAFETY: palloc0 returns NAMEDATALEN zeroed bytes in the current memory context, which is
+    // what namestrcpy expects as its destination.
+    unsafe {
+        let name = pg_sys::palloc0(pg_sys::NAMEDATALEN as usize) as *mut pg_sys::NameData;
+        pg_sys::namestrcpy(name, s.as_ptr());
+        pg_sys::Datum::from(name)
+    }
+}
+
+/// The name of the current user (`current_user`), as a `name` datum.
+fn current_user_datum() -> pg_sys::Datum {
+    // SAFETY: GetUserId is always valid inside a transaction; noerr = false raises a normal
+    // ERROR for a dropped role (cannot happen for the session's own user).
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
+        name_datum(CStr::from_ptr(name))
+    }
+}
+
+/// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`.
+fn insert_row(table: &str, values: &[Option<pg_sys::Datum>]) -> Result<()> {
+    let oid = relid(table)?;
+    // SAFETY: the relation is opened and closed here with RowExclusiveLock kept until the end
+    // of the transaction (NoLock at close), like any INSERT; the tuple is formed from exactly
+    // `natts` datums, which we check against the descriptor first.
+    unsafe {
+        let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        if (*desc).natts as usize != values.len() {
+            pg_sys::table_close(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            return Err(TwopcError::MissingObject {
+                name: format!("twopc.{table} with {} columns", values.len()),
+            });
+        }
+        let mut datums: Vec<pg_sys::Datum> = values
+            .iter()
+            .map(|v| v.unwrap_or(pg_sys::Datum::from(0usize)))
+            .collect();
+        let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
+        let tuple = pg_sys::heap_form_tuple(desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::CatalogTupleInsert(rel, tuple);
+        pg_sys::heap_freetuple(tuple);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+    Ok(())
+}
+
+/// Writes the tracking row of the current (top-level) transaction. Called by `twopc.prepare()`
+/// right before the transaction is marked for PREPARE, so the row is part of it.
+pub fn insert_tracking(
+    gid: &str,
+    global_id: Option<&str>,
+    coordinator: Option<&str>,
+) -> Result<()> {
+    // SAFETY: plain accessors of the current transaction; assigning the xid here is what the
+    // insert below would do anyway.
+    let (fxid, now) = unsafe {
+        (
+            pg_sys::GetTopFullTransactionId(),
+            pg_sys::GetCurrentTimestamp(),
+        )
+    };
+    insert_row(
+        "tracking",
+        &[
+            Some(pg_sys::Datum::from(fxid.value)),
+            text_datum(Some(gid)),
+            text_datum(global_id),
+            text_datum(coordinator),
+            Some(pg_sys::Datum::from(now)),
+            Some(current_user_datum()),
+        ],
+    )
+}
+
+/// Appends a row to `twopc.history` (who finished which gid, how, and when).
+pub fn insert_history(
+    gid: &str,
+    global_id: Option<&str>,
+    coordinator: Option<&str>,
+    decision: &str,
+    via: &str,
+) -> Result<()> {
+    // SAFETY: GetCurrentTimestamp has no preconditions.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    insert_row(
+        "history",
+        &[
+            text_datum(Some(gid)),
+            text_datum(global_id),
+            text_datum(coordinator),
+            text_datum(Some(decision)),
+            Some(pg_sys::Datum::from(now)),
+            Some(current_user_datum()),
+            text_datum(Some(via)),
+        ],
+    )
+}
+
+/// Records the coordinator's decision for a gid in `twopc.decisions`.
+pub fn insert_decision(gid: &str, decision: &str) -> Result<()> {
+    // SAFETY: GetCurrentTimestamp has no preconditions.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    insert_row(
+        "decisions",
+        &[
+            text_datum(Some(gid)),
+            text_datum(Some(decision)),
+            Some(pg_sys::Datum::from(now)),
+            Some(current_user_datum()),
+        ],
+    )
+}
+
+/// What the inserting transaction of a tracking tuple did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XminStatus {
+    /// Inserted by the current transaction.
+    Current,
+    /// Still running, or prepared and in doubt.
+    InProgress,
+    /// Committed: the tuple is (or was) visible.
+    Committed,
+    /// Aborted, or crashed before committing (never to commit).
+    Aborted,
+}
+
+impl XminStatus {
+    /// SQL-facing name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XminStatus::Current => "current",
+            XminStatus::InProgress => "in_progress",
+            XminStatus::Committed => "committed",
+            XminStatus::Aborted => "aborted",
+        }
+    }
+}
+
+/// One tracking tuple as found by a `SnapshotAny` scan.
+#[derive(Debug, Clone)]
+pub struct TrackedTuple {
+    /// Raw xmin: the xid of the transaction that was prepared.
+    pub xmin: pg_sys::TransactionId,
+    /// What became of that transaction.
+    pub status: XminStatus,
+    /// The tuple was deleted by `twopc.forget()` (xmax set and not known invalid).
+    pub deleted: bool,
+    /// Column `gid`.
+    pub gid: String,
+    /// Column `global_id`.
+    pub global_id: Option<String>,
+    /// Column `coordinator`.
+    pub coordinator: Option<String>,
+    /// Column `prepared_at`.
+    pub prepared_at: Option<TimestampWithTimeZone>,
+    /// Column `prepared_by`.
+    pub prepared_by: Option<String>,
+}
+
+/// Classifies a tuple's xmin. Hint bits first: they are set once the outcome is known and,
+/// unlike the clog, never go away (the clog is truncated for frozen history).
+///
+/// # Safety
+/// `tuple` must point to a valid, pinned heap tuple.
+unsafe fn classify(tuple: pg_sys::HeapTuple) -> (pg_sys::TransactionId, XminStatus, bool) {
+    unsafe {
+        let hdr = (*tuple).t_data;
+        let xmin = (*hdr).t_choice.t_heap.t_xmin;
+        let xmax = (*hdr).t_choice.t_heap.t_xmax;
+        let infomask = u32::from((*hdr).t_infomask);
+        let deleted =
+            xmax != pg_sys::InvalidTransactionId && infomask & pg_sys::HEAP_XMAX_INVALID == 0;
+        let status = if infomask & pg_sys::HEAP_XMIN_COMMITTED != 0 {
+            // Includes HEAP_XMIN_FROZEN (both bits).
+            XminStatus::Committed
+        } else if infomask & pg_sys::HEAP_XMIN_INVALID != 0 {
+            XminStatus::Aborted
+        } else if pg_sys::TransactionIdIsCurrentTransactionId(xmin) {
+            XminStatus::Current
+        } else if pg_sys::TransactionIdIsInProgress(xmin) {
+            XminStatus::InProgress
+        } else if pg_sys::TransactionIdDidCommit(xmin) {
+            XminStatus::Committed
+        } else {
+            // Aborted, or was running when the server crashed: it will never commit.
+            XminStatus::Aborted
+        };
+        (xmin, status, deleted)
+    }
+}
+
+/// Reads a `text` datum (possibly NULL) into a `String`.
+///
+/// # Safety
+/// `d` must be a valid text datum when `null` is false.
+unsafe fn text_of(d: pg_sys::Datum, null: bool) -> Option<String> {
+    unsafe { String::from_datum(d, null) }
+}
+
+/// Scans `twopc.tracking` with `SnapshotAny`, by gid through `tracking_gid_idx` when `gid` is
+/// given, all of it otherwise, keeping the tuples `keep` accepts (judged on xmin and status
+/// before the tuple is decoded, so a full scan decodes only what it returns).
+pub fn scan(
+    gid: Option<&str>,
+    mut keep: impl FnMut(pg_sys::TransactionId, XminStatus) -> bool,
+) -> Result<Vec<TrackedTuple>> {
+    let table = relid("tracking")?;
+    let index = if gid.is_some() {
+        relid("tracking_gid_idx")?
+    } else {
+        pg_sys::InvalidOid
+    };
+    let mut out = Vec::new();
+    // SAFETY: standard systable scan protocol: the relation is locked AccessShare for the
+    // scan, the scan key lives until endscan, every returned tuple stays pinned until the next
+    // getnext, and we copy what we need (Rust Strings) before moving on. SnapshotAnyData is a
+    // static, never modified by scans.
+    unsafe {
+        let rel = pg_sys::table_open(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        if (*desc).natts as usize != tracking_col::COUNT {
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            return Err(TwopcError::MissingObject {
+                name: "twopc.tracking with 6 columns".into(),
+            });
+        }
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        let nkeys = if let Some(g) = gid {
+            let datum = g.into_datum().expect("text datum");
+            pg_sys::ScanKeyInit(
+                &mut key,
+                tracking_col::GID as pg_sys::AttrNumber,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+                datum,
+            );
+            1
+        } else {
+            0
+        };
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            index,
+            gid.is_some(),
+            &raw mut pg_sys::SnapshotAnyData,
+            nkeys,
+            &mut key,
+        );
+        let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
+        let mut nulls = [true; tracking_col::COUNT];
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() {
+                break;
+            }
+            let (xmin, status, deleted) = classify(tuple);
+            if !keep(xmin, status) {
+                continue;
+            }
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let v = |col: usize| (values[col - 1], nulls[col - 1]);
+            let (d, n) = v(tracking_col::GID);
+            let Some(found_gid) = text_of(d, n) else {
+                continue;
+            };
+            // An index scan with a lossy key cannot happen for text equality, but a heap scan
+            // with a key filter is not what we do either: compare anyway.
+            if gid.is_some_and(|g| g != found_gid) {
+                continue;
+            }
+            let (d, n) = v(tracking_col::GLOBAL_ID);
+            let global_id = text_of(d, n);
+            let (d, n) = v(tracking_col::COORDINATOR);
+            let coordinator = text_of(d, n);
+            let (d, n) = v(tracking_col::PREPARED_AT);
+            let prepared_at = TimestampWithTimeZone::from_datum(d, n);
+            let (d, n) = v(tracking_col::PREPARED_BY);
+            let prepared_by = if n {
+                None
+            } else {
+                let p = d.cast_mut_ptr::<std::ffi::c_char>();
+                Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+            };
+            let _ = tracking_col::XID;
+            out.push(TrackedTuple {
+                xmin,
+                status,
+                deleted,
+                gid: found_gid,
+                global_id,
+                coordinator,
+                prepared_at,
+                prepared_by,
+            });
+        }
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    }
+    Ok(out)
+}

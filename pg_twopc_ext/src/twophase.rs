@@ -1,0 +1,213 @@
+//! Preparing and finishing transactions from SQL functions.
+//!
+//! # Why functions at all
+//!
+//! `PREPARE TRANSACTION` / `COMMIT PREPARED` are statements, not functions: SPI refuses them,
+//! and they leave no trace of who prepared what for whom. The functions here wrap the same
+//! core routines (`PrepareTransactionBlock`, `FinishPreparedTransaction`) and add the tracking
+//! described in [`crate::tracking`].
+//!
+//! # Prepare
+//!
+//! `twopc.prepare()` checks everything PREPARE TRANSACTION would refuse later — and some
+//! things it would *not* refuse but get wrong (outside a transaction block PostgreSQL only
+//! warns and then commits) — up front, so each misuse is one clean `ERROR` with the
+//! transaction untouched. Then it writes the tracking row, marks the block for PREPARE and
+//! arms the [`crate::guard`]. The prepare itself happens when the calling top-level statement
+//! ends.
+//!
+//! # Finish, and why the history row is written asynchronously
+//!
+//! `twopc.commit_prepared()` / `twopc.rollback_prepared()` run the checks COMMIT PREPARED gets
+//! (`PreventInTransactionBlock`), then `FinishPreparedTransaction()`, which writes and
+//! *flushes* the COMMIT PREPARED / ROLLBACK PREPARED record itself, whatever
+//! `synchronous_commit` says. Then they append a `twopc.history` row in the surrounding
+//! (implicit) transaction with `synchronous_commit = off` for that transaction only: committing
+//! it does not wait for a second WAL flush. Losing that row in a crash loses no information
+//! that matters:
+//!
+//! * committed: the tracking row written inside the prepared transaction is now visible, and it
+//!   was flushed by PREPARE;
+//! * aborted: the tracking tuple is dead with an aborted xmin (or, after vacuum, gone), and an
+//!   unknown gid is presumed aborted.
+//!
+//! Only *who* finished it and *how* (`finished_by`, `via`) can be lost, for the last few
+//! hundred milliseconds before a crash. This keeps the function path within a few percent of
+//! native COMMIT PREPARED (one WAL flush each, see `bench/RESULTS.md`). When the surrounding
+//! transaction has already written something else (the function called from a DO block that
+//! also modified data), the caller's `synchronous_commit` is left alone.
+//!
+//! Permission checks stay PostgreSQL's: the functions are SECURITY INVOKER, so
+//! `FinishPreparedTransaction` checks the caller (owner of the prepared transaction or
+//! superuser) exactly as COMMIT PREPARED does.
+
+use crate::error::{Result, TwopcError};
+use crate::guard;
+use crate::tracking::{self, XminStatus};
+use crate::validate::{self, Decision, Via};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::{c_char, c_int, CString};
+
+unsafe extern "C-unwind" {
+    /// twophase.h: finishes (commits or rolls back) the prepared transaction `gid`.
+    fn FinishPreparedTransaction(gid: *const c_char, is_commit: bool);
+}
+
+unsafe extern "C" {
+    /// twophase.h: the `max_prepared_transactions` GUC.
+    static max_prepared_xacts: c_int;
+}
+
+/// Whether a prepared transaction named `gid` exists (any database).
+fn gid_prepared_anywhere(gid: &str) -> Result<bool> {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts \
+         WHERE gid OPERATOR(pg_catalog.=) $1)",
+        &[gid.into()],
+    )
+    .map(|v| v.unwrap_or(false))
+    .map_err(|e| TwopcError::Spi {
+        detail: e.to_string(),
+    })
+}
+
+/// `twopc.prepare()`: see the module docs.
+pub fn prepare(
+    gid: Option<&str>,
+    coordinator: Option<&str>,
+    global_id: Option<&str>,
+) -> Result<String> {
+    // SAFETY: plain reads of backend state.
+    let (in_block, in_sub, max_prepared, xact_flags) = unsafe {
+        (
+            pg_sys::IsTransactionBlock(),
+            pg_sys::IsSubTransaction(),
+            max_prepared_xacts,
+            pg_sys::MyXactFlags,
+        )
+    };
+    if !in_block {
+        return Err(TwopcError::NotInTransactionBlock);
+    }
+    if in_sub {
+        return Err(TwopcError::InSubtransaction);
+    }
+    if let Some(gid) = guard::pending_gid() {
+        return Err(TwopcError::AlreadyPreparing { gid });
+    }
+    if max_prepared == 0 {
+        return Err(TwopcError::PreparedTransactionsDisabled);
+    }
+    if xact_flags as u32 & pg_sys::XACT_FLAGS_ACCESSEDTEMPNAMESPACE != 0 {
+        return Err(TwopcError::TouchedTemporaryObjects);
+    }
+    let gid = gid.unwrap_or("");
+    validate::check_gid(gid)?;
+    let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
+    if gid_prepared_anywhere(gid)? {
+        return Err(TwopcError::GidInUse { gid: gid.into() });
+    }
+    for t in tracking::scan(Some(gid), |_, st| st != XminStatus::Aborted)? {
+        match t.status {
+            XminStatus::Committed if !t.deleted => {
+                return Err(TwopcError::GidAlreadyCommitted { gid: gid.into() })
+            }
+            // Prepared (found above unless in another database) or being prepared right now
+            // by another session.
+            XminStatus::InProgress => return Err(TwopcError::GidInUse { gid: gid.into() }),
+            _ => {}
+        }
+    }
+    tracking::insert_tracking(gid, global_id.as_deref(), coordinator.as_deref())?;
+    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
+    // SAFETY: we are in a top-level transaction block (checked above); PostgreSQL copies the
+    // gid into TopTransactionContext.
+    let marked = unsafe { pg_sys::PrepareTransactionBlock(cgid.as_ptr()) };
+    if !marked {
+        return Err(TwopcError::PrepareRefused { gid: gid.into() });
+    }
+    guard::set_pending(gid);
+    Ok(gid.to_owned())
+}
+
+/// `twopc.commit_prepared()` / `twopc.rollback_prepared()`: see the module docs.
+pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Result<()> {
+    let via = Via::parse(via.unwrap_or("manual"))?;
+    let stmt: &std::ffi::CStr = match decision {
+        Decision::Commit => c"twopc.commit_prepared()",
+        Decision::Abort => c"twopc.rollback_prepared()",
+    };
+    // SAFETY: raises a normal ERROR inside a transaction block, subtransaction or pipeline,
+    // exactly as for COMMIT PREPARED.
+    unsafe { pg_sys::PreventInTransactionBlock(true, stmt.as_ptr()) };
+    let gid = gid.unwrap_or("");
+    validate::check_gid(gid)?;
+
+    // Who it was prepared for: the tracking row of the prepared transaction (in progress as
+    // long as it is prepared), else what a twopc-format gid encodes.
+    let tracked = tracking::scan(Some(gid), |_, st| st == XminStatus::InProgress)?
+        .into_iter()
+        .next();
+    let (coordinator, global_id) = match tracked {
+        Some(t) => (t.coordinator, t.global_id),
+        None => (validate::gid_coordinator(gid), validate::gid_global_id(gid)),
+    };
+
+    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
+    // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
+    // denied, another database, busy); the boundary turns them into Rust unwinding and back.
+    // Whether this transaction wrote anything yet decides about synchronous_commit below.
+    let wrote_before = unsafe {
+        let had_xid = pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId;
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            FinishPreparedTransaction(cgid.as_ptr(), decision == Decision::Commit)
+        });
+        had_xid
+    };
+    if !wrote_before {
+        // SAFETY: a transaction-local GUC change, reverted at transaction end.
+        unsafe {
+            pg_sys::set_config_option(
+                c"synchronous_commit".as_ptr(),
+                c"off".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                pgrx::PgLogLevel::ERROR as c_int,
+                false,
+            );
+        }
+    }
+    tracking::insert_history(
+        gid,
+        global_id.as_deref(),
+        coordinator.as_deref(),
+        decision.as_str(),
+        via.as_str(),
+    )
+}
+
+/// `twopc.record_decision()`: remembers the coordinator's decision for a gid (idempotent).
+pub fn record_decision(gid: Option<&str>, decision: Option<&str>) -> Result<()> {
+    let gid = gid.unwrap_or("");
+    validate::check_gid(gid)?;
+    let decision = Decision::parse(decision.unwrap_or(""))?;
+    let recorded = Spi::get_one_with_args::<String>(
+        "SELECT (SELECT decision FROM twopc.decisions WHERE gid OPERATOR(pg_catalog.=) $1)",
+        &[gid.into()],
+    )
+    .map_err(|e| TwopcError::Spi {
+        detail: e.to_string(),
+    })?;
+    match recorded {
+        Some(r) if r == decision.as_str() => Ok(()),
+        Some(r) => Err(TwopcError::ConflictingDecision {
+            gid: gid.into(),
+            recorded: r,
+            given: decision.as_str().into(),
+        }),
+        None => tracking::insert_decision(gid, decision.as_str()),
+    }
+}
