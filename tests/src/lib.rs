@@ -18,10 +18,13 @@
 //! * [`pg`]: the PostgreSQL cluster.
 //! * [`redis_server`]: the Redis server.
 //! * [`util`]: free ports, waiting, running commands as the `postgres` user.
+//! * [`wire_client`]: a WebSocket client speaking the twopc wire protocol, for driving
+//!   participants the way the coordinator does.
 
 pub mod pg;
 pub mod redis_server;
 pub mod util;
+pub mod wire_client;
 
 pub use pg::{PgCluster, PgOptions};
 pub use redis_server::RedisServer;

@@ -1,0 +1,939 @@
+//! The Redis participant against a real `redis-server` (AOF, appendfsync always), driven over
+//! a real WebSocket by [`WireClient`], the way the coordinator drives it.
+//!
+//! Most tests run the participant server in-process (a tokio task over
+//! [`RedisResource`]). The kill -9 test needs a real process: it spawns the binary
+//! `twopc-redis-participant-under-test`, built by cargo from this crate's
+//! `src/bin/` and located through `CARGO_BIN_EXE_*` (cargo builds a package's binaries before
+//! its integration tests, so there is no separate build step and no guessing at target
+//! paths). That binary's `main` is the same one line as the `twopc-redis-participant`
+//! binary's: both call `twopc_redis_participant::cli::main()`.
+//!
+//! No test asserts how fast anything happens; waits are "until it happens, or fail after a
+//! generous deadline".
+
+use redis::AsyncCommands;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use twopc_participant::memory::MemoryResource;
+use twopc_participant::{RunningServer, Server, ServerConfig};
+use twopc_protocol::ops::{RedisGuard, RedisOp};
+use twopc_protocol::{
+    AckResult, CoordinatorId, Decision, DecisionStatus, ErrorCode, Frame, Message, Operations,
+    ParticipantKind, TxId, Vote, MAX_FRAME_BYTES,
+};
+use twopc_redis_participant::{RedisResource, Retention};
+use twopc_tests::wire_client::{Incoming, WireClient};
+use twopc_tests::RedisServer;
+
+const TOKEN: &str = "test-token-0123456789";
+
+fn tx(s: &str) -> TxId {
+    TxId::new(s).unwrap()
+}
+
+fn c1() -> CoordinatorId {
+    CoordinatorId::new("c1").unwrap()
+}
+
+fn config() -> ServerConfig {
+    ServerConfig::new("cache".parse().unwrap(), TOKEN)
+}
+
+async fn start(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+    let mut cfg = config();
+    tweak(&mut cfg);
+    let resource = RedisResource::new(&redis.url(), Retention::default()).unwrap();
+    Server::new(resource, cfg)
+        .unwrap()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Connects and consumes the initial in-doubt report, returning its txids.
+async fn connect(addr: SocketAddr) -> (WireClient, Vec<String>) {
+    let mut c = WireClient::connect(addr, Some(TOKEN)).await.unwrap();
+    let first = c.recv().await;
+    assert_eq!(first.id, 0);
+    let Message::InDoubtReport {
+        participant,
+        kind,
+        prepared,
+    } = first.msg
+    else {
+        panic!("first frame must be the in-doubt report, got {first:?}")
+    };
+    assert_eq!(participant.as_str(), "cache");
+    assert_eq!(kind, ParticipantKind::Redis);
+    let ids = prepared.iter().map(|p| p.txid.to_string()).collect();
+    (c, ids)
+}
+
+fn set(key: &str, value: &str) -> RedisOp {
+    RedisOp::Set {
+        key: key.into(),
+        value: value.into(),
+        guard: RedisGuard::default(),
+    }
+}
+
+fn incrby(key: &str, by: i64, min: Option<i64>) -> RedisOp {
+    RedisOp::Incrby {
+        key: key.into(),
+        by,
+        min,
+        max: None,
+        guard: RedisGuard::default(),
+    }
+}
+
+fn prepare(txid: &str, ops: Vec<RedisOp>) -> Message {
+    Message::Prepare {
+        txid: tx(txid),
+        coordinator: c1(),
+        ops: Operations::Redis(ops),
+        timeout_ms: None,
+    }
+}
+
+async fn vote(c: &mut WireClient, txid: &str, ops: Vec<RedisOp>) -> (Vote, Option<String>) {
+    match c.request(prepare(txid, ops)).await {
+        Message::Vote {
+            txid: t,
+            vote,
+            reason,
+        } => {
+            assert_eq!(t.as_str(), txid);
+            (vote, reason)
+        }
+        other => panic!("expected a vote, got {other:?}"),
+    }
+}
+
+async fn ack(c: &mut WireClient, msg: Message) -> (Decision, AckResult) {
+    match c.request(msg).await {
+        Message::Ack {
+            decision, result, ..
+        } => (decision, result),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn commit(txid: &str) -> Message {
+    Message::Commit { txid: tx(txid) }
+}
+
+fn abort(txid: &str) -> Message {
+    Message::Abort {
+        txid: tx(txid),
+        reason: None,
+    }
+}
+
+async fn get(r: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<String> {
+    r.get(key).await.unwrap()
+}
+
+async fn prepared_in_redis(r: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    r.zrange("twopc:prepared", 0, -1).await.unwrap()
+}
+
+/// Polls `f` until it returns true; fails the test after `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_commit_happy_path_is_visible_only_after_commit_and_idempotent() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let _: () = r.set("balance", "10").await.unwrap();
+    let (mut c, report) = connect(server.local_addr()).await;
+    assert!(report.is_empty());
+
+    let ops = vec![
+        set("greeting", "hello"),
+        incrby("balance", -4, Some(0)),
+        incrby("balance", 1, None),
+        RedisOp::Hset {
+            key: "user:1".into(),
+            field: "name".into(),
+            value: "ada".into(),
+            guard: RedisGuard {
+                expect: None,
+                exists: Some(false),
+            },
+        },
+    ];
+    assert_eq!(vote(&mut c, "t1", ops.clone()).await, (Vote::Yes, None));
+    // Prepared: staged, locked, recorded; nothing applied yet.
+    assert_eq!(get(&mut r, "greeting").await, None);
+    assert_eq!(get(&mut r, "balance").await.as_deref(), Some("10"));
+    assert_eq!(
+        get(&mut r, "twopc:lock:balance").await.as_deref(),
+        Some("t1")
+    );
+    assert_eq!(prepared_in_redis(&mut r).await, vec!["t1"]);
+    let ttl: i64 = r.ttl("twopc:lock:balance").await.unwrap();
+    assert_eq!(
+        ttl, -1,
+        "a lock must never expire under a prepared transaction"
+    );
+    // A duplicated Prepare answers the same and changes nothing.
+    assert_eq!(vote(&mut c, "t1", ops).await, (Vote::Yes, None));
+    // ListPrepared reports it.
+    match c.request(Message::ListPrepared {}).await {
+        Message::InDoubtReport { prepared, .. } => {
+            assert_eq!(prepared.len(), 1);
+            assert_eq!(prepared[0].txid.as_str(), "t1");
+            assert_eq!(prepared[0].coordinator.as_str(), "c1");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(
+        ack(&mut c, commit("t1")).await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    assert_eq!(get(&mut r, "greeting").await.as_deref(), Some("hello"));
+    assert_eq!(get(&mut r, "balance").await.as_deref(), Some("7"));
+    let name: Option<String> = r.hget("user:1", "name").await.unwrap();
+    assert_eq!(name.as_deref(), Some("ada"));
+    assert_eq!(get(&mut r, "twopc:lock:balance").await, None);
+    assert!(prepared_in_redis(&mut r).await.is_empty());
+
+    // Idempotent: a repeated Commit is AlreadyApplied and applies nothing twice.
+    assert_eq!(
+        ack(&mut c, commit("t1")).await,
+        (Decision::Commit, AckResult::AlreadyApplied)
+    );
+    assert_eq!(get(&mut r, "balance").await.as_deref(), Some("7"));
+    // Aborting a committed transaction is a conflict, not a rollback.
+    assert_eq!(
+        ack(&mut c, abort("t1")).await,
+        (Decision::Abort, AckResult::Conflict)
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_guards_bounds_and_type_errors_vote_no_with_reasons() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let _: () = r.set("k", "actual").await.unwrap();
+    let _: () = r.set("balance", "10").await.unwrap();
+    let _: () = r.set("text", "abc").await.unwrap();
+    let _: () = r.hset("h", "f", "v").await.unwrap();
+    let (mut c, _) = connect(server.local_addr()).await;
+
+    let guarded = RedisOp::Set {
+        key: "k".into(),
+        value: "new".into(),
+        guard: RedisGuard {
+            expect: Some("expected".into()),
+            exists: None,
+        },
+    };
+    let (v, reason) = vote(&mut c, "g1", vec![guarded]).await;
+    assert_eq!(v, Vote::No);
+    let reason = reason.unwrap();
+    assert!(
+        reason.contains("guard failed") && reason.contains("\"actual\""),
+        "{reason}"
+    );
+
+    let must_not_exist = RedisOp::Del {
+        key: "k".into(),
+        guard: RedisGuard {
+            expect: None,
+            exists: Some(false),
+        },
+    };
+    let (v, reason) = vote(&mut c, "g2", vec![set("other", "x"), must_not_exist]).await;
+    assert_eq!(v, Vote::No);
+    assert!(reason.unwrap().contains("exists=false"));
+
+    let (v, reason) = vote(&mut c, "b1", vec![incrby("balance", -11, Some(0))]).await;
+    assert_eq!(v, Vote::No);
+    let reason = reason.unwrap();
+    assert!(reason.contains("below the minimum 0"), "{reason}");
+
+    let (v, reason) = vote(&mut c, "w1", vec![incrby("h", 1, None)]).await;
+    assert_eq!(v, Vote::No);
+    assert!(
+        reason.as_deref().unwrap().contains("WRONGTYPE"),
+        "{reason:?}"
+    );
+    let (v, reason) = vote(&mut c, "w2", vec![incrby("text", 1, None)]).await;
+    assert_eq!(v, Vote::No);
+    assert!(
+        reason.as_deref().unwrap().contains("not an integer"),
+        "{reason:?}"
+    );
+    let hset_on_string = RedisOp::Hset {
+        key: "text".into(),
+        field: "f".into(),
+        value: "v".into(),
+        guard: RedisGuard::default(),
+    };
+    let (v, reason) = vote(&mut c, "w3", vec![hset_on_string]).await;
+    assert_eq!(v, Vote::No);
+    assert!(
+        reason.as_deref().unwrap().contains("needs a hash"),
+        "{reason:?}"
+    );
+    let (v, _) = vote(&mut c, "o1", vec![incrby("balance", i64::MAX, None)]).await;
+    assert_eq!(v, Vote::No, "overflow must vote no");
+    let (v, reason) = vote(&mut c, "ns", vec![set("twopc:lock:k", "x")]).await;
+    assert_eq!(v, Vote::No);
+    assert!(reason.unwrap().contains("reserved"));
+
+    // A NO leaves nothing behind: no locks, no prepared records, data unchanged; and the NO
+    // is remembered, so a duplicated Prepare answers NO again.
+    assert!(prepared_in_redis(&mut r).await.is_empty());
+    assert_eq!(get(&mut r, "twopc:lock:k").await, None);
+    assert_eq!(get(&mut r, "k").await.as_deref(), Some("actual"));
+    assert_eq!(get(&mut r, "balance").await.as_deref(), Some("10"));
+    let (v, reason) = vote(&mut c, "b1", vec![incrby("balance", -1, Some(0))]).await;
+    assert_eq!(v, Vote::No);
+    assert!(reason.unwrap().contains("already aborted"));
+
+    // Read-only: nothing to do.
+    assert_eq!(vote(&mut c, "ro", vec![]).await, (Vote::ReadOnly, None));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contending_transactions_second_votes_no_at_once_and_abort_discards() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+
+    assert_eq!(vote(&mut c, "t1", vec![set("k", "one")]).await.0, Vote::Yes);
+    let (v, reason) = vote(&mut c, "t2", vec![set("a", "x"), set("k", "two")]).await;
+    assert_eq!(v, Vote::No);
+    assert_eq!(
+        reason.as_deref(),
+        Some("key \"k\" is locked by prepared transaction \"t1\"")
+    );
+    // t2's NO locked nothing.
+    assert_eq!(get(&mut r, "twopc:lock:a").await, None);
+
+    // Abort discards t1's staged writes and releases the lock.
+    assert_eq!(
+        ack(&mut c, abort("t1")).await,
+        (Decision::Abort, AckResult::Applied)
+    );
+    assert_eq!(get(&mut r, "k").await, None);
+    assert_eq!(get(&mut r, "twopc:lock:k").await, None);
+    assert!(prepared_in_redis(&mut r).await.is_empty());
+    assert_eq!(
+        ack(&mut c, abort("t1")).await,
+        (Decision::Abort, AckResult::AlreadyApplied)
+    );
+    assert_eq!(
+        ack(&mut c, commit("t1")).await,
+        (Decision::Commit, AckResult::Conflict)
+    );
+    // The key is free again.
+    assert_eq!(
+        vote(&mut c, "t3", vec![set("k", "three")]).await.0,
+        Vote::Yes
+    );
+    assert_eq!(
+        ack(&mut c, commit("t3")).await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    assert_eq!(get(&mut r, "k").await.as_deref(), Some("three"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_for_unknown_txid_is_not_prepared_and_invents_nothing() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    assert_eq!(
+        ack(&mut c, commit("never-prepared")).await,
+        (Decision::Commit, AckResult::NotPrepared)
+    );
+    assert_eq!(
+        ack(&mut c, abort("never-seen")).await,
+        (Decision::Abort, AckResult::NotPrepared)
+    );
+    // The abort is remembered: a late duplicate Prepare votes NO instead of locking keys.
+    let (v, _) = vote(&mut c, "never-seen", vec![set("k", "v")]).await;
+    assert_eq!(v, Vote::No);
+    assert_eq!(get(&mut r, "k").await, None);
+    assert!(prepared_in_redis(&mut r).await.is_empty());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_prepares_on_two_connections_both_vote_yes_once() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut a, _) = connect(server.local_addr()).await;
+    let (mut b, _) = connect(server.local_addr()).await;
+    let ops = vec![incrby("n", 1, None)];
+    let ia = a.send(prepare("dup", ops.clone())).await;
+    let ib = b.send(prepare("dup", ops)).await;
+    let va = a.recv_matching(|f| f.id == ia).await.msg;
+    let vb = b.recv_matching(|f| f.id == ib).await.msg;
+    for v in [va, vb] {
+        assert!(
+            matches!(
+                v,
+                Message::Vote {
+                    vote: Vote::Yes,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+    }
+    let ia = a.send(commit("dup")).await;
+    let ib = b.send(commit("dup")).await;
+    let mut results = vec![];
+    for m in [
+        a.recv_matching(|f| f.id == ia).await.msg,
+        b.recv_matching(|f| f.id == ib).await.msg,
+    ] {
+        let Message::Ack { result, .. } = m else {
+            panic!("{m:?}")
+        };
+        results.push(result);
+    }
+    results.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(results, vec![AckResult::AlreadyApplied, AckResult::Applied]);
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("1"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_phase_commit_applies_or_aborts_with_reason() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    let one = |txid: &str, ops| Message::CommitOnePhase {
+        txid: tx(txid),
+        coordinator: c1(),
+        ops: Operations::Redis(ops),
+    };
+    assert_eq!(
+        ack(&mut c, one("p1", vec![incrby("n", 5, None)])).await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    assert_eq!(
+        ack(&mut c, one("p1", vec![incrby("n", 5, None)])).await,
+        (Decision::Commit, AckResult::AlreadyApplied)
+    );
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("5"));
+    match c.request(one("p2", vec![incrby("n", -6, Some(0))])).await {
+        Message::Ack {
+            decision: Decision::Abort,
+            reason: Some(reason),
+            ..
+        } => assert!(reason.contains("below the minimum"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("5"));
+    server.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Crashes.
+
+/// The participant binary as a child process.
+struct ParticipantProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ParticipantProcess {
+    fn spawn(redis: &RedisServer) -> ParticipantProcess {
+        let exe = env!("CARGO_BIN_EXE_twopc-redis-participant-under-test");
+        let mut child = Command::new(exe)
+            .args(["--listen", "127.0.0.1:0", "--name", "cache"])
+            .args(["--redis-url", &redis.url(), "--token", TOKEN])
+            .args(["--log", "warn"])
+            .env_remove("TWOPC_REDIS_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the participant binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the participant's first line");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        ParticipantProcess { child, addr }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ParticipantProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_participant_process_between_prepare_and_commit() {
+    let redis = RedisServer::start_new().unwrap();
+    let mut r = redis_conn(&redis).await;
+    let mut p = ParticipantProcess::spawn(&redis);
+    let (mut c, report) = connect(p.addr).await;
+    assert!(report.is_empty());
+    assert_eq!(
+        vote(&mut c, "crash-1", vec![set("k", "v"), incrby("n", 2, None)]).await,
+        (Vote::Yes, None)
+    );
+
+    p.kill9();
+    drop(c);
+    assert_eq!(get(&mut r, "k").await, None);
+
+    let p2 = ParticipantProcess::spawn(&redis);
+    let (mut c, report) = connect(p2.addr).await;
+    assert_eq!(
+        report,
+        vec!["crash-1"],
+        "the restarted participant reports it"
+    );
+    // Still locked against other transactions.
+    let (v, reason) = vote(&mut c, "other", vec![set("k", "w")]).await;
+    assert_eq!(v, Vote::No, "{reason:?}");
+    assert_eq!(
+        ack(&mut c, commit("crash-1")).await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    assert_eq!(get(&mut r, "k").await.as_deref(), Some("v"));
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_redis_between_prepare_and_commit_keeps_the_prepared_state() {
+    let mut redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    assert_eq!(
+        vote(&mut c, "r1", vec![set("k", "durable")]).await,
+        (Vote::Yes, None)
+    );
+
+    redis.kill9();
+    redis.start().unwrap();
+
+    // The participant reconnects to Redis by itself; until it has, requests may get an
+    // `internal` error, which the coordinator would retry, and so do we.
+    let mut result = None;
+    for _ in 0..100 {
+        match c.request(commit("r1")).await {
+            Message::Ack { result: r, .. } => {
+                result = Some(r);
+                break;
+            }
+            Message::Error {
+                code: ErrorCode::Internal,
+                ..
+            } => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(result, Some(AckResult::Applied));
+    let mut r = redis_conn(&redis).await;
+    assert_eq!(get(&mut r, "k").await.as_deref(), Some("durable"));
+    server.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The connection: authentication, bad frames, limits.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_token_is_refused_with_401() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let wrong = WireClient::refused(server.local_addr(), Some("not-the-token")).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("invalid token"), "{}", wrong.body);
+    let missing = WireClient::refused(server.local_addr(), None).await;
+    assert_eq!(missing.status, 401);
+    assert!(
+        missing.body.contains("missing Authorization"),
+        "{}",
+        missing.body
+    );
+    // The right token still works.
+    let (c, _) = connect(server.local_addr()).await;
+    c.close().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_replies_and_the_connection_survives() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+
+    c.send_raw("{this is not json").await;
+    let f = c.recv().await;
+    assert!(
+        matches!(
+            f.msg,
+            Message::Error {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+
+    c.send_raw(r#"{"v":1,"id":77,"type":"launch_missiles"}"#)
+        .await;
+    let f = c.recv().await;
+    assert_eq!(f.id, 77);
+    assert!(
+        matches!(&f.msg, Message::Error { code: ErrorCode::UnknownType, message } if message.contains("launch_missiles")),
+        "{f:?}"
+    );
+
+    c.send_raw(r#"{"v":1,"id":78,"type":"commit"}"#).await;
+    let f = c.recv().await;
+    assert_eq!(f.id, 78);
+    assert!(
+        matches!(
+            f.msg,
+            Message::Error {
+                code: ErrorCode::InvalidFields,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+
+    c.send_raw(r#"{"v":2,"id":79,"type":"ping","nonce":1}"#)
+        .await;
+    let f = c.recv().await;
+    assert!(
+        matches!(
+            f.msg,
+            Message::Error {
+                code: ErrorCode::UnsupportedVersion,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+
+    // A participant-to-coordinator message sent to the participant.
+    let id = c
+        .send(Message::Vote {
+            txid: tx("x"),
+            vote: Vote::Yes,
+            reason: None,
+        })
+        .await;
+    let f = c.recv().await;
+    assert_eq!(f.id, id);
+    assert!(
+        matches!(
+            f.msg,
+            Message::Error {
+                code: ErrorCode::Unexpected,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+
+    // Still alive: protocol-level ping.
+    assert_eq!(
+        c.request(Message::Ping { nonce: 42 }).await,
+        Message::Pong { nonce: 42 }
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_gets_a_clear_error_and_the_server_survives() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    let big = format!(
+        r#"{{"v":1,"id":5,"type":"ping","nonce":1,"pad":"{}"}}"#,
+        "x".repeat(MAX_FRAME_BYTES)
+    );
+    // The send may fail if the server has already closed; what matters is what comes back.
+    let _ = c
+        .send_ws(tokio_tungstenite::tungstenite::Message::text(big))
+        .await;
+    let mut saw_clear_error = false;
+    while let Some(incoming) = c.next_incoming(Duration::from_secs(20)).await {
+        match incoming {
+            Incoming::Frame(Frame {
+                msg: Message::Error { code, message },
+                ..
+            }) => {
+                assert_eq!(code, ErrorCode::TooLarge);
+                assert!(message.contains("limited to"), "{message}");
+                saw_clear_error = true;
+            }
+            Incoming::Frame(other) => panic!("unexpected {other:?}"),
+            Incoming::Closed(close) => {
+                if let Some(cf) = close {
+                    assert_eq!(u16::from(cf.code), 1009, "{cf:?}");
+                    saw_clear_error = true;
+                }
+                break;
+            }
+        }
+    }
+    assert!(
+        saw_clear_error,
+        "neither a too_large error nor a 1009 close"
+    );
+    // The server is fine: a new connection works.
+    let (mut c2, _) = connect(server.local_addr()).await;
+    assert_eq!(
+        c2.request(Message::Ping { nonce: 1 }).await,
+        Message::Pong { nonce: 1 }
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_in_flight_limit_are_answered_busy() {
+    // The limit is a property of the shared server; a gated in-memory resource holds the
+    // first request in flight deterministically.
+    let (resource, gate) = MemoryResource::new(ParticipantKind::Redis).gate();
+    let mut cfg = config();
+    cfg.max_in_flight = 1;
+    let server = Server::new(resource, cfg)
+        .unwrap()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (mut c, _) = connect(server.local_addr()).await;
+    let first = c.send(prepare("slow", vec![set("k", "v")])).await;
+    // Wait until the first request is really in flight (it holds the permit) by sending
+    // the second only after a round trip the server handles inline.
+    assert_eq!(
+        c.request(Message::Ping { nonce: 9 }).await,
+        Message::Pong { nonce: 9 }
+    );
+    let second = c.send(prepare("fast", vec![set("j", "v")])).await;
+    let f = c.recv_matching(|f| f.id == second).await;
+    assert!(
+        matches!(
+            f.msg,
+            Message::Error {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    gate.add_permits(1);
+    let f = c.recv_matching(|f| f.id == first).await;
+    assert!(
+        matches!(
+            f.msg,
+            Message::Vote {
+                vote: Vote::Yes,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    // With the permit back, the next request goes through.
+    gate.add_permits(1);
+    assert!(matches!(
+        c.request(prepare("fast", vec![set("j", "v")])).await,
+        Message::Vote {
+            vote: Vote::Yes,
+            ..
+        }
+    ));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_dropped_after_the_idle_timeout() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |c| {
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.idle_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    // Not reading means not answering the server's pings: the server must give up on us.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut closed = false;
+    while let Some(incoming) = c.next_incoming(Duration::from_secs(10)).await {
+        if let Incoming::Closed(cf) = incoming {
+            if let Some(cf) = cf {
+                assert!(cf.reason.as_str().contains("heartbeat"), "{cf:?}");
+            }
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the idle connection was not closed");
+    server.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The termination protocol.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_asks_for_the_decision_and_applies_the_answer() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |c| {
+        c.decision_timeout = Duration::from_millis(300);
+        c.decision_retry_initial = Duration::from_millis(100);
+        c.scan_interval = Duration::from_millis(50);
+    })
+    .await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    assert_eq!(
+        vote(&mut c, "lost-commit", vec![set("k", "v")]).await.0,
+        Vote::Yes
+    );
+    assert_eq!(
+        vote(&mut c, "lost-abort", vec![set("j", "v")]).await.0,
+        Vote::Yes
+    );
+
+    // First answer Pending: it must stay prepared and ask again.
+    let req = c
+        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid } if txid.as_str() == "lost-commit"))
+        .await;
+    c.send_frame(Frame::new(
+        req.id,
+        Message::DecisionAnswer {
+            txid: tx("lost-commit"),
+            status: DecisionStatus::Pending,
+        },
+    ))
+    .await;
+    let again = c
+        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid } if txid.as_str() == "lost-commit"))
+        .await;
+    assert_ne!(again.id, req.id);
+    assert_eq!(get(&mut r, "k").await, None);
+    c.send_frame(Frame::new(
+        again.id,
+        Message::DecisionAnswer {
+            txid: tx("lost-commit"),
+            status: DecisionStatus::Commit,
+        },
+    ))
+    .await;
+
+    let req = c
+        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid } if txid.as_str() == "lost-abort"))
+        .await;
+    c.send_frame(Frame::new(
+        req.id,
+        Message::DecisionAnswer {
+            txid: tx("lost-abort"),
+            status: DecisionStatus::Abort,
+        },
+    ))
+    .await;
+
+    eventually(20, "both decisions applied", || {
+        let mut r = r.clone();
+        async move { prepared_in_redis(&mut r).await.is_empty() }
+    })
+    .await;
+    assert_eq!(get(&mut r, "k").await.as_deref(), Some("v"));
+    assert_eq!(get(&mut r, "j").await, None);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_coordinator_the_transaction_stays_prepared() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |c| {
+        c.decision_timeout = Duration::from_millis(100);
+        c.decision_retry_initial = Duration::from_millis(100);
+        c.scan_interval = Duration::from_millis(20);
+    })
+    .await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    assert_eq!(
+        vote(&mut c, "orphan", vec![set("k", "v")]).await.0,
+        Vote::Yes
+    );
+    c.close().await;
+
+    // Many decision timeouts pass with nobody to ask: nothing is decided.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(prepared_in_redis(&mut r).await, vec!["orphan"]);
+    assert_eq!(get(&mut r, "k").await, None);
+    assert_eq!(get(&mut r, "twopc:lock:k").await.as_deref(), Some("orphan"));
+
+    // A coordinator connects: the report lists it and the participant asks about it.
+    let (mut c, report) = connect(server.local_addr()).await;
+    assert_eq!(report, vec!["orphan"]);
+    let req = c
+        .recv_matching(|f| matches!(f.msg, Message::DecisionRequest { .. }))
+        .await;
+    c.send_frame(Frame::new(
+        req.id,
+        Message::DecisionAnswer {
+            txid: tx("orphan"),
+            status: DecisionStatus::Abort,
+        },
+    ))
+    .await;
+    eventually(20, "the abort is applied", || {
+        let mut r = r.clone();
+        async move { prepared_in_redis(&mut r).await.is_empty() }
+    })
+    .await;
+    assert_eq!(get(&mut r, "k").await, None);
+    assert_eq!(get(&mut r, "twopc:lock:k").await, None);
+    server.shutdown().await.unwrap();
+}
