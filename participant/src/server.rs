@@ -558,6 +558,7 @@ async fn termination_task<R: Resource>(shared: Arc<Shared<R>>) {
 }
 
 /// Upgrades, authenticates and serves one connection.
+#[allow(clippy::result_large_err)] // the callback's error *is* the HTTP response tungstenite sends
 async fn handle_connection<R: Resource>(
     shared: Arc<Shared<R>>,
     stream: TcpStream,

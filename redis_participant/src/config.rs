@@ -201,7 +201,7 @@ impl Settings {
         if let Some(p) = file.token_file {
             candidates.push((0, 0, Err(p)));
         }
-        candidates.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        candidates.sort_by_key(|c| std::cmp::Reverse((c.0, c.1)));
         let token = match candidates.into_iter().next() {
             Some((_, _, Ok(t))) => t,
             Some((_, _, Err(p))) => read_token_file(&p)?,

@@ -117,7 +117,7 @@ impl RedisResource {
 
     /// Checks what can be checked without Redis; `Err` is the NO reason, `Ok(None)` means
     /// read-only.
-    fn redis_ops<'a>(ops: &'a Operations) -> Result<Option<&'a [RedisOp]>, String> {
+    fn redis_ops(ops: &Operations) -> Result<Option<&[RedisOp]>, String> {
         let Operations::Redis(ops) = ops else {
             return Err("this is a Redis participant; it cannot run SQL statements".into());
         };
