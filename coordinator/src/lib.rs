@@ -4,14 +4,42 @@
 //! keeps the durable decision log, recovers after crashes, and serves the client API, the event
 //! stream and the web app.
 //!
+//! ```text
+//!  HTTP client ──▶ api ──Command──▶ driver (owns core) ──Send──▶ conn (one per participant) ──▶ WS
+//!                                     │  ▲                                   │
+//!                            ForceCommit  CommitDurable                Received frames
+//!                                     ▼  │                                   │
+//!                                    log (group commit, fsync) ◀─────────────┘
+//! ```
+//!
 //! # Layout
 //!
 //! * [`core`]: the protocol as a pure state machine (inputs in, outputs out, no I/O).
+//! * [`log`]: the durable decision log (checksummed segments, group commit, checkpoints).
+//! * [`driver`]: the task that owns the core and carries out its outputs.
+//! * [`conn`]: one WebSocket connection task per participant.
+//! * [`api`]: the HTTP API, event stream and web app.
+//! * [`faults`]: fault injection for the demo and tests.
+//! * [`server`]: wiring and graceful shutdown.
+//! * [`config`]: the TOML configuration.
+//! * [`entry`]: the command line (`serve` and the client subcommands).
+//! * [`cli`]: the command-line client and load generator.
+//! * [`failpoint`]: crash points for the fault tests, armed by an environment variable.
 //! * [`metrics`]: counters and latency histograms, Prometheus text.
 //!
 //! The wire types it speaks live in [`twopc_protocol`].
 
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod conn;
 pub mod core;
+pub mod driver;
+pub mod entry;
+pub mod failpoint;
+pub mod faults;
+pub mod log;
 pub mod metrics;
+pub mod server;
 
 pub use twopc_protocol as protocol;

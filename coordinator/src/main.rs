@@ -1,7 +1,5 @@
-fn main() {
-    eprintln!(
-        "twopc-coordinator {}: the coordinator service is not built yet (see the Coordinator issue)",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+//! `twopc-coordinator`: the coordinator service and its command-line client.
+
+fn main() -> std::process::ExitCode {
+    twopc_coordinator::entry::main()
 }

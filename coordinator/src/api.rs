@@ -1,0 +1,479 @@
+//! The coordinator's HTTP interface (axum).
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/transactions` | run a transaction; 200 with the outcome, 202 if still running after the client timeout |
+//! | `GET /v1/transactions/{id}` | a transaction's outcome (404 if unknown) |
+//! | `GET /v1/participants` | connection state and in-doubt counts |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s |
+//! | `POST /v1/faults` | fault injection, refused unless enabled |
+//! | `GET /` | the web app |
+//!
+//! Every client error is a 4xx with a JSON body `{"error": code, "message": text}`; the body
+//! is parsed by hand (not by an extractor) so that each way a request can be wrong gets its
+//! own code and a message that says what to fix.
+
+use crate::config::Config;
+use crate::core::SubmitError;
+use crate::driver::{Command, Handle};
+use crate::faults::{Faults, Intercept};
+use axum::body::Bytes;
+use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use twopc_protocol::api::{
+    ApiError, Outcome, TransactionRequest, TransactionResponse, MAX_PARTICIPANTS_PER_TX,
+};
+use twopc_protocol::event::EventKind;
+use twopc_protocol::{Operations, ParticipantKind, ParticipantName, TxId};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The driver.
+    pub handle: Handle,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Fault injection.
+    pub faults: Arc<Faults>,
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .route("/v1/transactions", post(submit))
+        .route("/v1/transactions/{id}", get(lookup))
+        .route("/v1/participants", get(participants))
+        .route("/v1/events", get(events))
+        .route("/v1/faults", post(inject_fault))
+        .route("/v1/config", get(public_config))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }));
+    if let Some(dir) = state.config.web_dir.clone() {
+        let index = dir.join("index.html");
+        app = app.fallback_service(
+            tower_http::services::ServeDir::new(dir)
+                .fallback(tower_http::services::ServeFile::new(index)),
+        );
+    }
+    // Our own limit check gives the JSON error; the framework limit is a backstop above it.
+    app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: code.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// 64-bit FNV-1a: a stable hash (unlike std's) so body hashes survive restarts in the log.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+async fn submit(State(st): State<AppState>, body: Bytes) -> Response {
+    if body.len() > MAX_BODY_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "request body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                body.len()
+            ),
+        );
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+        }
+    };
+    let req: TransactionRequest = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            let code = if msg.contains("transaction id") {
+                "bad_id"
+            } else {
+                "invalid_request"
+            };
+            return error(StatusCode::BAD_REQUEST, code, msg);
+        }
+    };
+    if req.participants.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty_transaction",
+            "a transaction must name at least one participant",
+        );
+    }
+    if req.participants.len() > MAX_PARTICIPANTS_PER_TX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "too_many_participants",
+            format!(
+                "{} participants; the limit is {MAX_PARTICIPANTS_PER_TX}",
+                req.participants.len()
+            ),
+        );
+    }
+    for (name, ops) in &req.participants {
+        let Some(p) = st.config.participant(name) else {
+            let known: Vec<String> = st
+                .config
+                .participants
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect();
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_participant",
+                format!(
+                    "no participant named {name:?}; configured: {}",
+                    known.join(", ")
+                ),
+            );
+        };
+        let fits = matches!(
+            (p.kind, ops),
+            (ParticipantKind::Postgres, Operations::Sql(_))
+                | (ParticipantKind::Redis, Operations::Redis(_))
+        );
+        if !fits {
+            let want = if p.kind == ParticipantKind::Postgres {
+                "\"sql\""
+            } else {
+                "\"redis\""
+            };
+            return error(
+                StatusCode::BAD_REQUEST,
+                "wrong_operations",
+                format!(
+                    "participant {name} is a {:?} participant and takes {want} operations",
+                    p.kind
+                ),
+            );
+        }
+    }
+    // The canonical body: BTreeMap order and struct field order make this deterministic.
+    let canonical = serde_json::to_vec(&req.participants).unwrap_or_default();
+    let body_hash = fnv1a(&canonical);
+    let txid = req.id.unwrap_or_else(|| st.handle.generate_txid());
+    let (tx, rx) = oneshot::channel();
+    let cmd = Command::Submit {
+        txid: txid.clone(),
+        body_hash,
+        participants: req.participants,
+        reply: tx,
+    };
+    if !st.handle.send(cmd).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the coordinator is shutting down",
+        );
+    }
+    match tokio::time::timeout(Duration::from_millis(st.config.client_timeout_ms), rx).await {
+        Ok(Ok(Ok(resp))) => (StatusCode::OK, Json(resp)).into_response(),
+        Ok(Ok(Err(SubmitError::IdConflict { txid }))) => error(
+            StatusCode::CONFLICT,
+            "id_conflict",
+            format!("transaction id {txid:?} was already used with a different body"),
+        ),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the coordinator is shutting down",
+        ),
+        Err(_) => {
+            let resp = TransactionResponse {
+                id: txid,
+                outcome: Outcome::InProgress,
+                reason: Some("still running; GET /v1/transactions/{id} for the outcome".into()),
+                timings: Default::default(),
+            };
+            (StatusCode::ACCEPTED, Json(resp)).into_response()
+        }
+    }
+}
+
+async fn lookup(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let txid = match TxId::new(id) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
+    };
+    let (tx, rx) = oneshot::channel();
+    if !st
+        .handle
+        .send(Command::Lookup {
+            txid: txid.clone(),
+            reply: tx,
+        })
+        .await
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the coordinator is shutting down",
+        );
+    }
+    match rx.await {
+        Ok(Some(r)) => Json(r).into_response(),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no transaction {txid:?} is known here"),
+        ),
+    }
+}
+
+async fn participants(State(st): State<AppState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if !st.handle.send(Command::Participants { reply: tx }).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the coordinator is shutting down",
+        );
+    }
+    match rx.await {
+        Ok(list) => {
+            let with_kind: Vec<serde_json::Value> = list
+                .into_iter()
+                .map(|s| {
+                    let mut v = serde_json::to_value(&s).unwrap_or_default();
+                    if let Some(p) = st.config.participant(&s.name) {
+                        v["kind"] = serde_json::to_value(p.kind).unwrap_or_default();
+                        v["url"] = p.url.clone().into();
+                    }
+                    v
+                })
+                .collect();
+            Json(with_kind).into_response()
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the coordinator is shutting down",
+        ),
+    }
+}
+
+async fn public_config(State(st): State<AppState>) -> Response {
+    let parts: Vec<serde_json::Value> = st
+        .config
+        .participants
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "kind": p.kind, "url": p.url}))
+        .collect();
+    Json(serde_json::json!({
+        "coordinator_id": st.config.coordinator_id,
+        "fault_injection": st.faults.enabled(),
+        "prepare_timeout_ms": st.config.prepare_timeout_ms,
+        "participants": parts,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if !st.handle.send(Command::Metrics { reply: tx }).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the coordinator is shutting down",
+        );
+    }
+    match rx.await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the coordinator is shutting down",
+        ),
+    }
+}
+
+async fn events(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| stream_events(st, socket))
+}
+
+async fn stream_events(st: AppState, mut socket: WebSocket) {
+    let mut rx = st.handle.subscribe();
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(ev) => {
+                    let text = serde_json::to_string(&ev).unwrap_or_default();
+                    if socket.send(AxMessage::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    // A slow browser misses events rather than slowing the coordinator down.
+                    let note = serde_json::json!({"lagged": n}).to_string();
+                    if socket.send(AxMessage::Text(note.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(AxMessage::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+        }
+    }
+}
+
+/// `POST /v1/faults` body.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultRequest {
+    /// Lose the next protocol message to a participant.
+    DropNext {
+        /// The participant.
+        participant: ParticipantName,
+        /// Only the next message of this wire type (`prepare`, `commit`, `abort`, ...).
+        #[serde(default)]
+        msg_type: Option<String>,
+    },
+    /// Delay the next protocol message to a participant.
+    DelayNext {
+        /// The participant.
+        participant: ParticipantName,
+        /// How long.
+        ms: u64,
+        /// Only the next message of this wire type (`prepare`, `commit`, `abort`, ...).
+        #[serde(default)]
+        msg_type: Option<String>,
+    },
+    /// Cut the connection to a participant until restored.
+    Partition {
+        /// The participant.
+        participant: ParticipantName,
+    },
+    /// Restore a cut connection.
+    Heal {
+        /// The participant.
+        participant: ParticipantName,
+    },
+    /// Crash the coordinator process at once (exit code 137, no cleanup).
+    Crash,
+}
+
+async fn inject_fault(State(st): State<AppState>, body: Bytes) -> Response {
+    if !st.faults.enabled() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "faults_disabled",
+            "fault injection is disabled; start the coordinator with fault_injection = true",
+        );
+    }
+    let req: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+    };
+    let name = match &req {
+        FaultRequest::DropNext { participant, .. }
+        | FaultRequest::DelayNext { participant, .. }
+        | FaultRequest::Partition { participant }
+        | FaultRequest::Heal { participant } => Some(participant.clone()),
+        FaultRequest::Crash => None,
+    };
+    if let Some(n) = &name {
+        if st.config.participant(n).is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_participant",
+                format!("no participant named {n:?}"),
+            );
+        }
+    }
+    let description = match req {
+        FaultRequest::DropNext {
+            participant,
+            msg_type,
+        } => {
+            let what = msg_type.clone().unwrap_or_else(|| "message".into());
+            st.faults
+                .arm(participant.clone(), Intercept::Drop, msg_type);
+            format!("armed: drop the next {what} to {participant}")
+        }
+        FaultRequest::DelayNext {
+            participant,
+            ms,
+            msg_type,
+        } => {
+            let what = msg_type.clone().unwrap_or_else(|| "message".into());
+            let ms = ms.min(60_000);
+            st.faults.arm(
+                participant.clone(),
+                Intercept::Delay(Duration::from_millis(ms)),
+                msg_type,
+            );
+            format!("armed: delay the next {what} to {participant} by {ms} ms")
+        }
+        FaultRequest::Partition { participant } => {
+            st.faults.set_partitioned(participant.clone(), true);
+            format!("partitioned {participant}")
+        }
+        FaultRequest::Heal { participant } => {
+            st.faults.set_partitioned(participant.clone(), false);
+            format!("healed {participant}")
+        }
+        FaultRequest::Crash => {
+            let _ = st
+                .handle
+                .send(Command::Event {
+                    txid: None,
+                    kind: EventKind::FaultInjected {
+                        fault: "coordinator crash".into(),
+                    },
+                })
+                .await;
+            tokio::spawn(async {
+                // Let the response and the event leave first.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::process::exit(137);
+            });
+            "crashing the coordinator".to_string()
+        }
+    };
+    let _ = st
+        .handle
+        .send(Command::Event {
+            txid: None,
+            kind: EventKind::FaultInjected {
+                fault: description.clone(),
+            },
+        })
+        .await;
+    Json(serde_json::json!({"ok": true, "fault": description})).into_response()
+}

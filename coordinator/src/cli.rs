@@ -1,0 +1,332 @@
+//! The command-line client: submit, show, in-doubt, and the bank-transfer load generator.
+
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use twopc_protocol::api::{Outcome, TransactionResponse};
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// Where the coordinator is.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The coordinator's base URL.
+    #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:7700")]
+    pub url: String,
+}
+
+/// `submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// A JSON file with the whole request body (`{"id": ..., "participants": {...}}`); `-` reads
+    /// standard input.
+    #[arg(long, short, conflicts_with_all = ["sql", "redis"])]
+    file: Option<PathBuf>,
+    /// Transaction id (optional; generated when absent).
+    #[arg(long)]
+    id: Option<String>,
+    /// `PARTICIPANT=SQL`: one SQL statement for a Postgres participant (repeatable).
+    #[arg(long, value_name = "PARTICIPANT=SQL")]
+    sql: Vec<String>,
+    /// `PARTICIPANT=JSON`: one Redis operation, e.g. `ledger={"op":"incrby","key":"k","by":1}`
+    /// (repeatable).
+    #[arg(long, value_name = "PARTICIPANT=JSON")]
+    redis: Vec<String>,
+}
+
+/// `show`.
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The transaction id.
+    id: String,
+}
+
+/// `load`.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Number of transactions.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    transactions: u64,
+    /// Concurrent clients.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    concurrency: u64,
+    /// Number of accounts (ids 1..=N must exist in Postgres and Redis).
+    #[arg(long, default_value_t = 100)]
+    accounts: u64,
+    /// The Postgres participant's name.
+    #[arg(long, default_value = "bank")]
+    pg: String,
+    /// The Redis participant's name.
+    #[arg(long, default_value = "ledger")]
+    redis: String,
+    /// Largest amount moved per transfer.
+    #[arg(long, default_value_t = 10)]
+    max_amount: i64,
+    /// Seed of the workload's random generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// No progress bar (for logs and CI).
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
+
+async fn print_response(resp: reqwest::Response) -> CliResult {
+    let status = resp.status();
+    let text = resp.text().await?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    println!("{pretty}");
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `submit`: POST a transaction and print the answer.
+pub async fn submit(a: SubmitArgs) -> CliResult {
+    let body: serde_json::Value = if let Some(f) = a.file {
+        let text = if f.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(&f)?
+        };
+        serde_json::from_str(&text)?
+    } else {
+        let mut parts = serde_json::Map::new();
+        for s in &a.sql {
+            let (p, q) = s.split_once('=').ok_or("--sql wants PARTICIPANT=SQL")?;
+            let entry = parts
+                .entry(p.to_owned())
+                .or_insert_with(|| serde_json::json!({"sql": []}));
+            entry["sql"]
+                .as_array_mut()
+                .ok_or("a participant cannot take both sql and redis")?
+                .push(serde_json::json!({"query": q}));
+        }
+        for s in &a.redis {
+            let (p, op) = s.split_once('=').ok_or("--redis wants PARTICIPANT=JSON")?;
+            let op: serde_json::Value = serde_json::from_str(op)?;
+            let entry = parts
+                .entry(p.to_owned())
+                .or_insert_with(|| serde_json::json!({"redis": []}));
+            entry["redis"]
+                .as_array_mut()
+                .ok_or("a participant cannot take both sql and redis")?
+                .push(op);
+        }
+        let mut body = serde_json::json!({"participants": parts});
+        if let Some(id) = a.id {
+            body["id"] = id.into();
+        }
+        body
+    };
+    let resp = http()
+        .post(format!("{}/v1/transactions", a.client.url))
+        .json(&body)
+        .send()
+        .await?;
+    print_response(resp).await
+}
+
+/// `show`: GET one transaction.
+pub async fn show(a: ShowArgs) -> CliResult {
+    let resp = http()
+        .get(format!("{}/v1/transactions/{}", a.client.url, a.id))
+        .send()
+        .await?;
+    print_response(resp).await
+}
+
+/// `in-doubt`: participants' connection state and what they hold prepared.
+pub async fn in_doubt(a: ClientArgs) -> CliResult {
+    let resp = http()
+        .get(format!("{}/v1/participants", a.url))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return print_response(resp).await;
+    }
+    let list: Vec<serde_json::Value> = resp.json().await?;
+    println!(
+        "{:<16} {:<9} {:<10} {:>9} {:>8} {:>12}",
+        "participant", "kind", "connected", "prepared", "foreign", "awaiting ack"
+    );
+    for p in list {
+        println!(
+            "{:<16} {:<9} {:<10} {:>9} {:>8} {:>12}",
+            p["name"].as_str().unwrap_or("?"),
+            p["kind"].as_str().unwrap_or("?"),
+            p["connected"].as_bool().unwrap_or(false),
+            p["reported_prepared"],
+            p["foreign_prepared"],
+            p["awaiting_ack"],
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bank transfer between two accounts in both stores.
+pub fn transfer_body(pg: &str, redis: &str, from: u64, to: u64, amount: i64) -> serde_json::Value {
+    serde_json::json!({
+        "participants": {
+            pg: {"sql": [
+                {"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": [amount, from]},
+                {"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [amount, to]},
+            ]},
+            redis: {"redis": [
+                {"op": "incrby", "key": format!("balance:{from}"), "by": -amount, "min": 0},
+                {"op": "incrby", "key": format!("balance:{to}"), "by": amount},
+            ]},
+        }
+    })
+}
+
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// The percentile `p` (0..=100) of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// `load`: the bank-transfer load generator.
+pub async fn load(a: LoadArgs) -> CliResult {
+    if a.accounts < 2 || a.concurrency == 0 {
+        return Err("need at least 2 accounts and concurrency >= 1".into());
+    }
+    let client = http();
+    let bar = if a.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(a.transactions);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..a.concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let bar = bar.clone();
+        let url = format!("{}/v1/transactions", a.client.url);
+        let (pg, redis, accounts, max_amount, total) = (
+            a.pg.clone(),
+            a.redis.clone(),
+            a.accounts,
+            a.max_amount,
+            a.transactions,
+        );
+        let mut rng = SplitMix(a.seed.wrapping_mul(1_000_003).wrapping_add(w));
+        workers.push(tokio::spawn(async move {
+            let mut results: Vec<(String, f64)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let from = 1 + rng.next() % accounts;
+                let to = 1 + (from + rng.next() % (accounts - 1)) % accounts;
+                let amount = 1 + (rng.next() % max_amount.max(1) as u64) as i64;
+                let body = transfer_body(&pg, &redis, from, to, amount);
+                let t0 = Instant::now();
+                let outcome = match client.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => match r.json::<TransactionResponse>().await
+                    {
+                        Ok(tr) => match tr.outcome {
+                            Outcome::Committed => "committed".to_string(),
+                            Outcome::Aborted => "aborted".to_string(),
+                            Outcome::InProgress => "in_progress".to_string(),
+                        },
+                        Err(_) => "bad_response".to_string(),
+                    },
+                    Ok(r) => format!("http_{}", r.status().as_u16()),
+                    Err(_) => "unreachable".to_string(),
+                };
+                results.push((outcome, t0.elapsed().as_secs_f64() * 1000.0));
+                bar.inc(1);
+            }
+            results
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await?);
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut by_outcome: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for (o, ms) in &all {
+        by_outcome.entry(o.clone()).or_default().push(*ms);
+    }
+    println!(
+        "{} transactions, concurrency {}, {:.1} s, {:.0} tx/s",
+        all.len(),
+        a.concurrency,
+        elapsed,
+        all.len() as f64 / elapsed.max(1e-9)
+    );
+    println!(
+        "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "outcome", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    let mut every: Vec<f64> = all.iter().map(|(_, ms)| *ms).collect();
+    every.sort_by(|x, y| x.total_cmp(y));
+    for (o, mut v) in by_outcome {
+        v.sort_by(|x, y| x.total_cmp(y));
+        println!(
+            "{:<14} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            o,
+            v.len(),
+            percentile(&v, 50.0),
+            percentile(&v, 90.0),
+            percentile(&v, 99.0),
+            v.last().copied().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "{:<14} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        "all",
+        every.len(),
+        percentile(&every, 50.0),
+        percentile(&every, 90.0),
+        percentile(&every, 99.0),
+        every.last().copied().unwrap_or(0.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}

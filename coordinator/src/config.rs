@@ -1,0 +1,242 @@
+//! Coordinator configuration: a TOML file, overridden by flags and environment variables.
+//!
+//! ```toml
+//! coordinator_id = "c1"
+//! listen = "127.0.0.1:7700"
+//! data_dir = ".demo/coordinator"
+//! web_dir = "web/dist"
+//! prepare_timeout_ms = 5000
+//!
+//! [[participant]]
+//! name = "bank"
+//! kind = "postgres"
+//! url = "ws://127.0.0.1:7801/"
+//! token_env = "TWOPC_BANK_TOKEN"   # or `token = "..."`, or `token_file = "..."`
+//! ```
+//!
+//! `coordinator/example.toml` is the documented example the demo uses.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use twopc_protocol::{CoordinatorId, ParticipantKind, ParticipantName};
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {detail}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// One participant the coordinator connects to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantConfig {
+    /// The name clients use in transactions.
+    pub name: ParticipantName,
+    /// Postgres or Redis (decides which operations it accepts).
+    pub kind: ParticipantKind,
+    /// Its WebSocket URL (`ws://host:port/`).
+    pub url: String,
+    /// The shared bearer token, inline.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// An environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// A file holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ParticipantConfig {
+    /// The token, from wherever the configuration says it is.
+    pub fn resolve_token(&self) -> Result<String, ConfigError> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        if let Some(var) = &self.token_env {
+            return std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "participant {}: environment variable {var} is not set",
+                    self.name
+                ))
+            });
+        }
+        if let Some(f) = &self.token_file {
+            return std::fs::read_to_string(f)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("participant {}: {}: {e}", self.name, f.display()))
+                });
+        }
+        Err(ConfigError::Invalid(format!(
+            "participant {} has no token (set token, token_env or token_file)",
+            self.name
+        )))
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:7700".parse().expect("valid literal")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("twopc-data")
+}
+fn default_prepare_timeout() -> u64 {
+    5_000
+}
+fn default_ack_wait() -> u64 {
+    2_000
+}
+fn default_client_timeout() -> u64 {
+    30_000
+}
+fn default_retry_base() -> u64 {
+    200
+}
+fn default_retry_max() -> u64 {
+    5_000
+}
+fn default_heartbeat() -> u64 {
+    2_000
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This coordinator's id.
+    pub coordinator_id: CoordinatorId,
+    /// HTTP listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the decision log lives.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Directory with the built web app (`index.html`, wasm, JS); not served when absent.
+    #[serde(default)]
+    pub web_dir: Option<PathBuf>,
+    /// Phase 1 timeout.
+    #[serde(default = "default_prepare_timeout")]
+    pub prepare_timeout_ms: u64,
+    /// How long a committed transaction waits for acks before the client is answered.
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait_ms: u64,
+    /// How long `POST /v1/transactions` waits for the outcome before answering 202.
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout_ms: u64,
+    /// First phase-2 re-send interval.
+    #[serde(default = "default_retry_base")]
+    pub retry_base_ms: u64,
+    /// Largest phase-2 re-send interval.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_ms: u64,
+    /// Heartbeat interval on participant connections.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Allow the fault-injection API (demo and tests only).
+    #[serde(default)]
+    pub fault_injection: bool,
+    /// The participants.
+    #[serde(default, rename = "participant")]
+    pub participants: Vec<ParticipantConfig>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { detail, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                detail,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            detail: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.participants {
+            if !seen.insert(p.name.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "participant {} is listed twice",
+                    p.name
+                )));
+            }
+            if !(p.url.starts_with("ws://") || p.url.starts_with("wss://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "participant {}: url {:?} must start with ws:// or wss://",
+                    p.name, p.url
+                )));
+            }
+        }
+        if self.prepare_timeout_ms == 0 || self.retry_base_ms == 0 {
+            return Err(ConfigError::Invalid("timeouts must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The participant named `name`.
+    pub fn participant(&self, name: &ParticipantName) -> Option<&ParticipantConfig> {
+        self.participants.iter().find(|p| &p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../example.toml");
+        let cfg = Config::from_toml(text).unwrap();
+        assert_eq!(cfg.coordinator_id.as_str(), "c1");
+        assert_eq!(cfg.participants.len(), 2);
+    }
+
+    #[test]
+    fn bad_configs_explain_themselves() {
+        let e = Config::from_toml("coordinator_id = 'c:1'").unwrap_err();
+        assert!(e.to_string().contains("coordinator id"), "{e}");
+        let e = Config::from_toml(
+            "coordinator_id = 'c1'\n[[participant]]\nname='a'\nkind='redis'\nurl='http://x'\ntoken='t'",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ws://"), "{e}");
+        let e = Config::from_toml("coordinator_id = 'c1'\nlisten_port = 3").unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+}

@@ -1,0 +1,240 @@
+//! One long-lived WebSocket connection per participant, kept up forever.
+//!
+//! The task dials the participant with its bearer token, reports `Connected`, then forwards
+//! frames both ways: messages from the driver's outbox go out as frames with fresh request
+//! ids; frames that arrive are decoded and handed to the driver as `Received`. A frame that
+//! does not decode is answered with an error frame and the connection stays up. Heartbeats:
+//! a protocol Ping every `heartbeat` interval; a connection that stays silent for three
+//! intervals is dropped and re-dialled. Reconnects back off exponentially (100 ms to 2 s).
+//!
+//! Messages queued while the connection is down are discarded on reconnect: the core re-sends
+//! whatever still matters once the participant's InDoubtReport arrives, and a stale Prepare
+//! must not reach a participant after its transaction was aborted for want of a vote.
+
+use crate::core::Input;
+use crate::driver::Command;
+use crate::faults::Faults;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use twopc_protocol::event::EventKind;
+use twopc_protocol::{
+    decode_frame, encode_frame, Frame, Message, ParticipantName, MAX_FRAME_BYTES,
+};
+
+/// Where and how to reach one participant.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// The participant's configured name.
+    pub name: ParticipantName,
+    /// `ws://host:port/`.
+    pub url: String,
+    /// The bearer token.
+    pub token: String,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+/// Runs the connection loop until shutdown.
+pub async fn run(
+    dial: Dial,
+    mut outbox: mpsc::Receiver<Message>,
+    driver: mpsc::Sender<Command>,
+    faults: Arc<Faults>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut partitions = faults.watch_partitions();
+    let mut last_error = String::new();
+    loop {
+        if faults.is_partitioned(&dial.name) {
+            tokio::select! {
+                _ = partitions.changed() => continue,
+                _ = shutdown.recv() => return,
+            }
+        }
+        let attempt = tokio::select! {
+            r = connect(&dial) => r,
+            _ = shutdown.recv() => return,
+        };
+        let ws = match attempt {
+            Ok(ws) => ws,
+            Err(e) => {
+                if e != last_error {
+                    tracing::warn!(participant = %dial.name, "cannot connect: {e}");
+                    let _ = driver
+                        .send(Command::Event {
+                            txid: None,
+                            kind: EventKind::ParticipantDisconnected {
+                                participant: dial.name.to_string(),
+                                reason: format!("connect failed: {e}"),
+                            },
+                        })
+                        .await;
+                    last_error = e;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.recv() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        last_error.clear();
+        // Stale messages from before this connection are not sent (see module docs).
+        while outbox.try_recv().is_ok() {}
+        tracing::info!(participant = %dial.name, "connected");
+        if driver
+            .send(Command::Input(Input::Connected {
+                participant: dial.name.clone(),
+            }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let reason = serve(
+            &dial,
+            ws,
+            &mut outbox,
+            &driver,
+            &faults,
+            &mut partitions,
+            &mut shutdown,
+        )
+        .await;
+        tracing::info!(participant = %dial.name, "disconnected: {reason}");
+        let _ = driver
+            .send(Command::Input(Input::Disconnected {
+                participant: dial.name.clone(),
+                reason: reason.clone(),
+            }))
+            .await;
+        if reason == "shutdown" {
+            return;
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(dial: &Dial) -> Result<Ws, String> {
+    let mut req = dial
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let value = format!("Bearer {}", dial.token)
+        .parse()
+        .map_err(|_| "token is not a valid header value".to_string())?;
+    req.headers_mut().insert("authorization", value);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Err(_) => Err("timed out".into()),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err(format!("HTTP {} {}", resp.status(), body.trim()))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok((ws, _))) => Ok(ws),
+    }
+}
+
+async fn serve(
+    dial: &Dial,
+    ws: Ws,
+    outbox: &mut mpsc::Receiver<Message>,
+    driver: &mpsc::Sender<Command>,
+    faults: &Faults,
+    partitions: &mut tokio::sync::watch::Receiver<u64>,
+    shutdown: &mut broadcast::Receiver<()>,
+) -> String {
+    let (mut sink, mut stream) = ws.split();
+    let mut next_id: u64 = 1;
+    let mut heartbeat = tokio::time::interval(dial.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            msg = outbox.recv() => {
+                let Some(msg) = msg else { return "shutdown".into() };
+                let frame = Frame::new(next_id, msg);
+                next_id += 1;
+                if let Err(e) = sink.send(WsMessage::text(encode_frame(&frame))).await {
+                    return format!("send failed: {e}");
+                }
+            }
+            incoming = stream.next() => {
+                let Some(incoming) = incoming else { return "closed by participant".into() };
+                let incoming = match incoming {
+                    Ok(m) => m,
+                    Err(e) => return format!("read failed: {e}"),
+                };
+                last_heard = Instant::now();
+                match incoming {
+                    WsMessage::Text(text) => match decode_frame(text.as_str()) {
+                        Ok(frame) => {
+                            let input = Input::Received { from: dial.name.clone(), msg: frame.msg };
+                            if driver.send(Command::Input(input)).await.is_err() {
+                                return "shutdown".into();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(participant = %dial.name, "bad frame: {e}");
+                            let reply = encode_frame(&e.reply());
+                            if let Err(e) = sink.send(WsMessage::text(reply)).await {
+                                return format!("send failed: {e}");
+                            }
+                        }
+                    },
+                    WsMessage::Close(_) => return "closed by participant".into(),
+                    // Binary frames are not part of the protocol; pings are answered by
+                    // tungstenite itself.
+                    WsMessage::Binary(_) => {
+                        let err = Frame::new(0, Message::Error {
+                            code: twopc_protocol::ErrorCode::Malformed,
+                            message: "binary frames are not part of the protocol; send JSON text".into(),
+                        });
+                        let _ = sink.send(WsMessage::text(encode_frame(&err))).await;
+                    }
+                    _ => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > dial.heartbeat * 3 {
+                    return format!("no frames for {} ms (heartbeat)", last_heard.elapsed().as_millis());
+                }
+                let ping = Frame::new(next_id, Message::Ping { nonce: next_id });
+                next_id += 1;
+                if let Err(e) = sink.send(WsMessage::text(encode_frame(&ping))).await {
+                    return format!("send failed: {e}");
+                }
+            }
+            _ = partitions.changed() => {
+                if faults.is_partitioned(&dial.name) {
+                    let _ = sink.close().await;
+                    return "partitioned by fault injection".into();
+                }
+            }
+            _ = shutdown.recv() => {
+                let _ = sink.close().await;
+                return "shutdown".into();
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The driver: runs the protocol core on tokio and carries out what it asks for.
+//!
+//! One task owns the [`Core`]. Everything that can change protocol state reaches it as a
+//! [`Command`] on one channel — client submissions from the HTTP API, frames from the
+//! participant connection tasks, durability notices from the decision log — plus a periodic
+//! tick. After each input the task executes the core's outputs in order:
+//!
+//! * `Send` goes to the participant's connection task (dropped when it is down; the core
+//!   re-sends what matters after the participant's next InDoubtReport).
+//! * `ForceCommit` becomes an `append_durable` on the decision log in a task of its own, so
+//!   many transactions wait for the same fsync (group commit); its completion comes back as
+//!   `CommitDurable`. The core sends no Commit before that.
+//! * `LogLazy` is appended without waiting.
+//! * `Reply` completes the client's oneshot; `Event` is stamped and broadcast to `/v1/events`.
+//!
+//! Keeping all protocol state in one task makes every decision sequential and reproducible;
+//! the expensive parts (fsync, network) run outside it.
+
+use crate::core::{
+    Core, Input, LazyRecord, Output, ParticipantStatus, RecordedOutcome, RecoveredCommit,
+    RequestId, SubmitError,
+};
+use crate::faults::Faults;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use twopc_protocol::api::TransactionResponse;
+use twopc_protocol::event::{Event, EventKind};
+use twopc_protocol::{Message, Operations, ParticipantName, TxId};
+
+/// A boxed future, for the object-safe log port.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the driver needs from a decision log.
+pub trait LogPort: Send + Sync + 'static {
+    /// Appends a COMMIT record and resolves once it is durable (fsynced).
+    fn force_commit(
+        &self,
+        txid: TxId,
+        participants: Vec<ParticipantName>,
+        body_hash: u64,
+    ) -> BoxFuture<Result<(), String>>;
+    /// Appends a record without waiting for durability.
+    fn lazy(&self, record: LazyRecord);
+    /// Counters for `/metrics`: (records appended, fsyncs).
+    fn counters(&self) -> (u64, u64);
+}
+
+/// What the log held at start-up.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// COMMITs without END.
+    pub unfinished: Vec<RecoveredCommit>,
+    /// Finished outcomes.
+    pub finished: Vec<(TxId, RecordedOutcome)>,
+}
+
+/// Messages into the driver task.
+#[derive(Debug)]
+pub enum Command {
+    /// A client transaction.
+    Submit {
+        /// The transaction id.
+        txid: TxId,
+        /// Body hash for idempotency.
+        body_hash: u64,
+        /// Operations per participant.
+        participants: BTreeMap<ParticipantName, Operations>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<TransactionResponse, SubmitError>>,
+    },
+    /// `GET /v1/transactions/{id}`.
+    Lookup {
+        /// The transaction.
+        txid: TxId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<TransactionResponse>>,
+    },
+    /// `GET /v1/participants`.
+    Participants {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<ParticipantStatus>>,
+    },
+    /// `GET /metrics`.
+    Metrics {
+        /// Where the answer goes.
+        reply: oneshot::Sender<String>,
+    },
+    /// A protocol input from a connection task or the log.
+    Input(Input),
+    /// Publish an event that did not come from the core (fault injection, log fsyncs).
+    Event {
+        /// The transaction, if any.
+        txid: Option<TxId>,
+        /// What happened.
+        kind: EventKind,
+    },
+}
+
+/// A cheap, cloneable handle to the running driver.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    next_id: Arc<AtomicU64>,
+    coordinator: String,
+}
+
+impl Handle {
+    /// Sends a command to the driver task; false when it has stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Subscribes to the event stream.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// A fresh transaction id for a client that did not choose one.
+    pub fn generate_txid(&self) -> TxId {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        TxId::new(format!("{}-{ms}-{n}", self.coordinator)).expect("generated ids are valid")
+    }
+
+    /// The raw command sender (for connection tasks).
+    pub fn sender(&self) -> mpsc::Sender<Command> {
+        self.tx.clone()
+    }
+}
+
+/// Outboxes of the participant connection tasks, by participant.
+pub type Outboxes = HashMap<ParticipantName, mpsc::Sender<Message>>;
+
+/// Starts the driver task. Returns its handle and the task's join handle.
+pub fn spawn(
+    mut core: Core,
+    recovered: Recovered,
+    log: Arc<dyn LogPort>,
+    outboxes: Outboxes,
+    participant_names: Vec<ParticipantName>,
+    faults: Arc<Faults>,
+    mut shutdown: broadcast::Receiver<()>,
+) -> (Handle, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Command>(65_536);
+    let (events, _) = broadcast::channel::<Event>(16_384);
+    let start = Instant::now();
+    let wall_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let coordinator = core.config().coordinator.to_string();
+    let handle = Handle {
+        tx: tx.clone(),
+        events: events.clone(),
+        next_id: Arc::new(AtomicU64::new(0)),
+        coordinator: coordinator.clone(),
+    };
+    let run = format!("{coordinator}-{wall_start}");
+    let self_tx = tx;
+    let task = tokio::spawn(async move {
+        let mut ex = Executor {
+            log,
+            outboxes,
+            events,
+            run,
+            seq: 0,
+            waiters: HashMap::new(),
+            next_req: 0,
+            self_tx,
+            faults,
+        };
+        let now_ms = || start.elapsed().as_millis() as u64;
+        let outs = core.recover(now_ms(), recovered.unfinished, recovered.finished);
+        ex.execute(outs);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    ex.handle(&mut core, now_ms(), cmd, &participant_names);
+                    // Drain what else is queued before the next tick: fewer wake-ups under load.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(cmd) => ex.handle(&mut core, now_ms(), cmd, &participant_names),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let outs = core.step(now_ms(), Input::Tick);
+                    ex.execute(outs);
+                }
+                _ = shutdown.recv() => break,
+            }
+        }
+    });
+    (handle, task)
+}
+
+struct Executor {
+    log: Arc<dyn LogPort>,
+    outboxes: Outboxes,
+    events: broadcast::Sender<Event>,
+    run: String,
+    seq: u64,
+    waiters: HashMap<RequestId, oneshot::Sender<Result<TransactionResponse, SubmitError>>>,
+    next_req: RequestId,
+    self_tx: mpsc::Sender<Command>,
+    faults: Arc<Faults>,
+}
+
+impl Executor {
+    fn handle(&mut self, core: &mut Core, now_ms: u64, cmd: Command, names: &[ParticipantName]) {
+        match cmd {
+            Command::Submit {
+                txid,
+                body_hash,
+                participants,
+                reply,
+            } => {
+                self.next_req += 1;
+                let req = self.next_req;
+                self.waiters.insert(req, reply);
+                let outs = core.step(
+                    now_ms,
+                    Input::Submit {
+                        req,
+                        txid,
+                        body_hash,
+                        participants,
+                    },
+                );
+                self.execute(outs);
+            }
+            Command::Lookup { txid, reply } => {
+                let _ = reply.send(core.lookup(now_ms, &txid));
+            }
+            Command::Participants { reply } => {
+                let _ = reply.send(core.participant_status(names));
+            }
+            Command::Metrics { reply } => {
+                let (records, fsyncs) = self.log.counters();
+                let status = core.participant_status(names);
+                let connected = status.iter().filter(|s| s.connected).count() as f64;
+                let reported: usize = status.iter().map(|s| s.reported_prepared).sum();
+                let text = core.metrics.render(&[
+                    (
+                        "twopc_transactions_in_flight",
+                        "Transactions not yet finished.",
+                        core.active() as f64,
+                    ),
+                    (
+                        "twopc_in_doubt_reported",
+                        "Prepared transactions reported by participants on their last report.",
+                        reported as f64,
+                    ),
+                    (
+                        "twopc_participants_connected",
+                        "Participant connections up.",
+                        connected,
+                    ),
+                    (
+                        "twopc_log_records_total",
+                        "Decision log records appended.",
+                        records as f64,
+                    ),
+                    (
+                        "twopc_log_fsyncs_total",
+                        "Decision log fsyncs.",
+                        fsyncs as f64,
+                    ),
+                ]);
+                let _ = reply.send(text);
+            }
+            Command::Input(input) => {
+                if matches!(input, Input::CommitDurable { .. }) {
+                    crate::failpoint::hit("after_commit_log");
+                }
+                let outs = core.step(now_ms, input);
+                self.execute(outs);
+            }
+            Command::Event { txid, kind } => self.publish(txid, kind),
+        }
+    }
+
+    fn publish(&mut self, txid: Option<TxId>, kind: EventKind) {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let ev = Event {
+            run: self.run.clone(),
+            seq: self.seq,
+            at_ms,
+            txid,
+            kind,
+        };
+        self.seq += 1;
+        // No subscribers is fine: nobody is watching.
+        let _ = self.events.send(ev);
+    }
+
+    fn execute(&mut self, outs: Vec<Output>) {
+        for o in outs {
+            match o {
+                Output::Send { to, msg } => {
+                    if let Some(fault) = self.faults.intercept(&to, &msg) {
+                        self.publish(
+                            msg.txid().cloned(),
+                            EventKind::FaultInjected {
+                                fault: fault.describe(&to),
+                            },
+                        );
+                        match fault.clone() {
+                            crate::faults::Intercept::Drop => continue,
+                            crate::faults::Intercept::Delay(d) => {
+                                if let Some(ob) = self.outboxes.get(&to).cloned() {
+                                    tokio::spawn(async move {
+                                        tokio::time::sleep(d).await;
+                                        let _ = ob.try_send(msg);
+                                    });
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    let is_commit = matches!(msg, Message::Commit { .. });
+                    if let Some(ob) = self.outboxes.get(&to) {
+                        // A full or closed outbox drops the message; the core re-sends
+                        // everything whose loss would matter.
+                        let _ = ob.try_send(msg);
+                    }
+                    if is_commit {
+                        crate::failpoint::hit("after_first_commit_send");
+                    }
+                }
+                Output::ForceCommit {
+                    txid,
+                    participants,
+                    body_hash,
+                } => {
+                    crate::failpoint::hit("before_commit_log");
+                    let fut = self.log.force_commit(txid.clone(), participants, body_hash);
+                    let tx = self.self_tx.clone();
+                    tokio::spawn(async move {
+                        let input = match fut.await {
+                            Ok(()) => Input::CommitDurable { txid },
+                            Err(error) => Input::CommitFailed { txid, error },
+                        };
+                        let _ = tx.send(Command::Input(input)).await;
+                    });
+                }
+                Output::LogLazy(rec) => self.log.lazy(rec),
+                Output::Reply { req, result } => {
+                    if let Some(w) = self.waiters.remove(&req) {
+                        let _ = w.send(result);
+                    }
+                }
+                Output::Event { txid, kind } => self.publish(txid, kind),
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The `twopc-coordinator` command line: `serve` and the client subcommands.
+
+use crate::cli;
+use crate::config::Config;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "twopc-coordinator",
+    version,
+    about = "Two-phase commit across PostgreSQL and Redis: the coordinator"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the coordinator service.
+    Serve(ServeArgs),
+    /// Submit a transaction (from a JSON file, or built from flags).
+    Submit(cli::SubmitArgs),
+    /// Show a transaction's outcome.
+    Show(cli::ShowArgs),
+    /// List what participants hold prepared (in doubt), and connection state.
+    InDoubt(cli::ClientArgs),
+    /// Generate bank-transfer load: N transactions at concurrency C, then a summary table.
+    Load(cli::LoadArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The TOML configuration file.
+    #[arg(long, short, env = "TWOPC_CONFIG")]
+    config: PathBuf,
+    /// Override `listen`.
+    #[arg(long, env = "TWOPC_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Override `data_dir`.
+    #[arg(long, env = "TWOPC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Override `web_dir`.
+    #[arg(long, env = "TWOPC_WEB_DIR")]
+    web_dir: Option<PathBuf>,
+    /// Override `coordinator_id`.
+    #[arg(long, env = "TWOPC_COORDINATOR_ID")]
+    coordinator_id: Option<twopc_protocol::CoordinatorId>,
+    /// Override `prepare_timeout_ms`.
+    #[arg(long, env = "TWOPC_PREPARE_TIMEOUT_MS")]
+    prepare_timeout_ms: Option<u64>,
+    /// Override `fault_injection`.
+    #[arg(long, env = "TWOPC_FAULT_INJECTION")]
+    fault_injection: Option<bool>,
+}
+
+/// Parses the command line and runs it; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Cmd::Serve(a) => serve(a).await,
+            Cmd::Submit(a) => cli::submit(a).await,
+            Cmd::Show(a) => cli::show(a).await,
+            Cmd::InDoubt(a) => cli::in_doubt(a).await,
+            Cmd::Load(a) => cli::load(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("twopc-coordinator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let mut config = Config::from_file(&a.config)?;
+    if let Some(v) = a.listen {
+        config.listen = v;
+    }
+    if let Some(v) = a.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = a.web_dir {
+        config.web_dir = Some(v);
+    }
+    if let Some(v) = a.coordinator_id {
+        config.coordinator_id = v;
+    }
+    if let Some(v) = a.prepare_timeout_ms {
+        config.prepare_timeout_ms = v;
+    }
+    if let Some(v) = a.fault_injection {
+        config.fault_injection = v;
+    }
+    let running = crate::server::start(config).await?;
+    crate::failpoint::announce();
+    // Scripts wait for this line to learn the bound address.
+    println!("listening on http://{}", running.local_addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,302 @@
+//! Wiring: open the decision log, recover, start the connection tasks, the driver and the
+//! HTTP server; shut all of it down cleanly.
+//!
+//! Shutdown follows mini-redis: one broadcast channel tells every task to stop; the server
+//! then waits for the driver and the HTTP server to finish. A crash (kill -9) skips all of it,
+//! which is what the decision log is for.
+
+use crate::api::{router, AppState};
+use crate::config::Config;
+use crate::conn::{self, Dial};
+use crate::core::{Core, CoreConfig, LazyRecord, RecordedOutcome, RecoveredCommit};
+use crate::driver::{self, BoxFuture, Command, Handle, LogPort, Outboxes, Recovered};
+use crate::faults::Faults;
+use crate::log::{DecisionLog, FileLog, LogEvent, LogRecord};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc};
+use twopc_protocol::api::PhaseTimings;
+use twopc_protocol::event::EventKind;
+use twopc_protocol::{ParticipantName, TxId};
+
+/// Why the coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The decision log could not be opened or recovered.
+    #[error("decision log: {0}")]
+    Log(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn now_wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Adapts the decision log to the driver's [`LogPort`].
+struct LogAdapter<L: DecisionLog + 'static>(Arc<L>);
+
+impl<L: DecisionLog + 'static> LogPort for LogAdapter<L> {
+    fn force_commit(
+        &self,
+        txid: TxId,
+        participants: Vec<ParticipantName>,
+        body_hash: u64,
+    ) -> BoxFuture<Result<(), String>> {
+        let receipt = self.0.append_durable(LogRecord::Commit {
+            txid,
+            participants,
+            body_hash,
+            at_ms: now_wall_ms(),
+        });
+        Box::pin(async move { receipt.await.map(|_| ()).map_err(|e| e.to_string()) })
+    }
+
+    fn lazy(&self, record: LazyRecord) {
+        let records = match record {
+            LazyRecord::Abort {
+                txid,
+                body_hash,
+                reason,
+            } => {
+                vec![LogRecord::Abort {
+                    txid,
+                    body_hash,
+                    reason,
+                    at_ms: now_wall_ms(),
+                }]
+            }
+            LazyRecord::End { txid } => vec![LogRecord::End { txid }],
+            // Nothing to drive for a one-phase commit: its Commit and End go together, lazily,
+            // only so the outcome can be looked up and the id stays idempotent.
+            LazyRecord::OnePhaseCommitted {
+                txid,
+                participant,
+                body_hash,
+            } => vec![
+                LogRecord::Commit {
+                    txid: txid.clone(),
+                    participants: vec![participant],
+                    body_hash,
+                    at_ms: now_wall_ms(),
+                },
+                LogRecord::End { txid },
+            ],
+        };
+        for r in records {
+            if let Err(e) = self.0.append_lazy(r) {
+                tracing::error!("decision log lazy append failed: {e}");
+            }
+        }
+    }
+
+    fn counters(&self) -> (u64, u64) {
+        let s = self.0.stats();
+        (s.records, s.fsyncs)
+    }
+}
+
+/// A running coordinator.
+pub struct RunningCoordinator {
+    addr: SocketAddr,
+    handle: Handle,
+    shutdown: broadcast::Sender<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningCoordinator {
+    /// The HTTP address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The driver handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Starts the coordinator described by `config`.
+pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::Log(format!("{}: {e}", config.data_dir.display())))?;
+    let log = Arc::new(
+        FileLog::open(&config.data_dir, crate::log::FileLogConfig::default())
+            .map_err(|e| StartError::Log(e.to_string()))?,
+    );
+    let state = log.recover().map_err(|e| StartError::Log(e.to_string()))?;
+    if let Some(t) = &state.torn_tail {
+        tracing::warn!("decision log had a torn tail, truncated: {t:?}");
+    }
+    let recovered = Recovered {
+        unfinished: state
+            .pending
+            .iter()
+            .map(|p| RecoveredCommit {
+                txid: p.txid.clone(),
+                participants: p.participants.clone(),
+                body_hash: p.body_hash,
+            })
+            .collect(),
+        finished: state
+            .outcomes
+            .iter()
+            .filter(|(_, o)| o.ended || o.decision == twopc_protocol::Decision::Abort)
+            .map(|(t, o)| {
+                (
+                    t.clone(),
+                    RecordedOutcome {
+                        decision: o.decision,
+                        body_hash: o.body_hash,
+                        reason: o.reason.clone(),
+                        timings: PhaseTimings::default(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    tracing::info!(
+        pending = recovered.unfinished.len(),
+        outcomes = recovered.finished.len(),
+        "decision log recovered"
+    );
+
+    let mut tokens = HashMap::new();
+    for p in &config.participants {
+        tokens.insert(p.name.clone(), p.resolve_token()?);
+    }
+
+    let (shutdown, _) = broadcast::channel(1);
+    let faults = Arc::new(Faults::new(config.fault_injection));
+    let mut core_cfg = CoreConfig::new(config.coordinator_id.clone());
+    core_cfg.prepare_timeout_ms = config.prepare_timeout_ms;
+    core_cfg.retry_base_ms = config.retry_base_ms;
+    core_cfg.retry_max_ms = config.retry_max_ms;
+    core_cfg.ack_wait_ms = config.ack_wait_ms;
+    let core = Core::new(core_cfg);
+
+    let mut outboxes: Outboxes = HashMap::new();
+    let mut inboxes = Vec::new();
+    for p in &config.participants {
+        let (tx, rx) = mpsc::channel(65_536);
+        outboxes.insert(p.name.clone(), tx);
+        inboxes.push((p.clone(), rx));
+    }
+    let names: Vec<ParticipantName> = config.participants.iter().map(|p| p.name.clone()).collect();
+    let port: Arc<dyn LogPort> = Arc::new(LogAdapter(log.clone()));
+    let (handle, driver_task) = driver::spawn(
+        core,
+        recovered,
+        port,
+        outboxes,
+        names,
+        faults.clone(),
+        shutdown.subscribe(),
+    );
+    let mut tasks = vec![driver_task];
+
+    // Log writes and fsyncs go to the event stream (the log lane of the web app).
+    {
+        let mut log_events = log.subscribe();
+        let driver_tx = handle.sender();
+        let mut stop = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    ev = log_events.recv() => ev,
+                    _ = stop.recv() => return,
+                };
+                let (txid, kind) = match ev {
+                    Ok(LogEvent::Write { kind, txid, lsn }) => (
+                        txid,
+                        EventKind::LogWrite {
+                            record: kind.as_str().into(),
+                            lsn,
+                        },
+                    ),
+                    Ok(LogEvent::Fsync { records, micros }) => {
+                        (None, EventKind::LogFsync { records, micros })
+                    }
+                    Ok(LogEvent::Checkpoint { .. }) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                if driver_tx.send(Command::Event { txid, kind }).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+
+    for (p, rx) in inboxes {
+        let dial = Dial {
+            token: tokens.remove(&p.name).unwrap_or_default(),
+            name: p.name,
+            url: p.url,
+            heartbeat: Duration::from_millis(config.heartbeat_ms),
+        };
+        tasks.push(tokio::spawn(conn::run(
+            dial,
+            rx,
+            handle.sender(),
+            faults.clone(),
+            shutdown.subscribe(),
+        )));
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let app = router(AppState {
+        handle: handle.clone(),
+        config: config.clone(),
+        faults,
+    });
+    let mut stop = shutdown.subscribe();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.recv().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("http server: {e}");
+        }
+    }));
+    tracing::info!(%addr, "coordinator {} listening", config.coordinator_id);
+    Ok(RunningCoordinator {
+        addr,
+        handle,
+        shutdown,
+        tasks,
+    })
+}
