@@ -707,6 +707,7 @@ async fn oversized_frame_gets_a_clear_error_and_the_server_survives() {
         .await;
     let mut saw_clear_error = false;
     while let Some(incoming) = c.next_incoming(Duration::from_secs(20)).await {
+        eprintln!("after the oversized frame: {incoming:?}");
         match incoming {
             Incoming::Frame(Frame {
                 msg: Message::Error { code, message },
@@ -935,5 +936,104 @@ async fn without_a_coordinator_the_transaction_stays_prepared() {
     .await;
     assert_eq!(get(&mut r, "k").await, None);
     assert_eq!(get(&mut r, "twopc:lock:k").await, None);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incrby_is_exact_at_64_bit_edges_and_hash_ops_apply_in_order() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    let cases: &[(&str, i64, &str)] = &[
+        ("-5", 3, "-2"),
+        ("-5", 10, "5"),
+        ("5", -5, "0"),
+        ("0", -1, "-1"),
+        ("999", 1, "1000"),
+        ("1000", -1, "999"),
+        ("9223372036854775806", 1, "9223372036854775807"),
+        ("-9223372036854775807", -1, "-9223372036854775808"),
+        ("9007199254740993", 2, "9007199254740995"), // beyond a double's exact range
+    ];
+    for (i, (start_value, by, expected)) in cases.iter().enumerate() {
+        let key = format!("n{i}");
+        let _: () = r.set(&key, *start_value).await.unwrap();
+        let txid = format!("inc{i}");
+        assert_eq!(
+            vote(&mut c, &txid, vec![incrby(&key, *by, None)]).await,
+            (Vote::Yes, None),
+            "{start_value} + {by}"
+        );
+        assert_eq!(
+            ack(&mut c, commit(&txid)).await,
+            (Decision::Commit, AckResult::Applied)
+        );
+        assert_eq!(get(&mut r, &key).await.as_deref(), Some(*expected));
+    }
+    // Overflow in either direction votes NO.
+    let _: () = r.set("big", "9223372036854775807").await.unwrap();
+    assert_eq!(
+        vote(&mut c, "of1", vec![incrby("big", 1, None)]).await.0,
+        Vote::No
+    );
+    let _: () = r.set("small", "-9223372036854775808").await.unwrap();
+    assert_eq!(
+        vote(&mut c, "of2", vec![incrby("small", -1, None)]).await.0,
+        Vote::No
+    );
+    // Max bound.
+    let bounded = RedisOp::Incrby {
+        key: "cap".into(),
+        by: 11,
+        min: None,
+        max: Some(10),
+        guard: RedisGuard::default(),
+    };
+    let (v, reason) = vote(&mut c, "cap1", vec![bounded]).await;
+    assert_eq!(v, Vote::No);
+    assert!(reason.unwrap().contains("above the maximum 10"));
+
+    // Hash operations with field guards, later operations seeing earlier ones.
+    let _: () = r.hset("h", "a", "1").await.unwrap();
+    let ops = vec![
+        RedisOp::Hset {
+            key: "h".into(),
+            field: "a".into(),
+            value: "2".into(),
+            guard: RedisGuard {
+                expect: Some("1".into()),
+                exists: None,
+            },
+        },
+        RedisOp::Hset {
+            key: "h".into(),
+            field: "b".into(),
+            value: "x".into(),
+            guard: RedisGuard {
+                expect: None,
+                exists: Some(false),
+            },
+        },
+        RedisOp::Hdel {
+            key: "h".into(),
+            field: "b".into(),
+            guard: RedisGuard {
+                expect: Some("x".into()),
+                exists: None,
+            },
+        },
+        set("s", "1"),
+        incrby("s", 41, None),
+    ];
+    assert_eq!(vote(&mut c, "hash1", ops).await, (Vote::Yes, None));
+    assert_eq!(
+        ack(&mut c, commit("hash1")).await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    let h: std::collections::HashMap<String, String> = r.hgetall("h").await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h["a"], "2");
+    assert_eq!(get(&mut r, "s").await.as_deref(), Some("42"));
     server.shutdown().await.unwrap();
 }

@@ -1,0 +1,135 @@
+//! The shared server over the in-memory resource: the protocol loop on its own, without any
+//! real backend. (The Redis participant's tests in `twopc-tests` cover the same paths, and
+//! more, against real servers.)
+
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use twopc_participant::memory::MemoryResource;
+use twopc_participant::{Server, ServerConfig};
+use twopc_protocol::{
+    decode_frame, encode_frame, AckResult, Decision, DecisionStatus, Frame, Message, Operations,
+    ParticipantKind, RedisGuard, RedisOp, TxId, Vote,
+};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn dial(addr: SocketAddr, token: &str) -> Result<Ws, WsError> {
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    Ok(tokio_tungstenite::connect_async(req).await?.0)
+}
+
+async fn recv(ws: &mut Ws) -> Frame {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("no error");
+        if let WsMessage::Text(t) = m {
+            return decode_frame(t.as_str()).unwrap();
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, id: u64, msg: Message) {
+    ws.send(WsMessage::text(encode_frame(&Frame::new(id, msg))))
+        .await
+        .unwrap();
+}
+
+fn t(s: &str) -> TxId {
+    TxId::new(s).unwrap()
+}
+
+fn ops() -> Operations {
+    Operations::Redis(vec![RedisOp::Del {
+        key: "k".into(),
+        guard: RedisGuard::default(),
+    }])
+}
+
+#[tokio::test]
+async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
+    let resource = MemoryResource::new(ParticipantKind::Postgres);
+    let mut cfg = ServerConfig::new("mem".parse().unwrap(), "tok");
+    cfg.decision_timeout = Duration::from_millis(50);
+    cfg.scan_interval = Duration::from_millis(10);
+    cfg.decision_retry_initial = Duration::from_millis(50);
+    let server = Server::new(resource.clone(), cfg)
+        .unwrap()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+
+    match dial(addr, "wrong").await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+
+    let mut ws = dial(addr, "tok").await.unwrap();
+    let report = recv(&mut ws).await;
+    assert!(
+        matches!(report.msg, Message::InDoubtReport { ref prepared, .. } if prepared.is_empty())
+    );
+
+    let prep = |txid: &str| Message::Prepare {
+        txid: t(txid),
+        coordinator: "c1".parse().unwrap(),
+        ops: ops(),
+        timeout_ms: None,
+    };
+    send(&mut ws, 1, prep("a")).await;
+    let f = recv(&mut ws).await;
+    assert_eq!(f.id, 1);
+    assert!(matches!(
+        f.msg,
+        Message::Vote {
+            vote: Vote::Yes,
+            ..
+        }
+    ));
+    send(&mut ws, 2, Message::Commit { txid: t("a") }).await;
+    let f = recv(&mut ws).await;
+    assert_eq!(
+        f.msg,
+        Message::Ack {
+            txid: t("a"),
+            decision: Decision::Commit,
+            result: AckResult::Applied,
+            reason: None
+        }
+    );
+
+    // "b" is left prepared: the participant asks, and applies the answer.
+    send(&mut ws, 3, prep("b")).await;
+    let req = loop {
+        let f = recv(&mut ws).await;
+        if let Message::DecisionRequest { .. } = f.msg {
+            break f;
+        }
+    };
+    assert_eq!(req.msg, Message::DecisionRequest { txid: t("b") });
+    send(
+        &mut ws,
+        req.id,
+        Message::DecisionAnswer {
+            txid: t("b"),
+            status: DecisionStatus::Abort,
+        },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while resource.outcome(&t("b")).is_none() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(resource.outcome(&t("b")), Some(Decision::Abort));
+    server.shutdown().await.unwrap();
+}
