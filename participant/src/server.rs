@@ -488,12 +488,18 @@ impl<R: Resource> Shared<R> {
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32 << attempts.saturating_sub(1).min(16);
-        self.config
-            .decision_retry_initial
-            .saturating_mul(factor)
-            .min(self.config.decision_retry_max)
+        backoff(
+            self.config.decision_retry_initial,
+            self.config.decision_retry_max,
+            attempts,
+        )
     }
+}
+
+/// The wait after the `attempts`-th decision request: `initial`, doubling, capped at `max`.
+fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(16);
+    initial.saturating_mul(factor).min(max)
 }
 
 /// The termination protocol's background task (see the module docs).
@@ -782,9 +788,16 @@ impl<R: Resource> ConnCtx<R> {
                 None
             }
             Message::DecisionAnswer { txid, status } => {
+                // Answers are bounded like requests; one that finds no permit is dropped
+                // (the transaction stays prepared and the participant asks again later).
+                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                    debug!(%txid, "decision answer dropped: too much in flight");
+                    return None;
+                };
                 let shared = self.shared.clone();
                 self.shared.tracker.spawn(async move {
                     shared.apply_answer(txid, status).await;
+                    drop(permit);
                 });
                 None
             }
@@ -799,5 +812,33 @@ impl<R: Resource> ConnCtx<R> {
                 },
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_requests_back_off_exponentially_up_to_the_cap() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<u128> = (1..=6).map(|a| backoff(i, m, a).as_millis()).collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(i, m, 1000), m);
+    }
+
+    #[test]
+    fn config_validation_explains_itself() {
+        let name: ParticipantName = "p".parse().unwrap();
+        assert!(ServerConfig::new(name.clone(), "t").validate().is_ok());
+        let e = ServerConfig::new(name.clone(), " ").validate().unwrap_err();
+        assert!(e.to_string().contains("token"), "{e}");
+        let mut c = ServerConfig::new(name, "t");
+        c.max_in_flight = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_in_flight"));
     }
 }
