@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::core::SubmitError;
 use crate::driver::{Command, Handle};
 use crate::faults::{Faults, Intercept};
-use axum::body::Bytes;
 use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
@@ -67,9 +66,8 @@ pub fn router(state: AppState) -> Router {
                 .fallback(tower_http::services::ServeFile::new(index)),
         );
     }
-    // Our own limit check gives the JSON error; the framework limit is a backstop above it.
-    app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
-        .with_state(state)
+    // The submit handler enforces its own limit so that the error is the API's JSON error.
+    app.layer(DefaultBodyLimit::disable()).with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -93,17 +91,18 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-async fn submit(State(st): State<AppState>, body: Bytes) -> Response {
-    if body.len() > MAX_BODY_BYTES {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "request body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                body.len()
-            ),
-        );
-    }
+async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response {
+    // Reads at most the limit: an oversized body is refused without buffering all of it.
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
+            )
+        }
+    };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -388,7 +387,14 @@ pub enum FaultRequest {
     Crash,
 }
 
-async fn inject_fault(State(st): State<AppState>, body: Bytes) -> Response {
+async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "fault requests are small",
+        );
+    };
     if !st.faults.enabled() {
         return error(
             StatusCode::FORBIDDEN,

@@ -389,16 +389,22 @@ impl Core {
     pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         match input {
-            Input::Submit { req, txid, body_hash, participants } => {
-                self.submit(now_ms, req, txid, body_hash, participants, &mut out)
-            }
+            Input::Submit {
+                req,
+                txid,
+                body_hash,
+                participants,
+            } => self.submit(now_ms, req, txid, body_hash, participants, &mut out),
             Input::Received { from, msg } => self.received(now_ms, from, msg, &mut out),
             Input::Connected { participant } => {
                 // Re-sending waits for the participant's InDoubtReport, which is always its
                 // first message on a new connection.
                 self.connected.insert(participant);
             }
-            Input::Disconnected { participant, reason } => {
+            Input::Disconnected {
+                participant,
+                reason,
+            } => {
                 self.connected.remove(&participant);
                 out.push(Output::Event {
                     txid: None,
@@ -418,13 +424,18 @@ impl Core {
                     .map(|(t, _)| t.clone())
                     .collect();
                 for txid in victims {
-                    let why = format!("participant {participant} disconnected before voting ({reason})");
+                    let why =
+                        format!("participant {participant} disconnected before voting ({reason})");
                     self.decide_abort(now_ms, &txid, why, &mut out);
                 }
             }
             Input::CommitDurable { txid } => self.commit_durable(now_ms, &txid, &mut out),
             Input::CommitFailed { txid, error } => {
-                if self.txs.get(&txid).is_some_and(|t| t.stage == Stage::Deciding) {
+                if self
+                    .txs
+                    .get(&txid)
+                    .is_some_and(|t| t.stage == Stage::Deciding)
+                {
                     let why = format!("decision log write failed: {error}");
                     self.decide_abort(now_ms, &txid, why, &mut out);
                 }
@@ -487,7 +498,11 @@ impl Core {
                 Stage::Delivering(d) => Some((
                     t.clone(),
                     d,
-                    tx.parts.iter().filter(|(_, p)| p.owes_ack).map(|(n, _)| n.clone()).collect(),
+                    tx.parts
+                        .iter()
+                        .filter(|(_, p)| p.owes_ack)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
                 )),
                 _ => None,
             })
@@ -507,7 +522,10 @@ impl Core {
     ) {
         if let Some(tx) = self.txs.get_mut(&txid) {
             if tx.body_hash != body_hash {
-                out.push(Output::Reply { req, result: Err(SubmitError::IdConflict { txid }) });
+                out.push(Output::Reply {
+                    req,
+                    result: Err(SubmitError::IdConflict { txid }),
+                });
             } else if tx.replied {
                 let resp = TransactionResponse {
                     id: txid.clone(),
@@ -518,7 +536,10 @@ impl Core {
                     reason: tx.reason.clone(),
                     timings: tx.timings(now_ms),
                 };
-                out.push(Output::Reply { req, result: Ok(resp) });
+                out.push(Output::Reply {
+                    req,
+                    result: Ok(resp),
+                });
             } else {
                 tx.waiters.push(req);
             }
@@ -544,12 +565,25 @@ impl Core {
         let parts: BTreeMap<ParticipantName, PartState> = participants
             .into_iter()
             .map(|(p, ops)| {
-                (p, PartState { ops: Some(ops), vote: None, owes_ack: false, attempts: 1, next_send_ms: 0 })
+                (
+                    p,
+                    PartState {
+                        ops: Some(ops),
+                        vote: None,
+                        owes_ack: false,
+                        attempts: 1,
+                        next_send_ms: 0,
+                    },
+                )
             })
             .collect();
         let mut tx = Tx {
             body_hash,
-            stage: if one_phase { Stage::OnePhase } else { Stage::Preparing },
+            stage: if one_phase {
+                Stage::OnePhase
+            } else {
+                Stage::Preparing
+            },
             parts,
             waiters: vec![req],
             reason: None,
@@ -582,18 +616,37 @@ impl Core {
             let msg = if one_phase {
                 p.owes_ack = true;
                 p.next_send_ms = now_ms + self.cfg.prepare_timeout_ms;
-                Message::CommitOnePhase { txid: txid.clone(), coordinator: coordinator.clone(), ops }
+                Message::CommitOnePhase {
+                    txid: txid.clone(),
+                    coordinator: coordinator.clone(),
+                    ops,
+                }
             } else {
-                Message::Prepare { txid: txid.clone(), coordinator: coordinator.clone(), ops, timeout_ms }
+                Message::Prepare {
+                    txid: txid.clone(),
+                    coordinator: coordinator.clone(),
+                    ops,
+                    timeout_ms,
+                }
             };
             send(out, &txid, name, msg);
         }
-        let due = if one_phase { now_ms + self.cfg.prepare_timeout_ms } else { tx.prepare_deadline_ms };
+        let due = if one_phase {
+            now_ms + self.cfg.prepare_timeout_ms
+        } else {
+            tx.prepare_deadline_ms
+        };
         self.timers.insert((due, txid.clone()));
         self.txs.insert(txid, tx);
     }
 
-    fn received(&mut self, now_ms: u64, from: ParticipantName, msg: Message, out: &mut Vec<Output>) {
+    fn received(
+        &mut self,
+        now_ms: u64,
+        from: ParticipantName,
+        msg: Message,
+        out: &mut Vec<Output>,
+    ) {
         out.push(Output::Event {
             txid: msg.txid().cloned(),
             kind: EventKind::MessageReceived {
@@ -603,17 +656,32 @@ impl Core {
             },
         });
         match msg {
-            Message::Vote { txid, vote, reason } => self.vote(now_ms, &from, txid, vote, reason, out),
-            Message::Ack { txid, decision, result, reason } => {
-                self.ack(now_ms, &from, txid, decision, result, reason, out)
+            Message::Vote { txid, vote, reason } => {
+                self.vote(now_ms, &from, txid, vote, reason, out)
             }
+            Message::Ack {
+                txid,
+                decision,
+                result,
+                reason,
+            } => self.ack(now_ms, &from, txid, decision, result, reason, out),
             Message::DecisionRequest { txid } => {
                 out.push(Output::Event {
                     txid: Some(txid.clone()),
-                    kind: EventKind::DecisionRequested { participant: from.to_string() },
+                    kind: EventKind::DecisionRequested {
+                        participant: from.to_string(),
+                    },
                 });
                 let status = self.decision_status(&txid);
-                send(out, &txid, &from, Message::DecisionAnswer { txid: txid.clone(), status });
+                send(
+                    out,
+                    &txid,
+                    &from,
+                    Message::DecisionAnswer {
+                        txid: txid.clone(),
+                        status,
+                    },
+                );
                 // Presumed abort also covers a participant we never finished with.
                 if status == DecisionStatus::Abort && !self.txs.contains_key(&txid) {
                     self.metrics.presumed_aborts += 1;
@@ -649,7 +717,10 @@ impl Core {
                 });
             }
             Message::Ping { nonce } => {
-                out.push(Output::Send { to: from, msg: Message::Pong { nonce } });
+                out.push(Output::Send {
+                    to: from,
+                    msg: Message::Pong { nonce },
+                });
             }
             // Pongs and error replies need no protocol action; they are in the event stream.
             _ => {}
@@ -670,7 +741,13 @@ impl Core {
 
     /// A participant reported `txid` prepared (on connect). Tell it the outcome, or leave it
     /// alone while the transaction is still running here.
-    fn resolve_reported(&mut self, now_ms: u64, from: &ParticipantName, txid: TxId, out: &mut Vec<Output>) {
+    fn resolve_reported(
+        &mut self,
+        now_ms: u64,
+        from: &ParticipantName,
+        txid: TxId,
+        out: &mut Vec<Output>,
+    ) {
         match self.decision_status(&txid) {
             DecisionStatus::Pending => {}
             DecisionStatus::Commit => {
@@ -687,7 +764,15 @@ impl Core {
                 } else {
                     self.metrics.presumed_aborts += 1;
                     let reason = Some("presumed abort: no COMMIT decision is logged".to_string());
-                    send(out, &txid, from, Message::Abort { txid: txid.clone(), reason });
+                    send(
+                        out,
+                        &txid,
+                        from,
+                        Message::Abort {
+                            txid: txid.clone(),
+                            reason,
+                        },
+                    );
                 }
             }
         }
@@ -704,7 +789,11 @@ impl Core {
     ) {
         out.push(Output::Event {
             txid: Some(txid.clone()),
-            kind: EventKind::Vote { participant: from.to_string(), vote, reason: reason.clone() },
+            kind: EventKind::Vote {
+                participant: from.to_string(),
+                vote,
+                reason: reason.clone(),
+            },
         });
         let Some(tx) = self.txs.get_mut(&txid) else {
             // A vote for a transaction this coordinator has finished or never knew: if it
@@ -714,13 +803,18 @@ impl Core {
                 let msg = if status == DecisionStatus::Commit {
                     Message::Commit { txid: txid.clone() }
                 } else {
-                    Message::Abort { txid: txid.clone(), reason: Some("late vote".into()) }
+                    Message::Abort {
+                        txid: txid.clone(),
+                        reason: Some("late vote".into()),
+                    }
                 };
                 send(out, &txid, from, msg);
             }
             return;
         };
-        let Some(part) = tx.parts.get_mut(from) else { return };
+        let Some(part) = tx.parts.get_mut(from) else {
+            return;
+        };
         match tx.stage {
             Stage::Preparing => {
                 if part.vote.is_some() {
@@ -748,7 +842,10 @@ impl Core {
                         tx.decided_ms = Some(now_ms);
                         out.push(Output::Event {
                             txid: Some(txid.clone()),
-                            kind: EventKind::Decision { decision: Decision::Commit, reason: Some("all read-only".into()) },
+                            kind: EventKind::Decision {
+                                decision: Decision::Commit,
+                                reason: Some("all read-only".into()),
+                            },
                         });
                         self.finish(now_ms, &txid, Decision::Commit, out);
                     } else {
@@ -772,7 +869,9 @@ impl Core {
     }
 
     fn commit_durable(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
-        let Some(tx) = self.txs.get_mut(txid) else { return };
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
         if tx.stage != Stage::Deciding {
             return;
         }
@@ -780,7 +879,10 @@ impl Core {
         tx.decided_ms = Some(now_ms);
         out.push(Output::Event {
             txid: Some(txid.clone()),
-            kind: EventKind::Decision { decision: Decision::Commit, reason: None },
+            kind: EventKind::Decision {
+                decision: Decision::Commit,
+                reason: None,
+            },
         });
         let names: Vec<ParticipantName> = tx
             .parts
@@ -795,11 +897,14 @@ impl Core {
             self.send_decision_now(now_ms, txid, &n, out);
         }
         // Answer the client after the acks or after ack_wait_ms, whichever comes first.
-        self.timers.insert((now_ms + self.cfg.ack_wait_ms, txid.clone()));
+        self.timers
+            .insert((now_ms + self.cfg.ack_wait_ms, txid.clone()));
     }
 
     fn decide_abort(&mut self, now_ms: u64, txid: &TxId, why: String, out: &mut Vec<Output>) {
-        let Some(tx) = self.txs.get_mut(txid) else { return };
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
         if matches!(tx.stage, Stage::Delivering(_)) {
             return;
         }
@@ -809,7 +914,10 @@ impl Core {
         tx.reason = Some(why.clone());
         out.push(Output::Event {
             txid: Some(txid.clone()),
-            kind: EventKind::Decision { decision: Decision::Abort, reason: Some(why.clone()) },
+            kind: EventKind::Decision {
+                decision: Decision::Abort,
+                reason: Some(why.clone()),
+            },
         });
         out.push(Output::LogLazy(LazyRecord::Abort {
             txid: txid.clone(),
@@ -846,17 +954,24 @@ impl Core {
         reason: Option<String>,
         out: &mut Vec<Output>,
     ) {
-        let Some(tx) = self.txs.get_mut(&txid) else { return };
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
         match tx.stage {
             Stage::OnePhase => {
-                let Some(p) = tx.parts.get_mut(from) else { return };
+                let Some(p) = tx.parts.get_mut(from) else {
+                    return;
+                };
                 p.owes_ack = false;
                 tx.prepared_ms = Some(now_ms);
                 tx.decided_ms = Some(now_ms);
                 if decision == Decision::Commit && result != AckResult::NotPrepared {
                     out.push(Output::Event {
                         txid: Some(txid.clone()),
-                        kind: EventKind::Ack { participant: from.to_string(), decision },
+                        kind: EventKind::Ack {
+                            participant: from.to_string(),
+                            decision,
+                        },
                     });
                     out.push(Output::LogLazy(LazyRecord::OnePhaseCommitted {
                         txid: txid.clone(),
@@ -866,7 +981,10 @@ impl Core {
                     tx.stage = Stage::Delivering(Decision::Commit);
                     out.push(Output::Event {
                         txid: Some(txid.clone()),
-                        kind: EventKind::Decision { decision: Decision::Commit, reason: Some("one-phase commit".into()) },
+                        kind: EventKind::Decision {
+                            decision: Decision::Commit,
+                            reason: Some("one-phase commit".into()),
+                        },
                     });
                     self.finish(now_ms, &txid, Decision::Commit, out);
                 } else {
@@ -881,7 +999,9 @@ impl Core {
                 }
             }
             Stage::Delivering(d) if d == decision => {
-                let Some(p) = tx.parts.get_mut(from) else { return };
+                let Some(p) = tx.parts.get_mut(from) else {
+                    return;
+                };
                 if !p.owes_ack {
                     return;
                 }
@@ -893,7 +1013,10 @@ impl Core {
                 }
                 out.push(Output::Event {
                     txid: Some(txid.clone()),
-                    kind: EventKind::Ack { participant: from.to_string(), decision },
+                    kind: EventKind::Ack {
+                        participant: from.to_string(),
+                        decision,
+                    },
                 });
                 self.maybe_end(now_ms, &txid, out);
             }
@@ -903,7 +1026,9 @@ impl Core {
 
     fn maybe_end(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
         let Some(tx) = self.txs.get(txid) else { return };
-        let Stage::Delivering(d) = tx.stage else { return };
+        let Stage::Delivering(d) = tx.stage else {
+            return;
+        };
         if tx.parts.values().any(|p| p.owes_ack) {
             return;
         }
@@ -916,7 +1041,9 @@ impl Core {
     /// The transaction is over: answer waiters, remember the outcome, forget the state.
     fn finish(&mut self, now_ms: u64, txid: &TxId, d: Decision, out: &mut Vec<Output>) {
         self.reply_waiters(now_ms, txid, out);
-        let Some(tx) = self.txs.remove(txid) else { return };
+        let Some(tx) = self.txs.remove(txid) else {
+            return;
+        };
         let timings = tx.timings(now_ms);
         out.push(Output::Event {
             txid: Some(txid.clone()),
@@ -930,12 +1057,19 @@ impl Core {
         self.metrics.observe_end(d, &timings);
         self.remember(
             txid.clone(),
-            RecordedOutcome { decision: d, body_hash: tx.body_hash, reason: tx.reason, timings },
+            RecordedOutcome {
+                decision: d,
+                body_hash: tx.body_hash,
+                reason: tx.reason,
+                timings,
+            },
         );
     }
 
     fn reply_waiters(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
-        let Some(tx) = self.txs.get_mut(txid) else { return };
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
         let outcome = match tx.stage {
             Stage::Delivering(Decision::Commit) => Outcome::Committed,
             Stage::Delivering(Decision::Abort) => Outcome::Aborted,
@@ -949,7 +1083,10 @@ impl Core {
             timings: tx.timings(now_ms),
         };
         for req in tx.waiters.drain(..) {
-            out.push(Output::Reply { req, result: Ok(resp.clone()) });
+            out.push(Output::Reply {
+                req,
+                result: Ok(resp.clone()),
+            });
         }
     }
 
@@ -965,12 +1102,24 @@ impl Core {
     }
 
     /// Sends the decision to one participant now and schedules the next re-send.
-    fn send_decision_now(&mut self, now_ms: u64, txid: &TxId, to: &ParticipantName, out: &mut Vec<Output>) {
+    fn send_decision_now(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        to: &ParticipantName,
+        out: &mut Vec<Output>,
+    ) {
         let (base, max) = (self.cfg.retry_base_ms, self.cfg.retry_max_ms);
-        let Some(tx) = self.txs.get_mut(txid) else { return };
-        let Stage::Delivering(d) = tx.stage else { return };
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        let Stage::Delivering(d) = tx.stage else {
+            return;
+        };
         let reason = tx.reason.clone();
-        let Some(p) = tx.parts.get_mut(to) else { return };
+        let Some(p) = tx.parts.get_mut(to) else {
+            return;
+        };
         if !p.owes_ack {
             return;
         }
@@ -980,7 +1129,10 @@ impl Core {
         self.timers.insert((p.next_send_ms, txid.clone()));
         let msg = match d {
             Decision::Commit => Message::Commit { txid: txid.clone() },
-            Decision::Abort => Message::Abort { txid: txid.clone(), reason },
+            Decision::Abort => Message::Abort {
+                txid: txid.clone(),
+                reason,
+            },
         };
         send(out, txid, to, msg);
     }
@@ -1005,11 +1157,21 @@ impl Core {
         }
     }
 
-    fn resend_one_phase(&mut self, now_ms: u64, txid: &TxId, to: &ParticipantName, out: &mut Vec<Output>) {
+    fn resend_one_phase(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        to: &ParticipantName,
+        out: &mut Vec<Output>,
+    ) {
         let (base, max) = (self.cfg.retry_base_ms, self.cfg.retry_max_ms);
         let coordinator = self.cfg.coordinator.clone();
-        let Some(tx) = self.txs.get_mut(txid) else { return };
-        let Some(p) = tx.parts.get_mut(to) else { return };
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        let Some(p) = tx.parts.get_mut(to) else {
+            return;
+        };
         let backoff = base.saturating_mul(1u64 << p.attempts.min(16)).min(max);
         p.attempts += 1;
         p.next_send_ms = now_ms + backoff;
@@ -1017,20 +1179,33 @@ impl Core {
         self.metrics.retries += 1;
         out.push(Output::Event {
             txid: Some(txid.clone()),
-            kind: EventKind::Retry { participant: to.to_string(), attempt: p.attempts },
+            kind: EventKind::Retry {
+                participant: to.to_string(),
+                attempt: p.attempts,
+            },
         });
         let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
-        send(out, txid, to, Message::CommitOnePhase { txid: txid.clone(), coordinator, ops });
+        send(
+            out,
+            txid,
+            to,
+            Message::CommitOnePhase {
+                txid: txid.clone(),
+                coordinator,
+                ops,
+            },
+        );
     }
 
     fn tick(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        loop {
-            let Some((due, txid)) = self.timers.first().cloned() else { break };
+        while let Some((due, txid)) = self.timers.first().cloned() {
             if due > now_ms {
                 break;
             }
             self.timers.pop_first();
-            let Some(tx) = self.txs.get(&txid) else { continue };
+            let Some(tx) = self.txs.get(&txid) else {
+                continue;
+            };
             match tx.stage {
                 Stage::Preparing if tx.prepare_deadline_ms <= now_ms => {
                     let silent: Vec<ParticipantName> = tx
@@ -1043,7 +1218,10 @@ impl Core {
                     for p in &silent {
                         out.push(Output::Event {
                             txid: Some(txid.clone()),
-                            kind: EventKind::Timeout { participant: p.to_string(), phase: EvPhase::Prepare },
+                            kind: EventKind::Timeout {
+                                participant: p.to_string(),
+                                phase: EvPhase::Prepare,
+                            },
                         });
                     }
                     let names: Vec<String> = silent.iter().map(|p| p.to_string()).collect();
@@ -1055,7 +1233,11 @@ impl Core {
                     self.decide_abort(now_ms, &txid, why, out);
                 }
                 Stage::Delivering(_) => {
-                    if !tx.replied && tx.decided_ms.is_some_and(|d| d + self.cfg.ack_wait_ms <= now_ms) {
+                    if !tx.replied
+                        && tx
+                            .decided_ms
+                            .is_some_and(|d| d + self.cfg.ack_wait_ms <= now_ms)
+                    {
                         self.reply_waiters(now_ms, &txid, out);
                     }
                     let due_parts: Vec<(ParticipantName, u32)> = self
@@ -1072,7 +1254,9 @@ impl Core {
                     for (p, attempt) in due_parts {
                         if !self.connected.contains(&p) {
                             // Re-sent on reconnect; keep a slow timer so nothing is forgotten.
-                            if let Some(ps) = self.txs.get_mut(&txid).and_then(|t| t.parts.get_mut(&p)) {
+                            if let Some(ps) =
+                                self.txs.get_mut(&txid).and_then(|t| t.parts.get_mut(&p))
+                            {
                                 ps.next_send_ms = now_ms + self.cfg.retry_max_ms;
                                 self.timers.insert((ps.next_send_ms, txid.clone()));
                             }
@@ -1081,7 +1265,10 @@ impl Core {
                         self.metrics.retries += 1;
                         out.push(Output::Event {
                             txid: Some(txid.clone()),
-                            kind: EventKind::Retry { participant: p.to_string(), attempt: attempt + 1 },
+                            kind: EventKind::Retry {
+                                participant: p.to_string(),
+                                attempt: attempt + 1,
+                            },
                         });
                         self.send_decision_now(now_ms, &txid, &p, out);
                     }
@@ -1097,10 +1284,15 @@ impl Core {
                         if self.connected.contains(&p) {
                             out.push(Output::Event {
                                 txid: Some(txid.clone()),
-                                kind: EventKind::Timeout { participant: p.to_string(), phase: EvPhase::Commit },
+                                kind: EventKind::Timeout {
+                                    participant: p.to_string(),
+                                    phase: EvPhase::Commit,
+                                },
                             });
                             self.resend_one_phase(now_ms, &txid, &p, out);
-                        } else if let Some(ps) = self.txs.get_mut(&txid).and_then(|t| t.parts.get_mut(&p)) {
+                        } else if let Some(ps) =
+                            self.txs.get_mut(&txid).and_then(|t| t.parts.get_mut(&p))
+                        {
                             ps.next_send_ms = now_ms + self.cfg.retry_max_ms;
                             self.timers.insert((ps.next_send_ms, txid.clone()));
                         }
@@ -1133,5 +1325,8 @@ fn send(out: &mut Vec<Output>, txid: &TxId, to: &ParticipantName, msg: Message) 
             summary: msg.summary(),
         },
     });
-    out.push(Output::Send { to: to.clone(), msg });
+    out.push(Output::Send {
+        to: to.clone(),
+        msg,
+    });
 }

@@ -9,8 +9,9 @@ use twopc_protocol::api::PhaseTimings;
 use twopc_protocol::Decision;
 
 /// Upper bounds (milliseconds) of the latency histogram buckets.
-pub const BUCKETS_MS: [f64; 14] =
-    [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+pub const BUCKETS_MS: [f64; 14] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
 
 /// A cumulative latency histogram.
 #[derive(Debug, Clone, Default)]
@@ -34,11 +35,26 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         for (i, b) in BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{}\"}} {}", b / 1000.0, self.counts[i]);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}le=\"{}\"}} {}",
+                b / 1000.0,
+                self.counts[i]
+            );
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{}}} {}", labels.trim_end_matches(','), self.sum_ms / 1000.0);
-        let _ = writeln!(out, "{name}_count{{{}}} {}", labels.trim_end_matches(','), self.count);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.sum_ms / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.count
+        );
     }
 }
 
@@ -88,12 +104,42 @@ impl Metrics {
         let counter = |s: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(&mut s, "twopc_transactions_started_total", "Transactions submitted.", self.started);
-        counter(&mut s, "twopc_transactions_committed_total", "Transactions committed.", self.committed);
-        counter(&mut s, "twopc_transactions_aborted_total", "Transactions aborted.", self.aborted);
-        counter(&mut s, "twopc_retries_total", "Protocol messages re-sent.", self.retries);
-        counter(&mut s, "twopc_prepare_timeouts_total", "Prepare phases that timed out.", self.timeouts);
-        counter(&mut s, "twopc_presumed_aborts_total", "Abort answers given by presumption.", self.presumed_aborts);
+        counter(
+            &mut s,
+            "twopc_transactions_started_total",
+            "Transactions submitted.",
+            self.started,
+        );
+        counter(
+            &mut s,
+            "twopc_transactions_committed_total",
+            "Transactions committed.",
+            self.committed,
+        );
+        counter(
+            &mut s,
+            "twopc_transactions_aborted_total",
+            "Transactions aborted.",
+            self.aborted,
+        );
+        counter(
+            &mut s,
+            "twopc_retries_total",
+            "Protocol messages re-sent.",
+            self.retries,
+        );
+        counter(
+            &mut s,
+            "twopc_prepare_timeouts_total",
+            "Prepare phases that timed out.",
+            self.timeouts,
+        );
+        counter(
+            &mut s,
+            "twopc_presumed_aborts_total",
+            "Abort answers given by presumption.",
+            self.presumed_aborts,
+        );
         counter(
             &mut s,
             "twopc_heuristic_hazards_total",
@@ -104,10 +150,14 @@ impl Metrics {
             s,
             "# HELP twopc_phase_seconds Latency per protocol phase.\n# TYPE twopc_phase_seconds histogram"
         );
-        self.prepare.render(&mut s, "twopc_phase_seconds", "phase=\"prepare\",");
-        self.decide.render(&mut s, "twopc_phase_seconds", "phase=\"decide\",");
-        self.commit.render(&mut s, "twopc_phase_seconds", "phase=\"commit\",");
-        self.total.render(&mut s, "twopc_phase_seconds", "phase=\"total\",");
+        self.prepare
+            .render(&mut s, "twopc_phase_seconds", "phase=\"prepare\",");
+        self.decide
+            .render(&mut s, "twopc_phase_seconds", "phase=\"decide\",");
+        self.commit
+            .render(&mut s, "twopc_phase_seconds", "phase=\"commit\",");
+        self.total
+            .render(&mut s, "twopc_phase_seconds", "phase=\"total\",");
         for (name, help, v) in gauges {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -124,7 +174,12 @@ mod tests {
         let mut m = Metrics::default();
         m.observe_end(
             Decision::Commit,
-            &PhaseTimings { prepare_ms: 1.5, decide_ms: 0.2, commit_ms: 3.0, total_ms: 4.7 },
+            &PhaseTimings {
+                prepare_ms: 1.5,
+                decide_ms: 0.2,
+                commit_ms: 3.0,
+                total_ms: 4.7,
+            },
         );
         let text = m.render(&[("twopc_in_doubt", "In doubt.", 2.0)]);
         assert!(text.contains("twopc_transactions_committed_total 1"));

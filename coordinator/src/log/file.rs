@@ -256,6 +256,18 @@ fn scan(dir: &Path) -> Result<Scanned, LogError> {
         }
         None => {
             if seqs[0] != 1 {
+                // Every segment but the first is created with a checkpoint, and older ones are
+                // only deleted once it is durable; a bad first frame here is corruption, never
+                // a torn write (treating it as one would throw the whole history away).
+                let path = segment_path(dir, seqs[0]);
+                let buf = fs::read(&path).map_err(|e| LogError::io("read", &path, e))?;
+                if let Err(bad) = codec::read_frame(&buf, 0) {
+                    return Err(LogError::Corrupt {
+                        path,
+                        offset: 0,
+                        detail: format!("{bad}; this segment must start with a checkpoint"),
+                    });
+                }
                 return Err(inconsistent(
                     dir,
                     format!(

@@ -74,6 +74,14 @@
 //! not decode is likewise an error ([`LogError::BadRecord`]) wherever it is: a checksum does not
 //! pass by accident, so that is a format mismatch, not a crash artifact.
 //!
+//! The limit of the argument: damage to the last segment that is *not* a crash (bit rot in an
+//! old, acknowledged record of the active segment) looks exactly like a torn write and is
+//! truncated too; no single-copy log can tell the two apart. Segments are small and checkpoints
+//! frequent, so the active segment holds only recent history; a replicated store behind
+//! [`DecisionLog`] is the remedy. One case *is* told apart: every segment but the very first
+//! starts with a checkpoint, so a damaged first frame in an only segment numbered above 1 is
+//! reported as corruption instead of wiping the history.
+//!
 //! # Group commit
 //!
 //! One writer thread owns the active segment. Appends are sent to it over a channel; it takes
@@ -85,7 +93,9 @@
 //! milliseconds; the receipts are tokio oneshots, so async callers simply `.await` them.
 //! Lazy records are written at once (into the page cache) and become durable with the next
 //! fsync: the next forced record, [`DecisionLog::flush`], the periodic flush
-//! ([`FileLogConfig::lazy_flush_interval`]) or a clean shutdown.
+//! ([`FileLogConfig::lazy_flush_interval`]) or a clean shutdown. The channel is unbounded, so
+//! an append never blocks: forced appends are bounded by the callers waiting on them, and lazy
+//! ones are one per decided transaction.
 //!
 //! After a failed write or fsync the log stops accepting records ([`LogError::Failed`]): after
 //! a failed fsync the state of the page cache is unknown, and retrying can report success for

@@ -564,6 +564,29 @@ fn the_outcome_window_has_an_age_limit() {
     assert!(state.outcomes.contains_key(&tx("t299")));
 }
 
+#[test]
+fn a_damaged_checkpoint_in_the_only_segment_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_segments(1024));
+    write_all(&log, &workload(0, 100));
+    assert!(log.stats().checkpoints > 0);
+    drop(log);
+    let segs = list_segments(dir.path()).unwrap();
+    assert_eq!(segs.len(), 1);
+    let seg = segment_path(dir.path(), segs[0]);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    flip(&seg, 20);
+    let err = FileLog::open(dir.path(), small_segments(1024))
+        .err()
+        .unwrap();
+    assert!(matches!(err, LogError::Corrupt { offset: 0, .. }), "{err}");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "nothing truncated"
+    );
+}
+
 /// The checkpoint frame a roll after `records` (LSNs 1..=n) would write.
 fn checkpoint_frame(records: &[LogRecord]) -> Vec<u8> {
     let mut state = LiveState::default();

@@ -1,0 +1,604 @@
+//! The coordinator end to end: a real coordinator process, real redis-servers, real
+//! participant servers over WebSockets.
+//!
+//! Two Redis participants, `ledger` and `vault`, each over its own redis-server, play the two
+//! resources of a transfer (the Postgres participant has its own suite). The coordinator runs
+//! as a child process (`twopc-coordinator-under-test`, the real entry point) so it can be
+//! killed with SIGKILL or stopped by a failpoint at an exact protocol step, then restarted on
+//! the same data directory. Waits are "until it happens, or fail after a generous deadline";
+//! nothing asserts speed.
+
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use twopc_participant::{RunningServer, Server, ServerConfig};
+use twopc_redis_participant::{RedisResource, Retention};
+use twopc_tests::RedisServer;
+
+const TOKEN_LEDGER: &str = "ledger-token-0123456789";
+const TOKEN_VAULT: &str = "vault-token-0123456789";
+
+struct Participant {
+    name: &'static str,
+    token: &'static str,
+    redis: RedisServer,
+    server: Option<RunningServer>,
+    addr: SocketAddr,
+}
+
+impl Participant {
+    async fn start(name: &'static str, token: &'static str) -> Participant {
+        let redis = RedisServer::start_new().expect("redis-server");
+        let server = serve(&redis, name, token, "127.0.0.1:0".parse().unwrap()).await;
+        let addr = server.local_addr();
+        Participant {
+            name,
+            token,
+            redis,
+            server: Some(server),
+            addr,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop().await;
+        self.server = Some(serve(&self.redis, self.name, self.token, self.addr).await);
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, key: &str) -> Option<String> {
+        self.conn().await.get(key).await.unwrap()
+    }
+
+    /// Every key in the participant's own namespace: staged writes, locks, prepared records.
+    async fn prepared_state(&self) -> Vec<String> {
+        let keys: Vec<String> = self.conn().await.keys("twopc:*").await.unwrap();
+        keys.into_iter()
+            .filter(|k| {
+                k.starts_with("twopc:tx:") || k.starts_with("twopc:lock:") || k == "twopc:prepared"
+            })
+            .collect()
+    }
+}
+
+async fn serve(redis: &RedisServer, name: &str, token: &str, addr: SocketAddr) -> RunningServer {
+    let mut cfg = ServerConfig::new(name.parse().unwrap(), token);
+    cfg.decision_timeout = Duration::from_millis(500);
+    let resource = RedisResource::new(&redis.url(), Retention::default()).unwrap();
+    let mut last = None;
+    for _ in 0..50 {
+        match Server::new(resource.clone(), cfg.clone())
+            .unwrap()
+            .bind(addr)
+            .await
+        {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind participant {name} on {addr}: {last:?}");
+}
+
+struct Coordinator {
+    child: Option<Child>,
+    url: String,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Coordinator {
+    fn start(ledger: &Participant, vault: &Participant, extra: &str) -> Coordinator {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("coordinator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"coordinator_id = "c1"
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+prepare_timeout_ms = 1500
+ack_wait_ms = 1000
+client_timeout_ms = 20000
+retry_base_ms = 100
+retry_max_ms = 500
+heartbeat_ms = 500
+fault_injection = true
+{extra}
+[[participant]]
+name = "ledger"
+kind = "redis"
+url = "ws://{la}/"
+token = "{lt}"
+
+[[participant]]
+name = "vault"
+kind = "redis"
+url = "ws://{va}/"
+token = "{vt}"
+"#,
+                data = dir.path().join("data").display(),
+                la = ledger.addr,
+                lt = ledger.token,
+                va = vault.addr,
+                vt = vault.token,
+            ),
+        )
+        .unwrap();
+        let mut c = Coordinator {
+            child: None,
+            url: String::new(),
+            config,
+            _dir: dir,
+        };
+        c.spawn(&[]);
+        c
+    }
+
+    fn spawn(&mut self, failpoints: &[&str]) {
+        let exe = env!("CARGO_BIN_EXE_twopc-coordinator-under-test");
+        let mut child = Command::new(exe)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("TWOPC_FAILPOINTS", failpoints.join(","))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the coordinator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        self.url = url.to_owned();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to die on its own (a failpoint), returning whether it did.
+    fn wait_crash(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    async fn wait_connected(&self) {
+        eventually(20, "both participants connected", || async {
+            let v: Value = match reqwest::get(format!("{}/v1/participants", self.url)).await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(_) => return false,
+            };
+            v.as_array()
+                .is_some_and(|a| a.len() == 2 && a.iter().all(|p| p["connected"] == true))
+        })
+        .await;
+    }
+
+    async fn post(&self, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/transactions", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/transactions", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn fault(&self, body: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/faults", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn transfer(id: &str, amount: i64, vault_guard: Option<&str>) -> Value {
+    let mut vault_op = json!({"op": "incrby", "key": "vault:b", "by": amount});
+    if let Some(g) = vault_guard {
+        vault_op = json!({"op": "set", "key": "vault:flag", "value": "x", "guard": {"expect": g}});
+    }
+    json!({
+        "id": id,
+        "participants": {
+            "ledger": {"redis": [{"op": "incrby", "key": "ledger:a", "by": -amount}]},
+            "vault": {"redis": [vault_op]},
+        }
+    })
+}
+
+async fn setup() -> (Participant, Participant, Coordinator) {
+    let ledger = Participant::start("ledger", TOKEN_LEDGER).await;
+    let vault = Participant::start("vault", TOKEN_VAULT).await;
+    let coord = Coordinator::start(&ledger, &vault, "");
+    coord.wait_connected().await;
+    (ledger, vault, coord)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_commits_on_both_and_is_idempotent() {
+    let (ledger, vault, coord) = setup().await;
+    let (status, resp) = coord.post(&transfer("t1", 10, None)).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["outcome"], "committed", "{resp}");
+    assert!(resp["timings"]["total_ms"].as_f64().is_some());
+    assert_eq!(ledger.get("ledger:a").await.as_deref(), Some("-10"));
+    assert_eq!(vault.get("vault:b").await.as_deref(), Some("10"));
+
+    // Same id, same body: the recorded outcome, nothing applied twice.
+    let (status, again) = coord.post(&transfer("t1", 10, None)).await;
+    assert_eq!(
+        (status, again["outcome"].clone()),
+        (200, json!("committed"))
+    );
+    assert_eq!(ledger.get("ledger:a").await.as_deref(), Some("-10"));
+    // Same id, different body: refused.
+    let (status, err) = coord.post(&transfer("t1", 99, None)).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"], "id_conflict");
+
+    let r = reqwest::get(format!("{}/v1/transactions/t1", coord.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let shown: Value = r.json().await.unwrap();
+    assert_eq!(shown["outcome"], "committed");
+    let r = reqwest::get(format!("{}/v1/transactions/nope", coord.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    let metrics = reqwest::get(format!("{}/metrics", coord.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("twopc_transactions_committed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("twopc_phase_seconds_bucket{phase=\"prepare\""),
+        "{metrics}"
+    );
+    eventually(10, "no prepared state left", || async {
+        ledger.prepared_state().await.is_empty() && vault.prepared_state().await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_vote_aborts_everywhere() {
+    let (ledger, vault, coord) = setup().await;
+    let (status, resp) = coord
+        .post(&transfer("t-no", 5, Some("never-matches")))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["outcome"], "aborted", "{resp}");
+    let reason = resp["reason"].as_str().unwrap();
+    assert!(reason.contains("vault voted no"), "{reason}");
+    eventually(10, "ledger rolled back, nothing prepared", || async {
+        ledger.prepared_state().await.is_empty() && vault.prepared_state().await.is_empty()
+    })
+    .await;
+    assert_eq!(ledger.get("ledger:a").await, None);
+    assert_eq!(vault.get("vault:flag").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_timeout_aborts_and_the_late_prepare_is_rolled_back() {
+    let (ledger, vault, coord) = setup().await;
+    // vault's Prepare arrives 3 s late; the prepare timeout is 1.5 s.
+    coord.fault(json!({"fault": "delay_next", "participant": "vault", "ms": 3000, "msg_type": "prepare"})).await;
+    let (status, resp) = coord.post(&transfer("t-slow", 7, None)).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["outcome"], "aborted", "{resp}");
+    assert!(
+        resp["reason"].as_str().unwrap().contains("prepare timeout"),
+        "{resp}"
+    );
+    // The late Prepare does reach vault and prepares; its YES gets an Abort.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(15, "nothing left prepared anywhere", || async {
+        ledger.prepared_state().await.is_empty() && vault.prepared_state().await.is_empty()
+    })
+    .await;
+    assert_eq!(vault.get("vault:b").await, None);
+    assert_eq!(ledger.get("ledger:a").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_after_the_commit_is_durable_commits_both_after_restart() {
+    let ledger = Participant::start("ledger", TOKEN_LEDGER).await;
+    let vault = Participant::start("vault", TOKEN_VAULT).await;
+    let mut coord = Coordinator::start(&ledger, &vault, "");
+    coord.kill9();
+    coord.spawn(&["after_commit_log"]);
+    coord.wait_connected().await;
+    let url = coord.url.clone();
+    let post = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/transactions"))
+            .json(&transfer("t-crash", 3, None))
+            .send()
+            .await
+    });
+    assert!(
+        coord.wait_crash(Duration::from_secs(20)),
+        "the failpoint did not fire"
+    );
+    assert!(
+        post.await.unwrap().is_err(),
+        "the client must get no answer from a dead coordinator"
+    );
+    // Both hold it prepared; nothing applied yet.
+    assert!(!ledger.prepared_state().await.is_empty());
+    assert!(!vault.prepared_state().await.is_empty());
+    assert_eq!(ledger.get("ledger:a").await, None);
+
+    coord.spawn(&[]);
+    eventually(20, "both committed after recovery", || async {
+        ledger.get("ledger:a").await.as_deref() == Some("-3")
+            && vault.get("vault:b").await.as_deref() == Some("3")
+    })
+    .await;
+    let shown: Value = reqwest::get(format!("{}/v1/transactions/t-crash", coord.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["outcome"], "committed", "{shown}");
+    eventually(10, "nothing left prepared", || async {
+        ledger.prepared_state().await.is_empty() && vault.prepared_state().await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_before_the_decision_aborts_both_after_restart() {
+    let ledger = Participant::start("ledger", TOKEN_LEDGER).await;
+    let vault = Participant::start("vault", TOKEN_VAULT).await;
+    let mut coord = Coordinator::start(&ledger, &vault, "");
+    coord.kill9();
+    coord.spawn(&["before_commit_log"]);
+    coord.wait_connected().await;
+    let url = coord.url.clone();
+    let post = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/transactions"))
+            .json(&transfer("t-undecided", 4, None))
+            .send()
+            .await
+    });
+    assert!(
+        coord.wait_crash(Duration::from_secs(20)),
+        "the failpoint did not fire"
+    );
+    assert!(post.await.unwrap().is_err());
+    assert!(
+        !ledger.prepared_state().await.is_empty(),
+        "ledger should hold it prepared"
+    );
+
+    coord.spawn(&[]);
+    eventually(20, "both rolled back (presumed abort)", || async {
+        ledger.prepared_state().await.is_empty() && vault.prepared_state().await.is_empty()
+    })
+    .await;
+    assert_eq!(ledger.get("ledger:a").await, None);
+    assert_eq!(vault.get("vault:b").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_down_during_phase_two_commits_when_it_returns() {
+    let (ledger, mut vault, coord) = setup().await;
+    // Hold vault's Commit back long enough to take vault down before it arrives.
+    coord.fault(json!({"fault": "delay_next", "participant": "vault", "ms": 1500, "msg_type": "commit"})).await;
+    let url = coord.url.clone();
+    let post = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/transactions"))
+            .json(&transfer("t-down", 6, None))
+            .send()
+            .await
+    });
+    eventually(10, "ledger committed", || async {
+        ledger.get("ledger:a").await.as_deref() == Some("-6")
+    })
+    .await;
+    vault.stop().await;
+    // The decision is durable: the client hears committed although vault has not acked.
+    let resp: Value = post.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(resp["outcome"], "committed", "{resp}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        vault.get("vault:b").await,
+        None,
+        "vault cannot have committed while down"
+    );
+    assert!(
+        !vault.prepared_state().await.is_empty(),
+        "vault must still hold it prepared"
+    );
+    vault.restart().await;
+    eventually(20, "vault committed after it came back", || async {
+        vault.get("vault:b").await.as_deref() == Some("6")
+    })
+    .await;
+    eventually(10, "nothing left prepared", || async {
+        vault.prepared_state().await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_client_input_gets_clear_json_errors() {
+    let (_ledger, _vault, coord) = setup().await;
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "malformed_json"),
+        (b"[]".to_vec(), 400, "invalid_request"),
+        (
+            br#"{"participants": {}}"#.to_vec(),
+            400,
+            "empty_transaction",
+        ),
+        (
+            br#"{"participants": {"nobody": {"redis": []}}}"#.to_vec(),
+            400,
+            "unknown_participant",
+        ),
+        (
+            br#"{"participants": {"ledger": {"sql": [{"query": "select 1"}]}}}"#.to_vec(),
+            400,
+            "wrong_operations",
+        ),
+        (
+            br#"{"id": "", "participants": {"ledger": {"redis": []}}}"#.to_vec(),
+            400,
+            "bad_id",
+        ),
+        (
+            format!(
+                r#"{{"id": "{}", "participants": {{"ledger": {{"redis": []}}}}}}"#,
+                "x".repeat(200)
+            )
+            .into_bytes(),
+            400,
+            "bad_id",
+        ),
+        (
+            br#"{"id": "a\u0001b", "participants": {"ledger": {"redis": []}}}"#.to_vec(),
+            400,
+            "bad_id",
+        ),
+        (
+            br#"{"participants": {"ledger": {"redis": [{"op": "flushall"}]}}}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            br#"{"participants": {"ledger": {"redis": []}}, "extra": 1}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (vec![b' '; 2 * 1024 * 1024], 413, "payload_too_large"),
+    ];
+    for (body, want_status, want_code) in cases {
+        let preview = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let (status, err) = coord.post_raw(body).await;
+        assert_eq!(status, want_status, "{preview}: {err}");
+        assert_eq!(err["error"], want_code, "{preview}: {err}");
+        assert!(
+            !err["message"].as_str().unwrap_or("").is_empty(),
+            "{preview}: {err}"
+        );
+    }
+    // The coordinator is fine afterwards.
+    let (status, resp) = coord.post(&transfer("after-bad-input", 1, None)).await;
+    assert_eq!(
+        (status, resp["outcome"].clone()),
+        (200, json!("committed")),
+        "{resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_participant_uses_one_phase_commit() {
+    let (ledger, _vault, coord) = setup().await;
+    let body = json!({"id": "solo", "participants": {"ledger": {"redis": [{"op": "set", "key": "ledger:solo", "value": "v"}]}}});
+    let (status, resp) = coord.post(&body).await;
+    assert_eq!(
+        (status, resp["outcome"].clone()),
+        (200, json!("committed")),
+        "{resp}"
+    );
+    assert_eq!(ledger.get("ledger:solo").await.as_deref(), Some("v"));
+    let metrics = reqwest::get(format!("{}/metrics", coord.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // One-phase: no forced COMMIT record, so no fsync waited for by the client.
+    assert!(
+        metrics.contains("twopc_transactions_committed_total 1"),
+        "{metrics}"
+    );
+    let guarded = json!({"id": "solo-no", "participants": {"ledger": {"redis": [
+        {"op": "set", "key": "ledger:solo", "value": "w", "guard": {"expect": "not-v"}}]}}});
+    let (_, resp) = coord.post(&guarded).await;
+    assert_eq!(resp["outcome"], "aborted", "{resp}");
+    assert_eq!(ledger.get("ledger:solo").await.as_deref(), Some("v"));
+}
