@@ -703,6 +703,39 @@ async fn group_commit_shares_fsyncs_among_concurrent_commits() {
     assert_eq!(state.pending.len(), 1000);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_under_a_closed_loop_load() {
+    // 50 clients, each committing 20 transactions one after the other.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), cfg()));
+    let clients: Vec<_> = (0..50u64)
+        .map(|c| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    log.append_durable(commit(c * 100 + i)).await.unwrap();
+                    log.append_lazy(end(c * 100 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let stats = log.stats();
+    eprintln!(
+        "closed loop: {} records in {} fsyncs",
+        stats.records, stats.fsyncs
+    );
+    assert_eq!(stats.records, 2000);
+    assert!(stats.fsyncs < 1000, "{stats:?}");
+    drop(log);
+    let state = reopen_state(dir.path(), cfg());
+    assert!(state.pending.is_empty());
+    assert_eq!(state.outcomes.len(), 1000);
+}
+
 #[tokio::test]
 async fn aborts_are_not_forced() {
     let dir = tempfile::tempdir().unwrap();
