@@ -475,14 +475,30 @@ struct ParticipantProcess {
     addr: SocketAddr,
 }
 
+const EXE: &str = env!("CARGO_BIN_EXE_twopc-redis-participant-under-test");
+
+/// The participant binary with no `TWOPC_*` variables inherited from the test's environment.
+fn participant_command() -> Command {
+    let mut cmd = Command::new(EXE);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TWOPC_REDIS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 impl ParticipantProcess {
     fn spawn(redis: &RedisServer) -> ParticipantProcess {
-        let exe = env!("CARGO_BIN_EXE_twopc-redis-participant-under-test");
-        let mut child = Command::new(exe)
-            .args(["--listen", "127.0.0.1:0", "--name", "cache"])
+        let mut cmd = participant_command();
+        cmd.args(["--listen", "127.0.0.1:0", "--name", "cache"])
             .args(["--redis-url", &redis.url(), "--token", TOKEN])
-            .args(["--log", "warn"])
-            .env_remove("TWOPC_REDIS_CONFIG")
+            .args(["--log", "warn"]);
+        Self::spawn_command(cmd)
+    }
+
+    fn spawn_command(mut cmd: Command) -> ParticipantProcess {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1036,4 +1052,61 @@ async fn incrby_is_exact_at_64_bit_edges_and_hash_ops_apply_in_order() {
     assert_eq!(h["a"], "2");
     assert_eq!(get(&mut r, "s").await.as_deref(), Some("42"));
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_flags_over_env_over_the_config_file() {
+    let help = participant_command().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in ["--redis-url", "TWOPC_REDIS_URL", "--token-file", "--config"] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+    let no_token = participant_command().output().unwrap();
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token configured"));
+
+    let redis = RedisServer::start_new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let file = dir.path().join("participant.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:0\"\nname = \"from-file\"\nredis_url = \"{}\"\n\
+             token_file = \"token\"\nlog = \"warn\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+
+    // File only.
+    let mut cmd = participant_command();
+    cmd.arg("--config").arg(&file);
+    let p = ParticipantProcess::spawn_command(cmd);
+    assert_eq!(report_name(p.addr).await, "from-file");
+    drop(p);
+    // The environment beats the file.
+    let mut cmd = participant_command();
+    cmd.env("TWOPC_REDIS_CONFIG", &file)
+        .env("TWOPC_REDIS_NAME", "from-env");
+    let p = ParticipantProcess::spawn_command(cmd);
+    assert_eq!(report_name(p.addr).await, "from-env");
+    drop(p);
+    // A flag beats the environment.
+    let mut cmd = participant_command();
+    cmd.env("TWOPC_REDIS_CONFIG", &file)
+        .env("TWOPC_REDIS_NAME", "from-env")
+        .args(["--name", "from-flag"]);
+    let p = ParticipantProcess::spawn_command(cmd);
+    assert_eq!(report_name(p.addr).await, "from-flag");
+}
+
+/// The participant name in the in-doubt report of a fresh connection.
+async fn report_name(addr: SocketAddr) -> String {
+    let mut c = WireClient::connect(addr, Some(TOKEN)).await.unwrap();
+    match c.recv().await.msg {
+        Message::InDoubtReport { participant, .. } => participant.to_string(),
+        other => panic!("{other:?}"),
+    }
 }
