@@ -810,6 +810,85 @@ async fn flush_resolves_with_the_last_lsn() {
     assert_eq!(log.stats().fsyncs, 1, "nothing new, no fsync");
 }
 
+/// The child half of [`acknowledged_commits_survive_a_process_crash`]: does nothing unless the
+/// parent started it with the directory in the environment.
+#[test]
+fn crash_child() {
+    let Some(dir) = std::env::var_os("TWOPC_LOG_CRASH_CHILD_DIR") else {
+        return;
+    };
+    use std::io::Write as _;
+    let round: u64 = std::env::var("TWOPC_LOG_CRASH_CHILD_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = Arc::new(open(Path::new(&dir), small_segments(8192)));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+        for c in 0..16u64 {
+            let log = log.clone();
+            let acked_tx = acked_tx.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let id = round * 100_000_000 + c * 1_000_000 + i;
+                    if log.append_durable(commit(id)).await.is_err() {
+                        return;
+                    }
+                    let _ = acked_tx.send(id);
+                    log.append_lazy(abort(id + 500_000)).unwrap();
+                }
+            });
+        }
+        let mut out = std::io::stdout().lock();
+        for _ in 0..600 {
+            let id = acked_rx.recv().await.unwrap();
+            writeln!(out, "acked t{id}").unwrap();
+        }
+        out.flush().unwrap();
+        // No destructors, no final sync: the writer thread dies wherever it is. (`exit`, not
+        // `abort`, so that no core file is left behind.)
+        std::process::exit(3);
+    });
+}
+
+#[test]
+fn acknowledged_commits_survive_a_process_crash() {
+    if std::env::var_os("TWOPC_LOG_CRASH_CHILD_DIR").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "log::tests::crash_child", "--nocapture"])
+            .env("TWOPC_LOG_CRASH_CHILD_DIR", dir.path())
+            .env("TWOPC_LOG_CRASH_CHILD_ROUND", round.to_string())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "the child should have crashed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let acked: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("acked "))
+            .collect();
+        assert_eq!(acked.len(), 600, "round {round}: {stdout}");
+        let state = reopen_state(dir.path(), small_segments(8192));
+        eprintln!("crash round {round}: torn tail {:?}", state.torn_tail);
+        for txid in acked {
+            let o = state.outcomes.get(&tx(txid));
+            assert_eq!(
+                o.map(|o| o.decision),
+                Some(Decision::Commit),
+                "round {round}: acknowledged {txid} lost"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // MemLog
 
