@@ -1110,3 +1110,69 @@ async fn report_name(addr: SocketAddr) -> String {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_bounded_and_txids_of_other_coordinators_are_not_confused() {
+    let redis = RedisServer::start_new().unwrap();
+    let retention = Retention {
+        keep_count: 2,
+        keep_for: Duration::from_secs(3600),
+    };
+    let resource = RedisResource::new(&redis.url(), retention).unwrap();
+    let server = Server::new(resource, config())
+        .unwrap()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    for t in ["old", "mid", "new"] {
+        assert_eq!(
+            vote(&mut c, t, vec![incrby("n", 1, None)]).await.0,
+            Vote::Yes
+        );
+        assert_eq!(
+            ack(&mut c, commit(t)).await,
+            (Decision::Commit, AckResult::Applied)
+        );
+    }
+    let kept: Vec<String> = r.zrange("twopc:done", 0, -1).await.unwrap();
+    assert_eq!(kept, vec!["mid", "new"]);
+    assert_eq!(
+        ack(&mut c, commit("new")).await,
+        (Decision::Commit, AckResult::AlreadyApplied)
+    );
+    // Past the retention a repeated Commit is no longer recognised; it is reported as not
+    // prepared (and, above all, applies nothing).
+    assert_eq!(
+        ack(&mut c, commit("old")).await,
+        (Decision::Commit, AckResult::NotPrepared)
+    );
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("3"));
+
+    // Another coordinator reusing a finished txid gets a NO, not a stale YES.
+    let other = Message::Prepare {
+        txid: tx("new"),
+        coordinator: CoordinatorId::new("c2").unwrap(),
+        ops: Operations::Redis(vec![incrby("n", 1, None)]),
+        timeout_ms: None,
+    };
+    match c.request(other).await {
+        Message::Vote {
+            vote: Vote::No,
+            reason: Some(reason),
+            ..
+        } => assert!(
+            reason.contains("already used by coordinator \"c1\""),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The same coordinator repeating its Prepare after the commit hears YES again.
+    assert_eq!(
+        vote(&mut c, "new", vec![incrby("n", 1, None)]).await,
+        (Vote::Yes, None)
+    );
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("3"));
+    server.shutdown().await.unwrap();
+}

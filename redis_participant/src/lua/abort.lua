@@ -10,9 +10,10 @@ if redis.call('EXISTS', tk) == 0 then
   if prior then return 'already_applied' end
   -- Presumed abort: nothing here. Remember the abort so that a late, duplicated Prepare for
   -- this txid votes NO instead of locking keys for a transaction that is already over.
-  record_outcome(txid, 'abort:' .. ARGV[5], now, keep_count, keep_ms)
+  record_outcome(txid, '', 'abort:' .. ARGV[5], now, keep_count, keep_ms)
   return 'not_prepared'
 end
+local coord = redis.call('HGET', tk, 'coordinator')
 release(txid)
-record_outcome(txid, 'abort:' .. ARGV[5], now, keep_count, keep_ms)
+record_outcome(txid, coord, 'abort:' .. ARGV[5], now, keep_count, keep_ms)
 return 'applied'

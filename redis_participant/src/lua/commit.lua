@@ -10,7 +10,8 @@ if redis.call('EXISTS', tk) == 0 then
   if prior == 'commit' then return 'already_applied' end
   return 'conflict'
 end
+local coord = redis.call('HGET', tk, 'coordinator')
 apply(cjson.decode(redis.call('HGET', tk, 'writes')))
 release(txid)
-record_outcome(txid, 'commit', now, keep_count, keep_ms)
+record_outcome(txid, coord, 'commit', now, keep_count, keep_ms)
 return 'applied'

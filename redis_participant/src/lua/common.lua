@@ -6,8 +6,9 @@
 --   twopc:lock:<key>    string: the txid of the prepared transaction that locks <key>.
 --                       No TTL, ever: a lock lives exactly as long as its prepared transaction.
 --   twopc:prepared      zset: txid -> prepared_at_ms (the in-doubt list)
---   twopc:outcome       hash: txid -> "commit" | "abort" | "abort:<reason>"
---   twopc:done          zset: txid -> finished_at_ms, bounds twopc:outcome by count and age
+--   twopc:outcome       hash: txid -> "commit" | "abort:<reason>"
+--   twopc:owner         hash: txid -> coordinator id of a finished transaction ("" if unknown)
+--   twopc:done          zset: txid -> finished_at_ms, bounds outcome/owner by count and age
 --
 -- Keys are built inside the scripts instead of being passed in KEYS. That is fine on one
 -- Redis node (this participant's deployment) but not cluster-safe: under Redis Cluster every
@@ -17,6 +18,7 @@ local NS = 'twopc:'
 local PREPARED = NS .. 'prepared'
 local OUTCOME = NS .. 'outcome'
 local DONE = NS .. 'done'
+local OWNER = NS .. 'owner'
 
 local function tx_key(txid) return NS .. 'tx:' .. txid end
 local function lock_key(key) return NS .. 'lock:' .. key end
@@ -247,20 +249,36 @@ local function apply(writes)
   end
 end
 
--- Records how txid finished and trims the record by count and age.
-local function record_outcome(txid, value, now, keep_count, keep_ms)
+-- Records how txid (of coordinator coord, '' if unknown) finished and trims the records by
+-- count and age.
+local function record_outcome(txid, coord, value, now, keep_count, keep_ms)
   redis.call('HSET', OUTCOME, txid, value)
+  redis.call('HSET', OWNER, txid, coord)
   redis.call('ZADD', DONE, num(now), txid)
   local excess = redis.call('ZCARD', DONE) - keep_count
   if excess > 0 then
     local old = redis.call('ZPOPMIN', DONE, excess)
-    for i = 1, #old, 2 do redis.call('HDEL', OUTCOME, old[i]) end
+    for i = 1, #old, 2 do
+      redis.call('HDEL', OUTCOME, old[i])
+      redis.call('HDEL', OWNER, old[i])
+    end
   end
   local expired = redis.call('ZRANGEBYSCORE', DONE, '-inf', '(' .. num(now - keep_ms), 'LIMIT', 0, 100)
   for _, t in ipairs(expired) do
     redis.call('HDEL', OUTCOME, t)
+    redis.call('HDEL', OWNER, t)
     redis.call('ZREM', DONE, t)
   end
+end
+
+-- A NO reason when a finished txid belonged to another coordinator (txids are only unique
+-- per coordinator), else nil.
+local function other_owner(txid, coord)
+  local owner = redis.call('HGET', OWNER, txid)
+  if owner and owner ~= '' and owner ~= coord then
+    return 'transaction id ' .. q(txid) .. ' was already used by coordinator ' .. q(owner)
+  end
+  return nil
 end
 
 -- Releases txid's locks and forgets its prepared record.

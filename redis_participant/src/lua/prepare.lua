@@ -15,6 +15,8 @@ if redis.call('EXISTS', tk) == 1 then
 end
 local prior = redis.call('HGET', OUTCOME, txid)
 if prior then
+  local clash = other_owner(txid, coord)
+  if clash then return { 'no', clash } end
   if prior == 'commit' then return { 'yes', 'already committed' } end
   return { 'no', 'transaction ' .. q(txid) .. ' was already aborted' .. aborted_because(prior) }
 end
@@ -26,7 +28,7 @@ local writes
 if not err then writes, err = evaluate(ops) end
 if err then
   -- Remember the NO so that a duplicated Prepare answers the same.
-  record_outcome(txid, 'abort:' .. err, now, keep_count, keep_ms)
+  record_outcome(txid, coord, 'abort:' .. err, now, keep_count, keep_ms)
   return { 'no', err }
 end
 
