@@ -96,6 +96,9 @@ fn add(counter: &AtomicU64, n: u64) {
 
 const LOCK_FILE: &str = "LOCK";
 
+/// How long [`FileLog::open`] waits for a busy directory lock.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+
 /// The path of segment `seq`.
 pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("log-{seq:020}.seg"))
@@ -143,12 +146,23 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
         .write(true)
         .open(&path)
         .map_err(|e| LogError::io("open", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(LogError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(LogError::io("lock", &path, e)),
+    // A lock that is busy for a moment is not a second coordinator: a predecessor process may
+    // still be exiting, and a child process forked by this one holds a copy of every
+    // descriptor (the lock included) until it execs. So wait briefly before giving up.
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LogError::io("lock", &path, e)),
+        }
     }
 }
 
@@ -379,7 +393,8 @@ fn scan(dir: &Path) -> Result<Scanned, LogError> {
 
 impl FileLog {
     /// Opens (creating if needed) the log in `dir`, recovers its state and starts the writer
-    /// thread. Fails with [`LogError::Locked`] if the directory is already open,
+    /// thread. Fails with [`LogError::Locked`] if the directory is still open elsewhere after
+    /// half a second,
     /// [`LogError::Corrupt`], [`LogError::BadRecord`] or [`LogError::Inconsistent`] if the log
     /// cannot be trusted, and [`LogError::Io`] on I/O errors. Does not need a tokio runtime.
     pub fn open(dir: impl AsRef<Path>, config: FileLogConfig) -> Result<FileLog, LogError> {
