@@ -594,7 +594,7 @@ async fn handle_connection<R: Resource>(
     // The first frame is always the in-doubt report.
     match shared.in_doubt_report(0).await {
         Ok(report) => {
-            if sink.send(text(&report)).await.is_err() {
+            if !send_within(&mut sink, text(&report), shared.config.idle_timeout).await {
                 return;
             }
         }
@@ -604,7 +604,7 @@ async fn handle_connection<R: Resource>(
                 CloseCode::Error,
                 "participant cannot read its prepared transactions; retry",
             );
-            let _ = sink.send(WsMessage::Close(Some(reason))).await;
+            send_within(&mut sink, WsMessage::Close(Some(reason)), CLOSE_LIMIT).await;
             drain(&mut stream).await;
             return;
         }
@@ -634,6 +634,9 @@ async fn handle_connection<R: Resource>(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // A peer that stops reading must not stall this loop (and with it the heartbeat check)
+    // in a send that never completes: every send gets the idle timeout.
+    let limit = shared.config.idle_timeout;
     let closing: Option<CloseFrame> = loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => {
@@ -644,12 +647,12 @@ async fn handle_connection<R: Resource>(
                     info!(%peer, conn_id, "no traffic within the idle timeout; closing");
                     break Some(close(CloseCode::Away, "heartbeat timeout: nothing received within the idle timeout"));
                 }
-                if sink.send(WsMessage::Ping(Bytes::from_static(b"twopc"))).await.is_err() {
+                if !send_within(&mut sink, WsMessage::Ping(Bytes::from_static(b"twopc")), limit).await {
                     break None;
                 }
             }
             Some(out) = out_rx.recv() => {
-                if sink.send(out).await.is_err() {
+                if !send_within(&mut sink, out, limit).await {
                     break None;
                 }
             }
@@ -666,7 +669,7 @@ async fn handle_connection<R: Resource>(
                                  connection because the rest of the frame cannot be skipped"
                             ),
                         });
-                        let _ = sink.send(text(&reply)).await;
+                        send_within(&mut sink, text(&reply), limit).await;
                         break Some(close(CloseCode::Size, "frame exceeds the 1 MiB limit"));
                     }
                     Some(Err(WsError::Utf8(e))) => {
@@ -674,7 +677,7 @@ async fn handle_connection<R: Resource>(
                             code: ErrorCode::Malformed,
                             message: format!("text frame is not valid UTF-8: {e}"),
                         });
-                        let _ = sink.send(text(&reply)).await;
+                        send_within(&mut sink, text(&reply), limit).await;
                         break Some(close(CloseCode::Invalid, "text frame is not valid UTF-8"));
                     }
                     Some(Err(e)) => {
@@ -700,7 +703,7 @@ async fn handle_connection<R: Resource>(
                     _ => None,
                 };
                 if let Some(reply) = reply {
-                    if sink.send(text(&reply)).await.is_err() {
+                    if !send_within(&mut sink, text(&reply), limit).await {
                         break None;
                     }
                 }
@@ -709,10 +712,25 @@ async fn handle_connection<R: Resource>(
     };
     lock(&shared.conns).remove(&conn_id);
     if let Some(frame) = closing {
-        let _ = sink.send(WsMessage::Close(Some(frame))).await;
+        send_within(&mut sink, WsMessage::Close(Some(frame)), CLOSE_LIMIT).await;
         drain(&mut stream).await;
     }
     info!(%peer, conn_id, "coordinator disconnected");
+}
+
+/// How long the last frames of a closing connection may take to send (and the peer to answer
+/// the close), so shutdown never waits long for a peer that stopped reading.
+const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Sends one message; false when the connection failed or the send took longer than `limit`.
+async fn send_within<S>(sink: &mut S, msg: WsMessage, limit: Duration) -> bool
+where
+    S: futures_util::Sink<WsMessage, Error = WsError> + Unpin,
+{
+    matches!(
+        tokio::time::timeout(limit, sink.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Reads what the peer still sends (its close reply) for a moment, so our last frames are
@@ -721,7 +739,7 @@ async fn drain<S>(stream: &mut S)
 where
     S: futures_util::Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(CLOSE_LIMIT, async {
         let mut errors = 0;
         while let Some(r) = stream.next().await {
             if r.is_err() {
