@@ -36,7 +36,10 @@
 //!   WebSocket library answers it without application code) and answers protocol-level
 //!   [`Message::Ping`] with [`Message::Pong`]. Any inbound frame counts as a sign of life; a
 //!   connection silent for longer than `idle_timeout` is closed, so a coordinator that
-//!   vanished without a FIN does not keep a dead connection registered.
+//!   vanished without a FIN does not keep a dead connection registered. Every send is bounded
+//!   by the same timeout, so a peer that stops reading cannot stall its connection's loop (the
+//!   participant does not start protocol-level pings itself: the WebSocket ping already
+//!   proves liveness without asking anything of the coordinator's code).
 //!
 //! # Idempotency and per-transaction serialization
 //!
