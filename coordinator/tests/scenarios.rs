@@ -27,7 +27,9 @@ use std::path::Path;
 use twopc_coordinator::core::{Core, CoreConfig, Input, LazyRecord, Output, RecoveredCommit};
 use twopc_protocol::event::EventKind;
 use twopc_protocol::message::{AckResult, Decision, Message, ParticipantKind, PreparedTx, Vote};
-use twopc_protocol::{CoordinatorId, Operations, ParticipantName, RedisOp, RedisGuard, SqlStatement, TxId};
+use twopc_protocol::{
+    CoordinatorId, Operations, ParticipantName, RedisGuard, RedisOp, SqlStatement, TxId,
+};
 
 fn p(s: &str) -> ParticipantName {
     ParticipantName::new(s).unwrap()
@@ -38,24 +40,42 @@ fn t(s: &str) -> TxId {
 
 fn ops_for(name: &str) -> Operations {
     if name.starts_with("pg") || name == "bank" {
-        Operations::Sql(vec![SqlStatement { query: "UPDATE accounts SET balance = balance - 1".into(), params: vec![] }])
+        Operations::Sql(vec![SqlStatement {
+            query: "UPDATE accounts SET balance = balance - 1".into(),
+            params: vec![],
+        }])
     } else {
-        Operations::Redis(vec![RedisOp::Incrby { key: "b".into(), by: 1, min: None, max: None, guard: RedisGuard::default() }])
+        Operations::Redis(vec![RedisOp::Incrby {
+            key: "b".into(),
+            by: 1,
+            min: None,
+            max: None,
+            guard: RedisGuard::default(),
+        }])
     }
 }
 
 fn render(o: &Output) -> Option<String> {
     Some(match o {
         Output::Send { to, msg } => format!("send {to}: {}", msg.summary()),
-        Output::ForceCommit { txid, participants, body_hash } => {
+        Output::ForceCommit {
+            txid,
+            participants,
+            body_hash,
+        } => {
             let ps: Vec<String> = participants.iter().map(|p| p.to_string()).collect();
             format!("force-commit {txid} [{}] hash={body_hash}", ps.join(", "))
         }
         Output::LogLazy(LazyRecord::Abort { txid, reason, .. }) => {
-            format!("log-lazy abort {txid}: {}", reason.clone().unwrap_or_default())
+            format!(
+                "log-lazy abort {txid}: {}",
+                reason.clone().unwrap_or_default()
+            )
         }
         Output::LogLazy(LazyRecord::End { txid }) => format!("log-lazy end {txid}"),
-        Output::LogLazy(LazyRecord::OnePhaseCommitted { txid, participant, .. }) => {
+        Output::LogLazy(LazyRecord::OnePhaseCommitted {
+            txid, participant, ..
+        }) => {
             format!("log-lazy one-phase-committed {txid} by {participant}")
         }
         Output::Reply { req, result } => match result {
@@ -63,7 +83,10 @@ fn render(o: &Output) -> Option<String> {
                 "reply #{req}: {} {:?}{} (prepare {} decide {} commit {} total {} ms)",
                 r.id,
                 r.outcome,
-                r.reason.as_ref().map(|x| format!(" \"{x}\"")).unwrap_or_default(),
+                r.reason
+                    .as_ref()
+                    .map(|x| format!(" \"{x}\""))
+                    .unwrap_or_default(),
                 r.timings.prepare_ms,
                 r.timings.decide_ms,
                 r.timings.commit_ms,
@@ -129,23 +152,47 @@ fn run_script(script: &str) -> String {
                     .iter()
                     .map(|a| {
                         let (tx, ps) = a.split_once(':').unwrap();
-                        RecoveredCommit { txid: t(tx), participants: ps.split(',').map(p).collect(), body_hash: 7 }
+                        RecoveredCommit {
+                            txid: t(tx),
+                            participants: ps.split(',').map(p).collect(),
+                            body_hash: 7,
+                        }
                     })
                     .collect();
                 c.recover(now, rcs, Vec::new())
             }
-            "connect" => c.step(now, Input::Connected { participant: p(args[0]) }),
-            "disconnect" => c.step(now, Input::Disconnected { participant: p(args[0]), reason: "closed".into() }),
+            "connect" => c.step(
+                now,
+                Input::Connected {
+                    participant: p(args[0]),
+                },
+            ),
+            "disconnect" => c.step(
+                now,
+                Input::Disconnected {
+                    participant: p(args[0]),
+                    reason: "closed".into(),
+                },
+            ),
             "submit" => {
                 req += 1;
-                let participants: BTreeMap<_, _> = args[1].split(',').map(|n| (p(n), ops_for(n))).collect();
+                let participants: BTreeMap<_, _> =
+                    args[1].split(',').map(|n| (p(n), ops_for(n))).collect();
                 let body_hash = args
                     .get(2)
                     .and_then(|h| h.strip_prefix("hash="))
                     .map(|h| h.parse().unwrap())
                     .unwrap_or(7);
                 let _ = writeln!(out, "  (request #{req})");
-                c.step(now, Input::Submit { req, txid: t(args[0]), body_hash, participants })
+                c.step(
+                    now,
+                    Input::Submit {
+                        req,
+                        txid: t(args[0]),
+                        body_hash,
+                        participants,
+                    },
+                )
             }
             "vote" => {
                 let vote = match args[2] {
@@ -154,11 +201,25 @@ fn run_script(script: &str) -> String {
                     "read_only" => Vote::ReadOnly,
                     v => panic!("bad vote {v}"),
                 };
-                let msg = Message::Vote { txid: t(args[1]), vote, reason: tail_from(3) };
-                c.step(now, Input::Received { from: p(args[0]), msg })
+                let msg = Message::Vote {
+                    txid: t(args[1]),
+                    vote,
+                    reason: tail_from(3),
+                };
+                c.step(
+                    now,
+                    Input::Received {
+                        from: p(args[0]),
+                        msg,
+                    },
+                )
             }
             "ack" => {
-                let decision = if args[2] == "commit" { Decision::Commit } else { Decision::Abort };
+                let decision = if args[2] == "commit" {
+                    Decision::Commit
+                } else {
+                    Decision::Abort
+                };
                 let result = match args[3] {
                     "applied" => AckResult::Applied,
                     "already_applied" => AckResult::AlreadyApplied,
@@ -166,26 +227,60 @@ fn run_script(script: &str) -> String {
                     "conflict" => AckResult::Conflict,
                     r => panic!("bad ack result {r}"),
                 };
-                let msg = Message::Ack { txid: t(args[1]), decision, result, reason: tail_from(4) };
-                c.step(now, Input::Received { from: p(args[0]), msg })
+                let msg = Message::Ack {
+                    txid: t(args[1]),
+                    decision,
+                    result,
+                    reason: tail_from(4),
+                };
+                c.step(
+                    now,
+                    Input::Received {
+                        from: p(args[0]),
+                        msg,
+                    },
+                )
             }
             "ask" => c.step(
                 now,
-                Input::Received { from: p(args[0]), msg: Message::DecisionRequest { txid: t(args[1]) } },
+                Input::Received {
+                    from: p(args[0]),
+                    msg: Message::DecisionRequest { txid: t(args[1]) },
+                },
             ),
             "report" => {
                 let prepared = args[1..]
                     .iter()
                     .map(|a| {
                         let (tx, co) = a.split_once('@').unwrap();
-                        PreparedTx { txid: t(tx), coordinator: CoordinatorId::new(co).unwrap(), prepared_at_ms: 0 }
+                        PreparedTx {
+                            txid: t(tx),
+                            coordinator: CoordinatorId::new(co).unwrap(),
+                            prepared_at_ms: 0,
+                        }
                     })
                     .collect();
-                let msg = Message::InDoubtReport { participant: p(args[0]), kind: ParticipantKind::Redis, prepared };
-                c.step(now, Input::Received { from: p(args[0]), msg })
+                let msg = Message::InDoubtReport {
+                    participant: p(args[0]),
+                    kind: ParticipantKind::Redis,
+                    prepared,
+                };
+                c.step(
+                    now,
+                    Input::Received {
+                        from: p(args[0]),
+                        msg,
+                    },
+                )
             }
             "durable" => c.step(now, Input::CommitDurable { txid: t(args[0]) }),
-            "logfail" => c.step(now, Input::CommitFailed { txid: t(args[0]), error: "disk full".into() }),
+            "logfail" => c.step(
+                now,
+                Input::CommitFailed {
+                    txid: t(args[0]),
+                    error: "disk full".into(),
+                },
+            ),
             "tick" => {
                 now += args[0].parse::<u64>().unwrap();
                 let _ = writeln!(out, "  (t = {now} ms)");
@@ -213,7 +308,11 @@ fn scenarios() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     let mut count = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.extension().and_then(|e| e.to_str()) != Some("txt") {
@@ -237,11 +336,19 @@ fn scenarios() {
                 }
             }
             if diff.is_empty() {
-                diff = format!("length differs: want {} lines, got {}", want.lines().count(), got.lines().count());
+                diff = format!(
+                    "length differs: want {} lines, got {}",
+                    want.lines().count(),
+                    got.lines().count()
+                );
             }
             failures.push(format!("{}: {diff}", path.display()));
         }
     }
     assert!(count >= 10, "expected at least 10 scenarios, found {count}");
-    assert!(failures.is_empty(), "scenario mismatches (UPDATE_GOLDEN=1 to regenerate):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "scenario mismatches (UPDATE_GOLDEN=1 to regenerate):\n{}",
+        failures.join("\n")
+    );
 }

@@ -27,6 +27,7 @@ pub mod sql_api;
 pub mod tracking;
 pub mod twophase;
 pub mod validate;
+pub mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -35,6 +36,7 @@ pub mod validate;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guard::install();
+    worker::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

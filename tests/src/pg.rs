@@ -148,7 +148,7 @@ impl PgCluster {
             Command::new(format!("{PG_BIN}/pg_isready"))
                 .arg("-h")
                 .arg(&self.socket_dir)
-                .args(["-p", &self.port.to_string(), "-q"])
+                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-q"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false)
@@ -205,6 +205,20 @@ impl PgCluster {
         let text = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
         let pid = text.lines().next()?.trim().parse().ok()?;
         util::alive(pid).then_some(pid)
+    }
+
+    /// Pids of the postmaster's children whose process title contains `title` (e.g. a
+    /// background worker's type).
+    pub fn children_titled(&self, title: &str) -> Vec<i32> {
+        let Some(pm) = self.postmaster_pid() else { return Vec::new() };
+        util::children_of(pm)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(title))
+                    .unwrap_or(false)
+            })
+            .collect()
     }
 
     /// TCP port on 127.0.0.1.

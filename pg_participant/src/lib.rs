@@ -1,0 +1,533 @@
+//! The twopc Postgres participant.
+//!
+//! [`PgResource`] implements the participant side of two-phase commit for one PostgreSQL
+//! database, and [`run`] serves it over the shared participant server
+//! ([`twopc_participant::Server`]). It is plain Rust on tokio: `pg_twopc_ext`'s background
+//! worker runs it on tokio threads, which must never call into PostgreSQL, so it talks back to
+//! its own server the way any client does, with tokio-postgres over the unix socket, and runs
+//! `PREPARE TRANSACTION` as ordinary top-level SQL (SPI cannot).
+//!
+//! # How a transaction runs here
+//!
+//! * **Prepare.** A pooled connection, logged in as the configured non-superuser role (so a
+//!   statement cannot `RESET ROLE` its way to superuser), runs `BEGIN`, a `lock_timeout` and a
+//!   `statement_timeout`, then the transaction's statements one by one with their parameters
+//!   bound (each JSON value is sent in text format and parsed by Postgres for the type it
+//!   infers; nothing is spliced into SQL), then `SELECT twopc.prepare(gid, coordinator, txid)`,
+//!   the extension's tracked prepare. The gid is derived from (coordinator, txid) by
+//!   [`twopc_protocol::gid::format_gid`]. YES is sent only after that statement returned: the
+//!   prepared transaction is then in the WAL, flushed. Any SQL error, lock timeout or constraint
+//!   violation rolls back and votes NO with Postgres's own message. Statements that would end
+//!   or split the transaction (`COMMIT`, `ROLLBACK`, `SAVEPOINT`, `PREPARE TRANSACTION`, ...)
+//!   are refused before they run.
+//! * **Commit / Abort.** `twopc.commit_prepared(gid, 'coordinator')` or
+//!   `twopc.rollback_prepared(...)`, after `twopc.record_decision(gid, ...)` so the
+//!   decision shows in `twopc.in_doubt` even if finishing fails. A repeated Commit finds the
+//!   committed tracking row and answers "already applied"; a txid never prepared here is
+//!   answered "not prepared", never invented.
+//! * **One-phase.** Prepare and commit back to back: the tracking row makes a retried
+//!   one-phase commit idempotent, which a plain `COMMIT` could not.
+//! * **In doubt.** `pg_prepared_xacts` is the source of truth: every twopc gid in this database
+//!   is reported with the coordinator and txid parsed back out of it, also right after a
+//!   crash and restart of PostgreSQL.
+
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+use twopc_participant::{
+    OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource, Server, ServerConfig,
+};
+use twopc_protocol::gid::{format_gid, parse_gid};
+use twopc_protocol::{
+    AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, SqlStatement, TxId,
+};
+
+/// How to reach the database and how to run transactions in it.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// tokio-postgres connection string (key=value), logging in as the configured role.
+    pub conninfo: String,
+    /// `lock_timeout` for transaction statements: a lock wait past it votes NO.
+    pub lock_timeout: Duration,
+    /// `statement_timeout` for transaction statements.
+    pub statement_timeout: Duration,
+    /// Idle connections kept for reuse.
+    pub pool_size: usize,
+}
+
+impl PgConfig {
+    /// A configuration with sensible timeouts (lock 2 s, statement 10 s).
+    pub fn new(conninfo: impl Into<String>) -> Self {
+        PgConfig {
+            conninfo: conninfo.into(),
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(10),
+            pool_size: 16,
+        }
+    }
+}
+
+/// The participant's view of one PostgreSQL database.
+pub struct PgResource {
+    cfg: PgConfig,
+    idle: Mutex<Vec<Client>>,
+}
+
+/// A parameter sent in text format, whatever type Postgres inferred for its placeholder.
+#[derive(Debug)]
+struct TextParam(Option<String>);
+
+impl ToSql for TextParam {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            None => Ok(IsNull::Yes),
+            Some(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _ty: &Type) -> Format {
+        Format::Text
+    }
+
+    to_sql_checked!();
+}
+
+/// Postgres's error, the way a NO vote reports it: severity, SQLSTATE, message and detail.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+/// The first keyword of a statement, skipping whitespace and comments, upper-cased.
+fn first_keyword(sql: &str) -> String {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map(|(_, after)| after).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map(|(_, after)| after).unwrap_or("");
+        } else {
+            break;
+        }
+    }
+    rest.chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+/// Why a statement may not run inside a participant transaction, if it may not.
+pub fn refuse_statement(sql: &str) -> Option<String> {
+    let kw = first_keyword(sql);
+    const CONTROL: &[&str] = &[
+        "BEGIN",
+        "START",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "ABORT",
+        "SAVEPOINT",
+        "RELEASE",
+        "PREPARE",
+        "VACUUM",
+    ];
+    if kw.is_empty() {
+        return Some("empty statement".into());
+    }
+    if CONTROL.contains(&kw.as_str()) {
+        return Some(format!(
+            "{kw} is not allowed in a participant transaction: the coordinator decides how it ends"
+        ));
+    }
+    None
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl PgResource {
+    /// A resource for the database `cfg.conninfo` points at. Connects lazily.
+    pub fn new(cfg: PgConfig) -> Self {
+        PgResource {
+            cfg,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, ParticipantError> {
+        let (client, conn) = tokio_postgres::connect(&self.cfg.conninfo, NoTls)
+            .await
+            .map_err(|e| {
+                ParticipantError::resource(format!(
+                    "cannot connect to PostgreSQL: {}",
+                    describe(&e)
+                ))
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    async fn checkout(&self) -> Result<Client, ParticipantError> {
+        while let Some(c) = self.idle.lock().await.pop() {
+            if !c.is_closed() {
+                return Ok(c);
+            }
+        }
+        self.connect().await
+    }
+
+    async fn checkin(&self, c: Client) {
+        if c.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().await;
+        if idle.len() < self.cfg.pool_size {
+            idle.push(c);
+        }
+    }
+
+    /// Checks that the database is reachable and the extension installed.
+    pub async fn ping(&self) -> Result<(), ParticipantError> {
+        let c = self.checkout().await?;
+        c.query_one("SELECT twopc.protocol_version()", &[])
+            .await
+            .map_err(|e| {
+                ParticipantError::resource(format!("pg_twopc_ext not usable: {}", describe(&e)))
+            })?;
+        self.checkin(c).await;
+        Ok(())
+    }
+
+    /// Runs the statements and prepares; `Ok(Err(reason))` is a NO vote.
+    async fn run_and_prepare(
+        &self,
+        c: &Client,
+        gid: &str,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        stmts: &[SqlStatement],
+    ) -> Result<Result<(), String>, ParticipantError> {
+        for s in stmts {
+            if let Some(why) = refuse_statement(&s.query) {
+                return Ok(Err(why));
+            }
+        }
+        let setup = format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            self.cfg.lock_timeout.as_millis(),
+            self.cfg.statement_timeout.as_millis()
+        );
+        if let Err(e) = c.batch_execute(&setup).await {
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(ParticipantError::resource(describe(&e)));
+        }
+        for (i, s) in stmts.iter().enumerate() {
+            let params: Vec<TextParam> = (0..s.params.len())
+                .map(|j| TextParam(s.param_text(j)))
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            if let Err(e) = c.execute(s.query.as_str(), &refs).await {
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Ok(Err(format!("statement {} failed: {}", i + 1, describe(&e))));
+            }
+        }
+        match c
+            .query_one(
+                "SELECT twopc.prepare($1, $2, $3)",
+                &[&gid, &coordinator.as_str(), &txid.as_str()],
+            )
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK").await;
+                Ok(Err(format!("prepare failed: {}", describe(&e))))
+            }
+        }
+    }
+
+    /// The gid under which `txid` is prepared in this database, if it is.
+    async fn prepared_gid(
+        &self,
+        c: &Client,
+        txid: &TxId,
+    ) -> Result<Option<String>, ParticipantError> {
+        let rows = c
+            .query(
+                "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+                &[],
+            )
+            .await
+            .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        let mut found: Vec<String> = rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|g| parse_gid(g).is_some_and(|(_, t)| &t == txid))
+            .collect();
+        if found.len() > 1 {
+            return Err(ParticipantError::resource(format!(
+                "transaction id {txid} is prepared under several coordinators ({}); refusing to guess",
+                found.join(", ")
+            )));
+        }
+        Ok(found.pop())
+    }
+
+    /// What this database remembers about a finished `txid`: Some(Commit) when its tracking
+    /// row is visible (it committed), Some(Abort) when the history says it was rolled back.
+    async fn finished(
+        &self,
+        c: &Client,
+        txid: &TxId,
+    ) -> Result<Option<Decision>, ParticipantError> {
+        let committed = c
+            .query_opt(
+                "SELECT 1 FROM twopc.tracking WHERE global_id = $1 LIMIT 1",
+                &[&txid.as_str()],
+            )
+            .await
+            .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        if committed.is_some() {
+            return Ok(Some(Decision::Commit));
+        }
+        let aborted = c
+            .query_opt(
+                "SELECT 1 FROM twopc.history WHERE global_id = $1 AND decision = 'abort' LIMIT 1",
+                &[&txid.as_str()],
+            )
+            .await
+            .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        Ok(aborted.map(|_| Decision::Abort))
+    }
+
+    async fn finish(&self, txid: &TxId, decision: Decision) -> Result<AckResult, ParticipantError> {
+        let c = self.checkout().await?;
+        let result = self.finish_on(&c, txid, decision).await;
+        self.checkin(c).await;
+        result
+    }
+
+    async fn finish_on(
+        &self,
+        c: &Client,
+        txid: &TxId,
+        decision: Decision,
+    ) -> Result<AckResult, ParticipantError> {
+        let (word, func) = match decision {
+            Decision::Commit => ("commit", "twopc.commit_prepared"),
+            Decision::Abort => ("abort", "twopc.rollback_prepared"),
+        };
+        if let Some(gid) = self.prepared_gid(c, txid).await? {
+            c.query_one("SELECT twopc.record_decision($1, $2)", &[&gid, &word])
+                .await
+                .map_err(|e| ParticipantError::resource(describe(&e)))?;
+            let sql = format!("SELECT {func}($1, 'coordinator')");
+            return match c.query_one(sql.as_str(), &[&gid]).await {
+                Ok(_) => Ok(AckResult::Applied),
+                Err(e) => {
+                    // Finished concurrently by someone else (a resolver, a duplicate request)?
+                    match self.finished(c, txid).await? {
+                        Some(d) if d == decision => Ok(AckResult::AlreadyApplied),
+                        Some(_) => Ok(AckResult::Conflict),
+                        None => Err(ParticipantError::resource(describe(&e))),
+                    }
+                }
+            };
+        }
+        Ok(match self.finished(c, txid).await? {
+            Some(d) if d == decision => AckResult::AlreadyApplied,
+            Some(_) => AckResult::Conflict,
+            None => AckResult::NotPrepared,
+        })
+    }
+}
+
+impl Resource for PgResource {
+    fn kind(&self) -> ParticipantKind {
+        ParticipantKind::Postgres
+    }
+
+    async fn prepare(
+        &self,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        ops: &Operations,
+    ) -> Result<PrepareOutcome, ParticipantError> {
+        let Operations::Sql(stmts) = ops else {
+            return Ok(PrepareOutcome::No {
+                reason: "a Postgres participant takes \"sql\" operations".into(),
+            });
+        };
+        if stmts.is_empty() {
+            return Ok(PrepareOutcome::ReadOnly);
+        }
+        let gid = format_gid(coordinator, txid);
+        let c = self.checkout().await?;
+        // Idempotent: a duplicated Prepare must not run the statements twice.
+        if self.prepared_gid(&c, txid).await?.is_some() {
+            self.checkin(c).await;
+            return Ok(PrepareOutcome::Yes);
+        }
+        match self.finished(&c, txid).await? {
+            Some(Decision::Commit) => {
+                self.checkin(c).await;
+                return Ok(PrepareOutcome::Yes);
+            }
+            Some(Decision::Abort) => {
+                self.checkin(c).await;
+                return Ok(PrepareOutcome::No {
+                    reason: format!("transaction {txid} was already rolled back here"),
+                });
+            }
+            None => {}
+        }
+        let r = self
+            .run_and_prepare(&c, &gid, coordinator, txid, stmts)
+            .await;
+        self.checkin(c).await;
+        match r? {
+            Ok(()) => Ok(PrepareOutcome::Yes),
+            Err(reason) => Ok(PrepareOutcome::No { reason }),
+        }
+    }
+
+    async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+        self.finish(txid, Decision::Commit).await
+    }
+
+    async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+        self.finish(txid, Decision::Abort).await
+    }
+
+    async fn commit_one_phase(
+        &self,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        ops: &Operations,
+    ) -> Result<OnePhaseOutcome, ParticipantError> {
+        match self.prepare(coordinator, txid, ops).await? {
+            PrepareOutcome::Yes => {
+                let result = self.finish(txid, Decision::Commit).await?;
+                let result = if result == AckResult::Applied {
+                    AckResult::Applied
+                } else {
+                    AckResult::AlreadyApplied
+                };
+                Ok(OnePhaseOutcome {
+                    decision: Decision::Commit,
+                    result,
+                    reason: None,
+                })
+            }
+            PrepareOutcome::ReadOnly => Ok(OnePhaseOutcome {
+                decision: Decision::Commit,
+                result: AckResult::Applied,
+                reason: None,
+            }),
+            PrepareOutcome::No { reason } => Ok(OnePhaseOutcome {
+                decision: Decision::Abort,
+                result: AckResult::Applied,
+                reason: Some(reason),
+            }),
+        }
+    }
+
+    async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {
+        let c = self.checkout().await?;
+        let rows = c
+            .query(
+                "SELECT gid, (extract(epoch FROM prepared) * 1000)::bigint \
+                 FROM pg_prepared_xacts WHERE database = current_database() ORDER BY prepared",
+                &[],
+            )
+            .await
+            .map_err(|e| ParticipantError::resource(describe(&e)));
+        self.checkin(c).await;
+        let now = now_ms();
+        Ok(rows?
+            .iter()
+            .filter_map(|r| {
+                let gid: String = r.get(0);
+                let at: i64 = r.get(1);
+                parse_gid(&gid).map(|(coordinator, txid)| PreparedTx {
+                    txid,
+                    coordinator,
+                    prepared_at_ms: u64::try_from(at).unwrap_or(now),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Serves `resource` on `listen` until `shutdown` resolves.
+pub async fn run(
+    resource: PgResource,
+    server: ServerConfig,
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ParticipantError> {
+    let running = Server::new(resource, server)?.bind(listen).await?;
+    on_ready(running.local_addr());
+    shutdown.await;
+    running.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_control_is_refused() {
+        for s in [
+            "COMMIT",
+            "  commit;",
+            "-- c\nROLLBACK",
+            "/* x */ savepoint a",
+            "prepare transaction 'x'",
+            "BEGIN",
+            "end",
+            "",
+        ] {
+            assert!(refuse_statement(s).is_some(), "{s:?}");
+        }
+        for s in [
+            "UPDATE t SET a = 1",
+            "select 1",
+            "insert into x values (1)",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+        ] {
+            assert_eq!(refuse_statement(s), None, "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The Postgres participant endpoint: a background worker that lets a twopc coordinator use
+//! this PostgreSQL server as a participant.
+//!
+//! With `shared_preload_libraries = 'pg_twopc_ext'` and `twopc.listen_addr` set, the
+//! postmaster starts one worker. Its main thread is a plain Postgres process thread: it waits on
+//! its latch, handles SIGTERM, and is the only thread that ever calls into PostgreSQL (logging
+//! included). The participant itself — WebSocket server, protocol, termination — runs on a
+//! tokio runtime in other threads, all signals blocked, and talks to this server like any
+//! client would: tokio-postgres over the unix socket, logged in as `twopc.role`, issuing
+//! `twopc.prepare()` / `twopc.commit_prepared()` as top-level SQL (SPI cannot run them). That
+//! code lives in the `twopc-pg-participant` crate, which does not link pgrx at all.
+//!
+//! If the endpoint fails (its port is taken, say), the worker exits with code 1 and the
+//! postmaster starts it again after `RESTART_SECONDS`; if it is killed, the postmaster's crash
+//! handling restarts everything and the prepared transactions come back from the WAL, to be
+//! reported to the coordinator on its next connection.
+//!
+//! GUCs (all superuser-only; `twopc.auth_token` is never shown to other roles):
+//!
+//! | name | meaning |
+//! |---|---|
+//! | `twopc.listen_addr` | `host:port` of the WebSocket endpoint; empty = no worker |
+//! | `twopc.database` | the database transactions run in |
+//! | `twopc.role` | the (non-superuser) role transactions run as |
+//! | `twopc.auth_token` | the bearer token the coordinator must present |
+//! | `twopc.participant_name` | the name reported to the coordinator |
+//! | `twopc.decision_timeout` | ms a transaction may stay prepared before the worker asks for the decision |
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use std::ffi::{CStr, CString};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Seconds the postmaster waits before restarting a failed worker.
+const RESTART_SECONDS: u64 = 5;
+
+static LISTEN_ADDR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AUTH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static PARTICIPANT_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static DECISION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+
+/// Defines the GUCs and, when loaded from `shared_preload_libraries` with a listen address,
+/// registers the worker. Called from `_PG_init`.
+pub fn init() {
+    let su = GucFlags::SUPERUSER_ONLY;
+    GucRegistry::define_string_guc(
+        c"twopc.listen_addr",
+        c"host:port of the twopc participant endpoint (empty: no endpoint)",
+        c"Needs shared_preload_libraries = 'pg_twopc_ext'.",
+        &LISTEN_ADDR,
+        GucContext::Postmaster,
+        su,
+    );
+    GucRegistry::define_string_guc(
+        c"twopc.database",
+        c"Database the twopc participant runs transactions in",
+        c"",
+        &DATABASE,
+        GucContext::Postmaster,
+        su,
+    );
+    GucRegistry::define_string_guc(
+        c"twopc.role",
+        c"Role the twopc participant runs transactions as (should not be a superuser)",
+        c"The worker logs in as this role over the unix socket; pg_hba.conf must allow that.",
+        &ROLE,
+        GucContext::Postmaster,
+        su,
+    );
+    GucRegistry::define_string_guc(
+        c"twopc.auth_token",
+        c"Bearer token the coordinator must present",
+        c"",
+        &AUTH_TOKEN,
+        GucContext::Postmaster,
+        su | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"twopc.participant_name",
+        c"Name this participant reports to the coordinator",
+        c"",
+        &PARTICIPANT_NAME,
+        GucContext::Postmaster,
+        su,
+    );
+    GucRegistry::define_int_guc(
+        c"twopc.decision_timeout",
+        c"Milliseconds a transaction may stay prepared before the participant asks for the decision",
+        c"",
+        &DECISION_TIMEOUT_MS,
+        100,
+        i32::MAX,
+        GucContext::Postmaster,
+        su | GucFlags::UNIT_MS,
+    );
+    // SAFETY: reading a postmaster global during _PG_init, on the main thread.
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    let listen = guc_string(&LISTEN_ADDR);
+    if preloading && !listen.is_empty() {
+        BackgroundWorkerBuilder::new("twopc participant")
+            .set_type("twopc participant")
+            .set_function("twopc_participant_main")
+            .set_library("pg_twopc_ext")
+            .set_start_time(BgWorkerStartTime::RecoveryFinished)
+            .set_restart_time(Some(Duration::from_secs(RESTART_SECONDS)))
+            .load();
+    }
+}
+
+fn guc_string(g: &'static GucSetting<Option<CString>>) -> String {
+    g.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn config_option(name: &CStr) -> String {
+    // SAFETY: main thread; GetConfigOption returns a pointer into GUC storage or NULL.
+    unsafe {
+        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// Values read on the main thread and handed to the tokio side (which may not read GUCs).
+struct Settings {
+    listen: std::net::SocketAddr,
+    conninfo: String,
+    name: String,
+    token: String,
+    decision_timeout: Duration,
+}
+
+fn read_settings() -> Result<Settings, String> {
+    let listen_text = guc_string(&LISTEN_ADDR);
+    let listen = listen_text
+        .parse()
+        .map_err(|e| format!("twopc.listen_addr {listen_text:?} is not host:port: {e}"))?;
+    let role = guc_string(&ROLE);
+    if role.is_empty() {
+        return Err("twopc.role is not set: the participant needs a role to run transactions as".into());
+    }
+    let token = guc_string(&AUTH_TOKEN);
+    if token.is_empty() {
+        return Err("twopc.auth_token is not set: refusing to serve without authentication".into());
+    }
+    let socket_dir = config_option(c"unix_socket_directories")
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .ok_or("unix_socket_directories is empty: the participant connects over the unix socket")?;
+    let port = config_option(c"port");
+    let database = guc_string(&DATABASE);
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let conninfo = format!(
+        "host={} port={} user={} dbname={} application_name='twopc participant'",
+        quote(&socket_dir),
+        quote(&port),
+        quote(&role),
+        quote(&database)
+    );
+    Ok(Settings {
+        listen,
+        conninfo,
+        name: guc_string(&PARTICIPANT_NAME),
+        token,
+        decision_timeout: Duration::from_millis(DECISION_TIMEOUT_MS.get().max(100) as u64),
+    })
+}
+
+enum Status {
+    Listening(std::net::SocketAddr),
+    Failed(String),
+    Stopped,
+}
+
+/// The worker's entry point (registered by name in [`init`]).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let settings = match read_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            // A configuration error does not fix itself: log it and stay down until restart.
+            log!("twopc participant: {e}; endpoint not started");
+            // SAFETY: main thread; ends the worker process with a code that means "restart".
+            unsafe { pg_sys::proc_exit(1) };
+        }
+    };
+    let (status_tx, status_rx) = mpsc::channel::<Status>();
+    let (stop_tx, stop_rx) = tokio_oneshot();
+    let thread = std::thread::Builder::new().name("twopc-participant".into()).spawn(move || {
+        block_all_signals();
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = status_tx.send(Status::Failed(format!("cannot start the tokio runtime: {e}")));
+                return;
+            }
+        };
+        let result = rt.block_on(async {
+            let name = settings.name.parse().map_err(|e| format!("twopc.participant_name: {e}"))?;
+            let mut server = twopc_participant::ServerConfig::new(name, settings.token.clone());
+            server.decision_timeout = settings.decision_timeout;
+            let resource = twopc_pg_participant::PgResource::new(twopc_pg_participant::PgConfig::new(settings.conninfo));
+            let ready_tx = status_tx.clone();
+            twopc_pg_participant::run(
+                resource,
+                server,
+                settings.listen,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                move |addr| {
+                    let _ = ready_tx.send(Status::Listening(addr));
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())
+        });
+        let _ = status_tx.send(match result {
+            Ok(()) => Status::Stopped,
+            Err(e) => Status::Failed(e),
+        });
+    });
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            log!("twopc participant: cannot start its thread: {e}");
+            // SAFETY: main thread.
+            unsafe { pg_sys::proc_exit(1) };
+        }
+    };
+
+    let mut exit_code = 0;
+    // The tokio side cannot set our latch (no Postgres calls off the main thread), so status
+    // is polled; 100 ms keeps start-up and failure reports prompt.
+    let mut report = |status: Result<Status, mpsc::TryRecvError>| -> bool {
+        match status {
+            Ok(Status::Listening(addr)) => {
+                log!("twopc participant listening on ws://{addr}/");
+                true
+            }
+            Ok(Status::Failed(e)) => {
+                log!("twopc participant failed: {e}; restarting in {RESTART_SECONDS} s");
+                exit_code = 1;
+                false
+            }
+            Ok(Status::Stopped) | Err(mpsc::TryRecvError::Disconnected) => {
+                exit_code = 1;
+                false
+            }
+            Err(mpsc::TryRecvError::Empty) => true,
+        }
+    };
+    while BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+        if !report(status_rx.try_recv()) {
+            break;
+        }
+    }
+    // Report what arrived since the last poll (a SIGTERM right after start-up, say).
+    while let Ok(s) = status_rx.try_recv() {
+        if matches!(s, Status::Stopped) {
+            break;
+        }
+        report(Ok(s));
+    }
+    let _ = stop_tx.send(());
+    // Give in-flight requests a moment; the tokio threads never touch Postgres state, so
+    // leaving them behind at process exit is safe if they do not stop in time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if exit_code == 0 {
+        log!("twopc participant stopped");
+    }
+    // SAFETY: main thread. Exit code 1 asks the postmaster to restart the worker; on SIGTERM
+    // (shutdown) it will not be restarted anyway.
+    unsafe { pg_sys::proc_exit(exit_code) };
+}
+
+fn tokio_oneshot() -> (tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>) {
+    tokio::sync::oneshot::channel()
+}
+
+/// Signals belong to the main thread (Postgres's handlers set its latch); tokio threads,
+/// which inherit this thread's mask, must never run them.
+fn block_all_signals() {
+    // SAFETY: plain libc calls on a local, zero-initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
