@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Starts the twopc demo locally: builds everything, then runs PostgreSQL 15 (with the
-# extension), Redis and the twopc services until Ctrl-C. Runs scripts/setup.sh first, so this is
-# the only command a new machine needs.
+# Starts the twopc demo locally: builds everything, then runs PostgreSQL 15 (with pg_twopc_ext
+# and its participant endpoint), redis-server with the Redis participant, and the coordinator
+# serving the web app, until Ctrl-C. Runs scripts/setup.sh first, so this is the only command a
+# new machine needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,5 +11,5 @@ echo "[demo] building the extension and installing it into PostgreSQL 15" >&2
 echo "[demo] building the web app" >&2
 bash scripts/build-web.sh
 echo "[demo] building the services" >&2
-cargo build --workspace --exclude pg_twopc_ext --exclude twopc-web --bins
+cargo build -p twopc-tests -p twopc-coordinator -p twopc-redis-participant --bins
 exec target/debug/twopc-demo

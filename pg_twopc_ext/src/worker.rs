@@ -26,7 +26,9 @@
 //! | `twopc.participant_name` | the name reported to the coordinator |
 //! | `twopc.decision_timeout` | ms a transaction may stay prepared before the worker asks for the decision |
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use std::ffi::{CStr, CString};
@@ -37,10 +39,12 @@ use std::time::Duration;
 const RESTART_SECONDS: u64 = 5;
 
 static LISTEN_ADDR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AUTH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static PARTICIPANT_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static PARTICIPANT_NAME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static DECISION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
 /// Defines the GUCs and, when loaded from `shared_preload_libraries` with a listen address,
@@ -112,7 +116,9 @@ pub fn init() {
 }
 
 fn guc_string(g: &'static GucSetting<Option<CString>>) -> String {
-    g.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+    g.get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn config_option(name: &CStr) -> String {
@@ -143,7 +149,9 @@ fn read_settings() -> Result<Settings, String> {
         .map_err(|e| format!("twopc.listen_addr {listen_text:?} is not host:port: {e}"))?;
     let role = guc_string(&ROLE);
     if role.is_empty() {
-        return Err("twopc.role is not set: the participant needs a role to run transactions as".into());
+        return Err(
+            "twopc.role is not set: the participant needs a role to run transactions as".into(),
+        );
     }
     let token = guc_string(&AUTH_TOKEN);
     if token.is_empty() {
@@ -195,40 +203,53 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
     };
     let (status_tx, status_rx) = mpsc::channel::<Status>();
     let (stop_tx, stop_rx) = tokio_oneshot();
-    let thread = std::thread::Builder::new().name("twopc-participant".into()).spawn(move || {
-        block_all_signals();
-        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = status_tx.send(Status::Failed(format!("cannot start the tokio runtime: {e}")));
-                return;
-            }
-        };
-        let result = rt.block_on(async {
-            let name = settings.name.parse().map_err(|e| format!("twopc.participant_name: {e}"))?;
-            let mut server = twopc_participant::ServerConfig::new(name, settings.token.clone());
-            server.decision_timeout = settings.decision_timeout;
-            let resource = twopc_pg_participant::PgResource::new(twopc_pg_participant::PgConfig::new(settings.conninfo));
-            let ready_tx = status_tx.clone();
-            twopc_pg_participant::run(
-                resource,
-                server,
-                settings.listen,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move |addr| {
-                    let _ = ready_tx.send(Status::Listening(addr));
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())
+    let thread = std::thread::Builder::new()
+        .name("twopc-participant".into())
+        .spawn(move || {
+            block_all_signals();
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = status_tx.send(Status::Failed(format!(
+                        "cannot start the tokio runtime: {e}"
+                    )));
+                    return;
+                }
+            };
+            let result = rt.block_on(async {
+                let name = settings
+                    .name
+                    .parse()
+                    .map_err(|e| format!("twopc.participant_name: {e}"))?;
+                let mut server = twopc_participant::ServerConfig::new(name, settings.token.clone());
+                server.decision_timeout = settings.decision_timeout;
+                let resource = twopc_pg_participant::PgResource::new(
+                    twopc_pg_participant::PgConfig::new(settings.conninfo),
+                );
+                let ready_tx = status_tx.clone();
+                twopc_pg_participant::run(
+                    resource,
+                    server,
+                    settings.listen,
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                    move |addr| {
+                        let _ = ready_tx.send(Status::Listening(addr));
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())
+            });
+            let _ = status_tx.send(match result {
+                Ok(()) => Status::Stopped,
+                Err(e) => Status::Failed(e),
+            });
         });
-        let _ = status_tx.send(match result {
-            Ok(()) => Status::Stopped,
-            Err(e) => Status::Failed(e),
-        });
-    });
     let thread = match thread {
         Ok(t) => t,
         Err(e) => {
@@ -286,7 +307,10 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(exit_code) };
 }
 
-fn tokio_oneshot() -> (tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>) {
+fn tokio_oneshot() -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
     tokio::sync::oneshot::channel()
 }
 

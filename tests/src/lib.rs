@@ -17,12 +17,14 @@
 //!
 //! * [`pg`]: the PostgreSQL cluster.
 //! * [`redis_server`]: the Redis server.
+//! * [`stack`]: the whole twopc stack as real processes (demo, end-to-end and fault tests).
 //! * [`util`]: free ports, waiting, running commands as the `postgres` user.
 //! * [`wire_client`]: a WebSocket client speaking the twopc wire protocol, for driving
 //!   participants the way the coordinator does.
 
 pub mod pg;
 pub mod redis_server;
+pub mod stack;
 pub mod util;
 pub mod wire_client;
 

@@ -1,16 +1,23 @@
 //! `twopc-demo`: starts the whole twopc stack locally and keeps it running until Ctrl-C.
 //!
-//! Run through `scripts/demo.sh`, which first builds everything. Services get fixed ports so
-//! the printed psql / redis-cli / curl lines can be pasted as they are, and their addresses
-//! are written to `.demo/connections.env` for scripts. Everything runs in throwaway
-//! directories that are removed again on Ctrl-C.
+//! Run through `scripts/demo.sh`, which first builds everything. It starts PostgreSQL 15 with
+//! pg_twopc_ext preloaded (its background worker is the `bank` participant), redis-server with
+//! the Redis participant (`ledger`), and the coordinator serving the web app, all on fixed
+//! ports so the printed psql / redis-cli / curl lines can be pasted as they are. It seeds a
+//! bank-transfer example (accounts in Postgres, balances mirrored in Redis), writes the
+//! addresses to `.demo/connections.env`, and supervises the coordinator: if it dies (the web
+//! app's "crash the coordinator" button does exactly that) it is started again on the same
+//! data directory, which is crash recovery. Ctrl-C stops everything and removes the data.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use twopc_tests::{PgCluster, PgOptions, RedisServer};
+use std::time::Duration;
+use twopc_tests::stack::{Binaries, Stack, StackOptions};
 
 const PG_PORT: u16 = 54329;
 const REDIS_PORT: u16 = 63799;
+const BANK_PORT: u16 = 7801;
+const LEDGER_PORT: u16 = 7802;
+const COORDINATOR_PORT: u16 = 7700;
 
 fn main() {
     if let Err(e) = run() {
@@ -21,69 +28,113 @@ fn main() {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let root = twopc_tests::repo_root();
-    eprintln!("starting PostgreSQL 15 on 127.0.0.1:{PG_PORT} ...");
-    let pg = PgCluster::start(PgOptions {
-        port: Some(PG_PORT),
-        databases: vec!["bank".into()],
-        ..PgOptions::default()
-    })?;
-    eprintln!("starting redis-server on 127.0.0.1:{REDIS_PORT} (appendfsync always) ...");
-    let redis = RedisServer::start_on(Some(REDIS_PORT))?;
-
-    pg.psql_ok(
-        "bank",
-        "CREATE EXTENSION IF NOT EXISTS pg_twopc_ext;
-         CREATE TABLE IF NOT EXISTS accounts(id int PRIMARY KEY, owner text NOT NULL,
-                                             balance bigint NOT NULL CHECK (balance >= 0));
-         INSERT INTO accounts VALUES (1, 'alice', 100), (2, 'bob', 100)
-         ON CONFLICT (id) DO NOTHING;",
+    let demo_dir = root.join(".demo");
+    std::fs::create_dir_all(&demo_dir)?;
+    let coordinator_data = demo_dir.join("coordinator");
+    // A fresh demo every time: the seeded balances and the decision log start together.
+    let _ = std::fs::remove_dir_all(&coordinator_data);
+    eprintln!("starting PostgreSQL, Redis, both participants and the coordinator ...");
+    let mut stack = Stack::start(
+        &Binaries::next_to_current_exe(),
+        StackOptions {
+            pg_port: Some(PG_PORT),
+            redis_port: Some(REDIS_PORT),
+            bank_port: Some(BANK_PORT),
+            ledger_port: Some(LEDGER_PORT),
+            coordinator_port: COORDINATOR_PORT,
+            coordinator_data: Some(coordinator_data),
+            web_dir: Some(root.join("web/dist")),
+            accounts: 2,
+            initial_balance: 100,
+            prepare_timeout_ms: 5000,
+            decision_timeout_ms: 10_000,
+            fault_injection: true,
+        },
     )?;
-
-    let pg_url = pg.url("bank");
-    let redis_url = redis.url();
-    let env_dir = root.join(".demo");
-    std::fs::create_dir_all(&env_dir)?;
+    let pg_url = stack.pg.url("bank");
+    let redis_url = stack.redis.url();
+    let coordinator_url = stack.coordinator_url.clone();
     let mut env = String::new();
     writeln!(env, "PG_URL={pg_url}")?;
     writeln!(env, "REDIS_URL={redis_url}")?;
-    std::fs::write(env_dir.join("connections.env"), &env)?;
-
-    print_banner(&pg_url, &redis_url, &env_dir.join("connections.env"));
+    writeln!(env, "COORDINATOR_URL={coordinator_url}")?;
+    let env_file = demo_dir.join("connections.env");
+    std::fs::write(&env_file, &env)?;
+    print_banner(
+        &pg_url,
+        &redis_url,
+        &coordinator_url,
+        &env_file.display().to_string(),
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        let mut check = tokio::time::interval(Duration::from_millis(300));
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return r,
+                _ = term.recv() => return Ok(()),
+                _ = check.tick() => {
+                    if !stack.coordinator.is_running() {
+                        eprintln!("[supervisor] the coordinator exited; restarting it (crash recovery from its decision log)");
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if let Err(e) = stack.restart_coordinator(&[]) {
+                            eprintln!("[supervisor] restart failed: {e}; retrying");
+                        }
+                    }
+                    if !stack.ledger.is_running() {
+                        eprintln!("[supervisor] the Redis participant exited; restarting it");
+                        if let Err(e) = stack.ledger.start() {
+                            eprintln!("[supervisor] restart failed: {e}; retrying");
+                        }
+                    }
+                }
+            }
         }
     })?;
     eprintln!("\nstopping ...");
-    let _ = std::fs::remove_file(env_dir.join("connections.env"));
-    drop(redis);
-    drop(pg);
+    stack.coordinator.terminate();
+    stack.ledger.terminate();
+    let _ = std::fs::remove_file(&env_file);
+    drop(stack);
     eprintln!("stopped; all demo data removed");
     Ok(())
 }
 
-fn print_banner(pg_url: &str, redis_url: &str, env_file: &Path) {
+fn print_banner(pg_url: &str, redis_url: &str, coordinator_url: &str, env_file: &str) {
     println!(
-        "
+        r#"
 twopc demo is running. Ctrl-C stops everything.
 
-  PostgreSQL 15  {pg_url}   (extension pg_twopc_ext installed, table accounts seeded)
-  Redis          {redis_url}   (appendonly yes, appendfsync always)
-  addresses      {env}
+  web app        {coordinator_url}/
+  coordinator    {coordinator_url}   (participants: bank = Postgres, ledger = Redis)
+  PostgreSQL 15  {pg_url}   (pg_twopc_ext preloaded; table accounts)
+  Redis          {redis_url}   (appendonly yes, appendfsync always; keys balance:1, balance:2)
+  addresses      {env_file}
 
-Try a prepared transaction by hand (two terminals):
-  psql '{pg_url}' -c \"BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = 1;\" \\
-                  -c \"SELECT twopc.prepare('demo-1');\"
-  psql '{pg_url}' -c 'SELECT * FROM twopc.in_doubt;'
-  psql '{pg_url}' -c \"SELECT twopc.commit_prepared('demo-1');\"
-  redis-cli -u {redis_url} INCRBY balance:1 -10
-",
-        env = env_file.display()
+A transfer of 10 from account 1 to account 2, atomically in both stores:
+  curl -s {coordinator_url}/v1/transactions -H 'content-type: application/json' -d '{{
+    "participants": {{
+      "bank":   {{"sql": [{{"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": [10, 1]}},
+                          {{"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [10, 2]}}]}},
+      "ledger": {{"redis": [{{"op": "incrby", "key": "balance:1", "by": -10, "min": 0}},
+                           {{"op": "incrby", "key": "balance:2", "by": 10}}]}}}}}}'
+
+One that fails a guard (the ledger votes NO, nothing changes anywhere):
+  curl -s {coordinator_url}/v1/transactions -H 'content-type: application/json' -d '{{
+    "participants": {{"bank": {{"sql": [{{"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 1"}}]}},
+                      "ledger": {{"redis": [{{"op": "incrby", "key": "balance:1", "by": -1000, "min": 0}}]}}}}}}'
+
+Look at both stores:
+  psql '{pg_url}' -c 'SELECT * FROM accounts ORDER BY id' -c 'SELECT * FROM twopc.in_doubt' -c 'SELECT * FROM twopc.history'
+  redis-cli -u {redis_url} MGET balance:1 balance:2
+  curl -s {coordinator_url}/v1/participants
+  curl -s {coordinator_url}/metrics | grep ^twopc_
+
+Load: target/debug/twopc-coordinator load --url {coordinator_url} -n 2000 -c 16 --accounts 2
+"#
     );
 }

@@ -1,0 +1,483 @@
+//! The whole twopc stack as real processes: PostgreSQL 15 with pg_twopc_ext preloaded (its
+//! background worker is the `bank` participant), redis-server with the Redis participant
+//! process (`ledger`), and the coordinator process. Used by the demo and the end-to-end and
+//! reliability tests.
+//!
+//! Every piece can be crashed and restarted on its own: the coordinator and the Redis
+//! participant with SIGKILL, PostgreSQL with `pg_ctl stop -m immediate` or SIGKILL, redis-server
+//! with SIGKILL. Ports stay the same across restarts, so connections come back by themselves.
+
+use crate::{util, PgCluster, PgOptions, RedisServer, Result};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Where the stack's executables are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The coordinator (`twopc-coordinator` or its under-test twin).
+    pub coordinator: PathBuf,
+    /// The Redis participant.
+    pub redis_participant: PathBuf,
+}
+
+impl Binaries {
+    /// The under-test twins built next to the running executable (for binaries of this crate;
+    /// integration tests pass `CARGO_BIN_EXE_*` paths instead).
+    pub fn next_to_current_exe() -> Binaries {
+        let dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        Binaries {
+            coordinator: dir.join("twopc-coordinator-under-test"),
+            redis_participant: dir.join("twopc-redis-participant-under-test"),
+        }
+    }
+}
+
+/// Ports and knobs.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// PostgreSQL port (`None`: free port).
+    pub pg_port: Option<u16>,
+    /// redis-server port.
+    pub redis_port: Option<u16>,
+    /// The Postgres participant endpoint's port.
+    pub bank_port: Option<u16>,
+    /// The Redis participant's port.
+    pub ledger_port: Option<u16>,
+    /// The coordinator's HTTP port (0: free port).
+    pub coordinator_port: u16,
+    /// The coordinator's data directory (`None`: a temporary one).
+    pub coordinator_data: Option<PathBuf>,
+    /// Directory with the built web app.
+    pub web_dir: Option<PathBuf>,
+    /// Accounts 1..=N seeded with `initial_balance` in both stores.
+    pub accounts: u32,
+    /// Starting balance of every account.
+    pub initial_balance: i64,
+    /// Coordinator prepare timeout.
+    pub prepare_timeout_ms: u64,
+    /// Participants ask for the decision after this long.
+    pub decision_timeout_ms: u64,
+    /// Enable the coordinator's fault-injection API.
+    pub fault_injection: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            pg_port: None,
+            redis_port: None,
+            bank_port: None,
+            ledger_port: None,
+            coordinator_port: 0,
+            coordinator_data: None,
+            web_dir: None,
+            accounts: 10,
+            initial_balance: 100,
+            prepare_timeout_ms: 3000,
+            decision_timeout_ms: 2000,
+            fault_injection: true,
+        }
+    }
+}
+
+/// A child process we can kill and restart with the same command line.
+#[derive(Debug)]
+pub struct Proc {
+    cmd: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    /// The first line the process printed (its "listening on ..." line).
+    pub first_line: String,
+}
+
+impl Proc {
+    fn spawn(cmd: Vec<String>, env: Vec<(String, String)>) -> Result<Proc> {
+        let mut p = Proc {
+            cmd,
+            env,
+            child: None,
+            first_line: String::new(),
+        };
+        p.start()?;
+        Ok(p)
+    }
+
+    /// Starts the process (again) and waits for its first line of output.
+    pub fn start(&mut self) -> Result<()> {
+        self.start_with_env(&[])
+    }
+
+    /// Like [`start`](Self::start) with extra environment variables for this run only (e.g.
+    /// `TWOPC_FAILPOINTS`).
+    pub fn start_with_env(&mut self, extra: &[(&str, &str)]) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let mut c = Command::new(&self.cmd[0]);
+        c.args(&self.cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let command = format!("{:?}", self.cmd);
+        let mut child = c.spawn().map_err(|source| crate::HarnessError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.is_empty() {
+            let status = child.wait().ok();
+            return Err(crate::HarnessError::Command {
+                command,
+                detail: format!("exited before it was ready: {status:?}"),
+            });
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        self.first_line = line.trim().to_owned();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (up to 10 s, then SIGKILL).
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits until the process exits by itself (a failpoint); true if it did within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if !self.is_running() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The child's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The running stack.
+pub struct Stack {
+    /// PostgreSQL, with the `bank` participant inside.
+    pub pg: PgCluster,
+    /// redis-server.
+    pub redis: RedisServer,
+    /// The `ledger` participant process.
+    pub ledger: Proc,
+    /// The coordinator process.
+    pub coordinator: Proc,
+    /// The coordinator's base URL (`http://127.0.0.1:port`).
+    pub coordinator_url: String,
+    /// The bank participant's WebSocket address.
+    pub bank_addr: String,
+    /// The ledger participant's WebSocket address.
+    pub ledger_addr: String,
+    /// The coordinator's configuration file.
+    pub coordinator_config: PathBuf,
+    /// Participant tokens (bank, ledger).
+    pub tokens: (String, String),
+    /// Accounts seeded.
+    pub accounts: u32,
+    _dir: tempfile::TempDir,
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Stack {
+    /// Starts everything, seeds the bank-transfer accounts, and waits until the coordinator
+    /// sees both participants connected.
+    pub fn start(bins: &Binaries, opts: StackOptions) -> Result<Stack> {
+        let dir = tempfile::Builder::new()
+            .prefix("twopc-stack-")
+            .tempdir_in("/tmp")?;
+        let bank_port = match opts.bank_port {
+            Some(p) => p,
+            None => util::free_port()?,
+        };
+        let ledger_port = match opts.ledger_port {
+            Some(p) => p,
+            None => util::free_port()?,
+        };
+        let (bank_token, ledger_token) = (random_token(), random_token());
+        let bank_addr = format!("127.0.0.1:{bank_port}");
+        let pg = PgCluster::start(PgOptions {
+            port: opts.pg_port,
+            shared_preload_libraries: Some("pg_twopc_ext".into()),
+            settings: vec![
+                ("twopc.listen_addr".into(), format!("'{bank_addr}'")),
+                ("twopc.database".into(), "'bank'".into()),
+                ("twopc.role".into(), "'app'".into()),
+                ("twopc.auth_token".into(), format!("'{bank_token}'")),
+                ("twopc.participant_name".into(), "'bank'".into()),
+                (
+                    "twopc.decision_timeout".into(),
+                    format!("{}", opts.decision_timeout_ms),
+                ),
+            ],
+            databases: vec!["bank".into()],
+            ..PgOptions::default()
+        })?;
+        pg.psql_ok(
+            "bank",
+            &format!(
+                "CREATE ROLE app LOGIN;
+                 CREATE EXTENSION pg_twopc_ext;
+                 GRANT USAGE ON SCHEMA twopc TO app;
+                 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app;
+                 GRANT SELECT ON ALL TABLES IN SCHEMA twopc TO app;
+                 CREATE TABLE accounts(id int PRIMARY KEY, owner text NOT NULL,
+                                       balance bigint NOT NULL CHECK (balance >= 0));
+                 INSERT INTO accounts SELECT i, 'owner-' || i, {b} FROM generate_series(1, {n}) i;
+                 GRANT SELECT, UPDATE ON accounts TO app;",
+                b = opts.initial_balance,
+                n = opts.accounts
+            ),
+        )?;
+        let redis = RedisServer::start_on(opts.redis_port)?;
+        {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port()))?;
+            let mut cmd = String::new();
+            for i in 1..=opts.accounts {
+                let key = format!("balance:{i}");
+                let val = opts.initial_balance.to_string();
+                cmd.push_str(&format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n",
+                    key.len(),
+                    val.len()
+                ));
+            }
+            s.write_all(cmd.as_bytes())?;
+            let mut got = 0;
+            let mut buf = [0u8; 4096];
+            while got < opts.accounts as usize * 5 {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+        }
+        let ledger_addr = format!("127.0.0.1:{ledger_port}");
+        let ledger = Proc::spawn(
+            vec![
+                bins.redis_participant.display().to_string(),
+                "--listen".into(),
+                ledger_addr.clone(),
+                "--name".into(),
+                "ledger".into(),
+                "--redis-url".into(),
+                redis.url(),
+                "--token".into(),
+                ledger_token.clone(),
+                "--decision-timeout-ms".into(),
+                opts.decision_timeout_ms.to_string(),
+            ],
+            vec![],
+        )?;
+        let data = opts
+            .coordinator_data
+            .clone()
+            .unwrap_or_else(|| dir.path().join("coordinator"));
+        let config = dir.path().join("coordinator.toml");
+        let web = opts
+            .web_dir
+            .as_ref()
+            .map(|w| format!("web_dir = \"{}\"\n", w.display()))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                r#"coordinator_id = "c1"
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+{web}prepare_timeout_ms = {pt}
+ack_wait_ms = 2000
+client_timeout_ms = 30000
+retry_base_ms = 100
+retry_max_ms = 1000
+heartbeat_ms = 1000
+fault_injection = {fi}
+
+[[participant]]
+name = "bank"
+kind = "postgres"
+url = "ws://{bank_addr}/"
+token = "{bank_token}"
+
+[[participant]]
+name = "ledger"
+kind = "redis"
+url = "ws://{ledger_addr}/"
+token = "{ledger_token}"
+"#,
+                port = opts.coordinator_port,
+                data = data.display(),
+                pt = opts.prepare_timeout_ms,
+                fi = opts.fault_injection,
+            ),
+        )?;
+        let coordinator = Proc::spawn(
+            vec![
+                bins.coordinator.display().to_string(),
+                "serve".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            vec![("RUST_LOG".into(), "warn".into())],
+        )?;
+        let coordinator_url = coordinator
+            .first_line
+            .strip_prefix("listening on ")
+            .unwrap_or(&coordinator.first_line)
+            .to_owned();
+        let stack = Stack {
+            pg,
+            redis,
+            ledger,
+            coordinator,
+            coordinator_url,
+            bank_addr,
+            ledger_addr,
+            coordinator_config: config,
+            tokens: (bank_token, ledger_token),
+            accounts: opts.accounts,
+            _dir: dir,
+        };
+        stack.wait_connected(Duration::from_secs(30))?;
+        Ok(stack)
+    }
+
+    /// Restarts the coordinator after a crash; with a fixed port the URL stays the same,
+    /// otherwise it is updated.
+    pub fn restart_coordinator(&mut self, failpoints: &[&str]) -> Result<()> {
+        self.coordinator.kill9();
+        let fp = failpoints.join(",");
+        self.coordinator
+            .start_with_env(&[("TWOPC_FAILPOINTS", &fp)])?;
+        self.coordinator_url = self
+            .coordinator
+            .first_line
+            .strip_prefix("listening on ")
+            .unwrap_or(&self.coordinator.first_line)
+            .to_owned();
+        Ok(())
+    }
+
+    /// Polls `/v1/participants` (with a plain TCP HTTP/1.0 request: no client dependency) until
+    /// both participants are connected.
+    pub fn wait_connected(&self, within: Duration) -> Result<()> {
+        let url = self.coordinator_url.clone();
+        let ok = util::wait_until(within, || {
+            http_get(&url, "/v1/participants")
+                .map(|body| body.matches("\"connected\":true").count() == 2)
+                .unwrap_or(false)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(crate::HarnessError::NotReady {
+                what: "coordinator with both participants connected".into(),
+                log: http_get(&url, "/v1/participants").unwrap_or_default(),
+            })
+        }
+    }
+
+    /// Sum of balances and per-account balances in Postgres, as "id=balance" pairs.
+    pub fn pg_balances(&self) -> Result<Vec<(u32, i64)>> {
+        let out = self.pg.psql_ok(
+            "bank",
+            "SELECT id || '=' || balance FROM accounts ORDER BY id",
+        )?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (a, b) = l.split_once('=')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect())
+    }
+}
+
+/// A minimal HTTP GET over TCP (the harness stays free of an HTTP client).
+pub fn http_get(base: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
