@@ -1,23 +1,13 @@
-//! The twopc browser app.
-//!
-//! A Yew (client-side rendered) app served by the coordinator at `/`. It subscribes to the
-//! coordinator's event stream and animates every protocol phase; the diagram, timeline and
-//! fault-injection controls arrive with the Web issue. It shares its types with the rest of
-//! the system through [`twopc_protocol`].
+//! Entry point of the twopc browser app (see the library for the structure).
 
-use yew::prelude::*;
-
-#[function_component(App)]
-fn app() -> Html {
-    html! {
-        <main class="twopc">
-            <h1>{ "twopc" }</h1>
-            <p>{ format!("Two-phase commit across PostgreSQL and Redis (wire protocol v{})",
-                twopc_protocol::PROTOCOL_VERSION) }</p>
-        </main>
-    }
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    twopc_web::app::run();
 }
 
+/// On the host there is nothing to run: the app only makes sense in a browser. The library's
+/// logic is tested with `cargo test -p twopc-web --lib`.
+#[cfg(not(target_arch = "wasm32"))]
 fn main() {
-    yew::Renderer::<App>::new().render();
+    eprintln!("twopc-web is a browser app: build it with scripts/build-web.sh");
 }

@@ -1,0 +1,408 @@
+//! Sample transactions, fault requests and the preset scenarios that narrate themselves.
+//!
+//! A scenario is a list of [`Step`]s: narration, API calls (submit a transaction, inject a
+//! fault) and waits. The app runs the steps in order; the coordinator's events draw what
+//! actually happens. The narration says what each step does and what to look for; it never
+//! claims more than the API call does (for example, the browser cannot kill a participant
+//! process, so "participant crash" is played by cutting its connection).
+
+use crate::model::Config;
+use serde_json::{json, Value};
+
+/// Which sample transaction to submit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitKind {
+    /// Move 10 from account 1 to account 2 on every participant.
+    Transfer,
+    /// A transfer the Redis guard refuses (NO vote).
+    Failing,
+}
+
+impl SubmitKind {
+    /// Text for notices.
+    pub fn label(self) -> &'static str {
+        match self {
+            SubmitKind::Transfer => "transfer",
+            SubmitKind::Failing => "failing transfer",
+        }
+    }
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Narration shown in the scenario panel.
+    Say(String),
+    /// Submit a sample transaction (without waiting for its answer).
+    Submit(SubmitKind),
+    /// `POST /v1/faults` with this body.
+    Fault(Value),
+    /// Wait this many milliseconds.
+    Wait(u32),
+}
+
+/// A preset scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Slug (`data-testid="scenario-<slug>"`).
+    pub slug: &'static str,
+    /// Title.
+    pub title: &'static str,
+    /// One line on what it shows.
+    pub blurb: String,
+    /// Whether it calls the fault API.
+    pub needs_faults: bool,
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+/// A transaction id for this page: `web-<ms>-<n>`.
+pub fn tx_id(now_ms: u64, n: u64) -> String {
+    format!("web-{now_ms}-{n}")
+}
+
+fn sql_transfer(amount: i64) -> Value {
+    json!({"sql": [
+        {"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": [amount, 1]},
+        {"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [amount, 2]}
+    ]})
+}
+
+fn redis_transfer(amount: i64) -> Value {
+    json!({"redis": [
+        {"op": "incrby", "key": "balance:1", "by": -amount, "min": 0},
+        {"op": "incrby", "key": "balance:2", "by": amount}
+    ]})
+}
+
+/// The body of `POST /v1/transactions` for a sample transaction, or why there is none.
+pub fn transaction_body(cfg: &Config, kind: SubmitKind, id: &str) -> Result<Value, String> {
+    if cfg.participants.is_empty() {
+        return Err("the coordinator has no participants configured".into());
+    }
+    let has_redis = cfg.redis_participant().is_some();
+    let mut parts = serde_json::Map::new();
+    for p in &cfg.participants {
+        let ops = match (p.kind.as_str(), kind) {
+            ("redis", SubmitKind::Transfer) => redis_transfer(10),
+            // The guard (min 0) on balance:1 refuses this: the participant votes NO.
+            ("redis", SubmitKind::Failing) => redis_transfer(1_000_000),
+            (_, SubmitKind::Failing) if !has_redis => {
+                // No Redis guard to trip: a statement that fails makes Postgres vote NO.
+                json!({"sql": [{"query": "SELECT 1 / 0"}]})
+            }
+            _ => sql_transfer(10),
+        };
+        parts.insert(p.name.clone(), ops);
+    }
+    Ok(json!({"id": id, "participants": parts}))
+}
+
+/// `{"fault":"partition","participant":p}`.
+pub fn partition(p: &str) -> Value {
+    json!({"fault": "partition", "participant": p})
+}
+
+/// `{"fault":"heal","participant":p}`.
+pub fn heal(p: &str) -> Value {
+    json!({"fault": "heal", "participant": p})
+}
+
+/// `{"fault":"drop_next","participant":p,"msg_type"?:t}`.
+pub fn drop_next(p: &str, msg_type: Option<&str>) -> Value {
+    let mut v = json!({"fault": "drop_next", "participant": p});
+    if let Some(t) = msg_type {
+        v["msg_type"] = t.into();
+    }
+    v
+}
+
+/// `{"fault":"delay_next","participant":p,"ms":ms,"msg_type"?:t}`.
+pub fn delay_next(p: &str, ms: u64, msg_type: Option<&str>) -> Value {
+    let mut v = json!({"fault": "delay_next", "participant": p, "ms": ms});
+    if let Some(t) = msg_type {
+        v["msg_type"] = t.into();
+    }
+    v
+}
+
+/// `{"fault":"crash"}`.
+pub fn crash() -> Value {
+    json!({"fault": "crash"})
+}
+
+fn say(s: impl Into<String>) -> Step {
+    Step::Say(s.into())
+}
+
+/// The preset scenarios for a configuration.
+pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
+    let first = cfg.participants.first().map(|p| p.name.clone());
+    let bank = cfg
+        .sql_participant()
+        .map(|p| p.name.clone())
+        .or(first.clone())
+        .unwrap_or_else(|| "bank".into());
+    let ledger = cfg
+        .redis_participant()
+        .map(|p| p.name.clone())
+        .or_else(|| cfg.participants.last().map(|p| p.name.clone()))
+        .unwrap_or_else(|| "ledger".into());
+    let others: Vec<String> = cfg
+        .participants
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let (b, l) = (bank.as_str(), ledger.as_str());
+    let mut crash_steps = vec![say(format!(
+        "Arm a 3 s delay on the next COMMIT to every participant, so the decision is durable \
+         before any COMMIT leaves the coordinator."
+    ))];
+    for p in &others {
+        crash_steps.push(Step::Fault(delay_next(p, 3000, Some("commit"))));
+    }
+    crash_steps.extend([
+        Step::Submit(SubmitKind::Transfer),
+        say("Submitted a transfer. Phase 1 runs normally: PREPARE, both vote YES."),
+        Step::Wait(1000),
+        say(
+            "The COMMIT record is fsynced and the decision is COMMIT. The COMMIT arrows are drawn \
+             when the coordinator queued them; the messages themselves are held back for 3 s. \
+             Every participant is PREPARED and cannot decide on its own.",
+        ),
+        Step::Wait(1500),
+        Step::Fault(crash()),
+        say(
+            "Crash: the coordinator process exits (code 137) before the delayed COMMITs leave. \
+             The event stream drops; the participants hold the transaction prepared, in doubt.",
+        ),
+        Step::Wait(5000),
+        say(
+            "The supervisor restarts the coordinator (a new run). It finds COMMIT without END in \
+             its log, the participants reconnect and report what they hold prepared, and COMMIT \
+             is re-sent; the ACKs resolve the doubt. (Without a supervisor the coordinator stays \
+             down and this page keeps reconnecting.)",
+        ),
+        Step::Wait(3000),
+        say("Check the in-doubt panel: nothing should be held prepared any more."),
+    ]);
+    vec![
+        Scenario {
+            slug: "happy",
+            title: "Happy path",
+            blurb: "Both participants vote YES; COMMIT is forced to the log, then delivered.".into(),
+            needs_faults: false,
+            steps: vec![
+                say(format!(
+                    "Submit a transfer: {b} moves 10 from account 1 to account 2 and {l} mirrors it \
+                     on balance:1 / balance:2."
+                )),
+                Step::Submit(SubmitKind::Transfer),
+                Step::Wait(1200),
+                say(
+                    "Phase 1: the coordinator sends PREPARE to every participant. Each does the work, \
+                     makes it durable and votes YES. From its vote on, a participant is PREPARED: \
+                     it may not decide alone.",
+                ),
+                Step::Wait(2000),
+                say(
+                    "All YES: the coordinator appends a COMMIT record to its decision log and fsyncs \
+                     it before telling anyone. That fsync is the commit point.",
+                ),
+                Step::Wait(2000),
+                say(
+                    "Phase 2: COMMIT goes to every participant, each commits and ACKs; with every ACK \
+                     in, the transaction ends and the client hears COMMITTED. Step back with ← to \
+                     watch it again.",
+                ),
+            ],
+        },
+        Scenario {
+            slug: "no-vote",
+            title: "NO vote",
+            blurb: format!("{l}'s guard refuses the transfer; one NO aborts everyone."),
+            needs_faults: false,
+            steps: vec![
+                say(format!(
+                    "Submit a transfer of 1,000,000 that {l} cannot honour: balance:1 has the guard \
+                     min 0."
+                )),
+                Step::Submit(SubmitKind::Failing),
+                Step::Wait(1200),
+                say(format!(
+                    "{l} votes NO with its reason. {b} may already have voted YES and holds its part \
+                     prepared."
+                )),
+                Step::Wait(2000),
+                say(
+                    "One NO decides ABORT. Nothing has to be forced to the log for an abort (presumed \
+                     abort); ABORT goes to everyone who may hold the transaction prepared, and they \
+                     roll back and ACK.",
+                ),
+            ],
+        },
+        Scenario {
+            slug: "coordinator-crash",
+            title: "Coordinator crash after the decision",
+            blurb: "COMMIT is durable, the coordinator dies before delivering it, recovery finishes the job."
+                .into(),
+            needs_faults: true,
+            steps: crash_steps,
+        },
+        Scenario {
+            slug: "participant-crash",
+            title: "Participant crash after prepare",
+            blurb: format!("{l} is cut off right after its YES vote and comes back later."),
+            needs_faults: true,
+            steps: vec![
+                say(format!(
+                    "The browser cannot kill a participant process. To the coordinator, a participant \
+                     that crashes right after voting YES is a lost message and a dropped connection, \
+                     so that is what we inject: the next COMMIT to {l} is dropped."
+                )),
+                Step::Fault(drop_next(l, Some("commit"))),
+                Step::Submit(SubmitKind::Transfer),
+                Step::Wait(300),
+                Step::Fault(partition(l)),
+                say(format!(
+                    "{l} voted YES and is now cut off: its part is durable, but it does not know the \
+                     outcome (IN DOUBT). The coordinator has decided COMMIT, {b} has committed, and \
+                     the coordinator keeps re-sending COMMIT to {l} with backoff."
+                )),
+                Step::Wait(5000),
+                Step::Fault(heal(l)),
+                say(format!(
+                    "{l} is back: it reconnects, reports the transaction it holds prepared, and the \
+                     coordinator re-sends COMMIT; {l} commits and ACKs."
+                )),
+                Step::Wait(3000),
+                say("The in-doubt panel is empty again."),
+            ],
+        },
+        Scenario {
+            slug: "partition-phase2",
+            title: "Partition during phase 2",
+            blurb: format!("The COMMIT to {l} is delayed, then {l} is partitioned and healed."),
+            needs_faults: true,
+            steps: vec![
+                say(format!("Arm a 3 s delay on the next COMMIT to {l}.")),
+                Step::Fault(delay_next(l, 3000, Some("commit"))),
+                Step::Submit(SubmitKind::Transfer),
+                Step::Wait(600),
+                say(format!(
+                    "The decision is COMMIT and durable; {b} got its COMMIT and ACKed, the COMMIT to \
+                     {l} is still held back."
+                )),
+                Step::Fault(partition(l)),
+                say(format!(
+                    "Partition {l}: its connection is cut with the COMMIT still undelivered. {l} \
+                     stays PREPARED (in doubt), the coordinator retries with backoff, and the \
+                     transaction stays decided COMMIT."
+                )),
+                Step::Wait(4000),
+                Step::Fault(heal(l)),
+                say(format!(
+                    "Heal: the coordinator reconnects, {l} reports what it holds prepared, COMMIT is \
+                     re-sent and ACKed. Nobody aborted what another committed."
+                )),
+                Step::Wait(2500),
+            ],
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ParticipantInfo;
+    use twopc_protocol::api::TransactionRequest;
+
+    fn cfg(kinds: &[(&str, &str)]) -> Config {
+        Config {
+            coordinator_id: "c1".into(),
+            fault_injection: true,
+            prepare_timeout_ms: 5000,
+            participants: kinds
+                .iter()
+                .map(|(n, k)| ParticipantInfo {
+                    name: (*n).into(),
+                    kind: (*k).into(),
+                    url: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn sample_bodies_are_valid_requests() {
+        let c = cfg(&[("bank", "postgres"), ("ledger", "redis")]);
+        for kind in [SubmitKind::Transfer, SubmitKind::Failing] {
+            let body = transaction_body(&c, kind, "web-1-1").unwrap();
+            let req: TransactionRequest = serde_json::from_value(body.clone()).unwrap();
+            assert_eq!(req.participants.len(), 2);
+            assert_eq!(req.id.unwrap().as_str(), "web-1-1");
+        }
+        let ok = transaction_body(&c, SubmitKind::Transfer, "x").unwrap();
+        assert_eq!(ok["participants"]["ledger"]["redis"][0]["by"], -10);
+        assert_eq!(ok["participants"]["ledger"]["redis"][0]["min"], 0);
+        assert_eq!(ok["participants"]["bank"]["sql"][1]["params"][0], 10);
+        let bad = transaction_body(&c, SubmitKind::Failing, "x").unwrap();
+        assert_eq!(bad["participants"]["ledger"]["redis"][0]["by"], -1_000_000);
+        // Postgres only: the failing one fails a statement instead.
+        let pg = cfg(&[("bank", "postgres")]);
+        let bad = transaction_body(&pg, SubmitKind::Failing, "x").unwrap();
+        assert_eq!(bad["participants"]["bank"]["sql"][0]["query"], "SELECT 1 / 0");
+        assert!(transaction_body(&cfg(&[]), SubmitKind::Transfer, "x").is_err());
+        assert_eq!(tx_id(17, 3), "web-17-3");
+    }
+
+    #[test]
+    fn fault_bodies() {
+        assert_eq!(partition("ledger"), json!({"fault":"partition","participant":"ledger"}));
+        assert_eq!(heal("ledger")["fault"], "heal");
+        assert_eq!(drop_next("bank", None), json!({"fault":"drop_next","participant":"bank"}));
+        assert_eq!(drop_next("bank", Some("commit"))["msg_type"], "commit");
+        assert_eq!(delay_next("bank", 5, Some("prepare"))["ms"], 5);
+        assert_eq!(crash(), json!({"fault":"crash"}));
+    }
+
+    #[test]
+    fn scenarios_use_configured_names() {
+        let c = cfg(&[("bank", "postgres"), ("ledger", "redis")]);
+        let all = scenarios(&c);
+        let slugs: Vec<&str> = all.iter().map(|s| s.slug).collect();
+        assert_eq!(
+            slugs,
+            ["happy", "no-vote", "coordinator-crash", "participant-crash", "partition-phase2"]
+        );
+        for s in &all {
+            assert!(matches!(s.steps.first(), Some(Step::Say(_))), "{} narrates first", s.slug);
+            assert_eq!(
+                s.needs_faults,
+                s.steps.iter().any(|st| matches!(st, Step::Fault(_))),
+                "{}",
+                s.slug
+            );
+            assert_eq!(
+                s.steps.iter().filter(|st| matches!(st, Step::Submit(_))).count(),
+                1
+            );
+        }
+        let p2 = &all[4];
+        assert!(p2.steps.contains(&Step::Fault(delay_next("ledger", 3000, Some("commit")))));
+        assert!(p2.steps.contains(&Step::Fault(partition("ledger"))));
+        assert!(p2.steps.contains(&Step::Fault(heal("ledger"))));
+        let crash_s = &all[2];
+        let delays = crash_s
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Fault(v) if v["fault"] == "delay_next"))
+            .count();
+        assert_eq!(delays, 2);
+        assert!(crash_s.steps.contains(&Step::Fault(crash())));
+        // Other names flow through.
+        let c = cfg(&[("pg1", "postgres"), ("kv", "redis")]);
+        let all = scenarios(&c);
+        assert!(all[4].steps.contains(&Step::Fault(partition("kv"))));
+    }
+}
