@@ -148,7 +148,15 @@ impl PgCluster {
             Command::new(format!("{PG_BIN}/pg_isready"))
                 .arg("-h")
                 .arg(&self.socket_dir)
-                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-q"])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-q",
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false)
@@ -210,7 +218,9 @@ impl PgCluster {
     /// Pids of the postmaster's children whose process title contains `title` (e.g. a
     /// background worker's type).
     pub fn children_titled(&self, title: &str) -> Vec<i32> {
-        let Some(pm) = self.postmaster_pid() else { return Vec::new() };
+        let Some(pm) = self.postmaster_pid() else {
+            return Vec::new();
+        };
         util::children_of(pm)
             .into_iter()
             .filter(|pid| {

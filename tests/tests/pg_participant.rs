@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use twopc_protocol::{
-    AckResult, CoordinatorId, Decision, Message, Operations, ParticipantKind, SqlStatement, TxId, Vote,
+    AckResult, CoordinatorId, Decision, Message, Operations, ParticipantKind, SqlStatement, TxId,
+    Vote,
 };
 use twopc_tests::wire_client::WireClient;
 use twopc_tests::{util, PgCluster, PgOptions};
@@ -20,7 +21,10 @@ fn tx(s: &str) -> TxId {
 }
 
 fn sql(q: &str, params: Vec<serde_json::Value>) -> SqlStatement {
-    SqlStatement { query: q.into(), params }
+    SqlStatement {
+        query: q.into(),
+        params,
+    }
 }
 
 struct Stack {
@@ -72,7 +76,12 @@ async fn connect(addr: SocketAddr) -> (WireClient, Vec<String>) {
         match WireClient::connect(addr, Some(TOKEN)).await {
             Ok(mut c) => {
                 let first = c.recv().await;
-                let Message::InDoubtReport { participant, kind, prepared } = first.msg else {
+                let Message::InDoubtReport {
+                    participant,
+                    kind,
+                    prepared,
+                } = first.msg
+                else {
                     panic!("first frame must be the in-doubt report, got {first:?}")
                 };
                 assert_eq!(participant.as_str(), "bank");
@@ -88,13 +97,24 @@ async fn connect(addr: SocketAddr) -> (WireClient, Vec<String>) {
 
 fn transfer(amount: i64) -> Operations {
     Operations::Sql(vec![
-        sql("UPDATE accounts SET balance = balance - $1 WHERE id = $2", vec![amount.into(), 1.into()]),
-        sql("UPDATE accounts SET balance = balance + $1 WHERE id = $2", vec![amount.into(), "2".into()]),
+        sql(
+            "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+            vec![amount.into(), 1.into()],
+        ),
+        sql(
+            "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+            vec![amount.into(), "2".into()],
+        ),
     ])
 }
 
 async fn vote(c: &mut WireClient, txid: &str, ops: Operations) -> (Vote, Option<String>) {
-    let msg = Message::Prepare { txid: tx(txid), coordinator: CoordinatorId::new("c1").unwrap(), ops, timeout_ms: None };
+    let msg = Message::Prepare {
+        txid: tx(txid),
+        coordinator: CoordinatorId::new("c1").unwrap(),
+        ops,
+        timeout_ms: None,
+    };
     match c.request(msg).await {
         Message::Vote { vote, reason, .. } => (vote, reason),
         other => panic!("expected a vote, got {other:?}"),
@@ -103,13 +123,19 @@ async fn vote(c: &mut WireClient, txid: &str, ops: Operations) -> (Vote, Option<
 
 async fn finish(c: &mut WireClient, msg: Message) -> (Decision, AckResult) {
     match c.request(msg).await {
-        Message::Ack { decision, result, .. } => (decision, result),
+        Message::Ack {
+            decision, result, ..
+        } => (decision, result),
         other => panic!("expected an ack, got {other:?}"),
     }
 }
 
 fn balances(pg: &PgCluster) -> String {
-    pg.psql_ok("bank", "SELECT string_agg(balance::text, ',' ORDER BY id) FROM accounts").unwrap()
+    pg.psql_ok(
+        "bank",
+        "SELECT string_agg(balance::text, ',' ORDER BY id) FROM accounts",
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,30 +145,59 @@ async fn prepare_commit_and_idempotent_acks() {
     assert!(prepared.is_empty());
     assert_eq!(vote(&mut c, "t1", transfer(10)).await, (Vote::Yes, None));
     // Prepared under the derived gid, owned by the configured role, invisible until commit.
-    assert_eq!(s.pg.psql_ok("bank", "SELECT gid || ' ' || owner FROM pg_prepared_xacts").unwrap(), "twopc:c1:t1 app");
     assert_eq!(
-        s.pg.psql_ok("bank", "SELECT global_id || ' ' || coordinator FROM twopc.in_doubt").unwrap(),
+        s.pg.psql_ok("bank", "SELECT gid || ' ' || owner FROM pg_prepared_xacts")
+            .unwrap(),
+        "twopc:c1:t1 app"
+    );
+    assert_eq!(
+        s.pg.psql_ok(
+            "bank",
+            "SELECT global_id || ' ' || coordinator FROM twopc.in_doubt"
+        )
+        .unwrap(),
         "t1 c1"
     );
     assert_eq!(balances(&s.pg), "100,100");
     // A duplicated Prepare does not run the statements twice.
     assert_eq!(vote(&mut c, "t1", transfer(10)).await.0, Vote::Yes);
-    assert_eq!(finish(&mut c, Message::Commit { txid: tx("t1") }).await, (Decision::Commit, AckResult::Applied));
+    assert_eq!(
+        finish(&mut c, Message::Commit { txid: tx("t1") }).await,
+        (Decision::Commit, AckResult::Applied)
+    );
     assert_eq!(balances(&s.pg), "90,110");
     assert_eq!(
         finish(&mut c, Message::Commit { txid: tx("t1") }).await,
         (Decision::Commit, AckResult::AlreadyApplied)
     );
-    assert_eq!(s.pg.psql_ok("bank", "SELECT twopc.outcome('twopc:c1:t1')").unwrap(), "committed");
+    assert_eq!(
+        s.pg.psql_ok("bank", "SELECT twopc.outcome('twopc:c1:t1')")
+            .unwrap(),
+        "committed"
+    );
     assert_eq!(
         finish(&mut c, Message::Commit { txid: tx("never") }).await,
         (Decision::Commit, AckResult::NotPrepared)
     );
     // Abort.
     assert_eq!(vote(&mut c, "t2", transfer(5)).await.0, Vote::Yes);
-    assert_eq!(finish(&mut c, Message::Abort { txid: tx("t2"), reason: None }).await, (Decision::Abort, AckResult::Applied));
+    assert_eq!(
+        finish(
+            &mut c,
+            Message::Abort {
+                txid: tx("t2"),
+                reason: None
+            }
+        )
+        .await,
+        (Decision::Abort, AckResult::Applied)
+    );
     assert_eq!(balances(&s.pg), "90,110");
-    assert_eq!(s.pg.psql_ok("bank", "SELECT count(*) FROM pg_prepared_xacts").unwrap(), "0");
+    assert_eq!(
+        s.pg.psql_ok("bank", "SELECT count(*) FROM pg_prepared_xacts")
+            .unwrap(),
+        "0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,11 +207,24 @@ async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
     let (v, reason) = vote(&mut c, "t-check", transfer(1000)).await;
     assert_eq!(v, Vote::No);
     let reason = reason.unwrap();
-    assert!(reason.contains("23514") && reason.contains("check constraint"), "{reason}");
-    let (v, reason) = vote(&mut c, "t-syntax", Operations::Sql(vec![sql("UPDATE nope SET x = 1", vec![])])).await;
+    assert!(
+        reason.contains("23514") && reason.contains("check constraint"),
+        "{reason}"
+    );
+    let (v, reason) = vote(
+        &mut c,
+        "t-syntax",
+        Operations::Sql(vec![sql("UPDATE nope SET x = 1", vec![])]),
+    )
+    .await;
     assert_eq!(v, Vote::No);
     assert!(reason.unwrap().contains("42P01"));
-    let (v, reason) = vote(&mut c, "t-commit", Operations::Sql(vec![sql("COMMIT", vec![])])).await;
+    let (v, reason) = vote(
+        &mut c,
+        "t-commit",
+        Operations::Sql(vec![sql("COMMIT", vec![])]),
+    )
+    .await;
     assert_eq!(v, Vote::No);
     assert!(reason.unwrap().contains("not allowed"));
     // Hostile parameters are bound, never spliced.
@@ -164,13 +232,27 @@ async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
     let (v, reason) = vote(
         &mut c,
         "t-hostile",
-        Operations::Sql(vec![sql("UPDATE accounts SET balance = balance WHERE id::text = $1", vec![hostile.into()])]),
+        Operations::Sql(vec![sql(
+            "UPDATE accounts SET balance = balance WHERE id::text = $1",
+            vec![hostile.into()],
+        )]),
     )
     .await;
     assert_eq!(v, Vote::Yes, "{reason:?}");
-    finish(&mut c, Message::Abort { txid: tx("t-hostile"), reason: None }).await;
+    finish(
+        &mut c,
+        Message::Abort {
+            txid: tx("t-hostile"),
+            reason: None,
+        },
+    )
+    .await;
     assert_eq!(balances(&s.pg), "100,100");
-    assert_eq!(s.pg.psql_ok("bank", "SELECT count(*) FROM pg_prepared_xacts").unwrap(), "0");
+    assert_eq!(
+        s.pg.psql_ok("bank", "SELECT count(*) FROM pg_prepared_xacts")
+            .unwrap(),
+        "0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +262,10 @@ async fn a_lock_held_by_a_prepared_transaction_votes_no_after_the_lock_timeout()
     assert_eq!(vote(&mut c, "holder", transfer(1)).await.0, Vote::Yes);
     let (v, reason) = vote(&mut c, "waiter", transfer(1)).await;
     assert_eq!(v, Vote::No);
-    assert!(reason.unwrap().contains("lock timeout"), "expected a lock timeout");
+    assert!(
+        reason.unwrap().contains("lock timeout"),
+        "expected a lock timeout"
+    );
     finish(&mut c, Message::Commit { txid: tx("holder") }).await;
     assert_eq!(balances(&s.pg), "99,101");
 }
@@ -195,7 +280,16 @@ async fn prepared_transactions_survive_an_immediate_stop_and_are_reported() {
     s.pg.start_server().unwrap();
     let (mut c, prepared) = connect(s.addr).await;
     assert_eq!(prepared, vec!["t-crash".to_string()]);
-    assert_eq!(finish(&mut c, Message::Commit { txid: tx("t-crash") }).await, (Decision::Commit, AckResult::Applied));
+    assert_eq!(
+        finish(
+            &mut c,
+            Message::Commit {
+                txid: tx("t-crash")
+            }
+        )
+        .await,
+        (Decision::Commit, AckResult::Applied)
+    );
     assert_eq!(balances(&s.pg), "93,107");
 }
 
@@ -211,16 +305,32 @@ async fn the_worker_is_restarted_after_it_is_killed_and_refuses_bad_tokens() {
     // The postmaster restarts after a killed child (crash cycle); the worker comes back.
     let (mut c, prepared) = connect(s.addr).await;
     assert_eq!(prepared, vec!["t-kill".to_string()]);
-    assert_eq!(finish(&mut c, Message::Abort { txid: tx("t-kill"), reason: None }).await, (Decision::Abort, AckResult::Applied));
+    assert_eq!(
+        finish(
+            &mut c,
+            Message::Abort {
+                txid: tx("t-kill"),
+                reason: None
+            }
+        )
+        .await,
+        (Decision::Abort, AckResult::Applied)
+    );
 
     let refused = WireClient::refused(s.addr, Some("wrong")).await;
     assert_eq!(refused.status, 401);
     let refused = WireClient::refused(s.addr, None).await;
     assert_eq!(refused.status, 401);
     // The token is not visible to ordinary roles.
-    let shown = s.pg.psql_raw("bank", &["-At", "-U", "app"], "SHOW twopc.auth_token").unwrap();
-    let text = String::from_utf8_lossy(&shown.stdout).to_string() + &String::from_utf8_lossy(&shown.stderr);
-    assert!(!text.contains(TOKEN), "token leaked to a non-superuser: {text}");
+    let shown =
+        s.pg.psql_raw("bank", &["-At", "-U", "app"], "SHOW twopc.auth_token")
+            .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout).to_string()
+        + &String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        !text.contains(TOKEN),
+        "token leaked to a non-superuser: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +342,11 @@ async fn a_clean_shutdown_stops_the_worker_without_errors() {
     let log = std::fs::read_to_string(s.pg.log_path()).unwrap();
     assert!(log.contains("twopc participant listening"), "{log}");
     assert!(log.contains("twopc participant stopped"), "{log}");
-    for bad in ["PANIC", "terminated by signal", "\"twopc participant\" (PID"] {
+    for bad in [
+        "PANIC",
+        "terminated by signal",
+        "\"twopc participant\" (PID",
+    ] {
         assert!(!log.contains(bad), "{bad} in the server log:\n{log}");
     }
     s.pg.start_server().unwrap();

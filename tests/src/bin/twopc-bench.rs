@@ -1,0 +1,350 @@
+//! `twopc-bench`: the coordinator benchmark (run by `scripts/bench.sh`, never by the tests).
+//!
+//! Part 1, throughput and latency: a 2-participant bank transfer (one Postgres row update and
+//! one Redis INCRBY) through the whole stack — coordinator, the Postgres participant worker,
+//! the Redis participant — at concurrency 1, 8 and 64, against the *floor* measured in the same
+//! run on the same servers: the same writes issued directly, native Postgres two-phase commit
+//! (BEGIN / UPDATE / PREPARE TRANSACTION / COMMIT PREPARED) with the Redis INCRBY issued while
+//! the Postgres transaction prepares, no coordinator. Every client works on its own account, so
+//! neither side measures lock conflicts. Results are ratios against the floor, never absolute
+//! thresholds.
+//!
+//! Part 2, memory: a coordinator with two in-memory participants whose prepares are held back
+//! by a gate; 10,000 transactions are submitted and held in flight, and the coordinator
+//! process's RSS is read from /proc.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use twopc_tests::stack::{Binaries, Stack, StackOptions};
+
+struct Level {
+    concurrency: usize,
+    tps: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize).min(sorted.len() - 1)]
+}
+
+fn summarize(concurrency: usize, elapsed: f64, mut lat: Vec<f64>, errors: u64) -> Level {
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Level {
+        concurrency,
+        tps: lat.len() as f64 / elapsed,
+        p50: pct(&lat, 50.0),
+        p99: pct(&lat, 99.0),
+        errors,
+    }
+}
+
+async fn floor(stack: &Stack, concurrency: usize, secs: f64) -> Level {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let conn = stack.pg.conn_string("bank");
+        let redis_url = stack.redis.url();
+        tasks.push(tokio::spawn(async move {
+            let (pg, c) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.expect("pg");
+            tokio::spawn(c);
+            let mut r = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
+            let account = w + 1;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let t0 = Instant::now();
+                let gid = format!("floor-{w}-{i}");
+                let sql = format!(
+                    "BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = {account}; PREPARE TRANSACTION '{gid}'"
+                );
+                let prepare = pg.batch_execute(&sql);
+                let mut cmd = redis::cmd("INCRBY");
+                cmd.arg(format!("balance:{account}")).arg(1);
+                let incr = cmd.query_async::<i64>(&mut r);
+                let (p, rr) = tokio::join!(prepare, incr);
+                let ok = p.is_ok() && rr.is_ok() && pg.batch_execute(&format!("COMMIT PREPARED '{gid}'")).await.is_ok();
+                if ok {
+                    lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    summarize(concurrency, started.elapsed().as_secs_f64(), all, errors)
+}
+
+async fn through_coordinator(stack: &Stack, concurrency: usize, secs: f64) -> Level {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/transactions", stack.coordinator_url);
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let account = w + 1;
+            let body = serde_json::json!({"participants": {
+                "bank": {"sql": [{"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [1, account]}]},
+                "ledger": {"redis": [{"op": "incrby", "key": format!("balance:{account}"), "by": 1}]},
+            }});
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let ok = match client.post(&url).json(&body).send().await {
+                    Ok(r) => r.json::<serde_json::Value>().await.map(|v| v["outcome"] == "committed").unwrap_or(false),
+                    Err(_) => false,
+                };
+                if ok {
+                    lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    summarize(concurrency, started.elapsed().as_secs_f64(), all, errors)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn memory_test(
+    bins: &Binaries,
+    in_flight: usize,
+) -> Result<(u64, u64, usize), Box<dyn std::error::Error>> {
+    use twopc_participant::memory::MemoryResource;
+    use twopc_participant::{Server, ServerConfig};
+    use twopc_protocol::ParticipantKind;
+    let mut gates = Vec::new();
+    let mut addrs = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["bank", "ledger"] {
+        let kind = if name == "bank" {
+            ParticipantKind::Postgres
+        } else {
+            ParticipantKind::Redis
+        };
+        let (res, gate) = MemoryResource::new(kind).gate();
+        let mut cfg = ServerConfig::new(name.parse()?, "memory-bench-token");
+        cfg.max_in_flight = in_flight * 2;
+        let s = Server::new(res, cfg)?.bind("127.0.0.1:0".parse()?).await?;
+        addrs.push(s.local_addr());
+        gates.push(gate);
+        servers.push(s);
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "coordinator_id = \"c1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nprepare_timeout_ms = 600000\nclient_timeout_ms = 600000\n\
+             [[participant]]\nname = \"bank\"\nkind = \"postgres\"\nurl = \"ws://{}/\"\ntoken = \"memory-bench-token\"\n\
+             [[participant]]\nname = \"ledger\"\nkind = \"redis\"\nurl = \"ws://{}/\"\ntoken = \"memory-bench-token\"\n",
+            dir.path().join("data").display(),
+            addrs[0],
+            addrs[1]
+        ),
+    )?;
+    let mut child = std::process::Command::new(&bins.coordinator)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )?;
+    let base = line.trim().trim_start_matches("listening on ").to_owned();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(in_flight)
+        .build()?;
+    // Wait for both connections.
+    for _ in 0..100 {
+        let v: serde_json::Value = client
+            .get(format!("{base}/v1/participants"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v.as_array()
+            .is_some_and(|a| a.iter().all(|p| p["connected"] == true))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle = rss_kib(child.id());
+    let body = |i: usize| {
+        serde_json::json!({"id": format!("mem-{i}"), "participants": {
+            "bank": {"sql": [{"query": "UPDATE accounts SET balance = balance + 1 WHERE id = $1", "params": [i]}]},
+            "ledger": {"redis": [{"op": "incrby", "key": format!("balance:{i}"), "by": 1}]},
+        }})
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut tasks = Vec::new();
+    for i in 0..in_flight {
+        let client = client.clone();
+        let url = format!("{base}/v1/transactions");
+        let b = body(i);
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let _p = permit;
+            client
+                .post(url)
+                .json(&b)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // Wait until the coordinator holds them all.
+    let mut held = 0usize;
+    for _ in 0..600 {
+        let m = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        held = m
+            .lines()
+            .find(|l| l.starts_with("twopc_transactions_in_flight "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0) as usize;
+        if held >= in_flight {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let loaded = rss_kib(child.id());
+    for g in &gates {
+        g.add_permits(in_flight * 4);
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await? == Some(200) {
+            ok += 1;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for s in servers {
+        let _ = s.shutdown().await;
+    }
+    eprintln!("memory test: {held} in flight at the peak, {ok} answered 200 after the gate opened");
+    Ok((idle, loaded, held))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let secs: f64 = std::env::var("TWOPC_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    let bins = Binaries::next_to_current_exe();
+    let stack = Stack::start(
+        &bins,
+        StackOptions {
+            accounts: 64,
+            initial_balance: 1_000_000,
+            fault_injection: false,
+            ..StackOptions::default()
+        },
+    )?;
+    // Keep the stack's own logs quiet while measuring.
+    let mut rows: BTreeMap<usize, (Level, Level)> = BTreeMap::new();
+    for c in [1usize, 8, 64] {
+        eprintln!("concurrency {c}: floor ...");
+        let f = floor(&stack, c, secs).await;
+        eprintln!("concurrency {c}: through the coordinator ...");
+        let t = through_coordinator(&stack, c, secs).await;
+        rows.insert(c, (f, t));
+    }
+    let (idle, loaded, held) = memory_test(&bins, 10_000).await?;
+
+    let mut out = String::new();
+    writeln!(out, "# Coordinator benchmark\n")?;
+    writeln!(
+        out,
+        "2-participant bank transfer (one Postgres row update + one Redis INCRBY), {secs} s per run, \
+         same servers, same run. Floor: native Postgres 2PC + Redis directly, no coordinator.\n"
+    )?;
+    writeln!(out, "| concurrency | floor tx/s | twopc tx/s | ratio | floor p50 ms | twopc p50 ms | p50 ratio | floor p99 ms | twopc p99 ms | errors (floor/twopc) |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for (c, (f, t)) in &rows {
+        writeln!(
+            out,
+            "| {c} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {}/{} |",
+            f.tps,
+            t.tps,
+            t.tps / f.tps.max(1e-9),
+            f.p50,
+            t.p50,
+            t.p50 / f.p50.max(1e-9),
+            f.p99,
+            t.p99,
+            f.errors,
+            t.errors
+        )?;
+        let _ = (f.concurrency, t.concurrency);
+    }
+    writeln!(
+        out,
+        "\nTargets: throughput >= 0.8x the floor at concurrency 64; p50 <= 1.5x the floor at concurrency 1.\n"
+    )?;
+    writeln!(
+        out,
+        "Memory: coordinator RSS {:.1} MiB idle, {:.1} MiB with {held} transactions in flight (target: 10,000 within 200 MiB).",
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0
+    )?;
+    println!("{out}");
+    if let Ok(path) = std::env::var("TWOPC_BENCH_OUT") {
+        std::fs::write(path, &out)?;
+    }
+    drop(stack);
+    Ok(())
+}
