@@ -262,8 +262,16 @@ pub fn message_style(msg_type: &str, summary: &str) -> (String, String) {
         }
         "decision_request" => ("DECISION?".into(), "msg-decision-request".into()),
         "decision_answer" => {
-            let l = summary.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-            let l = if l.is_empty() { "DECISION".into() } else { l.to_uppercase() };
+            let l = summary
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let l = if l.is_empty() {
+                "DECISION".into()
+            } else {
+                l.to_uppercase()
+            };
             (l, "msg-decision-answer".into())
         }
         other => (upper(other), "msg-other".into()),
@@ -651,6 +659,53 @@ pub fn diagram(input: DiagramInput<'_>) -> Diagram {
     }
 }
 
+/// Queues the draw-in animations of newly drawn items, so that messages that arrive together
+/// (a whole 2PC often takes a few milliseconds) are drawn one after another, in order, like a
+/// slowed-down replay. Each item gets its delay once, when first seen; the queue never runs
+/// more than [`Stagger::MAX_BACKLOG_MS`] behind (under load, new items then animate at once).
+#[derive(Debug, Clone, Default)]
+pub struct Stagger {
+    delays: std::collections::HashMap<u64, (f64, f64)>,
+    next_start: f64,
+}
+
+impl Stagger {
+    /// Longest queue of pending animations.
+    pub const MAX_BACKLOG_MS: f64 = 2_000.0;
+
+    /// The animation delay (ms) of each drawn item, by absolute index. `now_ms` is a clock,
+    /// `step_ms` the gap between two queued animations. Items not drawn any more are forgotten.
+    pub fn assign(&mut self, drawn: &[u64], now_ms: f64, step_ms: f64) -> Vec<f64> {
+        let fresh = drawn
+            .iter()
+            .filter(|i| !self.delays.contains_key(i))
+            .count();
+        let jump = fresh > MAX_STAGGER;
+        self.delays.retain(|i, _| drawn.contains(i));
+        if self.next_start < now_ms {
+            self.next_start = now_ms;
+        }
+        drawn
+            .iter()
+            .map(|i| {
+                if let Some((created, delay)) = self.delays.get(i) {
+                    // Keep the original start time: the delay is relative to first render.
+                    return (created + delay - now_ms).max(0.0).min(*delay);
+                }
+                let delay = if jump || self.next_start - now_ms > Self::MAX_BACKLOG_MS {
+                    0.0
+                } else {
+                    let d = self.next_start - now_ms;
+                    self.next_start += step_ms;
+                    d
+                };
+                self.delays.insert(*i, (now_ms, delay));
+                delay
+            })
+            .collect()
+    }
+}
+
 /// The newest `limit` transactions, newest first.
 pub fn recent_txs(view: &Derived, limit: usize) -> Vec<&TxView> {
     view.txs().rev().take(limit).collect()
@@ -679,8 +734,16 @@ mod tests {
             fault_injection: true,
             prepare_timeout_ms: 5000,
             participants: vec![
-                ParticipantInfo { name: "bank".into(), kind: "postgres".into(), url: String::new() },
-                ParticipantInfo { name: "ledger".into(), kind: "redis".into(), url: String::new() },
+                ParticipantInfo {
+                    name: "bank".into(),
+                    kind: "postgres".into(),
+                    url: String::new(),
+                },
+                ParticipantInfo {
+                    name: "ledger".into(),
+                    kind: "redis".into(),
+                    url: String::new(),
+                },
             ],
         }
     }
@@ -694,7 +757,12 @@ mod tests {
         (log, d)
     }
 
-    fn input<'a>(log: &'a EventLog, d: &'a Derived, cfg: &'a Config, sel: Option<&'a str>) -> DiagramInput<'a> {
+    fn input<'a>(
+        log: &'a EventLog,
+        d: &'a Derived,
+        cfg: &'a Config,
+        sel: Option<&'a str>,
+    ) -> DiagramInput<'a> {
         DiagramInput {
             log,
             view: d,
@@ -711,9 +779,24 @@ mod tests {
     fn lanes_are_ordered_and_spaced() {
         let cfg = config();
         let mut d = Derived::starting_at(0);
-        d.apply(0, &ev(0, Some("t9"), EventKind::TxBegin { participants: vec!["zeta".into(), "bank".into()] }));
-        let names: Vec<String> = lane_names(Some(&cfg), &d).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, vec!["client", "log", "coordinator", "bank", "ledger", "zeta"]);
+        d.apply(
+            0,
+            &ev(
+                0,
+                Some("t9"),
+                EventKind::TxBegin {
+                    participants: vec!["zeta".into(), "bank".into()],
+                },
+            ),
+        );
+        let names: Vec<String> = lane_names(Some(&cfg), &d)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            vec!["client", "log", "coordinator", "bank", "ledger", "zeta"]
+        );
         assert_eq!(lane_x(0), MARGIN_X);
         assert_eq!(lane_x(3) - lane_x(2), LANE_GAP);
         assert_eq!(diagram_width(6), 2.0 * MARGIN_X + 5.0 * LANE_GAP);
@@ -745,14 +828,31 @@ mod tests {
         assert_eq!(
             labels,
             vec![
-                "BEGIN", "PREPARE", "PREPARE", "VOTE YES", "VOTE YES", "append COMMIT",
-                "fsync ×1 (130 µs)", "DECIDE COMMIT", "COMMIT", "COMMIT", "ACK COMMIT",
-                "ACK COMMIT", "COMMITTED"
+                "BEGIN",
+                "PREPARE",
+                "PREPARE",
+                "VOTE YES",
+                "VOTE YES",
+                "append COMMIT",
+                "fsync ×1 (130 µs)",
+                "DECIDE COMMIT",
+                "COMMIT",
+                "COMMIT",
+                "ACK COMMIT",
+                "ACK COMMIT",
+                "COMMITTED"
             ]
         );
         // PREPARE to ledger: coordinator lane (2) → ledger lane (4), dropping by SLANT.
         match &dg.items[2].shape {
-            Shape::Arrow { from, to, x1, x2, y2, head } => {
+            Shape::Arrow {
+                from,
+                to,
+                x1,
+                x2,
+                y2,
+                head,
+            } => {
                 assert_eq!((*from, *to), (2, 4));
                 assert_eq!(*x1, lane_x(2));
                 assert_eq!(*x2, lane_x(4));
@@ -762,11 +862,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // VOTE from bank: bank (3) → coordinator (2).
-        assert!(matches!(dg.items[3].shape, Shape::Arrow { from: 3, to: 2, .. }));
+        assert!(matches!(
+            dg.items[3].shape,
+            Shape::Arrow { from: 3, to: 2, .. }
+        ));
         assert_eq!(dg.items[3].class, "msg-vote-yes");
-        assert!(dg.items[3].tooltip.contains("bank → coordinator: VOTE YES t1"));
+        assert!(dg.items[3]
+            .tooltip
+            .contains("bank → coordinator: VOTE YES t1"));
         // Fsync is a mark on the log lane; the write an arrow to it.
-        assert!(matches!(dg.items[5].shape, Shape::Arrow { from: 2, to: 1, .. }));
+        assert!(matches!(
+            dg.items[5].shape,
+            Shape::Arrow { from: 2, to: 1, .. }
+        ));
         assert!(matches!(dg.items[6].shape, Shape::Mark { lane: 1, .. }));
         assert_eq!(dg.items[4].y, row_y(4));
         assert_eq!(dg.items[12].rel_ms, 16);
@@ -781,10 +889,22 @@ mod tests {
     #[test]
     fn message_styles() {
         assert_eq!(message_style("vote", "VOTE NO t1: guard").1, "msg-vote-no");
-        assert_eq!(message_style("ack", "ACK Abort t1 (Applied)").0, "ACK ABORT");
-        assert_eq!(message_style("decision_request", "DECISION? t1").0, "DECISION?");
-        assert_eq!(message_style("decision_answer", "DECISION Commit t1").0, "DECISION COMMIT");
-        assert_eq!(message_style("list_prepared", "LIST PREPARED").0, "LIST PREPARED");
+        assert_eq!(
+            message_style("ack", "ACK Abort t1 (Applied)").0,
+            "ACK ABORT"
+        );
+        assert_eq!(
+            message_style("decision_request", "DECISION? t1").0,
+            "DECISION?"
+        );
+        assert_eq!(
+            message_style("decision_answer", "DECISION Commit t1").0,
+            "DECISION COMMIT"
+        );
+        assert_eq!(
+            message_style("list_prepared", "LIST PREPARED").0,
+            "LIST PREPARED"
+        );
         assert!(!drawable(&ev(0, None, recv("bank", "pong", "PONG"))));
     }
 
@@ -797,7 +917,13 @@ mod tests {
             e.seq = 100 + i as u64;
         }
         // Interleave a fault and t2 after t1.
-        evs.push(ev(50, None, EventKind::FaultInjected { fault: "partitioned ledger".into() }));
+        evs.push(ev(
+            50,
+            None,
+            EventKind::FaultInjected {
+                fault: "partitioned ledger".into(),
+            },
+        ));
         evs.extend(t2);
         let (log, d) = setup(evs);
         let dg = diagram(input(&log, &d, &cfg, None));
@@ -808,7 +934,10 @@ mod tests {
         // Focus on t1: only its 13 items (the fault came after it ended).
         let dg = diagram(input(&log, &d, &cfg, Some("t1")));
         assert_eq!(dg.items.len(), 13);
-        assert!(dg.items.iter().all(|i| i.txid.as_deref() == Some("t1") || i.class == "mark-fsync"));
+        assert!(dg
+            .items
+            .iter()
+            .all(|i| i.txid.as_deref() == Some("t1") || i.class == "mark-fsync"));
         assert_eq!(dg.focus.as_deref(), Some("t1"));
         // Unknown selection: nothing drawn.
         let dg = diagram(input(&log, &d, &cfg, Some("nope")));
@@ -819,13 +948,29 @@ mod tests {
     fn focus_includes_faults_during_an_unfinished_tx() {
         let cfg = config();
         let mut evs: Vec<Event> = happy("t1").into_iter().take(7).collect();
-        evs.push(ev(7, None, EventKind::FaultInjected { fault: "partitioned ledger".into() }));
-        evs.push(ev(8, None, EventKind::ParticipantDisconnected { participant: "ledger".into(), reason: "partition".into() }));
+        evs.push(ev(
+            7,
+            None,
+            EventKind::FaultInjected {
+                fault: "partitioned ledger".into(),
+            },
+        ));
+        evs.push(ev(
+            8,
+            None,
+            EventKind::ParticipantDisconnected {
+                participant: "ledger".into(),
+                reason: "partition".into(),
+            },
+        ));
         evs.push(ev(9, Some("other"), sent("bank", "prepare")));
         let (log, d) = setup(evs);
         let dg = diagram(input(&log, &d, &cfg, Some("t1")));
         let labels: Vec<&str> = dg.items.iter().map(|i| i.label.as_str()).collect();
-        assert_eq!(labels[labels.len() - 2..], ["⚡ partitioned ledger", "disconnected"]);
+        assert_eq!(
+            labels[labels.len() - 2..],
+            ["⚡ partitioned ledger", "disconnected"]
+        );
         let ledger = dg.lanes.iter().find(|l| l.name == "ledger").unwrap();
         assert!(!ledger.up);
         assert_eq!(ledger.badge.badge, Badge::InDoubt);
@@ -853,7 +998,10 @@ mod tests {
         inp.view = &d;
         inp.position = log.end();
         let dg = diagram(inp);
-        assert!(dg.items.iter().all(|i| i.new_rank == Some(0)), "too many to stagger");
+        assert!(
+            dg.items.iter().all(|i| i.new_rank == Some(0)),
+            "too many to stagger"
+        );
     }
 
     #[test]
@@ -878,5 +1026,31 @@ mod tests {
         assert_eq!(human_ms(850), "850 ms");
         assert_eq!(human_ms(12_345), "12.3 s");
         assert_eq!(human_ms(600_000), "10 min");
+    }
+
+    #[test]
+    fn stagger_queues_new_items_in_order() {
+        let mut st = Stagger::default();
+        // Three items arrive at once: 0, 100, 200 ms.
+        assert_eq!(
+            st.assign(&[1, 2, 3], 1000.0, 100.0),
+            vec![0.0, 100.0, 200.0]
+        );
+        // 50 ms later two more arrive: they queue behind (300 and 400 ms after t=1000).
+        let d = st.assign(&[1, 2, 3, 4, 5], 1050.0, 100.0);
+        assert_eq!(d[3..], [250.0, 350.0]);
+        // Already-started items keep their remaining delay, never growing.
+        assert_eq!(d[0], 0.0);
+        assert_eq!(d[2], 150.0);
+        // A jump (many new items at once) animates everything immediately.
+        let many: Vec<u64> = (100..100 + MAX_STAGGER as u64 + 1).collect();
+        assert!(st.assign(&many, 2000.0, 100.0).iter().all(|d| *d == 0.0));
+        // Items no longer drawn are forgotten; a long backlog is not queued further.
+        let mut st = Stagger::default();
+        let ids: Vec<u64> = (0..MAX_STAGGER as u64).collect();
+        st.assign(&ids, 0.0, 100.0);
+        let mut more = ids.clone();
+        more.push(999);
+        assert_eq!(*st.assign(&more, 0.0, 100.0).last().unwrap(), 0.0);
     }
 }

@@ -187,7 +187,10 @@ impl EventLog {
         let from = from.clamp(self.base, self.end());
         let to = to.clamp(from, self.end());
         let (a, b) = ((from - self.base) as usize, (to - self.base) as usize);
-        self.events.range(a..b).enumerate().map(move |(i, e)| (from + i as u64, e))
+        self.events
+            .range(a..b)
+            .enumerate()
+            .map(move |(i, e)| (from + i as u64, e))
     }
 }
 
@@ -416,12 +419,7 @@ impl TxView {
 
     /// The outcome for the list.
     pub fn outcome(&self) -> TxOutcome {
-        if self
-            .parts
-            .values()
-            .any(|p| p.badge.badge == Badge::InDoubt)
-            && !self.ended
-        {
+        if self.parts.values().any(|p| p.badge.badge == Badge::InDoubt) && !self.ended {
             return TxOutcome::InDoubt;
         }
         match (self.decision, self.ended) {
@@ -525,7 +523,11 @@ impl Derived {
             self.txs
                 .insert(id.to_string(), TxView::new(id, index, at_ms));
             self.counts.txs += 1;
-            let cap = if self.max_txs == 0 { MAX_TXS } else { self.max_txs };
+            let cap = if self.max_txs == 0 {
+                MAX_TXS
+            } else {
+                self.max_txs
+            };
             while self.order.len() > cap {
                 if let Some(old) = self.order.pop_front() {
                     self.txs.remove(&old);
@@ -824,7 +826,9 @@ impl SocketState {
         match self {
             SocketState::Connecting => "connecting…".into(),
             SocketState::Open => "live".into(),
-            SocketState::Retrying(ms) => format!("disconnected, retrying in {:.1} s", *ms as f64 / 1000.0),
+            SocketState::Retrying(ms) => {
+                format!("disconnected, retrying in {:.1} s", *ms as f64 / 1000.0)
+            }
         }
     }
 }
@@ -1093,7 +1097,8 @@ impl Model {
                     if matches!(self.socket, SocketState::Retrying(_)) {
                         self.notify(Level::Info, "event stream reconnected");
                     }
-                } else if matches!(s, SocketState::Retrying(_)) && self.socket == SocketState::Open {
+                } else if matches!(s, SocketState::Retrying(_)) && self.socket == SocketState::Open
+                {
                     self.notify(
                         Level::Error,
                         "event stream dropped (coordinator down?); reconnecting",
@@ -1194,7 +1199,11 @@ impl Model {
                 });
             }
             Action::ScenarioStep { generation, text } => {
-                if let Some(s) = self.scenario.as_mut().filter(|s| s.generation == generation) {
+                if let Some(s) = self
+                    .scenario
+                    .as_mut()
+                    .filter(|s| s.generation == generation)
+                {
                     s.step = (s.step + 1).min(s.total);
                     if !text.is_empty() {
                         s.narration.push(text);
@@ -1202,7 +1211,11 @@ impl Model {
                 }
             }
             Action::ScenarioEnd { generation } => {
-                if let Some(s) = self.scenario.as_mut().filter(|s| s.generation == generation) {
+                if let Some(s) = self
+                    .scenario
+                    .as_mut()
+                    .filter(|s| s.generation == generation)
+                {
                     s.finished = true;
                 }
             }
@@ -1328,7 +1341,11 @@ pub(crate) mod tests {
             .enumerate()
             .map(|(i, k)| {
                 // LogFsync carries no txid.
-                let tx = if matches!(k, EventKind::LogFsync { .. }) { None } else { t };
+                let tx = if matches!(k, EventKind::LogFsync { .. }) {
+                    None
+                } else {
+                    t
+                };
                 ev(i as u64, tx, k)
             })
             .collect()
@@ -1352,7 +1369,10 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse_incoming(r#"{"lagged": 42}"#).unwrap(), Incoming::Lagged(42));
+        assert_eq!(
+            parse_incoming(r#"{"lagged": 42}"#).unwrap(),
+            Incoming::Lagged(42)
+        );
         assert!(parse_incoming("not json").is_err());
         assert!(parse_incoming(r#"{"kind":"nope"}"#).is_err());
     }
@@ -1361,7 +1381,17 @@ pub(crate) mod tests {
     fn log_caps_and_keeps_absolute_indices() {
         let mut log = EventLog::with_cap(3);
         for i in 0..5 {
-            assert_eq!(log.push(ev(i, None, EventKind::LogFsync { records: 1, micros: 1 })), i);
+            assert_eq!(
+                log.push(ev(
+                    i,
+                    None,
+                    EventKind::LogFsync {
+                        records: 1,
+                        micros: 1
+                    }
+                )),
+                i
+            );
         }
         assert_eq!(log.len(), 3);
         assert_eq!(log.base(), 2);
@@ -1411,7 +1441,10 @@ pub(crate) mod tests {
         assert_eq!(t.timings.unwrap().prepare_ms, 1.5);
         assert_eq!(d.counts.committed, 1);
         assert_eq!(d.counts.messages, 8);
-        assert_eq!(t.participants, vec!["bank".to_string(), "ledger".to_string()]);
+        assert_eq!(
+            t.participants,
+            vec!["bank".to_string(), "ledger".to_string()]
+        );
     }
 
     #[test]
@@ -1419,12 +1452,41 @@ pub(crate) mod tests {
         let mut d = Derived::starting_at(0);
         let t = Some("t2");
         let evs = [
-            ev(0, t, EventKind::TxBegin { participants: vec!["bank".into(), "ledger".into()] }),
+            ev(
+                0,
+                t,
+                EventKind::TxBegin {
+                    participants: vec!["bank".into(), "ledger".into()],
+                },
+            ),
             ev(1, t, sent("bank", "prepare")),
             ev(2, t, sent("ledger", "prepare")),
-            ev(3, t, EventKind::Vote { participant: "ledger".into(), vote: Vote::No, reason: Some("guard".into()) }),
-            ev(4, t, EventKind::Decision { decision: Decision::Abort, reason: Some("participant ledger voted no: guard".into()) }),
-            ev(5, t, EventKind::Vote { participant: "bank".into(), vote: Vote::Yes, reason: None }),
+            ev(
+                3,
+                t,
+                EventKind::Vote {
+                    participant: "ledger".into(),
+                    vote: Vote::No,
+                    reason: Some("guard".into()),
+                },
+            ),
+            ev(
+                4,
+                t,
+                EventKind::Decision {
+                    decision: Decision::Abort,
+                    reason: Some("participant ledger voted no: guard".into()),
+                },
+            ),
+            ev(
+                5,
+                t,
+                EventKind::Vote {
+                    participant: "bank".into(),
+                    vote: Vote::Yes,
+                    reason: None,
+                },
+            ),
         ];
         for (i, e) in evs.iter().enumerate() {
             d.apply(i as u64, e);
@@ -1446,7 +1508,14 @@ pub(crate) mod tests {
         }
         d.apply(
             7,
-            &ev(7, None, EventKind::ParticipantDisconnected { participant: "ledger".into(), reason: "partition".into() }),
+            &ev(
+                7,
+                None,
+                EventKind::ParticipantDisconnected {
+                    participant: "ledger".into(),
+                    reason: "partition".into(),
+                },
+            ),
         );
         let t = d.tx("t1").unwrap();
         assert_eq!(t.parts["ledger"].badge.badge, Badge::InDoubt);
@@ -1454,7 +1523,14 @@ pub(crate) mod tests {
         assert_eq!(d.nodes["ledger"].connected, Some(false));
         assert_eq!(t.outcome(), TxOutcome::InDoubt);
         // A new coordinator run: the rest of the prepared participants are in doubt too.
-        let mut e = ev(0, None, EventKind::CoordinatorStarted { coordinator: "c1".into(), recovering: 1 });
+        let mut e = ev(
+            0,
+            None,
+            EventKind::CoordinatorStarted {
+                coordinator: "c1".into(),
+                recovering: 1,
+            },
+        );
         e.run = "c1-2".into();
         d.apply(8, &e);
         let t = d.tx("t1").unwrap();
@@ -1466,8 +1542,27 @@ pub(crate) mod tests {
         for (i, e) in evs.iter().enumerate().take(7) {
             d.apply(i as u64, e);
         }
-        d.apply(7, &ev(7, Some("t1"), EventKind::Timeout { participant: "bank".into(), phase: Phase::Commit }));
-        d.apply(8, &ev(8, Some("t1"), EventKind::DecisionRequested { participant: "ledger".into() }));
+        d.apply(
+            7,
+            &ev(
+                7,
+                Some("t1"),
+                EventKind::Timeout {
+                    participant: "bank".into(),
+                    phase: Phase::Commit,
+                },
+            ),
+        );
+        d.apply(
+            8,
+            &ev(
+                8,
+                Some("t1"),
+                EventKind::DecisionRequested {
+                    participant: "ledger".into(),
+                },
+            ),
+        );
         let t = d.tx("t1").unwrap();
         assert_eq!(t.parts["bank"].badge.badge, Badge::InDoubt);
         assert_eq!(t.parts["ledger"].badge.badge, Badge::InDoubt);
@@ -1475,7 +1570,17 @@ pub(crate) mod tests {
         assert_eq!(held.len(), 2);
         assert_eq!(held[0].held_ms, Some(2_000 - 1_004));
         // The ack resolves it.
-        d.apply(9, &ev(9, Some("t1"), EventKind::Ack { participant: "bank".into(), decision: Decision::Commit }));
+        d.apply(
+            9,
+            &ev(
+                9,
+                Some("t1"),
+                EventKind::Ack {
+                    participant: "bank".into(),
+                    decision: Decision::Commit,
+                },
+            ),
+        );
         assert_eq!(held_prepared(&d, 2_000).len(), 1);
     }
 
@@ -1485,7 +1590,16 @@ pub(crate) mod tests {
         d.max_txs = 3;
         for i in 0..5u64 {
             let id = format!("t{i}");
-            d.apply(i, &ev(i, Some(&id), EventKind::TxBegin { participants: vec!["bank".into()] }));
+            d.apply(
+                i,
+                &ev(
+                    i,
+                    Some(&id),
+                    EventKind::TxBegin {
+                        participants: vec!["bank".into()],
+                    },
+                ),
+            );
         }
         assert_eq!(d.tx_count(), 3);
         assert_eq!(d.evicted_txs, 2);
@@ -1517,7 +1631,10 @@ pub(crate) mod tests {
         assert_eq!(m.view().tx("t1").unwrap().log.badge, Badge::Committed);
         m.reduce(Action::Step(-5));
         assert_eq!(m.position(), 4);
-        assert_eq!(m.view().tx("t1").unwrap().parts["bank"].badge.badge, Badge::Working);
+        assert_eq!(
+            m.view().tx("t1").unwrap().parts["bank"].badge.badge,
+            Badge::Working
+        );
         // Clamps at both ends.
         m.reduce(Action::Step(-100));
         assert_eq!(m.position(), 0);
@@ -1578,9 +1695,15 @@ pub(crate) mod tests {
     #[test]
     fn lagged_notices_submissions_and_scenarios() {
         let mut m = Model::default();
-        m.reduce(Action::Ingest(vec![Incoming::Lagged(7), Incoming::Lagged(3)]));
+        m.reduce(Action::Ingest(vec![
+            Incoming::Lagged(7),
+            Incoming::Lagged(3),
+        ]));
         assert_eq!(m.lagged, 10);
-        m.reduce(Action::Submitted { id: "web-1".into(), label: "transfer".into() });
+        m.reduce(Action::Submitted {
+            id: "web-1".into(),
+            label: "transfer".into(),
+        });
         assert_eq!(m.selected.as_deref(), Some("web-1"));
         m.reduce(Action::FaultAnswered(Err("403 faults_disabled: no".into())));
         assert_eq!(m.fault_error.as_deref(), Some("403 faults_disabled: no"));
@@ -1589,9 +1712,20 @@ pub(crate) mod tests {
         }
         assert_eq!(m.notices.len(), MAX_NOTICES);
         assert_eq!(m.notices.back().unwrap().text, "n9");
-        m.reduce(Action::ScenarioStart { name: "happy".into(), title: "Happy".into(), total: 2, generation: 1 });
-        m.reduce(Action::ScenarioStep { generation: 1, text: "one".into() });
-        m.reduce(Action::ScenarioStep { generation: 0, text: "stale".into() });
+        m.reduce(Action::ScenarioStart {
+            name: "happy".into(),
+            title: "Happy".into(),
+            total: 2,
+            generation: 1,
+        });
+        m.reduce(Action::ScenarioStep {
+            generation: 1,
+            text: "one".into(),
+        });
+        m.reduce(Action::ScenarioStep {
+            generation: 0,
+            text: "stale".into(),
+        });
         m.reduce(Action::ScenarioEnd { generation: 1 });
         let s = m.scenario.as_ref().unwrap();
         assert_eq!(s.narration, vec!["one".to_string()]);

@@ -148,16 +148,12 @@ pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
         .map(|p| p.name.clone())
         .or_else(|| cfg.participants.last().map(|p| p.name.clone()))
         .unwrap_or_else(|| "ledger".into());
-    let others: Vec<String> = cfg
-        .participants
-        .iter()
-        .map(|p| p.name.clone())
-        .collect();
+    let others: Vec<String> = cfg.participants.iter().map(|p| p.name.clone()).collect();
     let (b, l) = (bank.as_str(), ledger.as_str());
-    let mut crash_steps = vec![say(format!(
+    let mut crash_steps = vec![say(
         "Arm a 3 s delay on the next COMMIT to every participant, so the decision is durable \
-         before any COMMIT leaves the coordinator."
-    ))];
+         before any COMMIT leaves the coordinator.",
+    )];
     for p in &others {
         crash_steps.push(Step::Fault(delay_next(p, 3000, Some("commit"))));
     }
@@ -351,16 +347,25 @@ mod tests {
         // Postgres only: the failing one fails a statement instead.
         let pg = cfg(&[("bank", "postgres")]);
         let bad = transaction_body(&pg, SubmitKind::Failing, "x").unwrap();
-        assert_eq!(bad["participants"]["bank"]["sql"][0]["query"], "SELECT 1 / 0");
+        assert_eq!(
+            bad["participants"]["bank"]["sql"][0]["query"],
+            "SELECT 1 / 0"
+        );
         assert!(transaction_body(&cfg(&[]), SubmitKind::Transfer, "x").is_err());
         assert_eq!(tx_id(17, 3), "web-17-3");
     }
 
     #[test]
     fn fault_bodies() {
-        assert_eq!(partition("ledger"), json!({"fault":"partition","participant":"ledger"}));
+        assert_eq!(
+            partition("ledger"),
+            json!({"fault":"partition","participant":"ledger"})
+        );
         assert_eq!(heal("ledger")["fault"], "heal");
-        assert_eq!(drop_next("bank", None), json!({"fault":"drop_next","participant":"bank"}));
+        assert_eq!(
+            drop_next("bank", None),
+            json!({"fault":"drop_next","participant":"bank"})
+        );
         assert_eq!(drop_next("bank", Some("commit"))["msg_type"], "commit");
         assert_eq!(delay_next("bank", 5, Some("prepare"))["ms"], 5);
         assert_eq!(crash(), json!({"fault":"crash"}));
@@ -373,10 +378,20 @@ mod tests {
         let slugs: Vec<&str> = all.iter().map(|s| s.slug).collect();
         assert_eq!(
             slugs,
-            ["happy", "no-vote", "coordinator-crash", "participant-crash", "partition-phase2"]
+            [
+                "happy",
+                "no-vote",
+                "coordinator-crash",
+                "participant-crash",
+                "partition-phase2"
+            ]
         );
         for s in &all {
-            assert!(matches!(s.steps.first(), Some(Step::Say(_))), "{} narrates first", s.slug);
+            assert!(
+                matches!(s.steps.first(), Some(Step::Say(_))),
+                "{} narrates first",
+                s.slug
+            );
             assert_eq!(
                 s.needs_faults,
                 s.steps.iter().any(|st| matches!(st, Step::Fault(_))),
@@ -384,12 +399,17 @@ mod tests {
                 s.slug
             );
             assert_eq!(
-                s.steps.iter().filter(|st| matches!(st, Step::Submit(_))).count(),
+                s.steps
+                    .iter()
+                    .filter(|st| matches!(st, Step::Submit(_)))
+                    .count(),
                 1
             );
         }
         let p2 = &all[4];
-        assert!(p2.steps.contains(&Step::Fault(delay_next("ledger", 3000, Some("commit")))));
+        assert!(p2
+            .steps
+            .contains(&Step::Fault(delay_next("ledger", 3000, Some("commit")))));
         assert!(p2.steps.contains(&Step::Fault(partition("ledger"))));
         assert!(p2.steps.contains(&Step::Fault(heal("ledger"))));
         let crash_s = &all[2];

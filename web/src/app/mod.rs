@@ -1,0 +1,370 @@
+//! The Yew app (wasm32 only): state wrapper, side effects, and the page layout.
+//!
+//! State lives in one [`Model`] behind [`AppState`], a `Reducible` whose `reduce` runs
+//! [`Model::reduce`]. The model holds up to 20k events, so it is shared (`Rc<RefCell<_>>`)
+//! rather than cloned per action; a version counter tells Yew that something changed.
+//! Side effects (HTTP, the event socket, timers, the keyboard) live here and only ever talk
+//! to the model through `Action`s.
+
+mod components;
+mod net;
+
+use crate::keys::{key_command, KeyCommand};
+use crate::model::{Action, Level, Model};
+use crate::scenarios::{transaction_body, tx_id, Scenario, Step, SubmitKind};
+use components::*;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use twopc_protocol::api::TransactionResponse;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use yew::prelude::*;
+
+/// The stylesheet, injected at startup (the build copies only index.html).
+const STYLE: &str = include_str!("../../style.css");
+
+/// The reducer state: the shared model plus a version for change detection.
+#[derive(Clone)]
+pub struct AppState {
+    /// The model.
+    pub model: Rc<RefCell<Model>>,
+    /// Bumped on every action.
+    pub version: u64,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        AppState {
+            model: Rc::new(RefCell::new(Model::default())),
+            version: 0,
+        }
+    }
+}
+
+impl PartialEq for AppState {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && Rc::ptr_eq(&self.model, &other.model)
+    }
+}
+
+impl Reducible for AppState {
+    type Action = Action;
+
+    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        self.model.borrow_mut().reduce(action);
+        Rc::new(AppState {
+            model: self.model.clone(),
+            version: self.version + 1,
+        })
+    }
+}
+
+/// Everything the side effects need: the model (read-only outside the reducer), a dispatcher,
+/// a counter for transaction ids and the scenario generation.
+#[derive(Clone)]
+pub struct Ctx {
+    model: Rc<RefCell<Model>>,
+    dispatch: Callback<Action>,
+    counter: Rc<Cell<u64>>,
+    generation: Rc<Cell<u64>>,
+}
+
+impl PartialEq for Ctx {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.model, &other.model)
+    }
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+impl Ctx {
+    /// Submits a sample transaction; the answer arrives as an action.
+    pub fn submit(&self, kind: SubmitKind) {
+        let cfg = self.model.borrow().config.clone();
+        let Some(cfg) = cfg else {
+            self.dispatch.emit(Action::Notify(
+                Level::Error,
+                "the configuration is not loaded yet (GET /v1/config)".into(),
+            ));
+            return;
+        };
+        self.counter.set(self.counter.get() + 1);
+        let id = tx_id(now_ms() as u64, self.counter.get());
+        let body = match transaction_body(&cfg, kind, &id) {
+            Ok(b) => b,
+            Err(e) => {
+                self.dispatch.emit(Action::Notify(Level::Error, e));
+                return;
+            }
+        };
+        self.dispatch.emit(Action::Submitted {
+            id: id.clone(),
+            label: kind.label().into(),
+        });
+        let dispatch = self.dispatch.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = match net::post_json("/v1/transactions", &body).await {
+                Ok((_, text)) => serde_json::from_str::<TransactionResponse>(&text)
+                    .map_err(|e| format!("{id}: unexpected answer: {e}")),
+                Err(e) => Err(format!("{id}: {e}")),
+            };
+            dispatch.emit(Action::SubmitAnswered(result));
+        });
+    }
+
+    /// Posts a fault request and waits for the answer.
+    pub async fn fault_async(&self, body: serde_json::Value) {
+        let result = match net::post_json("/v1/faults", &body).await {
+            Ok((_, text)) => {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                Ok(v["fault"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| body.to_string()))
+            }
+            Err(e) => Err(format!(
+                "fault {}: {e}",
+                body["fault"].as_str().unwrap_or("?")
+            )),
+        };
+        self.dispatch.emit(Action::FaultAnswered(result));
+    }
+
+    /// Posts a fault request in the background.
+    pub fn fault(&self, body: serde_json::Value) {
+        let me = self.clone();
+        wasm_bindgen_futures::spawn_local(async move { me.fault_async(body).await });
+    }
+
+    /// Runs a scenario step by step; a newer run (or stop) cancels it.
+    pub fn run_scenario(&self, sc: Scenario) {
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        self.dispatch.emit(Action::ScenarioStart {
+            name: sc.slug.into(),
+            title: sc.title.into(),
+            total: sc.steps.len(),
+            generation,
+        });
+        let me = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            for step in sc.steps {
+                if me.generation.get() != generation {
+                    return;
+                }
+                let text = match step {
+                    Step::Say(s) => s,
+                    Step::Submit(kind) => {
+                        me.submit(kind);
+                        String::new()
+                    }
+                    Step::Fault(body) => {
+                        me.fault_async(body).await;
+                        String::new()
+                    }
+                    Step::Wait(ms) => {
+                        gloo_timers::future::TimeoutFuture::new(ms).await;
+                        String::new()
+                    }
+                };
+                if me.generation.get() != generation {
+                    return;
+                }
+                me.dispatch.emit(Action::ScenarioStep { generation, text });
+            }
+            me.dispatch.emit(Action::ScenarioEnd { generation });
+        });
+    }
+
+    /// Stops the running scenario.
+    pub fn stop_scenario(&self) {
+        let g = self.generation.get();
+        self.generation.set(g + 1);
+        self.dispatch.emit(Action::ScenarioEnd { generation: g });
+    }
+
+    fn load_config(&self) {
+        let d = self.dispatch.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            match net::get_json("/v1/config").await {
+                Ok(c) => d.emit(Action::ConfigLoaded(c)),
+                Err(e) => d.emit(Action::Notify(Level::Error, format!("GET /v1/config: {e}"))),
+            }
+        });
+    }
+
+    fn load_participants(&self) {
+        let d = self.dispatch.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Ok(list) = net::get_json("/v1/participants").await {
+                d.emit(Action::ParticipantsLoaded(list));
+            }
+        });
+    }
+
+    fn on_key(&self, cmd: KeyCommand) {
+        let d = &self.dispatch;
+        match cmd {
+            KeyCommand::TogglePlay => d.emit(Action::TogglePlay),
+            KeyCommand::StepBack => d.emit(Action::Step(-1)),
+            KeyCommand::StepForward => d.emit(Action::Step(1)),
+            KeyCommand::Faster => d.emit(Action::SpeedUp),
+            KeyCommand::Slower => d.emit(Action::SpeedDown),
+            KeyCommand::Live => d.emit(Action::GoLive),
+            KeyCommand::Submit => self.submit(SubmitKind::Transfer),
+            KeyCommand::Fail => self.submit(SubmitKind::Failing),
+            KeyCommand::Help => d.emit(Action::ToggleHelp),
+            KeyCommand::Escape => {
+                if self.model.borrow().help {
+                    d.emit(Action::Escape);
+                } else {
+                    d.emit(Action::Select(None));
+                }
+            }
+        }
+    }
+}
+
+fn inject_style() {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    if doc.get_element_by_id("twopc-style").is_some() {
+        return;
+    }
+    if let (Ok(style), Some(head)) = (doc.create_element("style"), doc.head()) {
+        style.set_id("twopc-style");
+        style.set_text_content(Some(STYLE));
+        let _ = head.append_child(&style);
+    }
+}
+
+fn install_keys(ctx: Ctx) -> Option<Closure<dyn FnMut(web_sys::KeyboardEvent)>> {
+    let doc = web_sys::window()?.document()?;
+    let cb = Closure::<dyn FnMut(web_sys::KeyboardEvent)>::new(move |e: web_sys::KeyboardEvent| {
+        if e.ctrl_key() || e.meta_key() || e.alt_key() {
+            return;
+        }
+        // Typing in a field is not a shortcut.
+        if let Some(t) = e
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        {
+            let tag = t.tag_name().to_ascii_lowercase();
+            let is_range = t.get_attribute("type").as_deref() == Some("range");
+            if (tag == "input" && !is_range) || tag == "textarea" || tag == "select" {
+                return;
+            }
+        }
+        if let Some(cmd) = key_command(&e.key()) {
+            e.prevent_default();
+            ctx.on_key(cmd);
+        }
+    });
+    doc.add_event_listener_with_callback("keydown", cb.as_ref().unchecked_ref())
+        .ok()?;
+    Some(cb)
+}
+
+#[function_component(App)]
+fn app() -> Html {
+    let state = use_reducer(AppState::default);
+    let ctx = {
+        let dispatcher = state.dispatcher();
+        let model = state.model.clone();
+        use_memo((), move |_| Ctx {
+            model,
+            dispatch: Callback::from(move |a| dispatcher.dispatch(a)),
+            counter: Rc::new(Cell::new(0)),
+            generation: Rc::new(Cell::new(0)),
+        })
+    };
+    let ctx: Ctx = (*ctx).clone();
+
+    // Start-up: style, config, event stream, participant polling, keyboard.
+    {
+        let ctx = ctx.clone();
+        use_effect_with((), move |_| {
+            inject_style();
+            ctx.load_config();
+            ctx.load_participants();
+            let on_open = {
+                let ctx = ctx.clone();
+                // A (re)connection may be a restarted coordinator: reload its configuration.
+                Callback::from(move |_| ctx.load_config())
+            };
+            let stream = net::EventStream::start(ctx.dispatch.clone(), on_open);
+            let poll = {
+                let ctx = ctx.clone();
+                gloo_timers::callback::Interval::new(1_000, move || ctx.load_participants())
+            };
+            let keys = install_keys(ctx.clone());
+            move || {
+                drop(poll);
+                drop(keys);
+                drop(stream);
+            }
+        });
+    }
+
+    let model = state.model.borrow();
+    // Replay ticker.
+    {
+        let playing = model.playing && model.cursor.is_some();
+        let tick = model.tick_ms();
+        let d = ctx.dispatch.clone();
+        use_effect_with((playing, tick), move |(playing, tick)| {
+            let iv = playing
+                .then(|| gloo_timers::callback::Interval::new(*tick, move || d.emit(Action::Tick)));
+            move || drop(iv)
+        });
+    }
+    let config = model.config.clone();
+    let statuses = model.statuses.clone();
+    let scenario = model.scenario.clone();
+    let help = model.help;
+    let fault_error = model.fault_error.clone();
+    let notices: Vec<_> = model.notices.iter().cloned().collect();
+    drop(model);
+
+    let toggle_help = {
+        let d = ctx.dispatch.clone();
+        Callback::from(move |_: MouseEvent| d.emit(Action::ToggleHelp))
+    };
+
+    html! {
+        <div class="app" id="app" data-testid="app">
+            <header class="topbar">
+                <h1>{ "twopc" }<span class="sub">{ " two-phase commit, live" }</span></h1>
+                <StatusBar state={(*state).clone()} />
+                <button class="help-btn" data-testid="help-button" title="Keyboard shortcuts (?)"
+                    onclick={toggle_help}>{ "?" }</button>
+            </header>
+            <main class="layout">
+                <section class="col-main">
+                    <Timeline state={(*state).clone()} dispatch={ctx.dispatch.clone()} />
+                    <DiagramView state={(*state).clone()} dispatch={ctx.dispatch.clone()} />
+                    <Legend />
+                    <TxList state={(*state).clone()} dispatch={ctx.dispatch.clone()} />
+                </section>
+                <aside class="col-side">
+                    <Controls ctx={ctx.clone()} config={config.clone()} statuses={statuses.clone()}
+                        fault_error={fault_error} />
+                    <ScenarioPanel ctx={ctx.clone()} config={config.clone()} scenario={scenario} />
+                    <InDoubtPanel state={(*state).clone()} />
+                    <Notices notices={notices} />
+                </aside>
+            </main>
+            if help {
+                <HelpOverlay dispatch={ctx.dispatch.clone()} />
+            }
+        </div>
+    }
+}
+
+/// Mounts the app on the page's body.
+pub fn run() {
+    yew::Renderer::<App>::new().render();
+}
