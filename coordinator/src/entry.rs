@@ -54,6 +54,9 @@ struct ServeArgs {
     /// Override `fault_injection`.
     #[arg(long, env = "TWOPC_FAULT_INJECTION")]
     fault_injection: Option<bool>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "TWOPC_LOG", default_value = "info")]
+    log: tracing::Level,
 }
 
 /// Parses the command line and runs it; the binary's `main`.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
 
 async fn serve(a: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
+        .with_max_level(a.log)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -340,6 +340,8 @@ impl Stack {
                 ledger_token.clone(),
                 "--decision-timeout-ms".into(),
                 opts.decision_timeout_ms.to_string(),
+                "--log".into(),
+                "warn".into(),
             ],
             vec![],
         )?;
@@ -392,7 +394,7 @@ token = "{ledger_token}"
                 "--config".into(),
                 config.display().to_string(),
             ],
-            vec![("RUST_LOG".into(), "warn".into())],
+            vec![("TWOPC_LOG".into(), "warn".into())],
         )?;
         let coordinator_url = coordinator
             .first_line

@@ -158,7 +158,7 @@ token = "{vt}"
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("TWOPC_FAILPOINTS", failpoints.join(","))
-            .env("RUST_LOG", "warn")
+            .env("TWOPC_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,147 @@
+//! The whole product end to end: coordinator process, PostgreSQL with pg_twopc_ext's worker as
+//! the `bank` participant, the Redis participant process as `ledger` — a bank transfer in both
+//! stores, atomically, including NO votes from each side and the CLI's load generator.
+
+use serde_json::{json, Value};
+use std::process::Command;
+use twopc_tests::stack::{Binaries, Stack, StackOptions};
+
+fn bins() -> Binaries {
+    Binaries {
+        coordinator: env!("CARGO_BIN_EXE_twopc-coordinator-under-test").into(),
+        redis_participant: env!("CARGO_BIN_EXE_twopc-redis-participant-under-test").into(),
+    }
+}
+
+fn redis_get(stack: &Stack, key: &str) -> Option<i64> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &stack.redis.port().to_string(), "GET", key])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+async fn post(stack: &Stack, body: &Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/v1/transactions", stack.coordinator_url))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn transfer(from: u32, to: u32, amount: i64) -> Value {
+    twopc_coordinator::cli::transfer_body("bank", "ledger", from.into(), to.into(), amount)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_are_atomic_across_postgres_and_redis() {
+    let stack = Stack::start(
+        &bins(),
+        StackOptions {
+            accounts: 4,
+            ..StackOptions::default()
+        },
+    )
+    .expect("start the stack");
+
+    let r = post(&stack, &transfer(1, 2, 30)).await;
+    assert_eq!(r["outcome"], "committed", "{r}");
+    assert_eq!(
+        stack.pg_balances().unwrap(),
+        vec![(1, 70), (2, 130), (3, 100), (4, 100)]
+    );
+    assert_eq!(
+        (
+            redis_get(&stack, "balance:1"),
+            redis_get(&stack, "balance:2")
+        ),
+        (Some(70), Some(130))
+    );
+    // The prepared transaction was tracked and finished by the coordinator path.
+    let id = r["id"].as_str().unwrap();
+    let via = stack
+        .pg
+        .psql_ok(
+            "bank",
+            &format!("SELECT decision || ' ' || via FROM twopc.history WHERE global_id = '{id}'"),
+        )
+        .unwrap();
+    assert_eq!(via, "commit coordinator");
+
+    // Postgres votes NO (the CHECK constraint forbids an overdraft): nothing changes anywhere.
+    let mut overdraft = transfer(3, 4, 500);
+    overdraft["participants"]["ledger"]["redis"][0]["min"] = json!(null);
+    let r = post(&stack, &overdraft).await;
+    assert_eq!(r["outcome"], "aborted", "{r}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("bank voted no") && reason.contains("23514"),
+        "{reason}"
+    );
+    assert_eq!(redis_get(&stack, "balance:3"), Some(100));
+    assert_eq!(stack.pg_balances().unwrap()[2], (3, 100));
+
+    // Redis votes NO (the min-0 guard): nothing changes anywhere.
+    let mut guarded = transfer(4, 3, 50);
+    guarded["participants"]["ledger"]["redis"][0]["by"] = json!(-1000);
+    let r = post(&stack, &guarded).await;
+    assert_eq!(r["outcome"], "aborted", "{r}");
+    assert!(
+        r["reason"].as_str().unwrap().contains("ledger voted no"),
+        "{r}"
+    );
+    assert_eq!(stack.pg_balances().unwrap()[3], (4, 100));
+    assert_eq!(
+        stack
+            .pg
+            .psql_ok("bank", "SELECT count(*) FROM pg_prepared_xacts")
+            .unwrap(),
+        "0"
+    );
+
+    // The CLI load generator over the same stack; afterwards both stores agree and money is
+    // conserved.
+    let out = Command::new(bins().coordinator)
+        .args([
+            "load",
+            "--url",
+            &stack.coordinator_url,
+            "-n",
+            "200",
+            "-c",
+            "4",
+            "--accounts",
+            "4",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("200 transactions"), "{text}");
+    assert!(text.contains("committed"), "{text}");
+    let pg = stack.pg_balances().unwrap();
+    assert_eq!(pg.iter().map(|(_, b)| b).sum::<i64>(), 400, "{pg:?}");
+    for (id, b) in &pg {
+        assert_eq!(
+            redis_get(&stack, &format!("balance:{id}")),
+            Some(*b),
+            "account {id}"
+        );
+    }
+    let participants: Value = reqwest::get(format!("{}/v1/participants", stack.coordinator_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(participants.as_array().unwrap().len(), 2, "{participants}");
+}
