@@ -15,6 +15,7 @@
 //!
 //! # Layout
 //!
+//! * [`browser`]: real headless Chromium over the DevTools protocol (web app tests).
 //! * [`pg`]: the PostgreSQL cluster.
 //! * [`redis_server`]: the Redis server.
 //! * [`stack`]: the whole twopc stack as real processes (demo, end-to-end and fault tests).
@@ -22,8 +23,12 @@
 //! * [`wire_client`]: a WebSocket client speaking the twopc wire protocol, for driving
 //!   participants the way the coordinator does.
 
+pub mod browser;
+pub mod fault_proxy;
+pub mod invariants;
 pub mod pg;
 pub mod redis_server;
+pub mod reliability;
 pub mod stack;
 pub mod util;
 pub mod wire_client;
