@@ -1,0 +1,486 @@
+//! The invariant checker of the reliability suite, over the bank-transfer workload.
+//!
+//! After a scenario and its recovery, [`check`] verifies, against the real stores:
+//!
+//! 1. **Nothing stays in doubt**: `pg_prepared_xacts` is empty and the Redis participant's
+//!    `twopc:prepared` zset is empty, within a bounded time (participants ask for decisions,
+//!    the coordinator re-sends them; the checker only waits, it never resolves anything).
+//! 2. **Money is conserved**: the sum of `accounts.balance` in Postgres and the sum of
+//!    `balance:<id>` in Redis both equal `accounts × initial_balance`.
+//! 3. **The stores agree**: Redis `balance:<id>` equals the Postgres balance for every account.
+//! 4. **Atomicity per transaction**: every transaction's outcome is the same on every
+//!    participant. Postgres: `twopc.outcome(gid)` (the WAL-logged tracking marker; `unknown`
+//!    means never prepared here, i.e. not committed). Redis: `HGET twopc:outcome <txid>`
+//!    (`commit`, `abort:<reason>`, or absent = never prepared).
+//! 5. **Honesty to the client**: a transaction the client was told committed is committed
+//!    everywhere; one it was told aborted is committed nowhere. Only where the client got no
+//!    answer (crash, timeout, 202 in progress) may the outcome be either — but still atomic.
+//!
+//! The checker is synchronous (psql and a blocking Redis connection) and returns a structured
+//! [`Report`]; callers assert `report.violations.is_empty()` and print it otherwise.
+
+use crate::stack::Stack;
+use std::fmt;
+use std::time::{Duration, Instant};
+use twopc_protocol::gid::format_gid;
+use twopc_protocol::{CoordinatorId, TxId};
+
+/// What the client was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    /// 200 with outcome `committed`.
+    Committed,
+    /// 200 with outcome `aborted`.
+    Aborted,
+    /// No final answer: connection lost, 202 in progress, 5xx, timeout.
+    Unknown,
+}
+
+/// One transaction of the workload, as the client saw it.
+#[derive(Debug, Clone)]
+pub struct TxRecord {
+    /// The client-chosen txid.
+    pub txid: String,
+    /// What the client was told.
+    pub told: Told,
+    /// Whether the transaction named the Postgres participant.
+    pub in_pg: bool,
+    /// Whether the transaction named the Redis participant.
+    pub in_redis: bool,
+}
+
+impl TxRecord {
+    /// A bank transfer (both participants).
+    pub fn transfer(txid: impl Into<String>, told: Told) -> TxRecord {
+        TxRecord {
+            txid: txid.into(),
+            told,
+            in_pg: true,
+            in_redis: true,
+        }
+    }
+}
+
+/// A participant's view of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Committed there.
+    Committed,
+    /// Aborted there, or never prepared there (presumed abort).
+    NotCommitted(String),
+    /// Still prepared (in doubt).
+    InDoubt,
+}
+
+impl Seen {
+    fn committed(&self) -> bool {
+        matches!(self, Seen::Committed)
+    }
+}
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// Prepared transactions remained after the recovery deadline.
+    StillInDoubt {
+        /// `postgres` or `redis`.
+        store: &'static str,
+        /// What is still prepared.
+        items: Vec<String>,
+    },
+    /// A store's total differs from the seeded total.
+    MoneyNotConserved {
+        /// `postgres` or `redis`.
+        store: &'static str,
+        /// Seeded total.
+        expected: i64,
+        /// Observed total.
+        actual: i64,
+    },
+    /// Redis and Postgres disagree on an account.
+    BalanceMismatch {
+        /// The account.
+        account: u32,
+        /// Postgres balance.
+        pg: Option<i64>,
+        /// Redis balance.
+        redis: Option<i64>,
+    },
+    /// One participant committed, another did not.
+    NotAtomic {
+        /// The txid.
+        txid: String,
+        /// Postgres' view.
+        pg: Seen,
+        /// Redis' view.
+        redis: Seen,
+    },
+    /// The client was told something the stores contradict.
+    ToldWrong {
+        /// The txid.
+        txid: String,
+        /// What the client heard.
+        told: Told,
+        /// Whether the stores committed it.
+        committed: bool,
+    },
+    /// The checker could not read a store.
+    CheckFailed(String),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::StillInDoubt { store, items } => {
+                write!(f, "{store}: still in doubt after recovery: {items:?}")
+            }
+            Violation::MoneyNotConserved {
+                store,
+                expected,
+                actual,
+            } => write!(f, "{store}: total {actual}, expected {expected}"),
+            Violation::BalanceMismatch { account, pg, redis } => {
+                write!(f, "account {account}: postgres {pg:?} != redis {redis:?}")
+            }
+            Violation::NotAtomic { txid, pg, redis } => {
+                write!(f, "tx {txid:?}: postgres {pg:?}, redis {redis:?}")
+            }
+            Violation::ToldWrong {
+                txid,
+                told,
+                committed,
+            } => write!(
+                f,
+                "tx {txid:?}: client told {told:?}, stores committed={committed}"
+            ),
+            Violation::CheckFailed(e) => write!(f, "checker error: {e}"),
+        }
+    }
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Transactions checked.
+    pub transactions: usize,
+    /// Of those, committed everywhere.
+    pub committed: usize,
+    /// Of those, committed nowhere.
+    pub aborted: usize,
+    /// Of those, the client got no final answer.
+    pub unknown_to_client: usize,
+    /// How long it took until nothing was in doubt.
+    pub settle: Duration,
+    /// Broken invariants.
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    /// True when no invariant is broken.
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} txs ({} committed, {} aborted, {} unknown to client), settled in {} ms, {} violations",
+            self.transactions,
+            self.committed,
+            self.aborted,
+            self.unknown_to_client,
+            self.settle.as_millis(),
+            self.violations.len()
+        )?;
+        for v in &self.violations {
+            write!(f, "\n  VIOLATION: {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Knobs of a check.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The coordinator id used in gids.
+    pub coordinator: String,
+    /// Seeded starting balance of every account.
+    pub initial_balance: i64,
+    /// How long to wait for in-doubt transactions to resolve.
+    pub settle_within: Duration,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            coordinator: "c1".into(),
+            initial_balance: 100,
+            settle_within: Duration::from_secs(30),
+        }
+    }
+}
+
+fn redis_conn(stack: &Stack) -> Result<redis::Connection, String> {
+    let client = redis::Client::open(stack.redis.url()).map_err(|e| e.to_string())?;
+    client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())
+}
+
+/// Prepared transactions in Postgres (gids) and Redis (txids).
+pub fn in_doubt(stack: &Stack) -> Result<(Vec<String>, Vec<String>), String> {
+    let pg = stack
+        .pg
+        .psql_ok("bank", "SELECT gid FROM pg_prepared_xacts ORDER BY gid")
+        .map_err(|e| e.to_string())?;
+    let pg: Vec<String> = pg
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut con = redis_conn(stack)?;
+    let rd: Vec<String> = redis::cmd("ZRANGE")
+        .arg("twopc:prepared")
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .map_err(|e| e.to_string())?;
+    Ok((pg, rd))
+}
+
+/// Waits until nothing is in doubt in either store; returns what is left otherwise.
+pub fn wait_settled(stack: &Stack, within: Duration) -> (Duration, Vec<Violation>) {
+    let t0 = Instant::now();
+    let mut last = (Vec::new(), Vec::new());
+    loop {
+        match in_doubt(stack) {
+            Ok((pg, rd)) if pg.is_empty() && rd.is_empty() => return (t0.elapsed(), vec![]),
+            Ok(x) => last = x,
+            Err(_) => {}
+        }
+        if t0.elapsed() > within {
+            let mut v = Vec::new();
+            if !last.0.is_empty() {
+                v.push(Violation::StillInDoubt {
+                    store: "postgres",
+                    items: last.0.clone(),
+                });
+            }
+            if !last.1.is_empty() {
+                v.push(Violation::StillInDoubt {
+                    store: "redis",
+                    items: last.1.clone(),
+                });
+            }
+            if v.is_empty() {
+                v.push(Violation::CheckFailed(
+                    "stores unreadable until the settle deadline".into(),
+                ));
+            }
+            return (t0.elapsed(), v);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sql_lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Postgres' view of each gid: `twopc.outcome(gid)`.
+fn pg_outcomes(stack: &Stack, gids: &[String]) -> Result<Vec<Seen>, String> {
+    let mut out = Vec::with_capacity(gids.len());
+    for chunk in gids.chunks(500) {
+        let arr: Vec<String> = chunk.iter().map(|g| sql_lit(g)).collect();
+        let sql = format!(
+            "SELECT twopc.outcome(g) FROM unnest(ARRAY[{}]::text[]) WITH ORDINALITY AS u(g, n) ORDER BY n",
+            arr.join(",")
+        );
+        let text = stack.pg.psql_ok("bank", &sql).map_err(|e| e.to_string())?;
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() != chunk.len() {
+            return Err(format!(
+                "twopc.outcome returned {} rows for {} gids",
+                lines.len(),
+                chunk.len()
+            ));
+        }
+        for l in lines {
+            out.push(match l.trim() {
+                "committed" => Seen::Committed,
+                "in_doubt" => Seen::InDoubt,
+                other => Seen::NotCommitted(other.to_owned()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn redis_outcomes(stack: &Stack, txids: &[String]) -> Result<Vec<Seen>, String> {
+    let mut con = redis_conn(stack)?;
+    let mut out = Vec::with_capacity(txids.len());
+    for chunk in txids.chunks(500) {
+        let vals: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg("twopc:outcome")
+            .arg(chunk)
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        let prepared: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+            .arg("twopc:prepared")
+            .arg(chunk)
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        for (v, p) in vals.into_iter().zip(prepared) {
+            out.push(match (v.as_deref(), p) {
+                (_, Some(_)) => Seen::InDoubt,
+                (Some("commit"), None) => Seen::Committed,
+                (Some(o), None) => Seen::NotCommitted(o.to_owned()),
+                (None, None) => Seen::NotCommitted("absent".into()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Balances per account in Redis.
+fn redis_balances(stack: &Stack) -> Result<Vec<Option<i64>>, String> {
+    let mut con = redis_conn(stack)?;
+    let keys: Vec<String> = (1..=stack.accounts)
+        .map(|i| format!("balance:{i}"))
+        .collect();
+    let vals: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query(&mut con)
+        .map_err(|e| e.to_string())?;
+    Ok(vals
+        .into_iter()
+        .map(|v| v.and_then(|s| s.parse().ok()))
+        .collect())
+}
+
+/// Runs every check. `txs` are the transactions of the scenario (possibly all so far).
+pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
+    let mut report = Report {
+        transactions: txs.len(),
+        ..Report::default()
+    };
+    let (settle, v) = wait_settled(stack, opts.settle_within);
+    report.settle = settle;
+    report.violations.extend(v);
+
+    // Balances.
+    let expected = i64::from(stack.accounts) * opts.initial_balance;
+    match (stack.pg_balances(), redis_balances(stack)) {
+        (Ok(pg), Ok(rd)) => {
+            let pg_sum: i64 = pg.iter().map(|(_, b)| b).sum();
+            let rd_sum: i64 = rd.iter().map(|b| b.unwrap_or(0)).sum();
+            if pg_sum != expected {
+                report.violations.push(Violation::MoneyNotConserved {
+                    store: "postgres",
+                    expected,
+                    actual: pg_sum,
+                });
+            }
+            if rd_sum != expected {
+                report.violations.push(Violation::MoneyNotConserved {
+                    store: "redis",
+                    expected,
+                    actual: rd_sum,
+                });
+            }
+            for i in 1..=stack.accounts {
+                let p = pg.iter().find(|(a, _)| *a == i).map(|(_, b)| *b);
+                let r = rd.get(i as usize - 1).copied().flatten();
+                if p != r || p.is_none() {
+                    report.violations.push(Violation::BalanceMismatch {
+                        account: i,
+                        pg: p,
+                        redis: r,
+                    });
+                }
+            }
+        }
+        (Err(e), _) => report
+            .violations
+            .push(Violation::CheckFailed(format!("postgres balances: {e}"))),
+        (_, Err(e)) => report
+            .violations
+            .push(Violation::CheckFailed(format!("redis balances: {e}"))),
+    }
+
+    // Outcomes.
+    let coord = match CoordinatorId::new(opts.coordinator.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            report
+                .violations
+                .push(Violation::CheckFailed(format!("coordinator id: {e}")));
+            return report;
+        }
+    };
+    let gids: Vec<String> = txs
+        .iter()
+        .map(|t| match TxId::new(t.txid.clone()) {
+            Ok(id) => format_gid(&coord, &id),
+            Err(_) => String::new(),
+        })
+        .collect();
+    let txids: Vec<String> = txs.iter().map(|t| t.txid.clone()).collect();
+    let pg = match pg_outcomes(stack, &gids) {
+        Ok(v) => v,
+        Err(e) => {
+            report
+                .violations
+                .push(Violation::CheckFailed(format!("postgres outcomes: {e}")));
+            return report;
+        }
+    };
+    let rd = match redis_outcomes(stack, &txids) {
+        Ok(v) => v,
+        Err(e) => {
+            report
+                .violations
+                .push(Violation::CheckFailed(format!("redis outcomes: {e}")));
+            return report;
+        }
+    };
+    for ((t, p), r) in txs.iter().zip(pg).zip(rd) {
+        let views: Vec<&Seen> = [(t.in_pg, &p), (t.in_redis, &r)]
+            .into_iter()
+            .filter(|(inv, _)| *inv)
+            .map(|(_, s)| s)
+            .collect();
+        let any_commit = views.iter().any(|s| s.committed());
+        let all_commit = !views.is_empty() && views.iter().all(|s| s.committed());
+        let in_doubt = views.iter().any(|s| matches!(s, Seen::InDoubt));
+        if in_doubt || (any_commit && !all_commit) {
+            report.violations.push(Violation::NotAtomic {
+                txid: t.txid.clone(),
+                pg: p.clone(),
+                redis: r.clone(),
+            });
+            continue;
+        }
+        match (t.told, all_commit) {
+            (Told::Committed, false) | (Told::Aborted, true) => {
+                report.violations.push(Violation::ToldWrong {
+                    txid: t.txid.clone(),
+                    told: t.told,
+                    committed: all_commit,
+                })
+            }
+            _ => {}
+        }
+        if t.told == Told::Unknown {
+            report.unknown_to_client += 1;
+        }
+        if all_commit {
+            report.committed += 1;
+        } else {
+            report.aborted += 1;
+        }
+    }
+    report
+}
