@@ -14,17 +14,17 @@ use crate::model::{Config, Derived, EventLog, NodeBadge, TxView};
 use twopc_protocol::{Decision, Event, EventKind};
 
 /// Horizontal distance between lanes (SVG user units).
-pub const LANE_GAP: f64 = 150.0;
+pub const LANE_GAP: f64 = 170.0;
 /// Space left of the first lane and right of the last one.
 pub const MARGIN_X: f64 = 86.0;
 /// Height of the lane headers (name and badge).
-pub const HEADER_H: f64 = 84.0;
+pub const HEADER_H: f64 = 72.0;
 /// Height of one row.
-pub const ROW_H: f64 = 26.0;
+pub const ROW_H: f64 = 23.0;
 /// How far an arrow drops while it crosses lanes: messages take time.
 pub const SLANT: f64 = 18.0;
 /// Rows drawn at most.
-pub const MAX_ROWS: usize = 26;
+pub const MAX_ROWS: usize = 22;
 /// Arrowhead length and half-width.
 pub const HEAD_LEN: f64 = 9.0;
 /// Arrowhead half-width.
@@ -543,6 +543,59 @@ pub fn select_events(
     (picked, hidden)
 }
 
+/// How far [`causal_order`] looks ahead for a decision's log events.
+pub const CAUSAL_LOOKAHEAD: usize = 16;
+
+/// The coordinator reports a COMMIT decision only once the COMMIT record is durable, but the
+/// log's write and fsync events reach the stream through a separate channel and often arrive
+/// after the decision. Draw them in causal order: a transaction's COMMIT-record write (and the
+/// next fsync) move up to just before its COMMIT decision.
+pub fn causal_order(log: &EventLog, mut idx: Vec<u64>) -> Vec<u64> {
+    let is_write = |i: u64, tx: &Option<twopc_protocol::TxId>| {
+        matches!(log.get(i), Some(e) if &e.txid == tx
+            && matches!(&e.kind, EventKind::LogWrite { record, .. } if record == "commit"))
+    };
+    let is_fsync = |i: u64| {
+        matches!(
+            log.get(i).map(|e| &e.kind),
+            Some(EventKind::LogFsync { .. })
+        )
+    };
+    let mut i = 0;
+    while i < idx.len() {
+        let tx = match log.get(idx[i]) {
+            Some(Event {
+                txid,
+                kind:
+                    EventKind::Decision {
+                        decision: Decision::Commit,
+                        ..
+                    },
+                ..
+            }) => txid.clone(),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let end = idx.len().min(i + 1 + CAUSAL_LOOKAHEAD);
+        if let Some(j) = (i + 1..end).find(|&j| is_write(idx[j], &tx)) {
+            let end = idx.len().min(j + 1 + CAUSAL_LOOKAHEAD);
+            let f = (j + 1..end).find(|&k| is_fsync(idx[k]));
+            let fsync = f.map(|k| idx.remove(k));
+            let write = idx.remove(j);
+            idx.insert(i, write);
+            i += 1;
+            if let Some(fs) = fsync {
+                idx.insert(i, fs);
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    idx
+}
+
 /// Lays out the diagram.
 pub fn diagram(input: DiagramInput<'_>) -> Diagram {
     let names = lane_names(input.config, input.view);
@@ -567,6 +620,7 @@ pub fn diagram(input: DiagramInput<'_>) -> Diagram {
         input.selected,
         input.max_rows,
     );
+    let indices = causal_order(input.log, indices);
     let mut items = Vec::with_capacity(indices.len());
     let first_ms = indices
         .first()
@@ -928,7 +982,10 @@ mod tests {
         let (log, d) = setup(evs);
         let dg = diagram(input(&log, &d, &cfg, None));
         assert_eq!(dg.items.len(), MAX_ROWS);
-        assert_eq!(dg.hidden_before, 1, "t1's BEGIN is scrolled out");
+        assert_eq!(
+            dg.hidden_before, 6,
+            "t1 up to its second vote (index 5) is scrolled out"
+        );
         assert_eq!(dg.items.last().unwrap().label, "COMMITTED");
         assert_eq!(dg.focus.as_deref(), Some("t2"));
         // Focus on t1: only its 13 items (the fault came after it ended).
@@ -1052,5 +1109,34 @@ mod tests {
         let mut more = ids.clone();
         more.push(999);
         assert_eq!(*st.assign(&more, 0.0, 100.0).last().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn log_events_are_drawn_before_the_commit_decision() {
+        // As the coordinator streams them: decision first, then the log's write and fsync.
+        let mut evs = happy("t1");
+        let write = evs.remove(7);
+        let fsync = evs.remove(7);
+        // evs[7] is now the decision; put write + fsync after the two COMMIT sends.
+        evs.insert(10, write);
+        evs.insert(11, fsync);
+        let cfg = config();
+        let (log, d) = setup(evs);
+        let dg = diagram(input(&log, &d, &cfg, None));
+        let labels: Vec<&str> = dg.items.iter().map(|i| i.label.as_str()).collect();
+        assert_eq!(
+            labels[5..10],
+            [
+                "append COMMIT",
+                "fsync ×1 (130 µs)",
+                "DECIDE COMMIT",
+                "COMMIT",
+                "COMMIT"
+            ]
+        );
+        // Already causal: unchanged.
+        let (log, _) = setup(happy("t1"));
+        let all: Vec<u64> = (0..log.end()).collect();
+        assert_eq!(causal_order(&log, all.clone()), all);
     }
 }

@@ -103,12 +103,12 @@ pub fn timeline(p: &StateProps) -> Html {
     html! {
         <div class="timeline" data-testid="timeline">
             <div class="tl-buttons">
-                <button data-testid="timeline-back" title="Step back (←)" onclick={emit(Action::Step(-1))}>{ "⏮" }</button>
+                <button data-testid="timeline-back" title="Step back (←)" onclick={emit(Action::Step(-1))}>{ "‹ step" }</button>
                 <button data-testid="timeline-play" class="primary" title="Pause / play (space)"
                     onclick={emit(Action::TogglePlay)}>
                     { if mode == "paused" { "▶ play" } else { "❚❚ pause" } }
                 </button>
-                <button data-testid="timeline-forward" title="Step forward (→)" onclick={emit(Action::Step(1))}>{ "⏭" }</button>
+                <button data-testid="timeline-forward" title="Step forward (→)" onclick={emit(Action::Step(1))}>{ "step ›" }</button>
                 <button data-testid="timeline-live" class={classes!((mode == "live").then_some("on"))}
                     title="Follow the live tail (L)" onclick={emit(Action::GoLive)}>{ "● live" }</button>
                 <span class="speed">
@@ -117,14 +117,14 @@ pub fn timeline(p: &StateProps) -> Html {
                         { format!("{}×", m.speed_factor()) }</span>
                     <button data-testid="timeline-faster" title="Faster (+)" onclick={emit(Action::SpeedUp)}>{ "+" }</button>
                 </span>
+                <span class="tl-pos" data-testid="timeline-position" data-position={pos.to_string()} data-end={end.to_string()}>
+                    { format!("event {} / {}", pos, end) }
+                    <span class="muted">{ format!("  {at}") }</span>
+                </span>
                 <span class={classes!("mode", mode)} data-testid="timeline-mode" data-mode={mode}>{ mode }</span>
             </div>
             <input type="range" id="timeline-scrubber" data-testid="timeline-scrubber" aria-label="replay position"
                 min={base.to_string()} max={end.to_string()} value={pos.to_string()} oninput={on_scrub} />
-            <div class="tl-pos" data-testid="timeline-position" data-position={pos.to_string()} data-end={end.to_string()}>
-                { format!("event {} / {}", pos, end) }
-                <span class="muted">{ format!("  {at}") }</span>
-            </div>
         </div>
     }
 }
@@ -181,7 +181,7 @@ pub fn diagram_view(p: &StateProps) -> Html {
                 <text class="lane-title" x={l.x.to_string()} y="16">{ &l.title }</text>
                 <g class={classes!("badge", format!("badge-{}", b.badge.class()))}
                    data-testid={format!("badge-{}", l.name)} data-state={b.badge.class()}>
-                    <rect x={(l.x - 66.0).to_string()} y="24" width="132" height="20" rx="10" />
+                    <rect x={(l.x - 75.0).to_string()} y="24" width="150" height="20" rx="10" />
                     <text x={l.x.to_string()} y="38">{ b.badge.label() }</text>
                     <title>{ format!("{}: {}", l.name, b.text) }</title>
                 </g>
