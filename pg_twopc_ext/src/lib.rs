@@ -15,8 +15,8 @@
 //! * [`validate`]: argument rules that need no database.
 //! * [`error`]: the crate's one error type.
 //!
-//! The Postgres participant (a background worker) will slot in as another module started from
-//! [`_PG_init`].
+//! * [`worker`]: the Postgres participant endpoint (a background worker, only with
+//!   `shared_preload_libraries`).
 
 use pgrx::prelude::*;
 
@@ -36,7 +36,13 @@ pub mod worker;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guard::install();
-    worker::init();
+    // The worker's GUCs are PGC_POSTMASTER: defining them when the library is loaded later
+    // (CREATE EXTENSION, first function call in a backend) is a FATAL in PostgreSQL, so only
+    // do it while shared_preload_libraries is processed.
+    // SAFETY: reading a postmaster global during _PG_init, on the main thread.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::init();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

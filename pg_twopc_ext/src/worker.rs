@@ -50,6 +50,14 @@ static DECISION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 /// Defines the GUCs and, when loaded from `shared_preload_libraries` with a listen address,
 /// registers the worker. Called from `_PG_init`.
 pub fn init() {
+    // SAFETY: reading a postmaster global during _PG_init, on the main thread.
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    if !preloading {
+        // Loaded by CREATE EXTENSION or a function call in a running server: there is no
+        // worker to configure, and PGC_POSTMASTER variables cannot be created after start-up
+        // (Postgres raises FATAL), so none are defined.
+        return;
+    }
     let su = GucFlags::SUPERUSER_ONLY;
     GucRegistry::define_string_guc(
         c"twopc.listen_addr",
@@ -101,10 +109,8 @@ pub fn init() {
         GucContext::Postmaster,
         su | GucFlags::UNIT_MS,
     );
-    // SAFETY: reading a postmaster global during _PG_init, on the main thread.
-    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     let listen = guc_string(&LISTEN_ADDR);
-    if preloading && !listen.is_empty() {
+    if !listen.is_empty() {
         BackgroundWorkerBuilder::new("twopc participant")
             .set_type("twopc participant")
             .set_function("twopc_participant_main")
