@@ -368,6 +368,10 @@ pub struct TxView {
     pub log: NodeBadge,
     /// Each participant's state.
     pub parts: BTreeMap<String, PartView>,
+    /// Time of its latest event.
+    pub last_at_ms: u64,
+    /// The coordinator did not know it when asked (no more lookups).
+    pub unknown_to_coordinator: bool,
     /// Log record written for it and not yet covered by an fsync.
     log_pending: bool,
 }
@@ -389,6 +393,8 @@ impl TxView {
             coordinator: NodeBadge::new(Badge::Working, "preparing"),
             log: NodeBadge::idle(),
             parts: BTreeMap::new(),
+            last_at_ms: at_ms,
+            unknown_to_coordinator: false,
             log_pending: false,
         }
     }
@@ -537,6 +543,7 @@ impl Derived {
         }
         let t = self.txs.get_mut(id).expect("inserted above");
         t.last_index = index;
+        t.last_at_ms = t.last_at_ms.max(at_ms);
         t
     }
 
@@ -643,7 +650,10 @@ impl Derived {
                 "commit" => {
                     t.log = NodeBadge::new(Badge::Working, "COMMIT written");
                     t.log_pending = true;
-                    t.coordinator = NodeBadge::new(Badge::Working, "forcing COMMIT");
+                    // The log's events may reach the stream after the decision itself.
+                    if t.decision.is_none() {
+                        t.coordinator = NodeBadge::new(Badge::Working, "forcing COMMIT");
+                    }
                 }
                 "abort" => t.log = NodeBadge::new(Badge::Aborted, "ABORT noted"),
                 "end" => t.log.text = format!("{}; END", t.log.text),
@@ -762,6 +772,92 @@ impl Derived {
                 t.reason = resp.reason.clone();
             }
         }
+    }
+}
+
+impl Derived {
+    /// Transactions not finished whose latest event is older than `quiet_ms` (by event time,
+    /// against `now_ms`), oldest first, at most `limit`: candidates for a status lookup, since
+    /// the page misses the events of a coordinator restart that happen before it reconnects.
+    pub fn stale_unfinished(&self, now_ms: u64, quiet_ms: u64, limit: usize) -> Vec<String> {
+        self.txs()
+            .filter(|t| {
+                !t.ended
+                    && !t.unknown_to_coordinator
+                    && now_ms.saturating_sub(t.last_at_ms) >= quiet_ms
+            })
+            .take(limit)
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    /// Applies what `GET /v1/transactions/{id}` and `GET /v1/participants` say about an
+    /// unfinished transaction whose events the page missed: the outcome becomes its decision;
+    /// a participant whose connection is up and that owes no ack holds nothing any more, so
+    /// its part is resolved; when every part is resolved the transaction is finished. Returns
+    /// whether anything changed.
+    pub fn resolve(&mut self, resp: &TransactionResponse, statuses: &[ParticipantStatus]) -> bool {
+        let decision = match resp.outcome {
+            twopc_protocol::api::Outcome::Committed => Decision::Commit,
+            twopc_protocol::api::Outcome::Aborted => Decision::Abort,
+            twopc_protocol::api::Outcome::InProgress => return false,
+        };
+        let Some(t) = self.txs.get_mut(resp.id.as_str()) else {
+            return false;
+        };
+        if t.ended {
+            return false;
+        }
+        let (badge, word) = match decision {
+            Decision::Commit => (Badge::Committed, "committed"),
+            Decision::Abort => (Badge::Aborted, "aborted"),
+        };
+        let mut changed = t.decision != Some(decision);
+        t.decision = Some(decision);
+        if t.reason.is_none() {
+            t.reason = resp.reason.clone();
+        }
+        if !matches!(t.coordinator.badge, Badge::Committed | Badge::Aborted) {
+            t.coordinator = NodeBadge::new(badge, format!("decided {}", word.to_uppercase()));
+            changed = true;
+        }
+        for (name, p) in t.parts.iter_mut() {
+            if matches!(p.badge.badge, Badge::Committed | Badge::Aborted) {
+                continue;
+            }
+            let settled = statuses
+                .iter()
+                .any(|s| &s.name == name && s.connected && s.awaiting_ack == 0);
+            if settled {
+                p.badge = NodeBadge::new(badge, format!("{word} (while the page was away)"));
+                p.prepared_at_ms = None;
+                changed = true;
+            }
+        }
+        let all = t
+            .parts
+            .values()
+            .all(|p| matches!(p.badge.badge, Badge::Committed | Badge::Aborted));
+        if all {
+            t.ended = true;
+            t.client = NodeBadge::new(badge, format!("told {}", finished_word(decision)));
+            t.coordinator = NodeBadge::new(badge, "done");
+            if resp.timings.total_ms > 0.0 {
+                let tm = resp.timings;
+                t.timings = Some(Timings {
+                    prepare_ms: tm.prepare_ms,
+                    decide_ms: tm.decide_ms,
+                    commit_ms: tm.commit_ms,
+                    total_ms: Some(tm.total_ms),
+                });
+            }
+            match decision {
+                Decision::Commit => self.counts.committed += 1,
+                Decision::Abort => self.counts.aborted += 1,
+            }
+            changed = true;
+        }
+        changed
     }
 }
 
@@ -908,6 +1004,10 @@ pub enum Action {
     },
     /// The answer to a submitted transaction.
     SubmitAnswered(Result<TransactionResponse, String>),
+    /// `GET /v1/transactions/{id}` for an unfinished transaction whose events were missed.
+    TxLookedUp(TransactionResponse),
+    /// That lookup failed with 4xx: the coordinator does not know the transaction.
+    TxUnknown(String),
     /// The answer to a fault request (its description, or the API's error text).
     FaultAnswered(Result<String, String>),
     /// Show a notice.
@@ -1173,6 +1273,24 @@ impl Model {
                 );
             }
             Action::SubmitAnswered(Err(e)) => self.notify(Level::Error, e),
+            Action::TxUnknown(id) => {
+                if let Some(t) = self.live.txs.get_mut(&id) {
+                    t.unknown_to_coordinator = true;
+                }
+            }
+            Action::TxLookedUp(resp) => {
+                if self.live.resolve(&resp, &self.statuses) {
+                    if let Some(t) = self.live.tx(resp.id.as_str()).filter(|t| t.ended) {
+                        let text = format!(
+                            "{} {} (learnt from GET /v1/transactions: its last events \
+                             happened while the page was disconnected)",
+                            t.id,
+                            t.outcome().label()
+                        );
+                        self.notify(Level::Info, text);
+                    }
+                }
+            }
             Action::FaultAnswered(Ok(desc)) => {
                 self.fault_error = None;
                 self.notify(Level::Info, format!("fault: {desc}"));
@@ -1582,6 +1700,74 @@ pub(crate) mod tests {
             ),
         );
         assert_eq!(held_prepared(&d, 2_000).len(), 1);
+    }
+
+    #[test]
+    fn lookups_resolve_transactions_whose_events_were_missed() {
+        use twopc_protocol::api::{Outcome, PhaseTimings};
+        let evs = happy("t1");
+        let mut m = Model::default();
+        ingest_all(&mut m, evs[..10].to_vec());
+        assert_eq!(
+            m.live.stale_unfinished(1_009 + 500, 1_000, 10),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            m.live.stale_unfinished(1_009 + 1_000, 1_000, 10),
+            vec!["t1".to_string()]
+        );
+        let resp = |outcome| TransactionResponse {
+            id: TxId::new("t1").unwrap(),
+            outcome,
+            reason: None,
+            timings: PhaseTimings {
+                prepare_ms: 1.0,
+                decide_ms: 1.0,
+                commit_ms: 1.0,
+                total_ms: 3.0,
+            },
+        };
+        let st = |name: &str, connected, awaiting_ack| ParticipantStatus {
+            name: name.into(),
+            connected,
+            reported_prepared: 0,
+            foreign_prepared: 0,
+            awaiting_ack,
+            kind: "redis".into(),
+        };
+        // Still running: nothing changes.
+        assert!(!m.live.clone().resolve(&resp(Outcome::InProgress), &[]));
+        // Committed, but ledger still owes its ack: only bank is resolved.
+        m.statuses = vec![st("bank", true, 0), st("ledger", true, 1)];
+        m.reduce(Action::TxLookedUp(resp(Outcome::Committed)));
+        let t = m.live.tx("t1").unwrap();
+        assert_eq!(t.parts["bank"].badge.badge, Badge::Committed);
+        assert_eq!(t.parts["ledger"].badge.badge, Badge::Prepared);
+        assert!(!t.ended);
+        // Later every participant is settled: finished.
+        m.statuses = vec![st("bank", true, 0), st("ledger", true, 0)];
+        m.reduce(Action::TxLookedUp(resp(Outcome::Committed)));
+        let t = m.live.tx("t1").unwrap();
+        assert!(t.ended);
+        assert_eq!(t.outcome(), TxOutcome::Done(Decision::Commit));
+        assert_eq!(t.timings.unwrap().total_ms, Some(3.0));
+        assert_eq!(m.live.counts.committed, 1);
+        assert!(m
+            .notices
+            .back()
+            .unwrap()
+            .text
+            .contains("while the page was disconnected"));
+        // Unknown ones are not asked about again.
+        ingest_all(&mut m, happy("t2")[..3].to_vec());
+        assert_eq!(
+            m.live.stale_unfinished(10_000, 1_000, 10),
+            vec!["t2".to_string()]
+        );
+        m.reduce(Action::TxUnknown("t2".into()));
+        assert!(m.live.stale_unfinished(10_000, 1_000, 10).is_empty());
+        // Finished transactions are left alone.
+        assert!(!m.live.resolve(&resp(Outcome::Aborted), &m.statuses.clone()));
     }
 
     #[test]

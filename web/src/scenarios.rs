@@ -6,7 +6,7 @@
 //! claims more than the API call does (for example, the browser cannot kill a participant
 //! process, so "participant crash" is played by cutting its connection).
 
-use crate::model::Config;
+use crate::model::{Badge, Config, Derived};
 use serde_json::{json, Value};
 
 /// Which sample transaction to submit.
@@ -39,6 +39,50 @@ pub enum Step {
     Fault(Value),
     /// Wait this many milliseconds.
     Wait(u32),
+    /// Wait until the condition holds (checked against the live event fold), at most this
+    /// many milliseconds.
+    WaitFor(Cond, u32),
+}
+
+/// What a scenario can wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    /// The scenario's transaction has a decision.
+    Decided,
+    /// This participant's vote on the scenario's transaction arrived.
+    Voted(String),
+    /// The coordinator came back: the event stream is open and carries a new run.
+    Restarted,
+}
+
+impl Cond {
+    /// What is being waited for, for the narration of a timeout.
+    pub fn describe(&self) -> String {
+        match self {
+            Cond::Decided => "the decision".into(),
+            Cond::Voted(p) => format!("{p}'s vote"),
+            Cond::Restarted => "the coordinator to come back".into(),
+        }
+    }
+}
+
+/// Whether `cond` holds: `live` is the fold of every event received, `txid` the scenario's
+/// transaction, `run_at_start` the coordinator run when the scenario started.
+pub fn cond_met(
+    cond: &Cond,
+    live: &Derived,
+    txid: Option<&str>,
+    run_at_start: Option<&str>,
+    socket_open: bool,
+) -> bool {
+    let tx = txid.and_then(|t| live.tx(t));
+    match cond {
+        Cond::Decided => tx.is_some_and(|t| t.decision.is_some()),
+        Cond::Voted(p) => tx
+            .and_then(|t| t.parts.get(p))
+            .is_some_and(|p| !matches!(p.badge.badge, Badge::Idle | Badge::Working)),
+        Cond::Restarted => socket_open && live.run.is_some() && live.run.as_deref() != run_at_start,
+    }
 }
 
 /// A preset scenario.
@@ -159,25 +203,20 @@ pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
     }
     crash_steps.extend([
         Step::Submit(SubmitKind::Transfer),
-        say("Submitted a transfer. Phase 1 runs normally: PREPARE, both vote YES."),
-        Step::Wait(1000),
-        say(
-            "The COMMIT record is fsynced and the decision is COMMIT. The COMMIT arrows are drawn \
-             when the coordinator queued them; the messages themselves are held back for 3 s. \
-             Every participant is PREPARED and cannot decide on its own.",
-        ),
-        Step::Wait(1500),
+        say("Submitted a transfer. Phase 1 runs normally: PREPARE, every participant votes YES."),
+        Step::WaitFor(Cond::Decided, 10_000),
         Step::Fault(crash()),
         say(
-            "Crash: the coordinator process exits (code 137) before the delayed COMMITs leave. \
-             The event stream drops; the participants hold the transaction prepared, in doubt.",
+            "The COMMIT record was fsynced and the decision is COMMIT; the COMMIT arrows are drawn \
+             when the coordinator queued them, but the messages are held back. Right then we \
+             crash the coordinator (it exits with code 137). Every participant is PREPARED and \
+             cannot decide on its own: the event stream drops and they are in doubt.",
         ),
-        Step::Wait(5000),
+        Step::WaitFor(Cond::Restarted, 20_000),
         say(
-            "The supervisor restarts the coordinator (a new run). It finds COMMIT without END in \
+            "The supervisor restarted the coordinator (a new run). It finds COMMIT without END in \
              its log, the participants reconnect and report what they hold prepared, and COMMIT \
-             is re-sent; the ACKs resolve the doubt. (Without a supervisor the coordinator stays \
-             down and this page keeps reconnecting.)",
+             is re-sent; the ACKs resolve the doubt.",
         ),
         Step::Wait(3000),
         say("Check the in-doubt panel: nothing should be held prepared any more."),
@@ -258,7 +297,7 @@ pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 )),
                 Step::Fault(drop_next(l, Some("commit"))),
                 Step::Submit(SubmitKind::Transfer),
-                Step::Wait(300),
+                Step::WaitFor(Cond::Voted(l.to_string()), 10_000),
                 Step::Fault(partition(l)),
                 say(format!(
                     "{l} voted YES and is now cut off: its part is durable, but it does not know the \
@@ -284,16 +323,13 @@ pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 say(format!("Arm a 3 s delay on the next COMMIT to {l}.")),
                 Step::Fault(delay_next(l, 3000, Some("commit"))),
                 Step::Submit(SubmitKind::Transfer),
-                Step::Wait(600),
-                say(format!(
-                    "The decision is COMMIT and durable; {b} got its COMMIT and ACKed, the COMMIT to \
-                     {l} is still held back."
-                )),
+                Step::WaitFor(Cond::Decided, 10_000),
                 Step::Fault(partition(l)),
                 say(format!(
-                    "Partition {l}: its connection is cut with the COMMIT still undelivered. {l} \
-                     stays PREPARED (in doubt), the coordinator retries with backoff, and the \
-                     transaction stays decided COMMIT."
+                    "The decision is COMMIT and durable; {b} gets its COMMIT, the COMMIT to {l} is \
+                     held back, and right then we partition {l}: its connection is cut with the \
+                     COMMIT undelivered. {l} stays PREPARED (in doubt), the coordinator's retries \
+                     cannot reach it, and the transaction stays decided COMMIT."
                 )),
                 Step::Wait(4000),
                 Step::Fault(heal(l)),
@@ -353,6 +389,41 @@ mod tests {
         );
         assert!(transaction_body(&cfg(&[]), SubmitKind::Transfer, "x").is_err());
         assert_eq!(tx_id(17, 3), "web-17-3");
+    }
+
+    #[test]
+    fn wait_conditions() {
+        use crate::model::tests::happy;
+        let evs = happy("t1");
+        let mut d = Derived::starting_at(0);
+        assert!(!cond_met(&Cond::Decided, &d, Some("t1"), None, true));
+        for (i, e) in evs.iter().enumerate().take(4) {
+            d.apply(i as u64, e);
+        }
+        let voted = Cond::Voted("bank".into());
+        assert!(
+            !cond_met(&voted, &d, Some("t1"), None, true),
+            "vote message, no vote event yet"
+        );
+        d.apply(4, &evs[4]);
+        assert!(cond_met(&voted, &d, Some("t1"), None, true));
+        assert!(!cond_met(
+            &Cond::Voted("ledger".into()),
+            &d,
+            Some("t1"),
+            None,
+            true
+        ));
+        assert!(!cond_met(&Cond::Decided, &d, Some("t1"), None, true));
+        for (i, e) in evs.iter().enumerate().skip(5).take(5) {
+            d.apply(i as u64, e);
+        }
+        assert!(cond_met(&Cond::Decided, &d, Some("t1"), None, true));
+        assert!(!cond_met(&Cond::Decided, &d, None, None, true));
+        assert!(!cond_met(&Cond::Restarted, &d, None, Some("c1-1"), true));
+        assert!(cond_met(&Cond::Restarted, &d, None, Some("c1-0"), true));
+        assert!(!cond_met(&Cond::Restarted, &d, None, Some("c1-0"), false));
+        assert_eq!(Cond::Voted("x".into()).describe(), "x's vote");
     }
 
     #[test]

@@ -400,7 +400,9 @@ pub fn controls(p: &ControlsProps) -> Html {
     let ctx = p.ctx.clone();
     let submit = |k: SubmitKind| {
         let ctx = ctx.clone();
-        Callback::from(move |_: MouseEvent| ctx.submit(k))
+        Callback::from(move |_: MouseEvent| {
+            ctx.submit(k);
+        })
     };
     let fault = |body: serde_json::Value| {
         let ctx = ctx.clone();

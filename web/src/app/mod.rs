@@ -10,8 +10,8 @@ mod components;
 mod net;
 
 use crate::keys::{key_command, KeyCommand};
-use crate::model::{Action, Level, Model};
-use crate::scenarios::{transaction_body, tx_id, Scenario, Step, SubmitKind};
+use crate::model::{Action, Level, Model, SocketState};
+use crate::scenarios::{cond_met, transaction_body, tx_id, Scenario, Step, SubmitKind};
 use components::*;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -80,15 +80,15 @@ fn now_ms() -> f64 {
 }
 
 impl Ctx {
-    /// Submits a sample transaction; the answer arrives as an action.
-    pub fn submit(&self, kind: SubmitKind) {
+    /// Submits a sample transaction; the answer arrives as an action. Returns its id.
+    pub fn submit(&self, kind: SubmitKind) -> Option<String> {
         let cfg = self.model.borrow().config.clone();
         let Some(cfg) = cfg else {
             self.dispatch.emit(Action::Notify(
                 Level::Error,
                 "the configuration is not loaded yet (GET /v1/config)".into(),
             ));
-            return;
+            return None;
         };
         self.counter.set(self.counter.get() + 1);
         let id = tx_id(now_ms() as u64, self.counter.get());
@@ -96,7 +96,7 @@ impl Ctx {
             Ok(b) => b,
             Err(e) => {
                 self.dispatch.emit(Action::Notify(Level::Error, e));
-                return;
+                return None;
             }
         };
         self.dispatch.emit(Action::Submitted {
@@ -104,6 +104,7 @@ impl Ctx {
             label: kind.label().into(),
         });
         let dispatch = self.dispatch.clone();
+        let ret = id.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let result = match net::post_json("/v1/transactions", &body).await {
                 Ok((_, text)) => serde_json::from_str::<TransactionResponse>(&text)
@@ -112,6 +113,7 @@ impl Ctx {
             };
             dispatch.emit(Action::SubmitAnswered(result));
         });
+        Some(ret)
     }
 
     /// Posts a fault request and waits for the answer.
@@ -149,7 +151,9 @@ impl Ctx {
             generation,
         });
         let me = self.clone();
+        let run_at_start = self.model.borrow().live.run.clone();
         wasm_bindgen_futures::spawn_local(async move {
+            let mut txid: Option<String> = None;
             for step in sc.steps {
                 if me.generation.get() != generation {
                     return;
@@ -157,8 +161,36 @@ impl Ctx {
                 let text = match step {
                     Step::Say(s) => s,
                     Step::Submit(kind) => {
-                        me.submit(kind);
+                        txid = me.submit(kind);
                         String::new()
+                    }
+                    Step::WaitFor(cond, max_ms) => {
+                        let start = now_ms();
+                        loop {
+                            let met = {
+                                let m = me.model.borrow();
+                                cond_met(
+                                    &cond,
+                                    &m.live,
+                                    txid.as_deref(),
+                                    run_at_start.as_deref(),
+                                    m.socket == SocketState::Open,
+                                )
+                            };
+                            if met {
+                                break String::new();
+                            }
+                            if now_ms() - start > f64::from(max_ms)
+                                || me.generation.get() != generation
+                            {
+                                break format!(
+                                    "(gave up waiting for {} after {} s)",
+                                    cond.describe(),
+                                    max_ms / 1000
+                                );
+                            }
+                            gloo_timers::future::TimeoutFuture::new(5).await;
+                        }
                     }
                     Step::Fault(body) => {
                         me.fault_async(body).await;
@@ -197,9 +229,31 @@ impl Ctx {
 
     fn load_participants(&self) {
         let d = self.dispatch.clone();
+        // Unfinished transactions that have been quiet for a while: their last events may
+        // have happened while the page was disconnected (a coordinator restart recovers them
+        // before the page reconnects). Ask the coordinator for their outcome.
+        let stale = {
+            let m = self.model.borrow();
+            if m.socket == SocketState::Open {
+                m.live.stale_unfinished(now_ms() as u64, 2_000, 20)
+            } else {
+                Vec::new()
+            }
+        };
         wasm_bindgen_futures::spawn_local(async move {
             if let Ok(list) = net::get_json("/v1/participants").await {
                 d.emit(Action::ParticipantsLoaded(list));
+            }
+            for id in stale {
+                match net::http("GET", &format!("/v1/transactions/{id}"), None).await {
+                    Ok((200, text)) => {
+                        if let Ok(resp) = serde_json::from_str::<TransactionResponse>(&text) {
+                            d.emit(Action::TxLookedUp(resp));
+                        }
+                    }
+                    Ok((400..=499, _)) => d.emit(Action::TxUnknown(id)),
+                    _ => {}
+                }
             }
         });
     }
@@ -213,8 +267,12 @@ impl Ctx {
             KeyCommand::Faster => d.emit(Action::SpeedUp),
             KeyCommand::Slower => d.emit(Action::SpeedDown),
             KeyCommand::Live => d.emit(Action::GoLive),
-            KeyCommand::Submit => self.submit(SubmitKind::Transfer),
-            KeyCommand::Fail => self.submit(SubmitKind::Failing),
+            KeyCommand::Submit => {
+                self.submit(SubmitKind::Transfer);
+            }
+            KeyCommand::Fail => {
+                self.submit(SubmitKind::Failing);
+            }
             KeyCommand::Help => d.emit(Action::ToggleHelp),
             KeyCommand::Escape => {
                 if self.model.borrow().help {

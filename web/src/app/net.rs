@@ -11,6 +11,9 @@ use web_sys::{CloseEvent, MessageEvent, Request, RequestInit, Response, WebSocke
 use yew::Callback;
 
 fn js_err(v: JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
     v.as_string()
         .or_else(|| js_sys::JSON::stringify(&v).ok().and_then(|s| s.as_string()))
         .unwrap_or_else(|| "unknown error".into())
@@ -89,7 +92,7 @@ pub fn events_url() -> String {
     format!("{ws}//{host}/v1/events")
 }
 
-const BACKOFF_MIN_MS: u32 = 500;
+const BACKOFF_MIN_MS: u32 = 250;
 const BACKOFF_MAX_MS: u32 = 5_000;
 
 struct Inner {
