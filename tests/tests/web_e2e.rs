@@ -1,0 +1,210 @@
+//! The web app in real headless Chromium against the real stack (coordinator serving the
+//! built app, the Postgres worker and the Redis participant): load the page, submit a transfer
+//! and see its arrows and the final committed badges, trigger a NO vote and see it aborted, run
+//! a fault scenario and see the recovery, check the narrow layout. Screenshots are saved under
+//! `tests/artifacts/` as test artefacts.
+//!
+//! Needs `web/dist` (scripts/build-web.sh; scripts/test.sh builds it before the tests).
+
+use std::path::PathBuf;
+use std::time::Duration;
+use twopc_tests::browser::Browser;
+use twopc_tests::stack::{Binaries, Stack, StackOptions};
+
+fn artifacts() -> PathBuf {
+    twopc_tests::repo_root().join("tests/artifacts")
+}
+
+fn start_stack() -> Stack {
+    let dist = twopc_tests::repo_root().join("web/dist");
+    assert!(
+        dist.join("index.html").exists(),
+        "web/dist is missing: run scripts/build-web.sh first"
+    );
+    Stack::start(
+        &Binaries {
+            coordinator: env!("CARGO_BIN_EXE_twopc-coordinator-under-test").into(),
+            redis_participant: env!("CARGO_BIN_EXE_twopc-redis-participant-under-test").into(),
+        },
+        StackOptions {
+            accounts: 2,
+            web_dir: Some(dist),
+            decision_timeout_ms: 20_000,
+            ..StackOptions::default()
+        },
+    )
+    .expect("start the stack")
+}
+
+const SECS: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_shows_commits_aborts_and_recovery_live() {
+    let stack = start_stack();
+    let mut b = Browser::launch(1280, 800).await.expect("launch chromium");
+    b.goto(&format!("{}/", stack.coordinator_url))
+        .await
+        .unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "document.querySelectorAll('[data-testid^=lane-]').length >= 4",
+        SECS,
+    )
+    .await
+    .unwrap();
+    for lane in ["bank", "ledger"] {
+        assert_eq!(
+            b.count(&format!("[data-testid=lane-{lane}]"))
+                .await
+                .unwrap(),
+            1,
+            "lane {lane}"
+        );
+    }
+
+    // A transfer: arrows are drawn, both participants end committed.
+    b.click("submit-transfer").await.unwrap();
+    b.wait_for("document.querySelectorAll('.arrow-line').length > 0", SECS)
+        .await
+        .unwrap();
+    b.screenshot(&artifacts().join("web-1-transfer-in-flight.png"))
+        .await
+        .unwrap();
+    b.wait_for(
+        "document.querySelectorAll('[data-testid=tx-row][data-outcome=committed]').length === 1",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "['bank','ledger'].every(n => document.querySelector(`[data-testid=badge-${n}]`)?.dataset.state === 'committed')",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.screenshot(&artifacts().join("web-2-transfer-committed.png"))
+        .await
+        .unwrap();
+    assert_eq!(stack.pg_balances().unwrap(), vec![(1, 90), (2, 110)]);
+
+    // A guard failure: the ledger votes NO, the transaction shows aborted.
+    b.click("submit-failing").await.unwrap();
+    b.wait_for(
+        "document.querySelectorAll('[data-testid=tx-row][data-outcome=aborted]').length === 1",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.screenshot(&artifacts().join("web-3-no-vote-aborted.png"))
+        .await
+        .unwrap();
+    assert_eq!(stack.pg_balances().unwrap(), vec![(1, 90), (2, 110)]);
+
+    // A fault scenario: the COMMIT to the ledger is held back and the ledger is partitioned;
+    // the app shows it in doubt, then the heal and the recovery to committed.
+    b.click("scenario-partition-phase2").await.unwrap();
+    b.wait_for("document.querySelector('[data-testid=badge-ledger]')?.dataset.state === 'in-doubt' || document.querySelector('[data-testid=badge-ledger]')?.dataset.state === 'prepared'", SECS)
+        .await
+        .unwrap();
+    b.screenshot(&artifacts().join("web-4-partition-in-doubt.png"))
+        .await
+        .unwrap();
+    b.wait_for(
+        "document.querySelectorAll('[data-testid=tx-row][data-outcome=committed]').length === 2",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=badge-ledger]')?.dataset.state === 'committed'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.screenshot(&artifacts().join("web-5-recovered.png"))
+        .await
+        .unwrap();
+    // Both stores agree after the recovery.
+    let pg = stack.pg_balances().unwrap();
+    assert_eq!(pg, vec![(1, 80), (2, 120)]);
+    let redis = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &stack.redis.port().to_string(),
+            "MGET",
+            "balance:1",
+            "balance:2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&redis.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["80", "120"]
+    );
+
+    // Replay: step back through the recorded history and forward again.
+    b.click("timeline-play").await.ok();
+    b.click("timeline-back").await.unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=timeline-mode]')?.textContent.length > 0",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.click("timeline-live").await.unwrap();
+    assert!(
+        b.console.iter().all(|c| !c.starts_with("exception")),
+        "page exceptions: {:?}",
+        b.console
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_fits_a_narrow_window() {
+    let stack = start_stack();
+    let mut b = Browser::launch(420, 900).await.expect("launch chromium");
+    b.goto(&format!("{}/", stack.coordinator_url))
+        .await
+        .unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.click("submit-transfer").await.unwrap();
+    b.wait_for(
+        "document.querySelectorAll('[data-testid=tx-row][data-outcome=committed]').length === 1",
+        SECS,
+    )
+    .await
+    .unwrap();
+    let overflow = b
+        .eval("document.documentElement.scrollWidth - window.innerWidth")
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_f64().unwrap_or(1e9) <= 1.0,
+        "page wider than a narrow window by {overflow}px"
+    );
+    b.screenshot(&artifacts().join("web-6-narrow.png"))
+        .await
+        .unwrap();
+    // The help overlay opens with '?'.
+    b.eval("document.dispatchEvent(new KeyboardEvent('keydown', {key: '?', bubbles: true}))")
+        .await
+        .unwrap();
+    b.wait_for(
+        "!!document.querySelector('[data-testid=help-overlay]')",
+        SECS,
+    )
+    .await
+    .unwrap();
+}
