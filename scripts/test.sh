@@ -32,6 +32,9 @@ mkdir -p "$PGRX_PGDATA"
 chown postgres:postgres "$PGRX_PGDATA"
 (cd pg_twopc_ext && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_PGDATA")
 
+step "the wire protocol crate builds for wasm32"
+cargo build -p twopc-protocol --target wasm32-unknown-unknown
+
 step "build the web app (wasm32 + wasm-bindgen)"
 bash scripts/build-web.sh
 
