@@ -16,6 +16,8 @@ use yew::prelude::*;
 
 /// Transactions listed at most.
 pub const LIST_LIMIT: usize = 60;
+/// With more events than this in one batch, the diagram draws without animations.
+pub const CALM_BATCH: u64 = 40;
 
 /// Props of the components that draw from the whole state.
 #[derive(Properties, PartialEq)]
@@ -154,6 +156,8 @@ pub fn diagram_view(p: &StateProps) -> Html {
         max_rows: MAX_ROWS,
     });
     let speed = m.speed_factor();
+    // Under load (big batches) the diagram skips its animations: the page stays responsive.
+    let busy = m.is_live() && m.batch_len > CALM_BATCH;
     drop(m);
     let dur_ms = 600.0 / speed;
     let indices: Vec<u64> = dg.items.iter().map(|i| i.index).collect();
@@ -276,7 +280,8 @@ pub fn diagram_view(p: &StateProps) -> Html {
                     <button class="small" data-testid="clear-selection" onclick={clear}>{ "show all" }</button>
                 }
             </div>
-            <svg id="diagram" data-testid="diagram" class="diagram"
+            <svg id="diagram" data-testid="diagram" class={classes!("diagram", busy.then_some("busy"))}
+                data-busy={busy.to_string()}
                 viewBox={format!("0 0 {} {}", dg.width, dg.height)}
                 preserveAspectRatio="xMidYMin meet"
                 style={format!("--dur: {dur_ms:.0}ms")}>

@@ -1,6 +1,6 @@
 //! HTTP calls and the event stream (browser only).
 
-use crate::model::{parse_incoming, Action, Incoming, SocketState, MAX_EVENTS};
+use crate::model::{batch_interval_ms, parse_incoming, Action, Incoming, SocketState, MAX_EVENTS};
 use std::cell::RefCell;
 use std::rc::Rc;
 use twopc_protocol::api::ApiError;
@@ -102,6 +102,7 @@ struct Inner {
     buffer: Vec<Incoming>,
     dropped: u64,
     frame_scheduled: bool,
+    last_batch: usize,
     dispatch: Callback<Action>,
     on_open: Callback<()>,
     handlers: Option<Handlers>,
@@ -112,6 +113,7 @@ struct Handlers {
     open: Closure<dyn FnMut(JsValue)>,
     close: Closure<dyn FnMut(CloseEvent)>,
     frame: Closure<dyn FnMut(JsValue)>,
+    delayed_frame: Closure<dyn FnMut()>,
     reconnect: Closure<dyn FnMut()>,
 }
 
@@ -132,6 +134,7 @@ impl EventStream {
             buffer: Vec::new(),
             dropped: 0,
             frame_scheduled: false,
+            last_batch: 0,
             dispatch,
             on_open,
             handlers: None,
@@ -164,6 +167,13 @@ impl EventStream {
         let close = Closure::<dyn FnMut(CloseEvent)>::new(move |_| me.on_close());
         let me = self.clone();
         let frame = Closure::<dyn FnMut(JsValue)>::new(move |_| me.flush());
+        let me2 = self.clone();
+        let delayed_frame = Closure::<dyn FnMut()>::new(move || {
+            let i = me2.inner.borrow();
+            if let (Some(w), Some(h)) = (web_sys::window(), &i.handlers) {
+                let _ = w.request_animation_frame(h.frame.as_ref().unchecked_ref());
+            }
+        });
         let me = self.clone();
         let reconnect = Closure::<dyn FnMut()>::new(move || me.connect());
         self.inner.borrow_mut().handlers = Some(Handlers {
@@ -171,6 +181,7 @@ impl EventStream {
             open,
             close,
             frame,
+            delayed_frame,
             reconnect,
         });
     }
@@ -231,11 +242,19 @@ impl EventStream {
         }
         if !i.frame_scheduled {
             if let (Some(w), Some(h)) = (web_sys::window(), &i.handlers) {
-                if w.request_animation_frame(h.frame.as_ref().unchecked_ref())
+                // Light traffic: next frame. Heavy traffic: wait a little, then the next frame.
+                let wait = batch_interval_ms(i.last_batch);
+                let ok = if wait == 0 {
+                    w.request_animation_frame(h.frame.as_ref().unchecked_ref())
+                        .is_ok()
+                } else {
+                    w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                        h.delayed_frame.as_ref().unchecked_ref(),
+                        wait as i32,
+                    )
                     .is_ok()
-                {
-                    i.frame_scheduled = true;
-                }
+                };
+                i.frame_scheduled = ok;
             }
         }
     }
@@ -244,6 +263,7 @@ impl EventStream {
         let (mut batch, dropped, dispatch) = {
             let mut i = self.inner.borrow_mut();
             i.frame_scheduled = false;
+            i.last_batch = i.buffer.len();
             (
                 std::mem::take(&mut i.buffer),
                 std::mem::take(&mut i.dropped),
