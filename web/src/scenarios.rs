@@ -181,17 +181,19 @@ fn say(s: impl Into<String>) -> Step {
 
 /// The preset scenarios for a configuration.
 pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
-    let first = cfg.participants.first().map(|p| p.name.clone());
-    let bank = cfg
-        .sql_participant()
-        .map(|p| p.name.clone())
-        .or(first.clone())
-        .unwrap_or_else(|| "bank".into());
+    // The "ledger" is the Redis participant (its guard makes the NO vote), else the last one;
+    // the "bank" is the Postgres participant, else any other participant.
     let ledger = cfg
         .redis_participant()
+        .or(cfg.participants.last())
         .map(|p| p.name.clone())
-        .or_else(|| cfg.participants.last().map(|p| p.name.clone()))
         .unwrap_or_else(|| "ledger".into());
+    let bank = cfg
+        .sql_participant()
+        .filter(|p| p.name != ledger)
+        .or_else(|| cfg.participants.iter().find(|p| p.name != ledger))
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "the other participants".into());
     let others: Vec<String> = cfg.participants.iter().map(|p| p.name.clone()).collect();
     let (b, l) = (bank.as_str(), ledger.as_str());
     let mut crash_steps = vec![say(
@@ -495,5 +497,18 @@ mod tests {
         let c = cfg(&[("pg1", "postgres"), ("kv", "redis")]);
         let all = scenarios(&c);
         assert!(all[4].steps.contains(&Step::Fault(partition("kv"))));
+        // Two Redis participants: the ledger is the first, the bank the other one.
+        let c = cfg(&[("ledger", "redis"), ("audit", "redis")]);
+        let all = scenarios(&c);
+        assert!(all[4].steps.contains(&Step::Fault(partition("ledger"))));
+        let says: String = all[3]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Say(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(says.contains("audit has committed"), "{says}");
     }
 }

@@ -280,6 +280,7 @@ pub fn diagram_view(p: &StateProps) -> Html {
                     <button class="small" data-testid="clear-selection" onclick={clear}>{ "show all" }</button>
                 }
             </div>
+            <div class="diagram-scroll">
             <svg id="diagram" data-testid="diagram" class={classes!("diagram", busy.then_some("busy"))}
                 data-busy={busy.to_string()}
                 viewBox={format!("0 0 {} {}", dg.width, dg.height)}
@@ -294,6 +295,7 @@ pub fn diagram_view(p: &StateProps) -> Html {
                     </text>
                 }
             </svg>
+            </div>
             if let Some((tip, x, y)) = hovered_tip {
                 <div class="tooltip" data-testid="tooltip" style={format!("left: {}px; top: {}px", x + 14, y + 14)}>{ tip }</div>
             }
