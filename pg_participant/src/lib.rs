@@ -32,11 +32,12 @@
 //!   crash and restart of PostgreSQL.
 
 use bytes::BytesMut;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 use twopc_participant::{
     OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource, Server, ServerConfig,
 };
@@ -65,15 +66,69 @@ impl PgConfig {
             conninfo: conninfo.into(),
             lock_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(10),
-            pool_size: 16,
+            pool_size: 64,
         }
+    }
+}
+
+/// Most prepared statements cached per connection before the cache is cleared.
+const STATEMENT_CACHE: usize = 256;
+
+/// A pooled connection with its prepared-statement cache: after the first use, a statement
+/// costs one round trip instead of two (no Parse/Describe).
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    async fn statement(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).await?;
+        if self.statements.len() >= STATEMENT_CACHE {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let st = self.statement(sql).await?;
+        self.client.execute(&st, params).await
+    }
+
+    async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.statement(sql).await?;
+        self.client.query_opt(&st, params).await
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.statement(sql).await?;
+        self.client.query(&st, params).await
     }
 }
 
 /// The participant's view of one PostgreSQL database.
 pub struct PgResource {
     cfg: PgConfig,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Conn>>,
+    /// gids this process prepared, by txid: Commit and Abort carry only the txid, and this
+    /// spares them a scan of pg_prepared_xacts. Lost on restart, then the scan is the fallback.
+    gids: std::sync::Mutex<HashMap<TxId, String>>,
 }
 
 /// A parameter sent in text format, whatever type Postgres inferred for its placeholder.
@@ -178,10 +233,11 @@ impl PgResource {
         PgResource {
             cfg,
             idle: Mutex::new(Vec::new()),
+            gids: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    async fn connect(&self) -> Result<Client, ParticipantError> {
+    async fn connect(&self) -> Result<Conn, ParticipantError> {
         let (client, conn) = tokio_postgres::connect(&self.cfg.conninfo, NoTls)
             .await
             .map_err(|e| {
@@ -193,20 +249,32 @@ impl PgResource {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(client)
+        // Asynchronous commit only affects this session's *ordinary* commits: the decision
+        // and history bookkeeping. PREPARE TRANSACTION and COMMIT PREPARED flush the WAL
+        // unconditionally (twophase.c: "nor is there any support for async commit of a
+        // prepared xact"), so every YES vote and every acknowledged commit stays durable, and
+        // a commit's outcome is recoverable from its tracking row anyway.
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
     }
 
-    async fn checkout(&self) -> Result<Client, ParticipantError> {
+    async fn checkout(&self) -> Result<Conn, ParticipantError> {
         while let Some(c) = self.idle.lock().await.pop() {
-            if !c.is_closed() {
+            if !c.client.is_closed() {
                 return Ok(c);
             }
         }
         self.connect().await
     }
 
-    async fn checkin(&self, c: Client) {
-        if c.is_closed() {
+    async fn checkin(&self, c: Conn) {
+        if c.client.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().await;
@@ -218,7 +286,8 @@ impl PgResource {
     /// Checks that the database is reachable and the extension installed.
     pub async fn ping(&self) -> Result<(), ParticipantError> {
         let c = self.checkout().await?;
-        c.query_one("SELECT twopc.protocol_version()", &[])
+        c.client
+            .query_one("SELECT twopc.protocol_version()", &[])
             .await
             .map_err(|e| {
                 ParticipantError::resource(format!("pg_twopc_ext not usable: {}", describe(&e)))
@@ -230,7 +299,7 @@ impl PgResource {
     /// Runs the statements and prepares; `Ok(Err(reason))` is a NO vote.
     async fn run_and_prepare(
         &self,
-        c: &Client,
+        c: &mut Conn,
         gid: &str,
         coordinator: &CoordinatorId,
         txid: &TxId,
@@ -246,8 +315,8 @@ impl PgResource {
             self.cfg.lock_timeout.as_millis(),
             self.cfg.statement_timeout.as_millis()
         );
-        if let Err(e) = c.batch_execute(&setup).await {
-            let _ = c.batch_execute("ROLLBACK").await;
+        if let Err(e) = c.client.batch_execute(&setup).await {
+            let _ = c.client.batch_execute("ROLLBACK").await;
             return Err(ParticipantError::resource(describe(&e)));
         }
         for (i, s) in stmts.iter().enumerate() {
@@ -257,12 +326,12 @@ impl PgResource {
             let refs: Vec<&(dyn ToSql + Sync)> =
                 params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             if let Err(e) = c.execute(s.query.as_str(), &refs).await {
-                let _ = c.batch_execute("ROLLBACK").await;
+                let _ = c.client.batch_execute("ROLLBACK").await;
                 return Ok(Err(format!("statement {} failed: {}", i + 1, describe(&e))));
             }
         }
         match c
-            .query_one(
+            .query_opt(
                 "SELECT twopc.prepare($1, $2, $3)",
                 &[&gid, &coordinator.as_str(), &txid.as_str()],
             )
@@ -270,7 +339,7 @@ impl PgResource {
         {
             Ok(_) => Ok(Ok(())),
             Err(e) => {
-                let _ = c.batch_execute("ROLLBACK").await;
+                let _ = c.client.batch_execute("ROLLBACK").await;
                 Ok(Err(format!("prepare failed: {}", describe(&e))))
             }
         }
@@ -279,9 +348,19 @@ impl PgResource {
     /// The gid under which `txid` is prepared in this database, if it is.
     async fn prepared_gid(
         &self,
-        c: &Client,
+        c: &mut Conn,
         txid: &TxId,
     ) -> Result<Option<String>, ParticipantError> {
+        let cached = self.gids.lock().expect("gid cache").get(txid).cloned();
+        if let Some(gid) = cached {
+            let still = c
+                .query_opt("SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()", &[&gid])
+                .await
+                .map_err(|e| ParticipantError::resource(describe(&e)))?;
+            if still.is_some() {
+                return Ok(Some(gid));
+            }
+        }
         let rows = c
             .query(
                 "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
@@ -305,58 +384,72 @@ impl PgResource {
 
     /// What this database remembers about a finished `txid`: Some(Commit) when its tracking
     /// row is visible (it committed), Some(Abort) when the history says it was rolled back.
+    /// With the gid known the lookups use the gid indexes; without it (after a restart, for a
+    /// txid this process did not prepare) they search by global id.
     async fn finished(
         &self,
-        c: &Client,
+        c: &mut Conn,
         txid: &TxId,
+        gid: Option<&str>,
     ) -> Result<Option<Decision>, ParticipantError> {
-        let committed = c
-            .query_opt(
-                "SELECT 1 FROM twopc.tracking WHERE global_id = $1 LIMIT 1",
-                &[&txid.as_str()],
-            )
-            .await
-            .map_err(|e| ParticipantError::resource(describe(&e)))?;
-        if committed.is_some() {
-            return Ok(Some(Decision::Commit));
+        let row = match gid {
+            Some(g) => c
+                .query_opt(
+                    "SELECT EXISTS (SELECT 1 FROM twopc.tracking WHERE gid = $1), \
+                            EXISTS (SELECT 1 FROM twopc.history WHERE gid = $1 AND decision = 'abort')",
+                    &[&g],
+                )
+                .await,
+            None => c
+                .query_opt(
+                    "SELECT EXISTS (SELECT 1 FROM twopc.tracking WHERE global_id = $1), \
+                            EXISTS (SELECT 1 FROM twopc.history WHERE global_id = $1 AND decision = 'abort')",
+                    &[&txid.as_str()],
+                )
+                .await,
         }
-        let aborted = c
-            .query_opt(
-                "SELECT 1 FROM twopc.history WHERE global_id = $1 AND decision = 'abort' LIMIT 1",
-                &[&txid.as_str()],
-            )
-            .await
-            .map_err(|e| ParticipantError::resource(describe(&e)))?;
-        Ok(aborted.map(|_| Decision::Abort))
+        .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        let Some(row) = row else { return Ok(None) };
+        let (committed, aborted): (bool, bool) = (row.get(0), row.get(1));
+        Ok(if committed {
+            Some(Decision::Commit)
+        } else if aborted {
+            Some(Decision::Abort)
+        } else {
+            None
+        })
     }
 
     async fn finish(&self, txid: &TxId, decision: Decision) -> Result<AckResult, ParticipantError> {
-        let c = self.checkout().await?;
-        let result = self.finish_on(&c, txid, decision).await;
+        let mut c = self.checkout().await?;
+        let result = self.finish_on(&mut c, txid, decision).await;
         self.checkin(c).await;
+        if result.is_ok() {
+            self.gids.lock().expect("gid cache").remove(txid);
+        }
         result
     }
 
     async fn finish_on(
         &self,
-        c: &Client,
+        c: &mut Conn,
         txid: &TxId,
         decision: Decision,
     ) -> Result<AckResult, ParticipantError> {
-        let (word, func) = match decision {
-            Decision::Commit => ("commit", "twopc.commit_prepared"),
-            Decision::Abort => ("abort", "twopc.rollback_prepared"),
+        let (word, sql) = match decision {
+            Decision::Commit => ("commit", "SELECT twopc.commit_prepared($1, 'coordinator')"),
+            Decision::Abort => ("abort", "SELECT twopc.rollback_prepared($1, 'coordinator')"),
         };
+        let known_gid = self.gids.lock().expect("gid cache").get(txid).cloned();
         if let Some(gid) = self.prepared_gid(c, txid).await? {
-            c.query_one("SELECT twopc.record_decision($1, $2)", &[&gid, &word])
+            c.query_opt("SELECT twopc.record_decision($1, $2)", &[&gid, &word])
                 .await
                 .map_err(|e| ParticipantError::resource(describe(&e)))?;
-            let sql = format!("SELECT {func}($1, 'coordinator')");
-            return match c.query_one(sql.as_str(), &[&gid]).await {
+            return match c.query_opt(sql, &[&gid]).await {
                 Ok(_) => Ok(AckResult::Applied),
                 Err(e) => {
                     // Finished concurrently by someone else (a resolver, a duplicate request)?
-                    match self.finished(c, txid).await? {
+                    match self.finished(c, txid, Some(&gid)).await? {
                         Some(d) if d == decision => Ok(AckResult::AlreadyApplied),
                         Some(_) => Ok(AckResult::Conflict),
                         None => Err(ParticipantError::resource(describe(&e))),
@@ -364,7 +457,7 @@ impl PgResource {
                 }
             };
         }
-        Ok(match self.finished(c, txid).await? {
+        Ok(match self.finished(c, txid, known_gid.as_deref()).await? {
             Some(d) if d == decision => AckResult::AlreadyApplied,
             Some(_) => AckResult::Conflict,
             None => AckResult::NotPrepared,
@@ -392,31 +485,52 @@ impl Resource for PgResource {
             return Ok(PrepareOutcome::ReadOnly);
         }
         let gid = format_gid(coordinator, txid);
-        let c = self.checkout().await?;
-        // Idempotent: a duplicated Prepare must not run the statements twice.
-        if self.prepared_gid(&c, txid).await?.is_some() {
+        let mut c = self.checkout().await?;
+        // Idempotent: a duplicated Prepare must not run the statements twice. One round trip
+        // answers "already prepared / committed / rolled back?" by the exact gid.
+        let seen = c
+            .query_opt(
+                "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = $1), \
+                        EXISTS (SELECT 1 FROM twopc.tracking WHERE gid = $1), \
+                        EXISTS (SELECT 1 FROM twopc.history WHERE gid = $1 AND decision = 'abort')",
+                &[&gid],
+            )
+            .await;
+        let seen = match seen {
+            Ok(Some(row)) => (
+                row.get::<_, bool>(0),
+                row.get::<_, bool>(1),
+                row.get::<_, bool>(2),
+            ),
+            Ok(None) => (false, false, false),
+            Err(e) => {
+                self.checkin(c).await;
+                return Err(ParticipantError::resource(describe(&e)));
+            }
+        };
+        let early = match seen {
+            (true, _, _) | (false, true, _) => Some(PrepareOutcome::Yes),
+            (false, false, true) => Some(PrepareOutcome::No {
+                reason: format!("transaction {txid} was already rolled back here"),
+            }),
+            _ => None,
+        };
+        if let Some(outcome) = early {
             self.checkin(c).await;
-            return Ok(PrepareOutcome::Yes);
-        }
-        match self.finished(&c, txid).await? {
-            Some(Decision::Commit) => {
-                self.checkin(c).await;
-                return Ok(PrepareOutcome::Yes);
-            }
-            Some(Decision::Abort) => {
-                self.checkin(c).await;
-                return Ok(PrepareOutcome::No {
-                    reason: format!("transaction {txid} was already rolled back here"),
-                });
-            }
-            None => {}
+            return Ok(outcome);
         }
         let r = self
-            .run_and_prepare(&c, &gid, coordinator, txid, stmts)
+            .run_and_prepare(&mut c, &gid, coordinator, txid, stmts)
             .await;
         self.checkin(c).await;
         match r? {
-            Ok(()) => Ok(PrepareOutcome::Yes),
+            Ok(()) => {
+                self.gids
+                    .lock()
+                    .expect("gid cache")
+                    .insert(txid.clone(), gid);
+                Ok(PrepareOutcome::Yes)
+            }
             Err(reason) => Ok(PrepareOutcome::No { reason }),
         }
     }
@@ -463,7 +577,7 @@ impl Resource for PgResource {
     }
 
     async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {
-        let c = self.checkout().await?;
+        let mut c = self.checkout().await?;
         let rows = c
             .query(
                 "SELECT gid, (extract(epoch FROM prepared) * 1000)::bigint \

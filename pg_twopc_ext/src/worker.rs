@@ -233,6 +233,10 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
                     .map_err(|e| format!("twopc.participant_name: {e}"))?;
                 let mut server = twopc_participant::ServerConfig::new(name, settings.token.clone());
                 server.decision_timeout = settings.decision_timeout;
+                // One coordinator connection carries every transaction; each needs a Prepare and a
+                // Commit in flight at some point, so the default of 64 would throttle a busy
+                // coordinator into `busy` errors.
+                server.max_in_flight = 1024;
                 let resource = twopc_pg_participant::PgResource::new(
                     twopc_pg_participant::PgConfig::new(settings.conninfo),
                 );

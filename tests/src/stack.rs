@@ -342,6 +342,8 @@ impl Stack {
                 opts.decision_timeout_ms.to_string(),
                 "--log".into(),
                 "warn".into(),
+                "--max-in-flight".into(),
+                "1024".into(),
             ],
             vec![],
         )?;
