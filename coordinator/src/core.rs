@@ -295,8 +295,9 @@ impl Tx {
     }
 }
 
-/// The coordinator's protocol state machine.
-#[derive(Debug)]
+/// The coordinator's protocol state machine. `Clone` lets a model checker branch on it
+/// (coordinator/tests/model_check.rs).
+#[derive(Debug, Clone)]
 pub struct Core {
     cfg: CoreConfig,
     txs: HashMap<TxId, Tx>,
