@@ -1107,6 +1107,9 @@ pub struct Model {
     pub help: bool,
     /// Transactions submitted from this page: id → label.
     pub submitted: HashMap<String, String>,
+    /// Total time of the page's transactions as answered by the coordinator (the answer may
+    /// arrive before the transaction's events).
+    pub answered_ms: HashMap<String, f64>,
 }
 
 impl Default for Model {
@@ -1139,6 +1142,7 @@ impl Model {
             scenario: None,
             help: false,
             submitted: HashMap::new(),
+            answered_ms: HashMap::new(),
         }
     }
 
@@ -1275,6 +1279,13 @@ impl Model {
                 self.selected = Some(id);
             }
             Action::SubmitAnswered(Ok(resp)) => {
+                if self.answered_ms.len() >= MAX_TXS {
+                    self.answered_ms.clear();
+                }
+                if resp.timings.total_ms > 0.0 {
+                    self.answered_ms
+                        .insert(resp.id.to_string(), resp.timings.total_ms);
+                }
                 self.live.note_response(&resp);
                 if let Some(r) = self.replay.as_mut() {
                     r.note_response(&resp);

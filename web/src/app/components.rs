@@ -353,6 +353,7 @@ pub fn tx_list(p: &StateProps) -> Html {
                     <th title="forcing the decision to the log">{ "decide ms" }</th>
                     <th title="phase 2: until every ack">{ "commit ms" }</th>
                     <th>{ "total ms" }</th>
+                    <th title="prepare / decide / commit, proportionally">{ "phases" }</th>
                 </tr></thead>
                 <tbody>
                 { for rows.iter().map(|t| {
@@ -375,7 +376,8 @@ pub fn tx_list(p: &StateProps) -> Html {
                             <td class="num">{ tm.map(|x| fmt(x.prepare_ms)).unwrap_or_default() }</td>
                             <td class="num">{ tm.map(|x| fmt(x.decide_ms)).unwrap_or_default() }</td>
                             <td class="num">{ tm.map(|x| fmt(x.commit_ms)).unwrap_or_default() }</td>
-                            <td class="num">{ tm.and_then(|x| x.total_ms).map(fmt).unwrap_or_default() }</td>
+                            <td class="num">{ tm.and_then(|x| x.total_ms).or_else(|| m.answered_ms.get(&t.id).copied()).map(fmt).unwrap_or_default() }</td>
+                            <td>{ phase_bar(tm) }</td>
                         </tr>
                     }
                 }) }
@@ -383,6 +385,25 @@ pub fn tx_list(p: &StateProps) -> Html {
             </table>
             </div>
         </div>
+    }
+}
+
+/// A small stacked bar of the three phases.
+fn phase_bar(tm: Option<crate::model::Timings>) -> Html {
+    let Some(t) = tm else {
+        return html! {};
+    };
+    let sum = t.prepare_ms + t.decide_ms + t.commit_ms;
+    if sum <= 0.0 {
+        return html! {};
+    }
+    let pct = |v: f64| format!("width: {:.1}%", 100.0 * v / sum);
+    html! {
+        <span class="phasebar" title={format!("prepare {:.1} ms · decide {:.1} ms · commit {:.1} ms", t.prepare_ms, t.decide_ms, t.commit_ms)}>
+            <i class="ph-prepare" style={pct(t.prepare_ms)} />
+            <i class="ph-decide" style={pct(t.decide_ms)} />
+            <i class="ph-commit" style={pct(t.commit_ms)} />
+        </span>
     }
 }
 
