@@ -197,13 +197,26 @@ impl Rig {
 
 /// POSTs a transaction and classifies the answer.
 pub async fn post_told(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Told {
+    post_told_reason(http, url, body).await.0
+}
+
+/// Like [`post_told`], with the abort reason (or the HTTP failure) when there is one.
+pub async fn post_told_reason(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (Told, Option<String>) {
     match http.post(url).json(body).send().await {
         Ok(r) => {
             let status = r.status().as_u16();
             let body = r.json::<TransactionResponse>().await.ok();
-            told_of(Some(status), body.as_ref())
+            let reason = match &body {
+                Some(b) => b.reason.clone(),
+                None => Some(format!("http {status}")),
+            };
+            (told_of(Some(status), body.as_ref()), reason)
         }
-        Err(_) => Told::Unknown,
+        Err(e) => (Told::Unknown, Some(format!("request failed: {e}"))),
     }
 }
 
