@@ -550,20 +550,25 @@ pub const CAUSAL_LOOKAHEAD: usize = 16;
 /// log's write and fsync events reach the stream through a separate channel and often arrive
 /// after the decision. Draw them in causal order: a transaction's COMMIT-record write (and the
 /// next fsync) move up to just before its COMMIT decision.
-pub fn causal_order(log: &EventLog, mut idx: Vec<u64>) -> Vec<u64> {
-    let is_write = |i: u64, tx: &Option<twopc_protocol::TxId>| {
-        matches!(log.get(i), Some(e) if &e.txid == tx
+pub fn causal_order(log: &EventLog, idx: Vec<u64>) -> Vec<u64> {
+    let items: Vec<(u64, Option<&Event>)> = idx.into_iter().map(|i| (i, log.get(i))).collect();
+    causal_order_by(items, |(_, e)| *e)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// [`causal_order`] over any list of items that refer to events (`ev` gives the event of an
+/// item, if known): the ingest path applies it to each incoming batch.
+pub fn causal_order_by<T>(mut idx: Vec<T>, ev: impl Fn(&T) -> Option<&Event>) -> Vec<T> {
+    let is_write = |i: &T, tx: &Option<twopc_protocol::TxId>| {
+        matches!(ev(i), Some(e) if &e.txid == tx
             && matches!(&e.kind, EventKind::LogWrite { record, .. } if record == "commit"))
     };
-    let is_fsync = |i: u64| {
-        matches!(
-            log.get(i).map(|e| &e.kind),
-            Some(EventKind::LogFsync { .. })
-        )
-    };
+    let is_fsync = |i: &T| matches!(ev(i).map(|e| &e.kind), Some(EventKind::LogFsync { .. }));
     let mut i = 0;
     while i < idx.len() {
-        let tx = match log.get(idx[i]) {
+        let tx = match ev(&idx[i]) {
             Some(Event {
                 txid,
                 kind:
@@ -579,9 +584,9 @@ pub fn causal_order(log: &EventLog, mut idx: Vec<u64>) -> Vec<u64> {
             }
         };
         let end = idx.len().min(i + 1 + CAUSAL_LOOKAHEAD);
-        if let Some(j) = (i + 1..end).find(|&j| is_write(idx[j], &tx)) {
+        if let Some(j) = (i + 1..end).find(|&j| is_write(&idx[j], &tx)) {
             let end = idx.len().min(j + 1 + CAUSAL_LOOKAHEAD);
-            let f = (j + 1..end).find(|&k| is_fsync(idx[k]));
+            let f = (j + 1..end).find(|&k| is_fsync(&idx[k]));
             let fsync = f.map(|k| idx.remove(k));
             let write = idx.remove(j);
             idx.insert(i, write);
@@ -735,6 +740,12 @@ impl Stagger {
             .filter(|i| !self.delays.contains_key(i))
             .count();
         let jump = fresh > MAX_STAGGER;
+        // Many at once: squeeze them into the backlog limit rather than dropping the order.
+        let step_ms = if fresh > 0 {
+            step_ms.min(Self::MAX_BACKLOG_MS / fresh as f64)
+        } else {
+            step_ms
+        };
         self.delays.retain(|i, _| drawn.contains(i));
         if self.next_start < now_ms {
             self.next_start = now_ms;
@@ -1102,13 +1113,18 @@ mod tests {
         // A jump (many new items at once) animates everything immediately.
         let many: Vec<u64> = (100..100 + MAX_STAGGER as u64 + 1).collect();
         assert!(st.assign(&many, 2000.0, 100.0).iter().all(|d| *d == 0.0));
-        // Items no longer drawn are forgotten; a long backlog is not queued further.
+        // Many at once are squeezed into the backlog limit, in order.
         let mut st = Stagger::default();
-        let ids: Vec<u64> = (0..MAX_STAGGER as u64).collect();
-        st.assign(&ids, 0.0, 100.0);
+        let ids: Vec<u64> = (0..20).collect();
+        let d = st.assign(&ids, 0.0, 200.0);
+        assert_eq!(d[1], 100.0);
+        assert_eq!(d[19], 1900.0);
+        // A queue already at its limit is not extended.
         let mut more = ids.clone();
         more.push(999);
-        assert_eq!(*st.assign(&more, 0.0, 100.0).last().unwrap(), 0.0);
+        assert_eq!(*st.assign(&more, 0.0, 200.0).last().unwrap(), 2000.0);
+        more.push(1000);
+        assert_eq!(*st.assign(&more, 0.0, 200.0).last().unwrap(), 0.0);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub const SPEEDS: [f64; 7] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
 pub const DEFAULT_SPEED: usize = 2;
 /// Milliseconds per replayed event at 1x.
 pub const STEP_MS_AT_1X: f64 = 500.0;
+/// Paced live mode: milliseconds per event while the view catches up with the tail, at 1x.
+pub const LIVE_STEP_MS_AT_1X: f64 = 160.0;
+/// Paced live mode: further behind the tail than this many events, the view jumps to it.
+pub const LIVE_LAG_MAX: u64 = 48;
 
 /// `GET /v1/config`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -1080,6 +1084,14 @@ pub struct Model {
     replay: Option<Derived>,
     /// None: live (follow the tail). Some(i): showing the state before event i.
     pub cursor: Option<u64>,
+    /// Paced live mode: the view walks to the tail one event per tick (so a burst of events,
+    /// like a whole 2PC arriving within milliseconds, plays out step by step), and jumps to
+    /// the tail when more than [`LIVE_LAG_MAX`] events behind.
+    pub paced: bool,
+    /// Paced live mode: the position shown.
+    follow: u64,
+    /// Paced live mode: the fold at `follow` while it is behind the tail.
+    trail: Option<Derived>,
     /// Replaying (the cursor advances on each tick).
     pub playing: bool,
     /// Index into [`SPEEDS`].
@@ -1128,6 +1140,9 @@ impl Model {
             log,
             replay: None,
             cursor: None,
+            paced: false,
+            follow: 0,
+            trail: None,
             playing: false,
             speed: DEFAULT_SPEED,
             selected: None,
@@ -1153,13 +1168,49 @@ impl Model {
 
     /// The absolute index the view shows the state before (the end of the log when live).
     pub fn position(&self) -> u64 {
-        self.cursor.unwrap_or_else(|| self.log.end())
+        self.cursor.unwrap_or_else(|| self.live_position())
+    }
+
+    /// The position live mode shows: the tail, or (paced) the step it has walked to.
+    pub fn live_position(&self) -> u64 {
+        if self.paced {
+            self.follow.clamp(self.log.base(), self.log.end())
+        } else {
+            self.log.end()
+        }
+    }
+
+    /// Paced live mode is walking towards the tail (live ticks are due).
+    pub fn catching_up(&self) -> bool {
+        self.cursor.is_none() && self.paced && self.follow < self.log.end()
+    }
+
+    /// Milliseconds between live ticks while catching up.
+    pub fn live_tick_ms(&self) -> u32 {
+        (LIVE_STEP_MS_AT_1X / self.speed_factor()).round().max(1.0) as u32
+    }
+
+    /// Whether a tick timer should run, and its period.
+    pub fn ticker(&self) -> Option<u32> {
+        if self.cursor.is_some() && self.playing {
+            Some(self.tick_ms())
+        } else if self.catching_up() {
+            Some(self.live_tick_ms())
+        } else {
+            None
+        }
+    }
+
+    fn snap_to_tail(&mut self) {
+        self.follow = self.log.end();
+        self.trail = None;
     }
 
     /// The fold the view draws: the live one, or the one at the replay cursor.
     pub fn view(&self) -> &Derived {
-        match (&self.cursor, &self.replay) {
-            (Some(_), Some(r)) => r,
+        match (&self.cursor, &self.replay, &self.trail) {
+            (Some(_), Some(r), _) => r,
+            (None, _, Some(t)) if self.catching_up() => t,
             _ => &self.live,
         }
     }
@@ -1193,6 +1244,7 @@ impl Model {
                 self.cursor = None;
                 self.playing = false;
                 self.replay = None;
+                self.snap_to_tail();
             }
             Some(c) => {
                 let c = c.clamp(self.log.base(), self.log.end());
@@ -1237,8 +1289,8 @@ impl Model {
             }
             Action::TogglePlay => match self.cursor {
                 None => {
-                    let end = self.log.end();
-                    self.set_cursor(Some(end));
+                    let at = self.position();
+                    self.set_cursor(Some(at));
                     self.playing = false;
                 }
                 Some(_) if self.playing => self.playing = false,
@@ -1268,6 +1320,8 @@ impl Model {
                     } else {
                         self.set_cursor(Some(c + 1));
                     }
+                } else if self.catching_up() {
+                    self.live_step();
                 }
             }
             Action::SpeedUp => self.speed = (self.speed + 1).min(SPEEDS.len() - 1),
@@ -1378,8 +1432,45 @@ impl Model {
         }
     }
 
+    /// Paced live mode: one event forward.
+    fn live_step(&mut self) {
+        let next = self.follow + 1;
+        if next >= self.log.end() || self.follow < self.log.base() {
+            self.snap_to_tail();
+            return;
+        }
+        if let (Some(t), Some(e)) = (self.trail.as_mut(), self.log.get(self.follow)) {
+            t.apply(self.follow, e);
+            self.follow = next;
+        } else {
+            self.snap_to_tail();
+        }
+    }
+
     fn ingest(&mut self, batch: Vec<Incoming>) {
+        let events = batch
+            .iter()
+            .filter(|i| matches!(i, Incoming::Event(_)))
+            .count() as u64;
+        if self.paced && self.cursor.is_none() && events > 0 {
+            let lag = self.log.end() - self.follow.min(self.log.end()) + events;
+            if lag > LIVE_LAG_MAX {
+                // Too far behind (load): show the tail.
+                self.follow = self.log.end() + events;
+                self.trail = None;
+            } else if self.trail.is_none() {
+                // Caught up until now: walk from here, with the fold as it is.
+                self.follow = self.log.end();
+                self.trail = Some(self.live.clone());
+            }
+        }
         self.batch_start = self.log.end();
+        // The log's write/fsync events reach the stream after the decision they enabled;
+        // record them in causal order (within a batch).
+        let batch = crate::layout::causal_order_by(batch, |i| match i {
+            Incoming::Event(e) => Some(&**e),
+            Incoming::Lagged(_) => None,
+        });
         let mut n = 0;
         for inc in batch {
             match inc {
@@ -1882,6 +1973,81 @@ pub(crate) mod tests {
         assert_eq!(m.cursor, Some(33));
         m.reduce(Action::GoLive);
         assert!(m.is_live());
+    }
+
+    #[test]
+    fn ingest_records_log_events_before_the_decision() {
+        let mut evs = happy("t1");
+        let write = evs.remove(7);
+        let fsync = evs.remove(7);
+        evs.insert(10, write);
+        evs.insert(11, fsync);
+        let mut m = Model::default();
+        ingest_all(&mut m, evs);
+        let kinds: Vec<String> = m
+            .log
+            .range(6, 10)
+            .map(|(_, e)| {
+                serde_json::to_value(&e.kind).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(kinds, ["vote", "log_write", "log_fsync", "decision"]);
+    }
+
+    #[test]
+    fn paced_live_mode_walks_to_the_tail() {
+        let mut m = Model {
+            paced: true,
+            ..Model::default()
+        };
+        ingest_all(&mut m, happy("t1"));
+        assert!(m.is_live());
+        assert!(m.catching_up());
+        assert_eq!(m.position(), 0);
+        assert_eq!(m.ticker(), Some(160));
+        assert!(m.view().tx("t1").is_none());
+        assert_eq!(
+            m.live.counts.committed, 1,
+            "the live fold is complete at once"
+        );
+        m.reduce(Action::Tick);
+        assert_eq!(m.position(), 1);
+        assert_eq!(m.view().tx("t1").unwrap().client.badge, Badge::Working);
+        for _ in 0..7 {
+            m.reduce(Action::Tick);
+        }
+        assert_eq!(m.view().tx("t1").unwrap().log.badge, Badge::Working);
+        // Pausing freezes where the view is, not at the tail.
+        m.reduce(Action::TogglePlay);
+        assert_eq!(m.cursor, Some(8));
+        assert_eq!(m.ticker(), None);
+        m.reduce(Action::GoLive);
+        assert!(!m.catching_up());
+        assert_eq!(m.position(), 17);
+        // A second transaction walks again; ticks past the end stop.
+        ingest_all(&mut m, happy("t2"));
+        assert_eq!(m.position(), 17);
+        for _ in 0..40 {
+            m.reduce(Action::Tick);
+        }
+        assert_eq!(m.position(), 34);
+        assert!(!m.catching_up());
+        assert_eq!(
+            m.view().tx("t2").unwrap().outcome(),
+            TxOutcome::Done(Decision::Commit)
+        );
+        // Too far behind: jump to the tail.
+        let mut burst = Vec::new();
+        for k in 0..3 {
+            burst.extend(happy(&format!("b{k}")));
+        }
+        ingest_all(&mut m, burst);
+        assert!(!m.catching_up());
+        assert_eq!(m.position(), m.log.end());
+        assert_eq!(m.ticker(), None);
     }
 
     #[test]

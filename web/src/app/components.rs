@@ -159,11 +159,11 @@ pub fn diagram_view(p: &StateProps) -> Html {
     // Under load (big batches) the diagram skips its animations: the page stays responsive.
     let busy = m.is_live() && m.batch_len > CALM_BATCH;
     drop(m);
-    let dur_ms = 600.0 / speed;
+    let dur_ms = 450.0 / speed;
     let indices: Vec<u64> = dg.items.iter().map(|i| i.index).collect();
     let delays = stagger
         .borrow_mut()
-        .assign(&indices, js_sys::Date::now(), 220.0 / speed);
+        .assign(&indices, js_sys::Date::now(), 120.0 / speed);
     let d = p.dispatch.clone();
     let clear = {
         let d = d.clone();

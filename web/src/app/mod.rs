@@ -35,7 +35,11 @@ pub struct AppState {
 impl Default for AppState {
     fn default() -> Self {
         AppState {
-            model: Rc::new(RefCell::new(Model::default())),
+            model: Rc::new(RefCell::new({
+                let mut m = Model::default();
+                m.paced = true;
+                m
+            })),
             version: 0,
         }
     }
@@ -368,14 +372,13 @@ fn app() -> Html {
     }
 
     let model = state.model.borrow();
-    // Replay ticker.
+    // Ticker: replay while playing, and paced live mode while it catches up with the tail.
     {
-        let playing = model.playing && model.cursor.is_some();
-        let tick = model.tick_ms();
+        let ticker = model.ticker();
         let d = ctx.dispatch.clone();
-        use_effect_with((playing, tick), move |(playing, tick)| {
-            let iv = playing
-                .then(|| gloo_timers::callback::Interval::new(*tick, move || d.emit(Action::Tick)));
+        use_effect_with(ticker, move |ticker| {
+            let iv = ticker
+                .map(|ms| gloo_timers::callback::Interval::new(ms, move || d.emit(Action::Tick)));
             move || drop(iv)
         });
     }
