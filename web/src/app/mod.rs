@@ -37,7 +37,11 @@ impl Default for AppState {
         AppState {
             model: Rc::new(RefCell::new({
                 let mut m = Model::default();
-                m.paced = true;
+                // `?pace=off` shows the tail at once (for tests and dashboards).
+                let search = web_sys::window()
+                    .and_then(|w| w.location().search().ok())
+                    .unwrap_or_default();
+                m.paced = !search.contains("pace=off");
                 m
             })),
             version: 0,
