@@ -94,15 +94,6 @@ impl Conn {
         Ok(s)
     }
 
-    async fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, tokio_postgres::Error> {
-        let st = self.statement(sql).await?;
-        self.client.execute(&st, params).await
-    }
-
     async fn query_opt(
         &mut self,
         sql: &str,
@@ -319,24 +310,60 @@ impl PgResource {
             let _ = c.client.batch_execute("ROLLBACK").await;
             return Err(ParticipantError::resource(describe(&e)));
         }
+        // Parse every statement first (a round trip each the first time on this connection,
+        // none once cached), then send all executions and the tracked prepare back to back and
+        // read the answers in order: one round trip for the whole transaction. tokio-postgres
+        // writes a request when its future is first polled, and `join_all` polls in order, so
+        // the statements reach Postgres in the order the client gave. After the first failure
+        // Postgres refuses the rest ("current transaction is aborted"); the first error is the
+        // reason for the NO.
+        let mut handles = Vec::with_capacity(stmts.len());
         for (i, s) in stmts.iter().enumerate() {
-            let params: Vec<TextParam> = (0..s.params.len())
-                .map(|j| TextParam(s.param_text(j)))
-                .collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            if let Err(e) = c.execute(s.query.as_str(), &refs).await {
-                let _ = c.client.batch_execute("ROLLBACK").await;
-                return Ok(Err(format!("statement {} failed: {}", i + 1, describe(&e))));
+            match c.statement(s.query.as_str()).await {
+                Ok(st) => handles.push(st),
+                Err(e) => {
+                    let _ = c.client.batch_execute("ROLLBACK").await;
+                    return Ok(Err(format!("statement {} failed: {}", i + 1, describe(&e))));
+                }
             }
         }
-        match c
-            .query_opt(
-                "SELECT twopc.prepare($1, $2, $3)",
-                &[&gid, &coordinator.as_str(), &txid.as_str()],
-            )
-            .await
-        {
+        let prepare = match c.statement("SELECT twopc.prepare($1, $2, $3)").await {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = c.client.batch_execute("ROLLBACK").await;
+                return Ok(Err(format!("prepare failed: {}", describe(&e))));
+            }
+        };
+        let params: Vec<Vec<TextParam>> = stmts
+            .iter()
+            .map(|s| {
+                (0..s.params.len())
+                    .map(|j| TextParam(s.param_text(j)))
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = params
+            .iter()
+            .map(|ps| ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
+            .collect();
+        let client = &c.client;
+        let executions = handles
+            .iter()
+            .zip(refs.iter())
+            .map(|(st, r)| client.execute(st, r));
+        let (coordinator, txid) = (coordinator.as_str(), txid.as_str());
+        let prepare_params: [&(dyn ToSql + Sync); 3] = [&gid, &coordinator, &txid];
+        let (results, prepared) = futures_util::join!(
+            futures_util::future::join_all(executions),
+            client.query_opt(&prepare, &prepare_params)
+        );
+        for (i, r) in results.iter().enumerate() {
+            if let Err(e) = r {
+                let _ = c.client.batch_execute("ROLLBACK").await;
+                return Ok(Err(format!("statement {} failed: {}", i + 1, describe(e))));
+            }
+        }
+        match prepared {
             Ok(_) => Ok(Ok(())),
             Err(e) => {
                 let _ = c.client.batch_execute("ROLLBACK").await;
@@ -351,16 +378,6 @@ impl PgResource {
         c: &mut Conn,
         txid: &TxId,
     ) -> Result<Option<String>, ParticipantError> {
-        let cached = self.gids.lock().expect("gid cache").get(txid).cloned();
-        if let Some(gid) = cached {
-            let still = c
-                .query_opt("SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()", &[&gid])
-                .await
-                .map_err(|e| ParticipantError::resource(describe(&e)))?;
-            if still.is_some() {
-                return Ok(Some(gid));
-            }
-        }
         let rows = c
             .query(
                 "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
@@ -441,6 +458,25 @@ impl PgResource {
             Decision::Abort => ("abort", "SELECT twopc.rollback_prepared($1, 'coordinator')"),
         };
         let known_gid = self.gids.lock().expect("gid cache").get(txid).cloned();
+        if let Some(gid) = &known_gid {
+            // Fast path for a transaction this process prepared: record the decision and
+            // finish it, pipelined (two transactions, one round trip). Anything unexpected
+            // falls through to the careful path below.
+            if let (Ok(record), Ok(finish)) = (
+                c.statement("SELECT twopc.record_decision($1, $2)").await,
+                c.statement(sql).await,
+            ) {
+                let record_params: [&(dyn ToSql + Sync); 2] = [gid, &word];
+                let finish_params: [&(dyn ToSql + Sync); 1] = [gid];
+                let (_, finished) = futures_util::join!(
+                    c.client.query_opt(&record, &record_params),
+                    c.client.query_opt(&finish, &finish_params)
+                );
+                if finished.is_ok() {
+                    return Ok(AckResult::Applied);
+                }
+            }
+        }
         if let Some(gid) = self.prepared_gid(c, txid).await? {
             c.query_opt("SELECT twopc.record_decision($1, $2)", &[&gid, &word])
                 .await

@@ -351,3 +351,50 @@ async fn a_clean_shutdown_stops_the_worker_without_errors() {
     }
     s.pg.start_server().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_run_in_the_order_given_also_when_pipelined() {
+    let s = start();
+    let (mut c, _) = connect(s.addr).await;
+    // Twice: the second time every statement is cached and the whole transaction is one
+    // pipelined round trip. Reordering would make the UPDATE miss the row the INSERT creates.
+    for (txid, id) in [("order-1", 3), ("order-2", 4)] {
+        let ops = Operations::Sql(vec![
+            sql("INSERT INTO accounts VALUES ($1, 0)", vec![id.into()]),
+            sql(
+                "UPDATE accounts SET balance = balance + 5 WHERE id = $1",
+                vec![id.into()],
+            ),
+            sql(
+                "UPDATE accounts SET balance = balance * 2 WHERE id = $1",
+                vec![id.into()],
+            ),
+        ]);
+        assert_eq!(vote(&mut c, txid, ops).await.0, Vote::Yes);
+        assert_eq!(
+            finish(&mut c, Message::Commit { txid: tx(txid) }).await,
+            (Decision::Commit, AckResult::Applied)
+        );
+    }
+    assert_eq!(balances(&s.pg), "100,100,10,10");
+    // A failure in the middle of a pipelined transaction reports that statement and leaves nothing.
+    let ops = Operations::Sql(vec![
+        sql(
+            "UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+            vec![1.into()],
+        ),
+        sql("INSERT INTO accounts VALUES ($1, 0)", vec![2.into()]),
+        sql(
+            "UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+            vec![2.into()],
+        ),
+    ]);
+    let (v, reason) = vote(&mut c, "order-3", ops).await;
+    assert_eq!(v, Vote::No);
+    let reason = reason.unwrap();
+    assert!(
+        reason.starts_with("statement 2 failed") && reason.contains("23505"),
+        "{reason}"
+    );
+    assert_eq!(balances(&s.pg), "100,100,10,10");
+}

@@ -111,11 +111,23 @@ async fn through_coordinator(stack: &Stack, concurrency: usize, secs: f64) -> Le
                 "ledger": {"redis": [{"op": "incrby", "key": format!("balance:{account}"), "by": 1}]},
             }});
             let mut lat = Vec::new();
+            let mut phases: Vec<[f64; 3]> = Vec::new();
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let ok = match client.post(&url).json(&body).send().await {
-                    Ok(r) => r.json::<serde_json::Value>().await.map(|v| v["outcome"] == "committed").unwrap_or(false),
+                    Ok(r) => match r.json::<serde_json::Value>().await {
+                        Ok(v) if v["outcome"] == "committed" => {
+                            let t = &v["timings"];
+                            phases.push([
+                                t["prepare_ms"].as_f64().unwrap_or(0.0),
+                                t["decide_ms"].as_f64().unwrap_or(0.0),
+                                t["commit_ms"].as_f64().unwrap_or(0.0),
+                            ]);
+                            true
+                        }
+                        _ => false,
+                    },
                     Err(_) => false,
                 };
                 if ok {
@@ -124,16 +136,26 @@ async fn through_coordinator(stack: &Stack, concurrency: usize, secs: f64) -> Le
                     errors += 1;
                 }
             }
-            (lat, errors)
+            (lat, errors, phases)
         }));
     }
     let mut all = Vec::new();
+    let mut phases = Vec::new();
     let mut errors = 0;
     for t in tasks {
-        let (l, e) = t.await.unwrap();
+        let (l, e, p) = t.await.unwrap();
         all.extend(l);
+        phases.extend(p);
         errors += e;
     }
+    let n = phases.len().max(1) as f64;
+    let mean = |i: usize| phases.iter().map(|p| p[i]).sum::<f64>() / n;
+    eprintln!(
+        "  coordinator-reported mean phases at c={concurrency}: prepare {:.2} ms, decide {:.2} ms, commit {:.2} ms",
+        mean(0),
+        mean(1),
+        mean(2)
+    );
     summarize(concurrency, started.elapsed().as_secs_f64(), all, errors)
 }
 
