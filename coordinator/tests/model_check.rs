@@ -187,10 +187,8 @@ impl World {
                     body_hash,
                     ..
                 } => self.pending_force = Some((participants, body_hash)),
-                Output::Reply { result: Ok(r), .. } => {
-                    if r.outcome != Outcome::InProgress {
-                        self.told = Some(r.outcome);
-                    }
+                Output::Reply { result: Ok(r), .. } if r.outcome != Outcome::InProgress => {
+                    self.told = Some(r.outcome);
                 }
                 _ => {}
             }
@@ -410,8 +408,7 @@ impl World {
             w.step_core(Input::CommitDurable { txid: txid() });
             out.push(("COMMIT durable".into(), w));
         }
-        for i in 0..2 {
-            let p = &self.parts[i];
+        for (i, p) in self.parts.iter().enumerate() {
             if p.st == PState::Prepared && p.conn && b.asks > 0 {
                 let mut w = self.clone();
                 w.budget.asks -= 1;

@@ -327,6 +327,8 @@ fn decide(shared: &Mutex<Shared>, dir: Dir, ty: &str) -> Option<Action> {
     None
 }
 
+// The header callback's error type (`ErrorResponse`) is fixed by tungstenite.
+#[allow(clippy::result_large_err)]
 async fn handle(
     tcp: TcpStream,
     upstream: String,
@@ -351,12 +353,11 @@ async fn handle(
     let _ = up_tcp.set_nodelay(true);
     let auth = Arc::new(Mutex::new(None));
     let auth2 = auth.clone();
-    let client_ws =
-        tokio_tungstenite::accept_hdr_async(tcp, move |req: &Request, resp: Response| {
-            *auth2.lock().unwrap() = req.headers().get("authorization").cloned();
-            Ok(resp)
-        })
-        .await?;
+    let keep_auth = move |req: &Request, resp: Response| {
+        *auth2.lock().unwrap() = req.headers().get("authorization").cloned();
+        Ok(resp)
+    };
+    let client_ws = tokio_tungstenite::accept_hdr_async(tcp, keep_auth).await?;
     let mut req = format!("ws://{upstream}/").into_client_request()?;
     if let Some(a) = auth.lock().unwrap().take() {
         req.headers_mut().insert("authorization", a);

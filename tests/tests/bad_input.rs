@@ -671,3 +671,84 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The invariant checker itself: tampering with the stores behind twopc's back must show up
+/// as the right violations (a checker that never fails proves nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invariant_checker_catches_tampering() {
+    use twopc_tests::invariants::{check, CheckOptions, Violation};
+    let mut rig = Rig::start(
+        bins(),
+        StackOptions {
+            accounts: 3,
+            initial_balance: 100,
+            ..StackOptions::default()
+        },
+        "tamper",
+    )
+    .await;
+    assert_eq!(rig.transfer(1, 2, 5).await, Told::Committed);
+    let opts = CheckOptions {
+        initial_balance: 100,
+        settle_within: Duration::from_secs(1),
+        ..CheckOptions::default()
+    };
+    let clean = tokio::task::block_in_place(|| check(&rig.stack, &rig.txs, &opts));
+    assert!(clean.ok(), "{clean}");
+
+    // A committed tx the stores never saw, and one Redis committed alone.
+    let mut txs = rig.txs.clone();
+    txs.push(TxRecord::transfer("never-ran", Told::Committed));
+    txs.push(TxRecord::transfer("redis-only", Told::Unknown));
+    let mut con = redis::Client::open(rig.stack.redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("twopc:outcome")
+        .arg("redis-only")
+        .arg("commit")
+        .query(&mut con)
+        .unwrap();
+    // Money appears in Redis; a stray prepared transaction stays in Postgres.
+    let _: () = redis::cmd("INCRBY")
+        .arg("balance:3")
+        .arg(7)
+        .query(&mut con)
+        .unwrap();
+    rig.stack
+        .pg
+        .psql_ok(
+            "bank",
+            "BEGIN; UPDATE accounts SET owner = owner WHERE id = 1; PREPARE TRANSACTION 'stray';",
+        )
+        .unwrap();
+    let r = tokio::task::block_in_place(|| check(&rig.stack, &txs, &opts));
+    println!("tampered: {r}");
+    let has = |f: &dyn Fn(&Violation) -> bool| r.violations.iter().any(f);
+    assert!(has(&|v| matches!(
+        v,
+        Violation::StillInDoubt {
+            store: "postgres",
+            ..
+        }
+    )));
+    assert!(has(&|v| matches!(
+        v,
+        Violation::MoneyNotConserved { store: "redis", .. }
+    )));
+    assert!(has(&|v| matches!(
+        v,
+        Violation::BalanceMismatch { account: 3, .. }
+    )));
+    assert!(has(
+        &|v| matches!(v, Violation::ToldWrong { txid, .. } if txid == "never-ran")
+    ));
+    assert!(has(
+        &|v| matches!(v, Violation::NotAtomic { txid, .. } if txid == "redis-only")
+    ));
+    rig.stack
+        .pg
+        .psql_ok("bank", "ROLLBACK PREPARED 'stray'")
+        .unwrap();
+}

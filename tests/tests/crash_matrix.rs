@@ -192,7 +192,7 @@ async fn seen(p: &FaultProxy, dir: Dir, ty: &str, n: u64, what: &str) -> Result<
 /// Drives one row up to and including the crash and the restart; returns what the client
 /// was told.
 async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told, String> {
-    let (from, to) = if n % 2 == 0 { (1, 2) } else { (2, 1) };
+    let (from, to) = if n.is_multiple_of(2) { (1, 2) } else { (2, 1) };
     let amount = 1 + (n % 5) as i64;
     if role == Role::Coordinator {
         if let Some(fp) = point.failpoint() {

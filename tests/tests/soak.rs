@@ -274,7 +274,7 @@ async fn soak() {
         ),
     });
     let mut rs: Vec<(String, u64)> = reasons.lock().unwrap().clone().into_iter().collect();
-    rs.sort_by(|a, b| b.1.cmp(&a.1));
+    rs.sort_by_key(|r| std::cmp::Reverse(r.1));
     println!(
         "soak: {} transactions sent; why the others did not commit:",
         sent.load(Ordering::Relaxed)
