@@ -106,6 +106,13 @@ pub enum Incoming {
     Lagged(u64),
 }
 
+/// Connection heartbeats (ping/pong messages): not recorded, only counted.
+pub fn is_heartbeat(ev: &Event) -> bool {
+    matches!(&ev.kind,
+        EventKind::MessageSent { msg_type, .. } | EventKind::MessageReceived { msg_type, .. }
+            if msg_type == "ping" || msg_type == "pong")
+}
+
 /// Parses one text frame of the event stream.
 pub fn parse_incoming(text: &str) -> Result<Incoming, String> {
     // Events are by far the most frequent frame: decode them directly (no Value detour).
@@ -1104,6 +1111,8 @@ pub struct Model {
     pub lagged: u64,
     /// Frames that were not events (or failed to parse).
     pub bad_frames: u64,
+    /// Ping/pong events received (not recorded: they carry no protocol state).
+    pub heartbeats: u64,
     /// Absolute index of the first event of the latest ingested batch.
     pub batch_start: u64,
     /// Size of the latest ingested batch.
@@ -1149,6 +1158,7 @@ impl Model {
             socket: SocketState::Connecting,
             lagged: 0,
             bad_frames: 0,
+            heartbeats: 0,
             batch_start: 0,
             batch_len: 0,
             notices: VecDeque::new(),
@@ -1474,6 +1484,7 @@ impl Model {
         let mut n = 0;
         for inc in batch {
             match inc {
+                Incoming::Event(ev) if is_heartbeat(&ev) => self.heartbeats += 1,
                 Incoming::Event(ev) => {
                     let ev = *ev;
                     let i = self.log.push(ev);

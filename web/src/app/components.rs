@@ -55,7 +55,7 @@ pub fn status_bar(p: &StatusProps) -> Html {
             <span class="counts" id="counts" data-testid="counts" title={format!("coordinator run {run}")}>
                 <span data-testid="count-events" data-value={m.log.end().to_string()}>
                     { format!("{} events", m.log.end()) }</span>
-                { format!(" ({} kept, {} evicted, {} skipped by server)", m.log.len(), m.log.evicted(), m.lagged) }
+                { format!(" ({} kept, {} evicted, {} skipped by server, {} heartbeats not kept)", m.log.len(), m.log.evicted(), m.lagged, m.heartbeats) }
                 <span class="sep">{ " · " }</span>
                 <span data-testid="count-txs" data-value={live.counts.txs.to_string()}>
                     { format!("{} txs", live.counts.txs) }</span>
