@@ -26,9 +26,9 @@
 //! participant cannot be stopped between its prepare script / PREPARE TRANSACTION and its send
 //! without a hook in its code; from every other party's view the two are the same state (X
 //! holds a durable prepared transaction and the coordinator has no vote). For redis-server
-//! the ledger process itself stays up, so held frames are still delivered after the crash
-//! (the participant then meets a dead or restarting Redis): that is the interesting variant
-//! for that role. For the coordinator, "before prepare" is "Prepares sent but never
+//! the ledger process itself stays up, so held frames are still delivered after the crash;
+//! Redis is kept down until then (the participant meets a dead Redis, must fail cleanly and
+//! be retried): that is the interesting variant for that role. For the coordinator, "before prepare" is "Prepares sent but never
 //! delivered", which the participants cannot tell apart from "never sent".
 //!
 //! Each role is one test (its own stack, rows run sequentially; the tests of this file are
@@ -331,7 +331,14 @@ async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told
     }
     .await;
     crash(rig, role).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // redis-server stays down until the held frame has been delivered, so the (live) Redis
+    // participant meets a dead Redis with it; the other roles come back at once.
+    let down_for = if role == Role::RedisServer {
+        HOLD + Duration::from_millis(500)
+    } else {
+        Duration::from_millis(200)
+    };
+    tokio::time::sleep(down_for).await;
     restart(rig, role).await?;
     let told = tokio::time::timeout(Duration::from_secs(40), h)
         .await
