@@ -106,6 +106,19 @@ pub enum Incoming {
     Lagged(u64),
 }
 
+/// The text of a non-2xx API answer, e.g.
+/// `403 faults_disabled: fault injection is disabled; start the coordinator with ...`.
+pub fn error_text(status: u16, body: &str) -> String {
+    match serde_json::from_str::<twopc_protocol::api::ApiError>(body) {
+        Ok(e) => format!("{status} {}: {}", e.error, e.message),
+        Err(_) if body.is_empty() => format!("HTTP {status}"),
+        Err(_) => format!(
+            "HTTP {status}: {}",
+            body.chars().take(200).collect::<String>()
+        ),
+    }
+}
+
 /// Connection heartbeats (ping/pong messages): not recorded, only counted.
 pub fn is_heartbeat(ev: &Event) -> bool {
     matches!(&ev.kind,
@@ -1633,6 +1646,17 @@ pub(crate) mod tests {
         assert_eq!(batch_interval_ms(1), 0);
         assert!(batch_interval_ms(1000) > batch_interval_ms(50));
         assert!(parse_incoming(r#"{"kind":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn api_errors_are_shown_verbatim() {
+        let body = r#"{"error":"faults_disabled","message":"fault injection is disabled; start the coordinator with fault_injection = true"}"#;
+        assert_eq!(
+            error_text(403, body),
+            "403 faults_disabled: fault injection is disabled; start the coordinator with fault_injection = true"
+        );
+        assert_eq!(error_text(502, ""), "HTTP 502");
+        assert_eq!(error_text(500, "oops"), "HTTP 500: oops");
     }
 
     #[test]

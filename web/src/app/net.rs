@@ -3,7 +3,6 @@
 use crate::model::{batch_interval_ms, parse_incoming, Action, Incoming, SocketState, MAX_EVENTS};
 use std::cell::RefCell;
 use std::rc::Rc;
-use twopc_protocol::api::ApiError;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -46,17 +45,7 @@ pub async fn http(method: &str, path: &str, body: Option<String>) -> Result<(u16
     Ok((resp.status(), text))
 }
 
-/// The text of a non-2xx answer: `403 faults_disabled: fault injection is disabled; ...`.
-pub fn error_text(status: u16, body: &str) -> String {
-    match serde_json::from_str::<ApiError>(body) {
-        Ok(e) => format!("{status} {}: {}", e.error, e.message),
-        Err(_) if body.is_empty() => format!("HTTP {status}"),
-        Err(_) => format!(
-            "HTTP {status}: {}",
-            body.chars().take(200).collect::<String>()
-        ),
-    }
-}
+use crate::model::error_text;
 
 /// GET a JSON document.
 pub async fn get_json<T: serde::de::DeserializeOwned>(path: &str) -> Result<T, String> {
