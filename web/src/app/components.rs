@@ -372,7 +372,14 @@ pub fn tx_list(p: &StateProps) -> Html {
                             title={t.reason.clone().unwrap_or_default()}>
                             <td class="mono">{ &t.id }</td>
                             <td><span class={classes!("chip", format!("badge-{}", o.badge().class()))}>{ o.label() }</span></td>
-                            <td>{ t.participants.join(", ") }</td>
+                            <td class="parts">{ for t.participants.iter().map(|n| {
+                                let b = t.badge_of(n);
+                                html! {
+                                    <span class={classes!("chip", "part-chip", format!("badge-{}", b.badge.class()))}
+                                        data-testid={format!("tx-part-{n}")} data-state={b.badge.class()}
+                                        title={format!("{n}: {} ({})", b.badge.label(), b.text)}>{ n }</span>
+                                }
+                            }) }</td>
                             <td class="num">{ tm.map(|x| fmt(x.prepare_ms)).unwrap_or_default() }</td>
                             <td class="num">{ tm.map(|x| fmt(x.decide_ms)).unwrap_or_default() }</td>
                             <td class="num">{ tm.map(|x| fmt(x.commit_ms)).unwrap_or_default() }</td>
@@ -617,7 +624,7 @@ pub fn in_doubt_panel(p: &InDoubtProps) -> Html {
             <h2>{ "In doubt" }</h2>
             <table>
                 <thead><tr><th>{ "participant" }</th><th>{ "link" }</th>
-                    <th title="prepared transactions it reported (all coordinators)">{ "prepared" }</th>
+                    <th title="prepared transactions it reported when it last connected (all coordinators)">{ "prepared at connect" }</th>
                     <th title="of those, other coordinators' transactions">{ "foreign" }</th>
                     <th title="transactions of this coordinator waiting for its ack">{ "awaiting ack" }</th></tr></thead>
                 <tbody>
