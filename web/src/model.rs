@@ -593,12 +593,7 @@ impl Derived {
     pub fn apply(&mut self, index: u64, ev: &Event) {
         self.position = index + 1;
         self.last_at_ms = ev.at_ms;
-        if self.run.as_deref() != Some(ev.run.as_str()) {
-            if self.run.is_some() {
-                self.coordinator_restarted();
-            }
-            self.run = Some(ev.run.clone());
-        }
+        self.observe_run(&ev.run);
         let at = ev.at_ms;
         let txid = ev.txid.as_ref().map(|t| t.as_str().to_string());
         match &ev.kind {
@@ -785,6 +780,17 @@ impl Derived {
             EventKind::MessageSent { .. } | EventKind::MessageReceived { .. }
         ) {
             self.counts.messages += 1;
+        }
+    }
+
+    /// Notes the coordinator run of an event (also of events that are not folded, like
+    /// heartbeats): a new run means the coordinator restarted.
+    pub fn observe_run(&mut self, run: &str) {
+        if self.run.as_deref() != Some(run) {
+            if self.run.is_some() {
+                self.coordinator_restarted();
+            }
+            self.run = Some(run.to_string());
         }
     }
 
@@ -1497,7 +1503,10 @@ impl Model {
         let mut n = 0;
         for inc in batch {
             match inc {
-                Incoming::Event(ev) if is_heartbeat(&ev) => self.heartbeats += 1,
+                Incoming::Event(ev) if is_heartbeat(&ev) => {
+                    self.heartbeats += 1;
+                    self.live.observe_run(&ev.run);
+                }
                 Incoming::Event(ev) => {
                     let ev = *ev;
                     let i = self.log.push(ev);
