@@ -35,6 +35,9 @@ chown postgres:postgres "$PGRX_PGDATA"
 step "the wire protocol crate builds for wasm32"
 cargo build -p twopc-protocol --target wasm32-unknown-unknown
 
+step "web app state logic (host unit tests)"
+cargo test -p twopc-web --lib
+
 step "build the web app (wasm32 + wasm-bindgen)"
 bash scripts/build-web.sh
 

@@ -173,6 +173,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn memory_test(
     bins: &Binaries,
     in_flight: usize,
+    http2: bool,
 ) -> Result<(u64, u64, usize), Box<dyn std::error::Error>> {
     use twopc_participant::memory::MemoryResource;
     use twopc_participant::{Server, ServerConfig};
@@ -244,10 +245,23 @@ async fn memory_test(
             "ledger": {"redis": [{"op": "incrby", "key": format!("balance:{i}"), "by": 1}]},
         }})
     };
+    // HTTP/1.1: one connection per in-flight transaction. HTTP/2 (prior knowledge): 50
+    // connections carrying 200 concurrent streams each (the server's stream limit).
+    let h2_clients: Vec<reqwest::Client> = if http2 {
+        (0..50)
+            .map(|_| reqwest::Client::builder().http2_prior_knowledge().build())
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut tasks = Vec::new();
     for i in 0..in_flight {
-        let client = client.clone();
+        let client = if http2 {
+            h2_clients[i % h2_clients.len()].clone()
+        } else {
+            client.clone()
+        };
         let url = format!("{base}/v1/transactions");
         let b = body(i);
         let permit = sem.clone().acquire_owned().await?;
@@ -307,6 +321,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10.0);
     let bins = Binaries::next_to_current_exe();
+    if std::env::var_os("TWOPC_BENCH_ONLY_MEMORY").is_some() {
+        for http2 in [false, true] {
+            let (idle, loaded, held) = memory_test(&bins, 10_000, http2).await?;
+            println!(
+                "http2={http2}: RSS idle {:.1} MiB, {held} in flight {:.1} MiB",
+                idle as f64 / 1024.0,
+                loaded as f64 / 1024.0
+            );
+        }
+        return Ok(());
+    }
     let stack = Stack::start(
         &bins,
         StackOptions {
@@ -325,7 +350,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = through_coordinator(&stack, c, secs).await;
         rows.insert(c, (f, t));
     }
-    let (idle, loaded, held) = memory_test(&bins, 10_000).await?;
+    let (idle, loaded, held) = memory_test(&bins, 10_000, false).await?;
+    let (idle2, loaded2, held2) = memory_test(&bins, 10_000, true).await?;
 
     let mut out = String::new();
     writeln!(out, "# Coordinator benchmark\n")?;
@@ -359,9 +385,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     writeln!(
         out,
-        "Memory: coordinator RSS {:.1} MiB idle, {:.1} MiB with {held} transactions in flight (target: 10,000 within 200 MiB).",
+        "Memory (target: 10,000 in-flight transactions within 200 MiB RSS), coordinator process RSS from /proc:\n\n\
+         | clients | idle MiB | in flight | RSS MiB |\n|---|---|---|---|\n\
+         | HTTP/1.1, one connection per transaction | {:.1} | {held} | {:.1} |\n\
+         | HTTP/2, 50 connections x 200 streams | {:.1} | {held2} | {:.1} |",
         idle as f64 / 1024.0,
-        loaded as f64 / 1024.0
+        loaded as f64 / 1024.0,
+        idle2 as f64 / 1024.0,
+        loaded2 as f64 / 1024.0
     )?;
     println!("{out}");
     if let Ok(path) = std::env::var("TWOPC_BENCH_OUT") {
