@@ -378,30 +378,48 @@ async fn a_prepare_timeout_aborts_and_the_late_prepare_is_rolled_back() {
     assert_eq!(ledger.get("ledger:a").await, None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coordinator_killed_after_the_commit_is_durable_commits_both_after_restart() {
-    let ledger = Participant::start("ledger", TOKEN_LEDGER).await;
-    let vault = Participant::start("vault", TOKEN_VAULT).await;
-    let mut coord = Coordinator::start(&ledger, &vault, "");
+/// Starts a coordinator armed with `failpoint`, submits `body`, and waits until the failpoint
+/// kills the process; the client must get no answer. Returns the stopped coordinator.
+async fn crash_at(
+    ledger: &Participant,
+    vault: &Participant,
+    failpoint: &str,
+    body: Value,
+) -> Coordinator {
+    let mut coord = Coordinator::start(ledger, vault, "");
     coord.kill9();
-    coord.spawn(&["after_commit_log"]);
+    coord.spawn(&[failpoint]);
     coord.wait_connected().await;
     let url = coord.url.clone();
     let post = tokio::spawn(async move {
         reqwest::Client::new()
             .post(format!("{url}/v1/transactions"))
-            .json(&transfer("t-crash", 3, None))
+            .json(&body)
             .send()
             .await
     });
     assert!(
         coord.wait_crash(Duration::from_secs(20)),
-        "the failpoint did not fire"
+        "the failpoint {failpoint} did not fire"
     );
     assert!(
         post.await.unwrap().is_err(),
         "the client must get no answer from a dead coordinator"
     );
+    coord
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_after_the_commit_is_durable_commits_both_after_restart() {
+    let ledger = Participant::start("ledger", TOKEN_LEDGER).await;
+    let vault = Participant::start("vault", TOKEN_VAULT).await;
+    let mut coord = crash_at(
+        &ledger,
+        &vault,
+        "after_commit_log",
+        transfer("t-crash", 3, None),
+    )
+    .await;
     // Both hold it prepared; nothing applied yet.
     assert!(!ledger.prepared_state().await.is_empty());
     assert!(!vault.prepared_state().await.is_empty());
@@ -430,23 +448,13 @@ async fn coordinator_killed_after_the_commit_is_durable_commits_both_after_resta
 async fn coordinator_killed_before_the_decision_aborts_both_after_restart() {
     let ledger = Participant::start("ledger", TOKEN_LEDGER).await;
     let vault = Participant::start("vault", TOKEN_VAULT).await;
-    let mut coord = Coordinator::start(&ledger, &vault, "");
-    coord.kill9();
-    coord.spawn(&["before_commit_log"]);
-    coord.wait_connected().await;
-    let url = coord.url.clone();
-    let post = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("{url}/v1/transactions"))
-            .json(&transfer("t-undecided", 4, None))
-            .send()
-            .await
-    });
-    assert!(
-        coord.wait_crash(Duration::from_secs(20)),
-        "the failpoint did not fire"
-    );
-    assert!(post.await.unwrap().is_err());
+    let mut coord = crash_at(
+        &ledger,
+        &vault,
+        "before_commit_log",
+        transfer("t-undecided", 4, None),
+    )
+    .await;
     assert!(
         !ledger.prepared_state().await.is_empty(),
         "ledger should hold it prepared"

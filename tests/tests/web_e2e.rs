@@ -38,10 +38,11 @@ fn start_stack() -> Stack {
 
 const SECS: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_app_shows_commits_aborts_and_recovery_live() {
-    let stack = start_stack();
-    let mut b = Browser::launch(1280, 800).await.expect("launch chromium");
+/// Opens the app at `width`x`height` and waits until its event stream is connected.
+async fn open_app(stack: &Stack, width: u32, height: u32) -> Browser {
+    let mut b = Browser::launch(width, height)
+        .await
+        .expect("launch chromium");
     b.goto(&format!("{}/", stack.coordinator_url))
         .await
         .unwrap();
@@ -51,6 +52,23 @@ async fn the_app_shows_commits_aborts_and_recovery_live() {
     )
     .await
     .unwrap();
+    b
+}
+
+/// Waits until exactly `n` transaction rows show `outcome`.
+async fn wait_rows(b: &mut Browser, outcome: &str, n: usize) {
+    b.wait_for(
+        &format!("document.querySelectorAll('[data-testid=tx-row][data-outcome={outcome}]').length === {n}"),
+        SECS,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_shows_commits_aborts_and_recovery_live() {
+    let stack = start_stack();
+    let mut b = open_app(&stack, 1280, 800).await;
     b.wait_for(
         "document.querySelectorAll('[data-testid^=lane-]').length >= 4",
         SECS,
@@ -75,12 +93,7 @@ async fn the_app_shows_commits_aborts_and_recovery_live() {
     b.screenshot(&artifacts().join("web-1-transfer-in-flight.png"))
         .await
         .unwrap();
-    b.wait_for(
-        "document.querySelectorAll('[data-testid=tx-row][data-outcome=committed]').length === 1",
-        SECS,
-    )
-    .await
-    .unwrap();
+    wait_rows(&mut b, "committed", 1).await;
     b.wait_for(
         "['bank','ledger'].every(n => document.querySelector(`[data-testid=badge-${n}]`)?.dataset.state === 'committed')",
         SECS,
@@ -94,12 +107,7 @@ async fn the_app_shows_commits_aborts_and_recovery_live() {
 
     // A guard failure: the ledger votes NO, the transaction shows aborted.
     b.click("submit-failing").await.unwrap();
-    b.wait_for(
-        "document.querySelectorAll('[data-testid=tx-row][data-outcome=aborted]').length === 1",
-        SECS,
-    )
-    .await
-    .unwrap();
+    wait_rows(&mut b, "aborted", 1).await;
     b.screenshot(&artifacts().join("web-3-no-vote-aborted.png"))
         .await
         .unwrap();
@@ -114,12 +122,7 @@ async fn the_app_shows_commits_aborts_and_recovery_live() {
     b.screenshot(&artifacts().join("web-4-partition-in-doubt.png"))
         .await
         .unwrap();
-    b.wait_for(
-        "document.querySelectorAll('[data-testid=tx-row][data-outcome=committed]').length === 2",
-        SECS,
-    )
-    .await
-    .unwrap();
+    wait_rows(&mut b, "committed", 2).await;
     b.wait_for(
         "document.querySelector('[data-testid=badge-ledger]')?.dataset.state === 'committed'",
         SECS,
@@ -169,23 +172,9 @@ async fn the_app_shows_commits_aborts_and_recovery_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_fits_a_narrow_window() {
     let stack = start_stack();
-    let mut b = Browser::launch(420, 900).await.expect("launch chromium");
-    b.goto(&format!("{}/", stack.coordinator_url))
-        .await
-        .unwrap();
-    b.wait_for(
-        "document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
-        SECS,
-    )
-    .await
-    .unwrap();
+    let mut b = open_app(&stack, 420, 900).await;
     b.click("submit-transfer").await.unwrap();
-    b.wait_for(
-        "document.querySelectorAll('[data-testid=tx-row][data-outcome=committed]').length === 1",
-        SECS,
-    )
-    .await
-    .unwrap();
+    wait_rows(&mut b, "committed", 1).await;
     let overflow = b
         .eval("document.documentElement.scrollWidth - window.innerWidth")
         .await
