@@ -64,6 +64,10 @@ pub struct StackOptions {
     pub decision_timeout_ms: u64,
     /// Enable the coordinator's fault-injection API.
     pub fault_injection: bool,
+    /// Use this coordinator configuration file instead of a generated one (its participant
+    /// URLs must match the ports above; tokens are passed as TWOPC_BANK_TOKEN and
+    /// TWOPC_LEDGER_TOKEN).
+    pub coordinator_config_file: Option<PathBuf>,
 }
 
 impl Default for StackOptions {
@@ -81,6 +85,7 @@ impl Default for StackOptions {
             prepare_timeout_ms: 3000,
             decision_timeout_ms: 2000,
             fault_injection: true,
+            coordinator_config_file: None,
         }
     }
 }
@@ -389,15 +394,40 @@ token = "{ledger_token}"
                 fi = opts.fault_injection,
             ),
         )?;
-        let coordinator = Proc::spawn(
-            vec![
-                bins.coordinator.display().to_string(),
-                "serve".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            vec![("TWOPC_LOG".into(), "warn".into())],
-        )?;
+        let (args, env) = match &opts.coordinator_config_file {
+            // A given configuration file (the demo uses the documented example): tokens come
+            // through the environment it names, paths through flags.
+            Some(file) => {
+                let mut args = vec![
+                    bins.coordinator.display().to_string(),
+                    "serve".into(),
+                    "--config".into(),
+                    file.display().to_string(),
+                    "--data-dir".into(),
+                    data.display().to_string(),
+                ];
+                if let Some(w) = &opts.web_dir {
+                    args.push("--web-dir".into());
+                    args.push(w.display().to_string());
+                }
+                let env = vec![
+                    ("TWOPC_LOG".into(), "warn".into()),
+                    ("TWOPC_BANK_TOKEN".into(), bank_token.clone()),
+                    ("TWOPC_LEDGER_TOKEN".into(), ledger_token.clone()),
+                ];
+                (args, env)
+            }
+            None => (
+                vec![
+                    bins.coordinator.display().to_string(),
+                    "serve".into(),
+                    "--config".into(),
+                    config.display().to_string(),
+                ],
+                vec![("TWOPC_LOG".into(), "warn".into())],
+            ),
+        };
+        let coordinator = Proc::spawn(args, env)?;
         let coordinator_url = coordinator
             .first_line
             .strip_prefix("listening on ")

@@ -49,6 +49,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             prepare_timeout_ms: 5000,
             decision_timeout_ms: 10_000,
             fault_injection: true,
+            // The documented example configuration (its ports are the ones above).
+            coordinator_config_file: Some(root.join("coordinator/example.toml")),
         },
     )?;
     let pg_url = stack.pg.url("bank");
