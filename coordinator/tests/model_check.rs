@@ -119,6 +119,9 @@ struct World {
     written_unnotified: bool,
     told: Option<Outcome>,
     budget: Budget,
+    /// A planted participant bug (for the checker's self-test): a participant that recovers
+    /// with a prepared transaction commits it on its own (a "heuristic commit").
+    buggy: bool,
 }
 
 fn core_config() -> CoreConfig {
@@ -426,6 +429,9 @@ impl World {
             if !p.up {
                 let mut w = self.clone();
                 w.parts[i].up = true;
+                if w.buggy && w.parts[i].st == PState::Prepared {
+                    w.parts[i].st = PState::Committed;
+                }
                 w.connect(i);
                 out.push((format!("{} recovers and reconnects", NAMES[i]), w));
             }
@@ -569,6 +575,7 @@ fn initial(budget: Budget) -> (World, Core) {
         written_unnotified: false,
         told: None,
         budget,
+        buggy: false,
     };
     let outs = w.core.recover(0, vec![], vec![]);
     w.apply(outs);
@@ -591,8 +598,13 @@ fn initial(budget: Budget) -> (World, Core) {
 
 /// Explores every state reachable within `budget`; panics with a trace on a violation.
 fn explore(name: &str, budget: Budget, max_states: usize) -> Stats {
+    explore_with(name, budget, max_states, false)
+}
+
+fn explore_with(name: &str, budget: Budget, max_states: usize, buggy: bool) -> Stats {
     let t0 = Instant::now();
-    let (init, template) = initial(budget);
+    let (mut init, template) = initial(budget);
+    init.buggy = buggy;
     let mut seen: HashSet<u64> = HashSet::new();
     // Each queue entry keeps the trace (as an index into `trace`) for counterexamples.
     let mut trace: Vec<(usize, String)> = vec![(usize::MAX, "submit t1".into())];
@@ -788,4 +800,23 @@ fn the_checker_finds_a_planted_bug() {
     let (mut w, _t) = initial(Budget::default());
     w.told = Some(Outcome::Committed);
     assert!(w.safety().is_some());
+}
+
+/// The explorer finds a planted protocol bug on its own: a participant that commits a
+/// prepared transaction by itself when it recovers from a crash breaks atomicity as soon as
+/// the other participant votes NO.
+#[test]
+#[should_panic(expected = "VIOLATION")]
+fn the_explorer_finds_a_planted_participant_bug() {
+    explore_with(
+        "planted bug: heuristic commit on recovery",
+        Budget {
+            pcrash: 1,
+            noes: 1,
+            ticks: 2,
+            ..Budget::default()
+        },
+        250_000,
+        true,
+    );
 }
