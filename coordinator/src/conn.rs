@@ -173,9 +173,18 @@ async fn serve(
         tokio::select! {
             msg = outbox.recv() => {
                 let Some(msg) = msg else { return "shutdown".into() };
-                let frame = Frame::new(next_id, msg);
-                next_id += 1;
-                if let Err(e) = sink.send(WsMessage::text(encode_frame(&frame))).await {
+                // Write everything already queued, then flush once: under load many frames
+                // share one write instead of a syscall each.
+                let mut next = Some(msg);
+                while let Some(msg) = next.take() {
+                    let frame = Frame::new(next_id, msg);
+                    next_id += 1;
+                    if let Err(e) = sink.feed(WsMessage::text(encode_frame(&frame))).await {
+                        return format!("send failed: {e}");
+                    }
+                    next = outbox.try_recv().ok();
+                }
+                if let Err(e) = sink.flush().await {
                     return format!("send failed: {e}");
                 }
             }
