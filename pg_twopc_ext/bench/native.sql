@@ -3,5 +3,5 @@
 \set r random(1, 1000000000000000)
 BEGIN;
 UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-PREPARE TRANSACTION 'n-:client_id-:r';
-COMMIT PREPARED 'n-:client_id-:r';
+PREPARE TRANSACTION 'twopc:bench:n-:client_id-:r';
+COMMIT PREPARED 'twopc:bench:n-:client_id-:r';

@@ -3,5 +3,5 @@
 \set r random(1, 1000000000000000)
 BEGIN;
 UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-SELECT twopc.prepare('t-:client_id-:r');
-SELECT twopc.commit_prepared('t-:client_id-:r');
+SELECT twopc.prepare('twopc:bench:t-:client_id-:r');
+SELECT twopc.commit_prepared('twopc:bench:t-:client_id-:r');

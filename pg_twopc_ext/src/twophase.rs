@@ -32,8 +32,9 @@
 //!   unknown gid is presumed aborted.
 //!
 //! Only *who* finished it and *how* (`finished_by`, `via`) can be lost, for the last few
-//! hundred milliseconds before a crash. This keeps the function path within a few percent of
-//! native COMMIT PREPARED (one WAL flush each, see `bench/RESULTS.md`). When the surrounding
+//! hundred milliseconds before a crash. So the function path needs one WAL flush per phase, as
+//! native PREPARE TRANSACTION / COMMIT PREPARED do (what it still costs more, in WAL volume and
+//! CPU, is measured and explained in `bench/RESULTS.md`). When the surrounding
 //! transaction has already written something else (the function called from a DO block that
 //! also modified data), the caller's `synchronous_commit` is left alone.
 //!
@@ -47,14 +48,14 @@ use crate::tracking::{self, XminStatus};
 use crate::validate::{self, Decision, Via};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{PgBuiltInOids, PgOid};
-use std::cell::RefCell;
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 
 unsafe extern "C-unwind" {
     /// twophase.h: finishes (commits or rolls back) the prepared transaction `gid`.
     fn FinishPreparedTransaction(gid: *const c_char, is_commit: bool);
+    /// twophase.h: is `gid` prepared with this replication origin LSN and timestamp?
+    fn LookupGXact(gid: *const c_char, prepare_end_lsn: u64, origin_prepare_timestamp: i64)
+        -> bool;
 }
 
 unsafe extern "C" {
@@ -62,37 +63,19 @@ unsafe extern "C" {
     static max_prepared_xacts: c_int;
 }
 
-thread_local! {
-    /// The plan of [`IN_USE_QUERY`], prepared once per backend (SPI_keepplan; the plan cache
-    /// revalidates it). Planning the query over the `pg_prepared_xacts` view each time cost
-    /// about a fifth of the backend's CPU time in the pgbench run.
-    static IN_USE_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
-}
-
-const IN_USE_QUERY: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts \
-                            WHERE gid OPERATOR(pg_catalog.=) $1)";
-
-/// Whether a prepared transaction named `gid` exists (any database).
-fn gid_prepared_anywhere(gid: &str) -> Result<bool> {
-    Spi::connect(|client| {
-        IN_USE_PLAN.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                let plan =
-                    client.prepare(IN_USE_QUERY, &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID)])?;
-                *slot = Some(plan.keep());
-            }
-            let plan = slot.as_ref().expect("prepared above");
-            client
-                .select(plan, Some(1), &[gid.into()])?
-                .first()
-                .get_one::<bool>()
-        })
-    })
-    .map(|v| v.unwrap_or(false))
-    .map_err(|e| TwopcError::Spi {
-        detail: e.to_string(),
-    })
+/// Whether a transaction prepared on this server (any database) holds `gid`.
+///
+/// `LookupGXact` (twophase.h, used by logical replication) scans the shared prepared
+/// transaction array under a shared lock and, for a matching gid, compares the replication
+/// origin LSN and timestamp recorded at PREPARE; both are 0 for a transaction prepared
+/// locally. This is a few microseconds, against tens for an SPI query over
+/// `pg_prepared_xacts`, which mattered in the pgbench comparison. A gid held by a transaction
+/// that a logical-replication apply worker prepared is not found here; PREPARE itself still
+/// refuses it at the end of the statement ("transaction identifier ... is already in use"),
+/// which is an equally clean ERROR.
+fn gid_prepared_here(gid: &CStr) -> bool {
+    // SAFETY: a plain lookup under TwoPhaseStateLock; the gid is NUL-terminated.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| LookupGXact(gid.as_ptr(), 0, 0)) }
 }
 
 /// `twopc.prepare()`: see the module docs.
@@ -128,7 +111,8 @@ pub fn prepare(
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
     let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
-    if gid_prepared_anywhere(gid)? {
+    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
+    if gid_prepared_here(&cgid) {
         return Err(TwopcError::GidInUse { gid: gid.into() });
     }
     for t in tracking::scan(Some(gid), |_, st| st != XminStatus::Aborted)? {
@@ -143,7 +127,6 @@ pub fn prepare(
         }
     }
     tracking::insert_tracking(gid, global_id.as_deref(), coordinator.as_deref())?;
-    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
     // SAFETY: we are in a top-level transaction block (checked above); PostgreSQL copies the
     // gid into TopTransactionContext.
     let marked = unsafe { pg_sys::PrepareTransactionBlock(cgid.as_ptr()) };
