@@ -10,11 +10,10 @@
 //! * [`twophase`]: prepare / finish / record_decision.
 //! * [`tracking`]: the tracking, history and decision tables below SQL (`SnapshotAny` scans,
 //!   direct heap inserts).
-//! * [`outcome`]: `twopc.outcome(gid)`.
+//! * [`outcome`]: what `twopc.outcome(gid)` answers, and why.
 //! * [`guard`]: hooks that keep `twopc.prepare()` the last statement of its transaction.
 //! * [`validate`]: argument rules that need no database.
 //! * [`error`]: the crate's one error type.
-//!
 //! * [`worker`]: the Postgres participant endpoint (a background worker, only with
 //!   `shared_preload_libraries`).
 

@@ -220,6 +220,7 @@ fn prepared_xids() -> HashSet<pg_sys::TransactionId> {
 /// Tracking rows of transactions that are prepared right now: found with a non-MVCC scan,
 /// since they are invisible until they commit. Basis of the `twopc.in_doubt` view.
 #[pg_extern(volatile)]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out inline
 fn tracking_in_doubt() -> TableIterator<
     'static,
     (
@@ -251,6 +252,7 @@ fn tracking_in_doubt() -> TableIterator<
 /// wrote it (`in_progress`, `committed`, `aborted`, `current`) and whether `twopc.forget()`
 /// deleted it. For diagnostics and `twopc.stats()`.
 #[pg_extern(volatile)]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out inline
 fn tracking_tuples() -> TableIterator<
     'static,
     (
