@@ -86,7 +86,6 @@ pub async fn run(
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
         last_error.clear();
         // Stale messages from before this connection are not sent (see module docs).
         while outbox.try_recv().is_ok() {}
@@ -100,6 +99,7 @@ pub async fn run(
         {
             return;
         }
+        let connected_at = Instant::now();
         let reason = serve(
             &dial,
             ws,
@@ -119,6 +119,17 @@ pub async fn run(
             .await;
         if reason == "shutdown" {
             return;
+        }
+        // A connection that dies right after it was accepted (a participant shutting down, a
+        // proxy) must not turn into a tight reconnect loop: back off as after a failed dial.
+        if connected_at.elapsed() < Duration::from_secs(1) {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.recv() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        } else {
+            backoff = Duration::from_millis(100);
         }
     }
 }
