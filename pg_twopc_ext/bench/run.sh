@@ -144,8 +144,8 @@ $FATALS FATAL/PANIC lines in the server log.
   tracking-index lookup in commit_prepared for twopc-format gids.
 * **WAL volume, and so the length of each flush, is not.** \`pg_walinspect\` over 2400
   transactions right after a checkpoint: native wrote PREPARE 317 B + COMMIT PREPARED 42 B +
-  the UPDATE per transaction; the function path adds two heap inserts (394 B together: the rows
-  carry two \`name\` columns of 64 B), two btree leaf inserts (147 B) plus, after each
+  the UPDATE per transaction; the function path adds two heap inserts (394 B together while both
+  rows carried a 64 B \`name\`; \`history.finished_by\` is \`text\` since), two btree leaf inserts (147 B) plus, after each
   checkpoint, a full-page image for every leaf of the random-key gid indexes it touches (4.5 kB
   per transaction in that window, falling off as the leaves get touched), a 195 B larger PREPARE
   record (two more lock records) and a 34 B commit record for the history row. Flushes are

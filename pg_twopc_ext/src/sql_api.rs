@@ -36,7 +36,7 @@ CREATE TABLE twopc.history (
     coordinator text,
     decision    text        NOT NULL CHECK (decision IN ('commit', 'abort')),
     finished_at timestamptz NOT NULL,
-    finished_by name        NOT NULL,
+    finished_by text        NOT NULL,
     via         text        NOT NULL CHECK (via IN ('coordinator', 'manual', 'resolver'))
 );
 CREATE INDEX history_gid_idx ON twopc.history (gid);
@@ -48,7 +48,7 @@ CREATE TABLE twopc.decisions (
     gid         text        PRIMARY KEY,
     decision    text        NOT NULL CHECK (decision IN ('commit', 'abort')),
     recorded_at timestamptz NOT NULL,
-    recorded_by name        NOT NULL
+    recorded_by text        NOT NULL
 );
 
 SELECT pg_catalog.pg_extension_config_dump('twopc.tracking', '');

@@ -85,14 +85,23 @@ fn name_datum(s: &CStr) -> pg_sys::Datum {
     }
 }
 
-/// The name of the current user (`current_user`), as a `name` datum.
-fn current_user_datum() -> pg_sys::Datum {
+/// The name of the current user (`current_user`).
+fn current_user() -> &'static CStr {
     // SAFETY: GetUserId is always valid inside a transaction; noerr = false raises a normal
-    // ERROR for a dropped role (cannot happen for the session's own user).
-    unsafe {
-        let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
-        name_datum(CStr::from_ptr(name))
-    }
+    // ERROR for a dropped role (cannot happen for the session's own user). The string is
+    // palloc'd in the current memory context, which outlives our use of it.
+    unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
+}
+
+/// `current_user` as a `name` datum (`twopc.tracking.prepared_by`).
+fn current_user_name_datum() -> pg_sys::Datum {
+    name_datum(current_user())
+}
+
+/// `current_user` as a `text` datum (history and decisions: `text` keeps those rows 60 bytes
+/// smaller than a fixed-width `name`, which is WAL on the commit path).
+fn current_user_text_datum() -> Option<pg_sys::Datum> {
+    text_datum(current_user().to_str().ok())
 }
 
 /// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`.
@@ -146,7 +155,7 @@ pub fn insert_tracking(
             text_datum(global_id),
             text_datum(coordinator),
             Some(pg_sys::Datum::from(now)),
-            Some(current_user_datum()),
+            Some(current_user_name_datum()),
         ],
     )
 }
@@ -169,7 +178,7 @@ pub fn insert_history(
             text_datum(coordinator),
             text_datum(Some(decision)),
             Some(pg_sys::Datum::from(now)),
-            Some(current_user_datum()),
+            current_user_text_datum(),
             text_datum(Some(via)),
         ],
     )
@@ -185,7 +194,7 @@ pub fn insert_decision(gid: &str, decision: &str) -> Result<()> {
             text_datum(Some(gid)),
             text_datum(Some(decision)),
             Some(pg_sys::Datum::from(now)),
-            Some(current_user_datum()),
+            current_user_text_datum(),
         ],
     )
 }
