@@ -154,7 +154,7 @@ $FATALS FATAL/PANIC lines in the server log.
 * **This machine is CPU-bound.** 2 cores, 8 clients plus pgbench, and other sessions' builds
   and test suites running at the same time (load average above): throughput follows CPU per
   transaction here, so the 30-50 µs show up in the ratio. With idle cores the run is bound by
-  WAL flushes, which are the same for both paths. The prepared-statement column removes the
+  WAL flushes: equal in number, longer by the extra WAL volume above. The prepared-statement column removes the
   per-call parse/plan cost (it also prepares the UPDATE, which the native script cannot).
 MD
 echo "[bench] wrote $HERE/RESULTS.md" >&2
