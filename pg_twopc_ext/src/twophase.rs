@@ -108,6 +108,9 @@ pub fn prepare(
     if xact_flags as u32 & pg_sys::XACT_FLAGS_ACCESSEDTEMPNAMESPACE != 0 {
         return Err(TwopcError::TouchedTemporaryObjects);
     }
+    // The tracking row is written below the executor, which would otherwise be the one to
+    // refuse writes in a read-only transaction or on a standby.
+    prevent_writes(c"twopc.prepare()");
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
     let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
@@ -147,6 +150,8 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     // SAFETY: raises a normal ERROR inside a transaction block, subtransaction or pipeline,
     // exactly as for COMMIT PREPARED.
     unsafe { pg_sys::PreventInTransactionBlock(true, stmt.as_ptr()) };
+    // The history row is a write (COMMIT PREPARED itself is allowed in a read-only session).
+    prevent_writes(stmt);
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
 
@@ -195,8 +200,18 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     )
 }
 
+/// Raises PostgreSQL's own errors for a write in a read-only transaction or during recovery.
+fn prevent_writes(what: &CStr) {
+    // SAFETY: both only read backend state and raise an ordinary ERROR.
+    unsafe {
+        pg_sys::PreventCommandIfReadOnly(what.as_ptr());
+        pg_sys::PreventCommandDuringRecovery(what.as_ptr());
+    }
+}
+
 /// `twopc.record_decision()`: remembers the coordinator's decision for a gid (idempotent).
 pub fn record_decision(gid: Option<&str>, decision: Option<&str>) -> Result<()> {
+    prevent_writes(c"twopc.record_decision()");
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
     let decision = Decision::parse(decision.unwrap_or(""))?;

@@ -90,7 +90,14 @@ CREATE TEMP TABLE scratch (i int);
 SELECT twopc.prepare('m10');
 ROLLBACK;
 
--- Finishing: inside a transaction block, in a multi-statement string, unknown gid, bad via.
+-- A read-only transaction (the tracking row is written below the executor, so the function
+-- checks this itself).
+BEGIN READ ONLY;
+SELECT twopc.prepare('m11');
+ROLLBACK;
+
+-- Finishing: inside a transaction block, in a multi-statement string, unknown gid, bad via,
+-- read-only session.
 BEGIN;
 SELECT twopc.commit_prepared('busy');
 ROLLBACK;
@@ -100,6 +107,10 @@ SELECT twopc.rollback_prepared('no-such-gid');
 SELECT twopc.commit_prepared('busy', 'robot');
 SELECT twopc.commit_prepared(NULL);
 SELECT twopc.outcome('');
+SET default_transaction_read_only = on;
+SELECT twopc.commit_prepared('busy');
+SELECT twopc.record_decision('busy', 'abort');
+RESET default_transaction_read_only;
 -- Decisions.
 SELECT twopc.record_decision('busy', 'maybe');
 SELECT twopc.record_decision('busy', 'abort');
