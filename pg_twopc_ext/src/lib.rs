@@ -35,13 +35,10 @@ pub mod worker;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guard::install();
-    // The worker's GUCs are PGC_POSTMASTER: defining them when the library is loaded later
-    // (CREATE EXTENSION, first function call in a backend) is a FATAL in PostgreSQL, so only
-    // do it while shared_preload_libraries is processed.
-    // SAFETY: reading a postmaster global during _PG_init, on the main thread.
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
-        worker::init();
-    }
+    // Only acts while shared_preload_libraries is processed: its GUCs are PGC_POSTMASTER, and
+    // defining those when the library is loaded later (CREATE EXTENSION, a function call) is a
+    // FATAL in PostgreSQL.
+    worker::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]
