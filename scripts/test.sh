@@ -22,15 +22,16 @@ cargo clippy --workspace --exclude twopc-web --all-targets -- -D warnings
 step "clippy (web, wasm32)"
 cargo clippy -p twopc-web --target wasm32-unknown-unknown -- -D warnings
 
-step "install the extension into PostgreSQL 15"
-(cd pg_twopc_ext && cargo pgrx install --pg-config "$PG_CONFIG")
-
 step "extension tests inside PostgreSQL (cargo pgrx test)"
 # PostgreSQL refuses to run as root: the test cluster runs as postgres in a directory it owns.
 rm -rf "$PGRX_PGDATA"
 mkdir -p "$PGRX_PGDATA"
 chown postgres:postgres "$PGRX_PGDATA"
 (cd pg_twopc_ext && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_PGDATA")
+
+# cargo pgrx test installs its own pg_test build; install the real one after it.
+step "install the extension into PostgreSQL 15 (the build the end-to-end tests load)"
+(cd pg_twopc_ext && cargo pgrx install --pg-config "$PG_CONFIG")
 
 step "the wire protocol crate builds for wasm32"
 cargo build -p twopc-protocol --target wasm32-unknown-unknown
