@@ -71,6 +71,11 @@ impl PgConfig {
     }
 }
 
+/// "Already prepared / committed / rolled back here?" for one gid, by index.
+const PRECHECK: &str = "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = $1), \
+                        EXISTS (SELECT 1 FROM twopc.tracking WHERE gid = $1), \
+                        EXISTS (SELECT 1 FROM twopc.history WHERE gid = $1 AND decision = 'abort')";
+
 /// Most prepared statements cached per connection before the cache is cleared.
 const STATEMENT_CACHE: usize = 256;
 
@@ -245,8 +250,15 @@ impl PgResource {
         // unconditionally (twophase.c: "nor is there any support for async commit of a
         // prepared xact"), so every YES vote and every acknowledged commit stays durable, and
         // a commit's outcome is recoverable from its tracking row anyway.
+        // Timeouts are session settings so that no transaction pays for SET LOCAL statements;
+        // they bound the lock waits and statements of every transaction on this connection.
+        let settings = format!(
+            "SET synchronous_commit = off; SET lock_timeout = {}; SET statement_timeout = {}",
+            self.cfg.lock_timeout.as_millis(),
+            self.cfg.statement_timeout.as_millis()
+        );
         client
-            .batch_execute("SET synchronous_commit = off")
+            .batch_execute(&settings)
             .await
             .map_err(|e| ParticipantError::resource(describe(&e)))?;
         Ok(Conn {
@@ -301,15 +313,7 @@ impl PgResource {
                 return Ok(Err(why));
             }
         }
-        let setup = format!(
-            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
-            self.cfg.lock_timeout.as_millis(),
-            self.cfg.statement_timeout.as_millis()
-        );
-        if let Err(e) = c.client.batch_execute(&setup).await {
-            let _ = c.client.batch_execute("ROLLBACK").await;
-            return Err(ParticipantError::resource(describe(&e)));
-        }
+        // The caller has opened the transaction block (see `prepare`).
         // Parse every statement first (a round trip each the first time on this connection,
         // none once cached), then send all executions and the tracked prepare back to back and
         // read the answers in order: one round trip for the whole transaction. tokio-postgres
@@ -459,20 +463,13 @@ impl PgResource {
         };
         let known_gid = self.gids.lock().expect("gid cache").get(txid).cloned();
         if let Some(gid) = &known_gid {
-            // Fast path for a transaction this process prepared: record the decision and
-            // finish it, pipelined (two transactions, one round trip). Anything unexpected
-            // falls through to the careful path below.
-            if let (Ok(record), Ok(finish)) = (
-                c.statement("SELECT twopc.record_decision($1, $2)").await,
-                c.statement(sql).await,
-            ) {
-                let record_params: [&(dyn ToSql + Sync); 2] = [gid, &word];
+            // Fast path for a transaction this process prepared: finish it at once. Only when
+            // that fails is the decision recorded (below), so in_doubt can show it while the
+            // transaction stays prepared; a decision row for a finished gid would only be
+            // bookkeeping to purge later.
+            if let Ok(finish) = c.statement(sql).await {
                 let finish_params: [&(dyn ToSql + Sync); 1] = [gid];
-                let (_, finished) = futures_util::join!(
-                    c.client.query_opt(&record, &record_params),
-                    c.client.query_opt(&finish, &finish_params)
-                );
-                if finished.is_ok() {
+                if c.client.query_opt(&finish, &finish_params).await.is_ok() {
                     return Ok(AckResult::Applied);
                 }
             }
@@ -522,24 +519,31 @@ impl Resource for PgResource {
         }
         let gid = format_gid(coordinator, txid);
         let mut c = self.checkout().await?;
-        // Idempotent: a duplicated Prepare must not run the statements twice. One round trip
-        // answers "already prepared / committed / rolled back?" by the exact gid.
-        let seen = c
-            .query_opt(
-                "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = $1), \
-                        EXISTS (SELECT 1 FROM twopc.tracking WHERE gid = $1), \
-                        EXISTS (SELECT 1 FROM twopc.history WHERE gid = $1 AND decision = 'abort')",
-                &[&gid],
-            )
-            .await;
-        let seen = match seen {
-            Ok(Some(row)) => (
+        // Idempotent: a duplicated Prepare must not run the statements twice. BEGIN and the
+        // check "already prepared / committed / rolled back?" (by the exact gid) go out
+        // together, one round trip. The statements follow only once BEGIN is known to have
+        // succeeded: sent blindly behind a failed BEGIN they would commit one by one.
+        let (begin, check) = match (c.statement("BEGIN").await, c.statement(PRECHECK).await) {
+            (Ok(b), Ok(p)) => (b, p),
+            (Err(e), _) | (_, Err(e)) => {
+                self.checkin(c).await;
+                return Err(ParticipantError::resource(describe(&e)));
+            }
+        };
+        let check_params: [&(dyn ToSql + Sync); 1] = [&gid];
+        let (began, seen) = futures_util::join!(
+            c.client.execute(&begin, &[]),
+            c.client.query_opt(&check, &check_params)
+        );
+        let seen = match (began, seen) {
+            (Ok(_), Ok(Some(row))) => (
                 row.get::<_, bool>(0),
                 row.get::<_, bool>(1),
                 row.get::<_, bool>(2),
             ),
-            Ok(None) => (false, false, false),
-            Err(e) => {
+            (Ok(_), Ok(None)) => (false, false, false),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = c.client.batch_execute("ROLLBACK").await;
                 self.checkin(c).await;
                 return Err(ParticipantError::resource(describe(&e)));
             }
@@ -552,6 +556,7 @@ impl Resource for PgResource {
             _ => None,
         };
         if let Some(outcome) = early {
+            let _ = c.client.batch_execute("ROLLBACK").await;
             self.checkin(c).await;
             return Ok(outcome);
         }
