@@ -125,6 +125,14 @@ pub struct PgResource {
     /// gids this process prepared, by txid: Commit and Abort carry only the txid, and this
     /// spares them a scan of pg_prepared_xacts. Lost on restart, then the scan is the fallback.
     gids: std::sync::Mutex<HashMap<TxId, String>>,
+    /// Txids this process voted NO on or was told to abort: a late or duplicated Prepare for
+    /// one of them (a delayed frame, a retransmission) votes NO instead of preparing work the
+    /// coordinator has already given up on. Bounded; lost on restart, when the coordinator's
+    /// answer to a late YES (abort) still resolves it.
+    tombstones: std::sync::Mutex<(
+        std::collections::HashSet<TxId>,
+        std::collections::VecDeque<TxId>,
+    )>,
 }
 
 /// A parameter sent in text format, whatever type Postgres inferred for its placeholder.
@@ -223,13 +231,33 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Most tombstones kept (oldest forgotten first).
+const MAX_TOMBSTONES: usize = 100_000;
+
 impl PgResource {
+    fn tombstone(&self, txid: &TxId) {
+        let mut t = self.tombstones.lock().expect("tombstones");
+        if t.0.insert(txid.clone()) {
+            t.1.push_back(txid.clone());
+            while t.1.len() > MAX_TOMBSTONES {
+                if let Some(old) = t.1.pop_front() {
+                    t.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn is_tombstoned(&self, txid: &TxId) -> bool {
+        self.tombstones.lock().expect("tombstones").0.contains(txid)
+    }
+
     /// A resource for the database `cfg.conninfo` points at. Connects lazily.
     pub fn new(cfg: PgConfig) -> Self {
         PgResource {
             cfg,
             idle: Mutex::new(Vec::new()),
             gids: std::sync::Mutex::new(HashMap::new()),
+            tombstones: std::sync::Mutex::new(Default::default()),
         }
     }
 
@@ -490,11 +518,15 @@ impl PgResource {
                 }
             };
         }
-        Ok(match self.finished(c, txid, known_gid.as_deref()).await? {
+        let result = match self.finished(c, txid, known_gid.as_deref()).await? {
             Some(d) if d == decision => AckResult::AlreadyApplied,
             Some(_) => AckResult::Conflict,
             None => AckResult::NotPrepared,
-        })
+        };
+        if decision == Decision::Abort && result == AckResult::NotPrepared {
+            self.tombstone(txid);
+        }
+        Ok(result)
     }
 }
 
@@ -516,6 +548,13 @@ impl Resource for PgResource {
         };
         if stmts.is_empty() {
             return Ok(PrepareOutcome::ReadOnly);
+        }
+        if self.is_tombstoned(txid) {
+            return Ok(PrepareOutcome::No {
+                reason: format!(
+                    "transaction {txid} was already aborted here (late or repeated prepare)"
+                ),
+            });
         }
         let gid = format_gid(coordinator, txid);
         let mut c = self.checkout().await?;
@@ -572,7 +611,10 @@ impl Resource for PgResource {
                     .insert(txid.clone(), gid);
                 Ok(PrepareOutcome::Yes)
             }
-            Err(reason) => Ok(PrepareOutcome::No { reason }),
+            Err(reason) => {
+                self.tombstone(txid);
+                Ok(PrepareOutcome::No { reason })
+            }
         }
     }
 
