@@ -398,3 +398,33 @@ async fn statements_run_in_the_order_given_also_when_pipelined() {
     );
     assert_eq!(balances(&s.pg), "100,100,10,10");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_prepare_after_an_abort_or_a_no_vote_is_refused() {
+    let s = start();
+    let (mut c, _) = connect(s.addr).await;
+    // The Abort overtook its Prepare (a delayed frame): the Prepare must not prepare anything.
+    assert_eq!(
+        finish(
+            &mut c,
+            Message::Abort {
+                txid: tx("overtaken"),
+                reason: None
+            }
+        )
+        .await,
+        (Decision::Abort, AckResult::NotPrepared)
+    );
+    let (v, reason) = vote(&mut c, "overtaken", transfer(1)).await;
+    assert_eq!(v, Vote::No);
+    assert!(reason.unwrap().contains("already aborted"));
+    // A repeated Prepare after a NO vote does not get a second chance either.
+    assert_eq!(vote(&mut c, "no-twice", transfer(1000)).await.0, Vote::No);
+    assert_eq!(vote(&mut c, "no-twice", transfer(1)).await.0, Vote::No);
+    assert_eq!(
+        s.pg.psql_ok("bank", "SELECT count(*) FROM pg_prepared_xacts")
+            .unwrap(),
+        "0"
+    );
+    assert_eq!(balances(&s.pg), "100,100");
+}
