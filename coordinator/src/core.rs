@@ -267,6 +267,29 @@ struct PartState {
     next_send_ms: u64,
 }
 
+impl PartState {
+    /// Counts one more attempt and returns the exponential-backoff wait before the next one.
+    fn next_backoff(&mut self, base_ms: u64, max_ms: u64) -> u64 {
+        let backoff = base_ms
+            .saturating_mul(1u64 << self.attempts.min(16))
+            .min(max_ms);
+        self.attempts += 1;
+        backoff
+    }
+
+    /// Schedules this participant's next re-send `delay_ms` from now.
+    fn schedule(
+        &mut self,
+        timers: &mut BTreeSet<(u64, TxId)>,
+        txid: &TxId,
+        now_ms: u64,
+        delay_ms: u64,
+    ) {
+        self.next_send_ms = now_ms + delay_ms;
+        timers.insert((self.next_send_ms, txid.clone()));
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Tx {
     body_hash: u64,
@@ -1124,10 +1147,8 @@ impl Core {
         if !p.owes_ack {
             return;
         }
-        let backoff = base.saturating_mul(1u64 << p.attempts.min(16)).min(max);
-        p.attempts += 1;
-        p.next_send_ms = now_ms + backoff;
-        self.timers.insert((p.next_send_ms, txid.clone()));
+        let backoff = p.next_backoff(base, max);
+        p.schedule(&mut self.timers, txid, now_ms, backoff);
         let msg = match d {
             Decision::Commit => Message::Commit { txid: txid.clone() },
             Decision::Abort => Message::Abort {
@@ -1173,10 +1194,8 @@ impl Core {
         let Some(p) = tx.parts.get_mut(to) else {
             return;
         };
-        let backoff = base.saturating_mul(1u64 << p.attempts.min(16)).min(max);
-        p.attempts += 1;
-        p.next_send_ms = now_ms + backoff;
-        self.timers.insert((p.next_send_ms, txid.clone()));
+        let backoff = p.next_backoff(base, max);
+        p.schedule(&mut self.timers, txid, now_ms, backoff);
         self.metrics.retries += 1;
         out.push(Output::Event {
             txid: Some(txid.clone()),
@@ -1196,6 +1215,15 @@ impl Core {
                 ops,
             },
         );
+    }
+
+    /// A participant that is not connected is re-sent to when it reconnects; a slow timer
+    /// keeps the transaction from being forgotten meanwhile.
+    fn park(&mut self, now_ms: u64, txid: &TxId, p: &ParticipantName) {
+        let max = self.cfg.retry_max_ms;
+        if let Some(ps) = self.txs.get_mut(txid).and_then(|t| t.parts.get_mut(p)) {
+            ps.schedule(&mut self.timers, txid, now_ms, max);
+        }
     }
 
     fn tick(&mut self, now_ms: u64, out: &mut Vec<Output>) {
@@ -1254,13 +1282,7 @@ impl Core {
                         .unwrap_or_default();
                     for (p, attempt) in due_parts {
                         if !self.connected.contains(&p) {
-                            // Re-sent on reconnect; keep a slow timer so nothing is forgotten.
-                            if let Some(ps) =
-                                self.txs.get_mut(&txid).and_then(|t| t.parts.get_mut(&p))
-                            {
-                                ps.next_send_ms = now_ms + self.cfg.retry_max_ms;
-                                self.timers.insert((ps.next_send_ms, txid.clone()));
-                            }
+                            self.park(now_ms, &txid, &p);
                             continue;
                         }
                         self.metrics.retries += 1;
@@ -1291,11 +1313,8 @@ impl Core {
                                 },
                             });
                             self.resend_one_phase(now_ms, &txid, &p, out);
-                        } else if let Some(ps) =
-                            self.txs.get_mut(&txid).and_then(|t| t.parts.get_mut(&p))
-                        {
-                            ps.next_send_ms = now_ms + self.cfg.retry_max_ms;
-                            self.timers.insert((ps.next_send_ms, txid.clone()));
+                        } else {
+                            self.park(now_ms, &txid, &p);
                         }
                     }
                 }
