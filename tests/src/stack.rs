@@ -101,7 +101,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(cmd: Vec<String>, env: Vec<(String, String)>) -> Result<Proc> {
+    /// Starts `cmd` (program first) with `env` added, and waits for its first line of output.
+    pub fn spawn(cmd: Vec<String>, env: Vec<(String, String)>) -> Result<Proc> {
         let mut p = Proc {
             cmd,
             env,

@@ -10,13 +10,11 @@
 
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use twopc_participant::{RunningServer, Server, ServerConfig};
 use twopc_redis_participant::{RedisResource, Retention};
+use twopc_tests::stack::Proc;
 use twopc_tests::RedisServer;
 
 const TOKEN_LEDGER: &str = "ledger-token-0123456789";
@@ -98,9 +96,8 @@ async fn serve(redis: &RedisServer, name: &str, token: &str, addr: SocketAddr) -
 }
 
 struct Coordinator {
-    child: Option<Child>,
+    process: Proc,
     url: String,
-    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -142,60 +139,51 @@ token = "{vt}"
             ),
         )
         .unwrap();
+        let exe = env!("CARGO_BIN_EXE_twopc-coordinator-under-test");
+        let process = Proc::spawn(
+            vec![
+                exe.into(),
+                "serve".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            vec![("TWOPC_LOG".into(), "warn".into())],
+        )
+        .expect("spawn the coordinator");
         let mut c = Coordinator {
-            child: None,
+            process,
             url: String::new(),
-            config,
             _dir: dir,
         };
-        c.spawn(&[]);
+        c.read_url();
         c
     }
 
+    /// Restarts the process with `failpoints` armed (none: a plain restart).
     fn spawn(&mut self, failpoints: &[&str]) {
-        let exe = env!("CARGO_BIN_EXE_twopc-coordinator-under-test");
-        let mut child = Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("TWOPC_FAILPOINTS", failpoints.join(","))
-            .env("TWOPC_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        self.process.kill9();
+        let fp = failpoints.join(",");
+        self.process
+            .start_with_env(&[("TWOPC_FAILPOINTS", &fp)])
             .expect("spawn the coordinator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        self.read_url();
+    }
+
+    fn read_url(&mut self) {
+        let line = &self.process.first_line;
         let url = line
-            .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected line {line:?}"));
         self.url = url.to_owned();
-        self.child = Some(child);
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     /// Waits for the process to die on its own (a failpoint), returning whether it did.
     fn wait_crash(&mut self, within: Duration) -> bool {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    self.child = None;
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        self.process.wait_exit(within)
     }
 
     async fn wait_connected(&self) {
@@ -239,12 +227,6 @@ token = "{vt}"
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
