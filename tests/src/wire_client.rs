@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use twopc_protocol::{decode_frame, encode_frame, Frame, Message};
+use twopc_protocol::{decode_frame, encode_frame, AckResult, Decision, Frame, Message, Vote};
 
 /// How long [`WireClient::recv`] waits before failing the test.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(20);
@@ -166,6 +166,33 @@ impl WireClient {
     pub async fn request(&mut self, msg: Message) -> Message {
         let id = self.send(msg).await;
         self.recv_matching(|f| f.id == id).await.msg
+    }
+
+    /// Sends a Prepare (or any request answered by a vote) and returns the vote, checking it
+    /// is for the same transaction.
+    pub async fn vote(&mut self, prepare: Message) -> (Vote, Option<String>) {
+        let txid = prepare.txid().cloned();
+        match self.request(prepare).await {
+            Message::Vote {
+                txid: t,
+                vote,
+                reason,
+            } => {
+                assert_eq!(Some(&t), txid.as_ref(), "vote for another transaction");
+                (vote, reason)
+            }
+            other => panic!("expected a vote, got {other:?}"),
+        }
+    }
+
+    /// Sends Commit, Abort or CommitOnePhase and returns the ack's (decision, result).
+    pub async fn ack(&mut self, msg: Message) -> (Decision, AckResult) {
+        match self.request(msg).await {
+            Message::Ack {
+                decision, result, ..
+            } => (decision, result),
+            other => panic!("expected an ack, got {other:?}"),
+        }
     }
 
     /// Closes the connection politely.

@@ -109,25 +109,17 @@ fn transfer(amount: i64) -> Operations {
 }
 
 async fn vote(c: &mut WireClient, txid: &str, ops: Operations) -> (Vote, Option<String>) {
-    let msg = Message::Prepare {
+    c.vote(Message::Prepare {
         txid: tx(txid),
         coordinator: CoordinatorId::new("c1").unwrap(),
         ops,
         timeout_ms: None,
-    };
-    match c.request(msg).await {
-        Message::Vote { vote, reason, .. } => (vote, reason),
-        other => panic!("expected a vote, got {other:?}"),
-    }
+    })
+    .await
 }
 
 async fn finish(c: &mut WireClient, msg: Message) -> (Decision, AckResult) {
-    match c.request(msg).await {
-        Message::Ack {
-            decision, result, ..
-        } => (decision, result),
-        other => panic!("expected an ack, got {other:?}"),
-    }
+    c.ack(msg).await
 }
 
 fn balances(pg: &PgCluster) -> String {

@@ -108,26 +108,11 @@ fn prepare(txid: &str, ops: Vec<RedisOp>) -> Message {
 }
 
 async fn vote(c: &mut WireClient, txid: &str, ops: Vec<RedisOp>) -> (Vote, Option<String>) {
-    match c.request(prepare(txid, ops)).await {
-        Message::Vote {
-            txid: t,
-            vote,
-            reason,
-        } => {
-            assert_eq!(t.as_str(), txid);
-            (vote, reason)
-        }
-        other => panic!("expected a vote, got {other:?}"),
-    }
+    c.vote(prepare(txid, ops)).await
 }
 
 async fn ack(c: &mut WireClient, msg: Message) -> (Decision, AckResult) {
-    match c.request(msg).await {
-        Message::Ack {
-            decision, result, ..
-        } => (decision, result),
-        other => panic!("expected an ack, got {other:?}"),
-    }
+    c.ack(msg).await
 }
 
 fn commit(txid: &str) -> Message {
