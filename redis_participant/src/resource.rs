@@ -111,6 +111,28 @@ impl RedisResource {
             .map_err(err)
     }
 
+    /// Runs the prepare or one-phase script: both take the same arguments (txid,
+    /// coordinator, now, the operations as JSON, and the outcome retention).
+    async fn run_ops_script(
+        &self,
+        script: &Script,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        ops: &[RedisOp],
+    ) -> Result<Vec<String>, ParticipantError> {
+        let mut c = self.conn.clone();
+        script
+            .arg(txid.as_str())
+            .arg(coordinator.as_str())
+            .arg(now_ms())
+            .arg(ops_json(ops))
+            .arg(self.retention.keep_count)
+            .arg(self.keep_ms())
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)
+    }
+
     fn keep_ms(&self) -> u64 {
         self.retention.keep_for.as_millis() as u64
     }
@@ -222,19 +244,9 @@ impl Resource for RedisResource {
             Ok(None) => return Ok(PrepareOutcome::ReadOnly),
             Err(reason) => return Ok(PrepareOutcome::No { reason }),
         };
-        let mut c = self.conn.clone();
-        let reply: Vec<String> = self
-            .scripts
-            .prepare
-            .arg(txid.as_str())
-            .arg(coordinator.as_str())
-            .arg(now_ms())
-            .arg(ops_json(ops))
-            .arg(self.retention.keep_count)
-            .arg(self.keep_ms())
-            .invoke_async(&mut c)
-            .await
-            .map_err(err)?;
+        let reply = self
+            .run_ops_script(&self.scripts.prepare, coordinator, txid, ops)
+            .await?;
         // The script has returned, so (appendfsync always) its writes are on disk.
         match reply.first().map(String::as_str) {
             Some("yes") => Ok(PrepareOutcome::Yes),
@@ -301,19 +313,9 @@ impl Resource for RedisResource {
                 })
             }
         };
-        let mut c = self.conn.clone();
-        let reply: Vec<String> = self
-            .scripts
-            .one_phase
-            .arg(txid.as_str())
-            .arg(coordinator.as_str())
-            .arg(now_ms())
-            .arg(ops_json(ops))
-            .arg(self.retention.keep_count)
-            .arg(self.keep_ms())
-            .invoke_async(&mut c)
-            .await
-            .map_err(err)?;
+        let reply = self
+            .run_ops_script(&self.scripts.one_phase, coordinator, txid, ops)
+            .await?;
         let decision = match reply.first().map(String::as_str) {
             Some("commit") => Decision::Commit,
             Some("abort") => Decision::Abort,
