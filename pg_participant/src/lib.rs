@@ -71,10 +71,10 @@ impl PgConfig {
     }
 }
 
-/// "Already prepared / committed / rolled back here?" for one gid, by index.
-const PRECHECK: &str = "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = $1), \
-                        EXISTS (SELECT 1 FROM twopc.tracking WHERE gid = $1), \
-                        EXISTS (SELECT 1 FROM twopc.history WHERE gid = $1 AND decision = 'abort')";
+/// "Already prepared / committed / rolled back here?" for one gid: `twopc.gid_state()` answers
+/// from shared memory and two index probes, where the same question as SQL over
+/// `pg_prepared_xacts` materialised every prepared transaction of the cluster on each Prepare.
+const PRECHECK: &str = "SELECT twopc.gid_state($1)";
 
 /// Most prepared statements cached per connection before the cache is cleared.
 const STATEMENT_CACHE: usize = 256;
@@ -574,22 +574,17 @@ impl Resource for PgResource {
             c.client.execute(&begin, &[]),
             c.client.query_opt(&check, &check_params)
         );
-        let seen = match (began, seen) {
-            (Ok(_), Ok(Some(row))) => (
-                row.get::<_, bool>(0),
-                row.get::<_, bool>(1),
-                row.get::<_, bool>(2),
-            ),
-            (Ok(_), Ok(None)) => (false, false, false),
+        let state = match (began, seen) {
+            (Ok(_), Ok(row)) => row.and_then(|r| r.get::<_, Option<String>>(0)),
             (Err(e), _) | (_, Err(e)) => {
                 let _ = c.client.batch_execute("ROLLBACK").await;
                 self.checkin(c).await;
                 return Err(ParticipantError::resource(describe(&e)));
             }
         };
-        let early = match seen {
-            (true, _, _) | (false, true, _) => Some(PrepareOutcome::Yes),
-            (false, false, true) => Some(PrepareOutcome::No {
+        let early = match state.as_deref() {
+            Some("prepared") | Some("committed") => Some(PrepareOutcome::Yes),
+            Some("aborted") => Some(PrepareOutcome::No {
                 reason: format!("transaction {txid} was already rolled back here"),
             }),
             _ => None,

@@ -78,12 +78,7 @@ pub fn outcome(gid: Option<&str>) -> Result<Outcome> {
     {
         return Ok(Outcome::Committed);
     }
-    let latest = Spi::get_one_with_args::<String>(
-        "SELECT (SELECT decision FROM twopc.history WHERE gid OPERATOR(pg_catalog.=) $1 \
-         ORDER BY finished_at DESC LIMIT 1)",
-        &[gid.into()],
-    )
-    .map_err(spi_err)?;
+    let latest = tracking::history_decision(gid)?;
     match latest.as_deref() {
         Some("commit") => return Ok(Outcome::Committed),
         Some("abort") => return Ok(Outcome::Aborted),

@@ -184,6 +184,13 @@ fn outcome(gid: Option<&str>) -> &'static str {
     ok(outcome::outcome(gid)).as_str()
 }
 
+/// `prepared`, `committed`, `aborted` or NULL: the cheap "seen this gid before?" check the
+/// Postgres participant runs before every Prepare (see `twophase::gid_state`).
+#[pg_extern(volatile)]
+fn gid_state(gid: Option<&str>) -> Option<&'static str> {
+    ok(twophase::gid_state(gid)).map(twophase::GidState::as_str)
+}
+
 /// The coordinator id encoded in a twopc-format gid, NULL for other gids.
 #[pg_extern(immutable, parallel_safe)]
 fn gid_coordinator(gid: &str) -> Option<String> {

@@ -31,7 +31,7 @@
 use crate::error::{Result, TwopcError};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
-use pgrx::{FromDatum, IntoDatum};
+use pgrx::{pg_guard, FromDatum, IntoDatum};
 use std::ffi::{CStr, CString};
 
 /// Schema of every object of the extension.
@@ -48,8 +48,39 @@ mod tracking_col {
     pub const COUNT: usize = 6;
 }
 
-/// The relation oid of `twopc.<name>`.
-pub fn relid(name: &str) -> Result<pg_sys::Oid> {
+/// The relation oid of `twopc.<name>`, from a per-backend cache.
+///
+/// Two syscache lookups (schema, then relation) per call added up on the per-transaction
+/// path, which opens three or four of these relations. The cache is emptied by a relcache
+/// invalidation callback, which fires for every relation that is dropped, renamed or
+/// recreated (DROP/CREATE EXTENSION included), so a stale oid is never used.
+pub fn relid(name: &'static str) -> Result<pg_sys::Oid> {
+    use std::cell::RefCell;
+    thread_local! {
+        // (oid, name) pairs: at most six entries, a linear search beats hashing.
+        static CACHE: RefCell<Vec<(&'static str, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
+        static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    #[pg_guard]
+    unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+        CACHE.with(|c| c.borrow_mut().clear());
+    }
+    if let Some(oid) = CACHE.with(|c| c.borrow().iter().find(|(n, _)| *n == name).map(|e| e.1)) {
+        return Ok(oid);
+    }
+    if !REGISTERED.with(std::cell::Cell::get) {
+        // SAFETY: registers a backend-lifetime callback (PostgreSQL keeps a fixed-size array of
+        // them; this is done once per backend).
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidate), pg_sys::Datum::from(0)) };
+        REGISTERED.with(|r| r.set(true));
+    }
+    let oid = lookup_relid(name)?;
+    CACHE.with(|c| c.borrow_mut().push((name, oid)));
+    Ok(oid)
+}
+
+/// The uncached lookup behind [`relid`].
+fn lookup_relid(name: &str) -> Result<pg_sys::Oid> {
     let missing = || TwopcError::MissingObject {
         name: format!("twopc.{name}"),
     };
@@ -105,7 +136,7 @@ fn current_user_text_datum() -> Option<pg_sys::Datum> {
 }
 
 /// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`.
-fn insert_row(table: &str, values: &[Option<pg_sys::Datum>]) -> Result<()> {
+fn insert_row(table: &'static str, values: &[Option<pg_sys::Datum>]) -> Result<()> {
     let oid = relid(table)?;
     // SAFETY: the relation is opened and closed here with RowExclusiveLock kept until the end
     // of the transaction (NoLock at close), like any INSERT; the tuple is formed from exactly
@@ -385,4 +416,66 @@ pub fn scan(
         pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
     }
     Ok(out)
+}
+
+/// The decision of the latest `twopc.history` row for `gid` (MVCC, through `history_gid_idx`),
+/// if any. Below SQL for the same reason as [`scan`]: it runs on the Postgres participant's
+/// per-transaction path ([`crate::twophase::gid_state`]), where a parsed and planned query
+/// would cost more than the probe itself.
+pub fn history_decision(gid: &str) -> Result<Option<String>> {
+    let table = relid("history")?;
+    let index = relid("history_gid_idx")?;
+    // Column numbers of twopc.history (1-based).
+    const GID: usize = 1;
+    const DECISION: usize = 4;
+    const FINISHED_AT: usize = 5;
+    const COUNT: usize = 7;
+    let mut latest: Option<(i64, String)> = None;
+    // SAFETY: as in `scan`; a NULL snapshot makes systable_beginscan take a fresh catalog
+    // (MVCC) snapshot, which sees exactly the committed history rows.
+    unsafe {
+        let rel = pg_sys::table_open(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        if (*desc).natts as usize != COUNT {
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            return Err(TwopcError::MissingObject {
+                name: "twopc.history with 7 columns".into(),
+            });
+        }
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            GID as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+            gid.into_datum().expect("text datum"),
+        );
+        let scan = pg_sys::systable_beginscan(rel, index, true, std::ptr::null_mut(), 1, &mut key);
+        let mut values = [pg_sys::Datum::from(0usize); COUNT];
+        let mut nulls = [true; COUNT];
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() {
+                break;
+            }
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let (Some(found), Some(decision)) = (
+                text_of(values[GID - 1], nulls[GID - 1]),
+                text_of(values[DECISION - 1], nulls[DECISION - 1]),
+            ) else {
+                continue;
+            };
+            if found != gid {
+                continue;
+            }
+            // timestamptz is an int64 datum; later rows win, as in ORDER BY finished_at DESC.
+            let at = values[FINISHED_AT - 1].value() as i64;
+            if latest.as_ref().is_none_or(|(t, _)| at >= *t) {
+                latest = Some((at, decision));
+            }
+        }
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    }
+    Ok(latest.map(|(_, d)| d))
 }

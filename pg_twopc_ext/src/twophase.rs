@@ -155,14 +155,16 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
 
-    // Who it was prepared for: the tracking row of the prepared transaction (in progress as
-    // long as it is prepared), else what a twopc-format gid encodes.
-    let tracked = tracking::scan(Some(gid), |_, st| st == XminStatus::InProgress)?
-        .into_iter()
-        .next();
-    let (coordinator, global_id) = match tracked {
-        Some(t) => (t.coordinator, t.global_id),
-        None => (validate::gid_coordinator(gid), validate::gid_global_id(gid)),
+    // Who it was prepared for. A twopc-format gid says it itself, and prepare() refuses
+    // tracking values that contradict the gid, so the tracking row need not be looked up (an
+    // index probe per commit, the hot path). Other gids: the tracking row of the prepared
+    // transaction (in progress as long as it is prepared), if any.
+    let (coordinator, global_id) = match twopc_protocol::gid::parse_gid(gid) {
+        Some((c, t)) => (Some(c.as_str().to_owned()), Some(t.as_str().to_owned())),
+        None => tracking::scan(Some(gid), |_, st| st == XminStatus::InProgress)?
+            .into_iter()
+            .next()
+            .map_or((None, None), |t| (t.coordinator, t.global_id)),
     };
 
     let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
@@ -231,4 +233,64 @@ pub fn record_decision(gid: Option<&str>, decision: Option<&str>) -> Result<()> 
         }),
         None => tracking::insert_decision(gid, decision.as_str()),
     }
+}
+
+/// What this server knows about `gid` right now: `twopc.gid_state()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GidState {
+    /// Prepared on this server (any database) and not finished.
+    Prepared,
+    /// Prepared through `twopc.prepare()` and committed (its tracking row is visible), or
+    /// recorded as committed in `twopc.history`.
+    Committed,
+    /// Its tracking row died with an aborted transaction, or `twopc.history` says abort.
+    Aborted,
+}
+
+impl GidState {
+    /// SQL-facing name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GidState::Prepared => "prepared",
+            GidState::Committed => "committed",
+            GidState::Aborted => "aborted",
+        }
+    }
+}
+
+/// `twopc.gid_state(gid)`: the "was this gid seen here before?" check a participant runs before
+/// it executes a (possibly repeated) Prepare, so that a duplicate never runs the statements a
+/// second time and a late one after an abort is refused. Shared-memory lookup first, then an
+/// index probe of the tracking rows, then of the history; `None` when nothing is known (never
+/// prepared here, forgotten, or a transaction still on its way to PREPARE).
+///
+/// Unlike [`crate::outcome::outcome`] this is built for the hot path: no SPI, no view over
+/// `pg_prepared_xacts` (which materialises every prepared transaction of the cluster).
+pub fn gid_state(gid: Option<&str>) -> Result<Option<GidState>> {
+    let gid = gid.unwrap_or("");
+    validate::check_gid(gid)?;
+    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
+    if gid_prepared_here(&cgid) {
+        return Ok(Some(GidState::Prepared));
+    }
+    let tuples = tracking::scan(Some(gid), |_, st| st != XminStatus::Current)?;
+    if tuples
+        .iter()
+        .any(|t| t.status == XminStatus::Committed && !t.deleted)
+    {
+        return Ok(Some(GidState::Committed));
+    }
+    match tracking::history_decision(gid)?.as_deref() {
+        Some("commit") => return Ok(Some(GidState::Committed)),
+        Some("abort") => return Ok(Some(GidState::Aborted)),
+        _ => {}
+    }
+    Ok(if tuples.iter().any(|t| t.status == XminStatus::Aborted) {
+        Some(GidState::Aborted)
+    } else if tuples.iter().any(|t| t.status == XminStatus::Committed) {
+        // Committed, then deleted by twopc.forget() but not yet vacuumed away.
+        Some(GidState::Committed)
+    } else {
+        None
+    })
 }

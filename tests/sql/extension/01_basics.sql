@@ -71,6 +71,11 @@ SELECT twopc.outcome('twopc:c1:tx-native-commit') AS native_commit,
        twopc.outcome('never-prepared') AS never;
 -- The aborted transaction's tracking tuple is dead: presumed abort, made visible.
 SELECT gid, status, deleted FROM twopc.tracking_tuples() ORDER BY gid;
+-- gid_state(): the participant's cheap "seen before?" check (shared memory, two index probes).
+SELECT twopc.gid_state('twopc:c1:tx-native-commit') AS committed_by_marker,
+       twopc.gid_state('twopc:c1:tx-native-abort') AS aborted_tuple,
+       twopc.gid_state('native-plain') AS aborted_by_history,
+       twopc.gid_state('never-prepared') AS never;
 
 -- 6. Helpers, stats, forget.
 SELECT twopc.gid_coordinator('twopc:c1:tx-1'), twopc.gid_global_id('twopc:c1:tx-1'),
@@ -79,6 +84,7 @@ SELECT prepared, committed, aborted, in_doubt, oldest_in_doubt FROM twopc.stats(
 BEGIN;
 UPDATE acct SET bal = bal + 1 WHERE id = 1;
 SELECT twopc.prepare('twopc:c1:pending');
+SELECT twopc.gid_state('twopc:c1:pending');
 SELECT prepared, committed, aborted, in_doubt, oldest_in_doubt IS NOT NULL AS has_oldest
   FROM twopc.stats();
 -- forget() never touches in-doubt work.
@@ -89,3 +95,16 @@ SELECT gid, tracked FROM twopc.in_doubt;
 SELECT twopc.commit_prepared('twopc:c1:pending');
 SELECT twopc.outcome('twopc:c1:pending');
 SELECT twopc.protocol_version() > 0 AS has_protocol_version;
+
+-- 7. The extension caches its tables' oids per session: dropping and recreating it in the same
+--    session must not leave the cache pointing at the dropped tables.
+SELECT twopc.gid_state('twopc:c1:tx-1');
+DROP EXTENSION pg_twopc_ext;
+CREATE EXTENSION pg_twopc_ext;
+SELECT twopc.gid_state('twopc:c1:tx-1');
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 1;
+SELECT twopc.prepare('twopc:c1:after-recreate');
+SELECT twopc.commit_prepared('twopc:c1:after-recreate');
+SELECT twopc.outcome('twopc:c1:after-recreate'), twopc.gid_state('twopc:c1:after-recreate');
+SELECT gid, decision FROM twopc.history;

@@ -343,7 +343,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // Keep the stack's own logs quiet while measuring.
     let mut rows: BTreeMap<usize, (Level, Level)> = BTreeMap::new();
-    for c in [1usize, 8, 64] {
+    // TWOPC_BENCH_LEVELS=8,64 runs only those levels (for profiling one level).
+    let levels: Vec<usize> = std::env::var("TWOPC_BENCH_LEVELS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 64]);
+    for c in levels {
         eprintln!("concurrency {c}: floor ...");
         let f = floor(&stack, c, secs).await;
         eprintln!("concurrency {c}: through the coordinator ...");
