@@ -1,10 +1,8 @@
 \set aid random(1, 100000 * :scale)
 \set delta random(-5000, 5000)
-\set r random(1, 1000000000000000)
-\set g :client_id * 1000000000000000 + :r
--- pgbench -M prepared turns every ":name" into a parameter, even inside quotes: keep ':'
--- away from letters in the literals.
+-- As twopc.sql, run with pgbench -M prepared: the gid is a bound parameter.
 BEGIN;
-UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-SELECT twopc.prepare('twopc:' || 'bench:' || 'p-' || CAST(:g AS bigint));
-SELECT twopc.commit_prepared('twopc:' || 'bench:' || 'p-' || CAST(:g AS bigint));
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid
+  RETURNING 'twopc' || ':' || 'bench' || ':' || 'p-' || pg_catalog.txid_current() AS gid \gset
+SELECT twopc.prepare(:gid);
+SELECT twopc.commit_prepared(:gid);

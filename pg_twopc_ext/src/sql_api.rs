@@ -11,7 +11,6 @@ use crate::{outcome, twophase};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::collections::HashSet;
 
 extension_sql!(
     r#"
@@ -203,21 +202,23 @@ fn gid_global_id(gid: &str) -> Option<String> {
     validate::gid_global_id(gid)
 }
 
-/// Xids of the transactions currently prepared (all databases).
-fn prepared_xids() -> HashSet<pg_sys::TransactionId> {
+/// (xid, gid) of the transactions currently prepared (all databases).
+fn prepared_xacts() -> Vec<(pg_sys::TransactionId, String)> {
     ok(Spi::connect(|client| {
         let rows = client.select(
-            "SELECT transaction FROM pg_catalog.pg_prepared_xacts",
+            "SELECT transaction, gid FROM pg_catalog.pg_prepared_xacts",
             None,
             &[],
         )?;
-        let mut set = HashSet::new();
+        let mut out = Vec::new();
         for row in rows {
-            if let Some(x) = row.get::<pg_sys::TransactionId>(1)? {
-                set.insert(x);
+            if let (Some(x), Some(g)) =
+                (row.get::<pg_sys::TransactionId>(1)?, row.get::<String>(2)?)
+            {
+                out.push((x, g));
             }
         }
-        Ok(set)
+        Ok(out)
     })
     .map_err(|e: pgrx::spi::SpiError| TwopcError::Spi {
         detail: e.to_string(),
@@ -226,6 +227,10 @@ fn prepared_xids() -> HashSet<pg_sys::TransactionId> {
 
 /// Tracking rows of transactions that are prepared right now: found with a non-MVCC scan,
 /// since they are invisible until they commit. Basis of the `twopc.in_doubt` view.
+///
+/// One index probe per prepared transaction (there are at most `max_prepared_transactions`),
+/// not a scan of the whole tracking table, which grows with every transaction until
+/// `twopc.forget()` trims it.
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out inline
 fn tracking_in_doubt() -> TableIterator<
@@ -239,10 +244,12 @@ fn tracking_in_doubt() -> TableIterator<
         name!(prepared_by, Option<String>),
     ),
 > {
-    let prepared = prepared_xids();
-    let tuples = ok(tracking::scan(None, |xmin, st| {
-        st == XminStatus::InProgress && prepared.contains(&xmin)
-    }));
+    let mut tuples = Vec::new();
+    for (xid, gid) in prepared_xacts() {
+        tuples.extend(ok(tracking::scan(Some(&gid), |xmin, st| {
+            st == XminStatus::InProgress && xmin == xid
+        })));
+    }
     TableIterator::new(tuples.into_iter().map(|t| {
         (
             t.xmin,
