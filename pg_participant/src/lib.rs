@@ -10,8 +10,11 @@
 //! # How a transaction runs here
 //!
 //! * **Prepare.** A pooled connection, logged in as the configured non-superuser role (so a
-//!   statement cannot `RESET ROLE` its way to superuser), runs `BEGIN`, a `lock_timeout` and a
-//!   `statement_timeout`, then the transaction's statements one by one with their parameters
+//!   statement cannot `RESET ROLE` its way to superuser, and with `lock_timeout` and
+//!   `statement_timeout` set for the session), runs `BEGIN` together with
+//!   `twopc.gid_state(gid)`: a gid already prepared or committed here votes YES without running
+//!   anything again, one already rolled back here (a dead tracking row or a history row) votes
+//!   NO. Then the transaction's statements one by one with their parameters
 //!   bound (each JSON value is sent in text format and parsed by Postgres for the type it
 //!   infers; nothing is spliced into SQL), then `SELECT twopc.prepare(gid, coordinator, txid)`,
 //!   the extension's tracked prepare. The gid is derived from (coordinator, txid) by
@@ -21,8 +24,9 @@
 //!   or split the transaction (`COMMIT`, `ROLLBACK`, `SAVEPOINT`, `PREPARE TRANSACTION`, ...)
 //!   are refused before they run.
 //! * **Commit / Abort.** `twopc.commit_prepared(gid, 'coordinator')` or
-//!   `twopc.rollback_prepared(...)`, after `twopc.record_decision(gid, ...)` so the
-//!   decision shows in `twopc.in_doubt` even if finishing fails. A repeated Commit finds the
+//!   `twopc.rollback_prepared(...)`. Only when finishing fails is the decision recorded with
+//!   `twopc.record_decision(gid, ...)`, so it shows in `twopc.in_doubt` while the transaction
+//!   stays prepared (a decision row for every finished gid would only be bookkeeping to purge). A repeated Commit finds the
 //!   committed tracking row and answers "already applied"; a txid never prepared here is
 //!   answered "not prepared", never invented.
 //! * **One-phase.** Prepare and commit back to back: the tracking row makes a retried

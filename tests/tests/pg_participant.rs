@@ -285,6 +285,65 @@ async fn prepared_transactions_survive_an_immediate_stop_and_are_reported() {
     assert_eq!(balances(&s.pg), "93,107");
 }
 
+/// A PREPARE that fails at the very end (a deferred constraint, checked by PREPARE itself)
+/// leaves a dead tracking row behind. The participant forgets its in-memory tombstones when it
+/// restarts; the dead row is what still tells `twopc.gid_state()` that this transaction was
+/// rolled back, so a repeated Prepare is refused instead of running its statements again.
+/// (After a crash the row may be gone with the unflushed WAL of the aborted transaction; then
+/// the transaction is unknown here, and a late YES meets the coordinator's presumed abort.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_that_failed_at_prepare_time_stays_refused_after_a_restart() {
+    let s = start();
+    s.pg.psql_ok(
+        "bank",
+        "CREATE TABLE ledger(id int PRIMARY KEY,
+                             account int REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED);
+         GRANT SELECT, INSERT ON ledger TO app;",
+    )
+    .unwrap();
+    let insert = |account: i64| {
+        Operations::Sql(vec![sql(
+            "INSERT INTO ledger VALUES ($1, $2)",
+            vec![1.into(), account.into()],
+        )])
+    };
+    let (mut c, _) = connect(s.addr).await;
+    // The statement succeeds; the foreign key is checked when the transaction prepares.
+    let (v, reason) = vote(&mut c, "deferred", insert(99)).await;
+    assert_eq!(v, Vote::No);
+    assert!(
+        reason.unwrap().contains("foreign key"),
+        "the reason names the failed check"
+    );
+    assert_eq!(
+        s.pg.psql_ok(
+            "bank",
+            "SELECT status FROM twopc.tracking_tuples() WHERE gid = 'twopc:c1:deferred'"
+        )
+        .unwrap(),
+        "aborted"
+    );
+    drop(c);
+    // A clean restart of the server: the worker starts with no memory of the transaction.
+    s.pg.stop().unwrap();
+    s.pg.start_server().unwrap();
+    let (mut c, prepared) = connect(s.addr).await;
+    assert!(prepared.is_empty());
+    // Now valid, but the transaction was already rolled back here: refused, nothing written.
+    let (v, reason) = vote(&mut c, "deferred", insert(1)).await;
+    assert_eq!(v, Vote::No);
+    assert!(reason.unwrap().contains("already rolled back"));
+    assert_eq!(
+        s.pg.psql_ok("bank", "SELECT count(*) FROM ledger").unwrap(),
+        "0"
+    );
+    assert_eq!(
+        s.pg.psql_ok("bank", "SELECT count(*) FROM pg_prepared_xacts")
+            .unwrap(),
+        "0"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_is_restarted_after_it_is_killed_and_refuses_bad_tokens() {
     let s = start();
