@@ -26,9 +26,9 @@
 //! * **Commit / Abort.** `twopc.commit_prepared(gid, 'coordinator')` or
 //!   `twopc.rollback_prepared(...)`. Only when finishing fails is the decision recorded with
 //!   `twopc.record_decision(gid, ...)`, so it shows in `twopc.in_doubt` while the transaction
-//!   stays prepared (a decision row for every finished gid would only be bookkeeping to purge). A repeated Commit finds the
-//!   committed tracking row and answers "already applied"; a txid never prepared here is
-//!   answered "not prepared", never invented.
+//!   stays prepared (a decision row for every finished gid would only be bookkeeping to
+//!   purge). A repeated Commit finds the committed tracking row and answers "already applied";
+//!   a txid never prepared here is answered "not prepared", never invented.
 //! * **One-phase.** Prepare and commit back to back: the tracking row makes a retried
 //!   one-phase commit idempotent, which a plain `COMMIT` could not.
 //! * **In doubt.** `pg_prepared_xacts` is the source of truth: every twopc gid in this database

@@ -22,7 +22,7 @@
 
 use crate::error::{Result, TwopcError};
 use crate::tracking::{self, XminStatus};
-use crate::validate;
+use crate::validate::{self, Decision};
 use pgrx::prelude::*;
 
 /// The answer of `twopc.outcome()`.
@@ -71,24 +71,37 @@ pub fn outcome(gid: Option<&str>) -> Result<Outcome> {
     if in_doubt {
         return Ok(Outcome::InDoubt);
     }
-    let tuples = tracking::scan(Some(gid), |_, _| true)?;
+    Ok(match settled(gid)? {
+        Some(Decision::Commit) => Outcome::Committed,
+        Some(Decision::Abort) => Outcome::Aborted,
+        None => Outcome::Unknown,
+    })
+}
+
+/// Points 2-5 of the module docs: what the tracking tuples and the history say about a gid
+/// that is not in doubt, or `None` when they say nothing. Shared with
+/// [`crate::twophase::gid_state`], which asks the same question on the participant's path.
+pub fn settled(gid: &str) -> Result<Option<Decision>> {
+    let tuples = tracking::scan(Some(gid), |_, st| {
+        matches!(st, XminStatus::Committed | XminStatus::Aborted)
+    })?;
     if tuples
         .iter()
         .any(|t| t.status == XminStatus::Committed && !t.deleted)
     {
-        return Ok(Outcome::Committed);
+        return Ok(Some(Decision::Commit));
     }
-    let latest = tracking::history_decision(gid)?;
-    match latest.as_deref() {
-        Some("commit") => return Ok(Outcome::Committed),
-        Some("abort") => return Ok(Outcome::Aborted),
+    match tracking::history_decision(gid)?.as_deref() {
+        Some("commit") => return Ok(Some(Decision::Commit)),
+        Some("abort") => return Ok(Some(Decision::Abort)),
         _ => {}
     }
-    if tuples.iter().any(|t| t.status == XminStatus::Aborted) {
-        return Ok(Outcome::Aborted);
-    }
-    if tuples.iter().any(|t| t.status == XminStatus::Committed) {
-        return Ok(Outcome::Committed);
-    }
-    Ok(Outcome::Unknown)
+    Ok(if tuples.iter().any(|t| t.status == XminStatus::Aborted) {
+        Some(Decision::Abort)
+    } else if tuples.iter().any(|t| t.status == XminStatus::Committed) {
+        // Committed, then deleted by twopc.forget() but not yet vacuumed away.
+        Some(Decision::Commit)
+    } else {
+        None
+    })
 }

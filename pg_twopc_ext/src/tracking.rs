@@ -57,7 +57,7 @@ mod tracking_col {
 pub fn relid(name: &'static str) -> Result<pg_sys::Oid> {
     use std::cell::RefCell;
     thread_local! {
-        // (oid, name) pairs: at most six entries, a linear search beats hashing.
+        // (name, oid) pairs: at most six entries, a linear search beats hashing.
         static CACHE: RefCell<Vec<(&'static str, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
         static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
@@ -316,6 +316,77 @@ unsafe fn text_of(d: pg_sys::Datum, null: bool) -> Option<String> {
     unsafe { String::from_datum(d, null) }
 }
 
+/// A lookup by gid for [`each_tuple`]: the index to use and the gid column it covers.
+struct GidKey<'a> {
+    index: &'static str,
+    column: usize,
+    gid: &'a str,
+}
+
+/// Runs a `systable` scan over `twopc.<table>` — by gid through the key's index when a key is
+/// given, the whole table otherwise — and hands every tuple it returns to `each` with the
+/// table's descriptor. The one place that opens, scans and closes the extension's tables below
+/// SQL; `natts` guards against a table of another shape (an older or damaged install).
+///
+/// # Safety
+/// `snapshot` must stay valid for the scan (a static such as `SnapshotAnyData`, or null for a
+/// fresh catalog snapshot). `each` gets a tuple that is pinned only until it returns: it must
+/// copy out what it keeps.
+unsafe fn each_tuple(
+    table: &'static str,
+    natts: usize,
+    key: Option<GidKey<'_>>,
+    snapshot: pg_sys::Snapshot,
+    mut each: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc),
+) -> Result<()> {
+    let table_oid = relid(table)?;
+    let index_oid = match &key {
+        Some(k) => relid(k.index)?,
+        None => pg_sys::InvalidOid,
+    };
+    // SAFETY: standard systable scan protocol: the relation is locked AccessShare for the
+    // scan, the scan key lives until endscan, and every returned tuple stays pinned until the
+    // next getnext (the caller's contract on `each`).
+    unsafe {
+        let rel = pg_sys::table_open(table_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        if (*desc).natts as usize != natts {
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            return Err(TwopcError::MissingObject {
+                name: format!("twopc.{table} with {natts} columns"),
+            });
+        }
+        let mut scan_key: pg_sys::ScanKeyData = std::mem::zeroed();
+        if let Some(k) = &key {
+            pg_sys::ScanKeyInit(
+                &mut scan_key,
+                k.column as pg_sys::AttrNumber,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+                k.gid.into_datum().expect("text datum"),
+            );
+        }
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            index_oid,
+            key.is_some(),
+            snapshot,
+            i32::from(key.is_some()),
+            &mut scan_key,
+        );
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() {
+                break;
+            }
+            each(tuple, desc);
+        }
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    }
+    Ok(())
+}
+
 /// Scans `twopc.tracking` with `SnapshotAny`, by gid through `tracking_gid_idx` when `gid` is
 /// given, all of it otherwise, keeping the tuples `keep` accepts (judged on xmin and status
 /// before the tuple is decoded, so a full scan decodes only what it returns).
@@ -323,97 +394,64 @@ pub fn scan(
     gid: Option<&str>,
     mut keep: impl FnMut(pg_sys::TransactionId, XminStatus) -> bool,
 ) -> Result<Vec<TrackedTuple>> {
-    let table = relid("tracking")?;
-    let index = if gid.is_some() {
-        relid("tracking_gid_idx")?
-    } else {
-        pg_sys::InvalidOid
-    };
+    let key = gid.map(|gid| GidKey {
+        index: "tracking_gid_idx",
+        column: tracking_col::GID,
+        gid,
+    });
     let mut out = Vec::new();
-    // SAFETY: standard systable scan protocol: the relation is locked AccessShare for the
-    // scan, the scan key lives until endscan, every returned tuple stays pinned until the next
-    // getnext, and we copy what we need (Rust Strings) before moving on. SnapshotAnyData is a
-    // static, never modified by scans.
+    // SAFETY: SnapshotAnyData is a static, never modified by scans; the closure copies what it
+    // keeps (Rust Strings) before the next tuple.
     unsafe {
-        let rel = pg_sys::table_open(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let desc = (*rel).rd_att;
-        if (*desc).natts as usize != tracking_col::COUNT {
-            pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            return Err(TwopcError::MissingObject {
-                name: "twopc.tracking with 6 columns".into(),
-            });
-        }
-        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
-        let nkeys = if let Some(g) = gid {
-            let datum = g.into_datum().expect("text datum");
-            pg_sys::ScanKeyInit(
-                &mut key,
-                tracking_col::GID as pg_sys::AttrNumber,
-                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                pg_sys::Oid::from(pg_sys::F_TEXTEQ),
-                datum,
-            );
-            1
-        } else {
-            0
-        };
-        let scan = pg_sys::systable_beginscan(
-            rel,
-            index,
-            gid.is_some(),
+        each_tuple(
+            "tracking",
+            tracking_col::COUNT,
+            key,
             &raw mut pg_sys::SnapshotAnyData,
-            nkeys,
-            &mut key,
-        );
-        let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
-        let mut nulls = [true; tracking_col::COUNT];
-        loop {
-            let tuple = pg_sys::systable_getnext(scan);
-            if tuple.is_null() {
-                break;
-            }
-            let (xmin, status, deleted) = classify(tuple);
-            if !keep(xmin, status) {
-                continue;
-            }
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let v = |col: usize| (values[col - 1], nulls[col - 1]);
-            let (d, n) = v(tracking_col::GID);
-            let Some(found_gid) = text_of(d, n) else {
-                continue;
-            };
-            // An index scan with a lossy key cannot happen for text equality, but a heap scan
-            // with a key filter is not what we do either: compare anyway.
-            if gid.is_some_and(|g| g != found_gid) {
-                continue;
-            }
-            let (d, n) = v(tracking_col::GLOBAL_ID);
-            let global_id = text_of(d, n);
-            let (d, n) = v(tracking_col::COORDINATOR);
-            let coordinator = text_of(d, n);
-            let (d, n) = v(tracking_col::PREPARED_AT);
-            let prepared_at = TimestampWithTimeZone::from_datum(d, n);
-            let (d, n) = v(tracking_col::PREPARED_BY);
-            let prepared_by = if n {
-                None
-            } else {
-                let p = d.cast_mut_ptr::<std::ffi::c_char>();
-                Some(CStr::from_ptr(p).to_string_lossy().into_owned())
-            };
-            let _ = tracking_col::XID;
-            out.push(TrackedTuple {
-                xmin,
-                status,
-                deleted,
-                gid: found_gid,
-                global_id,
-                coordinator,
-                prepared_at,
-                prepared_by,
-            });
-        }
-        pg_sys::systable_endscan(scan);
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            |tuple, desc| {
+                let (xmin, status, deleted) = classify(tuple);
+                if !keep(xmin, status) {
+                    return;
+                }
+                let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
+                let mut nulls = [true; tracking_col::COUNT];
+                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                let v = |col: usize| (values[col - 1], nulls[col - 1]);
+                let (d, n) = v(tracking_col::GID);
+                let Some(found_gid) = text_of(d, n) else {
+                    return;
+                };
+                // An index scan with a lossy key cannot happen for text equality, but a heap
+                // scan with a key filter is not what we do either: compare anyway.
+                if gid.is_some_and(|g| g != found_gid) {
+                    return;
+                }
+                let (d, n) = v(tracking_col::GLOBAL_ID);
+                let global_id = text_of(d, n);
+                let (d, n) = v(tracking_col::COORDINATOR);
+                let coordinator = text_of(d, n);
+                let (d, n) = v(tracking_col::PREPARED_AT);
+                let prepared_at = TimestampWithTimeZone::from_datum(d, n);
+                let (d, n) = v(tracking_col::PREPARED_BY);
+                let prepared_by = if n {
+                    None
+                } else {
+                    let p = d.cast_mut_ptr::<std::ffi::c_char>();
+                    Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+                };
+                let _ = tracking_col::XID;
+                out.push(TrackedTuple {
+                    xmin,
+                    status,
+                    deleted,
+                    gid: found_gid,
+                    global_id,
+                    coordinator,
+                    prepared_at,
+                    prepared_by,
+                });
+            },
+        )?;
     }
     Ok(out)
 }
@@ -423,59 +461,45 @@ pub fn scan(
 /// per-transaction path ([`crate::twophase::gid_state`]), where a parsed and planned query
 /// would cost more than the probe itself.
 pub fn history_decision(gid: &str) -> Result<Option<String>> {
-    let table = relid("history")?;
-    let index = relid("history_gid_idx")?;
     // Column numbers of twopc.history (1-based).
     const GID: usize = 1;
     const DECISION: usize = 4;
     const FINISHED_AT: usize = 5;
     const COUNT: usize = 7;
+    let key = GidKey {
+        index: "history_gid_idx",
+        column: GID,
+        gid,
+    };
     let mut latest: Option<(i64, String)> = None;
-    // SAFETY: as in `scan`; a NULL snapshot makes systable_beginscan take a fresh catalog
-    // (MVCC) snapshot, which sees exactly the committed history rows.
+    // SAFETY: a null snapshot makes systable_beginscan take a fresh catalog (MVCC) snapshot,
+    // which sees exactly the committed history rows; the closure copies what it keeps.
     unsafe {
-        let rel = pg_sys::table_open(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let desc = (*rel).rd_att;
-        if (*desc).natts as usize != COUNT {
-            pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            return Err(TwopcError::MissingObject {
-                name: "twopc.history with 7 columns".into(),
-            });
-        }
-        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
-        pg_sys::ScanKeyInit(
-            &mut key,
-            GID as pg_sys::AttrNumber,
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
-            gid.into_datum().expect("text datum"),
-        );
-        let scan = pg_sys::systable_beginscan(rel, index, true, std::ptr::null_mut(), 1, &mut key);
-        let mut values = [pg_sys::Datum::from(0usize); COUNT];
-        let mut nulls = [true; COUNT];
-        loop {
-            let tuple = pg_sys::systable_getnext(scan);
-            if tuple.is_null() {
-                break;
-            }
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let (Some(found), Some(decision)) = (
-                text_of(values[GID - 1], nulls[GID - 1]),
-                text_of(values[DECISION - 1], nulls[DECISION - 1]),
-            ) else {
-                continue;
-            };
-            if found != gid {
-                continue;
-            }
-            // timestamptz is an int64 datum; later rows win, as in ORDER BY finished_at DESC.
-            let at = values[FINISHED_AT - 1].value() as i64;
-            if latest.as_ref().is_none_or(|(t, _)| at >= *t) {
-                latest = Some((at, decision));
-            }
-        }
-        pg_sys::systable_endscan(scan);
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        each_tuple(
+            "history",
+            COUNT,
+            Some(key),
+            std::ptr::null_mut(),
+            |tuple, desc| {
+                let mut values = [pg_sys::Datum::from(0usize); COUNT];
+                let mut nulls = [true; COUNT];
+                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                let (Some(found), Some(decision)) = (
+                    text_of(values[GID - 1], nulls[GID - 1]),
+                    text_of(values[DECISION - 1], nulls[DECISION - 1]),
+                ) else {
+                    return;
+                };
+                if found != gid {
+                    return;
+                }
+                // timestamptz is an int64 datum; later rows win, as in ORDER BY finished_at DESC.
+                let at = values[FINISHED_AT - 1].value() as i64;
+                if latest.as_ref().is_none_or(|(t, _)| at >= *t) {
+                    latest = Some((at, decision));
+                }
+            },
+        )?;
     }
     Ok(latest.map(|(_, d)| d))
 }

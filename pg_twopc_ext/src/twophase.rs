@@ -261,8 +261,9 @@ impl GidState {
 /// `twopc.gid_state(gid)`: the "was this gid seen here before?" check a participant runs before
 /// it executes a (possibly repeated) Prepare, so that a duplicate never runs the statements a
 /// second time and a late one after an abort is refused. Shared-memory lookup first, then an
-/// index probe of the tracking rows, then of the history; `None` when nothing is known (never
-/// prepared here, forgotten, or a transaction still on its way to PREPARE).
+/// index probe of the tracking rows, then of the history (the evidence `twopc.outcome()` uses,
+/// [`crate::outcome::settled`]); `None` when nothing is known (never prepared here, forgotten,
+/// or a transaction still on its way to PREPARE).
 ///
 /// Unlike [`crate::outcome::outcome`] this is built for the hot path: no SPI, no view over
 /// `pg_prepared_xacts` (which materialises every prepared transaction of the cluster).
@@ -273,24 +274,8 @@ pub fn gid_state(gid: Option<&str>) -> Result<Option<GidState>> {
     if gid_prepared_here(&cgid) {
         return Ok(Some(GidState::Prepared));
     }
-    let tuples = tracking::scan(Some(gid), |_, st| st != XminStatus::Current)?;
-    if tuples
-        .iter()
-        .any(|t| t.status == XminStatus::Committed && !t.deleted)
-    {
-        return Ok(Some(GidState::Committed));
-    }
-    match tracking::history_decision(gid)?.as_deref() {
-        Some("commit") => return Ok(Some(GidState::Committed)),
-        Some("abort") => return Ok(Some(GidState::Aborted)),
-        _ => {}
-    }
-    Ok(if tuples.iter().any(|t| t.status == XminStatus::Aborted) {
-        Some(GidState::Aborted)
-    } else if tuples.iter().any(|t| t.status == XminStatus::Committed) {
-        // Committed, then deleted by twopc.forget() but not yet vacuumed away.
-        Some(GidState::Committed)
-    } else {
-        None
-    })
+    Ok(crate::outcome::settled(gid)?.map(|d| match d {
+        Decision::Commit => GidState::Committed,
+        Decision::Abort => GidState::Aborted,
+    }))
 }
