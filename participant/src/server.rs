@@ -58,7 +58,10 @@
 //! prepared longer than `decision_timeout` and sends [`Message::DecisionRequest`] to a
 //! connected coordinator, preferring a connection on which that transaction's coordinator has
 //! sent a Prepare. Requests back off exponentially (`decision_retry_initial` doubling up to
-//! `decision_retry_max`) per transaction. A [`Message::DecisionAnswer`] of Commit or Abort is
+//! `decision_retry_max`) per transaction. A YES vote whose connection closed before it could be
+//! sent does not wait for `decision_timeout`: the coordinator has given up on that transaction
+//! (or will) and may have reconnected already, so the decision is asked for at once on a live
+//! connection. A [`Message::DecisionAnswer`] of Commit or Abort is
 //! applied through the resource exactly like a Commit or Abort message; Pending waits for the
 //! next round. While no coordinator is connected nothing is sent and nothing is decided: the
 //! transaction stays prepared, its locks stay held, and it is listed in every in-doubt report
@@ -490,6 +493,45 @@ impl<R: Resource> Shared<R> {
         any
     }
 
+    /// Sends a DecisionRequest for `txid` on `conn`; when it could be queued, counts the
+    /// attempt and schedules the next one with backoff.
+    fn request_decision(
+        &self,
+        conn: &ConnHandle,
+        txid: &TxId,
+        st: &mut AskState,
+        now: Instant,
+    ) -> bool {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::new(id, Message::DecisionRequest { txid: txid.clone() });
+        let sent = conn.out.try_send(text(&frame)).is_ok();
+        if sent {
+            st.attempts += 1;
+            st.next_at = now + self.backoff(st.attempts);
+        }
+        sent
+    }
+
+    /// A YES vote whose connection closed before it could be sent. The coordinator has given
+    /// up on the transaction or will (no vote: presumed abort), and may already have reconnected
+    /// and read an in-doubt report that did not list it yet, so nothing would resolve it before
+    /// `decision_timeout`. Ask at once on a live connection instead; with none, the in-doubt
+    /// report of the next connection lists it.
+    fn ask_for_orphaned_vote(&self, txid: &TxId, coordinator: &CoordinatorId) {
+        let Some(conn) = self.pick_conn(coordinator) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut asked = lock(&self.asked);
+        let st = asked.entry(txid.clone()).or_insert(AskState {
+            attempts: 0,
+            next_at: now,
+        });
+        if self.request_decision(&conn, txid, st, now) {
+            info!(%txid, "the vote's connection closed first; asked the coordinator for the decision");
+        }
+    }
+
     fn backoff(&self, attempts: u32) -> Duration {
         backoff(
             self.config.decision_retry_initial,
@@ -549,16 +591,7 @@ async fn termination_task<R: Resource>(shared: Arc<Shared<R>>) {
             if now < st.next_at {
                 continue;
             }
-            let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
-            let frame = Frame::new(
-                id,
-                Message::DecisionRequest {
-                    txid: tx.txid.clone(),
-                },
-            );
-            if conn.out.try_send(text(&frame)).is_ok() {
-                st.attempts += 1;
-                st.next_at = now + shared.backoff(st.attempts);
+            if shared.request_decision(&conn, &tx.txid, st, now) {
                 info!(txid = %tx.txid, attempt = st.attempts, age_ms = age.as_millis() as u64,
                       "asked the coordinator for the decision");
             }
@@ -714,6 +747,9 @@ async fn handle_connection<R: Resource>(
         }
     };
     lock(&shared.conns).remove(&conn_id);
+    // From here on a reply for this connection can no longer be written: make its senders see
+    // that (a YES vote then asks for the decision on another connection) instead of queueing it.
+    drop(out_rx);
     if let Some(frame) = closing {
         send_within(&mut sink, WsMessage::Close(Some(frame)), CLOSE_LIMIT).await;
         drain(&mut stream).await;
@@ -799,11 +835,30 @@ impl<R: Resource> ConnCtx<R> {
                 {
                     lock(&self.coordinators).insert(coordinator.clone());
                 }
+                let preparing_for = match &msg {
+                    Message::Prepare { coordinator, .. } => Some(coordinator.clone()),
+                    _ => None,
+                };
                 let shared = self.shared.clone();
                 let out = self.out.clone();
                 self.shared.tracker.spawn(async move {
                     let reply = shared.handle_request(msg).await;
-                    let _ = out.send(text(&Frame::new(id, reply))).await;
+                    let yes = match (&reply, preparing_for) {
+                        (
+                            Message::Vote {
+                                txid,
+                                vote: Vote::Yes,
+                                ..
+                            },
+                            Some(c),
+                        ) => Some((txid.clone(), c)),
+                        _ => None,
+                    };
+                    if out.send(text(&Frame::new(id, reply))).await.is_err() {
+                        if let Some((txid, coordinator)) = yes {
+                            shared.ask_for_orphaned_vote(&txid, &coordinator);
+                        }
+                    }
                     drop(permit);
                 });
                 None

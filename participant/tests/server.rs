@@ -133,3 +133,67 @@ async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
     assert_eq!(resource.outcome(&t("b")), Some(Decision::Abort));
     server.shutdown().await.unwrap();
 }
+
+/// A Prepare still running when its connection closes: the coordinator has given up on it and
+/// may have reconnected already, reading an in-doubt report that could not list it yet. The
+/// YES that can no longer be sent turns into an immediate DecisionRequest on the live
+/// connection, long before `decision_timeout`.
+#[tokio::test]
+async fn a_vote_whose_connection_closed_asks_for_the_decision_at_once() {
+    let (resource, gate) = MemoryResource::new(ParticipantKind::Postgres).gate();
+    let mut cfg = ServerConfig::new("mem".parse().unwrap(), "tok");
+    cfg.decision_timeout = Duration::from_secs(3600);
+    let server = Server::new(resource.clone(), cfg)
+        .unwrap()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+
+    let mut first = dial(addr, "tok").await.unwrap();
+    recv(&mut first).await; // in-doubt report
+    send(
+        &mut first,
+        1,
+        Message::Prepare {
+            txid: t("orphan"),
+            coordinator: "c1".parse().unwrap(),
+            ops: ops(),
+            timeout_ms: None,
+        },
+    )
+    .await;
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut second = dial(addr, "tok").await.unwrap();
+    let report = recv(&mut second).await;
+    assert!(
+        matches!(report.msg, Message::InDoubtReport { ref prepared, .. } if prepared.is_empty()),
+        "the prepare is still running: {report:?}"
+    );
+    // Give the server time to notice that the first connection is gone, then let the prepare
+    // finish.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.add_permits(1);
+    // recv's own timeout is per frame, and heartbeat pings keep arriving: bound the whole wait.
+    let req = tokio::time::timeout(Duration::from_secs(10), recv(&mut second))
+        .await
+        .expect("a DecisionRequest long before decision_timeout");
+    assert_eq!(req.msg, Message::DecisionRequest { txid: t("orphan") });
+    send(
+        &mut second,
+        req.id,
+        Message::DecisionAnswer {
+            txid: t("orphan"),
+            status: DecisionStatus::Abort,
+        },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while resource.outcome(&t("orphan")).is_none() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(resource.outcome(&t("orphan")), Some(Decision::Abort));
+    server.shutdown().await.unwrap();
+}
