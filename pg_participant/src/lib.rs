@@ -13,7 +13,7 @@
 //!   statement cannot `RESET ROLE` its way to superuser, and with `lock_timeout` and
 //!   `statement_timeout` set for the session), runs `BEGIN` together with
 //!   `twopc.gid_state(gid)`: a gid already prepared or committed here votes YES without running
-//!   anything again, one already rolled back here (a dead tracking row or a history row) votes
+//!   anything again, one already rolled back here (a dead tracking row or a finish-log row) votes
 //!   NO. Then the transaction's statements one by one with their parameters
 //!   bound (each JSON value is sent in text format and parsed by Postgres for the type it
 //!   infers; nothing is spliced into SQL), then `SELECT twopc.prepare(gid, coordinator, txid)`,
@@ -436,7 +436,7 @@ impl PgResource {
     }
 
     /// What this database remembers about a finished `txid`: Some(Commit) when its tracking
-    /// row is visible (it committed), Some(Abort) when the history says it was rolled back.
+    /// row is visible (it committed), Some(Abort) when the finish log says it was rolled back.
     /// With the gid known the lookups use the gid indexes; without it (after a restart, for a
     /// txid this process did not prepare) they search by global id.
     async fn finished(
@@ -449,14 +449,14 @@ impl PgResource {
             Some(g) => c
                 .query_opt(
                     "SELECT EXISTS (SELECT 1 FROM twopc.tracking WHERE gid = $1), \
-                            EXISTS (SELECT 1 FROM twopc.history WHERE gid = $1 AND decision = 'abort')",
+                            EXISTS (SELECT 1 FROM twopc.finish_log WHERE gid = $1 AND decision = 'abort')",
                     &[&g],
                 )
                 .await,
             None => c
                 .query_opt(
                     "SELECT EXISTS (SELECT 1 FROM twopc.tracking WHERE global_id = $1), \
-                            EXISTS (SELECT 1 FROM twopc.history WHERE global_id = $1 AND decision = 'abort')",
+                            EXISTS (SELECT 1 FROM twopc.finish_log WHERE global_id = $1 AND decision = 'abort')",
                     &[&txid.as_str()],
                 )
                 .await,

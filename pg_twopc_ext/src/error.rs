@@ -90,6 +90,14 @@ pub enum TwopcError {
         /// Its name.
         name: String,
     },
+    /// Someone added an expression or partial index to one of the extension's tables, which
+    /// the functions (writing below SQL) cannot maintain.
+    UnsupportedIndex {
+        /// The table.
+        table: String,
+        /// The index.
+        index: String,
+    },
     /// An SPI query of the extension failed.
     Spi {
         /// What failed.
@@ -119,6 +127,7 @@ impl TwopcError {
             }
             TwopcError::ConflictingDecision { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TwopcError::MissingObject { .. } => ERRCODE_UNDEFINED_OBJECT,
+            TwopcError::UnsupportedIndex { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             TwopcError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -140,6 +149,9 @@ impl TwopcError {
             }
             TwopcError::GidAlreadyCommitted { .. } => {
                 Some("Use a new gid, or purge old tracking rows with twopc.forget().")
+            }
+            TwopcError::UnsupportedIndex { .. } => {
+                Some("Drop that index; only indexes on plain columns are supported there.")
             }
             _ => None,
         }
@@ -225,6 +237,10 @@ impl fmt::Display for TwopcError {
             TwopcError::MissingObject { name } => {
                 write!(f, "pg_twopc_ext object {name} is missing")
             }
+            TwopcError::UnsupportedIndex { table, index } => write!(
+                f,
+                "index \"{index}\" on {table} is an expression or partial index, which pg_twopc_ext cannot maintain"
+            ),
             TwopcError::Spi { detail } => write!(f, "pg_twopc_ext internal query failed: {detail}"),
         }
     }

@@ -10,9 +10,9 @@
 //! 2. A committed tracking tuple with this gid → `committed`. It was written inside the
 //!    prepared transaction and flushed by PREPARE; it can only be committed if that
 //!    transaction committed (Citus-style commit marker).
-//! 3. The latest `twopc.history` row → its decision. This covers gids prepared natively
-//!    (no tracking row) but finished through the functions. History rows are written
-//!    asynchronously (see [`crate::twophase`]), so they are not the only source.
+//! 3. The latest `twopc.finish_log` row → its decision. This covers rollbacks and gids
+//!    prepared natively (no tracking row) but finished through the functions. Those rows are
+//!    written asynchronously (see [`crate::twophase`]), so they are not the only source.
 //! 4. A dead tracking tuple whose xmin aborted, or never committed and is no longer running
 //!    (the server crashed first) → `aborted`. This is presumed abort made explicit: it needs
 //!    neither the history row nor any extra write.

@@ -15,21 +15,30 @@ use pgrx::prelude::*;
 extension_sql!(
     r#"
 -- Written inside the transaction that twopc.prepare() prepares: invisible while in doubt,
--- visible iff committed (see src/tracking.rs).
+-- visible iff committed (see src/tracking.rs). The finished_* columns are stamped in place by
+-- twopc.commit_prepared(): fixed-width, so the row keeps its size ('-infinity' / 0 / '-' until
+-- then; the twopc.history view shows them).
 CREATE TABLE twopc.tracking (
-    xid         xid8        NOT NULL,
-    gid         text        NOT NULL,
-    global_id   text,
-    coordinator text,
-    prepared_at timestamptz NOT NULL,
-    prepared_by name        NOT NULL
+    xid          xid8        NOT NULL,
+    gid          text        NOT NULL,
+    global_id    text,
+    coordinator  text,
+    prepared_at  timestamptz NOT NULL,
+    prepared_by  name        NOT NULL,
+    finished_at  timestamptz NOT NULL,
+    finished_by  oid         NOT NULL,
+    finished_via "char"      NOT NULL
 );
-CREATE INDEX tracking_gid_idx ON twopc.tracking (gid);
+-- Unique: at most one live or in-progress row per gid. prepare() inserts with a non-waiting
+-- check (UNIQUE_CHECK_PARTIAL) and only looks closer when it flags a possible conflict.
+CREATE UNIQUE INDEX tracking_gid_idx ON twopc.tracking (gid);
 COMMENT ON TABLE twopc.tracking IS
   'One row per transaction prepared by twopc.prepare(), written inside it: visible iff committed';
 
--- Append-only: who finished which gid, when, how. Written asynchronously (src/twophase.rs).
-CREATE TABLE twopc.history (
+-- Append-only finish records that a tracking row cannot carry: rollbacks (their tracking row
+-- dies with the transaction) and gids prepared without twopc.prepare(). Written asynchronously
+-- (src/twophase.rs). Read through the twopc.history view.
+CREATE TABLE twopc.finish_log (
     gid         text        NOT NULL,
     global_id   text,
     coordinator text,
@@ -38,9 +47,9 @@ CREATE TABLE twopc.history (
     finished_by text        NOT NULL,
     via         text        NOT NULL CHECK (via IN ('coordinator', 'manual', 'resolver'))
 );
-CREATE INDEX history_gid_idx ON twopc.history (gid);
-COMMENT ON TABLE twopc.history IS
-  'Prepared transactions finished through twopc.commit_prepared() / twopc.rollback_prepared()';
+CREATE INDEX finish_log_gid_idx ON twopc.finish_log (gid);
+COMMENT ON TABLE twopc.finish_log IS
+  'Rollbacks, and commits of untracked gids, finished through the twopc functions (see twopc.history)';
 
 -- The coordinator's decision, recorded by the Postgres participant before it finishes.
 CREATE TABLE twopc.decisions (
@@ -51,7 +60,7 @@ CREATE TABLE twopc.decisions (
 );
 
 SELECT pg_catalog.pg_extension_config_dump('twopc.tracking', '');
-SELECT pg_catalog.pg_extension_config_dump('twopc.history', '');
+SELECT pg_catalog.pg_extension_config_dump('twopc.finish_log', '');
 SELECT pg_catalog.pg_extension_config_dump('twopc.decisions', '');
 "#,
     name = "tables",
@@ -60,6 +69,24 @@ SELECT pg_catalog.pg_extension_config_dump('twopc.decisions', '');
 
 extension_sql!(
     r#"
+-- Every finished transaction: the finish log, plus each committed (visible) tracking row with
+-- the stamp twopc.commit_prepared() put on it. A committed tracking row without a stamp was
+-- finished by a native COMMIT PREPARED (or its stamp was lost in a crash): finished_at,
+-- finished_by and via are NULL there.
+CREATE VIEW twopc.history AS
+SELECT l.gid, l.global_id, l.coordinator, l.decision, l.finished_at, l.finished_by, l.via
+  FROM twopc.finish_log l
+UNION ALL
+SELECT t.gid, t.global_id, t.coordinator, 'commit'::text,
+       CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-' THEN t.finished_at END,
+       CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-'
+            THEN pg_catalog.pg_get_userbyid(t.finished_by)::text END,
+       CASE t.finished_via WHEN 'c' THEN 'coordinator'::text WHEN 'm' THEN 'manual'::text
+                           WHEN 'r' THEN 'resolver'::text END
+  FROM twopc.tracking t;
+COMMENT ON VIEW twopc.history IS
+  'Finished transactions: gid, global_id, decision, finished_at, finished_by, via (append-only)';
+
 CREATE VIEW twopc.in_doubt AS
 SELECT p.gid,
        COALESCE(t.global_id, twopc.gid_global_id(p.gid))     AS global_id,
@@ -110,7 +137,7 @@ BEGIN
   IF older_than IS NULL OR older_than < interval '0' THEN
     RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = '22023';
   END IF;
-  DELETE FROM twopc.history WHERE finished_at < now() - older_than;
+  DELETE FROM twopc.finish_log WHERE finished_at < now() - older_than;
   GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
   -- Only visible (committed) tracking rows can be deleted; in-doubt ones are untouched.
   DELETE FROM twopc.tracking WHERE prepared_at < now() - older_than;
@@ -127,7 +154,8 @@ COMMENT ON FUNCTION twopc.forget(interval) IS
 -- Security model (README "Security"): reading is public like pg_prepared_xacts; changing
 -- anything needs EXECUTE, granted explicitly by an administrator.
 GRANT USAGE ON SCHEMA twopc TO PUBLIC;
-GRANT SELECT ON twopc.tracking, twopc.history, twopc.decisions, twopc.in_doubt TO PUBLIC;
+GRANT SELECT ON twopc.tracking, twopc.finish_log, twopc.history, twopc.decisions, twopc.in_doubt
+  TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.prepare(text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.commit_prepared(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.rollback_prepared(text, text) FROM PUBLIC;
@@ -159,7 +187,7 @@ fn prepare(
     ok(twophase::prepare(gid, coordinator, global_id))
 }
 
-/// COMMIT PREPARED `gid`, recorded in `twopc.history`. Not inside a transaction block.
+/// COMMIT PREPARED `gid`, recorded in `twopc.history` (a stamp on the tracking row). Not inside a transaction block.
 #[pg_extern(volatile, parallel_unsafe)]
 fn commit_prepared(gid: Option<&str>, via: default!(Option<&str>, "'manual'")) {
     ok(twophase::finish(gid, Decision::Commit, via))

@@ -14,11 +14,14 @@
 //! * when it aborts, the row is dead: an aborted xmin, found by a non-MVCC scan, is positive
 //!   evidence of the abort, and no row at all is read as abort (presumed abort).
 //!
+//! When `twopc.commit_prepared()` commits it, the row also gets the finish stamp (who, when,
+//! via which path) in place, which is what `twopc.history` shows for it ([`stamp_commit`]).
+//!
 //! # Why below SQL
 //!
 //! Reading in-doubt rows needs a scan with `SnapshotAny` and a look at each tuple's raw xmin,
-//! which SQL cannot express. Writing goes through `CatalogTupleInsert` (heap insert plus index
-//! maintenance) rather than SPI: there is no parse/plan per call on the hot path, and the
+//! which SQL cannot express. Writing is a heap insert plus index maintenance ([`insert_row`])
+//! rather than SPI: there is no parse/plan per call on the hot path, and the
 //! bookkeeping does not depend on the caller holding INSERT privileges on the twopc tables,
 //! so `EXECUTE` on the functions is the only capability a role needs (see the README's
 //! security section). All SQL-visible reads (views, `outcome`) use normal privileges.
@@ -45,8 +48,18 @@ mod tracking_col {
     pub const COORDINATOR: usize = 4;
     pub const PREPARED_AT: usize = 5;
     pub const PREPARED_BY: usize = 6;
-    pub const COUNT: usize = 6;
+    pub const FINISHED_AT: usize = 7;
+    pub const FINISHED_BY: usize = 8;
+    pub const FINISHED_VIA: usize = 9;
+    pub const COUNT: usize = 9;
 }
+
+/// `twopc.tracking.finished_via` of a row not stamped (yet): still in doubt, rolled back (the
+/// row is dead then), or committed without `twopc.commit_prepared()`.
+const NOT_FINISHED: u8 = b'-';
+
+/// `-infinity`: the `finished_at` placeholder of a row not stamped yet.
+const TIMESTAMP_NOBEGIN: i64 = i64::MIN;
 
 /// The relation oid of `twopc.<name>`, from a per-backend cache.
 ///
@@ -135,12 +148,39 @@ fn current_user_text_datum() -> Option<pg_sys::Datum> {
     text_datum(current_user().to_str().ok())
 }
 
-/// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`.
-fn insert_row(table: &'static str, values: &[Option<pg_sys::Datum>]) -> Result<()> {
+/// How [`insert_row`] treats a unique index of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueCheck {
+    /// Raise a unique violation (waiting for an in-progress conflicting inserter first), as an
+    /// `INSERT` does.
+    Enforce,
+    /// Never wait and never raise: insert the entry and report a *possible* conflict (a live or
+    /// in-progress row with the same key) by returning `false` (`UNIQUE_CHECK_PARTIAL`, the
+    /// mode deferred constraints use). For the tracking row: the conflicting inserter may be a
+    /// prepared transaction, and waiting for it could take forever; the caller looks closer
+    /// only when told to.
+    Flag,
+}
+
+/// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`; `false` when a unique
+/// index flagged a possible conflict under [`UniqueCheck::Flag`].
+///
+/// What `CatalogTupleInsert` does, minus two things it cannot be told: a unique check that
+/// neither waits nor raises, and building every index's `IndexInfo` through the executor's
+/// index-opening code. Indexes are maintained for plain columns only; an expression or
+/// partial index someone added to an extension table is refused with a clean error instead of
+/// being left stale.
+fn insert_row(
+    table: &'static str,
+    values: &[Option<pg_sys::Datum>],
+    unique: UniqueCheck,
+) -> Result<bool> {
     let oid = relid(table)?;
-    // SAFETY: the relation is opened and closed here with RowExclusiveLock kept until the end
-    // of the transaction (NoLock at close), like any INSERT; the tuple is formed from exactly
-    // `natts` datums, which we check against the descriptor first.
+    let mut clean = true;
+    // SAFETY: the relation and its indexes are opened here with RowExclusiveLock, kept until
+    // the end of the transaction (NoLock at close), like any INSERT; the tuple is formed from
+    // exactly `natts` datums, which we check against the descriptor first; index key columns
+    // are attribute numbers of that same descriptor (checked before use).
     unsafe {
         let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
@@ -156,20 +196,85 @@ fn insert_row(table: &'static str, values: &[Option<pg_sys::Datum>]) -> Result<(
             .collect();
         let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
         let tuple = pg_sys::heap_form_tuple(desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
-        pg_sys::CatalogTupleInsert(rel, tuple);
+        pg_sys::simple_heap_insert(rel, tuple);
+
+        let indexes = pg_sys::RelationGetIndexList(rel);
+        let count = if indexes.is_null() {
+            0
+        } else {
+            (*indexes).length as usize
+        };
+        for i in 0..count {
+            let index_oid = (*(*indexes).elements.add(i)).oid_value;
+            let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            let info = pg_sys::BuildIndexInfo(index);
+            if !(*info).ii_ReadyForInserts {
+                // Being built concurrently: CREATE INDEX CONCURRENTLY picks the row up itself.
+                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+                continue;
+            }
+            let keys = (*info).ii_NumIndexAttrs as usize;
+            let plain = (*info).ii_Expressions.is_null()
+                && (*info).ii_Predicate.is_null()
+                && (0..keys).all(|k| {
+                    let att = (*info).ii_IndexAttrNumbers[k];
+                    att > 0 && att as usize <= values.len()
+                });
+            if !plain {
+                let name = CStr::from_ptr(pg_sys::get_rel_name(index_oid))
+                    .to_string_lossy()
+                    .into_owned();
+                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+                pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+                return Err(TwopcError::UnsupportedIndex {
+                    table: format!("twopc.{table}"),
+                    index: name,
+                });
+            }
+            let mut key_values = [pg_sys::Datum::from(0usize); pg_sys::INDEX_MAX_KEYS as usize];
+            let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+            for k in 0..keys {
+                let att = (*info).ii_IndexAttrNumbers[k] as usize - 1;
+                key_values[k] = datums[att];
+                key_nulls[k] = nulls[att];
+            }
+            let is_unique = (*(*index).rd_index).indisunique;
+            let check = match (is_unique, unique) {
+                (false, _) => pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO,
+                (true, UniqueCheck::Enforce) => pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
+                (true, UniqueCheck::Flag) => pg_sys::IndexUniqueCheck::UNIQUE_CHECK_PARTIAL,
+            };
+            let no_conflict = pg_sys::index_insert(
+                index,
+                key_values.as_mut_ptr(),
+                key_nulls.as_mut_ptr(),
+                &mut (*tuple).t_self,
+                rel,
+                check,
+                false,
+                info,
+            );
+            if check == pg_sys::IndexUniqueCheck::UNIQUE_CHECK_PARTIAL && !no_conflict {
+                clean = false;
+            }
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+        pg_sys::list_free(indexes);
         pg_sys::heap_freetuple(tuple);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
-    Ok(())
+    Ok(clean)
 }
 
 /// Writes the tracking row of the current (top-level) transaction. Called by `twopc.prepare()`
-/// right before the transaction is marked for PREPARE, so the row is part of it.
+/// right before the transaction is marked for PREPARE, so the row is part of it. `false` when
+/// the unique gid index saw another live or in-progress row with this gid (possibly: the
+/// caller checks, see [`UniqueCheck::Flag`]).
 pub fn insert_tracking(
     gid: &str,
     global_id: Option<&str>,
     coordinator: Option<&str>,
-) -> Result<()> {
+) -> Result<bool> {
     // SAFETY: plain accessors of the current transaction; assigning the xid here is what the
     // insert below would do anyway.
     let (fxid, now) = unsafe {
@@ -187,12 +292,107 @@ pub fn insert_tracking(
             text_datum(coordinator),
             Some(pg_sys::Datum::from(now)),
             Some(current_user_name_datum()),
+            // Placeholders of the same width as the stamp (see stamp_commit).
+            Some(pg_sys::Datum::from(TIMESTAMP_NOBEGIN)),
+            Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+            Some(pg_sys::Datum::from(NOT_FINISHED as i8)),
         ],
+        UniqueCheck::Flag,
     )
 }
 
-/// Appends a row to `twopc.history` (who finished which gid, how, and when).
-pub fn insert_history(
+/// Stamps who committed `gid`, when and how onto its tracking row, in place: `true` when done,
+/// `false` when there is no unstamped visible tracking row for `gid` (it was prepared without
+/// `twopc.prepare()`), and the caller writes a `twopc.finish_log` row instead.
+///
+/// Called right after `COMMIT PREPARED`, which made the row visible. Why in place and not a
+/// history row: an inplace update needs no transaction id, no commit record and no index entry
+/// — it is one small WAL record (`XLOG_HEAP_INPLACE`), flushed with the next WAL flush. A new
+/// row needed all of that, plus a second commit of its own, and was measured at a fifth of
+/// pgbench throughput together with the other bookkeeping (`bench/RESULTS.md`). The stamp is
+/// exactly as durable as the asynchronously committed row was: a crash in the next few hundred
+/// milliseconds can lose who and how, never the outcome (the row itself is the commit marker).
+/// Unlike a row in the surrounding transaction, the stamp also stays when the calling
+/// statement fails afterwards: it describes something that already happened.
+///
+/// The row keeps its exact size (fixed-width columns, same NULLs), which an inplace update
+/// requires; `systable_inplace_update_begin` locks the newest version against concurrent
+/// updates, as for the catalogs it was built for.
+pub fn stamp_commit(gid: &str, via: u8) -> Result<bool> {
+    let table_oid = relid("tracking")?;
+    let index_oid = relid("tracking_gid_idx")?;
+    // SAFETY: standard inplace-update protocol: the relation is open with RowExclusiveLock; the
+    // scan key lives until begin returns; `old` is a palloc'd copy, deformed and re-formed with
+    // the same descriptor; every path after a successful begin ends in finish or cancel.
+    unsafe {
+        let rel = pg_sys::table_open(table_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        if (*desc).natts as usize != tracking_col::COUNT {
+            pg_sys::table_close(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            return Err(TwopcError::MissingObject {
+                name: format!("twopc.tracking with {} columns", tracking_col::COUNT),
+            });
+        }
+        let mut scan_key: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyInit(
+            &mut scan_key,
+            tracking_col::GID as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+            gid.into_datum().expect("text datum"),
+        );
+        let mut old: pg_sys::HeapTuple = std::ptr::null_mut();
+        let mut state: *mut std::ffi::c_void = std::ptr::null_mut();
+        // A null snapshot: a fresh MVCC snapshot (non-catalog relation), which sees the row the
+        // COMMIT PREPARED just made visible, and only the one live row the unique index allows.
+        pg_sys::systable_inplace_update_begin(
+            rel,
+            index_oid,
+            true,
+            std::ptr::null_mut(),
+            1,
+            &scan_key,
+            &mut old,
+            &mut state,
+        );
+        if old.is_null() {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Ok(false);
+        }
+        let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
+        let mut nulls = [true; tracking_col::COUNT];
+        pg_sys::heap_deform_tuple(old, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let via_col = tracking_col::FINISHED_VIA - 1;
+        let stamped = nulls[via_col] || values[via_col].value() as u8 != NOT_FINISHED;
+        if stamped {
+            // Already stamped: a gid committed through the functions before, then prepared
+            // again natively (PostgreSQL allows that reuse, twopc.prepare() does not). The
+            // stamp of the first commit stays; the caller logs this one.
+            pg_sys::systable_inplace_update_cancel(state);
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Ok(false);
+        }
+        values[tracking_col::FINISHED_AT - 1] = pg_sys::Datum::from(pg_sys::GetCurrentTimestamp());
+        values[tracking_col::FINISHED_BY - 1] = pg_sys::Datum::from(pg_sys::GetUserId());
+        values[via_col] = pg_sys::Datum::from(via as i8);
+        let new = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        if (*new).t_len != (*old).t_len || (*(*new).t_data).t_hoff != (*(*old).t_data).t_hoff {
+            // Cannot happen for a row prepare() wrote (fixed-width stamp, same NULLs); a row
+            // of another shape is left alone and the caller logs the finish instead.
+            pg_sys::systable_inplace_update_cancel(state);
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Ok(false);
+        }
+        (*new).t_self = (*old).t_self;
+        pg_sys::systable_inplace_update_finish(state, new);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+    Ok(true)
+}
+
+/// Appends a row to `twopc.finish_log` (who finished which gid, how, and when): rollbacks, and
+/// commits that [`stamp_commit`] could not record.
+pub fn insert_finish_log(
     gid: &str,
     global_id: Option<&str>,
     coordinator: Option<&str>,
@@ -202,7 +402,7 @@ pub fn insert_history(
     // SAFETY: GetCurrentTimestamp has no preconditions.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     insert_row(
-        "history",
+        "finish_log",
         &[
             text_datum(Some(gid)),
             text_datum(global_id),
@@ -212,7 +412,9 @@ pub fn insert_history(
             current_user_text_datum(),
             text_datum(Some(via)),
         ],
+        UniqueCheck::Enforce,
     )
+    .map(|_| ())
 }
 
 /// Records the coordinator's decision for a gid in `twopc.decisions`.
@@ -227,7 +429,9 @@ pub fn insert_decision(gid: &str, decision: &str) -> Result<()> {
             Some(pg_sys::Datum::from(now)),
             current_user_text_datum(),
         ],
+        UniqueCheck::Enforce,
     )
+    .map(|_| ())
 }
 
 /// What the inserting transaction of a tracking tuple did.
@@ -456,27 +660,27 @@ pub fn scan(
     Ok(out)
 }
 
-/// The decision of the latest `twopc.history` row for `gid` (MVCC, through `history_gid_idx`),
-/// if any. Below SQL for the same reason as [`scan`]: it runs on the Postgres participant's
+/// The decision of the latest `twopc.finish_log` row for `gid` (MVCC, through
+/// `finish_log_gid_idx`), if any. Below SQL for the same reason as [`scan`]: it runs on the Postgres participant's
 /// per-transaction path ([`crate::twophase::gid_state`]), where a parsed and planned query
 /// would cost more than the probe itself.
 pub fn history_decision(gid: &str) -> Result<Option<String>> {
-    // Column numbers of twopc.history (1-based).
+    // Column numbers of twopc.finish_log (1-based).
     const GID: usize = 1;
     const DECISION: usize = 4;
     const FINISHED_AT: usize = 5;
     const COUNT: usize = 7;
     let key = GidKey {
-        index: "history_gid_idx",
+        index: "finish_log_gid_idx",
         column: GID,
         gid,
     };
     let mut latest: Option<(i64, String)> = None;
     // SAFETY: a null snapshot makes systable_beginscan take a fresh catalog (MVCC) snapshot,
-    // which sees exactly the committed history rows; the closure copies what it keeps.
+    // which sees exactly the committed finish_log rows; the closure copies what it keeps.
     unsafe {
         each_tuple(
-            "history",
+            "finish_log",
             COUNT,
             Some(key),
             std::ptr::null_mut(),

@@ -16,15 +16,25 @@
 //! arms the [`crate::guard`]. The prepare itself happens when the calling top-level statement
 //! ends.
 //!
-//! # Finish, and why the history row is written asynchronously
+//! # Finish, and where the history goes
 //!
 //! `twopc.commit_prepared()` / `twopc.rollback_prepared()` run the checks COMMIT PREPARED gets
 //! (`PreventInTransactionBlock`), then `FinishPreparedTransaction()`, which writes and
 //! *flushes* the COMMIT PREPARED / ROLLBACK PREPARED record itself, whatever
-//! `synchronous_commit` says. Then they append a `twopc.history` row in the surrounding
-//! (implicit) transaction with `synchronous_commit = off` for that transaction only: committing
-//! it does not wait for a second WAL flush. Losing that row in a crash loses no information
-//! that matters:
+//! `synchronous_commit` says. What they record of the finish depends on what there is to
+//! record it on:
+//!
+//! * a **commit** of a transaction prepared by `twopc.prepare()`: its tracking row just became
+//!   visible, and who finished it, when and how is stamped onto that row in place
+//!   ([`crate::tracking::stamp_commit`]): no transaction id, no commit record, no new row or
+//!   index entry, one small WAL record. This is the hot path (every coordinator commit);
+//! * a **rollback** (the tracking row dies with the transaction), or a commit of a gid prepared
+//!   natively: a `twopc.finish_log` row, appended in the surrounding (implicit) transaction
+//!   with `synchronous_commit = off` for that transaction only, so committing it does not wait
+//!   for a second WAL flush.
+//!
+//! The `twopc.history` view shows both. Losing a stamp or a log row in a crash loses no
+//! information that matters:
 //!
 //! * committed: the tracking row written inside the prepared transaction is now visible, and it
 //!   was flushed by PREPARE;
@@ -118,18 +128,13 @@ pub fn prepare(
     if gid_prepared_here(&cgid) {
         return Err(TwopcError::GidInUse { gid: gid.into() });
     }
-    for t in tracking::scan(Some(gid), |_, st| st != XminStatus::Aborted)? {
-        match t.status {
-            XminStatus::Committed if !t.deleted => {
-                return Err(TwopcError::GidAlreadyCommitted { gid: gid.into() })
-            }
-            // Prepared (found above unless in another database) or being prepared right now
-            // by another session.
-            XminStatus::InProgress => return Err(TwopcError::GidInUse { gid: gid.into() }),
-            _ => {}
-        }
+    // The unique gid index flags another live or in-progress tracking row without waiting for
+    // it (it may belong to a prepared transaction of another database, or to a session
+    // preparing the same gid right now); only then are the rows read to say which refusal
+    // applies. Dead rows (rolled back, or deleted by twopc.forget()) never conflict.
+    if !tracking::insert_tracking(gid, global_id.as_deref(), coordinator.as_deref())? {
+        check_gid_reuse(gid)?;
     }
-    tracking::insert_tracking(gid, global_id.as_deref(), coordinator.as_deref())?;
     // SAFETY: we are in a top-level transaction block (checked above); PostgreSQL copies the
     // gid into TopTransactionContext.
     let marked = unsafe { pg_sys::PrepareTransactionBlock(cgid.as_ptr()) };
@@ -138,6 +143,23 @@ pub fn prepare(
     }
     guard::set_pending(gid);
     Ok(gid.to_owned())
+}
+
+/// Why a tracking row with this gid blocks a new one, if it does: one that committed (and was
+/// not forgotten) makes the gid ambiguous for `twopc.outcome()`; one that is prepared, or
+/// being prepared by another session, holds it.
+fn check_gid_reuse(gid: &str) -> Result<()> {
+    for t in tracking::scan(Some(gid), |_, st| st != XminStatus::Aborted)? {
+        match t.status {
+            XminStatus::Committed if !t.deleted => {
+                return Err(TwopcError::GidAlreadyCommitted { gid: gid.into() })
+            }
+            XminStatus::InProgress => return Err(TwopcError::GidInUse { gid: gid.into() }),
+            // Ours (just inserted), or deleted by twopc.forget().
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `twopc.commit_prepared()` / `twopc.rollback_prepared()`: see the module docs.
@@ -155,29 +177,63 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
 
-    // Who it was prepared for. A twopc-format gid says it itself, and prepare() refuses
-    // tracking values that contradict the gid, so the tracking row need not be looked up (an
-    // index probe per commit, the hot path). Other gids: the tracking row of the prepared
-    // transaction (in progress as long as it is prepared), if any.
-    let (coordinator, global_id) = match twopc_protocol::gid::parse_gid(gid) {
-        Some((c, t)) => (Some(c.as_str().to_owned()), Some(t.as_str().to_owned())),
-        None => tracking::scan(Some(gid), |_, st| st == XminStatus::InProgress)?
+    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
+    // Whether this transaction wrote anything before decides about synchronous_commit for a
+    // finish_log row (log_finish).
+    // SAFETY: a plain read of backend state.
+    let wrote_before =
+        unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId };
+    if decision == Decision::Commit {
+        // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
+        // denied, another database, busy); the boundary turns them into Rust unwinding and back.
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(cgid.as_ptr(), true));
+        }
+        // The tracking row is visible now; the stamp on it is the history entry.
+        if tracking::stamp_commit(gid, via.code())? {
+            return Ok(());
+        }
+        // Prepared without twopc.prepare(): a finish_log row, like a rollback.
+        let (coordinator, global_id) = gid_identity(gid);
+        return log_finish(gid, coordinator, global_id, decision, via, wrote_before);
+    }
+
+    // Who it was prepared for, read before the rollback kills the tracking row. A
+    // twopc-format gid says it itself, and prepare() refuses tracking values that contradict
+    // it; other gids: the tracking row of the prepared transaction (in progress as long as it
+    // is prepared), if any.
+    let (coordinator, global_id) = match gid_identity(gid) {
+        (None, None) => tracking::scan(Some(gid), |_, st| st == XminStatus::InProgress)?
             .into_iter()
             .next()
             .map_or((None, None), |t| (t.coordinator, t.global_id)),
+        known => known,
     };
+    // SAFETY: as above.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(cgid.as_ptr(), false));
+    }
+    log_finish(gid, coordinator, global_id, decision, via, wrote_before)
+}
 
-    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
-    // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
-    // denied, another database, busy); the boundary turns them into Rust unwinding and back.
-    // Whether this transaction wrote anything yet decides about synchronous_commit below.
-    let wrote_before = unsafe {
-        let had_xid = pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId;
-        pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            FinishPreparedTransaction(cgid.as_ptr(), decision == Decision::Commit)
-        });
-        had_xid
-    };
+/// (coordinator, global id) that a twopc-format gid encodes; (None, None) for other gids.
+fn gid_identity(gid: &str) -> (Option<String>, Option<String>) {
+    match twopc_protocol::gid::parse_gid(gid) {
+        Some((c, t)) => (Some(c.as_str().to_owned()), Some(t.as_str().to_owned())),
+        None => (None, None),
+    }
+}
+
+/// Appends the `twopc.finish_log` row of a finish, committed asynchronously unless the
+/// surrounding transaction had written something of its own before (see the module docs).
+fn log_finish(
+    gid: &str,
+    coordinator: Option<String>,
+    global_id: Option<String>,
+    decision: Decision,
+    via: Via,
+    wrote_before: bool,
+) -> Result<()> {
     if !wrote_before {
         // SAFETY: a transaction-local GUC change, reverted at transaction end.
         unsafe {
@@ -193,7 +249,7 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
             );
         }
     }
-    tracking::insert_history(
+    tracking::insert_finish_log(
         gid,
         global_id.as_deref(),
         coordinator.as_deref(),

@@ -41,6 +41,16 @@ impl Via {
         }
     }
 
+    /// The one-byte form stamped on a tracking row (`twopc.tracking.finished_via`; the
+    /// `twopc.history` view spells it out again).
+    pub fn code(self) -> u8 {
+        match self {
+            Via::Coordinator => b'c',
+            Via::Manual => b'm',
+            Via::Resolver => b'r',
+        }
+    }
+
     /// The stored form.
     pub fn as_str(self) -> &'static str {
         match self {

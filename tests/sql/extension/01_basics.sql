@@ -71,13 +71,30 @@ SELECT twopc.outcome('twopc:c1:tx-native-commit') AS native_commit,
        twopc.outcome('never-prepared') AS never;
 -- The aborted transaction's tracking tuple is dead: presumed abort, made visible.
 SELECT gid, status, deleted FROM twopc.tracking_tuples() ORDER BY gid;
+-- history lists the native commit too (its tracking row is visible), with nobody recorded as
+-- having finished it; the native rollback left nothing to list.
+SELECT gid, decision, finished_at IS NULL AS no_finished_at, finished_by, via
+  FROM twopc.history WHERE gid LIKE 'twopc:c1:tx-native-%';
 -- gid_state(): the participant's cheap "seen before?" check (shared memory, two index probes).
 SELECT twopc.gid_state('twopc:c1:tx-native-commit') AS committed_by_marker,
        twopc.gid_state('twopc:c1:tx-native-abort') AS aborted_tuple,
        twopc.gid_state('native-plain') AS aborted_by_history,
        twopc.gid_state('never-prepared') AS never;
 
--- 6. Helpers, stats, forget.
+-- 6. The commit stamp is not part of the calling transaction: COMMIT PREPARED cannot be
+--    undone, so who did it stays recorded when the calling statement fails afterwards.
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 2;
+SELECT twopc.prepare('twopc:c1:then-fail');
+SELECT twopc.commit_prepared('twopc:c1:then-fail', 'resolver'), 1 / (random() * 0)::int;
+SELECT twopc.outcome('twopc:c1:then-fail');
+SELECT gid, decision, finished_at IS NOT NULL AS has_finished_at, finished_by, via
+  FROM twopc.history WHERE gid = 'twopc:c1:then-fail';
+-- The stamp lives on the tracking row (fixed-width columns, written in place).
+SELECT gid, finished_at > prepared_at AS stamped_later, finished_by = 'postgres'::regrole AS by_me,
+       finished_via FROM twopc.tracking WHERE gid = 'twopc:c1:then-fail';
+
+-- 7. Helpers, stats, forget.
 SELECT twopc.gid_coordinator('twopc:c1:tx-1'), twopc.gid_global_id('twopc:c1:tx-1'),
        twopc.gid_global_id('not-a-twopc-gid');
 SELECT prepared, committed, aborted, in_doubt, oldest_in_doubt FROM twopc.stats();
@@ -96,7 +113,7 @@ SELECT twopc.commit_prepared('twopc:c1:pending');
 SELECT twopc.outcome('twopc:c1:pending');
 SELECT twopc.protocol_version() > 0 AS has_protocol_version;
 
--- 7. The extension caches its tables' oids per session: dropping and recreating it in the same
+-- 8. The extension caches its tables' oids per session: dropping and recreating it in the same
 --    session must not leave the cache pointing at the dropped tables.
 SELECT twopc.gid_state('twopc:c1:tx-1');
 DROP EXTENSION pg_twopc_ext;

@@ -120,6 +120,24 @@ SELECT gid, decision FROM twopc.in_doubt;
 SELECT twopc.rollback_prepared('busy');
 SELECT twopc.outcome('busy');
 SELECT twopc.forget(interval '-1 day');
+-- The functions write the tracking table below SQL and maintain its plain-column indexes; an
+-- expression or partial index added by hand is refused, not left stale.
+CREATE INDEX tracking_lower_gid ON twopc.tracking (lower(gid));
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 5;
+SELECT twopc.prepare('with-expression-index');
+ROLLBACK;
+DROP INDEX twopc.tracking_lower_gid;
+-- A plain extra index is maintained.
+CREATE INDEX tracking_global_id ON twopc.tracking (global_id);
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 5;
+SELECT twopc.prepare('with-plain-index', global_id => 'g-plain');
+SELECT twopc.commit_prepared('with-plain-index');
+SET enable_seqscan = off;
+SELECT gid FROM twopc.tracking WHERE global_id = 'g-plain';
+RESET enable_seqscan;
+DROP INDEX twopc.tracking_global_id;
 
 -- An implicit transaction block (several statements in one string without BEGIN) behaves
 -- like native PREPARE TRANSACTION there: PostgreSQL warns, and the transaction is prepared.

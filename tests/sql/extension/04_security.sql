@@ -30,6 +30,8 @@ SELECT twopc.outcome('twopc:c1:alice-1');
 SELECT twopc.commit_prepared('twopc:c1:alice-1');
 SELECT gid, decision, finished_by FROM twopc.history;
 -- But cannot write the bookkeeping tables directly, nor purge them.
+INSERT INTO twopc.finish_log VALUES ('fake', NULL, NULL, 'commit', now(), 'x', 'manual');
+UPDATE twopc.tracking SET finished_via = 'r';
 INSERT INTO twopc.history VALUES ('fake', NULL, NULL, 'commit', now(), 'x', 'manual');
 SELECT twopc.forget(interval '0');
 
