@@ -3,10 +3,13 @@
 # COMMIT PREPARED, same one-row UPDATE, pgbench, 8 clients.
 #
 # Usage (as root, from anywhere):  pg_twopc_ext/bench/run.sh [--no-install]
-#   env: CLIENTS (8), DURATION seconds per run (20), ROUNDS (2 x [native, twopc, twopc prepared, twopc random gids,
-#        plain simple, plain prepared], alternating
+#   env: CLIENTS (8), DURATION seconds per run (12), ROUNDS (5 x [native, twopc, twopc with all
+#        arguments, twopc prepared, twopc random gids, plain simple, plain prepared], alternating
 #        so that load from other processes hits both alike), WARMUP seconds per script (5),
 #        SCALE (10).
+# The headline figure is the median of the per-round ratios: native and twopc run back to back in
+# each round, so a ratio compares two runs seconds apart, while this machine's speed drifts by up
+# to 2x over minutes.
 # Installs a release build of the extension into the system PostgreSQL 15 first (unless
 # --no-install), starts a fresh throwaway cluster under /tmp as the postgres user, runs the
 # rounds alternately, prints tps and the ratio, and writes bench/RESULTS.md.
@@ -15,8 +18,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PG_BIN=/usr/lib/postgresql/15/bin
 CLIENTS="${CLIENTS:-8}"
-DURATION="${DURATION:-20}"
-ROUNDS="${ROUNDS:-2}"
+DURATION="${DURATION:-12}"
+ROUNDS="${ROUNDS:-5}"
 WARMUP="${WARMUP:-5}"
 SCALE="${SCALE:-10}"
 
@@ -70,15 +73,18 @@ run() { # $1 = script, $2 = seconds, $3 = protocol (default simple); prints tps
 # Warm-up (not reported): caches, the extension's first-call plans, the tracking index.
 run native.sql "$WARMUP" >/dev/null
 run twopc.sql "$WARMUP" >/dev/null
+run twopc-all-args.sql "$WARMUP" >/dev/null
 run twopc-bound.sql "$WARMUP" prepared >/dev/null
 run twopc-random.sql "$WARMUP" >/dev/null
 run plain.sql "$WARMUP" >/dev/null
 run plain.sql "$WARMUP" prepared >/dev/null
 
-declare -a NATIVE TWOPC BOUND RANDGID PLAIN PLAINP
+declare -a NATIVE TWOPC ALLARGS BOUND RANDGID PLAIN PLAINP
 for r in $(seq 1 "$ROUNDS"); do
   n="$(run native.sql "$DURATION")"; echo "[bench] round $r native: $n tps" >&2; NATIVE+=("$n")
   t="$(run twopc.sql "$DURATION")";  echo "[bench] round $r twopc:  $t tps" >&2; TWOPC+=("$t")
+  a="$(run twopc-all-args.sql "$DURATION")"
+  echo "[bench] round $r twopc, all arguments: $a tps" >&2; ALLARGS+=("$a")
   b="$(run twopc-bound.sql "$DURATION" prepared)"
   echo "[bench] round $r twopc, prepared statements: $b tps" >&2; BOUND+=("$b")
   x="$(run twopc-random.sql "$DURATION")"
@@ -89,13 +95,23 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v t="$1" -v n="$2" 'BEGIN { printf "%.3f", t / n }'; }
+# Per-round ratios against that round's native run, and their median.
+per_round() { local -n xs=$1; for i in "${!NATIVE[@]}"; do ratio "${xs[$i]}" "${NATIVE[$i]}"; echo; done; }
+mapfile -t R_TWOPC < <(per_round TWOPC)
+mapfile -t R_ALLARGS < <(per_round ALLARGS)
+mapfile -t R_BOUND < <(per_round BOUND)
+mapfile -t R_RANDGID < <(per_round RANDGID)
 N="$(mean "${NATIVE[@]}")"
 T="$(mean "${TWOPC[@]}")"
+A="$(mean "${ALLARGS[@]}")"
 B="$(mean "${BOUND[@]}")"
-RATIO="$(awk -v t="$T" -v n="$N" 'BEGIN { printf "%.3f", t / n }')"
-BRATIO="$(awk -v t="$B" -v n="$N" 'BEGIN { printf "%.3f", t / n }')"
+RATIO="$(median "${R_TWOPC[@]}")"
+ARATIO="$(median "${R_ALLARGS[@]}")"
+BRATIO="$(median "${R_BOUND[@]}")"
 X="$(mean "${RANDGID[@]}")"
-XRATIO="$(awk -v t="$X" -v n="$N" 'BEGIN { printf "%.3f", t / n }')"
+XRATIO="$(median "${R_RANDGID[@]}")"
 C="$(mean "${PLAIN[@]}")"
 D="$(mean "${PLAINP[@]}")"
 GAIN="$(awk -v d="$D" -v c="$C" 'BEGIN { printf "%.3f", d / c }')"
@@ -103,14 +119,17 @@ GAIN="$(awk -v d="$D" -v c="$C" 'BEGIN { printf "%.3f", d / c }')"
 # save what plain.sql saves per transaction: 1/C - 1/D.
 NBEST="$(awk -v n="$N" -v c="$C" -v d="$D" 'BEGIN { printf "%.1f", 1 / (1 / n - (1 / c - 1 / d)) }')"
 FAIR="$(awk -v b="$B" -v nb="$NBEST" 'BEGIN { printf "%.3f", b / nb }')"
+MEANRATIO="$(ratio "$T" "$N")"
 LEFT="$("${PSQL[@]}" -Atc "SELECT count(*) FROM pg_prepared_xacts")"
 TRACKED="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.tracking")"
 HIST="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.history")"
+STAMPED="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.tracking WHERE finished_via <> '-'")"
 FATALS="$(grep -c -E 'FATAL|PANIC' "$DIR/log" || true)"
 
 echo "native PREPARE/COMMIT PREPARED: $N tps"
 echo "twopc.prepare/commit_prepared:  $T tps"
-echo "ratio twopc/native:             $RATIO"
+echo "ratio twopc/native:             $RATIO (median of rounds; of the means: $MEANRATIO)"
+echo "twopc, all arguments:           $A tps (ratio $ARATIO)"
 echo "twopc, prepared statements:     $B tps (ratio $BRATIO)"
 echo "twopc, random gids:             $X tps (ratio $XRATIO)"
 echo "plain BEGIN/UPDATE/COMMIT:      $C tps simple, $D tps prepared (x$GAIN)"
@@ -131,38 +150,46 @@ transaction is
 
 * native, \`-M simple\`: \`PREPARE TRANSACTION '<gid>'; COMMIT PREPARED '<gid>';\` ([native.sql](native.sql))
 * twopc, \`-M simple\`: \`SELECT twopc.prepare('<gid>'); SELECT twopc.commit_prepared('<gid>');\` ([twopc.sql](twopc.sql))
-* twopc, \`-M prepared\`: the same with the gid as a bound parameter, which is how the Postgres
-  participant issues them (tokio-postgres, cached statements). Native PREPARE TRANSACTION cannot
-  take a parameter, so the native script can only run with the simple protocol; in this mode the
-  UPDATE's plan is cached as well, which the native run cannot have ([twopc-bound.sql](twopc-bound.sql)).
+* twopc, all arguments, \`-M simple\`: \`twopc.prepare('<gid>', '<coordinator>', '<txid>')\`,
+  \`twopc.commit_prepared('<gid>', 'coordinator')\`, as the Postgres participant calls them: no
+  default arguments to expand ([twopc-all-args.sql](twopc-all-args.sql))
+* twopc, \`-M prepared\`: the gid as a bound parameter, as the Postgres participant sends it
+  (tokio-postgres, cached statements). Native PREPARE TRANSACTION cannot take a parameter, so
+  the native script can only run with the simple protocol; in this mode the UPDATE's plan is
+  cached as well, which the native run cannot have ([twopc-bound.sql](twopc-bound.sql)).
 * twopc, random gids, \`-M simple\`: client-chosen random gids, the worst case for the gid
   indexes ([twopc-random.sql](twopc-random.sql)).
 
-Gids are twopc-format (\`twopc:<coordinator>:<txid>\`). In the first three they grow with the
+Gids are twopc-format (\`twopc:<coordinator>:<txid>\`). Except in the last one they grow with the
 transaction id, the way the coordinator's generated ids (\`<coordinator>-<ms>-<n>\`) grow; the
 UPDATE returns the gid (\`RETURNING ... \\gset\`), so no statement is added to either side.
 
-| run | native tps | twopc tps | ratio | twopc -M prepared | ratio | twopc, random gids | ratio |
-|---|---|---|---|---|---|---|---|
-$(for i in "${!NATIVE[@]}"; do echo "| round $((i + 1)) | ${NATIVE[$i]} | ${TWOPC[$i]} | $(awk -v t="${TWOPC[$i]}" -v n="${NATIVE[$i]}" 'BEGIN { printf "%.3f", t / n }') | ${BOUND[$i]} | $(awk -v t="${BOUND[$i]}" -v n="${NATIVE[$i]}" 'BEGIN { printf "%.3f", t / n }') | ${RANDGID[$i]} | $(awk -v t="${RANDGID[$i]}" -v n="${NATIVE[$i]}" 'BEGIN { printf "%.3f", t / n }') |"; done)
-| **mean** | **$N** | **$T** | **$RATIO** | **$B** | **$BRATIO** | **$X** | **$XRATIO** |
+Native and twopc runs alternate, each round running every script once, back to back; a ratio
+compares runs seconds apart. **Ratios are the median of the per-round ratios** (this machine's
+speed drifts by up to 2x over minutes, so a ratio of means over the whole run mixes in drift).
+
+| run | native tps | twopc tps | ratio | all args | ratio | twopc -M prepared | ratio | random gids | ratio |
+|---|---|---|---|---|---|---|---|---|---|
+$(for i in "${!NATIVE[@]}"; do echo "| round $((i + 1)) | ${NATIVE[$i]} | ${TWOPC[$i]} | ${R_TWOPC[$i]} | ${ALLARGS[$i]} | ${R_ALLARGS[$i]} | ${BOUND[$i]} | ${R_BOUND[$i]} | ${RANDGID[$i]} | ${R_RANDGID[$i]} |"; done)
+| **median ratio** | | | **$RATIO** | | **$ARATIO** | | **$BRATIO** | | **$XRATIO** |
+| mean tps | $N | $T | ($MEANRATIO) | $A | | $B | | $X | |
 
 **Like for like.** The \`-M prepared\` column also caches BEGIN and the UPDATE, which a native
 client could have too (prepared UPDATE, simple PREPARE TRANSACTION) but pgbench cannot express
 in one script. The same BEGIN / UPDATE / COMMIT without two-phase commit
 ([plain.sql](plain.sql)) ran at $C tps with \`-M simple\` and $D tps with \`-M prepared\` (×$GAIN).
 The runs are CPU-bound, so time per transaction adds up: native 2PC with that caching would
-run at 1 / (1/$N − (1/$C − 1/$D)) ≈ $NBEST tps, and **twopc \`-M prepared\` reaches $FAIR of it**.
-That, and the \`-M simple\` ratio, are the honest figures; the raw \`-M prepared\` ratio is not.
+run at 1 / (1/$N − (1/$C − 1/$D)) ≈ $NBEST tps, and **twopc \`-M prepared\` reaches $FAIR of it**
+(means over the run). That, and the \`-M simple\` ratios, are the honest figures; the raw
+\`-M prepared\` ratio is not.
 
 Target: ≥ 0.9 × native.
 
 Load average when the runs ended: $(cut -d' ' -f1-3 /proc/loadavg) (8 clients and 8 pgbench threads on
-$(nproc) cores: the runs are CPU-bound, and single rounds are noisy; rounds alternate to spread
-that noise).
+$(nproc) cores: the runs are CPU-bound, and single rounds are noisy).
 
-After the runs: $LEFT prepared transactions left, $TRACKED tracking rows, $HIST history rows,
-$FATALS FATAL/PANIC lines in the server log.
+After the runs: $LEFT prepared transactions left, $TRACKED tracking rows ($STAMPED of them with a
+commit stamp), $HIST history rows, $FATALS FATAL/PANIC lines in the server log.
 
 ## Where the difference comes from (measured 2026-11-23 with \`perf\`)
 

@@ -16,17 +16,18 @@ extension_sql!(
     r#"
 -- Written inside the transaction that twopc.prepare() prepares: invisible while in doubt,
 -- visible iff committed (see src/tracking.rs). The finished_* columns are stamped in place by
--- twopc.commit_prepared(): fixed-width, so the row keeps its size ('-infinity' / 0 / '-' until
--- then; the twopc.history view shows them).
+-- twopc.commit_prepared(): fixed-width, so the row keeps its size ('-infinity' / '-' / '-' until
+-- then; the twopc.history view shows them). Roles are regrole (4 bytes, shown by name): this
+-- row is WAL-logged on every prepare and again by the stamp.
 CREATE TABLE twopc.tracking (
     xid          xid8        NOT NULL,
     gid          text        NOT NULL,
     global_id    text,
     coordinator  text,
     prepared_at  timestamptz NOT NULL,
-    prepared_by  name        NOT NULL,
+    prepared_by  regrole     NOT NULL,
     finished_at  timestamptz NOT NULL,
-    finished_by  oid         NOT NULL,
+    finished_by  regrole     NOT NULL,
     finished_via "char"      NOT NULL
 );
 -- Unique: at most one live or in-progress row per gid. prepare() inserts with a non-waiting
@@ -80,7 +81,7 @@ UNION ALL
 SELECT t.gid, t.global_id, t.coordinator, 'commit'::text,
        CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-' THEN t.finished_at END,
        CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-'
-            THEN pg_catalog.pg_get_userbyid(t.finished_by)::text END,
+            THEN t.finished_by::text END,
        CASE t.finished_via WHEN 'c' THEN 'coordinator'::text WHEN 'm' THEN 'manual'::text
                            WHEN 'r' THEN 'resolver'::text END
   FROM twopc.tracking t;

@@ -118,17 +118,6 @@ fn text_datum(s: Option<&str>) -> Option<pg_sys::Datum> {
     s.and_then(|s| s.into_datum())
 }
 
-/// A datum for a `name` column: a palloc'd `NameData` (truncated like PostgreSQL does).
-fn name_datum(s: &CStr) -> pg_sys::Datum {
-    // SAFETY: palloc0 returns NAMEDATALEN zeroed bytes in the current memory context, which is
-    // what namestrcpy expects as its destination.
-    unsafe {
-        let name = pg_sys::palloc0(pg_sys::NAMEDATALEN as usize) as *mut pg_sys::NameData;
-        pg_sys::namestrcpy(name, s.as_ptr());
-        pg_sys::Datum::from(name)
-    }
-}
-
 /// The name of the current user (`current_user`).
 fn current_user() -> &'static CStr {
     // SAFETY: GetUserId is always valid inside a transaction; noerr = false raises a normal
@@ -137,9 +126,10 @@ fn current_user() -> &'static CStr {
     unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
 }
 
-/// `current_user` as a `name` datum (`twopc.tracking.prepared_by`).
-fn current_user_name_datum() -> pg_sys::Datum {
-    name_datum(current_user())
+/// The current user as a `regrole` datum (`twopc.tracking.prepared_by` / `finished_by`).
+fn current_user_regrole_datum() -> pg_sys::Datum {
+    // SAFETY: GetUserId only reads backend state.
+    pg_sys::Datum::from(unsafe { pg_sys::GetUserId() })
 }
 
 /// `current_user` as a `text` datum (history and decisions: `text` keeps those rows 60 bytes
@@ -291,7 +281,7 @@ pub fn insert_tracking(
             text_datum(global_id),
             text_datum(coordinator),
             Some(pg_sys::Datum::from(now)),
-            Some(current_user_name_datum()),
+            Some(current_user_regrole_datum()),
             // Placeholders of the same width as the stamp (see stamp_commit).
             Some(pg_sys::Datum::from(TIMESTAMP_NOBEGIN)),
             Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
@@ -302,92 +292,89 @@ pub fn insert_tracking(
 }
 
 /// Stamps who committed `gid`, when and how onto its tracking row, in place: `true` when done,
-/// `false` when there is no unstamped visible tracking row for `gid` (it was prepared without
+/// `false` when there is no unstamped committed tracking row for `gid` (it was prepared without
 /// `twopc.prepare()`), and the caller writes a `twopc.finish_log` row instead.
 ///
 /// Called right after `COMMIT PREPARED`, which made the row visible. Why in place and not a
 /// history row: an inplace update needs no transaction id, no commit record and no index entry
 /// — it is one small WAL record (`XLOG_HEAP_INPLACE`), flushed with the next WAL flush. A new
-/// row needed all of that, plus a second commit of its own, and was measured at a fifth of
-/// pgbench throughput together with the other bookkeeping (`bench/RESULTS.md`). The stamp is
-/// exactly as durable as the asynchronously committed row was: a crash in the next few hundred
-/// milliseconds can lose who and how, never the outcome (the row itself is the commit marker).
-/// Unlike a row in the surrounding transaction, the stamp also stays when the calling
-/// statement fails afterwards: it describes something that already happened.
+/// row needed all of that, plus a commit of its own, and the bookkeeping together was measured
+/// at a fifth of pgbench throughput (`bench/RESULTS.md`). The stamp is exactly as durable as
+/// the asynchronously committed row was: a crash in the next few hundred milliseconds can lose
+/// who and how, never the outcome (the row itself is the commit marker). Unlike a row in the
+/// surrounding transaction, the stamp also stays when the calling statement fails afterwards:
+/// it describes something that already happened.
 ///
 /// The row keeps its exact size (fixed-width columns, same NULLs), which an inplace update
-/// requires; `systable_inplace_update_begin` locks the newest version against concurrent
-/// updates, as for the catalogs it was built for.
+/// requires. PostgreSQL 15's `heap_inplace_update` overwrites the data part under an exclusive
+/// buffer lock and WAL-logs it; it takes no tuple lock. That is enough here: nothing else ever
+/// rewrites a tracking row (`twopc.forget()` only deletes, which touches the header, not the
+/// data), and only one COMMIT PREPARED of a gid can succeed. The newer
+/// `systable_inplace_update_begin` (which also locks the tuple against concurrent `UPDATE`s,
+/// for the catalogs) cost twice as much per commit, measured with `perf`; a port to a
+/// PostgreSQL without `heap_inplace_update` (17+) would use it.
 pub fn stamp_commit(gid: &str, via: u8) -> Result<bool> {
-    let table_oid = relid("tracking")?;
-    let index_oid = relid("tracking_gid_idx")?;
-    // SAFETY: standard inplace-update protocol: the relation is open with RowExclusiveLock; the
-    // scan key lives until begin returns; `old` is a palloc'd copy, deformed and re-formed with
-    // the same descriptor; every path after a successful begin ends in finish or cancel.
+    let key = GidKey {
+        index: "tracking_gid_idx",
+        column: tracking_col::GID,
+        gid,
+    };
+    let mut committed: pg_sys::HeapTuple = std::ptr::null_mut();
+    // SAFETY: SnapshotAnyData is a static; the closure copies the one tuple it keeps (palloc'd
+    // in the current memory context) before the scan moves on.
     unsafe {
-        let rel = pg_sys::table_open(table_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        each_tuple(
+            "tracking",
+            tracking_col::COUNT,
+            Some(key),
+            &raw mut pg_sys::SnapshotAnyData,
+            |tuple, _| {
+                let (_, status, deleted) = classify(tuple);
+                // The committed, live row: at most one per gid (unique index), and it is the
+                // one this COMMIT PREPARED just made visible.
+                if committed.is_null() && status == XminStatus::Committed && !deleted {
+                    committed = pg_sys::heap_copytuple(tuple);
+                }
+            },
+        )?;
+    }
+    if committed.is_null() {
+        return Ok(false);
+    }
+    let oid = relid("tracking")?;
+    // SAFETY: the relation is opened with RowExclusiveLock, kept until the end of the
+    // transaction; `committed` is a copy of a tuple of this relation with the same descriptor
+    // (natts checked by each_tuple), so deforming and re-forming it is sound; the lengths are
+    // compared before the in-place write, which refuses a tuple of another size itself too.
+    unsafe {
+        let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
-        if (*desc).natts as usize != tracking_col::COUNT {
-            pg_sys::table_close(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-            return Err(TwopcError::MissingObject {
-                name: format!("twopc.tracking with {} columns", tracking_col::COUNT),
-            });
-        }
-        let mut scan_key: pg_sys::ScanKeyData = std::mem::zeroed();
-        pg_sys::ScanKeyInit(
-            &mut scan_key,
-            tracking_col::GID as pg_sys::AttrNumber,
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
-            gid.into_datum().expect("text datum"),
-        );
-        let mut old: pg_sys::HeapTuple = std::ptr::null_mut();
-        let mut state: *mut std::ffi::c_void = std::ptr::null_mut();
-        // A null snapshot: a fresh MVCC snapshot (non-catalog relation), which sees the row the
-        // COMMIT PREPARED just made visible, and only the one live row the unique index allows.
-        pg_sys::systable_inplace_update_begin(
-            rel,
-            index_oid,
-            true,
-            std::ptr::null_mut(),
-            1,
-            &scan_key,
-            &mut old,
-            &mut state,
-        );
-        if old.is_null() {
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return Ok(false);
-        }
         let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
         let mut nulls = [true; tracking_col::COUNT];
-        pg_sys::heap_deform_tuple(old, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::heap_deform_tuple(committed, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         let via_col = tracking_col::FINISHED_VIA - 1;
-        let stamped = nulls[via_col] || values[via_col].value() as u8 != NOT_FINISHED;
-        if stamped {
+        if nulls[via_col] || values[via_col].value() as u8 != NOT_FINISHED {
             // Already stamped: a gid committed through the functions before, then prepared
             // again natively (PostgreSQL allows that reuse, twopc.prepare() does not). The
             // stamp of the first commit stays; the caller logs this one.
-            pg_sys::systable_inplace_update_cancel(state);
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(false);
         }
         values[tracking_col::FINISHED_AT - 1] = pg_sys::Datum::from(pg_sys::GetCurrentTimestamp());
-        values[tracking_col::FINISHED_BY - 1] = pg_sys::Datum::from(pg_sys::GetUserId());
+        values[tracking_col::FINISHED_BY - 1] = current_user_regrole_datum();
         values[via_col] = pg_sys::Datum::from(via as i8);
-        let new = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        if (*new).t_len != (*old).t_len || (*(*new).t_data).t_hoff != (*(*old).t_data).t_hoff {
-            // Cannot happen for a row prepare() wrote (fixed-width stamp, same NULLs); a row
-            // of another shape is left alone and the caller logs the finish instead.
-            pg_sys::systable_inplace_update_cancel(state);
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return Ok(false);
+        let stamped = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let same_shape = (*stamped).t_len == (*committed).t_len
+            && (*(*stamped).t_data).t_hoff == (*(*committed).t_data).t_hoff;
+        if same_shape {
+            (*stamped).t_self = (*committed).t_self;
+            pg_sys::heap_inplace_update(rel, stamped);
         }
-        (*new).t_self = (*old).t_self;
-        pg_sys::systable_inplace_update_finish(state, new);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        // A row of another shape cannot come from prepare() (fixed-width stamp, same NULLs);
+        // it is left alone and the caller logs the finish instead.
+        Ok(same_shape)
     }
-    Ok(true)
 }
 
 /// Appends a row to `twopc.finish_log` (who finished which gid, how, and when): rollbacks, and
@@ -569,6 +556,12 @@ unsafe fn each_tuple(
                 pg_sys::Oid::from(pg_sys::F_TEXTEQ),
                 k.gid.into_datum().expect("text datum"),
             );
+            // ScanKeyInit assumes the C collation, right for the catalogs' name columns; the
+            // btree descends by the index's own ordering, which for our text columns is the
+            // database's collation. Under a collation that does not sort like C (en-US, say,
+            // which ignores punctuation at first) a C-ordered descent can miss the entry.
+            let att = (*desc).attrs.as_ptr().add(k.column - 1);
+            scan_key.sk_collation = (*att).attcollation;
         }
         let scan = pg_sys::systable_beginscan(
             rel,
@@ -640,8 +633,10 @@ pub fn scan(
                 let prepared_by = if n {
                     None
                 } else {
-                    let p = d.cast_mut_ptr::<std::ffi::c_char>();
-                    Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+                    // A role dropped since shows as NULL (noerr = true).
+                    let role = pg_sys::Oid::from(d.value() as u32);
+                    let name = pg_sys::GetUserNameFromId(role, true);
+                    (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
                 };
                 let _ = tracking_col::XID;
                 out.push(TrackedTuple {

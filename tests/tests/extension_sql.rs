@@ -432,6 +432,139 @@ fn second_database_is_kept_apart() {
     assert_clean_log(&cluster);
 }
 
+/// The tracking table's gid index is unique, and `twopc.prepare()` inserts into it with a
+/// check that must not wait: the other row may belong to a transaction that stays prepared for
+/// days. A row held by a running transaction (here a plain INSERT left open) makes prepare()
+/// refuse at once; once that transaction rolls back, its dead row no longer counts.
+#[test]
+fn a_gid_held_by_a_running_transaction_is_refused_without_waiting() {
+    let cluster = start(PgOptions::default());
+    setup_db(&cluster, "postgres");
+    let gid = "twopc:c1:held";
+    let mut holder = Command::new(format!("{PG_BIN}/psql"))
+        .args(["-X", "-q", "-h"])
+        .arg(cluster.socket_dir())
+        .args([
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .env("PGAPPNAME", "holder")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn holder psql");
+    holder
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            format!(
+                "BEGIN;\n\
+                 INSERT INTO twopc.tracking VALUES (pg_current_xact_id(), '{gid}', NULL, NULL, \
+                   now(), current_user::regrole, '-infinity', '-', '-');\n\
+                 SELECT pg_sleep(60);\n\
+                 ROLLBACK;\n"
+            )
+            .as_bytes(),
+        )
+        .expect("feed holder");
+    // Wait until the holder sits in pg_sleep with its row inserted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while q(
+        &cluster,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'holder' \
+           AND wait_event = 'PgSleep'",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "holder never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A waiting check would run into the statement timeout instead.
+    let err = q_err(
+        &cluster,
+        "postgres",
+        &format!("SET statement_timeout = '10s'; {}", prepare_sql(1, gid)),
+    );
+    assert!(err.contains("is already in use"), "{err}");
+    assert!(!err.contains("statement timeout"), "{err}");
+    // Cancel the holder's sleep: its script goes on with ROLLBACK.
+    q(
+        &cluster,
+        "postgres",
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'holder'",
+    );
+    let status = holder.wait().expect("wait holder");
+    assert!(status.success(), "holder psql: {status}");
+    q(&cluster, "postgres", &prepare_sql(1, gid));
+    q(
+        &cluster,
+        "postgres",
+        &format!("SELECT twopc.commit_prepared('{gid}')"),
+    );
+    assert_eq!(
+        q(
+            &cluster,
+            "postgres",
+            &format!("SELECT twopc.outcome('{gid}')")
+        ),
+        "committed"
+    );
+    assert_clean_log(&cluster);
+}
+
+/// The gid lookups below SQL (outcome, gid_state, prepare's reuse check, the commit stamp)
+/// descend the btree by the index's own ordering. In a database whose collation does not sort
+/// like C (ICU en-US ignores punctuation at the first level) a lookup that compared as C could
+/// take the wrong branch and miss a gid that is there. Thousands of gids that differ only in
+/// punctuation and case, so that the index has many pages whose order depends on it.
+#[test]
+fn gid_lookups_follow_the_database_collation() {
+    let cluster = start(PgOptions::default());
+    q(
+        &cluster,
+        "postgres",
+        "CREATE DATABASE icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+         LOCALE 'C.UTF-8'",
+    );
+    setup_db(&cluster, "icu");
+    q(
+        &cluster,
+        "icu",
+        "CREATE TABLE gids AS \
+           SELECT 'twopc:c1:' || p1 || n || p2 || upper(chr(97 + n % 26)) || chr(97 + n % 7) AS gid \
+             FROM generate_series(1, 400) n, \
+                  unnest(ARRAY['-', '_', '.', '~', 'x']) p1, unnest(ARRAY['', '-', 'Z']) p2; \
+         INSERT INTO twopc.tracking \
+           SELECT pg_current_xact_id(), gid, NULL, NULL, now(), current_user::regrole, '-infinity', '-', '-' \
+             FROM gids;",
+    );
+    assert_eq!(q(&cluster, "icu", "SELECT count(*) FROM gids"), "6000");
+    assert_eq!(
+        q(
+            &cluster,
+            "icu",
+            "SELECT count(*) FROM gids WHERE twopc.gid_state(gid) IS DISTINCT FROM 'committed'"
+        ),
+        "0"
+    );
+    // And the reuse check refuses every one of them.
+    let err = q_err(&cluster, "icu", &prepare_sql(1, "twopc:c1:_17-Rd"));
+    assert!(
+        err.contains("already used by a committed transaction"),
+        "{err}"
+    );
+    assert_clean_log(&cluster);
+}
+
 #[test]
 fn max_prepared_transactions_zero_is_a_clean_error() {
     let cluster = start(PgOptions {
