@@ -193,39 +193,54 @@ commit stamp), $HIST history rows, $FATALS FATAL/PANIC lines in the server log.
 
 ## Where the difference comes from (measured 2026-11-23 with \`perf\`)
 
-\`perf record -a -g -F 2000\` for 10 s of each run (8 clients, random gids, before the
-\`gid_state\` / relation-cache work), samples per 1,000 transactions:
+One pgbench client against the same build with \`fsync = off\` (so that only CPU is left), \`perf
+record -g\` on its backend for 5 s, µs of backend CPU per transaction (call-graph totals;
+native 12,322 and twopc 8,689 transactions in the window):
 
-| | native | twopc \`-M simple\` | twopc \`-M prepared\` |
+| | native | twopc \`-M simple\` | difference |
 |---|---|---|---|
-| whole machine | 724 | 1107 | 904 |
-| PostgreSQL backends | 483 | 833 | 625 |
-| parse + analyze + plan (all statements) | ~75 | ~168 | ~0 (cached) |
-| heap + index inserts of the tracking and history rows | 0 | 55 | 45 |
-| tracking-index probe (gid reuse check) | 0 | 16 | 14 |
-| WAL flush (same count, longer flushes) | 106 | 128 | 124 |
+| whole backend | 220.5 | 300.6 | +80.1 |
+| raw parse | 16.0 | 23.5 | +7.6 |
+| parse analysis | 13.1 | 28.2 | +15.1 |
+| – of which function lookup (\`func_get_detail\`) | 0.7 | 8.2 | +7.5 |
+| – of which reading default arguments (\`stringToNode\`) | 0 | 4.8 | +4.8 |
+| planning | 30.8 | 47.8 | +17.0 |
+| utility statements / portal run | 56.6 | 34.0 | −22.6 |
+| transaction commit (incl. FinishPreparedTransaction, WAL flush) | 13.8 | 19.0 | +5.2 |
+| socket reads and sends (wake-ups of the client) | 93.9 | 129.8 | +36.0 |
 
-* **The functions cost about a fifth of native throughput here, in either protocol.** Like for
-  like (above) both modes land near 0.75-0.8: the 0.9 target is not met. The runs are CPU-bound
-  (two cores for eight backends, eight pgbench threads, the WAL writer), so every microsecond of
-  CPU per transaction shows up in the ratio.
-* **Where it goes**, per transaction, from the profile: two row inserts with their index entries
-  (the tracking row inside the prepared transaction, the history row after the commit; ~20-25 µs
-  of CPU), the gid-reuse probe of the tracking index (~7 µs), longer WAL flushes for the extra
-  WAL (~8 µs), and, with \`-M simple\`, parsing and planning each \`SELECT twopc.f('...')\` where the
-  native commands are utility statements that skip the planner (~45 µs for the two; with
-  \`-M prepared\` that is gone, which is why the participant uses cached statements).
-* **Cut so far:** no SPI anywhere on the path (\`LookupGXact\` for the gid-in-use check, direct
-  heap inserts), no tracking probe on commit for twopc-format gids (the gid already says who it
-  was for), relation oids cached per backend, the history row committed asynchronously (COMMIT
-  PREPARED has flushed the outcome already; one WAL flush per phase, as natively).
-* **What would close the gap** needs design changes, not tuning: fold the reuse probe into the
-  tracking insert (a unique index checked with \`UNIQUE_CHECK_PARTIAL\`, which flags a conflict
-  without waiting on a prepared transaction), and take the history row off the commit path
-  (e.g. derive coordinator commits from the visible tracking row and record only what cannot be
-  derived) — the issue asks for an append-only history row per finish, so the second one is a
-  product decision.
-* **Random gids** cost a little more than increasing ones: every index insert lands on a random
-  leaf page (and after a checkpoint its first change writes a full-page image).
+WAL per transaction: 506 bytes native, 1,004 bytes twopc (tracking row and its index entry in
+the PREPARE flush, the commit stamp after it); WAL flushes per transaction are the same (0.78).
+
+* **The function calls themselves are most of the difference.** \`PREPARE TRANSACTION\` and
+  \`COMMIT PREPARED\` are utility statements: parsed, then executed, no parse analysis of an
+  expression, no planner, no executor. \`SELECT twopc.prepare('…')\` goes through function lookup
+  (and, with omitted arguments, reading the defaults from \`pg_proc\` twice: in the parser and
+  again in the planner), planning of a one-row \`Result\` plan, executor start-up and a result
+  row. That is ~40 µs per transaction for the two calls here, ~18 % of native's whole backend
+  time, before the functions do any work. On this CPU-bound box (two cores, eight backends,
+  eight pgbench threads) that alone caps the \`-M simple\` ratio near 0.85-0.88. With
+  prepared statements (\`-M prepared\`, as the Postgres participant calls them) it is paid once
+  per connection, which is why the like-for-like figure is higher.
+* **The bookkeeping is now small**: the tracking row (heap insert plus one unique index entry,
+  checked without waiting), the commit stamp (one index probe plus an in-place update) and the
+  Rust bodies together are a few µs per transaction; the call-graph attribution into the Rust
+  frames is incomplete (no frame pointers), so the multi-client profile is the better guide:
+  heap and index inserts ~8 samples, the probe ~4 per 1,000 transactions, out of ~800.
+* **What changed on 2026-11-23 (third session)**: a commit's history went from a new
+  \`twopc.history\` row in a transaction of its own (xid, heap and index insert, commit record,
+  a transaction-local \`synchronous_commit\` GUC whose reset walks every GUC) to a stamp written in
+  place on the tracking row; the gid-reuse probe before every tracking insert was folded into a
+  unique index checked with \`UNIQUE_CHECK_PARTIAL\`; roles in tracking rows became \`regrole\`
+  (4 bytes instead of a 64-byte \`name\`, written twice per transaction). Same machine, same
+  script: the median per-round \`-M simple\` ratio went from 0.74-0.76 to 0.82-0.86, like for like
+  with prepared statements from 0.65-0.68 to 0.78-0.88.
+* **Still open**: 0.9 with \`-M simple\` would need the two \`SELECT\`s to cost no more than the
+  two utility statements, which no function-based interface can do; the remaining options are
+  outside the extension (the target measured with prepared statements, as the product uses the
+  functions, or on a machine where the run is not CPU-bound).
+* **Random gids** cost about the same as increasing ones here: every index insert lands on a
+  random leaf page (and after a checkpoint its first change writes a full-page image), while
+  increasing gids make eight clients contend for the rightmost leaf.
 MD
 echo "[bench] wrote $HERE/RESULTS.md" >&2
