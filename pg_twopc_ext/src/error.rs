@@ -90,8 +90,9 @@ pub enum TwopcError {
         /// Its name.
         name: String,
     },
-    /// Someone added an expression or partial index to one of the extension's tables, which
-    /// the functions (writing below SQL) cannot maintain.
+    /// Someone added an index to one of the extension's tables that the functions (writing
+    /// below SQL) cannot maintain: an expression or partial index, or one on the columns the
+    /// commit stamp overwrites in place.
     UnsupportedIndex {
         /// The table.
         table: String,
@@ -151,7 +152,7 @@ impl TwopcError {
                 Some("Use a new gid, or purge old tracking rows with twopc.forget().")
             }
             TwopcError::UnsupportedIndex { .. } => {
-                Some("Drop that index; only indexes on plain columns are supported there.")
+                Some("Drop that index; only plain-column indexes on columns other than finished_* are supported there.")
             }
             _ => None,
         }
@@ -239,7 +240,7 @@ impl fmt::Display for TwopcError {
             }
             TwopcError::UnsupportedIndex { table, index } => write!(
                 f,
-                "index \"{index}\" on {table} is an expression or partial index, which pg_twopc_ext cannot maintain"
+                "index \"{index}\" on {table} cannot be maintained by pg_twopc_ext (an expression or partial index, or one on the finished_* columns, which are stamped in place)"
             ),
             TwopcError::Spi { detail } => write!(f, "pg_twopc_ext internal query failed: {detail}"),
         }

@@ -15,7 +15,7 @@
 //!    written asynchronously (see [`crate::twophase`]), so they are not the only source.
 //! 4. A dead tracking tuple whose xmin aborted, or never committed and is no longer running
 //!    (the server crashed first) → `aborted`. This is presumed abort made explicit: it needs
-//!    neither the history row nor any extra write.
+//!    neither a finish_log row nor any extra write.
 //! 5. A tracking tuple deleted by `twopc.forget()` but not yet vacuumed, committed → `committed`.
 //! 6. Nothing → `unknown` (never prepared here, prepared in another database, or forgotten).
 //!    Under presumed abort a coordinator treats `unknown` for its own gid as aborted.

@@ -16,18 +16,19 @@ extension_sql!(
     r#"
 -- Written inside the transaction that twopc.prepare() prepares: invisible while in doubt,
 -- visible iff committed (see src/tracking.rs). The finished_* columns are stamped in place by
--- twopc.commit_prepared(): fixed-width, so the row keeps its size ('-infinity' / '-' / '-' until
--- then; the twopc.history view shows them). Roles are regrole (4 bytes, shown by name): this
--- row is WAL-logged on every prepare and again by the stamp.
+-- twopc.commit_prepared(): fixed-width, so the row keeps its size ('-infinity' / 0 / '-' until
+-- then; the twopc.history view shows them). Roles are stored as oids (4 bytes; the views show
+-- names): this row is WAL-logged on every prepare and again by the stamp, and an oid, unlike a
+-- regrole, restores from a dump into a cluster that lacks the role.
 CREATE TABLE twopc.tracking (
     xid          xid8        NOT NULL,
     gid          text        NOT NULL,
     global_id    text,
     coordinator  text,
     prepared_at  timestamptz NOT NULL,
-    prepared_by  regrole     NOT NULL,
+    prepared_by  oid         NOT NULL,
     finished_at  timestamptz NOT NULL,
-    finished_by  regrole     NOT NULL,
+    finished_by  oid         NOT NULL,
     finished_via "char"      NOT NULL
 );
 -- Unique: at most one live or in-progress row per gid. prepare() inserts with a non-waiting
@@ -73,7 +74,8 @@ extension_sql!(
 -- Every finished transaction: the finish log, plus each committed (visible) tracking row with
 -- the stamp twopc.commit_prepared() put on it. A committed tracking row without a stamp was
 -- finished by a native COMMIT PREPARED (or its stamp was lost in a crash): finished_at,
--- finished_by and via are NULL there.
+-- finished_by and via are NULL there (also for the microseconds between a COMMIT PREPARED and
+-- its stamp). Rows are only ever added; twopc.forget() trims old ones.
 CREATE VIEW twopc.history AS
 SELECT l.gid, l.global_id, l.coordinator, l.decision, l.finished_at, l.finished_by, l.via
   FROM twopc.finish_log l
@@ -81,12 +83,12 @@ UNION ALL
 SELECT t.gid, t.global_id, t.coordinator, 'commit'::text,
        CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-' THEN t.finished_at END,
        CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-'
-            THEN t.finished_by::text END,
+            THEN pg_catalog.pg_get_userbyid(t.finished_by)::text END,
        CASE t.finished_via WHEN 'c' THEN 'coordinator'::text WHEN 'm' THEN 'manual'::text
                            WHEN 'r' THEN 'resolver'::text END
   FROM twopc.tracking t;
 COMMENT ON VIEW twopc.history IS
-  'Finished transactions: gid, global_id, decision, finished_at, finished_by, via (append-only)';
+  'Finished transactions: gid, global_id, decision, finished_at, finished_by, via';
 
 CREATE VIEW twopc.in_doubt AS
 SELECT p.gid,

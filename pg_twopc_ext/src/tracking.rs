@@ -54,6 +54,13 @@ mod tracking_col {
     pub const COUNT: usize = 9;
 }
 
+/// The `twopc.tracking` columns [`stamp_commit`] overwrites in place.
+const STAMP_COLUMNS: [usize; 3] = [
+    tracking_col::FINISHED_AT,
+    tracking_col::FINISHED_BY,
+    tracking_col::FINISHED_VIA,
+];
+
 /// `twopc.tracking.finished_via` of a row not stamped (yet): still in doubt, rolled back (the
 /// row is dead then), or committed without `twopc.commit_prepared()`.
 const NOT_FINISHED: u8 = b'-';
@@ -126,8 +133,8 @@ fn current_user() -> &'static CStr {
     unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
 }
 
-/// The current user as a `regrole` datum (`twopc.tracking.prepared_by` / `finished_by`).
-fn current_user_regrole_datum() -> pg_sys::Datum {
+/// The current user's oid as a datum (`twopc.tracking.prepared_by` / `finished_by`).
+fn current_user_oid_datum() -> pg_sys::Datum {
     // SAFETY: GetUserId only reads backend state.
     pg_sys::Datum::from(unsafe { pg_sys::GetUserId() })
 }
@@ -144,12 +151,16 @@ pub enum UniqueCheck {
     /// Raise a unique violation (waiting for an in-progress conflicting inserter first), as an
     /// `INSERT` does.
     Enforce,
-    /// Never wait and never raise: insert the entry and report a *possible* conflict (a live or
-    /// in-progress row with the same key) by returning `false` (`UNIQUE_CHECK_PARTIAL`, the
-    /// mode deferred constraints use). For the tracking row: the conflicting inserter may be a
-    /// prepared transaction, and waiting for it could take forever; the caller looks closer
-    /// only when told to.
-    Flag,
+    /// For the named unique index: never wait and never raise; insert the entry and report a
+    /// *possible* conflict (a live or in-progress row with the same key) by returning `false`
+    /// (`UNIQUE_CHECK_PARTIAL`, the mode deferred constraints use). For the tracking row: the
+    /// conflicting inserter may be a prepared transaction, and waiting for it could take
+    /// forever; the caller looks closer only when told to. Any other unique index (one an
+    /// administrator added) is enforced as by [`UniqueCheck::Enforce`].
+    Flag {
+        /// The index whose conflicts are only flagged.
+        index: &'static str,
+    },
 }
 
 /// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`; `false` when a unique
@@ -159,13 +170,19 @@ pub enum UniqueCheck {
 /// neither waits nor raises, and building every index's `IndexInfo` through the executor's
 /// index-opening code. Indexes are maintained for plain columns only; an expression or
 /// partial index someone added to an extension table is refused with a clean error instead of
-/// being left stale.
+/// being left stale, and so is an index on one of the `rewritten` columns (1-based), which
+/// [`stamp_commit`] overwrites in place without touching indexes.
 fn insert_row(
     table: &'static str,
     values: &[Option<pg_sys::Datum>],
     unique: UniqueCheck,
+    rewritten: &[usize],
 ) -> Result<bool> {
     let oid = relid(table)?;
+    let flagged = match unique {
+        UniqueCheck::Flag { index } => relid(index)?,
+        UniqueCheck::Enforce => pg_sys::InvalidOid,
+    };
     let mut clean = true;
     // SAFETY: the relation and its indexes are opened here with RowExclusiveLock, kept until
     // the end of the transaction (NoLock at close), like any INSERT; the tuple is formed from
@@ -208,7 +225,7 @@ fn insert_row(
                 && (*info).ii_Predicate.is_null()
                 && (0..keys).all(|k| {
                     let att = (*info).ii_IndexAttrNumbers[k];
-                    att > 0 && att as usize <= values.len()
+                    att > 0 && att as usize <= values.len() && !rewritten.contains(&(att as usize))
                 });
             if !plain {
                 let name = CStr::from_ptr(pg_sys::get_rel_name(index_oid))
@@ -229,10 +246,12 @@ fn insert_row(
                 key_nulls[k] = nulls[att];
             }
             let is_unique = (*(*index).rd_index).indisunique;
-            let check = match (is_unique, unique) {
-                (false, _) => pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO,
-                (true, UniqueCheck::Enforce) => pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
-                (true, UniqueCheck::Flag) => pg_sys::IndexUniqueCheck::UNIQUE_CHECK_PARTIAL,
+            let check = if !is_unique {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+            } else if index_oid == flagged {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_PARTIAL
+            } else {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
             };
             let no_conflict = pg_sys::index_insert(
                 index,
@@ -281,47 +300,42 @@ pub fn insert_tracking(
             text_datum(global_id),
             text_datum(coordinator),
             Some(pg_sys::Datum::from(now)),
-            Some(current_user_regrole_datum()),
+            Some(current_user_oid_datum()),
             // Placeholders of the same width as the stamp (see stamp_commit).
             Some(pg_sys::Datum::from(TIMESTAMP_NOBEGIN)),
             Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
             Some(pg_sys::Datum::from(NOT_FINISHED as i8)),
         ],
-        UniqueCheck::Flag,
+        UniqueCheck::Flag {
+            index: "tracking_gid_idx",
+        },
+        &STAMP_COLUMNS,
     )
 }
 
-/// Stamps who committed `gid`, when and how onto its tracking row, in place: `true` when done,
-/// `false` when there is no unstamped committed tracking row for `gid` (it was prepared without
-/// `twopc.prepare()`), and the caller writes a `twopc.finish_log` row instead.
+/// The tracking row(s) of `gid` whose transaction is in progress — the one prepared under it,
+/// and, for a moment, one another session is trying to prepare under the same gid (it will be
+/// refused) — as copies, for [`stamp_commit`] after `COMMIT PREPARED`.
 ///
-/// Called right after `COMMIT PREPARED`, which made the row visible. Why in place and not a
-/// history row: an inplace update needs no transaction id, no commit record and no index entry
-/// — it is one small WAL record (`XLOG_HEAP_INPLACE`), flushed with the next WAL flush. A new
-/// row needed all of that, plus a commit of its own, and the bookkeeping together was measured
-/// at a fifth of pgbench throughput (`bench/RESULTS.md`). The stamp is exactly as durable as
-/// the asynchronously committed row was: a crash in the next few hundred milliseconds can lose
-/// who and how, never the outcome (the row itself is the commit marker). Unlike a row in the
-/// surrounding transaction, the stamp also stays when the calling statement fails afterwards:
-/// it describes something that already happened.
-///
-/// The row keeps its exact size (fixed-width columns, same NULLs), which an inplace update
-/// requires. PostgreSQL 15's `heap_inplace_update` overwrites the data part under an exclusive
-/// buffer lock and WAL-logs it; it takes no tuple lock. That is enough here: nothing else ever
-/// rewrites a tracking row (`twopc.forget()` only deletes, which touches the header, not the
-/// data), and only one COMMIT PREPARED of a gid can succeed. The newer
-/// `systable_inplace_update_begin` (which also locks the tuple against concurrent `UPDATE`s,
-/// for the catalogs) cost twice as much per commit, measured with `perf`; a port to a
-/// PostgreSQL without `heap_inplace_update` (17+) would use it.
-pub fn stamp_commit(gid: &str, via: u8) -> Result<bool> {
+/// Takes RowExclusiveLock on `twopc.tracking` (kept until the end of the transaction, as the
+/// stamp needs it anyway) before looking, so that nothing that moves rows (VACUUM FULL,
+/// CLUSTER, TRUNCATE) can run between this probe and the stamp that writes at the row's
+/// position.
+pub fn prepared_rows(gid: &str) -> Result<Vec<pg_sys::HeapTuple>> {
+    let oid = relid("tracking")?;
+    // SAFETY: a lock taken and kept (NoLock at close) like an INSERT's.
+    unsafe {
+        let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
     let key = GidKey {
         index: "tracking_gid_idx",
         column: tracking_col::GID,
         gid,
     };
-    let mut committed: pg_sys::HeapTuple = std::ptr::null_mut();
-    // SAFETY: SnapshotAnyData is a static; the closure copies the one tuple it keeps (palloc'd
-    // in the current memory context) before the scan moves on.
+    let mut rows = Vec::new();
+    // SAFETY: SnapshotAnyData is a static; the closure copies the tuples it keeps (palloc'd in
+    // the current memory context) before the scan moves on.
     unsafe {
         each_tuple(
             "tracking",
@@ -329,39 +343,79 @@ pub fn stamp_commit(gid: &str, via: u8) -> Result<bool> {
             Some(key),
             &raw mut pg_sys::SnapshotAnyData,
             |tuple, _| {
-                let (_, status, deleted) = classify(tuple);
-                // The committed, live row: at most one per gid (unique index), and it is the
-                // one this COMMIT PREPARED just made visible.
-                if committed.is_null() && status == XminStatus::Committed && !deleted {
-                    committed = pg_sys::heap_copytuple(tuple);
+                if classify(tuple).1 == XminStatus::InProgress {
+                    rows.push(pg_sys::heap_copytuple(tuple));
                 }
             },
         )?;
     }
-    if committed.is_null() {
+    Ok(rows)
+}
+
+/// Stamps who committed, when and how onto the tracking row that the `COMMIT PREPARED` just
+/// made visible — the one of `rows` ([`prepared_rows`], read before it) whose transaction
+/// committed — in place: `true` when done, `false` when there is none (a gid prepared without
+/// `twopc.prepare()`) or the row cannot be stamped, and the caller writes a
+/// `twopc.finish_log` row instead.
+///
+/// Why in place and not a history row: an inplace update needs no transaction id, no commit
+/// record and no index entry — it is one small WAL record (`XLOG_HEAP_INPLACE`), flushed with
+/// the next WAL flush. A new row needed all of that, plus a commit of its own, and the
+/// bookkeeping together was measured at a fifth of pgbench throughput (`bench/RESULTS.md`).
+/// The stamp is exactly as durable as the asynchronously committed row was: a crash in the
+/// next few hundred milliseconds can lose who and how, never the outcome (the row itself is the
+/// commit marker). Unlike a row in the surrounding transaction, the stamp also stays when the
+/// calling statement fails afterwards: it describes something that already happened.
+///
+/// The row keeps its exact size (fixed-width columns, same NULLs), which an inplace update
+/// requires, and no index covers the stamped columns ([`insert_row`] refuses such an index;
+/// one created since is checked here). PostgreSQL 15's `heap_inplace_update` overwrites the
+/// data part under an exclusive buffer lock and WAL-logs it; it takes no tuple lock. That is
+/// enough here: the row position is pinned by the lock [`prepared_rows`] took, nothing else
+/// ever rewrites a tracking row (`twopc.forget()` only deletes, which touches the header, not
+/// the data), and only one COMMIT PREPARED of a gid can succeed. The newer
+/// `systable_inplace_update_begin` (which also takes a tuple lock, against concurrent
+/// `UPDATE`s of catalog rows) cost twice as much per commit, measured with `perf`; a port to
+/// PostgreSQL 18, which no longer has `heap_inplace_update`, would use it.
+pub fn stamp_commit(rows: &[pg_sys::HeapTuple], via: u8) -> Result<bool> {
+    // SAFETY: reading the xmin of our own palloc'd copies; a clog lookup.
+    let committed = rows.iter().copied().find(|&t| unsafe {
+        pg_sys::TransactionIdDidCommit((*(*t).t_data).t_choice.t_heap.t_xmin)
+    });
+    let Some(committed) = committed else {
         return Ok(false);
-    }
+    };
     let oid = relid("tracking")?;
-    // SAFETY: the relation is opened with RowExclusiveLock, kept until the end of the
-    // transaction; `committed` is a copy of a tuple of this relation with the same descriptor
-    // (natts checked by each_tuple), so deforming and re-forming it is sound; the lengths are
-    // compared before the in-place write, which refuses a tuple of another size itself too.
+    // SAFETY: the relation is already locked RowExclusive by prepared_rows (opened again here,
+    // closed with NoLock); `committed` is a copy of a tuple of this relation, checked against
+    // the descriptor's width before it is deformed and re-formed; the lengths are compared
+    // before the in-place write, which refuses a tuple of another size itself too.
     unsafe {
         let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
+        let indexed = pg_sys::RelationGetIndexAttrBitmap(
+            rel,
+            pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_ALL,
+        );
+        let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
+        let stamp_indexed = STAMP_COLUMNS
+            .iter()
+            .any(|&c| pg_sys::bms_is_member(c as i32 - offset, indexed));
+        if (*desc).natts as usize != tracking_col::COUNT || stamp_indexed {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Ok(false);
+        }
         let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
         let mut nulls = [true; tracking_col::COUNT];
         pg_sys::heap_deform_tuple(committed, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         let via_col = tracking_col::FINISHED_VIA - 1;
         if nulls[via_col] || values[via_col].value() as u8 != NOT_FINISHED {
-            // Already stamped: a gid committed through the functions before, then prepared
-            // again natively (PostgreSQL allows that reuse, twopc.prepare() does not). The
-            // stamp of the first commit stays; the caller logs this one.
+            // A row of another origin (written by hand): left alone.
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return Ok(false);
         }
         values[tracking_col::FINISHED_AT - 1] = pg_sys::Datum::from(pg_sys::GetCurrentTimestamp());
-        values[tracking_col::FINISHED_BY - 1] = current_user_regrole_datum();
+        values[tracking_col::FINISHED_BY - 1] = current_user_oid_datum();
         values[via_col] = pg_sys::Datum::from(via as i8);
         let stamped = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         let same_shape = (*stamped).t_len == (*committed).t_len
@@ -400,6 +454,7 @@ pub fn insert_finish_log(
             text_datum(Some(via)),
         ],
         UniqueCheck::Enforce,
+        &[],
     )
     .map(|_| ())
 }
@@ -417,6 +472,7 @@ pub fn insert_decision(gid: &str, decision: &str) -> Result<()> {
             current_user_text_datum(),
         ],
         UniqueCheck::Enforce,
+        &[],
     )
     .map(|_| ())
 }
@@ -453,7 +509,7 @@ pub struct TrackedTuple {
     pub xmin: pg_sys::TransactionId,
     /// What became of that transaction.
     pub status: XminStatus,
-    /// The tuple was deleted by `twopc.forget()` (xmax set and not known invalid).
+    /// The tuple was deleted (by `twopc.forget()`) by a transaction that committed.
     pub deleted: bool,
     /// Column `gid`.
     pub gid: String,
@@ -478,8 +534,16 @@ unsafe fn classify(tuple: pg_sys::HeapTuple) -> (pg_sys::TransactionId, XminStat
         let xmin = (*hdr).t_choice.t_heap.t_xmin;
         let xmax = (*hdr).t_choice.t_heap.t_xmax;
         let infomask = u32::from((*hdr).t_infomask);
-        let deleted =
-            xmax != pg_sys::InvalidTransactionId && infomask & pg_sys::HEAP_XMAX_INVALID == 0;
+        // Deleted for good: by a committed transaction, and not a mere row lock. A deletion
+        // still running (or one that will roll back) leaves the row live, so that prepare()'s
+        // reuse check never lets a second live row in beside it.
+        let deleted = xmax != pg_sys::InvalidTransactionId
+            && infomask & pg_sys::HEAP_XMAX_INVALID == 0
+            && infomask & pg_sys::HEAP_XMAX_LOCK_ONLY == 0
+            && infomask & pg_sys::HEAP_XMAX_IS_MULTI == 0
+            && infomask & pg_sys::HEAP_LOCK_MASK != pg_sys::HEAP_XMAX_EXCL_LOCK
+            && (infomask & pg_sys::HEAP_XMAX_COMMITTED != 0
+                || pg_sys::TransactionIdDidCommit(xmax));
         let status = if infomask & pg_sys::HEAP_XMIN_COMMITTED != 0 {
             // Includes HEAP_XMIN_FROZEN (both bits).
             XminStatus::Committed

@@ -129,9 +129,10 @@ pub fn prepare(
         return Err(TwopcError::GidInUse { gid: gid.into() });
     }
     // The unique gid index flags another live or in-progress tracking row without waiting for
-    // it (it may belong to a prepared transaction of another database, or to a session
-    // preparing the same gid right now); only then are the rows read to say which refusal
-    // applies. Dead rows (rolled back, or deleted by twopc.forget()) never conflict.
+    // it (a committed earlier use of the gid, a session preparing the same gid right now, or a
+    // prepared transaction the shared-memory lookup above cannot see); only then are the rows
+    // read to say which refusal applies. Dead rows (rolled back, or deleted by a committed
+    // twopc.forget()) never conflict.
     if !tracking::insert_tracking(gid, global_id.as_deref(), coordinator.as_deref())? {
         check_gid_reuse(gid)?;
     }
@@ -172,7 +173,8 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     // SAFETY: raises a normal ERROR inside a transaction block, subtransaction or pipeline,
     // exactly as for COMMIT PREPARED.
     unsafe { pg_sys::PreventInTransactionBlock(true, stmt.as_ptr()) };
-    // The history row is a write (COMMIT PREPARED itself is allowed in a read-only session).
+    // The stamp or finish_log row is a write (COMMIT PREPARED itself is allowed in a read-only
+    // session).
     prevent_writes(stmt);
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
@@ -184,13 +186,16 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     let wrote_before =
         unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId };
     if decision == Decision::Commit {
+        // Its tracking row, read while it is still the prepared transaction's (in progress):
+        // a row left visible by an earlier use of the gid is never the one to stamp.
+        let rows = tracking::prepared_rows(gid)?;
         // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
         // denied, another database, busy); the boundary turns them into Rust unwinding and back.
         unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(cgid.as_ptr(), true));
         }
         // The tracking row is visible now; the stamp on it is the history entry.
-        if tracking::stamp_commit(gid, via.code())? {
+        if tracking::stamp_commit(&rows, via.code())? {
             return Ok(());
         }
         // Prepared without twopc.prepare(): a finish_log row, like a rollback.
@@ -297,9 +302,9 @@ pub enum GidState {
     /// Prepared on this server (any database) and not finished.
     Prepared,
     /// Prepared through `twopc.prepare()` and committed (its tracking row is visible), or
-    /// recorded as committed in `twopc.history`.
+    /// recorded as committed in `twopc.finish_log`.
     Committed,
-    /// Its tracking row died with an aborted transaction, or `twopc.history` says abort.
+    /// Its tracking row died with an aborted transaction, or `twopc.finish_log` says abort.
     Aborted,
 }
 

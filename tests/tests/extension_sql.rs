@@ -466,7 +466,7 @@ fn a_gid_held_by_a_running_transaction_is_refused_without_waiting() {
             format!(
                 "BEGIN;\n\
                  INSERT INTO twopc.tracking VALUES (pg_current_xact_id(), '{gid}', NULL, NULL, \
-                   now(), current_user::regrole, '-infinity', '-', '-');\n\
+                   now(), current_user::regrole::oid, '-infinity', 0, '-');\n\
                  SELECT pg_sleep(60);\n\
                  ROLLBACK;\n"
             )
@@ -521,7 +521,7 @@ fn a_gid_held_by_a_running_transaction_is_refused_without_waiting() {
     assert_clean_log(&cluster);
 }
 
-/// The gid lookups below SQL (outcome, gid_state, prepare's reuse check, the commit stamp)
+/// The gid lookups below SQL (outcome, gid_state, prepare's reuse check, the commit stamp's probe)
 /// descend the btree by the index's own ordering. In a database whose collation does not sort
 /// like C (ICU en-US ignores punctuation at the first level) a lookup that compared as C could
 /// take the wrong branch and miss a gid that is there. Thousands of gids that differ only in
@@ -544,7 +544,7 @@ fn gid_lookups_follow_the_database_collation() {
              FROM generate_series(1, 400) n, \
                   unnest(ARRAY['-', '_', '.', '~', 'x']) p1, unnest(ARRAY['', '-', 'Z']) p2; \
          INSERT INTO twopc.tracking \
-           SELECT pg_current_xact_id(), gid, NULL, NULL, now(), current_user::regrole, '-infinity', '-', '-' \
+           SELECT pg_current_xact_id(), gid, NULL, NULL, now(), current_user::regrole::oid, '-infinity', 0, '-' \
              FROM gids;",
     );
     assert_eq!(q(&cluster, "icu", "SELECT count(*) FROM gids"), "6000");
@@ -561,6 +561,26 @@ fn gid_lookups_follow_the_database_collation() {
     assert!(
         err.contains("already used by a committed transaction"),
         "{err}"
+    );
+    // A real prepare and commit among them: the commit finds its tracking row and stamps it
+    // (a missed probe would fall back to a finish_log row).
+    let gid = "twopc:c1:~17-Rd!";
+    q(&cluster, "icu", &prepare_sql(1, gid));
+    q(
+        &cluster,
+        "icu",
+        &format!("SELECT twopc.commit_prepared('{gid}')"),
+    );
+    assert_eq!(
+        q(
+            &cluster,
+            "icu",
+            &format!(
+                "SELECT finished_via, (SELECT count(*) FROM twopc.finish_log), \
+                        twopc.outcome(gid) FROM twopc.tracking WHERE gid = '{gid}'"
+            )
+        ),
+        "m|0|committed"
     );
     assert_clean_log(&cluster);
 }

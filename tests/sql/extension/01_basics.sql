@@ -26,7 +26,7 @@ SELECT gid, decision FROM twopc.in_doubt;
 SELECT twopc.commit_prepared('twopc:c1:tx-1', via => 'coordinator');
 SELECT twopc.outcome('twopc:c1:tx-1');
 SELECT bal FROM acct WHERE id = 1;
-SELECT gid, global_id, coordinator, prepared_by FROM twopc.tracking;
+SELECT gid, global_id, coordinator, pg_get_userbyid(prepared_by) AS prepared_by FROM twopc.tracking;
 SELECT gid, global_id, coordinator, decision, finished_by, via FROM twopc.history ORDER BY gid;
 SELECT count(*) AS in_doubt FROM twopc.in_doubt;
 
@@ -93,6 +93,15 @@ SELECT gid, decision, finished_at IS NOT NULL AS has_finished_at, finished_by, v
 -- The stamp lives on the tracking row (fixed-width columns, written in place).
 SELECT gid, finished_at > prepared_at AS stamped_later, finished_by = 'postgres'::regrole AS by_me,
        finished_via FROM twopc.tracking WHERE gid = 'twopc:c1:then-fail';
+-- PostgreSQL lets a gid be used again once finished (twopc.prepare() does not, see 02_misuse).
+-- A native prepare under the gid of a tracked transaction that was committed natively: the
+-- old, unstamped tracking row is not this transaction's, so the commit is logged instead.
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 3;
+PREPARE TRANSACTION 'twopc:c1:tx-native-commit';
+SELECT twopc.commit_prepared('twopc:c1:tx-native-commit');
+SELECT gid, decision, finished_at IS NULL AS no_finished_at, finished_by, via
+  FROM twopc.history WHERE gid = 'twopc:c1:tx-native-commit' ORDER BY via NULLS FIRST;
 
 -- 7. Helpers, stats, forget.
 SELECT twopc.gid_coordinator('twopc:c1:tx-1'), twopc.gid_global_id('twopc:c1:tx-1'),

@@ -128,6 +128,24 @@ UPDATE acct SET bal = bal + 1 WHERE id = 5;
 SELECT twopc.prepare('with-expression-index');
 ROLLBACK;
 DROP INDEX twopc.tracking_lower_gid;
+-- So is an index on the columns the commit stamp overwrites in place.
+CREATE INDEX tracking_finished_via ON twopc.tracking (finished_via);
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 5;
+SELECT twopc.prepare('with-stamp-index');
+ROLLBACK;
+DROP INDEX twopc.tracking_finished_via;
+-- Another unique index is enforced as usual (only the gid index merely flags conflicts).
+CREATE UNIQUE INDEX tracking_global_id_unique ON twopc.tracking (global_id);
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 5;
+SELECT twopc.prepare('unique-global-1', global_id => 'same-global');
+SELECT twopc.commit_prepared('unique-global-1');
+BEGIN;
+UPDATE acct SET bal = bal + 1 WHERE id = 5;
+SELECT twopc.prepare('unique-global-2', global_id => 'same-global');
+ROLLBACK;
+DROP INDEX twopc.tracking_global_id_unique;
 -- A plain extra index is maintained.
 CREATE INDEX tracking_global_id ON twopc.tracking (global_id);
 BEGIN;
