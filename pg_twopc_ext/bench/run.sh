@@ -231,7 +231,7 @@ the PREPARE flush, the commit stamp after it); WAL flushes per transaction are t
   \`twopc.history\` row in a transaction of its own (xid, heap and index insert, commit record,
   a transaction-local \`synchronous_commit\` GUC whose reset walks every GUC) to a stamp written in
   place on the tracking row; the gid-reuse probe before every tracking insert was folded into a
-  unique index checked with \`UNIQUE_CHECK_PARTIAL\`; roles in tracking rows became \`regrole\`
+  unique index checked with \`UNIQUE_CHECK_PARTIAL\`; roles in tracking rows became oids
   (4 bytes instead of a 64-byte \`name\`, written twice per transaction). Same machine, same
   script: the median per-round \`-M simple\` ratio went from 0.74-0.76 to 0.82-0.86, like for like
   with prepared statements from 0.65-0.68 to 0.78-0.88.
