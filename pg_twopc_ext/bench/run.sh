@@ -219,7 +219,11 @@ the PREPARE flush, the commit stamp after it); WAL flushes per transaction are t
   again in the planner), planning of a one-row \`Result\` plan, executor start-up and a result
   row. That is ~40 µs per transaction for the two calls here, ~18 % of native's whole backend
   time, before the functions do any work. On this CPU-bound box (two cores, eight backends,
-  eight pgbench threads) that alone caps the \`-M simple\` ratio near 0.85-0.88. With
+  eight pgbench threads) that alone caps the \`-M simple\` ratio near 0.85-0.88. It is not
+  only a matter of a saturated CPU: with 2 clients (\`CLIENTS=2 ROUNDS=3\`, 2026-11-23) the
+  median ratio was the same, 0.828, because the extra CPU of each call sits on every
+  transaction's critical path (wait-event sampling: the backends spend about twice as long on
+  CPU in the two \`SELECT\`s as in the two utility statements, and ~9 % longer in WAL sync). With
   prepared statements (\`-M prepared\`, as the Postgres participant calls them) it is paid once
   per connection, which is why the like-for-like figure is higher.
 * **The bookkeeping is now small**: the tracking row (heap insert plus one unique index entry,
@@ -234,11 +238,13 @@ the PREPARE flush, the commit stamp after it); WAL flushes per transaction are t
   unique index checked with \`UNIQUE_CHECK_PARTIAL\`; roles in tracking rows became oids
   (4 bytes instead of a 64-byte \`name\`, written twice per transaction). Same machine, same
   script: the median per-round \`-M simple\` ratio went from 0.74-0.76 to 0.82-0.86, like for like
-  with prepared statements from 0.65-0.68 to 0.78-0.88.
+  with prepared statements from 0.65-0.68 to 0.78-0.89.
 * **Still open**: 0.9 with \`-M simple\` would need the two \`SELECT\`s to cost no more than the
-  two utility statements, which no function-based interface can do; the remaining options are
-  outside the extension (the target measured with prepared statements, as the product uses the
-  functions, or on a machine where the run is not CPU-bound).
+  two utility statements, which no function-based interface can do. The options left are a
+  product decision: judge the target with prepared statements (as the product calls the
+  functions), or give up the function interface for this path (e.g. a \`ProcessUtility\` hook
+  that tracks native \`PREPARE TRANSACTION\` / \`COMMIT PREPARED\` themselves, which needs the
+  library preloaded).
 * **Random gids** cost about the same as increasing ones here: every index insert lands on a
   random leaf page (and after a checkpoint its first change writes a full-page image), while
   increasing gids make eight clients contend for the rightmost leaf.
