@@ -47,6 +47,9 @@ fn psql_merged(cluster: &PgCluster, db: &str, user: &str, extra: &[&str], sql: &
         .args(extra)
         .env("PGTZ", "UTC")
         .env("PGDATESTYLE", "ISO")
+        // A script that blocks on a lock (say, a prepared transaction left behind by an earlier
+        // statement that failed) fails with a timeout in its output instead of hanging the run.
+        .env("PGOPTIONS", "-c lock_timeout=30s -c statement_timeout=120s")
         .stdin(Stdio::piped())
         .stdout(writer.try_clone().expect("clone pipe"))
         .stderr(writer);
