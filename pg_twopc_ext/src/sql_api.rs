@@ -190,7 +190,8 @@ fn prepare(
     ok(twophase::prepare(gid, coordinator, global_id))
 }
 
-/// COMMIT PREPARED `gid`, recorded in `twopc.history` (a stamp on the tracking row). Not inside a transaction block.
+/// COMMIT PREPARED `gid`, recorded in `twopc.history` (a stamp on the tracking row). Not inside
+/// a transaction block.
 #[pg_extern(volatile, parallel_unsafe)]
 fn commit_prepared(gid: Option<&str>, via: default!(Option<&str>, "'manual'")) {
     ok(twophase::finish(gid, Decision::Commit, via))

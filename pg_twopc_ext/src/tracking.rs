@@ -139,8 +139,8 @@ fn current_user_oid_datum() -> pg_sys::Datum {
     pg_sys::Datum::from(unsafe { pg_sys::GetUserId() })
 }
 
-/// `current_user` as a `text` datum (history and decisions: `text` keeps those rows 60 bytes
-/// smaller than a fixed-width `name`, which is WAL on the commit path).
+/// `current_user` as a `text` datum (finish_log and decisions: `text` keeps those rows 60
+/// bytes smaller than a fixed-width `name`).
 fn current_user_text_datum() -> Option<pg_sys::Datum> {
     text_datum(current_user().to_str().ok())
 }
@@ -313,41 +313,51 @@ pub fn insert_tracking(
     )
 }
 
+/// A tracking row whose transaction was in progress when [`prepared_rows`] looked.
+pub struct PreparedRow {
+    /// A copy of the tuple (palloc'd in the current memory context), for [`stamp_commit`].
+    tuple: pg_sys::HeapTuple,
+    /// Column `coordinator`.
+    pub coordinator: Option<String>,
+    /// Column `global_id`.
+    pub global_id: Option<String>,
+}
+
 /// The tracking row(s) of `gid` whose transaction is in progress — the one prepared under it,
 /// and, for a moment, one another session is trying to prepare under the same gid (it will be
-/// refused) — as copies, for [`stamp_commit`] after `COMMIT PREPARED`.
+/// refused) — read by `twopc.commit_prepared()` / `rollback_prepared()` before they finish the
+/// transaction: a commit stamps one of them ([`stamp_commit`]), a rollback (which kills the
+/// row) and a commit that cannot be stamped log the identity they carry.
 ///
 /// Takes RowExclusiveLock on `twopc.tracking` (kept until the end of the transaction, as the
 /// stamp needs it anyway) before looking, so that nothing that moves rows (VACUUM FULL,
 /// CLUSTER, TRUNCATE) can run between this probe and the stamp that writes at the row's
 /// position.
-pub fn prepared_rows(gid: &str) -> Result<Vec<pg_sys::HeapTuple>> {
+pub fn prepared_rows(gid: &str) -> Result<Vec<PreparedRow>> {
     let oid = relid("tracking")?;
     // SAFETY: a lock taken and kept (NoLock at close) like an INSERT's.
     unsafe {
         let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
-    let key = GidKey {
-        index: "tracking_gid_idx",
-        column: tracking_col::GID,
-        gid,
-    };
     let mut rows = Vec::new();
-    // SAFETY: SnapshotAnyData is a static; the closure copies the tuples it keeps (palloc'd in
-    // the current memory context) before the scan moves on.
+    // SAFETY: the closure copies what it keeps (a palloc'd tuple, Rust Strings) before the
+    // scan moves on.
     unsafe {
-        each_tuple(
-            "tracking",
-            tracking_col::COUNT,
-            Some(key),
-            &raw mut pg_sys::SnapshotAnyData,
-            |tuple, _| {
-                if classify(tuple).1 == XminStatus::InProgress {
-                    rows.push(pg_sys::heap_copytuple(tuple));
-                }
-            },
-        )?;
+        each_tracking_tuple(Some(gid), |tuple, desc| {
+            if classify(tuple).1 != XminStatus::InProgress {
+                return;
+            }
+            let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
+            let mut nulls = [true; tracking_col::COUNT];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let text = |col: usize| text_of(values[col - 1], nulls[col - 1]);
+            rows.push(PreparedRow {
+                tuple: pg_sys::heap_copytuple(tuple),
+                coordinator: text(tracking_col::COORDINATOR),
+                global_id: text(tracking_col::GLOBAL_ID),
+            });
+        })?;
     }
     Ok(rows)
 }
@@ -377,9 +387,9 @@ pub fn prepared_rows(gid: &str) -> Result<Vec<pg_sys::HeapTuple>> {
 /// `systable_inplace_update_begin` (which also takes a tuple lock, against concurrent
 /// `UPDATE`s of catalog rows) cost twice as much per commit, measured with `perf`; a port to
 /// PostgreSQL 18, which no longer has `heap_inplace_update`, would use it.
-pub fn stamp_commit(rows: &[pg_sys::HeapTuple], via: u8) -> Result<bool> {
+pub fn stamp_commit(rows: &[PreparedRow], via: u8) -> Result<bool> {
     // SAFETY: reading the xmin of our own palloc'd copies; a clog lookup.
-    let committed = rows.iter().copied().find(|&t| unsafe {
+    let committed = rows.iter().map(|r| r.tuple).find(|&t| unsafe {
         pg_sys::TransactionIdDidCommit((*(*t).t_data).t_choice.t_heap.t_xmin)
     });
     let Some(committed) = committed else {
@@ -655,73 +665,89 @@ pub fn scan(
     gid: Option<&str>,
     mut keep: impl FnMut(pg_sys::TransactionId, XminStatus) -> bool,
 ) -> Result<Vec<TrackedTuple>> {
+    let mut out = Vec::new();
+    // SAFETY: the closure copies what it keeps (Rust Strings) before the next tuple.
+    unsafe {
+        each_tracking_tuple(gid, |tuple, desc| {
+            let (xmin, status, deleted) = classify(tuple);
+            if !keep(xmin, status) {
+                return;
+            }
+            let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
+            let mut nulls = [true; tracking_col::COUNT];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let v = |col: usize| (values[col - 1], nulls[col - 1]);
+            let (d, n) = v(tracking_col::GID);
+            let Some(found_gid) = text_of(d, n) else {
+                return;
+            };
+            // An index scan with a lossy key cannot happen for text equality, but a heap
+            // scan with a key filter is not what we do either: compare anyway.
+            if gid.is_some_and(|g| g != found_gid) {
+                return;
+            }
+            let (d, n) = v(tracking_col::GLOBAL_ID);
+            let global_id = text_of(d, n);
+            let (d, n) = v(tracking_col::COORDINATOR);
+            let coordinator = text_of(d, n);
+            let (d, n) = v(tracking_col::PREPARED_AT);
+            let prepared_at = TimestampWithTimeZone::from_datum(d, n);
+            let (d, n) = v(tracking_col::PREPARED_BY);
+            let prepared_by = if n {
+                None
+            } else {
+                // A role dropped since shows as NULL (noerr = true).
+                let role = pg_sys::Oid::from(d.value() as u32);
+                let name = pg_sys::GetUserNameFromId(role, true);
+                (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
+            };
+            let _ = tracking_col::XID;
+            out.push(TrackedTuple {
+                xmin,
+                status,
+                deleted,
+                gid: found_gid,
+                global_id,
+                coordinator,
+                prepared_at,
+                prepared_by,
+            });
+        })?;
+    }
+    Ok(out)
+}
+
+/// [`each_tuple`] over `twopc.tracking` with `SnapshotAny` (every tuple not yet pruned away,
+/// whatever its visibility): by gid through `tracking_gid_idx` when `gid` is given, all of it
+/// otherwise. The scan behind [`scan`] and [`prepared_rows`].
+///
+/// # Safety
+/// As for [`each_tuple`]: `each` must copy out what it keeps.
+unsafe fn each_tracking_tuple(
+    gid: Option<&str>,
+    each: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc),
+) -> Result<()> {
     let key = gid.map(|gid| GidKey {
         index: "tracking_gid_idx",
         column: tracking_col::GID,
         gid,
     });
-    let mut out = Vec::new();
-    // SAFETY: SnapshotAnyData is a static, never modified by scans; the closure copies what it
-    // keeps (Rust Strings) before the next tuple.
+    // SAFETY: SnapshotAnyData is a static, never modified by scans; the caller's contract on
+    // `each` is each_tuple's.
     unsafe {
         each_tuple(
             "tracking",
             tracking_col::COUNT,
             key,
             &raw mut pg_sys::SnapshotAnyData,
-            |tuple, desc| {
-                let (xmin, status, deleted) = classify(tuple);
-                if !keep(xmin, status) {
-                    return;
-                }
-                let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
-                let mut nulls = [true; tracking_col::COUNT];
-                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                let v = |col: usize| (values[col - 1], nulls[col - 1]);
-                let (d, n) = v(tracking_col::GID);
-                let Some(found_gid) = text_of(d, n) else {
-                    return;
-                };
-                // An index scan with a lossy key cannot happen for text equality, but a heap
-                // scan with a key filter is not what we do either: compare anyway.
-                if gid.is_some_and(|g| g != found_gid) {
-                    return;
-                }
-                let (d, n) = v(tracking_col::GLOBAL_ID);
-                let global_id = text_of(d, n);
-                let (d, n) = v(tracking_col::COORDINATOR);
-                let coordinator = text_of(d, n);
-                let (d, n) = v(tracking_col::PREPARED_AT);
-                let prepared_at = TimestampWithTimeZone::from_datum(d, n);
-                let (d, n) = v(tracking_col::PREPARED_BY);
-                let prepared_by = if n {
-                    None
-                } else {
-                    // A role dropped since shows as NULL (noerr = true).
-                    let role = pg_sys::Oid::from(d.value() as u32);
-                    let name = pg_sys::GetUserNameFromId(role, true);
-                    (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
-                };
-                let _ = tracking_col::XID;
-                out.push(TrackedTuple {
-                    xmin,
-                    status,
-                    deleted,
-                    gid: found_gid,
-                    global_id,
-                    coordinator,
-                    prepared_at,
-                    prepared_by,
-                });
-            },
-        )?;
+            each,
+        )
     }
-    Ok(out)
 }
 
 /// The decision of the latest `twopc.finish_log` row for `gid` (MVCC, through
-/// `finish_log_gid_idx`), if any. Below SQL for the same reason as [`scan`]: it runs on the Postgres participant's
-/// per-transaction path ([`crate::twophase::gid_state`]), where a parsed and planned query
+/// `finish_log_gid_idx`), if any. Below SQL for the same reason as [`scan`]: it runs on the
+/// Postgres participant's per-transaction path ([`crate::twophase::gid_state`]), where a parsed and planned query
 /// would cost more than the probe itself.
 pub fn history_decision(gid: &str) -> Result<Option<String>> {
     // Column numbers of twopc.finish_log (1-based).

@@ -185,39 +185,31 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     // SAFETY: a plain read of backend state.
     let wrote_before =
         unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId };
-    if decision == Decision::Commit {
-        // Its tracking row, read while it is still the prepared transaction's (in progress):
-        // a row left visible by an earlier use of the gid is never the one to stamp.
-        let rows = tracking::prepared_rows(gid)?;
-        // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
-        // denied, another database, busy); the boundary turns them into Rust unwinding and back.
-        unsafe {
-            pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(cgid.as_ptr(), true));
-        }
-        // The tracking row is visible now; the stamp on it is the history entry.
-        if tracking::stamp_commit(&rows, via.code())? {
-            return Ok(());
-        }
-        // Prepared without twopc.prepare(): a finish_log row, like a rollback.
-        let (coordinator, global_id) = gid_identity(gid);
-        return log_finish(gid, coordinator, global_id, decision, via, wrote_before);
+    // Its tracking row, read while it is still the prepared transaction's (in progress): a
+    // commit stamps it (a row left visible by an earlier use of the gid is never the one), a
+    // rollback kills it, so who it was prepared for is read now.
+    let rows = tracking::prepared_rows(gid)?;
+    // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
+    // denied, another database, busy); the boundary turns them into Rust unwinding and back.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            FinishPreparedTransaction(cgid.as_ptr(), decision == Decision::Commit)
+        });
     }
-
-    // Who it was prepared for, read before the rollback kills the tracking row. A
-    // twopc-format gid says it itself, and prepare() refuses tracking values that contradict
-    // it; other gids: the tracking row of the prepared transaction (in progress as long as it
-    // is prepared), if any.
+    // A commit's tracking row is visible now; the stamp on it is the history entry.
+    if decision == Decision::Commit && tracking::stamp_commit(&rows, via.code())? {
+        return Ok(());
+    }
+    // A rollback, or a gid prepared without twopc.prepare(): a finish_log row. A twopc-format
+    // gid says whom it was prepared for itself, and prepare() refuses tracking values that
+    // contradict it; other gids: the tracking row, if any.
     let (coordinator, global_id) = match gid_identity(gid) {
-        (None, None) => tracking::scan(Some(gid), |_, st| st == XminStatus::InProgress)?
+        (None, None) => rows
             .into_iter()
             .next()
-            .map_or((None, None), |t| (t.coordinator, t.global_id)),
+            .map_or((None, None), |r| (r.coordinator, r.global_id)),
         known => known,
     };
-    // SAFETY: as above.
-    unsafe {
-        pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(cgid.as_ptr(), false));
-    }
     log_finish(gid, coordinator, global_id, decision, via, wrote_before)
 }
 
