@@ -54,6 +54,35 @@ fn ops() -> Operations {
     }])
 }
 
+fn prepare(txid: &str) -> Message {
+    Message::Prepare {
+        txid: t(txid),
+        coordinator: "c1".parse().unwrap(),
+        ops: ops(),
+        timeout_ms: None,
+    }
+}
+
+/// Answers the participant's DecisionRequest `req_id` for `txid` with abort, and waits until
+/// the resource has rolled it back.
+async fn answer_abort_and_await(ws: &mut Ws, req_id: u64, resource: &MemoryResource, txid: &str) {
+    send(
+        ws,
+        req_id,
+        Message::DecisionAnswer {
+            txid: t(txid),
+            status: DecisionStatus::Abort,
+        },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while resource.outcome(&t(txid)).is_none() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(resource.outcome(&t(txid)), Some(Decision::Abort));
+}
+
 #[tokio::test]
 async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
     let resource = MemoryResource::new(ParticipantKind::Postgres);
@@ -79,13 +108,7 @@ async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
         matches!(report.msg, Message::InDoubtReport { ref prepared, .. } if prepared.is_empty())
     );
 
-    let prep = |txid: &str| Message::Prepare {
-        txid: t(txid),
-        coordinator: "c1".parse().unwrap(),
-        ops: ops(),
-        timeout_ms: None,
-    };
-    send(&mut ws, 1, prep("a")).await;
+    send(&mut ws, 1, prepare("a")).await;
     let f = recv(&mut ws).await;
     assert_eq!(f.id, 1);
     assert!(matches!(
@@ -108,7 +131,7 @@ async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
     );
 
     // "b" is left prepared: the participant asks, and applies the answer.
-    send(&mut ws, 3, prep("b")).await;
+    send(&mut ws, 3, prepare("b")).await;
     let req = loop {
         let f = recv(&mut ws).await;
         if let Message::DecisionRequest { .. } = f.msg {
@@ -116,21 +139,7 @@ async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
         }
     };
     assert_eq!(req.msg, Message::DecisionRequest { txid: t("b") });
-    send(
-        &mut ws,
-        req.id,
-        Message::DecisionAnswer {
-            txid: t("b"),
-            status: DecisionStatus::Abort,
-        },
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while resource.outcome(&t("b")).is_none() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(resource.outcome(&t("b")), Some(Decision::Abort));
+    answer_abort_and_await(&mut ws, req.id, &resource, "b").await;
     server.shutdown().await.unwrap();
 }
 
@@ -152,17 +161,7 @@ async fn a_vote_whose_connection_closed_asks_for_the_decision_at_once() {
 
     let mut first = dial(addr, "tok").await.unwrap();
     recv(&mut first).await; // in-doubt report
-    send(
-        &mut first,
-        1,
-        Message::Prepare {
-            txid: t("orphan"),
-            coordinator: "c1".parse().unwrap(),
-            ops: ops(),
-            timeout_ms: None,
-        },
-    )
-    .await;
+    send(&mut first, 1, prepare("orphan")).await;
     first.close(None).await.unwrap();
     drop(first);
     let mut second = dial(addr, "tok").await.unwrap();
@@ -180,20 +179,6 @@ async fn a_vote_whose_connection_closed_asks_for_the_decision_at_once() {
         .await
         .expect("a DecisionRequest long before decision_timeout");
     assert_eq!(req.msg, Message::DecisionRequest { txid: t("orphan") });
-    send(
-        &mut second,
-        req.id,
-        Message::DecisionAnswer {
-            txid: t("orphan"),
-            status: DecisionStatus::Abort,
-        },
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while resource.outcome(&t("orphan")).is_none() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(resource.outcome(&t("orphan")), Some(Decision::Abort));
+    answer_abort_and_await(&mut second, req.id, &resource, "orphan").await;
     server.shutdown().await.unwrap();
 }
