@@ -142,8 +142,9 @@ pub fn run(role: pg_sys::Oid, stmts: &[Statement<'_>]) -> Result<()> {
         let n = i + 1;
         PgTryBuilder::new(|| execute(s.query, s.params).unwrap_or_else(|e| e.raise()))
             .catch_others(move |caught| match caught {
-                pg_sys::panic::CaughtError::PostgresError(report) => {
-                    let mut r = pgrx::pg_sys::panic::ErrorReport::new(
+                pg_sys::panic::CaughtError::PostgresError(report)
+                | pg_sys::panic::CaughtError::ErrorReport(report) => {
+                    let mut r = pg_sys::panic::ErrorReport::new(
                         report.sql_error_code(),
                         format!("statement {n} failed: {}", report.message()),
                         "pg_twopc_ext",
