@@ -8,13 +8,20 @@
 //! 2. **Money is conserved**: the sum of `accounts.balance` in Postgres and the sum of
 //!    `balance:<id>` in Redis both equal `accounts × initial_balance`.
 //! 3. **The stores agree**: Redis `balance:<id>` equals the Postgres balance for every account.
-//! 4. **Atomicity per transaction**: every transaction's outcome is the same on every
+//! 4. **The effects are there**: replaying the moves of every transaction the markers say
+//!    committed (each [`TxRecord`] lists what it does to which account in which store) from the
+//!    seeded balances gives every account's balance in each store exactly. A system that marks
+//!    a transaction committed and applies it nowhere, or applies one it marked aborted, fails
+//!    here even when the totals and the two stores still agree.
+//! 5. **Atomicity per transaction**: every transaction's outcome is the same on every
 //!    participant. Postgres: `twopc.outcome(gid)` (the WAL-logged tracking marker; `unknown`
 //!    means never prepared here, i.e. not committed). Redis: `HGET twopc:outcome <txid>`
 //!    (`commit`, `abort:<reason>`, or absent = never prepared).
-//! 5. **Honesty to the client**: a transaction the client was told committed is committed
-//!    everywhere; one it was told aborted is committed nowhere. Only where the client got no
-//!    answer (crash, timeout, 202 in progress) may the outcome be either — but still atomic.
+//! 6. **Honesty to the client**: a transaction the client was told committed is committed
+//!    everywhere; one it was told aborted (or that was refused with a 4xx) is committed
+//!    nowhere. Only where the client got no answer (connection lost, timeout, 202 in progress)
+//!    may the outcome be either — but still atomic. A 5xx, or a 200 whose body cannot be read,
+//!    is itself a violation: the coordinator owes every client a clear answer.
 //!
 //! The checker is synchronous (psql and a blocking Redis connection) and returns a structured
 //! [`Report`]; callers assert `report.violations.is_empty()` and print it otherwise.
@@ -32,11 +39,16 @@ pub enum Told {
     Committed,
     /// 200 with outcome `aborted`.
     Aborted,
-    /// No final answer: connection lost, 202 in progress, 5xx, timeout.
+    /// A 4xx with the API's JSON error: refused before anything ran.
+    Refused,
+    /// No final answer yet: connection lost, timeout, 202 in progress.
     Unknown,
+    /// A 5xx, a 200 whose body is not a transaction response, or a status the API never
+    /// sends (the status; 0 when the body was unreadable): a violation by itself.
+    BadAnswer(u16),
 }
 
-/// One transaction of the workload, as the client saw it.
+/// One transaction of the workload, as the client saw it, and what it does.
 #[derive(Debug, Clone)]
 pub struct TxRecord {
     /// The client-chosen txid.
@@ -47,17 +59,55 @@ pub struct TxRecord {
     pub in_pg: bool,
     /// Whether the transaction named the Redis participant.
     pub in_redis: bool,
+    /// (account, delta) it applies to `accounts.balance` in Postgres when it commits.
+    pub pg_moves: Vec<(u32, i64)>,
+    /// (account, delta) it applies to `balance:<account>` in Redis when it commits.
+    pub redis_moves: Vec<(u32, i64)>,
 }
 
 impl TxRecord {
-    /// A bank transfer (both participants).
-    pub fn transfer(txid: impl Into<String>, told: Told) -> TxRecord {
+    /// A bank transfer of `amount` from account `from` to `to` in both stores.
+    pub fn transfer(
+        txid: impl Into<String>,
+        told: Told,
+        from: u64,
+        to: u64,
+        amount: i64,
+    ) -> TxRecord {
+        let moves = vec![(from as u32, -amount), (to as u32, amount)];
         TxRecord {
             txid: txid.into(),
             told,
             in_pg: true,
             in_redis: true,
+            pg_moves: moves.clone(),
+            redis_moves: moves,
         }
+    }
+
+    /// A transaction on both participants that moves no balance (or whose moves are added
+    /// with [`TxRecord::pg_move`] / [`TxRecord::redis_move`]).
+    pub fn other(txid: impl Into<String>, told: Told) -> TxRecord {
+        TxRecord {
+            txid: txid.into(),
+            told,
+            in_pg: true,
+            in_redis: true,
+            pg_moves: Vec::new(),
+            redis_moves: Vec::new(),
+        }
+    }
+
+    /// Adds a Postgres balance change.
+    pub fn pg_move(mut self, account: u32, delta: i64) -> TxRecord {
+        self.pg_moves.push((account, delta));
+        self
+    }
+
+    /// Adds a Redis balance change.
+    pub fn redis_move(mut self, account: u32, delta: i64) -> TxRecord {
+        self.redis_moves.push((account, delta));
+        self
     }
 }
 
@@ -115,6 +165,24 @@ pub enum Violation {
         /// Redis' view.
         redis: Seen,
     },
+    /// An account's balance is not what replaying the committed transactions gives.
+    EffectsMissing {
+        /// `postgres` or `redis`.
+        store: &'static str,
+        /// The account.
+        account: u32,
+        /// Seeded balance plus the moves of every committed transaction.
+        expected: i64,
+        /// Observed balance.
+        actual: Option<i64>,
+    },
+    /// The client got an answer the API must never give.
+    BadAnswer {
+        /// The txid.
+        txid: String,
+        /// The HTTP status (0: the body was unreadable).
+        status: u16,
+    },
     /// The client was told something the stores contradict.
     ToldWrong {
         /// The txid.
@@ -145,6 +213,19 @@ impl fmt::Display for Violation {
             Violation::NotAtomic { txid, pg, redis } => {
                 write!(f, "tx {txid:?}: postgres {pg:?}, redis {redis:?}")
             }
+            Violation::EffectsMissing {
+                store,
+                account,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{store}: account {account} is {actual:?}, replaying the committed transactions gives {expected}"
+            ),
+            Violation::BadAnswer { txid, status } => write!(
+                f,
+                "tx {txid:?}: client got a bad answer (HTTP {status}; 0 = unreadable body)"
+            ),
             Violation::ToldWrong {
                 txid,
                 told,
@@ -372,7 +453,8 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
 
     // Balances.
     let expected = i64::from(stack.accounts) * opts.initial_balance;
-    match (stack.pg_balances(), redis_balances(stack)) {
+    let balances = (stack.pg_balances(), redis_balances(stack));
+    match &balances {
         (Ok(pg), Ok(rd)) => {
             let pg_sum: i64 = pg.iter().map(|(_, b)| b).sum();
             let rd_sum: i64 = rd.iter().map(|b| b.unwrap_or(0)).sum();
@@ -446,6 +528,7 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
             return report;
         }
     };
+    let mut committed: Vec<&TxRecord> = Vec::new();
     for ((t, p), r) in txs.iter().zip(pg).zip(rd) {
         let views: Vec<&Seen> = [(t.in_pg, &p), (t.in_redis, &r)]
             .into_iter()
@@ -464,13 +547,17 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
             continue;
         }
         match (t.told, all_commit) {
-            (Told::Committed, false) | (Told::Aborted, true) => {
+            (Told::Committed, false) | (Told::Aborted | Told::Refused, true) => {
                 report.violations.push(Violation::ToldWrong {
                     txid: t.txid.clone(),
                     told: t.told,
                     committed: all_commit,
                 })
             }
+            (Told::BadAnswer(status), _) => report.violations.push(Violation::BadAnswer {
+                txid: t.txid.clone(),
+                status,
+            }),
             _ => {}
         }
         if t.told == Told::Unknown {
@@ -478,9 +565,63 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
         }
         if all_commit {
             report.committed += 1;
+            committed.push(t);
         } else {
             report.aborted += 1;
         }
     }
+    if let (Ok(pg), Ok(rd)) = &balances {
+        let pg_now: Vec<Option<i64>> = (1..=stack.accounts)
+            .map(|i| pg.iter().find(|(a, _)| *a == i).map(|(_, b)| *b))
+            .collect();
+        let replayed = [
+            (
+                "postgres",
+                pg_now.as_slice(),
+                replay(
+                    stack.accounts,
+                    opts.initial_balance,
+                    committed.iter().flat_map(|t| &t.pg_moves),
+                ),
+            ),
+            (
+                "redis",
+                rd.as_slice(),
+                replay(
+                    stack.accounts,
+                    opts.initial_balance,
+                    committed.iter().flat_map(|t| &t.redis_moves),
+                ),
+            ),
+        ];
+        for (store, now, want) in replayed {
+            for (i, (w, n)) in want.iter().zip(now).enumerate() {
+                if Some(*w) != *n {
+                    report.violations.push(Violation::EffectsMissing {
+                        store,
+                        account: i as u32 + 1,
+                        expected: *w,
+                        actual: *n,
+                    });
+                }
+            }
+        }
+    }
     report
+}
+
+/// Every account's balance after applying `moves` (of the committed transactions) to the
+/// seeded balances.
+fn replay<'a>(
+    accounts: u32,
+    initial: i64,
+    moves: impl Iterator<Item = &'a (u32, i64)>,
+) -> Vec<i64> {
+    let mut b = vec![initial; accounts as usize];
+    for (a, d) in moves {
+        if let Some(slot) = (*a as usize).checked_sub(1).and_then(|i| b.get_mut(i)) {
+            *slot += d;
+        }
+    }
+    b
 }

@@ -41,15 +41,20 @@ pub struct Rig {
     prefix: String,
 }
 
-/// The outcome of one HTTP submission.
+/// The outcome of one HTTP submission (`None`: no response at all, e.g. the connection was
+/// lost or the request timed out). Only 202 and a lost connection leave the client without an
+/// answer; a 5xx or an unreadable 200 is an answer the API must never give.
 pub fn told_of(status: Option<u16>, body: Option<&TransactionResponse>) -> Told {
     match (status, body) {
+        (None, _) | (Some(202), _) => Told::Unknown,
         (Some(200), Some(r)) => match r.outcome {
             Outcome::Committed => Told::Committed,
             Outcome::Aborted => Told::Aborted,
             Outcome::InProgress => Told::Unknown,
         },
-        _ => Told::Unknown,
+        (Some(200), None) => Told::BadAnswer(0),
+        (Some(s), _) if (400..500).contains(&s) => Told::Refused,
+        (Some(s), _) => Told::BadAnswer(s),
     }
 }
 
@@ -147,29 +152,33 @@ impl Rig {
         tokio::spawn(async move { post_told(&http, &url, &body).await })
     }
 
-    /// Submits a transfer in the background and records it once its answer is in; call
-    /// [`Rig::record`] with the result.
+    /// Submits a transfer in the background; once its answer is in, record it with
+    /// [`Rig::record`] (the returned record says what the transfer does; set its `told`).
     pub fn spawn_transfer(
         &self,
         from: u64,
         to: u64,
         amount: i64,
-    ) -> (String, tokio::task::JoinHandle<Told>) {
+    ) -> (TxRecord, tokio::task::JoinHandle<Told>) {
         let txid = self.next_txid();
         let body = self.transfer_body(&txid, from, to, amount);
-        (txid, self.spawn_post(body))
+        (
+            TxRecord::transfer(txid, Told::Unknown, from, to, amount),
+            self.spawn_post(body),
+        )
     }
 
-    /// Records a transfer's outcome.
-    pub fn record(&mut self, txid: String, told: Told) {
-        self.txs.push(TxRecord::transfer(txid, told));
+    /// Records a transaction with what its client was told.
+    pub fn record(&mut self, mut tx: TxRecord, told: Told) {
+        tx.told = told;
+        self.txs.push(tx);
     }
 
     /// Runs one transfer to completion and records it.
     pub async fn transfer(&mut self, from: u64, to: u64, amount: i64) -> Told {
-        let (txid, h) = self.spawn_transfer(from, to, amount);
+        let (tx, h) = self.spawn_transfer(from, to, amount);
         let told = h.await.unwrap_or(Told::Unknown);
-        self.record(txid, told);
+        self.record(tx, told);
         told
     }
 
@@ -209,12 +218,26 @@ pub async fn post_told_reason(
     match http.post(url).json(body).send().await {
         Ok(r) => {
             let status = r.status().as_u16();
-            let body = r.json::<TransactionResponse>().await.ok();
-            let reason = match &body {
-                Some(b) => b.reason.clone(),
-                None => Some(format!("http {status}")),
+            let text = r.text().await;
+            let parsed = text
+                .as_deref()
+                .ok()
+                .and_then(|t| serde_json::from_str::<TransactionResponse>(t).ok());
+            let reason = match (&parsed, &text) {
+                (Some(b), _) => b.reason.clone(),
+                (None, Ok(t)) => Some(format!(
+                    "http {status}: {}",
+                    t.chars().take(200).collect::<String>()
+                )),
+                (None, Err(e)) => Some(format!("http {status}, body unreadable: {e}")),
             };
-            (told_of(Some(status), body.as_ref()), reason)
+            // A body lost mid-read is a lost connection, not a bad answer.
+            let status = if text.is_err() && status == 200 {
+                None
+            } else {
+                Some(status)
+            };
+            (told_of(status, parsed.as_ref()), reason)
         }
         Err(e) => (Told::Unknown, Some(format!("request failed: {e}"))),
     }

@@ -415,7 +415,7 @@ async fn bad_input_end_to_end() {
             v += 1;
             notes.push(format!("{id:?} -> {told:?}"));
         }
-        rig.txs.push(TxRecord::transfer(id.clone(), told));
+        rig.txs.push(TxRecord::transfer(id.clone(), told, 1, 2, 1));
         // Lookup by id works too.
         let r = rig
             .http
@@ -465,13 +465,17 @@ async fn bad_input_end_to_end() {
     let mut notes = Vec::new();
     let setup = json!({"participants": {"ledger": {"redis": [{"op": "hset", "key": "fuzz:hash", "field": "f", "value": "v"}]}}});
     let _ = rig.http.post(&url).json(&setup).send().await.unwrap();
-    let cases: Vec<(&str, Value)> = vec![
+    // (what, participants, Postgres moves, Redis moves if it committed: each must abort).
+    type Moves = &'static [(u32, i64)];
+    let cases: Vec<(&str, Value, Moves, Moves)> = vec![
         (
             "sql syntax error",
             json!({"bank": {"sql": [
             {"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 1"},
             {"query": "UPDAT accounts SET oops"}]},
             "ledger": {"redis": [{"op": "incrby", "key": "balance:1", "by": -1}]}}),
+            &[(1, -1)],
+            &[(1, -1)],
         ),
         (
             "division by zero",
@@ -479,45 +483,61 @@ async fn bad_input_end_to_end() {
             {"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 1"},
             {"query": "SELECT 1/0"}]},
             "ledger": {"redis": [{"op": "incrby", "key": "balance:1", "by": -1}]}}),
+            &[(1, -1)],
+            &[(1, -1)],
         ),
         (
             "check constraint (overdraft)",
             json!({"bank": {"sql": [
             {"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": [100000, 2]}]},
             "ledger": {"redis": [{"op": "incrby", "key": "balance:2", "by": -100000}]}}),
+            &[(2, -100000)],
+            &[(2, -100000)],
         ),
         (
             "bad parameter type",
             json!({"bank": {"sql": [
             {"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": ["ten", 2]}]},
             "ledger": {"redis": [{"op": "incrby", "key": "balance:2", "by": -10}]}}),
+            // "ten" has no numeric value: it cannot commit in Postgres at all.
+            &[],
+            &[(2, -10)],
         ),
         (
             "redis WRONGTYPE",
             json!({"bank": {"sql": [
             {"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 3"}]},
             "ledger": {"redis": [{"op": "incrby", "key": "fuzz:hash", "by": 1}]}}),
+            &[(3, -1)],
+            &[],
         ),
         (
             "redis guard fails",
             json!({"bank": {"sql": [
             {"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 3"}]},
             "ledger": {"redis": [{"op": "set", "key": "balance:3", "value": "0", "guard": {"expect": "not-the-value"}}]}}),
+            // A SET is not a move; the store comparison catches it should it commit.
+            &[(3, -1)],
+            &[],
         ),
         (
             "redis reserved key",
             json!({"bank": {"sql": [
             {"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 3"}]},
             "ledger": {"redis": [{"op": "set", "key": "twopc:prepared", "value": "x"}]}}),
+            &[(3, -1)],
+            &[],
         ),
         (
             "redis below min",
             json!({"bank": {"sql": [
             {"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 4"}]},
             "ledger": {"redis": [{"op": "incrby", "key": "balance:4", "by": -1000000, "min": 0}]}}),
+            &[(4, -1)],
+            &[(4, -1000000)],
         ),
     ];
-    for (i, (what, parts)) in cases.into_iter().enumerate() {
+    for (i, (what, parts, pg_moves, redis_moves)) in cases.into_iter().enumerate() {
         let id = format!("bi{seed}-err-{i}");
         let body = json!({"id": id, "participants": parts});
         let r = rig.http.post(&url).json(&body).send().await.unwrap();
@@ -531,7 +551,10 @@ async fn bad_input_end_to_end() {
             Told::Unknown
         };
         if s == 200 {
-            rig.txs.push(TxRecord::transfer(id.clone(), told));
+            let mut tx = TxRecord::other(id.clone(), told);
+            tx.pg_moves = pg_moves.to_vec();
+            tx.redis_moves = redis_moves.to_vec();
+            rig.txs.push(tx);
         }
         let reason = resp["reason"]
             .as_str()
@@ -696,20 +719,48 @@ async fn invariant_checker_catches_tampering() {
     let clean = tokio::task::block_in_place(|| check(&rig.stack, &rig.txs, &opts));
     assert!(clean.ok(), "{clean}");
 
-    // A committed tx the stores never saw, and one Redis committed alone.
+    // A committed transfer the client is said to have been told "aborted".
+    assert_eq!(rig.transfer(2, 3, 4).await, Told::Committed);
     let mut txs = rig.txs.clone();
-    txs.push(TxRecord::transfer("never-ran", Told::Committed));
-    txs.push(TxRecord::transfer("redis-only", Told::Unknown));
+    let lied_to = txs.last().unwrap().txid.clone();
+    txs.last_mut().unwrap().told = Told::Aborted;
+    // A committed tx the stores never saw, one Redis committed alone, and an answer no client
+    // may get.
+    txs.push(TxRecord::transfer("never-ran", Told::Committed, 1, 2, 1));
+    txs.push(TxRecord::transfer("redis-only", Told::Unknown, 1, 2, 1));
+    txs.push(TxRecord::transfer(
+        "got-a-500",
+        Told::BadAnswer(500),
+        1,
+        2,
+        1,
+    ));
+    let psql = |sql: &str| rig.stack.pg.psql_ok("bank", sql).unwrap();
+    // Committed in Postgres only: a real prepared and committed transfer Redis never saw.
+    psql(
+        "BEGIN; UPDATE accounts SET balance = balance - 3 WHERE id = 1;
+         UPDATE accounts SET balance = balance + 3 WHERE id = 2;
+         SELECT twopc.prepare('twopc:c1:pg-only');",
+    );
+    psql("SELECT twopc.commit_prepared('twopc:c1:pg-only')");
+    txs.push(TxRecord::transfer("pg-only", Told::Unknown, 1, 2, 3));
+    // Marked committed in both stores, applied in neither: only the replay of the effects
+    // can tell (the totals are conserved and the stores still agree on account 3).
+    psql("BEGIN; SELECT twopc.prepare('twopc:c1:marked-only');");
+    psql("SELECT twopc.commit_prepared('twopc:c1:marked-only')");
+    txs.push(TxRecord::transfer("marked-only", Told::Committed, 3, 1, 2));
     let mut con = redis::Client::open(rig.stack.redis.url())
         .unwrap()
         .get_connection()
         .unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg("twopc:outcome")
-        .arg("redis-only")
-        .arg("commit")
-        .query(&mut con)
-        .unwrap();
+    for (txid, outcome) in [("redis-only", "commit"), ("marked-only", "commit")] {
+        let _: () = redis::cmd("HSET")
+            .arg("twopc:outcome")
+            .arg(txid)
+            .arg(outcome)
+            .query(&mut con)
+            .unwrap();
+    }
     // Money appears in Redis; a stray prepared transaction stays in Postgres.
     let _: () = redis::cmd("INCRBY")
         .arg("balance:3")
@@ -747,6 +798,24 @@ async fn invariant_checker_catches_tampering() {
     assert!(has(
         &|v| matches!(v, Violation::NotAtomic { txid, .. } if txid == "redis-only")
     ));
+    assert!(has(
+        &|v| matches!(v, Violation::ToldWrong { txid, told: Told::Aborted, .. } if *txid == lied_to)
+    ));
+    assert!(has(
+        &|v| matches!(v, Violation::NotAtomic { txid, .. } if txid == "pg-only")
+    ));
+    assert!(has(
+        &|v| matches!(v, Violation::BadAnswer { txid, status: 500 } if txid == "got-a-500")
+    ));
+    // Account 3 in Postgres is touched by nothing but "marked-only".
+    assert!(has(&|v| matches!(
+        v,
+        Violation::EffectsMissing {
+            store: "postgres",
+            account: 3,
+            ..
+        }
+    )));
     rig.stack
         .pg
         .psql_ok("bank", "ROLLBACK PREPARED 'stray'")

@@ -105,12 +105,19 @@ async fn soak() {
                         .collect();
                     *reasons.lock().unwrap().entry(r).or_insert(0u64) += 1;
                 }
-                records.lock().unwrap().push(TxRecord::transfer(txid, told));
+                records
+                    .lock()
+                    .unwrap()
+                    .push(TxRecord::transfer(txid, told, from, to, amount));
                 match told {
                     // The coordinator may be down: do not spin.
-                    Told::Unknown => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Told::Unknown | Told::BadAnswer(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                     // A participant may be down (fast aborts): do not flood.
-                    Told::Aborted => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Told::Aborted | Told::Refused => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
                     Told::Committed => {}
                 }
             }

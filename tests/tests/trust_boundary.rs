@@ -205,7 +205,7 @@ async fn probe(rig: &mut Rig, url: &str, after: &str) -> Result<(), String> {
         .unwrap()
         .insert(0, q(CLEAN_SESSION_PROBE));
     let (told, reason) = post_told_reason(&rig.http, url, &body).await;
-    rig.txs.push(TxRecord::transfer(id, told));
+    rig.txs.push(TxRecord::transfer(id, told, 1, 2, 1));
     if told == Told::Committed {
         Ok(())
     } else {
@@ -260,7 +260,7 @@ async fn client_sql_cannot_break_atomicity() {
     for (name, extra) in &all {
         let id = rig.next_txid();
         let (told, reason) = post_told_reason(&rig.http, &url, &transfer_with(&id, extra)).await;
-        rig.txs.push(TxRecord::transfer(id.clone(), told));
+        rig.txs.push(TxRecord::transfer(id.clone(), told, 1, 2, 1));
         if told == Told::Unknown {
             bad.push(format!("{name}: no final answer ({reason:?})"));
         }
@@ -293,7 +293,7 @@ async fn client_sql_cannot_break_atomicity() {
     let t0 = Instant::now();
     let body = transfer_with("victim1", &[]);
     let (told, reason) = post_told_reason(&rig.http, &url, &body).await;
-    rig.txs.push(TxRecord::transfer("victim1", told));
+    rig.txs.push(TxRecord::transfer("victim1", told, 1, 2, 1));
     rows.push(Row {
         name: "pre-claimed gid: the victim runs its own statements".into(),
         faults: 0,
@@ -313,7 +313,7 @@ async fn client_sql_cannot_break_atomicity() {
         &transfer_with(&id, &[q("SELECT pg_sleep(15)")]),
     )
     .await;
-    rig.txs.push(TxRecord::transfer(id, told));
+    rig.txs.push(TxRecord::transfer(id, told, 1, 2, 1));
     let told_after = t0.elapsed();
     let lock_free = rig
         .stack
@@ -361,7 +361,7 @@ async fn client_sql_cannot_break_atomicity() {
         let id = rig.next_txid();
         let (told, reason) =
             post_told_reason(&rig.http, &url, &transfer_with(&id, &[q(&text)])).await;
-        rig.txs.push(TxRecord::transfer(id, told));
+        rig.txs.push(TxRecord::transfer(id, told, 1, 2, 1));
         if told == Told::Unknown {
             bad.push(format!("case {i} {text:?}: no final answer ({reason:?})"));
         }
