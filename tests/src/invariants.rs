@@ -441,6 +441,36 @@ fn redis_balances(stack: &Stack) -> Result<Vec<Option<i64>>, String> {
         .collect())
 }
 
+/// Whether `tx` committed on every participant it names (`Some(true)`), on none
+/// (`Some(false)`), or only on some or is still in doubt (`None`), by the stores' markers.
+pub fn committed_everywhere(
+    stack: &Stack,
+    opts: &CheckOptions,
+    tx: &TxRecord,
+) -> Result<Option<bool>, String> {
+    let coord = CoordinatorId::new(opts.coordinator.clone()).map_err(|e| e.to_string())?;
+    let gid = format_gid(
+        &coord,
+        &TxId::new(tx.txid.clone()).map_err(|e| e.to_string())?,
+    );
+    let pg = pg_outcomes(stack, &[gid])?.remove(0);
+    let rd = redis_outcomes(stack, std::slice::from_ref(&tx.txid))?.remove(0);
+    let views: Vec<&Seen> = [(tx.in_pg, &pg), (tx.in_redis, &rd)]
+        .into_iter()
+        .filter(|(named, _)| *named)
+        .map(|(_, s)| s)
+        .collect();
+    if views.iter().any(|s| matches!(s, Seen::InDoubt)) {
+        return Ok(None);
+    }
+    let commits = views.iter().filter(|s| s.committed()).count();
+    Ok(match commits {
+        0 => Some(false),
+        n if n == views.len() => Some(true),
+        _ => None,
+    })
+}
+
 /// Runs every check. `txs` are the transactions of the scenario (possibly all so far).
 pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
     let mut report = Report {

@@ -31,13 +31,17 @@
 //! be retried): that is the interesting variant for that role. For the coordinator, "before prepare" is "Prepares sent but never
 //! delivered", which the participants cannot tell apart from "never sent".
 //!
-//! Each role is one test (its own stack, rows run sequentially; the tests of this file are
+//! Each row asserts, besides every invariant: the outcome the row is about where the protocol
+//! fixes it ([`expected`]: a logged COMMIT is committed everywhere, no possible decision is
+//! aborted everywhere), that a client of a live coordinator got a final answer, and that a
+//! fresh transfer commits after the recovery (liveness). Each role is one test (its own stack,
+//! rows run sequentially; the tests of this file are
 //! serialised by a lock so two stacks never compete for the 2 cores), and each row is
 //! reported on its own line of the summary table.
 
 use std::time::{Duration, Instant};
 use twopc_tests::fault_proxy::{Action, Dir, FaultProxy, Rule};
-use twopc_tests::invariants::Told;
+use twopc_tests::invariants::{self, Told};
 use twopc_tests::reliability::{print_summary, Rig, Row};
 use twopc_tests::stack::{Binaries, StackOptions};
 use twopc_tests::util;
@@ -125,6 +129,32 @@ impl Point {
     }
 }
 
+/// The outcome a row is about, when the protocol fixes it: `Some(true)` when the COMMIT is
+/// logged (or both YES votes are bound to arrive before the prepare timeout) by the time of
+/// the crash, `Some(false)` when no decision can have been taken (presumed abort); `None` when
+/// the row races the crash against a held frame and either outcome is correct. Every row must
+/// also end atomic and honest (the invariant checker) and commit new work afterwards.
+fn expected(role: Role, point: Point) -> Option<bool> {
+    use Point::*;
+    match (role, point) {
+        (Role::Coordinator, BeforePrepare | PreparedVoteUnsent | VotedUndecided) => Some(false),
+        (Role::Coordinator, DecisionLogged | MidCommit | CommittedUnacked) => Some(true),
+        (_, DecisionLogged | MidCommit | CommittedUnacked) => Some(true),
+        // X's Prepare never reached it: X disconnected before voting, or (redis-server) X's
+        // process met a dead Redis until past the prepare timeout.
+        (_, BeforePrepare) => Some(false),
+        // redis-server: the ledger process had prepared and sent its vote before Redis died;
+        // the held vote arrives before the prepare timeout.
+        (Role::RedisServer, PreparedVoteUnsent) => Some(true),
+        // The vote is held while X's connection dies: the coordinator may see the
+        // disconnect (abort) or the vote (commit) first.
+        (_, PreparedVoteUnsent) => None,
+        // X voted YES and died; Y's held YES arrives before the timeout: commit, which X must
+        // apply after its restart.
+        (_, VotedUndecided) => Some(true),
+    }
+}
+
 /// (crashed link X, other link Y) for a participant role.
 fn links(rig: &Rig, role: Role) -> (&FaultProxy, &FaultProxy) {
     match role {
@@ -189,16 +219,22 @@ async fn seen(p: &FaultProxy, dir: Dir, ty: &str, n: u64, what: &str) -> Result<
     }
 }
 
-/// Drives one row up to and including the crash and the restart; returns what the client
-/// was told.
-async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told, String> {
+/// Drives one row up to and including the crash and the restart; returns the row's txid and
+/// what its client was told.
+async fn run_row(
+    rig: &mut Rig,
+    role: Role,
+    point: Point,
+    n: u64,
+) -> Result<(String, Told), String> {
     let (from, to) = if n.is_multiple_of(2) { (1, 2) } else { (2, 1) };
     let amount = 1 + (n % 5) as i64;
     if role == Role::Coordinator {
         if let Some(fp) = point.failpoint() {
             // Exact internal points: restart with the failpoint armed, let it abort itself.
             rig.restart_coordinator(&[fp]).await;
-            let (txid, h) = rig.spawn_transfer(from, to, amount);
+            let (tx, h) = rig.spawn_transfer(from, to, amount);
+            let txid = tx.txid.clone();
             let exited = tokio::task::block_in_place(|| {
                 rig.stack.coordinator.wait_exit(Duration::from_secs(20))
             });
@@ -207,12 +243,12 @@ async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or(Told::Unknown);
-            rig.record(txid, told);
+            rig.record(tx, told);
             if !exited {
                 return Err(format!("failpoint {fp} was not hit"));
             }
             restart(rig, role).await?;
-            return Ok(told);
+            return Ok((txid, told));
         }
         let (dir, ty) = match point {
             Point::BeforePrepare => (Dir::ToParticipant, "prepare"),
@@ -223,7 +259,8 @@ async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told
         rig.bank.add_rule(Rule::once(dir, ty, Action::Delay(HOLD)));
         rig.ledger
             .add_rule(Rule::once(dir, ty, Action::Delay(HOLD)));
-        let (txid, h) = rig.spawn_transfer(from, to, amount);
+        let (tx, h) = rig.spawn_transfer(from, to, amount);
+        let txid = tx.txid.clone();
         let r = async {
             seen(
                 &rig.bank,
@@ -249,10 +286,10 @@ async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told
             .ok()
             .and_then(Result::ok)
             .unwrap_or(Told::Unknown);
-        rig.record(txid, told);
+        rig.record(tx, told);
         restart(rig, role).await?;
         r?;
-        return Ok(told);
+        return Ok((txid, told));
     }
 
     // Participant roles.
@@ -309,7 +346,8 @@ async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told
             _ => x.add_rule(Rule::once(xd, xt, Action::Delay(HOLD))),
         }
     }
-    let (txid, h) = rig.spawn_transfer(from, to, amount);
+    let (tx, h) = rig.spawn_transfer(from, to, amount);
+    let txid = tx.txid.clone();
     let r = async {
         let (x, y) = links(rig, role);
         seen(
@@ -345,9 +383,9 @@ async fn run_row(rig: &mut Rig, role: Role, point: Point, n: u64) -> Result<Told
         .ok()
         .and_then(Result::ok)
         .unwrap_or(Told::Unknown);
-    rig.record(txid, told);
+    rig.record(tx, told);
     r?;
-    Ok(told)
+    Ok((txid, told))
 }
 
 async fn run_role(role: Role) {
@@ -375,7 +413,7 @@ async fn run_role(role: Role) {
         let live = rig.transfer(5, 6, 1).await;
         let mut violations = report.violations.len();
         let mut note = match &res {
-            Ok(told) => format!(
+            Ok((_, told)) => format!(
                 "client told {told:?}; settled {} ms",
                 report.settle.as_millis()
             ),
@@ -384,8 +422,44 @@ async fn run_role(role: Role) {
                 format!("ROW FAILED: {e}")
             }
         };
+        if let Ok((txid, told)) = &res {
+            let want = expected(role, point);
+            let rec = rig.txs.iter().find(|t| &t.txid == txid).cloned();
+            let got = rec
+                .ok_or_else(|| "row transaction not recorded".to_string())
+                .and_then(|rec| {
+                    tokio::task::block_in_place(|| {
+                        invariants::committed_everywhere(&rig.stack, &rig.check_opts, &rec)
+                    })
+                });
+            match (&got, want) {
+                (Ok(Some(c)), Some(w)) if *c != w => {
+                    violations += 1;
+                    note.push_str(&format!(
+                        "; VIOLATION outcome committed={c}, the row requires committed={w}"
+                    ));
+                }
+                (Ok(Some(_)), _) => {}
+                (Ok(None), _) => {
+                    violations += 1;
+                    note.push_str("; VIOLATION the row's transaction is not atomic");
+                }
+                (Err(e), _) => {
+                    violations += 1;
+                    note.push_str(&format!("; VIOLATION cannot read the outcome: {e}"));
+                }
+            }
+            // Only a crashed coordinator leaves its client without an answer.
+            if role != Role::Coordinator && !matches!(told, Told::Committed | Told::Aborted) {
+                violations += 1;
+                note.push_str(&format!(
+                    "; VIOLATION client got no final answer ({told:?}) from a live coordinator"
+                ));
+            }
+        }
         if live != Told::Committed {
-            note.push_str(&format!("; liveness transfer {live:?}"));
+            violations += 1;
+            note.push_str(&format!("; VIOLATION liveness transfer {live:?}"));
         }
         for v in &report.violations {
             note.push_str(&format!("; VIOLATION {v}"));
