@@ -1,13 +1,17 @@
 //! Network faults between the coordinator and the participants, through the WebSocket fault
 //! proxy (`twopc_tests::fault_proxy`) and the coordinator's own fault API (`POST /v1/faults`):
 //! lost, delayed, duplicated and reordered frames of every protocol type, partitions and
-//! cut connections. Each row runs transfers under its fault, heals, and checks every
-//! invariant (`twopc_tests::invariants`) over all transactions so far. One stack serves all
-//! rows (run sequentially); the summary table lists each row.
+//! cut connections. Each row runs transfers under its fault and asserts what it is about: that
+//! its fault demonstrably fired (counted by the proxies, or seen as a `fault_injected` event
+//! of the coordinator naming the row's transaction), the outcome its client must be told, and
+//! the recovery step it names (a re-sent Commit or Abort, an Abort reaching a prepared
+//! participant). Then it heals, checks every invariant (`twopc_tests::invariants`) over all
+//! transactions so far, and requires a fresh transfer to commit. One stack serves all rows
+//! (run sequentially); the summary table lists each row.
 
 use std::time::{Duration, Instant};
 use twopc_tests::fault_proxy::{Action, Dir, RandomFaults, Rule};
-use twopc_tests::invariants::Told;
+use twopc_tests::invariants::{Told, TxRecord};
 use twopc_tests::reliability::{print_summary, Rig, Row};
 use twopc_tests::stack::{Binaries, StackOptions};
 
@@ -72,55 +76,259 @@ async fn concurrent(rig: &mut Rig, n: u64, seed: u64) -> Vec<Told> {
         hs.push(rig.spawn_transfer(from, to, 1 + (k as i64 % 3)));
     }
     let mut out = Vec::new();
-    for (txid, h) in hs {
+    for (tx, h) in hs {
         let told = h.await.unwrap_or(Told::Unknown);
-        rig.record(txid, told);
+        rig.record(tx, told);
         out.push(told);
     }
     out
 }
 
-/// Runs one row; returns (faults injected, note).
-async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
+/// What a row did and whether it did what it says.
+struct RowResult {
+    /// Faults that demonstrably fired (counted by the proxies or seen in the coordinator's
+    /// event stream), not faults armed.
+    fired: u64,
+    /// What happened.
+    note: String,
+    /// Each way the row did not do what it says.
+    problems: Vec<String>,
+}
+
+impl RowResult {
+    fn new(fired: u64, note: String) -> RowResult {
+        RowResult {
+            fired,
+            note,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The fault fired at least `n` times.
+    fn fired_at_least(mut self, n: u64) -> RowResult {
+        if self.fired < n {
+            self.problems.push(format!(
+                "fault fired {} times, expected at least {n}",
+                self.fired
+            ));
+        }
+        self
+    }
+
+    /// The client was told `want`.
+    fn told(mut self, got: Told, want: Told) -> RowResult {
+        if got != want {
+            self.problems
+                .push(format!("client told {got:?}, the row expects {want:?}"));
+        }
+        self
+    }
+
+    /// A check of the row's own.
+    fn require(mut self, ok: bool, what: &str) -> RowResult {
+        if !ok {
+            self.problems.push(what.to_owned());
+        }
+        self
+    }
+}
+
+/// Frame faults and cuts counted by both proxies so far.
+fn proxy_faults(rig: &Rig) -> u64 {
+    rig.bank.stats().faults() + rig.ledger.stats().faults()
+}
+
+/// Collects the coordinator's `fault_injected` events of one run that name a transaction
+/// (the ones the driver publishes when an armed fault fires on a message).
+struct FaultEvents {
+    /// The transaction each event named.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultEvents {
+    async fn watch(coordinator_url: &str) -> FaultEvents {
+        use futures_util::StreamExt;
+        let url = format!(
+            "{}/v1/events",
+            coordinator_url.replacen("http://", "ws://", 1)
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("connect to the event stream");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                let Ok(text) = m.into_text() else { continue };
+                let Ok(ev) = serde_json::from_str::<twopc_protocol::Event>(&text) else {
+                    continue;
+                };
+                if let twopc_protocol::event::EventKind::FaultInjected { .. } = ev.kind {
+                    sink.lock().unwrap().push(ev.txid.map(|t| t.to_string()));
+                }
+            }
+        });
+        FaultEvents { seen, task }
+    }
+
+    /// Faults that fired on a message of `txid`.
+    fn fired_on(&self, txid: &str) -> u64 {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.as_deref() == Some(txid))
+            .count() as u64
+    }
+}
+
+impl Drop for FaultEvents {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs one transfer and returns its txid and what its client was told.
+async fn one(rig: &mut Rig, from: u64, to: u64, amount: i64) -> (String, Told) {
+    let (tx, h) = rig.spawn_transfer(from, to, amount);
+    let txid = tx.txid.clone();
+    let told = h.await.unwrap_or(Told::Unknown);
+    rig.record(tx, told);
+    (txid, told)
+}
+
+/// Whether every answer is a final one (a live coordinator owes one to every client).
+fn all_final(told: &[Told]) -> bool {
+    told.iter()
+        .all(|t| matches!(t, Told::Committed | Told::Aborted))
+}
+
+/// Runs one row.
+async fn run(rig: &mut Rig, f: Fault) -> RowResult {
     let ps = |d, t: &str, a| Rule::once(d, t, a);
+    let f0 = proxy_faults(rig);
+    let fired = |rig: &Rig| proxy_faults(rig) - f0;
     match f {
         Fault::DropPrepareToBank => {
             rig.bank
                 .add_rule(ps(Dir::ToParticipant, "prepare", Action::Drop));
             let t = rig.transfer(1, 2, 1).await;
-            (
-                1,
-                format!("told {t:?} (expected Aborted by prepare timeout)"),
-            )
+            RowResult::new(fired(rig), format!("told {t:?} by the prepare timeout"))
+                .fired_at_least(1)
+                .told(t, Told::Aborted)
         }
         Fault::DropVoteFromLedger => {
             rig.ledger
                 .add_rule(ps(Dir::ToCoordinator, "vote", Action::Drop));
+            let aborts = rig.ledger.seen(Dir::ToParticipant, "abort");
             let t = rig.transfer(2, 3, 1).await;
-            (
-                1,
-                format!("told {t:?}; the ledger held a prepared tx and asked"),
+            let abort_sent = rig
+                .ledger
+                .wait_seen(
+                    Dir::ToParticipant,
+                    "abort",
+                    aborts + 1,
+                    Duration::from_secs(10),
+                )
+                .await;
+            RowResult::new(
+                fired(rig),
+                format!("told {t:?}; the prepared ledger got the Abort: {abort_sent}"),
             )
+            .fired_at_least(1)
+            .told(t, Told::Aborted)
+            .require(abort_sent, "the ledger, prepared, never got an Abort")
         }
         Fault::DropCommitToBank => {
             rig.bank
                 .add_rule(ps(Dir::ToParticipant, "commit", Action::Drop));
+            let commits = rig.bank.seen(Dir::ToParticipant, "commit");
             let t = rig.transfer(3, 4, 1).await;
-            (1, format!("told {t:?}; commit re-sent"))
+            let resent = rig
+                .bank
+                .wait_seen(
+                    Dir::ToParticipant,
+                    "commit",
+                    commits + 2,
+                    Duration::from_secs(10),
+                )
+                .await;
+            RowResult::new(fired(rig), format!("told {t:?}; Commit re-sent: {resent}"))
+                .fired_at_least(1)
+                .told(t, Told::Committed)
+                .require(resent, "the lost Commit was not re-sent")
         }
         Fault::DropAckFromLedger => {
             rig.ledger
                 .add_rule(ps(Dir::ToCoordinator, "ack", Action::Drop));
+            let commits = rig.ledger.seen(Dir::ToParticipant, "commit");
             let t = rig.transfer(4, 5, 1).await;
-            (1, format!("told {t:?}; commit re-sent, already_applied"))
+            let resent = rig
+                .ledger
+                .wait_seen(
+                    Dir::ToParticipant,
+                    "commit",
+                    commits + 2,
+                    Duration::from_secs(10),
+                )
+                .await;
+            RowResult::new(
+                fired(rig),
+                format!("told {t:?}; Commit re-sent after the lost Ack: {resent}"),
+            )
+            .fired_at_least(1)
+            .told(t, Told::Committed)
+            .require(resent, "the Commit whose Ack was lost was not re-sent")
         }
         Fault::DropAbortToLedger => {
-            // A NO vote from the bank (account 1 cannot go below 0) makes an abort; the
-            // ledger's Abort is lost and must be re-sent.
+            // The bank votes NO (account 1 cannot go a million below 0) while the ledger, whose
+            // debit is small and has no floor, prepares and votes YES: the abort must reach a
+            // prepared ledger, and its first Abort is lost.
             rig.ledger
                 .add_rule(ps(Dir::ToParticipant, "abort", Action::Drop));
-            let t = rig.transfer(1, 2, 1_000_000).await;
-            (1, format!("told {t:?} (expected Aborted: NO vote)"))
+            let aborts = rig.ledger.seen(Dir::ToParticipant, "abort");
+            let txid = rig.next_txid();
+            let body = serde_json::json!({
+                "id": txid,
+                "participants": {
+                    "bank": {"sql": [
+                        {"query": "UPDATE accounts SET balance = balance - 1000000 WHERE id = 1"},
+                        {"query": "UPDATE accounts SET balance = balance + 1000000 WHERE id = 2"},
+                    ]},
+                    "ledger": {"redis": [
+                        {"op": "incrby", "key": "balance:1", "by": -1},
+                        {"op": "incrby", "key": "balance:2", "by": 1},
+                    ]},
+                }
+            });
+            let t = rig.spawn_post(body).await.unwrap_or(Told::Unknown);
+            rig.txs.push(
+                TxRecord::other(txid, t)
+                    .pg_move(1, -1_000_000)
+                    .pg_move(2, 1_000_000)
+                    .redis_move(1, -1)
+                    .redis_move(2, 1),
+            );
+            let resent = rig
+                .ledger
+                .wait_seen(
+                    Dir::ToParticipant,
+                    "abort",
+                    aborts + 2,
+                    Duration::from_secs(10),
+                )
+                .await;
+            RowResult::new(
+                fired(rig),
+                format!("told {t:?} (bank NO, ledger YES); Abort re-sent: {resent}"),
+            )
+            .fired_at_least(1)
+            .told(t, Told::Aborted)
+            .require(
+                resent,
+                "the lost Abort to the prepared ledger was not re-sent",
+            )
         }
         Fault::DuplicatePrepares => {
             rig.bank
@@ -128,7 +336,9 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
             rig.ledger
                 .add_rule(ps(Dir::ToParticipant, "prepare", Action::Duplicate));
             let t = rig.transfer(5, 6, 1).await;
-            (2, format!("told {t:?}"))
+            RowResult::new(fired(rig), format!("told {t:?}"))
+                .fired_at_least(2)
+                .told(t, Told::Committed)
         }
         Fault::DuplicateCommitsAndAcks => {
             rig.bank
@@ -136,7 +346,9 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
             rig.ledger
                 .add_rule(ps(Dir::ToCoordinator, "ack", Action::Duplicate));
             let t = rig.transfer(6, 1, 1).await;
-            (2, format!("told {t:?}"))
+            RowResult::new(fired(rig), format!("told {t:?}"))
+                .fired_at_least(2)
+                .told(t, Told::Committed)
         }
         Fault::DuplicateVotes => {
             rig.bank
@@ -144,7 +356,9 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
             rig.ledger
                 .add_rule(ps(Dir::ToCoordinator, "vote", Action::Duplicate));
             let t = rig.transfer(1, 3, 1).await;
-            (2, format!("told {t:?}"))
+            RowResult::new(fired(rig), format!("told {t:?}"))
+                .fired_at_least(2)
+                .told(t, Told::Committed)
         }
         Fault::LateVoteAfterTimeout => {
             // The vote arrives after the 3 s prepare timeout: the abort stands.
@@ -155,7 +369,12 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
             ));
             let t = rig.transfer(2, 4, 1).await;
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            (1, format!("told {t:?} (expected Aborted)"))
+            RowResult::new(
+                fired(rig),
+                format!("told {t:?}; the late YES changed nothing"),
+            )
+            .fired_at_least(1)
+            .told(t, Told::Aborted)
         }
         Fault::DelayCommit => {
             rig.ledger.add_rule(ps(
@@ -164,7 +383,9 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                 Action::Delay(Duration::from_millis(1500)),
             ));
             let t = rig.transfer(3, 5, 1).await;
-            (1, format!("told {t:?}"))
+            RowResult::new(fired(rig), format!("told {t:?}"))
+                .fired_at_least(1)
+                .told(t, Told::Committed)
         }
         Fault::ReorderEverything => {
             for p in [&rig.bank, &rig.ledger] {
@@ -178,8 +399,13 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                 }
             }
             let told = concurrent(rig, 6, 11).await;
-            let s = rig.bank.stats().reordered + rig.ledger.stats().reordered;
-            (s, format!("told {told:?}"))
+            let reordered = rig.bank.stats().reordered + rig.ledger.stats().reordered;
+            RowResult::new(
+                fired(rig),
+                format!("told {told:?}; {reordered} frames reordered"),
+            )
+            .fired_at_least(1)
+            .require(all_final(&told), "a client got no final answer")
         }
         Fault::PartitionLedgerInPhase1 => {
             rig.ledger.add_rule(ps(
@@ -187,14 +413,16 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                 "prepare",
                 Action::Delay(Duration::from_millis(500)),
             ));
-            let (txid, h) = rig.spawn_transfer(4, 6, 1);
+            let (tx, h) = rig.spawn_transfer(4, 6, 1);
             tokio::time::sleep(Duration::from_millis(100)).await;
             rig.ledger.partition();
             let t = h.await.unwrap_or(Told::Unknown);
-            rig.record(txid, t);
+            rig.record(tx, t);
             tokio::time::sleep(Duration::from_millis(500)).await;
             rig.ledger.heal();
-            (1, format!("told {t:?} (expected Aborted)"))
+            RowResult::new(fired(rig), format!("told {t:?}"))
+                .fired_at_least(1)
+                .told(t, Told::Aborted)
         }
         Fault::PartitionBankInPhase2 => {
             rig.bank.add_rule(ps(
@@ -202,9 +430,10 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                 "commit",
                 Action::Delay(Duration::from_millis(1000)),
             ));
-            let (txid, h) = rig.spawn_transfer(5, 1, 1);
             let before = rig.bank.seen(Dir::ToParticipant, "commit");
-            rig.bank
+            let (tx, h) = rig.spawn_transfer(5, 1, 1);
+            let in_phase2 = rig
+                .bank
                 .wait_seen(
                     Dir::ToParticipant,
                     "commit",
@@ -214,13 +443,19 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                 .await;
             rig.bank.partition();
             let t = h.await.unwrap_or(Told::Unknown);
-            rig.record(txid, t);
+            rig.record(tx, t);
             tokio::time::sleep(Duration::from_millis(2500)).await;
             rig.bank.heal();
-            (
-                1,
+            RowResult::new(
+                fired(rig),
                 format!("told {t:?} while the bank was cut off; healed after 2.5 s"),
             )
+            .require(
+                in_phase2,
+                "the bank's Commit was never sent (not in phase 2)",
+            )
+            .fired_at_least(1)
+            .told(t, Told::Committed)
         }
         Fault::CutConnectionsUnderLoad => {
             let mut hs = Vec::new();
@@ -233,12 +468,14 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
             let mut told = Vec::new();
-            for (txid, h) in hs {
+            for (tx, h) in hs {
                 let t = h.await.unwrap_or(Told::Unknown);
-                rig.record(txid, t);
+                rig.record(tx, t);
                 told.push(t);
             }
-            (6, format!("told {told:?}"))
+            RowResult::new(fired(rig), format!("told {told:?}"))
+                .fired_at_least(1)
+                .require(all_final(&told), "a client got no final answer")
         }
         Fault::DropDecisionRequests => {
             // The ledger's vote is lost, so it holds a prepared tx and asks; its first two
@@ -251,24 +488,43 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                 action: Action::Drop,
                 times: 2,
             });
+            let asked = rig.ledger.seen(Dir::ToCoordinator, "decision_request");
             let t = rig.transfer(6, 2, 1).await;
-            (3, format!("told {t:?}"))
+            let asked = rig.ledger.seen(Dir::ToCoordinator, "decision_request") - asked;
+            RowResult::new(
+                fired(rig),
+                format!("told {t:?}; the ledger asked {asked} times while in doubt"),
+            )
+            // The vote and at least one decision request.
+            .fired_at_least(2)
+            .told(t, Told::Aborted)
         }
         Fault::ApiDropNextCommit => {
+            let events = FaultEvents::watch(&rig.stack.coordinator_url).await;
             rig.coordinator_fault(serde_json::json!({"fault": "drop_next", "participant": "ledger", "msg_type": "commit"}))
                 .await;
-            let t = rig.transfer(2, 5, 1).await;
-            (1, format!("told {t:?}"))
+            let (txid, t) = one(rig, 2, 5, 1).await;
+            let n = events.fired_on(&txid);
+            RowResult::new(
+                n,
+                format!("told {t:?}; the coordinator dropped {n} Commit(s)"),
+            )
+            .fired_at_least(1)
+            .told(t, Told::Committed)
         }
         Fault::ApiDelayNextPrepare => {
+            let events = FaultEvents::watch(&rig.stack.coordinator_url).await;
             rig.coordinator_fault(serde_json::json!({"fault": "delay_next", "participant": "bank", "ms": 4000, "msg_type": "prepare"}))
                 .await;
-            let t = rig.transfer(3, 6, 1).await;
+            let (txid, t) = one(rig, 3, 6, 1).await;
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            (
-                1,
-                format!("told {t:?} (expected Aborted: prepare arrives after the timeout)"),
+            let n = events.fired_on(&txid);
+            RowResult::new(
+                n,
+                format!("told {t:?}: the Prepare left after the prepare timeout"),
             )
+            .fired_at_least(1)
+            .told(t, Told::Aborted)
         }
         Fault::ApiPartitionHeal => {
             rig.coordinator_fault(serde_json::json!({"fault": "partition", "participant": "bank"}))
@@ -276,10 +532,13 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
             let t = rig.transfer(4, 1, 1).await;
             rig.coordinator_fault(serde_json::json!({"fault": "heal", "participant": "bank"}))
                 .await;
-            (
-                1,
-                format!("told {t:?} while partitioned (expected Aborted)"),
+            // Without the partition this transfer commits; its abort is the fault's effect.
+            RowResult::new(
+                u64::from(t == Told::Aborted),
+                format!("told {t:?} while partitioned"),
             )
+            .fired_at_least(1)
+            .told(t, Told::Aborted)
         }
         Fault::RandomMix => {
             for (i, p) in [&rig.bank, &rig.ledger].into_iter().enumerate() {
@@ -292,11 +551,11 @@ async fn run(rig: &mut Rig, f: Fault) -> (u64, String) {
                     reorder: 0.05,
                 }));
             }
-            let f0 = rig.bank.stats().faults() + rig.ledger.stats().faults();
             let told = concurrent(rig, 12, 5).await;
-            let f1 = rig.bank.stats().faults() + rig.ledger.stats().faults();
             let c = told.iter().filter(|t| **t == Told::Committed).count();
-            (f1 - f0, format!("{c}/12 committed"))
+            RowResult::new(fired(rig), format!("{c}/12 committed"))
+                .fired_at_least(1)
+                .require(all_final(&told), "a client got no final answer")
         }
     }
 }
@@ -321,7 +580,14 @@ async fn network_faults() {
     for f in ALL {
         let t0 = Instant::now();
         eprintln!("--- network fault row {f:?}");
-        let (faults, mut note) = run(&mut rig, f).await;
+        let RowResult {
+            fired: faults,
+            mut note,
+            problems,
+        } = run(&mut rig, f).await;
+        for p in &problems {
+            note.push_str(&format!("; ROW FAILED: {p}"));
+        }
         // Heal: no more faults, connections allowed.
         for p in [&rig.bank, &rig.ledger] {
             p.clear();
@@ -334,13 +600,17 @@ async fn network_faults() {
         }
         let live = rig.transfer(1, 2, 1).await;
         if live != Told::Committed {
-            note.push_str(&format!("; liveness transfer after healing {live:?}"));
+            note.push_str(&format!(
+                "; VIOLATION liveness transfer after healing {live:?}"
+            ));
         }
         rows.push(Row {
             name: format!("{f:?}"),
             faults,
             txs: report.transactions,
-            violations: report.violations.len() + usize::from(live != Told::Committed),
+            violations: report.violations.len()
+                + problems.len()
+                + usize::from(live != Told::Committed),
             ms: t0.elapsed().as_millis(),
             note,
         });
