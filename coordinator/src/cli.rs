@@ -76,6 +76,17 @@ pub struct LoadArgs {
     /// No progress bar (for logs and CI).
     #[arg(long)]
     quiet: bool,
+    /// Exit with status 1 when more than this share (0..=1) of the transactions did not
+    /// commit (aborted, no final answer, or an HTTP error). The default 1 only reports.
+    #[arg(long, default_value_t = 1.0, value_parser = share)]
+    max_abort_rate: f64,
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
 }
 
 fn http() -> reqwest::Client {
@@ -328,5 +339,17 @@ pub async fn load(a: LoadArgs) -> CliResult {
         percentile(&every, 99.0),
         every.last().copied().unwrap_or(0.0)
     );
+    let committed = all.iter().filter(|(o, _)| o == "committed").count();
+    let not_committed = all.len() - committed;
+    let rate = not_committed as f64 / all.len().max(1) as f64;
+    if rate > a.max_abort_rate {
+        eprintln!(
+            "{not_committed} of {} transactions did not commit ({:.1} %), more than --max-abort-rate {}",
+            all.len(),
+            rate * 100.0,
+            a.max_abort_rate
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -305,7 +305,8 @@ fn run_script(script: &str) -> String {
 #[test]
 fn scenarios() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    // Only an explicit UPDATE_GOLDEN=1 rewrites (UPDATE_GOLDEN=0 or an empty value does not).
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
     let mut count = 0;
     let mut entries: Vec<_> = std::fs::read_dir(&dir)

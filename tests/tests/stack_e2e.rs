@@ -103,31 +103,47 @@ async fn bank_transfers_are_atomic_across_postgres_and_redis() {
         "0"
     );
 
-    // The CLI load generator over the same stack; afterwards both stores agree and money is
-    // conserved.
-    let out = Command::new(bins().coordinator)
-        .args([
-            "load",
-            "--url",
-            &stack.coordinator_url,
-            "-n",
-            "200",
-            "-c",
-            "4",
-            "--accounts",
-            "4",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The CLI load generator over the same stack. One client: nothing conflicts, so every
+    // transfer must commit (the load command exits non-zero otherwise).
+    let load = |n: &str, clients: &str, max_abort_rate: &str| {
+        let out = Command::new(bins().coordinator)
+            .args([
+                "load",
+                "--url",
+                &stack.coordinator_url,
+                "-n",
+                n,
+                "-c",
+                clients,
+                "--accounts",
+                "4",
+                "--quiet",
+                "--max-abort-rate",
+                max_abort_rate,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), text, err)
+    };
+    let (ok, text, err) = load("100", "1", "0");
     assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ok,
+        "one client, no conflicts: every transfer commits\n{text}\n{err}"
     );
+    assert!(text.contains("100 transactions"), "{text}");
+    assert!(
+        text.contains("committed") && !text.contains("aborted"),
+        "{text}"
+    );
+    // Four clients on four accounts: transfers of the same accounts conflict, and today a
+    // conflicting Prepare is refused instead of waiting (the Contention issue), so only the
+    // safety of the outcome is checked here: both stores agree and money is conserved.
+    let (ok, text, err) = load("200", "4", "1");
+    assert!(ok, "{text}\n{err}");
     assert!(text.contains("200 transactions"), "{text}");
-    assert!(text.contains("committed"), "{text}");
+    println!("{text}");
     let pg = stack.pg_balances().unwrap();
     assert_eq!(pg.iter().map(|(_, b)| b).sum::<i64>(), 400, "{pg:?}");
     for (id, b) in &pg {
