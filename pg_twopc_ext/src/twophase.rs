@@ -98,7 +98,12 @@ pub fn prepare(
     boundary::refuse_in_client_mode("twopc.prepare()")?;
     let gid = check_preparable(gid, c"twopc.prepare()")?;
     check_no_temp_objects()?;
-    track(gid, coordinator, global_id)?;
+    let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
+    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
+    if gid_prepared_here(&cgid) {
+        return Err(TwopcError::GidInUse { gid: gid.into() });
+    }
+    track(gid, coordinator.as_deref(), global_id.as_deref())?;
     mark_for_prepare(gid)?;
     Ok(gid.to_owned())
 }
@@ -149,10 +154,12 @@ pub fn run_and_prepare(
         Some(GidState::Aborted) => return Ok(RunOutcome::AlreadyAborted),
         None => {}
     }
+    let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
     let role = client_role_oid(client_role.unwrap_or(""))?;
     // First, so that a transaction that fails from here on leaves a dead tracking row:
-    // gid_state() then answers "aborted" to a late repeat of the same Prepare.
-    track(gid, coordinator, global_id)?;
+    // gid_state() then answers "aborted" to a late repeat of the same Prepare. (gid_state()
+    // has just looked the gid up among the prepared transactions.)
+    track(gid, coordinator.as_deref(), global_id.as_deref())?;
     crate::client::run(role, stmts)?;
     check_no_temp_objects()?;
     mark_for_prepare(gid)?;
@@ -239,19 +246,15 @@ fn check_no_temp_objects() -> Result<()> {
 }
 
 /// Writes the tracking row of `gid` into the current transaction, refusing a gid that is in
-/// use or already committed.
+/// use or already committed. The caller has reconciled the identity with the gid and checked
+/// that no prepared transaction holds it.
 fn track(gid: &str, coordinator: Option<&str>, global_id: Option<&str>) -> Result<()> {
-    let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
-    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
-    if gid_prepared_here(&cgid) {
-        return Err(TwopcError::GidInUse { gid: gid.into() });
-    }
     // The unique gid index flags another live or in-progress tracking row without waiting for
     // it (a committed earlier use of the gid, a session preparing the same gid right now, or a
     // prepared transaction the shared-memory lookup above cannot see); only then are the rows
     // read to say which refusal applies. Dead rows (rolled back, or deleted by a committed
     // twopc.forget()) never conflict.
-    if !tracking::insert_tracking(gid, global_id.as_deref(), coordinator.as_deref())? {
+    if !tracking::insert_tracking(gid, global_id, coordinator)? {
         check_gid_reuse(gid)?;
     }
     Ok(())
