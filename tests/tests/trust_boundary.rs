@@ -215,6 +215,25 @@ async fn probe(rig: &mut Rig, url: &str, after: &str) -> Result<(), String> {
     }
 }
 
+/// Accounts 1 and 2 (the ones every case moves) hold the same balance in both stores.
+fn stores_agree(rig: &Rig) -> Result<(), String> {
+    let pg = rig.stack.pg_balances().map_err(|e| e.to_string())?;
+    let mut con = redis::Client::open(rig.stack.redis.url())
+        .and_then(|c| c.get_connection())
+        .map_err(|e| e.to_string())?;
+    for id in [1u32, 2] {
+        let p = pg.iter().find(|(a, _)| *a == id).map(|(_, b)| *b);
+        let r: Option<i64> = redis::cmd("GET")
+            .arg(format!("balance:{id}"))
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        if p != r {
+            return Err(format!("account {id}: postgres {p:?}, redis {r:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// Prepared transactions in Postgres that no client transaction of this test owns.
 fn foreign_prepared(rig: &Rig) -> String {
     rig.stack
@@ -267,6 +286,18 @@ async fn client_sql_cannot_break_atomicity() {
         let foreign = foreign_prepared(&rig);
         if !foreign.is_empty() {
             bad.push(format!("{name}: left prepared {foreign}"));
+        }
+        // Wait for its own transaction to settle before comparing the stores.
+        let (_, settle) = tokio::task::block_in_place(|| {
+            twopc_tests::invariants::wait_settled(&rig.stack, Duration::from_secs(10))
+        });
+        if !settle.is_empty() {
+            bad.push(format!("{name}: {settle:?}"));
+        }
+        if let Err(e) = tokio::task::block_in_place(|| stores_agree(&rig)) {
+            bad.push(format!(
+                "{name}: the stores disagree ({e}); client told {told:?}"
+            ));
         }
         if let Err(e) = probe(&mut rig, &url, name).await {
             bad.push(e);
