@@ -39,13 +39,30 @@
 //! * **In doubt.** `pg_prepared_xacts` is the source of truth: every twopc gid in this database
 //!   is reported with the coordinator and txid parsed back out of it, also right after a
 //!   crash and restart of PostgreSQL.
+//!
+//! # Layout
+//!
+//! * this file: [`PgConfig`], [`PgResource`] (the [`Resource`] implementation) and [`run`].
+//! * `pool`: connections, their session settings and prepared-statement caches.
+//! * `screen`: the fast early refusal of obvious transaction control ([`refuse_statement`]).
+//! * `tombstones`: txids voted NO or aborted unknown.
+//! * `pg_error`: how Postgres's errors become NO reasons and error replies.
 
+mod pg_error;
+mod pool;
+mod screen;
+mod tombstones;
+
+pub use screen::refuse_statement;
+
+use pg_error::{describe, reason};
+use pool::{Conn, Pool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::NoTls;
+use tombstones::Tombstones;
 use twopc_participant::{
     OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource, Server, ServerConfig,
 };
@@ -95,169 +112,15 @@ const RUN_AND_PREPARE: &str =
 /// replaced rather than reused.
 const LOST_STATEMENT_CLASS: &str = "26";
 
-/// Most prepared statements cached per connection before the cache is cleared.
-const STATEMENT_CACHE: usize = 256;
-
-/// A pooled connection with its prepared-statement cache: after the first use, a statement
-/// costs one round trip instead of two (no Parse/Describe).
-struct Conn {
-    client: Client,
-    statements: HashMap<String, Statement>,
-    /// Its session can no longer be trusted to be clean and idle: dropped, not pooled.
-    broken: bool,
-}
-
-impl Conn {
-    async fn statement(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self.client.prepare(sql).await?;
-        if self.statements.len() >= STATEMENT_CACHE {
-            self.statements.clear();
-        }
-        self.statements.insert(sql.to_owned(), s.clone());
-        Ok(s)
-    }
-
-    async fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
-        let st = self.statement(sql).await?;
-        self.client.query_opt(&st, params).await
-    }
-
-    async fn query(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let st = self.statement(sql).await?;
-        self.client.query(&st, params).await
-    }
-}
-
 /// The participant's view of one PostgreSQL database.
 pub struct PgResource {
     cfg: PgConfig,
-    idle: Mutex<Vec<Conn>>,
+    pool: Pool,
     /// gids this process prepared, by txid: Commit and Abort carry only the txid, and this
     /// spares them a scan of pg_prepared_xacts. Lost on restart, then the scan is the fallback.
     gids: std::sync::Mutex<HashMap<TxId, String>>,
-    /// Txids this process voted NO on or was told to abort: a late or duplicated Prepare for
-    /// one of them (a delayed frame, a retransmission) votes NO instead of preparing work the
-    /// coordinator has already given up on. Bounded; lost on restart, when the coordinator's
-    /// answer to a late YES (abort) still resolves it.
-    tombstones: std::sync::Mutex<(
-        std::collections::HashSet<TxId>,
-        std::collections::VecDeque<TxId>,
-    )>,
-}
-
-/// Why a NO: Postgres's error, with the number of the client statement that failed first
-/// (the extension's message starts with "statement N failed: ").
-fn reason(e: &tokio_postgres::Error) -> String {
-    let described = describe(e);
-    let Some(db) = e.as_db_error() else {
-        return described;
-    };
-    match db.message().split_once(": ") {
-        Some((head, rest)) if head.starts_with("statement ") && head.ends_with(" failed") => {
-            let mut s = format!("{head}: {} {}: {rest}", db.severity(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(" ({d})"));
-            }
-            s
-        }
-        _ => format!("prepare failed: {described}"),
-    }
-}
-
-/// Postgres's error, the way a NO vote reports it: severity, SQLSTATE, message and detail.
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(" ({d})"));
-            }
-            s
-        }
-        None => e.to_string(),
-    }
-}
-
-/// The first keyword of a statement, skipping whitespace and comments the way PostgreSQL's
-/// lexer does (block comments nest; a line comment ends at `\n` or `\r`), upper-cased.
-/// Only a fast early error rests on this: what a statement may do is enforced inside
-/// PostgreSQL.
-fn first_keyword(sql: &str) -> String {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.find(['\n', '\r']).map_or("", |i| &r[i + 1..]);
-        } else if rest.starts_with("/*") {
-            rest = skip_block_comment(rest);
-        } else {
-            break;
-        }
-    }
-    rest.chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase()
-}
-
-/// What follows the (nested) block comment `s` starts with; "" when it never ends.
-fn skip_block_comment(s: &str) -> &str {
-    let b = s.as_bytes();
-    let (mut depth, mut i) = (0usize, 0usize);
-    while i + 1 < b.len() {
-        match (b[i], b[i + 1]) {
-            (b'/', b'*') => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                depth -= 1;
-                i += 2;
-                if depth == 0 {
-                    return &s[i..];
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    ""
-}
-
-/// Why a statement may not run inside a participant transaction, if it may not.
-pub fn refuse_statement(sql: &str) -> Option<String> {
-    let kw = first_keyword(sql);
-    const CONTROL: &[&str] = &[
-        "BEGIN",
-        "START",
-        "COMMIT",
-        "END",
-        "ROLLBACK",
-        "ABORT",
-        "SAVEPOINT",
-        "RELEASE",
-        "PREPARE",
-        "VACUUM",
-    ];
-    if kw.is_empty() {
-        return Some("empty statement".into());
-    }
-    if CONTROL.contains(&kw.as_str()) {
-        return Some(format!(
-            "{kw} is not allowed in a participant transaction: the coordinator decides how it ends"
-        ));
-    }
-    None
+    /// See [`tombstones`].
+    tombstones: Tombstones,
 }
 
 fn now_ms() -> u64 {
@@ -267,100 +130,27 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Most tombstones kept (oldest forgotten first).
-const MAX_TOMBSTONES: usize = 100_000;
-
 impl PgResource {
-    fn tombstone(&self, txid: &TxId) {
-        let mut t = self.tombstones.lock().expect("tombstones");
-        if t.0.insert(txid.clone()) {
-            t.1.push_back(txid.clone());
-            while t.1.len() > MAX_TOMBSTONES {
-                if let Some(old) = t.1.pop_front() {
-                    t.0.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn is_tombstoned(&self, txid: &TxId) -> bool {
-        self.tombstones.lock().expect("tombstones").0.contains(txid)
-    }
-
     /// A resource for the database `cfg.conninfo` points at. Connects lazily.
     pub fn new(cfg: PgConfig) -> Self {
         PgResource {
+            pool: Pool::new(cfg.clone()),
             cfg,
-            idle: Mutex::new(Vec::new()),
             gids: std::sync::Mutex::new(HashMap::new()),
-            tombstones: std::sync::Mutex::new(Default::default()),
-        }
-    }
-
-    async fn connect(&self) -> Result<Conn, ParticipantError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.conninfo, NoTls)
-            .await
-            .map_err(|e| {
-                ParticipantError::resource(format!(
-                    "cannot connect to PostgreSQL: {}",
-                    describe(&e)
-                ))
-            })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        // Asynchronous commit only affects this session's *ordinary* commits: the decision
-        // and history bookkeeping. PREPARE TRANSACTION and COMMIT PREPARED flush the WAL
-        // unconditionally (twophase.c: "nor is there any support for async commit of a
-        // prepared xact"), so every YES vote and every acknowledged commit stays durable, and
-        // a commit's outcome is recoverable from its tracking row anyway.
-        // Timeouts are session settings so that no transaction pays for SET LOCAL statements;
-        // they bound the lock waits and statements of every transaction on this connection.
-        let settings = format!(
-            "SET synchronous_commit = off; SET lock_timeout = {}; SET statement_timeout = {}",
-            self.cfg.lock_timeout.as_millis(),
-            self.cfg.statement_timeout.as_millis()
-        );
-        client
-            .batch_execute(&settings)
-            .await
-            .map_err(|e| ParticipantError::resource(describe(&e)))?;
-        Ok(Conn {
-            client,
-            statements: HashMap::new(),
-            broken: false,
-        })
-    }
-
-    async fn checkout(&self) -> Result<Conn, ParticipantError> {
-        while let Some(c) = self.idle.lock().await.pop() {
-            if !c.client.is_closed() {
-                return Ok(c);
-            }
-        }
-        self.connect().await
-    }
-
-    async fn checkin(&self, c: Conn) {
-        if c.broken || c.client.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().await;
-        if idle.len() < self.cfg.pool_size {
-            idle.push(c);
+            tombstones: Tombstones::default(),
         }
     }
 
     /// Checks that the database is reachable and the extension installed.
     pub async fn ping(&self) -> Result<(), ParticipantError> {
-        let c = self.checkout().await?;
+        let c = self.pool.checkout().await?;
         c.client
             .query_one("SELECT twopc.protocol_version()", &[])
             .await
             .map_err(|e| {
                 ParticipantError::resource(format!("pg_twopc_ext not usable: {}", describe(&e)))
             })?;
-        self.checkin(c).await;
+        self.pool.checkin(c).await;
         Ok(())
     }
 
@@ -534,9 +324,9 @@ impl PgResource {
     }
 
     async fn finish(&self, txid: &TxId, decision: Decision) -> Result<AckResult, ParticipantError> {
-        let mut c = self.checkout().await?;
+        let mut c = self.pool.checkout().await?;
         let result = self.finish_on(&mut c, txid, decision).await;
-        self.checkin(c).await;
+        self.pool.checkin(c).await;
         if result.is_ok() {
             self.gids.lock().expect("gid cache").remove(txid);
         }
@@ -588,7 +378,7 @@ impl PgResource {
             None => AckResult::NotPrepared,
         };
         if decision == Decision::Abort && result == AckResult::NotPrepared {
-            self.tombstone(txid);
+            self.tombstones.insert(txid);
         }
         Ok(result)
     }
@@ -614,7 +404,7 @@ impl Resource for PgResource {
         if stmts.is_empty() {
             return Ok(PrepareOutcome::ReadOnly);
         }
-        if self.is_tombstoned(txid) {
+        if self.tombstones.contains(txid) {
             return Ok(PrepareOutcome::No {
                 reason: format!(
                     "transaction {txid} was already aborted here (late or repeated prepare)"
@@ -625,18 +415,18 @@ impl Resource for PgResource {
         // inside PostgreSQL (run_and_prepare), not by reading its text.
         for (i, s) in stmts.iter().enumerate() {
             if let Some(why) = refuse_statement(&s.query) {
-                self.tombstone(txid);
+                self.tombstones.insert(txid);
                 return Ok(PrepareOutcome::No {
                     reason: format!("statement {} refused: {why}", i + 1),
                 });
             }
         }
         let gid = format_gid(coordinator, txid);
-        let mut c = self.checkout().await?;
+        let mut c = self.pool.checkout().await?;
         let r = self
             .run_and_prepare(&mut c, &gid, coordinator, txid, stmts, timeout)
             .await;
-        self.checkin(c).await;
+        self.pool.checkin(c).await;
         match r? {
             Ok(()) => {
                 self.gids
@@ -646,7 +436,7 @@ impl Resource for PgResource {
                 Ok(PrepareOutcome::Yes)
             }
             Err(reason) => {
-                self.tombstone(txid);
+                self.tombstones.insert(txid);
                 Ok(PrepareOutcome::No { reason })
             }
         }
@@ -694,7 +484,7 @@ impl Resource for PgResource {
     }
 
     async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {
-        let mut c = self.checkout().await?;
+        let mut c = self.pool.checkout().await?;
         let rows = c
             .query(
                 "SELECT gid, (extract(epoch FROM prepared) * 1000)::bigint \
@@ -703,7 +493,7 @@ impl Resource for PgResource {
             )
             .await
             .map_err(|e| ParticipantError::resource(describe(&e)));
-        self.checkin(c).await;
+        self.pool.checkin(c).await;
         let now = now_ms();
         Ok(rows?
             .iter()
@@ -732,36 +522,4 @@ pub async fn run(
     on_ready(running.local_addr());
     shutdown.await;
     running.shutdown().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transaction_control_is_refused() {
-        for s in [
-            "COMMIT",
-            "  commit;",
-            "-- c\nROLLBACK",
-            "/* x */ savepoint a",
-            "/* /* */ SELECT */ COMMIT",
-            "-- x\rROLLBACK /*\nSELECT */",
-            "-- x\rSAVEPOINT s /*\nSELECT */",
-            "prepare transaction 'x'",
-            "BEGIN",
-            "end",
-            "",
-        ] {
-            assert!(refuse_statement(s).is_some(), "{s:?}");
-        }
-        for s in [
-            "UPDATE t SET a = 1",
-            "select 1",
-            "insert into x values (1)",
-            "WITH a AS (SELECT 1) SELECT * FROM a",
-        ] {
-            assert_eq!(refuse_statement(s), None, "{s:?}");
-        }
-    }
 }

@@ -1,0 +1,34 @@
+//! Postgres's errors, the way a vote or an error reply reports them.
+
+/// Why a NO: Postgres's error, with the number of the client statement that failed first
+/// (the extension's message starts with "statement N failed: ").
+pub(crate) fn reason(e: &tokio_postgres::Error) -> String {
+    let described = describe(e);
+    let Some(db) = e.as_db_error() else {
+        return described;
+    };
+    match db.message().split_once(": ") {
+        Some((head, rest)) if head.starts_with("statement ") && head.ends_with(" failed") => {
+            let mut s = format!("{head}: {} {}: {rest}", db.severity(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            s
+        }
+        _ => format!("prepare failed: {described}"),
+    }
+}
+
+/// Postgres's error, the way a NO vote reports it: severity, SQLSTATE, message and detail.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
