@@ -136,6 +136,18 @@ pub enum Input {
         /// The log error.
         error: String,
     },
+    /// The connection task could not send a message for `txid` because its frame is over the
+    /// participant's limit (the API refuses such bodies first; this is the last line of
+    /// defence, so that one transaction's frame never costs the connection). The transaction
+    /// aborts if it still can.
+    Unsendable {
+        /// The participant.
+        to: ParticipantName,
+        /// The transaction.
+        txid: TxId,
+        /// Why (the frame's size and the limit).
+        reason: String,
+    },
     /// Time passed; fire due timeouts and re-sends.
     Tick,
 }
@@ -464,6 +476,23 @@ impl Core {
                     self.decide_abort(now_ms, &txid, why, &mut out);
                 }
             }
+            Input::Unsendable { to, txid, reason } => {
+                let Some(tx) = self.txs.get_mut(&txid) else {
+                    return out;
+                };
+                let unvoted = tx.parts.get(&to).is_some_and(|p| p.vote.is_none());
+                if matches!(tx.stage, Stage::Preparing | Stage::OnePhase) && unvoted {
+                    // It never received the message, so it holds nothing: like a NO vote (and
+                    // a one-phase participant owes no ack for what it never got).
+                    if let Some(p) = tx.parts.get_mut(&to) {
+                        p.vote = Some(Vote::No);
+                        p.owes_ack = false;
+                    }
+                    let why =
+                        format!("the message to participant {to} could not be sent: {reason}");
+                    self.decide_abort(now_ms, &txid, why, &mut out);
+                }
+            }
             Input::Tick => self.tick(now_ms, &mut out),
         }
         out
@@ -633,26 +662,19 @@ impl Core {
             self.decide_abort(now_ms, &txid, why, out);
             return;
         }
-        let coordinator = self.cfg.coordinator.clone();
-        let timeout_ms = Some(self.cfg.prepare_timeout_ms);
         for (name, p) in tx.parts.iter_mut() {
             let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
-            let msg = if one_phase {
+            if one_phase {
                 p.owes_ack = true;
                 p.next_send_ms = now_ms + self.cfg.prepare_timeout_ms;
-                Message::CommitOnePhase {
-                    txid: txid.clone(),
-                    coordinator: coordinator.clone(),
-                    ops,
-                }
-            } else {
-                Message::Prepare {
-                    txid: txid.clone(),
-                    coordinator: coordinator.clone(),
-                    ops,
-                    timeout_ms,
-                }
-            };
+            }
+            let msg = first_message(
+                &self.cfg.coordinator,
+                &txid,
+                ops,
+                one_phase,
+                self.cfg.prepare_timeout_ms,
+            );
             send(out, &txid, name, msg);
         }
         let due = if one_phase {
@@ -863,7 +885,11 @@ impl Core {
                         .collect();
                     if yes.is_empty() {
                         // Everyone read-only: nothing to decide durably, nothing to deliver.
+                        // The stage says "decided" so that finish() answers the client now
+                        // (it only answers decided transactions; left at Preparing, the client
+                        // heard nothing until its own timeout).
                         tx.decided_ms = Some(now_ms);
+                        tx.stage = Stage::Delivering(Decision::Commit);
                         out.push(Output::Event {
                             txid: Some(txid.clone()),
                             kind: EventKind::Decision {
@@ -1320,6 +1346,32 @@ impl Core {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// The first message a participant gets for a transaction: Prepare, or CommitOnePhase when it
+/// is the only participant. The API encodes the same message to check its size before
+/// accepting the transaction, so this is the one place that builds it.
+pub fn first_message(
+    coordinator: &CoordinatorId,
+    txid: &TxId,
+    ops: Operations,
+    one_phase: bool,
+    prepare_timeout_ms: u64,
+) -> Message {
+    if one_phase {
+        Message::CommitOnePhase {
+            txid: txid.clone(),
+            coordinator: coordinator.clone(),
+            ops,
+        }
+    } else {
+        Message::Prepare {
+            txid: txid.clone(),
+            coordinator: coordinator.clone(),
+            ops,
+            timeout_ms: Some(prepare_timeout_ms),
         }
     }
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use twopc_protocol::api::TransactionResponse;
+use twopc_protocol::api::{TransactionResponse, GENERATED_ID_PREFIX};
 use twopc_protocol::event::{Event, EventKind};
 use twopc_protocol::{Message, Operations, ParticipantName, TxId};
 
@@ -121,14 +121,19 @@ impl Handle {
         self.events.subscribe()
     }
 
-    /// A fresh transaction id for a client that did not choose one.
+    /// A fresh transaction id for a client that did not choose one: `~<coordinator>-<ms>-<n>`.
+    /// The prefix [`GENERATED_ID_PREFIX`] is refused in client ids, so the id is not taken.
     pub fn generate_txid(&self) -> TxId {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        TxId::new(format!("{}-{ms}-{n}", self.coordinator)).expect("generated ids are valid")
+        TxId::new(format!(
+            "{GENERATED_ID_PREFIX}{}-{ms}-{n}",
+            self.coordinator
+        ))
+        .expect("generated ids are valid")
     }
 
     /// The raw command sender (for connection tasks).

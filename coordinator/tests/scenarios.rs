@@ -16,6 +16,7 @@
 //! ask P TXID                              (DecisionRequest)
 //! report P [TXID@COORD ...]               (InDoubtReport)
 //! durable TXID | logfail TXID
+//! unsendable P TXID                       (the connection could not send P's message)
 //! tick MS                                 (advance the clock by MS, then Tick)
 //! recover [TXID:P,P ...]                  (start-up with logged COMMITs without END)
 //! lookup TXID
@@ -274,6 +275,14 @@ fn run_script(script: &str) -> String {
                 )
             }
             "durable" => c.step(now, Input::CommitDurable { txid: t(args[0]) }),
+            "unsendable" => c.step(
+                now,
+                Input::Unsendable {
+                    to: p(args[0]),
+                    txid: t(args[1]),
+                    reason: "frame over the limit".into(),
+                },
+            ),
             "logfail" => c.step(
                 now,
                 Input::CommitFailed {

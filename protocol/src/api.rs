@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 /// Most participants one transaction may name.
 pub const MAX_PARTICIPANTS_PER_TX: usize = 32;
 
+/// Ids the coordinator generates (for a request without `id`) start with this character, and
+/// client-chosen ids must not: the two namespaces cannot meet, so no client can claim a
+/// generated id before the coordinator hands it out.
+pub const GENERATED_ID_PREFIX: char = '~';
+
 /// `POST /v1/transactions`: one global transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
