@@ -47,6 +47,9 @@ async fn bank_transfers_are_atomic_across_postgres_and_redis() {
         },
     )
     .expect("start the stack");
+    // No participant token on any command line (`ps` shows those to every user).
+    let shown = stack.command_lines_showing_tokens();
+    assert!(shown.is_empty(), "tokens on command lines: {shown:#?}");
 
     let r = post(&stack, &transfer(1, 2, 30)).await;
     assert_eq!(r["outcome"], "committed", "{r}");
