@@ -78,6 +78,7 @@ impl Resource for MemoryResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
+        _timeout: Option<std::time::Duration>,
     ) -> Result<PrepareOutcome, ParticipantError> {
         if let Some(g) = &self.gate {
             g.acquire()

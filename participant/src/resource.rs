@@ -3,6 +3,7 @@
 
 use crate::ParticipantError;
 use std::future::Future;
+use std::time::Duration;
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, TxId,
 };
@@ -48,12 +49,15 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Phase 1: check and stage `ops` under `txid` and make the prepared state durable
     /// before answering [`PrepareOutcome::Yes`]. A repeated Prepare of a transaction that is
-    /// already prepared answers `Yes` again.
+    /// already prepared answers `Yes` again. `timeout` is how long the coordinator still waits
+    /// for the vote: work that outlives it should be cancelled (the coordinator aborts then)
+    /// rather than waited for, and must then end either prepared (`Yes`) or not at all.
     fn prepare(
         &self,
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
+        timeout: Option<Duration>,
     ) -> impl Future<Output = Result<PrepareOutcome, ParticipantError>> + Send;
 
     /// Phase 2, COMMIT: apply what `txid` prepared. `NotPrepared` when there is no record of

@@ -380,18 +380,23 @@ impl<R: Resource> Shared<R> {
                 txid,
                 coordinator,
                 ops,
-                ..
+                timeout_ms,
             } => {
+                // The coordinator's clock started when it sent the Prepare; waiting for the
+                // txid's lock counts against it too.
+                let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
                 let _g = self.txlocks.lock(&txid).await;
-                let (vote, reason) = match self.resource.prepare(&coordinator, &txid, &ops).await {
-                    Ok(PrepareOutcome::Yes) => (Vote::Yes, None),
-                    Ok(PrepareOutcome::No { reason }) => (Vote::No, Some(reason)),
-                    Ok(PrepareOutcome::ReadOnly) => (Vote::ReadOnly, None),
-                    Err(e) => {
-                        warn!(%txid, "prepare failed: {e}");
-                        return internal(&e);
-                    }
-                };
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                let (vote, reason) =
+                    match self.resource.prepare(&coordinator, &txid, &ops, left).await {
+                        Ok(PrepareOutcome::Yes) => (Vote::Yes, None),
+                        Ok(PrepareOutcome::No { reason }) => (Vote::No, Some(reason)),
+                        Ok(PrepareOutcome::ReadOnly) => (Vote::ReadOnly, None),
+                        Err(e) => {
+                            warn!(%txid, "prepare failed: {e}");
+                            return internal(&e);
+                        }
+                    };
                 debug!(%txid, ?vote, ?reason, "prepare");
                 Message::Vote { txid, vote, reason }
             }

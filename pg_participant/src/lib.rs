@@ -9,20 +9,25 @@
 //!
 //! # How a transaction runs here
 //!
-//! * **Prepare.** A pooled connection, logged in as the configured non-superuser role (so a
-//!   statement cannot `RESET ROLE` its way to superuser, and with `lock_timeout` and
-//!   `statement_timeout` set for the session), runs `BEGIN` together with
-//!   `twopc.gid_state(gid)`: a gid already prepared or committed here votes YES without running
-//!   anything again, one already rolled back here (a dead tracking row or a finish-log row) votes
-//!   NO. Then the transaction's statements one by one with their parameters
-//!   bound (each JSON value is sent in text format and parsed by Postgres for the type it
-//!   infers; nothing is spliced into SQL), then `SELECT twopc.prepare(gid, coordinator, txid)`,
-//!   the extension's tracked prepare. The gid is derived from (coordinator, txid) by
-//!   [`twopc_protocol::gid::format_gid`]. YES is sent only after that statement returned: the
-//!   prepared transaction is then in the WAL, flushed. Any SQL error, lock timeout or constraint
-//!   violation rolls back and votes NO with Postgres's own message. Statements that would end
-//!   or split the transaction (`COMMIT`, `ROLLBACK`, `SAVEPOINT`, `PREPARE TRANSACTION`, ...)
-//!   are refused before they run.
+//! * **Prepare.** A pooled connection, logged in as the configured non-superuser role (with
+//!   `lock_timeout` and `statement_timeout` set for the session), sends `BEGIN` and
+//!   `SELECT twopc.run_and_prepare(gid, coordinator, txid, client_role, queries, counts,
+//!   params)` back to back: one round trip. The extension answers "seen before?" itself (a gid
+//!   already prepared or committed here votes YES without running anything again, one already
+//!   rolled back votes NO), then runs the client's statements *nested*, through SPI, as the
+//!   client role, behind its trust boundary (see the extension's `boundary` module: they cannot
+//!   end, split or prepare the transaction, call the writing `twopc.*` functions or leave
+//!   state in the session, whatever their text), with their parameters bound (each JSON value
+//!   in text form, parsed by Postgres for the type it infers; nothing is spliced into SQL), and
+//!   only when every one of them succeeded marks the transaction for PREPARE. The gid is
+//!   derived from (coordinator, txid) by [`twopc_protocol::gid::format_gid`]. YES is sent only
+//!   after that statement returned: the prepared transaction is then in the WAL, flushed. Any
+//!   SQL error, lock timeout or constraint violation rolls everything back and votes NO with
+//!   Postgres's own message and the number of the statement that failed. A Prepare still
+//!   running when the coordinator stops waiting (its `timeout_ms`) is cancelled and its real
+//!   outcome awaited, so a NO is never left prepared. A connection whose state is in doubt
+//!   (an error outside SQL, a lost prepared statement, a failed ROLLBACK) is dropped, never
+//!   pooled.
 //! * **Commit / Abort.** `twopc.commit_prepared(gid, 'coordinator')` or
 //!   `twopc.rollback_prepared(...)`. Only when finishing fails is the decision recorded with
 //!   `twopc.record_decision(gid, ...)`, so it shows in `twopc.in_doubt` while the transaction
@@ -35,12 +40,11 @@
 //!   is reported with the coordinator and txid parsed back out of it, also right after a
 //!   crash and restart of PostgreSQL.
 
-use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
-use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 use twopc_participant::{
     OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource, Server, ServerConfig,
@@ -55,6 +59,9 @@ use twopc_protocol::{
 pub struct PgConfig {
     /// tokio-postgres connection string (key=value), logging in as the configured role.
     pub conninfo: String,
+    /// The role the client's statements run as (`twopc.client_role`): not a superuser, not the
+    /// login role, and without EXECUTE on the extension's writing functions.
+    pub client_role: String,
     /// `lock_timeout` for transaction statements: a lock wait past it votes NO.
     pub lock_timeout: Duration,
     /// `statement_timeout` for transaction statements.
@@ -65,9 +72,10 @@ pub struct PgConfig {
 
 impl PgConfig {
     /// A configuration with sensible timeouts (lock 2 s, statement 10 s).
-    pub fn new(conninfo: impl Into<String>) -> Self {
+    pub fn new(conninfo: impl Into<String>, client_role: impl Into<String>) -> Self {
         PgConfig {
             conninfo: conninfo.into(),
+            client_role: client_role.into(),
             lock_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(10),
             pool_size: 64,
@@ -75,10 +83,17 @@ impl PgConfig {
     }
 }
 
-/// "Already prepared / committed / rolled back here?" for one gid: `twopc.gid_state()` answers
-/// from shared memory and two index probes, where the same question as SQL over
-/// `pg_prepared_xacts` materialised every prepared transaction of the cluster on each Prepare.
-const PRECHECK: &str = "SELECT twopc.gid_state($1)";
+/// Phase 1 in one statement: `twopc.run_and_prepare()` answers "seen before?" itself (from
+/// shared memory and two index probes), runs the client's statements as the client role
+/// behind the extension's trust boundary, and marks the transaction for PREPARE only when all
+/// of them succeeded (see the extension's `boundary` module).
+const RUN_AND_PREPARE: &str =
+    "SELECT twopc.run_and_prepare($1, $2, $3, $4, $5::text[], $6::int4[], $7::text[])";
+
+/// SQLSTATE class 26, "invalid SQL statement name": a statement this connection prepared is
+/// gone. Nothing a client sends can do that any more, but a connection it happens on is
+/// replaced rather than reused.
+const LOST_STATEMENT_CLASS: &str = "26";
 
 /// Most prepared statements cached per connection before the cache is cleared.
 const STATEMENT_CACHE: usize = 256;
@@ -88,6 +103,8 @@ const STATEMENT_CACHE: usize = 256;
 struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// Its session can no longer be trusted to be clean and idle: dropped, not pooled.
+    broken: bool,
 }
 
 impl Conn {
@@ -139,34 +156,23 @@ pub struct PgResource {
     )>,
 }
 
-/// A parameter sent in text format, whatever type Postgres inferred for its placeholder.
-#[derive(Debug)]
-struct TextParam(Option<String>);
-
-impl ToSql for TextParam {
-    fn to_sql(
-        &self,
-        _ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match &self.0 {
-            None => Ok(IsNull::Yes),
-            Some(s) => {
-                out.extend_from_slice(s.as_bytes());
-                Ok(IsNull::No)
+/// Why a NO: Postgres's error, with the number of the client statement that failed first
+/// (the extension's message starts with "statement N failed: ").
+fn reason(e: &tokio_postgres::Error) -> String {
+    let described = describe(e);
+    let Some(db) = e.as_db_error() else {
+        return described;
+    };
+    match db.message().split_once(": ") {
+        Some((head, rest)) if head.starts_with("statement ") && head.ends_with(" failed") => {
+            let mut s = format!("{head}: {} {}: {rest}", db.severity(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
             }
+            s
         }
+        _ => format!("prepare failed: {described}"),
     }
-
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-
-    fn encode_format(&self, _ty: &Type) -> Format {
-        Format::Text
-    }
-
-    to_sql_checked!();
 }
 
 /// Postgres's error, the way a NO vote reports it: severity, SQLSTATE, message and detail.
@@ -183,15 +189,18 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// The first keyword of a statement, skipping whitespace and comments, upper-cased.
+/// The first keyword of a statement, skipping whitespace and comments the way PostgreSQL's
+/// lexer does (block comments nest; a line comment ends at `\n` or `\r`), upper-cased.
+/// Only a fast early error rests on this: what a statement may do is enforced inside
+/// PostgreSQL.
 fn first_keyword(sql: &str) -> String {
     let mut rest = sql;
     loop {
         rest = rest.trim_start();
         if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map(|(_, after)| after).unwrap_or("");
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map(|(_, after)| after).unwrap_or("");
+            rest = r.find(['\n', '\r']).map_or("", |i| &r[i + 1..]);
+        } else if rest.starts_with("/*") {
+            rest = skip_block_comment(rest);
         } else {
             break;
         }
@@ -200,6 +209,29 @@ fn first_keyword(sql: &str) -> String {
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()
         .to_ascii_uppercase()
+}
+
+/// What follows the (nested) block comment `s` starts with; "" when it never ends.
+fn skip_block_comment(s: &str) -> &str {
+    let b = s.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i + 1 < b.len() {
+        match (b[i], b[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return &s[i..];
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    ""
 }
 
 /// Why a statement may not run inside a participant transaction, if it may not.
@@ -296,6 +328,7 @@ impl PgResource {
         Ok(Conn {
             client,
             statements: HashMap::new(),
+            broken: false,
         })
     }
 
@@ -309,7 +342,7 @@ impl PgResource {
     }
 
     async fn checkin(&self, c: Conn) {
-        if c.client.is_closed() {
+        if c.broken || c.client.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().await;
@@ -331,7 +364,9 @@ impl PgResource {
         Ok(())
     }
 
-    /// Runs the statements and prepares; `Ok(Err(reason))` is a NO vote.
+    /// BEGIN and `twopc.run_and_prepare()`, pipelined (one round trip), bounded by `timeout`:
+    /// past it the running statement is cancelled and the call waited for, so it ends either
+    /// prepared or rolled back, never unknown. `Ok(Err(reason))` is a NO vote.
     async fn run_and_prepare(
         &self,
         c: &mut Conn,
@@ -339,72 +374,97 @@ impl PgResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         stmts: &[SqlStatement],
+        timeout: Option<Duration>,
     ) -> Result<Result<(), String>, ParticipantError> {
-        for s in stmts {
-            if let Some(why) = refuse_statement(&s.query) {
-                return Ok(Err(why));
-            }
-        }
-        // The caller has opened the transaction block (see `prepare`).
-        // Parse every statement first (a round trip each the first time on this connection,
-        // none once cached), then send all executions and the tracked prepare back to back and
-        // read the answers in order: one round trip for the whole transaction. tokio-postgres
-        // writes a request when its future is first polled, and `join_all` polls in order, so
-        // the statements reach Postgres in the order the client gave. After the first failure
-        // Postgres refuses the rest ("current transaction is aborted"); the first error is the
-        // reason for the NO.
-        let mut handles = Vec::with_capacity(stmts.len());
-        for (i, s) in stmts.iter().enumerate() {
-            match c.statement(s.query.as_str()).await {
-                Ok(st) => handles.push(st),
-                Err(e) => {
-                    let _ = c.client.batch_execute("ROLLBACK").await;
-                    return Ok(Err(format!("statement {} failed: {}", i + 1, describe(&e))));
-                }
-            }
-        }
-        let prepare = match c.statement("SELECT twopc.prepare($1, $2, $3)").await {
-            Ok(st) => st,
-            Err(e) => {
-                let _ = c.client.batch_execute("ROLLBACK").await;
-                return Ok(Err(format!("prepare failed: {}", describe(&e))));
+        let (begin, run) = match (
+            c.statement("BEGIN").await,
+            c.statement(RUN_AND_PREPARE).await,
+        ) {
+            (Ok(b), Ok(r)) => (b, r),
+            (Err(e), _) | (_, Err(e)) => {
+                c.broken = true;
+                return Err(ParticipantError::resource(describe(&e)));
             }
         };
-        let params: Vec<Vec<TextParam>> = stmts
+        let queries: Vec<&str> = stmts.iter().map(|s| s.query.as_str()).collect();
+        let counts: Vec<i32> = stmts
             .iter()
-            .map(|s| {
-                (0..s.params.len())
-                    .map(|j| TextParam(s.param_text(j)))
-                    .collect()
-            })
+            .map(|s| i32::try_from(s.params.len()).unwrap_or(i32::MAX))
             .collect();
-        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = params
+        let params: Vec<Option<String>> = stmts
             .iter()
-            .map(|ps| ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
+            .flat_map(|s| (0..s.params.len()).map(move |j| s.param_text(j)))
             .collect();
-        let client = &c.client;
-        let executions = handles
-            .iter()
-            .zip(refs.iter())
-            .map(|(st, r)| client.execute(st, r));
         let (coordinator, txid) = (coordinator.as_str(), txid.as_str());
-        let prepare_params: [&(dyn ToSql + Sync); 3] = [&gid, &coordinator, &txid];
-        let (results, prepared) = futures_util::join!(
-            futures_util::future::join_all(executions),
-            client.query_opt(&prepare, &prepare_params)
-        );
-        for (i, r) in results.iter().enumerate() {
-            if let Err(e) = r {
-                let _ = c.client.batch_execute("ROLLBACK").await;
-                return Ok(Err(format!("statement {} failed: {}", i + 1, describe(e))));
+        let role = self.cfg.client_role.as_str();
+        let args: [&(dyn ToSql + Sync); 7] =
+            [&gid, &coordinator, &txid, &role, &queries, &counts, &params];
+        let (began, ran) = {
+            let client = &c.client;
+            // BEGIN is polled first, so it is written first; if it failed, run_and_prepare()
+            // finds no transaction block and refuses to run anything (never in autocommit).
+            let work = async {
+                futures_util::join!(client.execute(&begin, &[]), client.query_one(&run, &args))
+            };
+            tokio::pin!(work);
+            match timeout {
+                None => work.await,
+                Some(t) => tokio::select! {
+                    done = &mut work => done,
+                    _ = tokio::time::sleep(t) => {
+                        // The coordinator has stopped waiting: stop the statement rather than
+                        // hold its locks until it ends by itself, then take the call's real
+                        // outcome.
+                        let _ = client.cancel_token().cancel_query(NoTls).await;
+                        work.await
+                    }
+                },
+            }
+        };
+        if let Err(e) = began {
+            c.broken = true;
+            return Err(ParticipantError::resource(describe(&e)));
+        }
+        let outcome = match ran {
+            Ok(row) => row.get::<_, String>(0),
+            Err(e) => {
+                self.rollback(c).await;
+                if e.as_db_error().is_none()
+                    || e.code()
+                        .is_some_and(|code| code.code().starts_with(LOST_STATEMENT_CLASS))
+                {
+                    c.broken = true;
+                }
+                return Ok(Err(reason(&e)));
+            }
+        };
+        match outcome.as_str() {
+            "prepared" => Ok(Ok(())),
+            "already_prepared" | "already_committed" => {
+                self.rollback(c).await;
+                Ok(Ok(()))
+            }
+            "already_aborted" => {
+                self.rollback(c).await;
+                Ok(Err(format!(
+                    "transaction {txid} was already rolled back here"
+                )))
+            }
+            other => {
+                self.rollback(c).await;
+                c.broken = true;
+                Err(ParticipantError::resource(format!(
+                    "twopc.run_and_prepare() answered {other:?}"
+                )))
             }
         }
-        match prepared {
-            Ok(_) => Ok(Ok(())),
-            Err(e) => {
-                let _ = c.client.batch_execute("ROLLBACK").await;
-                Ok(Err(format!("prepare failed: {}", describe(&e))))
-            }
+    }
+
+    /// Ends an open (or failed) transaction block; a connection where even that fails is not
+    /// reused.
+    async fn rollback(&self, c: &mut Conn) {
+        if c.client.batch_execute("ROLLBACK").await.is_err() {
+            c.broken = true;
         }
     }
 
@@ -544,6 +604,7 @@ impl Resource for PgResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
+        timeout: Option<Duration>,
     ) -> Result<PrepareOutcome, ParticipantError> {
         let Operations::Sql(stmts) = ops else {
             return Ok(PrepareOutcome::No {
@@ -560,46 +621,20 @@ impl Resource for PgResource {
                 ),
             });
         }
+        // A fast, early error for the obvious cases only: what a statement may do is decided
+        // inside PostgreSQL (run_and_prepare), not by reading its text.
+        for (i, s) in stmts.iter().enumerate() {
+            if let Some(why) = refuse_statement(&s.query) {
+                self.tombstone(txid);
+                return Ok(PrepareOutcome::No {
+                    reason: format!("statement {} refused: {why}", i + 1),
+                });
+            }
+        }
         let gid = format_gid(coordinator, txid);
         let mut c = self.checkout().await?;
-        // Idempotent: a duplicated Prepare must not run the statements twice. BEGIN and the
-        // check "already prepared / committed / rolled back?" (by the exact gid) go out
-        // together, one round trip. The statements follow only once BEGIN is known to have
-        // succeeded: sent blindly behind a failed BEGIN they would commit one by one.
-        let (begin, check) = match (c.statement("BEGIN").await, c.statement(PRECHECK).await) {
-            (Ok(b), Ok(p)) => (b, p),
-            (Err(e), _) | (_, Err(e)) => {
-                self.checkin(c).await;
-                return Err(ParticipantError::resource(describe(&e)));
-            }
-        };
-        let check_params: [&(dyn ToSql + Sync); 1] = [&gid];
-        let (began, seen) = futures_util::join!(
-            c.client.execute(&begin, &[]),
-            c.client.query_opt(&check, &check_params)
-        );
-        let state = match (began, seen) {
-            (Ok(_), Ok(row)) => row.and_then(|r| r.get::<_, Option<String>>(0)),
-            (Err(e), _) | (_, Err(e)) => {
-                let _ = c.client.batch_execute("ROLLBACK").await;
-                self.checkin(c).await;
-                return Err(ParticipantError::resource(describe(&e)));
-            }
-        };
-        let early = match state.as_deref() {
-            Some("prepared") | Some("committed") => Some(PrepareOutcome::Yes),
-            Some("aborted") => Some(PrepareOutcome::No {
-                reason: format!("transaction {txid} was already rolled back here"),
-            }),
-            _ => None,
-        };
-        if let Some(outcome) = early {
-            let _ = c.client.batch_execute("ROLLBACK").await;
-            self.checkin(c).await;
-            return Ok(outcome);
-        }
         let r = self
-            .run_and_prepare(&mut c, &gid, coordinator, txid, stmts)
+            .run_and_prepare(&mut c, &gid, coordinator, txid, stmts, timeout)
             .await;
         self.checkin(c).await;
         match r? {
@@ -631,7 +666,7 @@ impl Resource for PgResource {
         txid: &TxId,
         ops: &Operations,
     ) -> Result<OnePhaseOutcome, ParticipantError> {
-        match self.prepare(coordinator, txid, ops).await? {
+        match self.prepare(coordinator, txid, ops, None).await? {
             PrepareOutcome::Yes => {
                 let result = self.finish(txid, Decision::Commit).await?;
                 let result = if result == AckResult::Applied {
@@ -710,6 +745,9 @@ mod tests {
             "  commit;",
             "-- c\nROLLBACK",
             "/* x */ savepoint a",
+            "/* /* */ SELECT */ COMMIT",
+            "-- x\rROLLBACK /*\nSELECT */",
+            "-- x\rSAVEPOINT s /*\nSELECT */",
             "prepare transaction 'x'",
             "BEGIN",
             "end",

@@ -99,6 +99,50 @@ pub enum TwopcError {
         /// The index.
         index: String,
     },
+    /// A writing function of the extension was called from a client's statements.
+    ClientMode {
+        /// The function.
+        what: String,
+    },
+    /// A client statement is of a kind refused behind the trust boundary.
+    ClientStatement {
+        /// What kind.
+        what: String,
+    },
+    /// A client statement tried to end or split the transaction.
+    ClientTransactionControl,
+    /// Client statements changed a setting beyond the transaction.
+    SessionSetting {
+        /// The setting.
+        name: String,
+    },
+    /// The role client statements are to run as is not usable.
+    ClientRole {
+        /// Why.
+        detail: String,
+    },
+    /// The statement arrays given to `twopc.run_and_prepare()` do not fit together.
+    BadStatementList {
+        /// How.
+        detail: String,
+    },
+    /// A statement got a different number of parameters than its query has.
+    ParameterCount {
+        /// Parameters given.
+        given: usize,
+        /// Placeholders in the query.
+        required: usize,
+    },
+    /// The type of a placeholder cannot be inferred from its query.
+    ParameterType {
+        /// Its number (`$n`).
+        index: usize,
+    },
+    /// A statement is not exactly one SQL command.
+    NotOneCommand {
+        /// How many it holds.
+        commands: i32,
+    },
     /// An SPI query of the extension failed.
     Spi {
         /// What failed.
@@ -129,6 +173,15 @@ impl TwopcError {
             TwopcError::ConflictingDecision { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TwopcError::MissingObject { .. } => ERRCODE_UNDEFINED_OBJECT,
             TwopcError::UnsupportedIndex { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            TwopcError::ClientMode { .. }
+            | TwopcError::ClientStatement { .. }
+            | TwopcError::SessionSetting { .. }
+            | TwopcError::ClientRole { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TwopcError::ClientTransactionControl => ERRCODE_INVALID_TRANSACTION_TERMINATION,
+            TwopcError::BadStatementList { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            TwopcError::ParameterCount { .. } => ERRCODE_PROTOCOL_VIOLATION,
+            TwopcError::ParameterType { .. } => ERRCODE_INDETERMINATE_DATATYPE,
+            TwopcError::NotOneCommand { .. } => ERRCODE_SYNTAX_ERROR,
             TwopcError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -151,6 +204,12 @@ impl TwopcError {
             TwopcError::GidAlreadyCommitted { .. } => {
                 Some("Use a new gid, or purge old tracking rows with twopc.forget().")
             }
+            TwopcError::ClientTransactionControl => Some(
+                "The coordinator decides how a participant transaction ends; send only the statements of its work.",
+            ),
+            TwopcError::SessionSetting { .. } => Some(
+                "Use SET LOCAL or set_config(name, value, true): a participant transaction may not change its pooled session.",
+            ),
             TwopcError::UnsupportedIndex { .. } => {
                 Some("Drop that index; only plain-column indexes on columns other than finished_* are supported there.")
             }
@@ -241,6 +300,36 @@ impl fmt::Display for TwopcError {
             TwopcError::UnsupportedIndex { table, index } => write!(
                 f,
                 "index \"{index}\" on {table} cannot be maintained by pg_twopc_ext (an expression or partial index, or one on the finished_* columns, which are stamped in place)"
+            ),
+            TwopcError::ClientMode { what } => write!(
+                f,
+                "{what} cannot be called from a client statement of a participant transaction"
+            ),
+            TwopcError::ClientStatement { what } => {
+                write!(f, "{what} is not allowed in a participant transaction")
+            }
+            TwopcError::ClientTransactionControl => write!(
+                f,
+                "transaction control (COMMIT, ROLLBACK, SAVEPOINT, PREPARE TRANSACTION, ...) is not allowed in a participant transaction"
+            ),
+            TwopcError::SessionSetting { name } => write!(
+                f,
+                "setting \"{name}\" was changed for the session; a participant transaction may only change settings for itself"
+            ),
+            TwopcError::ClientRole { detail } => write!(f, "client role: {detail}"),
+            TwopcError::BadStatementList { detail } => {
+                write!(f, "invalid statement list: {detail}")
+            }
+            TwopcError::ParameterCount { given, required } => write!(
+                f,
+                "the statement supplies {given} parameters, but its query requires {required}"
+            ),
+            TwopcError::ParameterType { index } => {
+                write!(f, "could not determine data type of parameter ${index}")
+            }
+            TwopcError::NotOneCommand { commands } => write!(
+                f,
+                "a statement must be exactly one SQL command (this one has {commands})"
             ),
             TwopcError::Spi { detail } => write!(f, "pg_twopc_ext internal query failed: {detail}"),
         }

@@ -136,6 +136,10 @@ unsafe extern "C-unwind" fn process_utility(
 ) {
     // SAFETY: arguments come straight from PostgreSQL and are passed on unchanged.
     unsafe {
+        if !pstmt.is_null() {
+            // Client statements run nested (SPI), so this applies at every depth.
+            crate::boundary::check_utility((*pstmt).utilityStmt);
+        }
         if context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL {
             let location = if pstmt.is_null() {
                 -1
@@ -188,7 +192,10 @@ unsafe extern "C-unwind" fn xact_callback(
         | XACT_EVENT_PARALLEL_COMMIT
         | XACT_EVENT_ABORT
         | XACT_EVENT_PARALLEL_ABORT
-        | XACT_EVENT_PREPARE => clear_pending(),
+        | XACT_EVENT_PREPARE => {
+            clear_pending();
+            crate::boundary::clear();
+        }
         _ => {}
     }
 }

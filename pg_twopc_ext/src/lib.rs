@@ -12,6 +12,8 @@
 //!   direct heap inserts).
 //! * [`outcome`]: what `twopc.outcome(gid)` answers, and why.
 //! * [`guard`]: hooks that keep `twopc.prepare()` the last statement of its transaction.
+//! * [`boundary`]: the trust boundary around a client's statements (client mode, its hooks).
+//! * [`client`]: running a client's statements behind it (`twopc.run_and_prepare()`).
 //! * [`validate`]: argument rules that need no database.
 //! * [`error`]: the crate's one error type.
 //! * [`worker`]: the Postgres participant endpoint (a background worker, only with
@@ -19,6 +21,8 @@
 
 use pgrx::prelude::*;
 
+pub mod boundary;
+pub mod client;
 pub mod error;
 pub mod guard;
 pub mod outcome;
@@ -35,6 +39,7 @@ pub mod worker;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guard::install();
+    boundary::install();
     // Only acts while shared_preload_libraries is processed: its GUCs are PGC_POSTMASTER, and
     // defining those when the library is loaded later (CREATE EXTENSION, a function call) is a
     // FATAL in PostgreSQL.

@@ -160,6 +160,8 @@ GRANT USAGE ON SCHEMA twopc TO PUBLIC;
 GRANT SELECT ON twopc.tracking, twopc.finish_log, twopc.history, twopc.decisions, twopc.in_doubt
   TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.prepare(text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION twopc.run_and_prepare(text, text, text, text, text[], integer[], text[])
+  FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.commit_prepared(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.rollback_prepared(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.record_decision(text, text) FROM PUBLIC;
@@ -188,6 +190,37 @@ fn prepare(
     global_id: default!(Option<&str>, "NULL"),
 ) -> String {
     ok(twophase::prepare(gid, coordinator, global_id))
+}
+
+/// The Postgres participant's phase 1 in one call: unless `gid` was seen before, runs the
+/// client's statements as `client_role` behind the trust boundary and marks the transaction
+/// for PREPARE. `queries[i]` takes the next `param_counts[i]` values of `params` (text form,
+/// NULL for SQL NULL). Returns `prepared`, or `already_prepared` / `already_committed` /
+/// `already_aborted` when nothing ran. Must be the last statement of a transaction block.
+#[pg_extern(volatile, parallel_unsafe)]
+fn run_and_prepare(
+    gid: Option<&str>,
+    coordinator: Option<&str>,
+    global_id: Option<&str>,
+    client_role: Option<&str>,
+    queries: Option<Vec<Option<String>>>,
+    param_counts: Option<Vec<Option<i32>>>,
+    params: Option<Vec<Option<String>>>,
+) -> &'static str {
+    let (queries, counts, params) = (
+        queries.unwrap_or_default(),
+        param_counts.unwrap_or_default(),
+        params.unwrap_or_default(),
+    );
+    let stmts = ok(crate::client::statements(&queries, &counts, &params));
+    ok(twophase::run_and_prepare(
+        gid,
+        coordinator,
+        global_id,
+        client_role,
+        &stmts,
+    ))
+    .as_str()
 }
 
 /// COMMIT PREPARED `gid`, recorded in `twopc.history` (a stamp on the tracking row). Not inside

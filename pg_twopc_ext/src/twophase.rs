@@ -52,6 +52,7 @@
 //! `FinishPreparedTransaction` checks the caller (owner of the prepared transaction or
 //! superuser) exactly as COMMIT PREPARED does.
 
+use crate::boundary;
 use crate::error::{Result, TwopcError};
 use crate::guard;
 use crate::tracking::{self, XminStatus};
@@ -94,13 +95,116 @@ pub fn prepare(
     coordinator: Option<&str>,
     global_id: Option<&str>,
 ) -> Result<String> {
+    boundary::refuse_in_client_mode("twopc.prepare()")?;
+    let gid = check_preparable(gid, c"twopc.prepare()")?;
+    check_no_temp_objects()?;
+    track(gid, coordinator, global_id)?;
+    mark_for_prepare(gid)?;
+    Ok(gid.to_owned())
+}
+
+/// What `twopc.run_and_prepare()` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The statements ran and the transaction will be prepared when the call's statement ends.
+    Prepared,
+    /// The gid was prepared before (a repeated request): nothing ran.
+    AlreadyPrepared,
+    /// The gid committed before: nothing ran.
+    AlreadyCommitted,
+    /// The gid was rolled back before: nothing ran.
+    AlreadyAborted,
+}
+
+impl RunOutcome {
+    /// SQL-facing name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Prepared => "prepared",
+            RunOutcome::AlreadyPrepared => "already_prepared",
+            RunOutcome::AlreadyCommitted => "already_committed",
+            RunOutcome::AlreadyAborted => "already_aborted",
+        }
+    }
+}
+
+/// `twopc.run_and_prepare()`: the participant's whole phase 1 in one call. Unless the gid was
+/// seen before ([`gid_state`]), writes the tracking row, runs the client's statements as
+/// `client_role` behind the trust boundary ([`crate::boundary`], [`crate::client`]) and marks
+/// the transaction for PREPARE. The statements run only after every check passed, and the
+/// prepare is marked only after every statement succeeded: any failure is one ERROR, which
+/// rolls the whole transaction back.
+pub fn run_and_prepare(
+    gid: Option<&str>,
+    coordinator: Option<&str>,
+    global_id: Option<&str>,
+    client_role: Option<&str>,
+    stmts: &[crate::client::Statement<'_>],
+) -> Result<RunOutcome> {
+    boundary::refuse_in_client_mode("twopc.run_and_prepare()")?;
+    let gid = check_preparable(gid, c"twopc.run_and_prepare()")?;
+    match gid_state(Some(gid))? {
+        Some(GidState::Prepared) => return Ok(RunOutcome::AlreadyPrepared),
+        Some(GidState::Committed) => return Ok(RunOutcome::AlreadyCommitted),
+        Some(GidState::Aborted) => return Ok(RunOutcome::AlreadyAborted),
+        None => {}
+    }
+    let role = client_role_oid(client_role.unwrap_or(""))?;
+    // First, so that a transaction that fails from here on leaves a dead tracking row:
+    // gid_state() then answers "aborted" to a late repeat of the same Prepare.
+    track(gid, coordinator, global_id)?;
+    crate::client::run(role, stmts)?;
+    check_no_temp_objects()?;
+    mark_for_prepare(gid)?;
+    Ok(RunOutcome::Prepared)
+}
+
+/// The role client statements may run as: an existing role that is neither a superuser nor
+/// the calling role itself, and one the caller could `SET ROLE` to.
+fn client_role_oid(name: &str) -> Result<pg_sys::Oid> {
+    if name.is_empty() {
+        return Err(TwopcError::ClientRole {
+            detail: "no role given".into(),
+        });
+    }
+    let cname = CString::new(name).map_err(|_| TwopcError::ClientRole {
+        detail: "the name contains a NUL byte".into(),
+    })?;
+    // SAFETY: catalog lookups through the syscache on the main thread.
+    unsafe {
+        let role = pg_sys::get_role_oid(cname.as_ptr(), true);
+        let me = pg_sys::GetUserId();
+        let refusal = if role == pg_sys::InvalidOid {
+            Some(format!("role \"{name}\" does not exist"))
+        } else if pg_sys::superuser_arg(role) {
+            Some(format!("role \"{name}\" is a superuser"))
+        } else if role == me {
+            Some(format!(
+                "role \"{name}\" is the participant's own role; client statements need a role of their own"
+            ))
+        } else if !pg_sys::is_member_of_role(me, role) {
+            Some(format!(
+                "the participant's role is not a member of \"{name}\" (GRANT \"{name}\" TO the participant's role)"
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some(detail) => Err(TwopcError::ClientRole { detail }),
+            None => Ok(role),
+        }
+    }
+}
+
+/// The checks every prepare runs before it changes anything, so each misuse is one clean
+/// `ERROR` with the transaction untouched; returns the (valid) gid.
+fn check_preparable<'a>(gid: Option<&'a str>, what: &CStr) -> Result<&'a str> {
     // SAFETY: plain reads of backend state.
-    let (in_block, in_sub, max_prepared, xact_flags) = unsafe {
+    let (in_block, in_sub, max_prepared) = unsafe {
         (
             pg_sys::IsTransactionBlock(),
             pg_sys::IsSubTransaction(),
             max_prepared_xacts,
-            pg_sys::MyXactFlags,
         )
     };
     if !in_block {
@@ -115,14 +219,28 @@ pub fn prepare(
     if max_prepared == 0 {
         return Err(TwopcError::PreparedTransactionsDisabled);
     }
+    // The tracking row is written below the executor, which would otherwise be the one to
+    // refuse writes in a read-only transaction or on a standby.
+    prevent_writes(what);
+    let gid = gid.unwrap_or("");
+    validate::check_gid(gid)?;
+    Ok(gid)
+}
+
+/// PREPARE refuses a transaction that used temporary objects only when the statement ends;
+/// refused here it is a clean error of ours.
+fn check_no_temp_objects() -> Result<()> {
+    // SAFETY: a plain read of backend state.
+    let xact_flags = unsafe { pg_sys::MyXactFlags };
     if xact_flags as u32 & pg_sys::XACT_FLAGS_ACCESSEDTEMPNAMESPACE != 0 {
         return Err(TwopcError::TouchedTemporaryObjects);
     }
-    // The tracking row is written below the executor, which would otherwise be the one to
-    // refuse writes in a read-only transaction or on a standby.
-    prevent_writes(c"twopc.prepare()");
-    let gid = gid.unwrap_or("");
-    validate::check_gid(gid)?;
+    Ok(())
+}
+
+/// Writes the tracking row of `gid` into the current transaction, refusing a gid that is in
+/// use or already committed.
+fn track(gid: &str, coordinator: Option<&str>, global_id: Option<&str>) -> Result<()> {
     let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
     let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
     if gid_prepared_here(&cgid) {
@@ -136,14 +254,20 @@ pub fn prepare(
     if !tracking::insert_tracking(gid, global_id.as_deref(), coordinator.as_deref())? {
         check_gid_reuse(gid)?;
     }
-    // SAFETY: we are in a top-level transaction block (checked above); PostgreSQL copies the
-    // gid into TopTransactionContext.
+    Ok(())
+}
+
+/// Marks the transaction block for PREPARE under `gid` and arms the guard.
+fn mark_for_prepare(gid: &str) -> Result<()> {
+    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
+    // SAFETY: we are in a top-level transaction block (checked by check_preparable);
+    // PostgreSQL copies the gid into TopTransactionContext.
     let marked = unsafe { pg_sys::PrepareTransactionBlock(cgid.as_ptr()) };
     if !marked {
         return Err(TwopcError::PrepareRefused { gid: gid.into() });
     }
     guard::set_pending(gid);
-    Ok(gid.to_owned())
+    Ok(())
 }
 
 /// Why a tracking row with this gid blocks a new one, if it does: one that committed (and was
@@ -165,6 +289,10 @@ fn check_gid_reuse(gid: &str) -> Result<()> {
 
 /// `twopc.commit_prepared()` / `twopc.rollback_prepared()`: see the module docs.
 pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Result<()> {
+    boundary::refuse_in_client_mode(match decision {
+        Decision::Commit => "twopc.commit_prepared()",
+        Decision::Abort => "twopc.rollback_prepared()",
+    })?;
     let via = Via::parse(via.unwrap_or("manual"))?;
     let stmt: &std::ffi::CStr = match decision {
         Decision::Commit => c"twopc.commit_prepared()",
@@ -266,6 +394,7 @@ fn prevent_writes(what: &CStr) {
 
 /// `twopc.record_decision()`: remembers the coordinator's decision for a gid (idempotent).
 pub fn record_decision(gid: Option<&str>, decision: Option<&str>) -> Result<()> {
+    boundary::refuse_in_client_mode("twopc.record_decision()")?;
     prevent_writes(c"twopc.record_decision()");
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;

@@ -21,7 +21,8 @@
 //! |---|---|
 //! | `twopc.listen_addr` | `host:port` of the WebSocket endpoint; empty = no worker |
 //! | `twopc.database` | the database transactions run in |
-//! | `twopc.role` | the (non-superuser) role transactions run as |
+//! | `twopc.role` | the (non-superuser) role the participant logs in as; needs EXECUTE on the `twopc` functions |
+//! | `twopc.client_role` | the role clients' statements run as (not a superuser, not `twopc.role`, no EXECUTE on the writing `twopc` functions; `twopc.role` must be a member of it) |
 //! | `twopc.auth_token` | the bearer token the coordinator must present |
 //! | `twopc.participant_name` | the name reported to the coordinator |
 //! | `twopc.decision_timeout` | ms a transaction may stay prepared before the worker asks for the decision |
@@ -42,6 +43,7 @@ static LISTEN_ADDR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CLIENT_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AUTH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static PARTICIPANT_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -80,6 +82,14 @@ pub fn init() {
         c"Role the twopc participant runs transactions as (should not be a superuser)",
         c"The worker logs in as this role over the unix socket; pg_hba.conf must allow that.",
         &ROLE,
+        GucContext::Postmaster,
+        su,
+    );
+    GucRegistry::define_string_guc(
+        c"twopc.client_role",
+        c"Role the statements of a twopc transaction run as",
+        c"Not a superuser, not twopc.role, without EXECUTE on the writing twopc functions; twopc.role must be a member of it.",
+        &CLIENT_ROLE,
         GucContext::Postmaster,
         su,
     );
@@ -143,6 +153,7 @@ fn config_option(name: &CStr) -> String {
 struct Settings {
     listen: std::net::SocketAddr,
     conninfo: String,
+    client_role: String,
     name: String,
     token: String,
     decision_timeout: Duration,
@@ -158,6 +169,18 @@ fn read_settings() -> Result<Settings, String> {
         return Err(
             "twopc.role is not set: the participant needs a role to run transactions as".into(),
         );
+    }
+    let client_role = guc_string(&CLIENT_ROLE);
+    if client_role.is_empty() {
+        return Err(
+            "twopc.client_role is not set: clients' statements need a role of their own to run as"
+                .into(),
+        );
+    }
+    if client_role == role {
+        return Err(format!(
+            "twopc.client_role is {client_role:?}, the same as twopc.role: clients' statements need a role of their own, without the participant's rights"
+        ));
     }
     let token = guc_string(&AUTH_TOKEN);
     if token.is_empty() {
@@ -181,6 +204,7 @@ fn read_settings() -> Result<Settings, String> {
     Ok(Settings {
         listen,
         conninfo,
+        client_role,
         name: guc_string(&PARTICIPANT_NAME),
         token,
         decision_timeout: Duration::from_millis(DECISION_TIMEOUT_MS.get().max(100) as u64),
@@ -238,7 +262,7 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
                 // coordinator into `busy` errors.
                 server.max_in_flight = 1024;
                 let resource = twopc_pg_participant::PgResource::new(
-                    twopc_pg_participant::PgConfig::new(settings.conninfo),
+                    twopc_pg_participant::PgConfig::new(settings.conninfo, settings.client_role),
                 );
                 let ready_tx = status_tx.clone();
                 twopc_pg_participant::run(

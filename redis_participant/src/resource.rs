@@ -238,6 +238,7 @@ impl Resource for RedisResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
+        _timeout: Option<std::time::Duration>,
     ) -> Result<PrepareOutcome, ParticipantError> {
         let ops = match Self::redis_ops(ops) {
             Ok(Some(ops)) => ops,

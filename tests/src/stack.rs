@@ -281,6 +281,7 @@ impl Stack {
                 ("twopc.listen_addr".into(), format!("'{bank_addr}'")),
                 ("twopc.database".into(), "'bank'".into()),
                 ("twopc.role".into(), "'app'".into()),
+                ("twopc.client_role".into(), "'app_client'".into()),
                 ("twopc.auth_token".into(), format!("'{bank_token}'")),
                 ("twopc.participant_name".into(), "'bank'".into()),
                 (
@@ -295,6 +296,8 @@ impl Stack {
             "bank",
             &format!(
                 "CREATE ROLE app LOGIN;
+                 CREATE ROLE app_client NOLOGIN;
+                 GRANT app_client TO app;
                  CREATE EXTENSION pg_twopc_ext;
                  GRANT USAGE ON SCHEMA twopc TO app;
                  GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app;
@@ -302,7 +305,7 @@ impl Stack {
                  CREATE TABLE accounts(id int PRIMARY KEY, owner text NOT NULL,
                                        balance bigint NOT NULL CHECK (balance >= 0));
                  INSERT INTO accounts SELECT i, 'owner-' || i, {b} FROM generate_series(1, {n}) i;
-                 GRANT SELECT, UPDATE ON accounts TO app;",
+                 GRANT SELECT, UPDATE ON accounts TO app_client;",
                 b = opts.initial_balance,
                 n = opts.accounts
             ),

@@ -46,6 +46,7 @@ fn start() -> Stack {
             ("twopc.listen_addr".into(), format!("'{addr}'")),
             ("twopc.database".into(), "'bank'".into()),
             ("twopc.role".into(), "'app'".into()),
+            ("twopc.client_role".into(), "'app_client'".into()),
             ("twopc.auth_token".into(), format!("'{TOKEN}'")),
             ("twopc.participant_name".into(), "'bank'".into()),
             ("twopc.decision_timeout".into(), "'60s'".into()),
@@ -57,6 +58,8 @@ fn start() -> Stack {
     pg.psql_ok(
         "bank",
         "CREATE ROLE app LOGIN;
+                 CREATE ROLE app_client NOLOGIN;
+                 GRANT app_client TO app;
          CREATE EXTENSION pg_twopc_ext;
          GRANT USAGE ON SCHEMA twopc TO app;
          GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app;
@@ -64,7 +67,7 @@ fn start() -> Stack {
          GRANT SELECT ON twopc.in_doubt TO app;
          CREATE TABLE accounts(id int PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
          INSERT INTO accounts VALUES (1, 100), (2, 100);
-         GRANT SELECT, UPDATE, INSERT ON accounts TO app;",
+         GRANT SELECT, UPDATE, INSERT ON accounts TO app_client;",
     )
     .expect("set up the bank database");
     Stack { pg, addr }
@@ -298,7 +301,7 @@ async fn a_prepare_that_failed_at_prepare_time_stays_refused_after_a_restart() {
         "bank",
         "CREATE TABLE ledger(id int PRIMARY KEY,
                              account int REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED);
-         GRANT SELECT, INSERT ON ledger TO app;",
+         GRANT SELECT, INSERT ON ledger TO app_client;",
     )
     .unwrap();
     let insert = |account: i64| {
@@ -312,8 +315,8 @@ async fn a_prepare_that_failed_at_prepare_time_stays_refused_after_a_restart() {
     let (v, reason) = vote(&mut c, "deferred", insert(99)).await;
     assert_eq!(v, Vote::No);
     assert!(
-        reason.unwrap().contains("foreign key"),
-        "the reason names the failed check"
+        reason.as_deref().unwrap_or("").contains("foreign key"),
+        "the reason names the failed check: {reason:?}"
     );
     assert_eq!(
         s.pg.psql_ok(
