@@ -6,7 +6,7 @@
 //! | `GET /v1/transactions/{id}` | a transaction's outcome (404 if unknown) |
 //! | `GET /v1/participants` | connection state and in-doubt counts |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s |
+//! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s (at most `max_event_subscribers` at once, else 503 `too_many_subscribers`; a subscriber more than `event_buffer` events behind gets `{"lagged": n}` for what it missed) |
 //! | `POST /v1/faults` | fault injection, refused unless enabled |
 //! | `GET /` | the web app |
 //!
@@ -43,6 +43,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -67,7 +68,55 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Fault injection.
     pub faults: Arc<Faults>,
+    /// `/v1/events` subscribers connected now.
+    pub subscribers: Arc<Subscribers>,
 }
+
+/// Counts `/v1/events` subscribers against `max_event_subscribers`.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    now: AtomicUsize,
+}
+
+/// One subscriber's place; giving it back (on drop) lets the next one in.
+#[derive(Debug)]
+pub struct SubscriberSlot(Arc<Subscribers>);
+
+impl Subscribers {
+    /// A place for one more subscriber, if fewer than `max` are connected.
+    pub fn try_take(self: &Arc<Self>, max: usize) -> Option<SubscriberSlot> {
+        self.now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SubscriberSlot(self.clone()))
+    }
+
+    /// Subscribers connected now.
+    pub fn count(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Largest message (and frame) an event-stream client may send. The stream is one-way; a
+/// client has nothing to say beyond a close or a ping, so anything bigger is refused at the
+/// frame header instead of being buffered (an unfinished 60 MiB message used to cost 61 MB).
+pub const EVENTS_MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+/// Bytes of events queued for one subscriber's socket before a send waits for it to drain;
+/// what a slow reader misses meanwhile is dropped and counted for it (`{"lagged": n}`).
+pub const EVENTS_WRITE_BUFFER: usize = 16 * 1024;
+
+/// A subscriber that cannot take a single event for this long is disconnected, freeing its
+/// place (a dead peer behind a full socket would otherwise hold one for ever).
+pub const EVENTS_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
@@ -432,34 +481,67 @@ async fn metrics(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn events(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| stream_events(st, socket))
+async fn events(
+    State(st): State<AppState>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "websocket_required",
+                format!("/v1/events is a WebSocket endpoint: {e}"),
+            )
+        }
+    };
+    let max = st.config.max_event_subscribers;
+    let Some(slot) = st.subscribers.try_take(max) else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!(
+                "the event stream already has {max} subscribers (max_event_subscribers); \
+                 try again later"
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return resp;
+    };
+    ws.read_buffer_size(EVENTS_MAX_CLIENT_MESSAGE)
+        .max_message_size(EVENTS_MAX_CLIENT_MESSAGE)
+        .max_frame_size(EVENTS_MAX_CLIENT_MESSAGE)
+        .write_buffer_size(EVENTS_WRITE_BUFFER)
+        // Never reached in practice: a send waits (and the reader lags) once the write
+        // buffer is full, so at most one event more than it is held.
+        .max_write_buffer_size(EVENTS_WRITE_BUFFER + MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| stream_events(st, socket, slot))
 }
 
-async fn stream_events(st: AppState, mut socket: WebSocket) {
+async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlot) {
     let mut rx = st.handle.subscribe();
     loop {
-        tokio::select! {
+        let text: Arc<str> = tokio::select! {
             ev = rx.recv() => match ev {
-                Ok(ev) => {
-                    let text = serde_json::to_string(&ev).unwrap_or_default();
-                    if socket.send(AxMessage::Text(text.into())).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(text) => text,
+                // A slow subscriber misses events rather than slowing the coordinator down,
+                // and is told how many (the web app counts them as "skipped by server").
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    // A slow browser misses events rather than slowing the coordinator down.
-                    let note = serde_json::json!({"lagged": n}).to_string();
-                    if socket.send(AxMessage::Text(note.into())).await.is_err() {
-                        return;
-                    }
+                    serde_json::json!({"lagged": n}).to_string().into()
                 }
                 Err(_) => return,
             },
             incoming = socket.recv() => match incoming {
+                // Over EVENTS_MAX_CLIENT_MESSAGE, a read error, or a close: done.
                 Some(Ok(AxMessage::Close(_))) | None | Some(Err(_)) => return,
-                _ => {}
+                _ => continue,
             },
+        };
+        let send = socket.send(AxMessage::Text(text.as_ref().into()));
+        match tokio::time::timeout(EVENTS_SEND_TIMEOUT, send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
         }
     }
 }

@@ -105,7 +105,7 @@ pub enum Command {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<str>>,
     next_id: Arc<AtomicU64>,
     coordinator: String,
 }
@@ -116,8 +116,9 @@ impl Handle {
         self.tx.send(cmd).await.is_ok()
     }
 
-    /// Subscribes to the event stream.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Subscribes to the event stream: each item is one [`Event`] as JSON text, serialized
+    /// once for every subscriber.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.events.subscribe()
     }
 
@@ -145,7 +146,9 @@ impl Handle {
 /// Outboxes of the participant connection tasks, by participant.
 pub type Outboxes = HashMap<ParticipantName, mpsc::Sender<Message>>;
 
-/// Starts the driver task. Returns its handle and the task's join handle.
+/// Starts the driver task. Returns its handle and the task's join handle. `event_buffer` is
+/// how many events the event stream keeps for subscribers that fall behind.
+#[allow(clippy::too_many_arguments)] // each is one independent piece of wiring
 pub fn spawn(
     mut core: Core,
     recovered: Recovered,
@@ -153,10 +156,11 @@ pub fn spawn(
     outboxes: Outboxes,
     participant_names: Vec<ParticipantName>,
     faults: Arc<Faults>,
+    event_buffer: usize,
     mut shutdown: broadcast::Receiver<()>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Command>(65_536);
-    let (events, _) = broadcast::channel::<Event>(16_384);
+    let (events, _) = broadcast::channel::<Arc<str>>(event_buffer.max(1));
     let start = Instant::now();
     let wall_start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -215,7 +219,7 @@ pub fn spawn(
 struct Executor {
     log: Arc<dyn LogPort>,
     outboxes: Outboxes,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<str>>,
     run: String,
     seq: u64,
     waiters: HashMap<RequestId, oneshot::Sender<Result<TransactionResponse, SubmitError>>>,
@@ -311,8 +315,11 @@ impl Executor {
             kind,
         };
         self.seq += 1;
-        // No subscribers is fine: nobody is watching.
-        let _ = self.events.send(ev);
+        // Serialized here, once, not once per subscriber; and not at all when nobody watches.
+        if self.events.receiver_count() > 0 {
+            let text: Arc<str> = serde_json::to_string(&ev).unwrap_or_default().into();
+            let _ = self.events.send(text);
+        }
     }
 
     fn execute(&mut self, outs: Vec<Output>) {

@@ -215,6 +215,7 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         outboxes,
         names,
         faults.clone(),
+        config.event_buffer,
         shutdown.subscribe(),
     );
     let mut tasks = vec![driver_task];
@@ -282,6 +283,7 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         handle: handle.clone(),
         config: config.clone(),
         faults,
+        subscribers: Arc::new(crate::api::Subscribers::default()),
     });
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
