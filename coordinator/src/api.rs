@@ -333,6 +333,8 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
                 outcome: Outcome::InProgress,
                 reason: Some("still running; GET /v1/transactions/{id} for the outcome".into()),
                 timings: Default::default(),
+                decision: None,
+                heuristics: Vec::new(),
             };
             (StatusCode::ACCEPTED, Json(resp)).into_response()
         }

@@ -378,7 +378,25 @@ impl Executor {
                         let _ = w.send(result);
                     }
                 }
-                Output::Event { txid, kind } => self.publish(txid, kind),
+                Output::Event { txid, kind } => {
+                    if let EventKind::Heuristic {
+                        participant,
+                        decision,
+                        result,
+                    } = &kind
+                    {
+                        // An operator must look at it: the stores may disagree.
+                        tracing::error!(
+                            txid = txid.as_ref().map(|t| t.as_str()).unwrap_or(""),
+                            %participant,
+                            ?decision,
+                            ?result,
+                            "heuristic hazard: the participant's acknowledgement does not match \
+                             the decision"
+                        );
+                    }
+                    self.publish(txid, kind)
+                }
             }
         }
     }

@@ -73,7 +73,16 @@ fn render(o: &Output) -> Option<String> {
                 reason.clone().unwrap_or_default()
             )
         }
-        Output::LogLazy(LazyRecord::End { txid }) => format!("log-lazy end {txid}"),
+        Output::LogLazy(LazyRecord::End { txid, heuristics }) if heuristics.is_empty() => {
+            format!("log-lazy end {txid}")
+        }
+        Output::LogLazy(LazyRecord::End { txid, heuristics }) => {
+            let h: Vec<String> = heuristics
+                .iter()
+                .map(|h| format!("{} {:?}", h.participant, h.result))
+                .collect();
+            format!("log-lazy end {txid} heuristics=[{}]", h.join(", "))
+        }
         Output::LogLazy(LazyRecord::OnePhaseCommitted {
             txid, participant, ..
         }) => {

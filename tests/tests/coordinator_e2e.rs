@@ -339,3 +339,156 @@ async fn single_participant_uses_one_phase_commit() {
     assert_eq!(resp["outcome"], "aborted", "{resp}");
     assert_eq!(ledger.get("ledger:solo").await.as_deref(), Some("v"));
 }
+
+/// Connects to the event stream and collects the `heuristic` events it sees from now on,
+/// until `want` of them or 20 s (heartbeats keep the stream busy, so silence never comes).
+async fn watch_heuristics(url: &str, want: usize) -> tokio::task::JoinHandle<Vec<Value>> {
+    use futures_util::StreamExt;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/v1/events", url.replace("http://", "ws://")))
+            .await
+            .unwrap();
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while seen.len() < want {
+            let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                break;
+            };
+            let v: Value = serde_json::from_str(m.to_text().unwrap_or("")).unwrap_or(Value::Null);
+            if v["kind"] == "heuristic" {
+                seen.push(v);
+            }
+        }
+        seen
+    })
+}
+
+/// An operator (here: another client of the vault participant, with its token) rolls the
+/// vault's prepared branch back while the coordinator's COMMIT to it is delayed: the vault
+/// acknowledges the COMMIT with `conflict`. Ledger committed, vault did not, and the client,
+/// the lookup, the event stream and the metrics all say so: `heuristic_mixed`, never a plain
+/// `committed`. A second one whose client was answered before the conflict arrived shows it
+/// on lookup, also after a coordinator restart (the END record keeps it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_acknowledged_conflict_is_a_heuristic_outcome() {
+    use twopc_protocol::{Message, TxId};
+    use twopc_tests::wire_client::WireClient;
+    let (ledger, vault, mut coord) = setup().await;
+    let events = watch_heuristics(&coord.url, 2).await;
+    let mut operator = WireClient::connect(vault.addr, Some(vault.token))
+        .await
+        .unwrap();
+
+    // The client is answered after every ack, or after ack_wait_ms (1 s in the harness).
+    // "h-mixed": the COMMIT to vault is held back 600 ms, and the conflict is in the answer.
+    // "h-late": vault is also cut off once COMMIT is decided, so the client is answered
+    // "committed" first; the conflict arrives after the heal and shows on lookup.
+    for (id, told_at_once) in [("h-mixed", true), ("h-late", false)] {
+        coord
+            .fault(json!({"fault": "delay_next", "participant": "vault", "ms": 600, "msg_type": "commit"}))
+            .await;
+        let url = coord.url.clone();
+        let body = transfer(id, 7, None);
+        let client = tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/v1/transactions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        });
+        let lookup = || async {
+            reqwest::get(format!("{}/v1/transactions/{id}", coord.url))
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap_or(Value::Null)
+        };
+        if !told_at_once {
+            // Decided (the lookup says committed while delivering): cut the vault off.
+            eventually(5, "commit decided", || async {
+                lookup().await["outcome"] == "committed"
+            })
+            .await;
+            coord
+                .fault(json!({"fault": "partition", "participant": "vault"}))
+                .await;
+        }
+        // Once the vault holds it prepared, the operator forces it back.
+        eventually(5, "vault prepared", || async {
+            !vault.prepared_state().await.is_empty()
+        })
+        .await;
+        let ack = operator
+            .request(Message::Abort {
+                txid: TxId::new(id).unwrap(),
+                reason: Some("operator: heuristic rollback".into()),
+            })
+            .await;
+        assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");
+        let (status, resp) = client.await.unwrap();
+        assert_eq!(status, 200, "{resp}");
+        let shown = if told_at_once {
+            resp
+        } else {
+            assert_eq!(
+                resp["outcome"], "committed",
+                "answered before the conflict: {resp}"
+            );
+            coord
+                .fault(json!({"fault": "heal", "participant": "vault"}))
+                .await;
+            eventually(10, "the lookup shows the heuristic", || async {
+                lookup().await["outcome"] == "heuristic_mixed"
+            })
+            .await;
+            lookup().await
+        };
+        assert_eq!(shown["outcome"], "heuristic_mixed", "{shown}");
+        assert_eq!(shown["decision"], "commit", "{shown}");
+        assert_eq!(
+            shown["heuristics"],
+            json!([{"participant": "vault", "result": "conflict"}]),
+            "{shown}"
+        );
+        assert_eq!(lookup().await["outcome"], "heuristic_mixed");
+    }
+    // Mixed indeed: ledger applied both transfers, vault neither.
+    assert_eq!(ledger.get("ledger:a").await.as_deref(), Some("-14"));
+    assert_eq!(vault.get("vault:b").await, None);
+    let metrics = reqwest::get(format!("{}/metrics", coord.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("twopc_heuristic_hazards_total 2"),
+        "{metrics}"
+    );
+    let seen = events.await.unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|e| e["participant"] == "vault" && e["result"] == "conflict"),
+        "{seen:?}"
+    );
+
+    // Kept across a restart (the END record is written lazily: let it reach the disk).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    coord.spawn(&[]);
+    coord.wait_connected().await;
+    for id in ["h-mixed", "h-late"] {
+        let v: Value = reqwest::get(format!("{}/v1/transactions/{id}", coord.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["outcome"], "heuristic_mixed", "{id} after restart: {v}");
+        assert_eq!(v["heuristics"][0]["participant"], "vault", "{v}");
+    }
+}
