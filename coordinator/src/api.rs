@@ -6,33 +6,55 @@
 //! | `GET /v1/transactions/{id}` | a transaction's outcome (404 if unknown) |
 //! | `GET /v1/participants` | connection state and in-doubt counts |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s |
+//! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s (at most `max_event_subscribers` at once, else 503 `too_many_subscribers`; a subscriber more than `event_buffer` events behind gets `{"lagged": n}` for what it missed) |
 //! | `POST /v1/faults` | fault injection, refused unless enabled |
 //! | `GET /` | the web app |
 //!
 //! Every client error is a 4xx with a JSON body `{"error": code, "message": text}`; the body
 //! is parsed by hand (not by an extractor) so that each way a request can be wrong gets its
-//! own code and a message that says what to fix.
+//! own code and a message that says what to fix. That includes requests no handler takes: an
+//! unknown path under `/v1/` is a JSON 404 `not_found`, a known path with the wrong method a
+//! JSON 405 `method_not_allowed`, and an id that is not valid percent-encoded UTF-8 a JSON 400
+//! `bad_id` (axum's own rejections are plain text).
+//!
+//! Rules a body must follow beyond its schema:
+//!
+//! * No object may repeat a key (`duplicate_key`): a body that can be read two ways is refused.
+//! * A client id must not start with [`GENERATED_ID_PREFIX`] (`reserved_id`): that prefix is
+//!   the namespace of the ids the coordinator generates for requests without one, so no client
+//!   can claim a generated id in advance.
+//! * Every participant's first message (Prepare, or CommitOnePhase for a lone participant),
+//!   encoded exactly as it will be sent, must fit the participants' frame limit
+//!   [`MAX_FRAME_BYTES`] (413 `frame_too_large`). The body limit alone does not ensure it: the
+//!   frame adds an envelope, and numbers are re-encoded (`1e15` becomes
+//!   `1000000000000000.0`). Checked here, before anything is sent, because a participant that
+//!   receives an oversized frame can only close the connection, which would abort every other
+//!   transaction waiting for its vote.
 
 use crate::config::Config;
 use crate::core::SubmitError;
 use crate::driver::{Command, Handle};
 use crate::faults::{Faults, Intercept};
+use axum::extract::rejection::PathRejection;
 use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use twopc_protocol::api::{
-    ApiError, Outcome, TransactionRequest, TransactionResponse, MAX_PARTICIPANTS_PER_TX,
+    ApiError, Outcome, TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX,
+    MAX_PARTICIPANTS_PER_TX,
 };
 use twopc_protocol::event::EventKind;
-use twopc_protocol::{Operations, ParticipantKind, ParticipantName, TxId};
+use twopc_protocol::{
+    encode_frame, Frame, Operations, ParticipantKind, ParticipantName, TxId, MAX_FRAME_BYTES,
+};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -46,7 +68,55 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Fault injection.
     pub faults: Arc<Faults>,
+    /// `/v1/events` subscribers connected now.
+    pub subscribers: Arc<Subscribers>,
 }
+
+/// Counts `/v1/events` subscribers against `max_event_subscribers`.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    now: AtomicUsize,
+}
+
+/// One subscriber's place; giving it back (on drop) lets the next one in.
+#[derive(Debug)]
+pub struct SubscriberSlot(Arc<Subscribers>);
+
+impl Subscribers {
+    /// A place for one more subscriber, if fewer than `max` are connected.
+    pub fn try_take(self: &Arc<Self>, max: usize) -> Option<SubscriberSlot> {
+        self.now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SubscriberSlot(self.clone()))
+    }
+
+    /// Subscribers connected now.
+    pub fn count(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Largest message (and frame) an event-stream client may send. The stream is one-way; a
+/// client has nothing to say beyond a close or a ping, so anything bigger is refused at the
+/// frame header instead of being buffered (an unfinished 60 MiB message used to cost 61 MB).
+pub const EVENTS_MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+/// Bytes of events queued for one subscriber's socket before a send waits for it to drain;
+/// what a slow reader misses meanwhile is dropped and counted for it (`{"lagged": n}`).
+pub const EVENTS_WRITE_BUFFER: usize = 16 * 1024;
+
+/// A subscriber that cannot take a single event for this long is disconnected, freeing its
+/// place (a dead peer behind a full socket would otherwise hold one for ever).
+pub const EVENTS_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
@@ -58,14 +128,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/faults", post(inject_fault))
         .route("/v1/config", get(public_config))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }));
-    if let Some(dir) = state.config.web_dir.clone() {
-        let index = dir.join("index.html");
-        app = app.fallback_service(
-            tower_http::services::ServeDir::new(dir)
-                .fallback(tower_http::services::ServeFile::new(index)),
-        );
-    }
+        .route("/healthz", get(|| async { "ok" }))
+        // Below /v1/ every path is API: an unknown one is a JSON 404, never the web app's
+        // index.html (which a client would read as a 200).
+        .route("/v1", any(unknown_endpoint))
+        .route("/v1/", any(unknown_endpoint))
+        .route("/v1/{*rest}", any(unknown_endpoint))
+        .method_not_allowed_fallback(method_not_allowed);
+    app = match state.config.web_dir.clone() {
+        Some(dir) => {
+            let index = dir.join("index.html");
+            app.fallback_service(
+                tower_http::services::ServeDir::new(dir)
+                    .fallback(tower_http::services::ServeFile::new(index)),
+            )
+        }
+        None => app.fallback(unknown_endpoint),
+    };
     // The submit handler enforces its own limit so that the error is the API's JSON error.
     app.layer(DefaultBodyLimit::disable()).with_state(state)
 }
@@ -79,6 +158,26 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         }),
     )
         .into_response()
+}
+
+async fn unknown_endpoint(uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no endpoint {}; the API is POST /v1/transactions, GET /v1/transactions/{{id}}, \
+             GET /v1/participants, GET /v1/events, GET /v1/config, POST /v1/faults, GET /metrics",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 /// 64-bit FNV-1a: a stable hash (unlike std's) so body hashes survive restarts in the log.
@@ -103,8 +202,11 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
             )
         }
     };
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
+    let value: serde_json::Value = match crate::strict_json::from_slice(&body) {
         Ok(v) => v,
+        Err(e) if e.to_string().contains("duplicate key") => {
+            return error(StatusCode::BAD_REQUEST, "duplicate_key", e.to_string())
+        }
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -125,6 +227,18 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
             return error(StatusCode::BAD_REQUEST, code, msg);
         }
     };
+    if let Some(id) = &req.id {
+        if id.as_str().starts_with(GENERATED_ID_PREFIX) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "reserved_id",
+                format!(
+                    "transaction ids starting with {GENERATED_ID_PREFIX:?} are reserved for the \
+                     ids the coordinator generates; choose another id or send none"
+                ),
+            );
+        }
+    }
     if req.participants.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -184,6 +298,9 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
     let canonical = serde_json::to_vec(&req.participants).unwrap_or_default();
     let body_hash = fnv1a(&canonical);
     let txid = req.id.unwrap_or_else(|| st.handle.generate_txid());
+    if let Some(refusal) = oversized_first_message(&st, &txid, &req.participants, body.len()) {
+        return refusal;
+    }
     let (tx, rx) = oneshot::channel();
     let cmd = Command::Submit {
         txid: txid.clone(),
@@ -216,13 +333,60 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
                 outcome: Outcome::InProgress,
                 reason: Some("still running; GET /v1/transactions/{id} for the outcome".into()),
                 timings: Default::default(),
+                decision: None,
+                heuristics: Vec::new(),
             };
             (StatusCode::ACCEPTED, Json(resp)).into_response()
         }
     }
 }
 
-async fn lookup(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+/// The 413 for a transaction whose first message to some participant, encoded exactly as the
+/// core will send it, is over the participants' frame limit; `None` when every one fits.
+fn oversized_first_message(
+    st: &AppState,
+    txid: &TxId,
+    participants: &std::collections::BTreeMap<ParticipantName, Operations>,
+    body_len: usize,
+) -> Option<Response> {
+    let one_phase = participants.len() == 1;
+    for (name, ops) in participants {
+        let msg = crate::core::first_message(
+            &st.config.coordinator_id,
+            txid,
+            ops.clone(),
+            one_phase,
+            st.config.prepare_timeout_ms,
+        );
+        // The largest request id the connection could give it: the size is an upper bound.
+        let len = encode_frame(&Frame::new(u64::MAX, msg)).len();
+        if len > MAX_FRAME_BYTES {
+            return Some(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "frame_too_large",
+                format!(
+                    "the message to participant {name} would be {len} bytes; participants \
+                     accept frames of at most {MAX_FRAME_BYTES} bytes (the request body was \
+                     {body_len} bytes: the frame adds an envelope and numbers are re-encoded, \
+                     1e15 as 1000000000000000.0); nothing was sent"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_id",
+                format!("the transaction id in the path is not valid percent-encoded UTF-8: {e}"),
+            )
+        }
+    };
     let txid = match TxId::new(id) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
@@ -319,34 +483,67 @@ async fn metrics(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn events(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| stream_events(st, socket))
+async fn events(
+    State(st): State<AppState>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "websocket_required",
+                format!("/v1/events is a WebSocket endpoint: {e}"),
+            )
+        }
+    };
+    let max = st.config.max_event_subscribers;
+    let Some(slot) = st.subscribers.try_take(max) else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!(
+                "the event stream already has {max} subscribers (max_event_subscribers); \
+                 try again later"
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return resp;
+    };
+    ws.read_buffer_size(EVENTS_MAX_CLIENT_MESSAGE)
+        .max_message_size(EVENTS_MAX_CLIENT_MESSAGE)
+        .max_frame_size(EVENTS_MAX_CLIENT_MESSAGE)
+        .write_buffer_size(EVENTS_WRITE_BUFFER)
+        // Never reached in practice: a send waits (and the reader lags) once the write
+        // buffer is full, so at most one event more than it is held.
+        .max_write_buffer_size(EVENTS_WRITE_BUFFER + MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| stream_events(st, socket, slot))
 }
 
-async fn stream_events(st: AppState, mut socket: WebSocket) {
+async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlot) {
     let mut rx = st.handle.subscribe();
     loop {
-        tokio::select! {
+        let text: Arc<str> = tokio::select! {
             ev = rx.recv() => match ev {
-                Ok(ev) => {
-                    let text = serde_json::to_string(&ev).unwrap_or_default();
-                    if socket.send(AxMessage::Text(text.into())).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(text) => text,
+                // A slow subscriber misses events rather than slowing the coordinator down,
+                // and is told how many (the web app counts them as "skipped by server").
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    // A slow browser misses events rather than slowing the coordinator down.
-                    let note = serde_json::json!({"lagged": n}).to_string();
-                    if socket.send(AxMessage::Text(note.into())).await.is_err() {
-                        return;
-                    }
+                    serde_json::json!({"lagged": n}).to_string().into()
                 }
                 Err(_) => return,
             },
             incoming = socket.recv() => match incoming {
+                // Over EVENTS_MAX_CLIENT_MESSAGE, a read error, or a close: done.
                 Some(Ok(AxMessage::Close(_))) | None | Some(Err(_)) => return,
-                _ => {}
+                _ => continue,
             },
+        };
+        let send = socket.send(AxMessage::Text(text.as_ref().into()));
+        match tokio::time::timeout(EVENTS_SEND_TIMEOUT, send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
         }
     }
 }
@@ -402,10 +599,11 @@ async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Res
             "fault injection is disabled; start the coordinator with fault_injection = true",
         );
     }
-    let req: FaultRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
-    };
+    let req: FaultRequest =
+        match crate::strict_json::from_slice(&body).and_then(serde_json::from_value) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+        };
     let name = match &req {
         FaultRequest::DropNext { participant, .. }
         | FaultRequest::DelayNext { participant, .. }

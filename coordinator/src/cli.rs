@@ -283,6 +283,8 @@ pub async fn load(a: LoadArgs) -> CliResult {
                             Outcome::Committed => "committed".to_string(),
                             Outcome::Aborted => "aborted".to_string(),
                             Outcome::InProgress => "in_progress".to_string(),
+                            Outcome::HeuristicMixed => "heuristic_mixed".to_string(),
+                            Outcome::HeuristicHazard => "heuristic_hazard".to_string(),
                         },
                         Err(_) => "bad_response".to_string(),
                     },

@@ -6,6 +6,8 @@
 //! data_dir = ".demo/coordinator"
 //! web_dir = "web/dist"
 //! prepare_timeout_ms = 5000
+//! max_event_subscribers = 64   # /v1/events clients at once
+//! event_buffer = 4096          # events a slow subscriber may fall behind before drops
 //!
 //! [[participant]]
 //! name = "bank"
@@ -118,6 +120,12 @@ fn default_retry_max() -> u64 {
 fn default_heartbeat() -> u64 {
     2_000
 }
+fn default_max_event_subscribers() -> usize {
+    64
+}
+fn default_event_buffer() -> usize {
+    4_096
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +160,16 @@ pub struct Config {
     /// Heartbeat interval on participant connections.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
+    /// Most `/v1/events` subscribers at once; one more is refused with 503
+    /// `too_many_subscribers`. Each costs a task, socket buffers and a share of the work per
+    /// event, so the number is bounded whatever clients do.
+    #[serde(default = "default_max_event_subscribers")]
+    pub max_event_subscribers: usize,
+    /// How many events a `/v1/events` subscriber may fall behind before the oldest are dropped
+    /// for it; it is then sent `{"lagged": n}` with the number it missed. The buffer is one
+    /// ring shared by all subscribers (each event is stored and serialized once).
+    #[serde(default = "default_event_buffer")]
+    pub event_buffer: usize,
     /// Allow the fault-injection API (demo and tests only).
     #[serde(default)]
     pub fault_injection: bool,
@@ -202,6 +220,11 @@ impl Config {
                     p.name, p.url
                 )));
             }
+        }
+        if self.event_buffer == 0 {
+            return Err(ConfigError::Invalid(
+                "event_buffer must be at least 1 event".into(),
+            ));
         }
         if self.prepare_timeout_ms == 0 || self.retry_base_ms == 0 {
             return Err(ConfigError::Invalid("timeouts must be positive".into()));

@@ -7,6 +7,9 @@
 //! a protocol Ping every `heartbeat` interval; a connection that stays silent for three
 //! intervals is dropped and re-dialled. Reconnects back off exponentially (100 ms to 2 s).
 //!
+//! A message whose frame would be over [`MAX_FRAME_BYTES`] is not sent (the participant would
+//! have to close the connection); its transaction is told through [`Input::Unsendable`].
+//!
 //! Messages queued while the connection is down are discarded on reconnect: the core re-sends
 //! whatever still matters once the participant's InDoubtReport arrives, and a stale Prepare
 //! must not reach a participant after its transaction was aborted for want of a vote.
@@ -188,12 +191,33 @@ async fn serve(
                 // share one write instead of a syscall each.
                 let mut next = Some(msg);
                 while let Some(msg) = next.take() {
+                    next = outbox.try_recv().ok();
+                    let txid = msg.txid().cloned();
                     let frame = Frame::new(next_id, msg);
                     next_id += 1;
-                    if let Err(e) = sink.feed(WsMessage::text(encode_frame(&frame))).await {
+                    let text = encode_frame(&frame);
+                    if text.len() > MAX_FRAME_BYTES {
+                        // The participant would close the connection on it (it cannot skip
+                        // an oversized frame), taking every transaction waiting for its vote
+                        // down too. Keep the connection; fail just this transaction.
+                        let reason = format!(
+                            "a {} frame of {} bytes is over the participants' limit of \
+                             {MAX_FRAME_BYTES} bytes",
+                            frame.msg.type_name(),
+                            text.len()
+                        );
+                        tracing::error!(participant = %dial.name, "not sent: {reason}");
+                        if let Some(txid) = txid {
+                            let input = Input::Unsendable { to: dial.name.clone(), txid, reason };
+                            if driver.send(Command::Input(input)).await.is_err() {
+                                return "shutdown".into();
+                            }
+                        }
+                        continue;
+                    }
+                    if let Err(e) = sink.feed(WsMessage::text(text)).await {
                         return format!("send failed: {e}");
                     }
-                    next = outbox.try_recv().ok();
                 }
                 if let Err(e) = sink.flush().await {
                     return format!("send failed: {e}");

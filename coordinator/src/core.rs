@@ -41,7 +41,9 @@
 
 use crate::metrics::Metrics;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use twopc_protocol::api::{Outcome, PhaseTimings, TransactionResponse};
+use twopc_protocol::api::{
+    HeuristicKind, HeuristicReport, Outcome, PhaseTimings, TransactionResponse,
+};
 use twopc_protocol::event::{EventKind, Phase as EvPhase};
 use twopc_protocol::message::{AckResult, Decision, DecisionStatus, Message, Vote};
 use twopc_protocol::{CoordinatorId, Operations, ParticipantName, TxId};
@@ -136,6 +138,18 @@ pub enum Input {
         /// The log error.
         error: String,
     },
+    /// The connection task could not send a message for `txid` because its frame is over the
+    /// participant's limit (the API refuses such bodies first; this is the last line of
+    /// defence, so that one transaction's frame never costs the connection). The transaction
+    /// aborts if it still can.
+    Unsendable {
+        /// The participant.
+        to: ParticipantName,
+        /// The transaction.
+        txid: TxId,
+        /// Why (the frame's size and the limit).
+        reason: String,
+    },
     /// Time passed; fire due timeouts and re-sends.
     Tick,
 }
@@ -203,6 +217,9 @@ pub enum LazyRecord {
     End {
         /// The transaction.
         txid: TxId,
+        /// Acknowledgements that did not match the decision (kept so the heuristic outcome
+        /// survives a restart).
+        heuristics: Vec<HeuristicReport>,
     },
 }
 
@@ -228,6 +245,8 @@ pub struct RecordedOutcome {
     pub reason: Option<String>,
     /// Phase timings (zero for outcomes recovered from the log).
     pub timings: PhaseTimings,
+    /// Acknowledgements that did not match the decision.
+    pub heuristics: Vec<HeuristicReport>,
 }
 
 /// Connection state and in-doubt count of one participant, for `/v1/participants`.
@@ -303,9 +322,26 @@ struct Tx {
     prepare_deadline_ms: u64,
     /// Client already answered (committed but acks still outstanding).
     replied: bool,
+    /// Acknowledgements that did not match the decision (heuristic hazards).
+    heuristics: Vec<HeuristicReport>,
 }
 
 impl Tx {
+    /// What a client is told about this transaction now.
+    fn response(&self, txid: &TxId, now_ms: u64) -> TransactionResponse {
+        let decision = match self.stage {
+            Stage::Delivering(d) => Some(d),
+            _ => None,
+        };
+        answer(
+            txid,
+            decision,
+            self.reason.clone(),
+            self.timings(now_ms),
+            self.heuristics.clone(),
+        )
+    }
+
     fn timings(&self, now_ms: u64) -> PhaseTimings {
         let prep_end = self.prepared_ms.unwrap_or(now_ms);
         let dec_end = self.decided_ms.unwrap_or(prep_end);
@@ -395,6 +431,7 @@ impl Core {
                 decided_ms: Some(now_ms),
                 prepare_deadline_ms: now_ms,
                 replied: true,
+                heuristics: Vec::new(),
             };
             self.timers.insert((now_ms, rc.txid.clone()));
             self.txs.insert(rc.txid, tx);
@@ -464,6 +501,23 @@ impl Core {
                     self.decide_abort(now_ms, &txid, why, &mut out);
                 }
             }
+            Input::Unsendable { to, txid, reason } => {
+                let Some(tx) = self.txs.get_mut(&txid) else {
+                    return out;
+                };
+                let unvoted = tx.parts.get(&to).is_some_and(|p| p.vote.is_none());
+                if matches!(tx.stage, Stage::Preparing | Stage::OnePhase) && unvoted {
+                    // It never received the message, so it holds nothing: like a NO vote (and
+                    // a one-phase participant owes no ack for what it never got).
+                    if let Some(p) = tx.parts.get_mut(&to) {
+                        p.vote = Some(Vote::No);
+                        p.owes_ack = false;
+                    }
+                    let why =
+                        format!("the message to participant {to} could not be sent: {reason}");
+                    self.decide_abort(now_ms, &txid, why, &mut out);
+                }
+            }
             Input::Tick => self.tick(now_ms, &mut out),
         }
         out
@@ -472,17 +526,7 @@ impl Core {
     /// The state of a transaction, for `GET /v1/transactions/{id}`.
     pub fn lookup(&self, now_ms: u64, txid: &TxId) -> Option<TransactionResponse> {
         if let Some(tx) = self.txs.get(txid) {
-            let outcome = match tx.stage {
-                Stage::Delivering(Decision::Commit) => Outcome::Committed,
-                Stage::Delivering(Decision::Abort) => Outcome::Aborted,
-                _ => Outcome::InProgress,
-            };
-            return Some(TransactionResponse {
-                id: txid.clone(),
-                outcome,
-                reason: tx.reason.clone(),
-                timings: tx.timings(now_ms),
-            });
+            return Some(tx.response(txid, now_ms));
         }
         self.outcomes.get(txid).map(|o| response(txid, o))
     }
@@ -551,15 +595,7 @@ impl Core {
                     result: Err(SubmitError::IdConflict { txid }),
                 });
             } else if tx.replied {
-                let resp = TransactionResponse {
-                    id: txid.clone(),
-                    outcome: match tx.stage {
-                        Stage::Delivering(Decision::Abort) => Outcome::Aborted,
-                        _ => Outcome::Committed,
-                    },
-                    reason: tx.reason.clone(),
-                    timings: tx.timings(now_ms),
-                };
+                let resp = tx.response(&txid, now_ms);
                 out.push(Output::Reply {
                     req,
                     result: Ok(resp),
@@ -616,6 +652,7 @@ impl Core {
             decided_ms: None,
             prepare_deadline_ms: now_ms + self.cfg.prepare_timeout_ms,
             replied: false,
+            heuristics: Vec::new(),
         };
         let missing: Vec<String> = tx
             .parts
@@ -633,26 +670,19 @@ impl Core {
             self.decide_abort(now_ms, &txid, why, out);
             return;
         }
-        let coordinator = self.cfg.coordinator.clone();
-        let timeout_ms = Some(self.cfg.prepare_timeout_ms);
         for (name, p) in tx.parts.iter_mut() {
             let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
-            let msg = if one_phase {
+            if one_phase {
                 p.owes_ack = true;
                 p.next_send_ms = now_ms + self.cfg.prepare_timeout_ms;
-                Message::CommitOnePhase {
-                    txid: txid.clone(),
-                    coordinator: coordinator.clone(),
-                    ops,
-                }
-            } else {
-                Message::Prepare {
-                    txid: txid.clone(),
-                    coordinator: coordinator.clone(),
-                    ops,
-                    timeout_ms,
-                }
-            };
+            }
+            let msg = first_message(
+                &self.cfg.coordinator,
+                &txid,
+                ops,
+                one_phase,
+                self.cfg.prepare_timeout_ms,
+            );
             send(out, &txid, name, msg);
         }
         let due = if one_phase {
@@ -863,7 +893,11 @@ impl Core {
                         .collect();
                     if yes.is_empty() {
                         // Everyone read-only: nothing to decide durably, nothing to deliver.
+                        // The stage says "decided" so that finish() answers the client now
+                        // (it only answers decided transactions; left at Preparing, the client
+                        // heard nothing until its own timeout).
                         tx.decided_ms = Some(now_ms);
+                        tx.stage = Stage::Delivering(Decision::Commit);
                         out.push(Output::Event {
                             txid: Some(txid.clone()),
                             kind: EventKind::Decision {
@@ -1030,11 +1064,6 @@ impl Core {
                     return;
                 }
                 p.owes_ack = false;
-                if d == Decision::Commit && result == AckResult::NotPrepared {
-                    // The participant has no record of the work we logged as committed: a
-                    // heuristic hazard an operator must look at. Never hidden.
-                    self.metrics.heuristic_hazards += 1;
-                }
                 out.push(Output::Event {
                     txid: Some(txid.clone()),
                     kind: EventKind::Ack {
@@ -1042,6 +1071,31 @@ impl Core {
                         decision,
                     },
                 });
+                // Anything but "applied" (or "already applied", a repeat) means the
+                // participant's state does not match the decision: a heuristic hazard an
+                // operator must look at. Counted, published, and in the client's outcome;
+                // never a silent success. (`not_prepared` after an ABORT is ordinary presumed
+                // abort: the participant holds nothing, as decided.)
+                let hazard = match (d, result) {
+                    (_, AckResult::Conflict) => Some(HeuristicKind::Conflict),
+                    (Decision::Commit, AckResult::NotPrepared) => Some(HeuristicKind::NotPrepared),
+                    _ => None,
+                };
+                if let Some(kind) = hazard {
+                    self.metrics.heuristic_hazards += 1;
+                    tx.heuristics.push(HeuristicReport {
+                        participant: from.clone(),
+                        result: kind,
+                    });
+                    out.push(Output::Event {
+                        txid: Some(txid.clone()),
+                        kind: EventKind::Heuristic {
+                            participant: from.to_string(),
+                            decision,
+                            result: kind,
+                        },
+                    });
+                }
                 self.maybe_end(now_ms, &txid, out);
             }
             _ => {}
@@ -1056,8 +1110,12 @@ impl Core {
         if tx.parts.values().any(|p| p.owes_ack) {
             return;
         }
-        if d == Decision::Commit {
-            out.push(Output::LogLazy(LazyRecord::End { txid: txid.clone() }));
+        // An abort needs no END (presumed abort), unless it carries heuristics to keep.
+        if d == Decision::Commit || !tx.heuristics.is_empty() {
+            out.push(Output::LogLazy(LazyRecord::End {
+                txid: txid.clone(),
+                heuristics: tx.heuristics.clone(),
+            }));
         }
         self.finish(now_ms, txid, d, out);
     }
@@ -1086,6 +1144,7 @@ impl Core {
                 body_hash: tx.body_hash,
                 reason: tx.reason,
                 timings,
+                heuristics: tx.heuristics,
             },
         );
     }
@@ -1094,18 +1153,11 @@ impl Core {
         let Some(tx) = self.txs.get_mut(txid) else {
             return;
         };
-        let outcome = match tx.stage {
-            Stage::Delivering(Decision::Commit) => Outcome::Committed,
-            Stage::Delivering(Decision::Abort) => Outcome::Aborted,
-            _ => return,
-        };
+        if !matches!(tx.stage, Stage::Delivering(_)) {
+            return;
+        }
         tx.replied = true;
-        let resp = TransactionResponse {
-            id: txid.clone(),
-            outcome,
-            reason: tx.reason.clone(),
-            timings: tx.timings(now_ms),
-        };
+        let resp = tx.response(txid, now_ms);
         for req in tx.waiters.drain(..) {
             out.push(Output::Reply {
                 req,
@@ -1324,15 +1376,62 @@ impl Core {
     }
 }
 
+/// The first message a participant gets for a transaction: Prepare, or CommitOnePhase when it
+/// is the only participant. The API encodes the same message to check its size before
+/// accepting the transaction, so this is the one place that builds it.
+pub fn first_message(
+    coordinator: &CoordinatorId,
+    txid: &TxId,
+    ops: Operations,
+    one_phase: bool,
+    prepare_timeout_ms: u64,
+) -> Message {
+    if one_phase {
+        Message::CommitOnePhase {
+            txid: txid.clone(),
+            coordinator: coordinator.clone(),
+            ops,
+        }
+    } else {
+        Message::Prepare {
+            txid: txid.clone(),
+            coordinator: coordinator.clone(),
+            ops,
+            timeout_ms: Some(prepare_timeout_ms),
+        }
+    }
+}
+
 fn response(txid: &TxId, o: &RecordedOutcome) -> TransactionResponse {
+    answer(
+        txid,
+        Some(o.decision),
+        o.reason.clone(),
+        o.timings,
+        o.heuristics.clone(),
+    )
+}
+
+/// The client's answer: `decision` is `None` while undecided. A heuristic outcome also
+/// names the decision and the mismatching acknowledgements; the plain ones do not need to.
+fn answer(
+    txid: &TxId,
+    decision: Option<Decision>,
+    reason: Option<String>,
+    timings: PhaseTimings,
+    heuristics: Vec<HeuristicReport>,
+) -> TransactionResponse {
+    let outcome = match decision {
+        Some(d) => Outcome::of(d, &heuristics),
+        None => Outcome::InProgress,
+    };
     TransactionResponse {
         id: txid.clone(),
-        outcome: match o.decision {
-            Decision::Commit => Outcome::Committed,
-            Decision::Abort => Outcome::Aborted,
-        },
-        reason: o.reason.clone(),
-        timings: o.timings,
+        outcome,
+        reason,
+        timings,
+        decision: decision.filter(|_| !heuristics.is_empty()),
+        heuristics,
     }
 }
 

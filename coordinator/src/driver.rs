@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use twopc_protocol::api::TransactionResponse;
+use twopc_protocol::api::{TransactionResponse, GENERATED_ID_PREFIX};
 use twopc_protocol::event::{Event, EventKind};
 use twopc_protocol::{Message, Operations, ParticipantName, TxId};
 
@@ -105,7 +105,7 @@ pub enum Command {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<str>>,
     next_id: Arc<AtomicU64>,
     coordinator: String,
 }
@@ -116,19 +116,25 @@ impl Handle {
         self.tx.send(cmd).await.is_ok()
     }
 
-    /// Subscribes to the event stream.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Subscribes to the event stream: each item is one [`Event`] as JSON text, serialized
+    /// once for every subscriber.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.events.subscribe()
     }
 
-    /// A fresh transaction id for a client that did not choose one.
+    /// A fresh transaction id for a client that did not choose one: `~<coordinator>-<ms>-<n>`.
+    /// The prefix [`GENERATED_ID_PREFIX`] is refused in client ids, so the id is not taken.
     pub fn generate_txid(&self) -> TxId {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        TxId::new(format!("{}-{ms}-{n}", self.coordinator)).expect("generated ids are valid")
+        TxId::new(format!(
+            "{GENERATED_ID_PREFIX}{}-{ms}-{n}",
+            self.coordinator
+        ))
+        .expect("generated ids are valid")
     }
 
     /// The raw command sender (for connection tasks).
@@ -140,7 +146,9 @@ impl Handle {
 /// Outboxes of the participant connection tasks, by participant.
 pub type Outboxes = HashMap<ParticipantName, mpsc::Sender<Message>>;
 
-/// Starts the driver task. Returns its handle and the task's join handle.
+/// Starts the driver task. Returns its handle and the task's join handle. `event_buffer` is
+/// how many events the event stream keeps for subscribers that fall behind.
+#[allow(clippy::too_many_arguments)] // each is one independent piece of wiring
 pub fn spawn(
     mut core: Core,
     recovered: Recovered,
@@ -148,10 +156,11 @@ pub fn spawn(
     outboxes: Outboxes,
     participant_names: Vec<ParticipantName>,
     faults: Arc<Faults>,
+    event_buffer: usize,
     mut shutdown: broadcast::Receiver<()>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Command>(65_536);
-    let (events, _) = broadcast::channel::<Event>(16_384);
+    let (events, _) = broadcast::channel::<Arc<str>>(event_buffer.max(1));
     let start = Instant::now();
     let wall_start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -210,7 +219,7 @@ pub fn spawn(
 struct Executor {
     log: Arc<dyn LogPort>,
     outboxes: Outboxes,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<str>>,
     run: String,
     seq: u64,
     waiters: HashMap<RequestId, oneshot::Sender<Result<TransactionResponse, SubmitError>>>,
@@ -306,8 +315,11 @@ impl Executor {
             kind,
         };
         self.seq += 1;
-        // No subscribers is fine: nobody is watching.
-        let _ = self.events.send(ev);
+        // Serialized here, once, not once per subscriber; and not at all when nobody watches.
+        if self.events.receiver_count() > 0 {
+            let text: Arc<str> = serde_json::to_string(&ev).unwrap_or_default().into();
+            let _ = self.events.send(text);
+        }
     }
 
     fn execute(&mut self, outs: Vec<Output>) {
@@ -366,7 +378,25 @@ impl Executor {
                         let _ = w.send(result);
                     }
                 }
-                Output::Event { txid, kind } => self.publish(txid, kind),
+                Output::Event { txid, kind } => {
+                    if let EventKind::Heuristic {
+                        participant,
+                        decision,
+                        result,
+                    } = &kind
+                    {
+                        // An operator must look at it: the stores may disagree.
+                        tracing::error!(
+                            txid = txid.as_ref().map(|t| t.as_str()).unwrap_or(""),
+                            %participant,
+                            ?decision,
+                            ?result,
+                            "heuristic hazard: the participant's acknowledgement does not match \
+                             the decision"
+                        );
+                    }
+                    self.publish(txid, kind)
+                }
             }
         }
     }

@@ -26,6 +26,7 @@
 //! * [`cli`]: the command-line client and load generator.
 //! * [`failpoint`]: crash points for the fault tests, armed by an environment variable.
 //! * [`metrics`]: counters and latency histograms, Prometheus text.
+//! * [`strict_json`]: JSON parsing that refuses duplicate keys (client bodies).
 //!
 //! The wire types it speaks live in [`twopc_protocol`].
 
@@ -41,5 +42,6 @@ pub mod faults;
 pub mod log;
 pub mod metrics;
 pub mod server;
+pub mod strict_json;
 
 pub use twopc_protocol as protocol;

@@ -73,7 +73,9 @@ pub struct Metrics {
     pub timeouts: u64,
     /// Abort answers given by presumption (no record of the transaction).
     pub presumed_aborts: u64,
-    /// Commits acknowledged with "not prepared": work the participant cannot find.
+    /// Decisions acknowledged with something other than "applied": a `conflict` (finished
+    /// the other way) after either decision, or `not_prepared` after a COMMIT (work the
+    /// participant cannot find).
     pub heuristic_hazards: u64,
     /// Phase 1 latency.
     pub prepare: Histogram,
@@ -143,7 +145,7 @@ impl Metrics {
         counter(
             &mut s,
             "twopc_heuristic_hazards_total",
-            "Commits acknowledged as not prepared by a participant.",
+            "Decisions acknowledged with conflict, or commits with not_prepared (heuristic outcomes).",
             self.heuristic_hazards,
         );
         let _ = writeln!(

@@ -80,7 +80,7 @@ impl<L: DecisionLog + 'static> LogPort for LogAdapter<L> {
                     at_ms: now_wall_ms(),
                 }]
             }
-            LazyRecord::End { txid } => vec![LogRecord::End { txid }],
+            LazyRecord::End { txid, heuristics } => vec![LogRecord::End { txid, heuristics }],
             // Nothing to drive for a one-phase commit: its Commit and End go together, lazily,
             // only so the outcome can be looked up and the id stays idempotent.
             LazyRecord::OnePhaseCommitted {
@@ -94,7 +94,10 @@ impl<L: DecisionLog + 'static> LogPort for LogAdapter<L> {
                     body_hash,
                     at_ms: now_wall_ms(),
                 },
-                LogRecord::End { txid },
+                LogRecord::End {
+                    txid,
+                    heuristics: Vec::new(),
+                },
             ],
         };
         for r in records {
@@ -174,6 +177,7 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
                         body_hash: o.body_hash,
                         reason: o.reason.clone(),
                         timings: PhaseTimings::default(),
+                        heuristics: o.heuristics.clone(),
                     },
                 )
             })
@@ -215,6 +219,7 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         outboxes,
         names,
         faults.clone(),
+        config.event_buffer,
         shutdown.subscribe(),
     );
     let mut tasks = vec![driver_task];
@@ -282,6 +287,7 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         handle: handle.clone(),
         config: config.clone(),
         faults,
+        subscribers: Arc::new(crate::api::Subscribers::default()),
     });
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {

@@ -59,7 +59,10 @@ fn crash_child() {
                         return;
                     }
                     let _ = acked_tx.send(id);
-                    let _ = log.append_lazy(LogRecord::End { txid: txid(id) });
+                    let _ = log.append_lazy(LogRecord::End {
+                        txid: txid(id),
+                        heuristics: Vec::new(),
+                    });
                 }
             });
         }

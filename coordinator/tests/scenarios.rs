@@ -16,6 +16,7 @@
 //! ask P TXID                              (DecisionRequest)
 //! report P [TXID@COORD ...]               (InDoubtReport)
 //! durable TXID | logfail TXID
+//! unsendable P TXID                       (the connection could not send P's message)
 //! tick MS                                 (advance the clock by MS, then Tick)
 //! recover [TXID:P,P ...]                  (start-up with logged COMMITs without END)
 //! lookup TXID
@@ -72,7 +73,16 @@ fn render(o: &Output) -> Option<String> {
                 reason.clone().unwrap_or_default()
             )
         }
-        Output::LogLazy(LazyRecord::End { txid }) => format!("log-lazy end {txid}"),
+        Output::LogLazy(LazyRecord::End { txid, heuristics }) if heuristics.is_empty() => {
+            format!("log-lazy end {txid}")
+        }
+        Output::LogLazy(LazyRecord::End { txid, heuristics }) => {
+            let h: Vec<String> = heuristics
+                .iter()
+                .map(|h| format!("{} {:?}", h.participant, h.result))
+                .collect();
+            format!("log-lazy end {txid} heuristics=[{}]", h.join(", "))
+        }
         Output::LogLazy(LazyRecord::OnePhaseCommitted {
             txid, participant, ..
         }) => {
@@ -274,6 +284,14 @@ fn run_script(script: &str) -> String {
                 )
             }
             "durable" => c.step(now, Input::CommitDurable { txid: t(args[0]) }),
+            "unsendable" => c.step(
+                now,
+                Input::Unsendable {
+                    to: p(args[0]),
+                    txid: t(args[1]),
+                    reason: "frame over the limit".into(),
+                },
+            ),
             "logfail" => c.step(
                 now,
                 Input::CommitFailed {

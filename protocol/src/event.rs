@@ -12,6 +12,7 @@
 //!  "kind": "message_sent", "to": "bank", "msg_type": "prepare", "summary": "PREPARE t1 (1 sql)"}
 //! ```
 
+use crate::api::HeuristicKind;
 use crate::ids::TxId;
 use crate::message::{Decision, Vote};
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,16 @@ pub enum EventKind {
         participant: String,
         /// Which attempt this is (2 for the first retry).
         attempt: u32,
+    },
+    /// A participant acknowledged the decision with something other than "applied": a
+    /// heuristic hazard (see [`crate::api`]); the transaction's outcome becomes heuristic.
+    Heuristic {
+        /// The participant.
+        participant: String,
+        /// The decision it was sent.
+        decision: Decision,
+        /// What it answered.
+        result: HeuristicKind,
     },
     /// Every participant acknowledged; the transaction is finished.
     TxEnd {

@@ -12,10 +12,11 @@ use twopc_participant::Server;
 /// Parses the command line and runs the participant until SIGINT or SIGTERM.
 pub fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    cli.read_token_env();
     let settings = match Settings::resolve(&cli, Some(&matches)) {
         Ok(s) => s,
         Err(e) => {

@@ -42,10 +42,17 @@ pub struct Cli {
     /// Redis server URL [default: redis://127.0.0.1:6379/].
     #[arg(long, env = "TWOPC_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
-    /// Shared secret the coordinator sends as `Authorization: Bearer <token>`.
-    #[arg(long, env = "TWOPC_REDIS_TOKEN", hide_env_values = true)]
+    /// The shared secret the coordinator sends as `Authorization: Bearer <token>`, from the
+    /// environment variable [`TOKEN_ENV`] only (see [`Cli::read_token_env`]): never a flag,
+    /// because every local user can read a process's command line (`ps`).
+    #[arg(skip)]
     pub token: Option<String>,
-    /// File holding the token (surrounding whitespace is ignored).
+    /// Refused with a message that says where the token goes instead; not in `--help`.
+    #[arg(long = "token", hide = true, value_name = "TOKEN")]
+    pub token_on_command_line: Option<String>,
+    /// File holding the shared secret the coordinator sends as `Authorization: Bearer
+    /// <token>` (surrounding whitespace is ignored). Or set the token itself in the
+    /// environment variable TWOPC_REDIS_TOKEN; never on the command line.
     #[arg(long, env = "TWOPC_REDIS_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Ask the coordinator for the decision about a transaction prepared longer than this
@@ -71,6 +78,16 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, env = "TWOPC_REDIS_LOG", value_name = "LEVEL")]
     pub log: Option<String>,
+}
+
+/// The environment variable that holds the token.
+pub const TOKEN_ENV: &str = "TWOPC_REDIS_TOKEN";
+
+impl Cli {
+    /// Takes the token from [`TOKEN_ENV`] (an empty value counts as unset).
+    pub fn read_token_env(&mut self) {
+        self.token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    }
 }
 
 /// The `--config` file. Every key is optional.
@@ -186,11 +203,18 @@ impl Settings {
             .or(file.redis_url)
             .unwrap_or_else(|| DEFAULT_REDIS_URL.into());
 
+        if cli.token_on_command_line.is_some() {
+            return Err(cfg(format!(
+                "--token is not accepted: a token on the command line is visible to every \
+                 local user (ps); put it in the environment variable {TOKEN_ENV} or in a file \
+                 named by --token-file"
+            )));
+        }
         // Candidates for the token, strongest source first; a direct token beats a token
-        // file from the same source.
+        // file from the same source. The direct token only ever comes from the environment.
         let mut candidates: Vec<(u8, u8, Result<String, PathBuf>)> = Vec::new();
         if let Some(t) = &cli.token {
-            candidates.push((rank(matches, "token"), 1, Ok(t.clone())));
+            candidates.push((2, 1, Ok(t.clone())));
         }
         if let Some(p) = &cli.token_file {
             candidates.push((rank(matches, "token_file"), 0, Err(p.clone())));
@@ -207,8 +231,9 @@ impl Settings {
             Some((_, _, Err(p))) => read_token_file(&p)?,
             None => {
                 return Err(cfg(
-                    "no token configured: use --token, --token-file, TWOPC_REDIS_TOKEN, \
-                     TWOPC_REDIS_TOKEN_FILE or `token`/`token_file` in the config file"
+                    "no token configured: set TWOPC_REDIS_TOKEN, or name a file with \
+                     --token-file, TWOPC_REDIS_TOKEN_FILE or `token_file`/`token` in the \
+                     config file"
                         .into(),
                 ))
             }
@@ -272,7 +297,8 @@ mod tests {
 
     #[test]
     fn flags_beat_file_and_file_beats_defaults() {
-        let (cli, m) = parse(&["--name", "cache", "--token", "flagtok"]);
+        let (mut cli, m) = parse(&["--name", "cache"]);
+        cli.token = Some("flagtok".into()); // as read_token_env() would from TWOPC_REDIS_TOKEN
         let file: FileConfig = toml::from_str(
             "name = \"fromfile\"\ntoken = \"filetok\"\nredis_url = \"redis://127.0.0.1:1/\"\nmax_in_flight = 3\n",
         )
@@ -296,6 +322,22 @@ mod tests {
         let s = Settings::merge(&cli, Some(&m), file).unwrap();
         assert_eq!(s.server.token, "fromfile-flag");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_token_on_the_command_line_is_refused_and_points_at_the_alternatives() {
+        let (cli, m) = parse(&["--token", "secret"]);
+        let e = Settings::merge(&cli, Some(&m), FileConfig::default()).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("--token is not accepted"), "{e}");
+        assert!(e.contains(TOKEN_ENV) && e.contains("--token-file"), "{e}");
+        assert!(
+            !e.contains("secret"),
+            "the refusal must not echo the token: {e}"
+        );
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("--token <"), "{help}");
+        assert!(help.contains("TWOPC_REDIS_TOKEN"), "{help}");
     }
 
     #[test]

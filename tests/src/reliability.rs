@@ -51,6 +51,8 @@ pub fn told_of(status: Option<u16>, body: Option<&TransactionResponse>) -> Told 
             Outcome::Committed => Told::Committed,
             Outcome::Aborted => Told::Aborted,
             Outcome::InProgress => Told::Unknown,
+            // The coordinator says the stores may disagree: no promise either way to check.
+            Outcome::HeuristicMixed | Outcome::HeuristicHazard => Told::Unknown,
         },
         (Some(200), None) => Told::BadAnswer(0),
         (Some(s), _) if (400..500).contains(&s) => Told::Refused,

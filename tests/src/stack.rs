@@ -345,8 +345,6 @@ impl Stack {
                 "ledger".into(),
                 "--redis-url".into(),
                 redis.url(),
-                "--token".into(),
-                ledger_token.clone(),
                 "--decision-timeout-ms".into(),
                 opts.decision_timeout_ms.to_string(),
                 "--log".into(),
@@ -354,7 +352,8 @@ impl Stack {
                 "--max-in-flight".into(),
                 "1024".into(),
             ],
-            vec![],
+            // Never `--token`: a command line is visible to every user (ps).
+            vec![("TWOPC_REDIS_TOKEN".into(), ledger_token.clone())],
         )?;
         let data = opts
             .coordinator_data
@@ -487,6 +486,27 @@ token = "{ledger_token}"
                 log: http_get(&url, "/v1/participants").unwrap_or_default(),
             })
         }
+    }
+
+    /// The command lines (as `ps` shows them) of every process on this machine that carry one
+    /// of this stack's participant tokens. Tokens travel in the environment or in files only,
+    /// so this must be empty.
+    pub fn command_lines_showing_tokens(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for p in procs.flatten() {
+            // Processes come and go while we look; one that is gone is not showing anything.
+            let Ok(raw) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if line.contains(&self.tokens.0) || line.contains(&self.tokens.1) {
+                found.push(format!("pid {}: {line}", p.file_name().to_string_lossy()));
+            }
+        }
+        found
     }
 
     /// Sum of balances and per-account balances in Postgres, as "id=balance" pairs.

@@ -8,264 +8,11 @@
 //! the same data directory. Waits are "until it happens, or fail after a generous deadline";
 //! nothing asserts speed.
 
-use redis::AsyncCommands;
+mod support;
+
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
-use twopc_participant::{RunningServer, Server, ServerConfig};
-use twopc_redis_participant::{RedisResource, Retention};
-use twopc_tests::stack::Proc;
-use twopc_tests::RedisServer;
-
-const TOKEN_LEDGER: &str = "ledger-token-0123456789";
-const TOKEN_VAULT: &str = "vault-token-0123456789";
-
-struct Participant {
-    name: &'static str,
-    token: &'static str,
-    redis: RedisServer,
-    server: Option<RunningServer>,
-    addr: SocketAddr,
-}
-
-impl Participant {
-    async fn start(name: &'static str, token: &'static str) -> Participant {
-        let redis = RedisServer::start_new().expect("redis-server");
-        let server = serve(&redis, name, token, "127.0.0.1:0".parse().unwrap()).await;
-        let addr = server.local_addr();
-        Participant {
-            name,
-            token,
-            redis,
-            server: Some(server),
-            addr,
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await.unwrap();
-        }
-    }
-
-    async fn restart(&mut self) {
-        self.stop().await;
-        self.server = Some(serve(&self.redis, self.name, self.token, self.addr).await);
-    }
-
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    async fn get(&self, key: &str) -> Option<String> {
-        self.conn().await.get(key).await.unwrap()
-    }
-
-    /// Every key in the participant's own namespace: staged writes, locks, prepared records.
-    async fn prepared_state(&self) -> Vec<String> {
-        let keys: Vec<String> = self.conn().await.keys("twopc:*").await.unwrap();
-        keys.into_iter()
-            .filter(|k| {
-                k.starts_with("twopc:tx:") || k.starts_with("twopc:lock:") || k == "twopc:prepared"
-            })
-            .collect()
-    }
-}
-
-async fn serve(redis: &RedisServer, name: &str, token: &str, addr: SocketAddr) -> RunningServer {
-    let mut cfg = ServerConfig::new(name.parse().unwrap(), token);
-    cfg.decision_timeout = Duration::from_millis(500);
-    let resource = RedisResource::new(&redis.url(), Retention::default()).unwrap();
-    let mut last = None;
-    for _ in 0..50 {
-        match Server::new(resource.clone(), cfg.clone())
-            .unwrap()
-            .bind(addr)
-            .await
-        {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot bind participant {name} on {addr}: {last:?}");
-}
-
-struct Coordinator {
-    process: Proc,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Coordinator {
-    fn start(ledger: &Participant, vault: &Participant, extra: &str) -> Coordinator {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("coordinator.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"coordinator_id = "c1"
-listen = "127.0.0.1:0"
-data_dir = "{data}"
-prepare_timeout_ms = 1500
-ack_wait_ms = 1000
-client_timeout_ms = 20000
-retry_base_ms = 100
-retry_max_ms = 500
-heartbeat_ms = 500
-fault_injection = true
-{extra}
-[[participant]]
-name = "ledger"
-kind = "redis"
-url = "ws://{la}/"
-token = "{lt}"
-
-[[participant]]
-name = "vault"
-kind = "redis"
-url = "ws://{va}/"
-token = "{vt}"
-"#,
-                data = dir.path().join("data").display(),
-                la = ledger.addr,
-                lt = ledger.token,
-                va = vault.addr,
-                vt = vault.token,
-            ),
-        )
-        .unwrap();
-        let exe = env!("CARGO_BIN_EXE_twopc-coordinator-under-test");
-        let process = Proc::spawn(
-            vec![
-                exe.into(),
-                "serve".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            vec![("TWOPC_LOG".into(), "warn".into())],
-        )
-        .expect("spawn the coordinator");
-        let mut c = Coordinator {
-            process,
-            url: String::new(),
-            _dir: dir,
-        };
-        c.read_url();
-        c
-    }
-
-    /// Restarts the process with `failpoints` armed (none: a plain restart).
-    fn spawn(&mut self, failpoints: &[&str]) {
-        self.process.kill9();
-        let fp = failpoints.join(",");
-        self.process
-            .start_with_env(&[("TWOPC_FAILPOINTS", &fp)])
-            .expect("spawn the coordinator");
-        self.read_url();
-    }
-
-    fn read_url(&mut self) {
-        let line = &self.process.first_line;
-        let url = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-        self.url = url.to_owned();
-    }
-
-    fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Waits for the process to die on its own (a failpoint), returning whether it did.
-    fn wait_crash(&mut self, within: Duration) -> bool {
-        self.process.wait_exit(within)
-    }
-
-    async fn wait_connected(&self) {
-        eventually(20, "both participants connected", || async {
-            let v: Value = match reqwest::get(format!("{}/v1/participants", self.url)).await {
-                Ok(r) => r.json().await.unwrap_or(Value::Null),
-                Err(_) => return false,
-            };
-            v.as_array()
-                .is_some_and(|a| a.len() == 2 && a.iter().all(|p| p["connected"] == true))
-        })
-        .await;
-    }
-
-    async fn post(&self, body: &Value) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/transactions", self.url))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/transactions", self.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn fault(&self, body: Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/faults", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
-    }
-}
-
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-fn transfer(id: &str, amount: i64, vault_guard: Option<&str>) -> Value {
-    let mut vault_op = json!({"op": "incrby", "key": "vault:b", "by": amount});
-    if let Some(g) = vault_guard {
-        vault_op = json!({"op": "set", "key": "vault:flag", "value": "x", "guard": {"expect": g}});
-    }
-    json!({
-        "id": id,
-        "participants": {
-            "ledger": {"redis": [{"op": "incrby", "key": "ledger:a", "by": -amount}]},
-            "vault": {"redis": [vault_op]},
-        }
-    })
-}
-
-async fn setup() -> (Participant, Participant, Coordinator) {
-    let ledger = Participant::start("ledger", TOKEN_LEDGER).await;
-    let vault = Participant::start("vault", TOKEN_VAULT).await;
-    let coord = Coordinator::start(&ledger, &vault, "");
-    coord.wait_connected().await;
-    (ledger, vault, coord)
-}
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_commits_on_both_and_is_idempotent() {
@@ -591,4 +338,157 @@ async fn single_participant_uses_one_phase_commit() {
     let (_, resp) = coord.post(&guarded).await;
     assert_eq!(resp["outcome"], "aborted", "{resp}");
     assert_eq!(ledger.get("ledger:solo").await.as_deref(), Some("v"));
+}
+
+/// Connects to the event stream and collects the `heuristic` events it sees from now on,
+/// until `want` of them or 20 s (heartbeats keep the stream busy, so silence never comes).
+async fn watch_heuristics(url: &str, want: usize) -> tokio::task::JoinHandle<Vec<Value>> {
+    use futures_util::StreamExt;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/v1/events", url.replace("http://", "ws://")))
+            .await
+            .unwrap();
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while seen.len() < want {
+            let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                break;
+            };
+            let v: Value = serde_json::from_str(m.to_text().unwrap_or("")).unwrap_or(Value::Null);
+            if v["kind"] == "heuristic" {
+                seen.push(v);
+            }
+        }
+        seen
+    })
+}
+
+/// An operator (here: another client of the vault participant, with its token) rolls the
+/// vault's prepared branch back while the coordinator's COMMIT to it is delayed: the vault
+/// acknowledges the COMMIT with `conflict`. Ledger committed, vault did not, and the client,
+/// the lookup, the event stream and the metrics all say so: `heuristic_mixed`, never a plain
+/// `committed`. A second one whose client was answered before the conflict arrived shows it
+/// on lookup, also after a coordinator restart (the END record keeps it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_acknowledged_conflict_is_a_heuristic_outcome() {
+    use twopc_protocol::{Message, TxId};
+    use twopc_tests::wire_client::WireClient;
+    let (ledger, vault, mut coord) = setup().await;
+    let events = watch_heuristics(&coord.url, 2).await;
+    let mut operator = WireClient::connect(vault.addr, Some(vault.token))
+        .await
+        .unwrap();
+
+    // The client is answered after every ack, or after ack_wait_ms (1 s in the harness).
+    // "h-mixed": the COMMIT to vault is held back 600 ms, and the conflict is in the answer.
+    // "h-late": vault is also cut off once COMMIT is decided, so the client is answered
+    // "committed" first; the conflict arrives after the heal and shows on lookup.
+    for (id, told_at_once) in [("h-mixed", true), ("h-late", false)] {
+        coord
+            .fault(json!({"fault": "delay_next", "participant": "vault", "ms": 600, "msg_type": "commit"}))
+            .await;
+        let url = coord.url.clone();
+        let body = transfer(id, 7, None);
+        let client = tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/v1/transactions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        });
+        let lookup = || async {
+            reqwest::get(format!("{}/v1/transactions/{id}", coord.url))
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap_or(Value::Null)
+        };
+        if !told_at_once {
+            // Decided (the lookup says committed while delivering): cut the vault off.
+            eventually(5, "commit decided", || async {
+                lookup().await["outcome"] == "committed"
+            })
+            .await;
+            coord
+                .fault(json!({"fault": "partition", "participant": "vault"}))
+                .await;
+        }
+        // Once the vault holds it prepared, the operator forces it back.
+        eventually(5, "vault prepared", || async {
+            !vault.prepared_state().await.is_empty()
+        })
+        .await;
+        let ack = operator
+            .request(Message::Abort {
+                txid: TxId::new(id).unwrap(),
+                reason: Some("operator: heuristic rollback".into()),
+            })
+            .await;
+        assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");
+        let (status, resp) = client.await.unwrap();
+        assert_eq!(status, 200, "{resp}");
+        let shown = if told_at_once {
+            resp
+        } else {
+            assert_eq!(
+                resp["outcome"], "committed",
+                "answered before the conflict: {resp}"
+            );
+            coord
+                .fault(json!({"fault": "heal", "participant": "vault"}))
+                .await;
+            eventually(10, "the lookup shows the heuristic", || async {
+                lookup().await["outcome"] == "heuristic_mixed"
+            })
+            .await;
+            lookup().await
+        };
+        assert_eq!(shown["outcome"], "heuristic_mixed", "{shown}");
+        assert_eq!(shown["decision"], "commit", "{shown}");
+        assert_eq!(
+            shown["heuristics"],
+            json!([{"participant": "vault", "result": "conflict"}]),
+            "{shown}"
+        );
+        assert_eq!(lookup().await["outcome"], "heuristic_mixed");
+    }
+    // Mixed indeed: ledger applied both transfers, vault neither.
+    assert_eq!(ledger.get("ledger:a").await.as_deref(), Some("-14"));
+    assert_eq!(vault.get("vault:b").await, None);
+    let metrics = reqwest::get(format!("{}/metrics", coord.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("twopc_heuristic_hazards_total 2"),
+        "{metrics}"
+    );
+    let seen = events.await.unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|e| e["participant"] == "vault" && e["result"] == "conflict"),
+        "{seen:?}"
+    );
+
+    // Kept across a restart (the END record is written lazily: let it reach the disk).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    coord.spawn(&[]);
+    coord.wait_connected().await;
+    for id in ["h-mixed", "h-late"] {
+        let v: Value = reqwest::get(format!("{}/v1/transactions/{id}", coord.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["outcome"], "heuristic_mixed", "{id} after restart: {v}");
+        assert_eq!(v["heuristics"][0]["participant"], "vault", "{v}");
+    }
 }

@@ -477,7 +477,8 @@ impl ParticipantProcess {
     fn spawn(redis: &RedisServer) -> ParticipantProcess {
         let mut cmd = participant_command();
         cmd.args(["--listen", "127.0.0.1:0", "--name", "cache"])
-            .args(["--redis-url", &redis.url(), "--token", TOKEN])
+            .args(["--redis-url", &redis.url()])
+            .env("TWOPC_REDIS_TOKEN", TOKEN)
             .args(["--log", "warn"]);
         Self::spawn_command(cmd)
     }
@@ -514,6 +515,54 @@ impl Drop for ParticipantProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The token never travels on the command line, where every local user can read it (`ps`):
+/// `--token` is refused with a message naming the alternatives (and not echoing the secret),
+/// and a participant started the supported way has no token in its `/proc/<pid>/cmdline`.
+#[test]
+fn the_token_is_refused_on_the_command_line() {
+    let mut child = participant_command()
+        .args(["--listen", "127.0.0.1:0", "--token", "s3cret-on-argv"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the participant binary");
+    // A participant that accepted the flag would start serving and never exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the participant accepted --token and kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--token is not accepted"), "{stderr}");
+    assert!(stderr.contains("TWOPC_REDIS_TOKEN"), "{stderr}");
+    assert!(stderr.contains("--token-file"), "{stderr}");
+    assert!(!stderr.contains("s3cret-on-argv"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+
+    let redis = RedisServer::start_new().unwrap();
+    let p = ParticipantProcess::spawn(&redis);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.child.id())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--redis-url"), "{cmdline}");
+    assert!(
+        !cmdline.contains(TOKEN),
+        "token on the command line: {cmdline}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,9 @@ async fn bank_transfers_are_atomic_across_postgres_and_redis() {
         },
     )
     .expect("start the stack");
+    // No participant token on any command line (`ps` shows those to every user).
+    let shown = stack.command_lines_showing_tokens();
+    assert!(shown.is_empty(), "tokens on command lines: {shown:#?}");
 
     let r = post(&stack, &transfer(1, 2, 30)).await;
     assert_eq!(r["outcome"], "committed", "{r}");
@@ -160,4 +163,79 @@ async fn bank_transfers_are_atomic_across_postgres_and_redis() {
         .await
         .unwrap();
     assert_eq!(participants.as_array().unwrap().len(), 2, "{participants}");
+}
+
+/// The reproduction from issue 12: a body of about 1,000,000 bytes of `1e15` parameters is
+/// within the body limit, but each number is re-encoded as `1000000000000000.0`, so its
+/// Prepare would be about 3.8 MB. It is refused with 413 before anything is sent; a transfer
+/// in flight at the same participant meanwhile commits (it used to abort: the participant
+/// closed the connection on the oversized frame, 1009).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sql_body_whose_prepare_outgrows_the_frame_limit_is_refused_with_413() {
+    let stack = Stack::start(
+        &bins(),
+        StackOptions {
+            accounts: 2,
+            fault_injection: true,
+            ..StackOptions::default()
+        },
+    )
+    .expect("start the stack");
+    let http = reqwest::Client::new();
+    let faults = format!("{}/v1/faults", stack.coordinator_url);
+    let r = http
+        .post(&faults)
+        .json(&json!({"fault": "delay_next", "participant": "bank", "ms": 1000, "msg_type": "prepare"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let url = format!("{}/v1/transactions", stack.coordinator_url);
+    let in_flight = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            http.post(&url)
+                .json(&transfer(1, 2, 5))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let params = vec!["1e15"; 199_990].join(",");
+    let body = format!(
+        r#"{{"id":"big-sql","participants":{{"bank":{{"sql":[{{"query":"SELECT 1","params":[{params}]}}]}},"ledger":{{"redis":[]}}}}}}"#
+    );
+    assert!(
+        body.len() <= twopc_coordinator::api::MAX_BODY_BYTES,
+        "{}",
+        body.len()
+    );
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"], "frame_too_large", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("bank"), "{err}");
+
+    let done = in_flight.await.unwrap();
+    assert_eq!(done["outcome"], "committed", "{done}");
+    assert_eq!(stack.pg_balances().unwrap(), vec![(1, 95), (2, 105)]);
+    assert_eq!(redis_get(&stack, "balance:1"), Some(95));
+    let r = http
+        .get(format!("{}/v1/transactions/big-sql", stack.coordinator_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "refused, so unknown");
 }

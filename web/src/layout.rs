@@ -11,6 +11,7 @@
 //! Everything here is pure and unit-tested; the Yew component only turns [`Diagram`] into SVG.
 
 use crate::model::{Config, Derived, EventLog, NodeBadge, TxView};
+use twopc_protocol::api::HeuristicKind;
 use twopc_protocol::{Decision, Event, EventKind};
 
 /// Horizontal distance between lanes (SVG user units).
@@ -404,6 +405,26 @@ pub fn item_for(
             "mark-retry".into(),
             format!("re-sending the decision for {txid} to {participant} (attempt {attempt})"),
         ),
+        EventKind::Heuristic {
+            participant,
+            decision,
+            result,
+        } => {
+            let said = match result {
+                HeuristicKind::Conflict => "had finished it the other way",
+                HeuristicKind::NotPrepared => "had no record of it",
+            };
+            (
+                lane_of(participant).map(mark).unwrap_or_else(|| mark(coord)),
+                ItemKind::Mark,
+                format!("HEURISTIC {participant}"),
+                "mark-heuristic".into(),
+                format!(
+                    "{participant} acknowledged the {decision:?} of {txid} but {said}: a \
+                     heuristic outcome, the stores may disagree"
+                ),
+            )
+        }
         EventKind::TxEnd {
             decision,
             prepare_ms,

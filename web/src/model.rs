@@ -13,7 +13,9 @@
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use twopc_protocol::api::{PhaseTimings, TransactionResponse};
+use twopc_protocol::api::{
+    HeuristicKind, HeuristicReport, Outcome, PhaseTimings, TransactionResponse,
+};
 use twopc_protocol::{Decision, Event, EventKind, Vote};
 
 /// Events retained in the browser; older ones are evicted (and counted).
@@ -251,17 +253,21 @@ pub enum Badge {
     InDoubt,
     /// The node is down or unreachable.
     Down,
+    /// Its acknowledgement did not match the decision (a heuristic outcome): the stores may
+    /// disagree and an operator must look.
+    Heuristic,
 }
 
 impl Badge {
     /// Every badge, in legend order.
-    pub const ALL: [Badge; 7] = [
+    pub const ALL: [Badge; 8] = [
         Badge::Idle,
         Badge::Working,
         Badge::Prepared,
         Badge::InDoubt,
         Badge::Committed,
         Badge::Aborted,
+        Badge::Heuristic,
         Badge::Down,
     ];
 
@@ -275,6 +281,7 @@ impl Badge {
             Badge::Aborted => "aborted",
             Badge::InDoubt => "in-doubt",
             Badge::Down => "down",
+            Badge::Heuristic => "heuristic",
         }
     }
 
@@ -288,6 +295,7 @@ impl Badge {
             Badge::Aborted => "aborted",
             Badge::InDoubt => "IN DOUBT",
             Badge::Down => "down",
+            Badge::Heuristic => "HEURISTIC",
         }
     }
 }
@@ -347,6 +355,9 @@ pub enum TxOutcome {
     Done(Decision),
     /// Some participant holds it prepared without knowing the outcome.
     InDoubt,
+    /// Some participant's acknowledgement did not match the decision: `HeuristicMixed` or
+    /// `HeuristicHazard`.
+    Heuristic(Outcome),
 }
 
 impl TxOutcome {
@@ -359,6 +370,8 @@ impl TxOutcome {
             TxOutcome::Done(Decision::Commit) => "committed",
             TxOutcome::Done(Decision::Abort) => "aborted",
             TxOutcome::InDoubt => "in doubt",
+            TxOutcome::Heuristic(Outcome::HeuristicHazard) => "HEURISTIC HAZARD",
+            TxOutcome::Heuristic(_) => "HEURISTIC MIXED",
         }
     }
 
@@ -373,6 +386,7 @@ impl TxOutcome {
                 Badge::Aborted
             }
             TxOutcome::InDoubt => Badge::InDoubt,
+            TxOutcome::Heuristic(_) => Badge::Heuristic,
         }
     }
 }
@@ -414,6 +428,9 @@ pub struct TxView {
     pub unknown_to_coordinator: bool,
     /// Log record written for it and not yet covered by an fsync.
     log_pending: bool,
+    /// Acknowledgements that did not match the decision (from `heuristic` events or the
+    /// coordinator's answer).
+    pub heuristics: Vec<HeuristicReport>,
 }
 
 impl TxView {
@@ -436,6 +453,28 @@ impl TxView {
             last_at_ms: at_ms,
             unknown_to_coordinator: false,
             log_pending: false,
+            heuristics: Vec::new(),
+        }
+    }
+
+    /// Records one heuristic acknowledgement (once per participant) and marks its node.
+    fn note_heuristic(&mut self, participant: &str, result: HeuristicKind) {
+        let what = match result {
+            HeuristicKind::Conflict => "HEURISTIC: finished the other way",
+            HeuristicKind::NotPrepared => "HEURISTIC: no record of it",
+        };
+        self.part(participant).badge = NodeBadge::new(Badge::Heuristic, what);
+        if !self
+            .heuristics
+            .iter()
+            .any(|h| h.participant.as_str() == participant)
+        {
+            if let Ok(name) = participant.parse() {
+                self.heuristics.push(HeuristicReport {
+                    participant: name,
+                    result,
+                });
+            }
         }
     }
 
@@ -465,6 +504,9 @@ impl TxView {
 
     /// The outcome for the list.
     pub fn outcome(&self) -> TxOutcome {
+        if let (Some(d), false) = (self.decision, self.heuristics.is_empty()) {
+            return TxOutcome::Heuristic(Outcome::of(d, &self.heuristics));
+        }
         if self.parts.values().any(|p| p.badge.badge == Badge::InDoubt) && !self.ended {
             return TxOutcome::InDoubt;
         }
@@ -721,6 +763,15 @@ impl Derived {
                     Decision::Abort => NodeBadge::new(Badge::Aborted, "rolled back"),
                 };
             }
+            EventKind::Heuristic {
+                participant,
+                result,
+                ..
+            } => {
+                t.part(participant).prepared_at_ms = None;
+                t.note_heuristic(participant, *result);
+                t.coordinator = NodeBadge::new(Badge::Heuristic, "heuristic outcome");
+            }
             EventKind::Timeout { participant, phase } => {
                 let p = t.part(participant);
                 if p.badge.badge == Badge::Prepared {
@@ -737,7 +788,10 @@ impl Derived {
             }
             EventKind::DecisionRequested { participant } => {
                 let p = t.part(participant);
-                if !matches!(p.badge.badge, Badge::Committed | Badge::Aborted) {
+                if !matches!(
+                    p.badge.badge,
+                    Badge::Committed | Badge::Aborted | Badge::Heuristic
+                ) {
                     p.badge = NodeBadge::new(Badge::InDoubt, "asks for decision");
                 }
             }
@@ -758,11 +812,20 @@ impl Derived {
                     total_ms: total,
                 });
                 let b = match decision {
+                    _ if !t.heuristics.is_empty() => Badge::Heuristic,
                     Decision::Commit => Badge::Committed,
                     Decision::Abort => Badge::Aborted,
                 };
-                t.client = NodeBadge::new(b, format!("told {}", finished_word(*decision)));
-                t.coordinator = NodeBadge::new(b, "done");
+                t.client = if t.heuristics.is_empty() {
+                    NodeBadge::new(b, format!("told {}", finished_word(*decision)))
+                } else {
+                    NodeBadge::new(b, "told HEURISTIC")
+                };
+                t.coordinator = if t.heuristics.is_empty() {
+                    NodeBadge::new(b, "done")
+                } else {
+                    NodeBadge::new(b, "done: heuristic outcome")
+                };
                 finished = Some(*decision);
             }
             _ => {}
@@ -853,13 +916,25 @@ impl Derived {
     /// whether anything changed.
     pub fn resolve(&mut self, resp: &TransactionResponse, statuses: &[ParticipantStatus]) -> bool {
         let decision = match resp.outcome {
-            twopc_protocol::api::Outcome::Committed => Decision::Commit,
-            twopc_protocol::api::Outcome::Aborted => Decision::Abort,
-            twopc_protocol::api::Outcome::InProgress => return false,
+            Outcome::Committed => Decision::Commit,
+            Outcome::Aborted => Decision::Abort,
+            Outcome::InProgress => return false,
+            // The answer names the decision with the heuristic outcomes.
+            Outcome::HeuristicMixed | Outcome::HeuristicHazard => {
+                resp.decision.unwrap_or(Decision::Commit)
+            }
         };
         let Some(t) = self.txs.get_mut(resp.id.as_str()) else {
             return false;
         };
+        let known = t.heuristics.len();
+        for h in &resp.heuristics {
+            t.note_heuristic(h.participant.as_str(), h.result);
+        }
+        let noted = t.heuristics.len() != known;
+        if noted {
+            t.coordinator = NodeBadge::new(Badge::Heuristic, "heuristic outcome");
+        }
         if t.ended {
             return false;
         }
@@ -867,17 +942,23 @@ impl Derived {
             Decision::Commit => (Badge::Committed, "committed"),
             Decision::Abort => (Badge::Aborted, "aborted"),
         };
-        let mut changed = t.decision != Some(decision);
+        let mut changed = noted || t.decision != Some(decision);
         t.decision = Some(decision);
         if t.reason.is_none() {
             t.reason = resp.reason.clone();
         }
-        if !matches!(t.coordinator.badge, Badge::Committed | Badge::Aborted) {
+        if !matches!(
+            t.coordinator.badge,
+            Badge::Committed | Badge::Aborted | Badge::Heuristic
+        ) {
             t.coordinator = NodeBadge::new(badge, format!("decided {}", word.to_uppercase()));
             changed = true;
         }
         for (name, p) in t.parts.iter_mut() {
-            if matches!(p.badge.badge, Badge::Committed | Badge::Aborted) {
+            if matches!(
+                p.badge.badge,
+                Badge::Committed | Badge::Aborted | Badge::Heuristic
+            ) {
                 continue;
             }
             let settled = statuses
@@ -889,10 +970,12 @@ impl Derived {
                 changed = true;
             }
         }
-        let all = t
-            .parts
-            .values()
-            .all(|p| matches!(p.badge.badge, Badge::Committed | Badge::Aborted));
+        let all = t.parts.values().all(|p| {
+            matches!(
+                p.badge.badge,
+                Badge::Committed | Badge::Aborted | Badge::Heuristic
+            )
+        });
         if all {
             t.ended = true;
             t.client = NodeBadge::new(badge, format!("told {}", finished_word(decision)));
@@ -1374,9 +1457,27 @@ impl Model {
                     r.note_response(&resp);
                 }
                 let outcome = match resp.outcome {
-                    twopc_protocol::api::Outcome::Committed => "committed",
-                    twopc_protocol::api::Outcome::Aborted => "aborted",
-                    twopc_protocol::api::Outcome::InProgress => "still in progress",
+                    Outcome::Committed => "committed".to_string(),
+                    Outcome::Aborted => "aborted".to_string(),
+                    Outcome::InProgress => "still in progress".to_string(),
+                    Outcome::HeuristicMixed | Outcome::HeuristicHazard => {
+                        let who: Vec<String> = resp
+                            .heuristics
+                            .iter()
+                            .map(|h| format!("{} answered {:?}", h.participant, h.result))
+                            .collect();
+                        format!(
+                            "{} ({:?} decided; {}): the stores may disagree",
+                            TxOutcome::Heuristic(resp.outcome).label(),
+                            resp.decision.unwrap_or(Decision::Commit),
+                            who.join(", ")
+                        )
+                    }
+                };
+                let level = if resp.heuristics.is_empty() {
+                    Level::Info
+                } else {
+                    Level::Error
                 };
                 let why = resp
                     .reason
@@ -1384,7 +1485,7 @@ impl Model {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
                 self.notify(
-                    Level::Info,
+                    level,
                     format!(
                         "{} {outcome} in {:.1} ms{why}",
                         resp.id, resp.timings.total_ms
@@ -1738,6 +1839,60 @@ pub(crate) mod tests {
         );
     }
 
+    /// A `heuristic` event makes the transaction's outcome heuristic, its participant's
+    /// badge HEURISTIC, and it stays so after tx_end (never shown as plain "committed").
+    #[test]
+    fn a_heuristic_ack_is_shown_as_a_heuristic_outcome() {
+        let mut d = Derived::starting_at(0);
+        let mut evs = happy("t1");
+        let end = evs.len() - 1; // tx_end
+        evs.insert(
+            end,
+            ev(
+                end as u64,
+                Some("t1"),
+                EventKind::Heuristic {
+                    participant: "ledger".into(),
+                    decision: Decision::Commit,
+                    result: HeuristicKind::Conflict,
+                },
+            ),
+        );
+        for (i, e) in evs.iter().enumerate() {
+            d.apply(i as u64, e);
+        }
+        let t = d.tx("t1").unwrap();
+        assert_eq!(t.outcome(), TxOutcome::Heuristic(Outcome::HeuristicMixed));
+        assert_eq!(t.outcome().label(), "HEURISTIC MIXED");
+        assert_eq!(t.outcome().badge(), Badge::Heuristic);
+        assert_eq!(t.parts["ledger"].badge.badge, Badge::Heuristic);
+        assert_eq!(t.parts["bank"].badge.badge, Badge::Committed);
+        assert_eq!(t.client.badge, Badge::Heuristic);
+        assert_eq!(t.coordinator.badge, Badge::Heuristic);
+        // The coordinator's answer carries them too (a page that missed the event).
+        let mut d = Derived::starting_at(0);
+        let evs = happy("t2");
+        for (i, e) in evs[..10].iter().enumerate() {
+            d.apply(i as u64, e);
+        }
+        let resp = TransactionResponse {
+            id: TxId::new("t2").unwrap(),
+            outcome: Outcome::HeuristicHazard,
+            reason: None,
+            timings: PhaseTimings::default(),
+            decision: Some(Decision::Commit),
+            heuristics: vec![HeuristicReport {
+                participant: "bank".parse().unwrap(),
+                result: HeuristicKind::NotPrepared,
+            }],
+        };
+        assert!(d.resolve(&resp, &[]));
+        let t = d.tx("t2").unwrap();
+        assert_eq!(t.outcome(), TxOutcome::Heuristic(Outcome::HeuristicHazard));
+        assert_eq!(t.outcome().label(), "HEURISTIC HAZARD");
+        assert_eq!(t.parts["bank"].badge.badge, Badge::Heuristic);
+    }
+
     #[test]
     fn no_vote_aborts() {
         let mut d = Derived::starting_at(0);
@@ -1899,6 +2054,8 @@ pub(crate) mod tests {
                 commit_ms: 1.0,
                 total_ms: 3.0,
             },
+            decision: None,
+            heuristics: Vec::new(),
         };
         let st = |name: &str, connected, awaiting_ack| ParticipantStatus {
             name: name.into(),

@@ -142,6 +142,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{broadcast, oneshot};
+use twopc_protocol::api::HeuristicReport;
 use twopc_protocol::{Decision, ParticipantName, TxId};
 
 /// A log sequence number: the position of a record in the log, from 1, increasing by one per
@@ -180,6 +181,10 @@ pub enum LogRecord {
     End {
         /// The global transaction id.
         txid: TxId,
+        /// Acknowledgements that did not match the decision (heuristic outcomes); absent in
+        /// records written before they were kept, which read as none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        heuristics: Vec<HeuristicReport>,
     },
 }
 
@@ -198,7 +203,7 @@ impl LogRecord {
         match self {
             LogRecord::Commit { txid, .. }
             | LogRecord::Abort { txid, .. }
-            | LogRecord::End { txid } => txid,
+            | LogRecord::End { txid, .. } => txid,
         }
     }
 }
@@ -307,6 +312,8 @@ pub struct Outcome {
     pub at_ms: u64,
     /// The abort reason, if one was logged.
     pub reason: Option<String>,
+    /// Acknowledgements that did not match the decision, from its End record.
+    pub heuristics: Vec<HeuristicReport>,
 }
 
 /// Where recovery cut off a torn tail.

@@ -3,6 +3,7 @@
 use super::{LogRecord, Lsn, Outcome, PendingCommit, RecoveredState};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use twopc_protocol::api::HeuristicReport;
 use twopc_protocol::{Decision, ParticipantName, TxId};
 
 /// What the log knows about one transaction.
@@ -19,6 +20,9 @@ pub(crate) struct TxEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub participants: Vec<ParticipantName>,
     pub ended: bool,
+    /// From the End record; absent in checkpoints written before they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heuristics: Vec<HeuristicReport>,
 }
 
 impl TxEntry {
@@ -69,6 +73,7 @@ impl LiveState {
                     reason: None,
                     participants: participants.clone(),
                     ended: false,
+                    heuristics: Vec::new(),
                 });
             }
             LogRecord::Abort {
@@ -86,12 +91,14 @@ impl LiveState {
                     reason: reason.clone(),
                     participants: Vec::new(),
                     ended: false,
+                    heuristics: Vec::new(),
                 });
             }
-            LogRecord::End { txid } => {
+            LogRecord::End { txid, heuristics } => {
                 if let Some(e) = self.txs.get_mut(txid) {
                     e.ended = true;
                     e.participants = Vec::new();
+                    e.heuristics = heuristics.clone();
                 }
             }
         }
@@ -183,6 +190,7 @@ impl LiveState {
                         ended: e.ended,
                         at_ms: e.at_ms,
                         reason: e.reason.clone(),
+                        heuristics: e.heuristics.clone(),
                     },
                 )
             })

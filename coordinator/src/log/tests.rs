@@ -42,6 +42,7 @@ fn abort(i: u64) -> LogRecord {
 fn end(i: u64) -> LogRecord {
     LogRecord::End {
         txid: tx(&format!("t{i}")),
+        heuristics: Vec::new(),
     }
 }
 
@@ -880,4 +881,41 @@ async fn mem_log_failure_injection() {
     assert!(matches!(err, LogError::Failed { .. }), "{err}");
     assert!(mem.append_lazy(end(1)).is_err());
     assert!(mem.flush().await.is_err());
+}
+
+/// The heuristic acknowledgements of an End record come back on recovery, from the segment
+/// and from a checkpoint alike; an End without them (or written before they were kept) reads
+/// as none.
+#[test]
+fn heuristics_of_an_end_record_survive_reopen_and_checkpoints() {
+    use twopc_protocol::api::{HeuristicKind, HeuristicReport};
+    let hz = vec![HeuristicReport {
+        participant: ParticipantName::new("ledger").unwrap(),
+        result: HeuristicKind::Conflict,
+    }];
+    let end_with = |i: u64| LogRecord::End {
+        txid: tx(&format!("t{i}")),
+        heuristics: hz.clone(),
+    };
+    // An End as it was written before the field existed.
+    let old = serde_json::from_str::<LogRecord>(r#"{"type":"end","txid":"t0"}"#).unwrap();
+    assert_eq!(old, end(0));
+    for config in [cfg(), small_segments(1024)] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config.clone());
+        let mut records = vec![commit(1), end_with(1), commit(2), end(2)];
+        records.extend((10..120).map(abort)); // enough to roll segments and checkpoint
+        for r in &records {
+            log.append_durable(r.clone()).wait_blocking().unwrap();
+        }
+        let checkpoints = log.stats().checkpoints;
+        drop(log);
+        let state = reopen_state(dir.path(), config);
+        assert_eq!(
+            state.outcomes[&tx("t1")].heuristics,
+            hz,
+            "{checkpoints} checkpoints"
+        );
+        assert!(state.outcomes[&tx("t2")].heuristics.is_empty());
+    }
 }
