@@ -314,6 +314,13 @@ async fn bad_client_input_gets_clear_json_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_participant_uses_one_phase_commit() {
     let (ledger, _vault, coord) = setup().await;
+    // Everything the coordinator does for "solo", until its end.
+    let events = watch_events(
+        &coord.url,
+        |v| v["txid"] == "solo",
+        |s| s.iter().any(|v| v["kind"] == "tx_end"),
+    )
+    .await;
     let body = json!({"id": "solo", "participants": {"ledger": {"redis": [{"op": "set", "key": "ledger:solo", "value": "v"}]}}});
     let (status, resp) = coord.post(&body).await;
     assert_eq!(
@@ -322,13 +329,25 @@ async fn single_participant_uses_one_phase_commit() {
         "{resp}"
     );
     assert_eq!(ledger.get("ledger:solo").await.as_deref(), Some("v"));
+    let events = events.await.unwrap();
+    let sent: Vec<&str> = events
+        .iter()
+        .filter(|v| v["kind"] == "message_sent")
+        .filter_map(|v| v["msg_type"].as_str())
+        .collect();
+    // One phase: a single CommitOnePhase, no Prepare, no Commit, and nothing written to the
+    // decision log (no forced COMMIT record, no fsync the client waits for).
+    assert_eq!(sent, vec!["commit_one_phase"], "{events:#?}");
+    assert!(
+        !events.iter().any(|v| v["kind"] == "log_write"),
+        "{events:#?}"
+    );
     let metrics = reqwest::get(format!("{}/metrics", coord.url))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    // One-phase: no forced COMMIT record, so no fsync waited for by the client.
     assert!(
         metrics.contains("twopc_transactions_committed_total 1"),
         "{metrics}"
@@ -340,9 +359,13 @@ async fn single_participant_uses_one_phase_commit() {
     assert_eq!(ledger.get("ledger:solo").await.as_deref(), Some("v"));
 }
 
-/// Connects to the event stream and collects the `heuristic` events it sees from now on,
-/// until `want` of them or 20 s (heartbeats keep the stream busy, so silence never comes).
-async fn watch_heuristics(url: &str, want: usize) -> tokio::task::JoinHandle<Vec<Value>> {
+/// Connects to the event stream and collects, from now on, the events `keep` selects, until
+/// `enough` says so or 20 s pass (heartbeats keep the stream busy, so silence never comes).
+async fn watch_events(
+    url: &str,
+    keep: impl Fn(&Value) -> bool + Send + 'static,
+    enough: impl Fn(&[Value]) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<Value>> {
     use futures_util::StreamExt;
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("{}/v1/events", url.replace("http://", "ws://")))
@@ -351,17 +374,22 @@ async fn watch_heuristics(url: &str, want: usize) -> tokio::task::JoinHandle<Vec
     tokio::spawn(async move {
         let mut seen = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while seen.len() < want {
+        while !enough(&seen) {
             let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await else {
                 break;
             };
             let v: Value = serde_json::from_str(m.to_text().unwrap_or("")).unwrap_or(Value::Null);
-            if v["kind"] == "heuristic" {
+            if keep(&v) {
                 seen.push(v);
             }
         }
         seen
     })
+}
+
+/// The `heuristic` events from now on, until `want` of them (or 20 s).
+async fn watch_heuristics(url: &str, want: usize) -> tokio::task::JoinHandle<Vec<Value>> {
+    watch_events(url, |v| v["kind"] == "heuristic", move |s| s.len() >= want).await
 }
 
 /// An operator (here: another client of the vault participant, with its token) rolls the
