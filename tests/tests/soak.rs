@@ -23,11 +23,12 @@ const ACCOUNTS: u64 = 8;
 const WORKERS: u64 = 4;
 
 /// The least share of the soak's transfers that must commit. Measured with the default seed
-/// (45 s): 56 % commit while every process is crashed every few seconds, 21 % abort on key
-/// conflicts between the four clients on eight accounts, the rest while a participant is down.
-/// A stack that stops committing after a crash (or commits only between faults by luck) falls
-/// far below this.
-const MIN_COMMIT_SHARE: f64 = 0.30;
+/// (45 s): 56 % on a quiet machine, 22 % with two release builds running beside it (the
+/// clients then spin through fast "participant not connected" aborts while a crashed Postgres
+/// and its worker take longer to come back; key conflicts between the four clients on eight
+/// accounts abort another fifth). A stack that stops committing after its first crash commits
+/// only what it did before it, a few percent; this floor sits between the two.
+const MIN_COMMIT_SHARE: f64 = 0.10;
 
 fn bins() -> Binaries {
     Binaries {
