@@ -521,18 +521,24 @@ async fn events(
         .on_upgrade(move |socket| stream_events(st, socket, slot))
 }
 
+/// Events written to one subscriber before one flush: a transaction's events come in bursts
+/// (one protocol step publishes several), and one write per burst instead of one per event
+/// keeps the per-subscriber cost down.
+const EVENTS_PER_FLUSH: usize = 64;
+
 async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlot) {
+    use futures_util::SinkExt;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    // A slow subscriber misses events rather than slowing the coordinator down, and is told
+    // how many (the web app counts them as "skipped by server").
+    let lagged = |n: u64| -> Arc<str> { serde_json::json!({"lagged": n}).to_string().into() };
     let mut rx = st.handle.subscribe();
     loop {
-        let text: Arc<str> = tokio::select! {
+        let first: Arc<str> = tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(text) => text,
-                // A slow subscriber misses events rather than slowing the coordinator down,
-                // and is told how many (the web app counts them as "skipped by server").
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    serde_json::json!({"lagged": n}).to_string().into()
-                }
-                Err(_) => return,
+                Err(RecvError::Lagged(n)) => lagged(n),
+                Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
                 // Over EVENTS_MAX_CLIENT_MESSAGE, a read error, or a close: done.
@@ -540,7 +546,21 @@ async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlo
                 _ => continue,
             },
         };
-        let send = socket.send(AxMessage::Text(text.as_ref().into()));
+        let mut batch = vec![first];
+        while batch.len() < EVENTS_PER_FLUSH {
+            match rx.try_recv() {
+                Ok(text) => batch.push(text),
+                Err(TryRecvError::Lagged(n)) => batch.push(lagged(n)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        let send = async {
+            for text in batch {
+                socket.feed(AxMessage::Text(text.as_ref().into())).await?;
+            }
+            socket.flush().await
+        };
         match tokio::time::timeout(EVENTS_SEND_TIMEOUT, send).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => return,
