@@ -2,8 +2,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /v1/transactions` | run a transaction; 200 with the outcome, 202 if still running after the client timeout |
-//! | `GET /v1/transactions/{id}` | a transaction's outcome (404 if unknown) |
+//! | `POST /v1/transactions` | run a transaction; 200 with the outcome (`committed`, `aborted`, or a heuristic outcome `heuristic_mixed`/`heuristic_hazard` when some participant's acknowledgement did not match the decision: see [`twopc_protocol::api`]), 202 if still running after the client timeout |
+//! | `GET /v1/transactions/{id}` | a transaction's outcome, the same shape (404 if unknown) |
 //! | `GET /v1/participants` | connection state and in-doubt counts |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s (at most `max_event_subscribers` at once, else 503 `too_many_subscribers`; a subscriber more than `event_buffer` events behind gets `{"lagged": n}` for what it missed) |
@@ -521,18 +521,24 @@ async fn events(
         .on_upgrade(move |socket| stream_events(st, socket, slot))
 }
 
+/// Events written to one subscriber before one flush: a transaction's events come in bursts
+/// (one protocol step publishes several), and one write per burst instead of one per event
+/// keeps the per-subscriber cost down.
+const EVENTS_PER_FLUSH: usize = 64;
+
 async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlot) {
+    use futures_util::SinkExt;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    // A slow subscriber misses events rather than slowing the coordinator down, and is told
+    // how many (the web app counts them as "skipped by server").
+    let lagged = |n: u64| -> Arc<str> { serde_json::json!({"lagged": n}).to_string().into() };
     let mut rx = st.handle.subscribe();
     loop {
-        let text: Arc<str> = tokio::select! {
+        let first: Arc<str> = tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(text) => text,
-                // A slow subscriber misses events rather than slowing the coordinator down,
-                // and is told how many (the web app counts them as "skipped by server").
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    serde_json::json!({"lagged": n}).to_string().into()
-                }
-                Err(_) => return,
+                Err(RecvError::Lagged(n)) => lagged(n),
+                Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
                 // Over EVENTS_MAX_CLIENT_MESSAGE, a read error, or a close: done.
@@ -540,7 +546,21 @@ async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlo
                 _ => continue,
             },
         };
-        let send = socket.send(AxMessage::Text(text.as_ref().into()));
+        let mut batch = vec![first];
+        while batch.len() < EVENTS_PER_FLUSH {
+            match rx.try_recv() {
+                Ok(text) => batch.push(text),
+                Err(TryRecvError::Lagged(n)) => batch.push(lagged(n)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        let send = async {
+            for text in batch {
+                socket.feed(AxMessage::Text(text.as_ref().into())).await?;
+            }
+            socket.flush().await
+        };
         match tokio::time::timeout(EVENTS_SEND_TIMEOUT, send).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => return,

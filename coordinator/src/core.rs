@@ -1134,6 +1134,7 @@ impl Core {
                 prepare_ms: timings.prepare_ms,
                 decide_ms: timings.decide_ms,
                 commit_ms: timings.commit_ms,
+                heuristic: !tx.heuristics.is_empty(),
             },
         });
         self.metrics.observe_end(d, &timings);

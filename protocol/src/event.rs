@@ -153,6 +153,10 @@ pub enum EventKind {
         decide_ms: f64,
         /// Milliseconds spent in phase 2 (until every ack).
         commit_ms: f64,
+        /// Some acknowledgement did not match the decision (see the `heuristic` events): the
+        /// outcome is heuristic, not plainly `decision`. Absent when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        heuristic: bool,
     },
     /// The coordinator's connection to a participant came up.
     ParticipantConnected {

@@ -200,3 +200,86 @@ async fn the_app_fits_a_narrow_window() {
     .await
     .unwrap();
 }
+
+/// A heuristic outcome on screen: the COMMIT to the ledger is held back while an operator
+/// (another client of the ledger participant, with its token) rolls the ledger's branch back;
+/// the ledger then acknowledges the COMMIT with `conflict`. The app must show the transaction
+/// as HEURISTIC (row and ledger badge), never as plainly committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_shows_a_heuristic_outcome() {
+    use twopc_protocol::{Message, TxId};
+    use twopc_tests::wire_client::WireClient;
+    let stack = start_stack();
+    let mut b = open_app(&stack, 1280, 800).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/faults", stack.coordinator_url))
+        .body(r#"{"fault":"delay_next","participant":"ledger","ms":1500,"msg_type":"commit"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = twopc_coordinator::cli::transfer_body("bank", "ledger", 1, 2, 10);
+    body["id"] = "web-heuristic".into();
+    let url = format!("{}/v1/transactions", stack.coordinator_url);
+    let client = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    // Once the ledger holds it prepared, the operator rolls it back.
+    let port = stack.redis.port().to_string();
+    let prepared = tokio::task::block_in_place(|| {
+        twopc_tests::util::wait_until(SECS, || {
+            std::process::Command::new("redis-cli")
+                .args(["-p", &port, "EXISTS", "twopc:tx:web-heuristic"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "1")
+                .unwrap_or(false)
+        })
+    });
+    assert!(prepared, "the ledger never prepared it");
+    let mut operator =
+        WireClient::connect(stack.ledger_addr.parse().unwrap(), Some(&stack.tokens.1))
+            .await
+            .unwrap();
+    let ack = operator
+        .request(Message::Abort {
+            txid: TxId::new("web-heuristic").unwrap(),
+            reason: Some("operator: heuristic rollback".into()),
+        })
+        .await;
+    assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");
+    let told = client.await.unwrap();
+    assert_eq!(told["outcome"], "heuristic_mixed", "{told}");
+    wait_rows(&mut b, "heuristic", 1).await;
+    b.wait_for(
+        "['ledger','coordinator','client'].every(n => document.querySelector(`[data-testid=badge-${n}]`)?.dataset.state === 'heuristic')",
+        SECS,
+    )
+    .await
+    .unwrap();
+    // Counted as heuristic, not as committed.
+    b.wait_for(
+        "document.querySelector('[data-testid=count-heuristic]')?.dataset.value === '1'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    // Let the badge colour transitions and the last arrow finish before the picture.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.screenshot(&artifacts().join("web-7-heuristic.png"))
+        .await
+        .unwrap();
+    assert!(
+        b.console.iter().all(|c| !c.starts_with("exception")),
+        "page exceptions: {:?}",
+        b.console
+    );
+}

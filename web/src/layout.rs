@@ -279,6 +279,13 @@ pub fn message_style(msg_type: &str, summary: &str) -> (String, String) {
     }
 }
 
+fn result_word(r: HeuristicKind) -> &'static str {
+    match r {
+        HeuristicKind::Conflict => "conflict",
+        HeuristicKind::NotPrepared => "no record",
+    }
+}
+
 /// Whether an event is drawn at all (pings and votes/acks already drawn as arrows are not).
 pub fn drawable(ev: &Event) -> bool {
     match &ev.kind {
@@ -415,9 +422,11 @@ pub fn item_for(
                 HeuristicKind::NotPrepared => "had no record of it",
             };
             (
-                lane_of(participant).map(mark).unwrap_or_else(|| mark(coord)),
+                // On the coordinator's lane, which found it (a label on the rightmost
+                // participant's lane would run off the diagram).
+                mark(coord),
                 ItemKind::Mark,
-                format!("HEURISTIC {participant}"),
+                format!("HEURISTIC: {participant} {}", result_word(*result)),
                 "mark-heuristic".into(),
                 format!(
                     "{participant} acknowledged the {decision:?} of {txid} but {said}: a \
@@ -430,8 +439,10 @@ pub fn item_for(
             prepare_ms,
             decide_ms,
             commit_ms,
+            heuristic,
         } => {
             let (label, class) = match decision {
+                _ if *heuristic => ("HEURISTIC", "msg-end-heuristic"),
                 Decision::Commit => ("COMMITTED", "msg-end-commit"),
                 Decision::Abort => ("ABORTED", "msg-end-abort"),
             };

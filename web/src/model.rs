@@ -460,8 +460,8 @@ impl TxView {
     /// Records one heuristic acknowledgement (once per participant) and marks its node.
     fn note_heuristic(&mut self, participant: &str, result: HeuristicKind) {
         let what = match result {
-            HeuristicKind::Conflict => "HEURISTIC: finished the other way",
-            HeuristicKind::NotPrepared => "HEURISTIC: no record of it",
+            HeuristicKind::Conflict => "HEURISTIC: conflict",
+            HeuristicKind::NotPrepared => "HEURISTIC: no record",
         };
         self.part(participant).badge = NodeBadge::new(Badge::Heuristic, what);
         if !self
@@ -538,6 +538,8 @@ pub struct Counts {
     pub committed: u64,
     /// Finished aborted.
     pub aborted: u64,
+    /// Finished with a heuristic outcome (counted here, not as committed or aborted).
+    pub heuristic: u64,
     /// Messages drawn as arrows (sent + received).
     pub messages: u64,
     /// Coordinator starts seen.
@@ -685,7 +687,7 @@ impl Derived {
         }
         let Some(id) = txid else { return };
         let t = self.tx_mut(&id, index, at);
-        let mut finished: Option<Decision> = None;
+        let mut finished: Option<(Decision, bool)> = None;
         let mut pending = false;
         match &ev.kind {
             EventKind::TxBegin { participants } => {
@@ -800,6 +802,7 @@ impl Derived {
                 prepare_ms,
                 decide_ms,
                 commit_ms,
+                ..
             } => {
                 t.ended = true;
                 t.end_ms = Some(at);
@@ -826,7 +829,7 @@ impl Derived {
                 } else {
                     NodeBadge::new(b, "done: heuristic outcome")
                 };
-                finished = Some(*decision);
+                finished = Some((*decision, !t.heuristics.is_empty()));
             }
             _ => {}
         }
@@ -834,8 +837,9 @@ impl Derived {
             self.pending_fsync.push(id);
         }
         match finished {
-            Some(Decision::Commit) => self.counts.committed += 1,
-            Some(Decision::Abort) => self.counts.aborted += 1,
+            Some((_, true)) => self.counts.heuristic += 1,
+            Some((Decision::Commit, false)) => self.counts.committed += 1,
+            Some((Decision::Abort, false)) => self.counts.aborted += 1,
             None => {}
         }
         if matches!(
@@ -990,6 +994,7 @@ impl Derived {
                 });
             }
             match decision {
+                _ if !t.heuristics.is_empty() => self.counts.heuristic += 1,
                 Decision::Commit => self.counts.committed += 1,
                 Decision::Abort => self.counts.aborted += 1,
             }
@@ -1713,6 +1718,7 @@ pub(crate) mod tests {
                 prepare_ms: 1.5,
                 decide_ms: 0.2,
                 commit_ms: 1.0,
+                heuristic: false,
             },
         ];
         kinds
@@ -1869,6 +1875,7 @@ pub(crate) mod tests {
         assert_eq!(t.parts["bank"].badge.badge, Badge::Committed);
         assert_eq!(t.client.badge, Badge::Heuristic);
         assert_eq!(t.coordinator.badge, Badge::Heuristic);
+        assert_eq!((d.counts.committed, d.counts.heuristic), (0, 1));
         // The coordinator's answer carries them too (a page that missed the event).
         let mut d = Derived::starting_at(0);
         let evs = happy("t2");

@@ -60,6 +60,10 @@ pub fn status_bar(p: &StatusProps) -> Html {
                 <span data-testid="count-txs" data-value={live.counts.txs.to_string()}>
                     { format!("{} txs", live.counts.txs) }</span>
                 { format!(": {} committed, {} aborted, {} in flight", live.counts.committed, live.counts.aborted, live.in_flight()) }
+                if live.counts.heuristic > 0 {
+                    <span class="count-heuristic" data-testid="count-heuristic" data-value={live.counts.heuristic.to_string()}>
+                        { format!(", {} HEURISTIC", live.counts.heuristic) }</span>
+                }
                 <span class="sep">{ " · " }</span>
                 { format!("{} messages", live.counts.messages) }
                 if live.counts.coordinator_starts > 0 {
