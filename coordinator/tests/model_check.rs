@@ -1183,8 +1183,8 @@ configs! {
     message_loss_twice:
         "loss 2, ticks 3", Config::two_phase(), { loss: 2, ticks: 3 };
     connection_drops:
-        "connection drop 1, loss 1, ticks 2", Config::two_phase(),
-        { disc: 1, loss: 1, ticks: 2 };
+        "connection drop 1, ticks 2", Config::two_phase(),
+        { disc: 1, ticks: 2 };
     decision_requests:
         "decision request 1, loss 1, ticks 2", Config::two_phase(),
         { asks: 1, loss: 1, ticks: 2 };
@@ -1210,12 +1210,12 @@ configs! {
         "coordinator crash 1, NO vote 1, connection drop 1, ticks 1", Config::two_phase(),
         { ccrash: 1, noes: 1, disc: 1, ticks: 1 };
     coordinator_crash_with_decision_requests:
-        "coordinator crash 1, decision request 1, ticks 2", Config::two_phase(),
-        { ccrash: 1, asks: 1, ticks: 2 };
+        "coordinator crash 1, decision request 1, ticks 1", Config::two_phase(),
+        { ccrash: 1, asks: 1, ticks: 1 };
     // Power loss: only what an fsync covered survives (lazy ABORT / END records may be lost).
     coordinator_power_loss:
-        "coordinator power loss 1, loss 1, NO vote 1, ticks 2", Config::two_phase(),
-        { power: 1, loss: 1, noes: 1, ticks: 2 };
+        "coordinator power loss 1, loss 1, ticks 2", Config::two_phase(),
+        { power: 1, loss: 1, ticks: 2 };
     // `bank` reads only (votes read_only and drops out of phase 2); `ledger` writes.
     read_only_vote:
         "read-only bank, coordinator crash 1, loss 1, NO vote 1, ticks 3",
@@ -1239,9 +1239,9 @@ configs! {
     // Resubmitting an answered id gets the same answer, with forgotten participant
     // tombstones (coordinator crashes: see the known hazards below).
     resubmitted_ids_after_an_answer:
-        "resubmit 1 (any time), participant crash 1, NO vote 1, ticks 2",
+        "resubmit 1 (any time), participant crash 1, NO vote 1, ticks 1",
         with(|c| c.resubmit_after_answer = true),
-        { resub: 1, pcrash: 1, noes: 1, ticks: 2 };
+        { resub: 1, pcrash: 1, noes: 1, ticks: 1 };
     // Two transactions over the same row and key: one's Prepare meets the other's lock and
     // votes NO.
     two_conflicting_transactions:
