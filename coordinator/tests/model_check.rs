@@ -1053,8 +1053,12 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
     let t0 = Instant::now();
     let (init, template) = initial(cfg, budget);
     let mut seen: HashSet<u64> = HashSet::new();
-    // Each queue entry keeps the trace (as an index into `trace`) for counterexamples.
-    let mut trace: Vec<(usize, String)> = vec![(usize::MAX, "submit".into())];
+    // Each queue entry keeps its trace as an index into `trace`: (parent, which successor of
+    // the parent). Labels are not stored (they would dominate memory in deep runs); a
+    // counterexample is rebuilt by replaying the successor indices from the initial state,
+    // which is exact because `successors` is deterministic.
+    let mut trace: Vec<(u32, u16)> = vec![(u32::MAX, 0)];
+    let start = init.clone();
     let mut queue: VecDeque<(World, usize, usize)> = VecDeque::new();
     seen.insert(init.fingerprint());
     queue.push_back((init, 0, 0));
@@ -1064,13 +1068,20 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
         max_depth: 0,
         end_states: 0,
     };
-    let render = |trace: &Vec<(usize, String)>, mut at: usize| {
-        let mut steps = Vec::new();
-        while at != usize::MAX {
-            steps.push(trace[at].1.clone());
-            at = trace[at].0;
+    let render = |trace: &Vec<(u32, u16)>, mut at: usize| {
+        let mut path = Vec::new();
+        while trace[at].0 != u32::MAX {
+            path.push(trace[at].1 as usize);
+            at = trace[at].0 as usize;
         }
-        steps.reverse();
+        path.reverse();
+        let mut w = start.clone();
+        let mut steps = vec!["submit".to_string()];
+        for k in path {
+            let (label, next) = w.successors(cfg, &template).swap_remove(k);
+            steps.push(label);
+            w = next;
+        }
         steps.join("\n  -> ")
     };
     while let Some((w, depth, tr)) = queue.pop_front() {
@@ -1091,7 +1102,7 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
         if succ.is_empty() {
             stats.end_states += 1;
         }
-        for (label, s) in succ {
+        for (k, (_label, s)) in succ.into_iter().enumerate() {
             stats.transitions += 1;
             if seen.insert(s.fingerprint()) {
                 stats.states += 1;
@@ -1100,7 +1111,7 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
                         "[{name}] state space exceeds the bound of {max_states} states; tighten the budget"
                     ));
                 }
-                trace.push((tr, label));
+                trace.push((tr as u32, k as u16));
                 queue.push_back((s, depth + 1, trace.len() - 1));
             }
         }
@@ -1149,7 +1160,12 @@ fn check(name: &str, cfg: Config, mut budget: Budget) -> Stats {
         }
         bound = 50_000_000;
     }
-    let s = explore(name, &cfg, budget, bound).unwrap_or_else(|v| panic!("{v}"));
+    let name = if deep() {
+        format!("{name}; deep: every budget +1")
+    } else {
+        name.to_string()
+    };
+    let s = explore(&name, &cfg, budget, bound).unwrap_or_else(|v| panic!("{v}"));
     assert!(s.states > 100, "[{name}] suspiciously small state space");
     s
 }
