@@ -2,7 +2,7 @@
 # One-time, idempotent machine set-up for twopc (Debian 12, run as root or with sudo).
 #
 # Installs: the Debian packages (PostgreSQL 15 + server headers, clang for bindgen, redis-server,
-# sudo, pkg-config, chromium + chromedriver), the wasm32 target, cargo-pgrx 0.18.0,
+# sudo, pkg-config, chromium + chromedriver, strace), the wasm32 target, cargo-pgrx 0.18.0,
 # wasm-bindgen-cli 0.2.130, and registers PostgreSQL 15 with pgrx. Every step checks first
 # and skips what is already there, so a second run on a ready machine takes seconds.
 set -euo pipefail
@@ -10,8 +10,9 @@ set -euo pipefail
 PGRX_VERSION=0.18.0
 WASM_BINDGEN_VERSION=0.2.130
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# strace: tests/tests/log_durability.rs traces the coordinator's fsyncs and sends.
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang redis-server sudo
-  pkg-config chromium chromium-driver ca-certificates)
+  pkg-config chromium chromium-driver ca-certificates strace)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

@@ -59,9 +59,22 @@ pub fn main() -> ExitCode {
 
 /// Runs the participant with resolved settings until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> Result<(), RedisParticipantError> {
-    let resource = RedisResource::new(&settings.redis_url, settings.retention)?;
+    let resource = RedisResource::new(&settings.redis_url, settings.retention)?
+        .allow_unsafe_durability(settings.allow_unsafe_durability);
+    if settings.allow_unsafe_durability {
+        tracing::warn!(
+            "--allow-unsafe-durability: redis-server's persistence settings are not checked; \
+             a crash of redis-server can lose prepared transactions after their YES vote"
+        );
+    }
     match resource.ping().await {
-        Ok(()) => tracing::info!(url = %settings.redis_url, "Redis reachable"),
+        Ok(()) => {
+            tracing::info!(url = %settings.redis_url, "Redis reachable");
+            // Refuse to start on a server that would lose acknowledged writes in a crash.
+            // While Redis is unreachable the same check runs before the first request that
+            // writes (and again every second: the server can be reconfigured under us).
+            resource.check_durability().await?;
+        }
         Err(e) => tracing::warn!(url = %settings.redis_url,
             "Redis not reachable yet ({e}); requests fail until it is"),
     }

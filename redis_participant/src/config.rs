@@ -78,6 +78,12 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, env = "TWOPC_REDIS_LOG", value_name = "LEVEL")]
     pub log: Option<String>,
+    /// Serve even if redis-server does not fsync every write before replying. Without this
+    /// the participant checks (CONFIG GET) that redis-server runs with `appendonly yes` and
+    /// `appendfsync always`, and refuses to serve otherwise: a crash could lose a prepared
+    /// transaction after its YES vote. For tests and demos only.
+    #[arg(long, env = "TWOPC_REDIS_ALLOW_UNSAFE_DURABILITY")]
+    pub allow_unsafe_durability: bool,
 }
 
 /// The environment variable that holds the token.
@@ -118,6 +124,8 @@ pub struct FileConfig {
     pub keep_outcomes_secs: Option<u64>,
     /// See `--log`.
     pub log: Option<String>,
+    /// See `--allow-unsafe-durability`.
+    pub allow_unsafe_durability: Option<bool>,
 }
 
 impl FileConfig {
@@ -150,6 +158,8 @@ pub struct Settings {
     pub retention: Retention,
     /// Log level.
     pub log: String,
+    /// Serve without checking that redis-server fsyncs every write.
+    pub allow_unsafe_durability: bool,
 }
 
 /// Where a token came from, strongest first (for flag > env > file between `token` and
@@ -271,12 +281,16 @@ impl Settings {
             .clone()
             .or(file.log)
             .unwrap_or_else(|| "info".into());
+        // A switch: on when the flag (or its environment variable) or the file sets it.
+        let allow_unsafe_durability =
+            cli.allow_unsafe_durability || file.allow_unsafe_durability.unwrap_or(false);
         Ok(Settings {
             listen,
             redis_url,
             server,
             retention,
             log,
+            allow_unsafe_durability,
         })
     }
 }

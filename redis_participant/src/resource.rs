@@ -8,7 +8,7 @@
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use serde_json::{json, Value};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use twopc_participant::{OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource};
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, RedisGuard,
@@ -57,6 +57,34 @@ pub struct RedisResource {
     conn: ConnectionManager,
     scripts: std::sync::Arc<Scripts>,
     retention: Retention,
+    /// Run even when redis-server does not fsync every write (`--allow-unsafe-durability`).
+    allow_unsafe_durability: bool,
+    /// When the server's persistence settings were last found durable.
+    durable_checked: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// How long a successful durability check is trusted. redis-server can be reconfigured
+/// (CONFIG SET) or restarted with another configuration at any time, so the settings are
+/// re-read this often while requests arrive; one CONFIG GET a second costs nothing.
+const DURABILITY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Why a prepared state or outcome written to this Redis server could be lost in a crash,
+/// from its `appendonly` and `appendfsync` settings; `None` when every write is fsynced to
+/// the AOF before the reply.
+pub fn durability_problem(appendonly: &str, appendfsync: &str) -> Option<String> {
+    if !appendonly.eq_ignore_ascii_case("yes") {
+        return Some(format!(
+            "redis-server runs with appendonly {appendonly:?}: prepared transactions and \
+             outcomes would be lost in a crash (a YES vote must survive one)"
+        ));
+    }
+    if !appendfsync.eq_ignore_ascii_case("always") {
+        return Some(format!(
+            "redis-server runs with appendfsync {appendfsync:?}: a write is acknowledged before \
+             it is fsynced, so a crash can lose a prepared transaction after its YES vote"
+        ));
+    }
+    None
 }
 
 fn now_ms() -> u64 {
@@ -98,7 +126,75 @@ impl RedisResource {
                 list: script(include_str!("lua/list.lua")),
             }),
             retention,
+            allow_unsafe_durability: false,
+            durable_checked: Default::default(),
         })
+    }
+
+    /// Serve even when redis-server does not fsync every write before replying (a server
+    /// without `appendonly yes` and `appendfsync always`). Votes and outcomes may then be
+    /// lost in a crash of redis-server or its machine: for tests and demos only.
+    pub fn allow_unsafe_durability(mut self, allow: bool) -> Self {
+        self.allow_unsafe_durability = allow;
+        self
+    }
+
+    /// Reads `appendonly` and `appendfsync` from the server (CONFIG GET) and fails unless
+    /// every write is fsynced to the AOF before Redis replies — what makes a prepare script's
+    /// reply a durable prepared state — or unsafe durability is allowed.
+    pub async fn check_durability(&self) -> Result<(), ParticipantError> {
+        if self.allow_unsafe_durability {
+            return Ok(());
+        }
+        let appendonly = self.config_get("appendonly").await?;
+        let appendfsync = self.config_get("appendfsync").await?;
+        match durability_problem(&appendonly, &appendfsync) {
+            None => Ok(()),
+            Some(why) => Err(ParticipantError::Resource(format!(
+                "refusing to serve: {why}; configure redis-server with `appendonly yes` and \
+                 `appendfsync always`, or start the participant with --allow-unsafe-durability"
+            ))),
+        }
+    }
+
+    /// One setting of the server, by CONFIG GET.
+    async fn config_get(&self, name: &str) -> Result<String, ParticipantError> {
+        let mut c = self.conn.clone();
+        let pairs: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| {
+                ParticipantError::Resource(format!(
+                    "cannot read redis-server's {name} setting (CONFIG GET: {e}); the \
+                     participant must know that writes are fsynced before it votes \
+                     (--allow-unsafe-durability to run anyway)"
+                ))
+            })?;
+        pairs.get(name).cloned().ok_or_else(|| {
+            ParticipantError::Resource(format!("redis-server did not report its {name} setting"))
+        })
+    }
+
+    /// [`check_durability`](Self::check_durability), at most once per
+    /// [`DURABILITY_RECHECK`]: before every request that writes state which must survive a
+    /// crash.
+    async fn ensure_durable(&self) -> Result<(), ParticipantError> {
+        if self.allow_unsafe_durability {
+            return Ok(());
+        }
+        let fresh = self
+            .durable_checked
+            .lock()
+            .expect("durability check")
+            .is_some_and(|at| at.elapsed() < DURABILITY_RECHECK);
+        if fresh {
+            return Ok(());
+        }
+        self.check_durability().await?;
+        *self.durable_checked.lock().expect("durability check") = Some(Instant::now());
+        Ok(())
     }
 
     /// PING, to report at startup whether Redis is reachable.
@@ -245,6 +341,8 @@ impl Resource for RedisResource {
             Ok(None) => return Ok(PrepareOutcome::ReadOnly),
             Err(reason) => return Ok(PrepareOutcome::No { reason }),
         };
+        // A YES vote promises a prepared state that survives a crash.
+        self.ensure_durable().await?;
         let reply = self
             .run_ops_script(&self.scripts.prepare, coordinator, txid, ops)
             .await?;
@@ -261,6 +359,8 @@ impl Resource for RedisResource {
     }
 
     async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+        // An ack lets the coordinator forget the transaction: the outcome must be durable.
+        self.ensure_durable().await?;
         let mut c = self.conn.clone();
         let reply: String = self
             .scripts
@@ -276,6 +376,7 @@ impl Resource for RedisResource {
     }
 
     async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+        self.ensure_durable().await?;
         let mut c = self.conn.clone();
         let reply: String = self
             .scripts
@@ -314,6 +415,7 @@ impl Resource for RedisResource {
                 })
             }
         };
+        self.ensure_durable().await?;
         let reply = self
             .run_ops_script(&self.scripts.one_phase, coordinator, txid, ops)
             .await?;
