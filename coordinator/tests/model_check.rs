@@ -380,7 +380,7 @@ impl World {
                         LazyRecord::OnePhaseCommitted { txid, .. } => {
                             (tidx(&txid), RecKind::OnePhase)
                         }
-                        LazyRecord::End { txid } => (tidx(&txid), RecKind::End),
+                        LazyRecord::End { txid, .. } => (tidx(&txid), RecKind::End),
                     };
                     if !self.log_failed {
                         self.log.push(Rec {
@@ -675,6 +675,8 @@ impl World {
                         body_hash: body_hash(t),
                         reason: None,
                         timings: PhaseTimings::default(),
+                        // Heuristic reports change no decision; the log model keeps none.
+                        heuristics: Vec::new(),
                     },
                 )),
                 None => {}
