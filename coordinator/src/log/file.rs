@@ -408,6 +408,19 @@ impl FileLog {
         let lock = lock_dir(&dir)?;
         let scanned = scan(&dir)?;
 
+        // Records a crashed process wrote but never fsynced are still in the page cache and
+        // were just read back as if durable; recovery acts on them (delivers a COMMIT, answers
+        // `committed`), so they are made durable before anything is returned. Otherwise a
+        // power loss after the restart could erase a decision already acted on (found by the
+        // model checker).
+        for seq in &scanned.segments {
+            let path = segment_path(&dir, *seq);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| LogError::io("fsync", &path, e))?;
+        }
+        sync_dir(&dir)?;
+
         let active_seq = *scanned.segments.last().expect("at least one segment");
         let active_path = segment_path(&dir, active_seq);
         let active = OpenOptions::new()
