@@ -10,7 +10,7 @@
 //! (run sequentially); the summary table lists each row.
 
 use std::time::{Duration, Instant};
-use twopc_tests::fault_proxy::{Action, Dir, RandomFaults, Rule};
+use twopc_tests::fault_proxy::{Action, Dir, FaultProxy, RandomFaults, Rule};
 use twopc_tests::invariants::{Told, TxRecord};
 use twopc_tests::reliability::{print_summary, Rig, Row};
 use twopc_tests::stack::{Binaries, StackOptions};
@@ -133,6 +133,11 @@ impl RowResult {
     }
 }
 
+/// Whether `proxy` has seen `n` frames of `ty` travelling in `dir` within 10 s.
+async fn seen_within(proxy: &FaultProxy, dir: Dir, ty: &str, n: u64) -> bool {
+    proxy.wait_seen(dir, ty, n, Duration::from_secs(10)).await
+}
+
 /// Frame faults and cuts counted by both proxies so far.
 fn proxy_faults(rig: &Rig) -> u64 {
     rig.bank.stats().faults() + rig.ledger.stats().faults()
@@ -223,15 +228,8 @@ async fn run(rig: &mut Rig, f: Fault) -> RowResult {
                 .add_rule(ps(Dir::ToCoordinator, "vote", Action::Drop));
             let aborts = rig.ledger.seen(Dir::ToParticipant, "abort");
             let t = rig.transfer(2, 3, 1).await;
-            let abort_sent = rig
-                .ledger
-                .wait_seen(
-                    Dir::ToParticipant,
-                    "abort",
-                    aborts + 1,
-                    Duration::from_secs(10),
-                )
-                .await;
+            let abort_sent =
+                seen_within(&rig.ledger, Dir::ToParticipant, "abort", aborts + 1).await;
             RowResult::new(
                 fired(rig),
                 format!("told {t:?}; the prepared ledger got the Abort: {abort_sent}"),
@@ -245,15 +243,7 @@ async fn run(rig: &mut Rig, f: Fault) -> RowResult {
                 .add_rule(ps(Dir::ToParticipant, "commit", Action::Drop));
             let commits = rig.bank.seen(Dir::ToParticipant, "commit");
             let t = rig.transfer(3, 4, 1).await;
-            let resent = rig
-                .bank
-                .wait_seen(
-                    Dir::ToParticipant,
-                    "commit",
-                    commits + 2,
-                    Duration::from_secs(10),
-                )
-                .await;
+            let resent = seen_within(&rig.bank, Dir::ToParticipant, "commit", commits + 2).await;
             RowResult::new(fired(rig), format!("told {t:?}; Commit re-sent: {resent}"))
                 .fired_at_least(1)
                 .told(t, Told::Committed)
@@ -264,15 +254,7 @@ async fn run(rig: &mut Rig, f: Fault) -> RowResult {
                 .add_rule(ps(Dir::ToCoordinator, "ack", Action::Drop));
             let commits = rig.ledger.seen(Dir::ToParticipant, "commit");
             let t = rig.transfer(4, 5, 1).await;
-            let resent = rig
-                .ledger
-                .wait_seen(
-                    Dir::ToParticipant,
-                    "commit",
-                    commits + 2,
-                    Duration::from_secs(10),
-                )
-                .await;
+            let resent = seen_within(&rig.ledger, Dir::ToParticipant, "commit", commits + 2).await;
             RowResult::new(
                 fired(rig),
                 format!("told {t:?}; Commit re-sent after the lost Ack: {resent}"),
@@ -310,15 +292,7 @@ async fn run(rig: &mut Rig, f: Fault) -> RowResult {
                     .redis_move(1, -1)
                     .redis_move(2, 1),
             );
-            let resent = rig
-                .ledger
-                .wait_seen(
-                    Dir::ToParticipant,
-                    "abort",
-                    aborts + 2,
-                    Duration::from_secs(10),
-                )
-                .await;
+            let resent = seen_within(&rig.ledger, Dir::ToParticipant, "abort", aborts + 2).await;
             RowResult::new(
                 fired(rig),
                 format!("told {t:?} (bank NO, ledger YES); Abort re-sent: {resent}"),
@@ -432,15 +406,7 @@ async fn run(rig: &mut Rig, f: Fault) -> RowResult {
             ));
             let before = rig.bank.seen(Dir::ToParticipant, "commit");
             let (tx, h) = rig.spawn_transfer(5, 1, 1);
-            let in_phase2 = rig
-                .bank
-                .wait_seen(
-                    Dir::ToParticipant,
-                    "commit",
-                    before + 1,
-                    Duration::from_secs(10),
-                )
-                .await;
+            let in_phase2 = seen_within(&rig.bank, Dir::ToParticipant, "commit", before + 1).await;
             rig.bank.partition();
             let t = h.await.unwrap_or(Told::Unknown);
             rig.record(tx, t);
