@@ -131,7 +131,10 @@ pub enum Input {
         /// The transaction.
         txid: TxId,
     },
-    /// The COMMIT record could not be made durable (disk error): the transaction aborts.
+    /// The COMMIT record could not be made durable (disk error). Whether it is on disk is now
+    /// unknown (a failed fsync may leave it in the page cache, to be read back by the next
+    /// process): the core decides nothing and asks the driver to halt ([`Output::Halt`]), so
+    /// the outcome is decided once, by recovery, from what the log really holds.
     CommitFailed {
         /// The transaction.
         txid: TxId,
@@ -189,6 +192,13 @@ pub enum Output {
         txid: Option<TxId>,
         /// What happened.
         kind: EventKind,
+    },
+    /// Stop the process now, as a crash would (no reply, no further message): the decision
+    /// log failed in a way that leaves a decision unknown, and only recovery may settle it.
+    /// PostgreSQL answers a failed fsync the same way (PANIC).
+    Halt {
+        /// Why.
+        reason: String,
     },
 }
 
@@ -497,8 +507,13 @@ impl Core {
                     .get(&txid)
                     .is_some_and(|t| t.stage == Stage::Deciding)
                 {
-                    let why = format!("decision log write failed: {error}");
-                    self.decide_abort(now_ms, &txid, why, &mut out);
+                    // Not an abort: the COMMIT record may be on disk after all, and the next
+                    // process would then commit what this one had aborted.
+                    out.push(Output::Halt {
+                        reason: format!(
+                            "the COMMIT record of {txid} may or may not be durable ({error}); halting so that recovery decides from the log"
+                        ),
+                    });
                 }
             }
             Input::Unsendable { to, txid, reason } => {

@@ -373,6 +373,12 @@ impl Executor {
                     });
                 }
                 Output::LogLazy(rec) => self.log.lazy(rec),
+                Output::Halt { reason } => {
+                    // As a crash: no destructors, no flushing of anything not yet durable.
+                    tracing::error!("decision log failure: {reason}");
+                    eprintln!("twopc coordinator halting: {reason}");
+                    std::process::abort();
+                }
                 Output::Reply { req, result } => {
                     if let Some(w) = self.waiters.remove(&req) {
                         let _ = w.send(result);

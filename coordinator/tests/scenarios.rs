@@ -58,6 +58,7 @@ fn ops_for(name: &str) -> Operations {
 
 fn render(o: &Output) -> Option<String> {
     Some(match o {
+        Output::Halt { reason } => format!("halt: {reason}"),
         Output::Send { to, msg } => format!("send {to}: {}", msg.summary()),
         Output::ForceCommit {
             txid,
