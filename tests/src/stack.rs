@@ -456,10 +456,15 @@ token = "{ledger_token}"
     /// Restarts the coordinator after a crash; with a fixed port the URL stays the same,
     /// otherwise it is updated.
     pub fn restart_coordinator(&mut self, failpoints: &[&str]) -> Result<()> {
-        self.coordinator.kill9();
         let fp = failpoints.join(",");
-        self.coordinator
-            .start_with_env(&[("TWOPC_FAILPOINTS", &fp)])?;
+        self.restart_coordinator_with_env(&[("TWOPC_FAILPOINTS", &fp)])
+    }
+
+    /// Restarts the coordinator (kill -9 first if it runs) with extra environment variables for
+    /// this run only (failpoints, an `LD_PRELOAD` shim, ...).
+    pub fn restart_coordinator_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.coordinator.kill9();
+        self.coordinator.start_with_env(env)?;
         self.coordinator_url = self
             .coordinator
             .first_line
