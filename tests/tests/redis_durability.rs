@@ -39,8 +39,10 @@ fn run_participant(redis: &RedisServer, extra: &[&str]) -> Result<(), (i32, Stri
             cmd.env_remove(k);
         }
     }
+    // The token comes from the environment: a token flag is refused (ps would show it).
     let mut child = cmd
-        .args(["--listen", "127.0.0.1:0", "--token", "t0ken", "--redis-url"])
+        .env("TWOPC_REDIS_TOKEN", "t0ken")
+        .args(["--listen", "127.0.0.1:0", "--redis-url"])
         .arg(redis.url())
         .args(extra)
         .stdin(Stdio::null())
