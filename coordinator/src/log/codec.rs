@@ -10,38 +10,14 @@ pub(crate) const HEADER_LEN: usize = 8;
 /// Largest payload a frame may carry. Generous: a checkpoint of 100k outcomes is ~15 MiB.
 pub(crate) const MAX_PAYLOAD: usize = 512 * 1024 * 1024;
 
-const CRC32C_TABLE: [u32; 256] = crc32c_table();
-
-const fn crc32c_table() -> [u32; 256] {
-    // Reflected Castagnoli polynomial 0x1EDC6F41.
-    const POLY: u32 = 0x82F6_3B78;
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
 /// Continues a CRC-32C over `data` (`crc32c_update(crc32c(a), b) == crc32c(a ++ b)`).
 pub(crate) fn crc32c_update(crc: u32, data: &[u8]) -> u32 {
-    let mut c = !crc;
-    for &b in data {
-        c = CRC32C_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32c::crc32c_append(crc, data)
 }
 
 /// CRC-32C of `data`.
 pub(crate) fn crc32c(data: &[u8]) -> u32 {
-    crc32c_update(0, data)
+    crc32c::crc32c(data)
 }
 
 fn frame_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
