@@ -675,8 +675,13 @@ impl Core {
             .filter(|p| !self.connected.contains(*p))
             .map(|p| p.to_string())
             .collect();
-        if !missing.is_empty() {
-            // Nobody was asked anything: abort without sending a single message.
+        if !missing.is_empty() && !one_phase {
+            // Nobody was asked anything: abort without sending a single message. (Not for a
+            // one-phase transaction: its participant decides alone and this coordinator keeps
+            // no record before it does, so the id may be a resubmission whose first attempt
+            // committed there before a crash here. It waits for the participant instead: the
+            // CommitOnePhase goes out when it connects, and its answer, `already_applied`
+            // included, is the outcome.)
             let why = format!("participant(s) not connected: {}", missing.join(", "));
             for p in tx.parts.values_mut() {
                 p.vote = Some(Vote::No);

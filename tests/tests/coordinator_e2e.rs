@@ -335,9 +335,13 @@ async fn single_participant_uses_one_phase_commit() {
         .filter(|v| v["kind"] == "message_sent")
         .filter_map(|v| v["msg_type"].as_str())
         .collect();
-    // One phase: a single CommitOnePhase, no Prepare, no Commit, and nothing written to the
-    // decision log (no forced COMMIT record, no fsync the client waits for).
-    assert_eq!(sent, vec!["commit_one_phase"], "{events:#?}");
+    // One phase: CommitOnePhase only (re-sent if its answer is slow under load), no Prepare,
+    // no Commit, and nothing written to the decision log (no forced COMMIT record, no fsync
+    // the client waits for).
+    assert!(
+        !sent.is_empty() && sent.iter().all(|t| *t == "commit_one_phase"),
+        "{events:#?}"
+    );
     assert!(
         !events.iter().any(|v| v["kind"] == "log_write"),
         "{events:#?}"
