@@ -455,20 +455,25 @@ pub fn committed_everywhere(
     );
     let pg = pg_outcomes(stack, &[gid])?.remove(0);
     let rd = redis_outcomes(stack, std::slice::from_ref(&tx.txid))?.remove(0);
-    let views: Vec<&Seen> = [(tx.in_pg, &pg), (tx.in_redis, &rd)]
+    Ok(atomic_outcome(tx, &pg, &rd))
+}
+
+/// From the views of the participants `tx` names: `Some(true)` committed on all of them,
+/// `Some(false)` on none, `None` on only some, or still in doubt somewhere (not atomic).
+fn atomic_outcome(tx: &TxRecord, pg: &Seen, rd: &Seen) -> Option<bool> {
+    let views: Vec<&Seen> = [(tx.in_pg, pg), (tx.in_redis, rd)]
         .into_iter()
         .filter(|(named, _)| *named)
         .map(|(_, s)| s)
         .collect();
     if views.iter().any(|s| matches!(s, Seen::InDoubt)) {
-        return Ok(None);
+        return None;
     }
-    let commits = views.iter().filter(|s| s.committed()).count();
-    Ok(match commits {
+    match views.iter().filter(|s| s.committed()).count() {
         0 => Some(false),
         n if n == views.len() => Some(true),
         _ => None,
-    })
+    }
 }
 
 /// Runs every check. `txs` are the transactions of the scenario (possibly all so far).
@@ -560,22 +565,14 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
     };
     let mut committed: Vec<&TxRecord> = Vec::new();
     for ((t, p), r) in txs.iter().zip(pg).zip(rd) {
-        let views: Vec<&Seen> = [(t.in_pg, &p), (t.in_redis, &r)]
-            .into_iter()
-            .filter(|(inv, _)| *inv)
-            .map(|(_, s)| s)
-            .collect();
-        let any_commit = views.iter().any(|s| s.committed());
-        let all_commit = !views.is_empty() && views.iter().all(|s| s.committed());
-        let in_doubt = views.iter().any(|s| matches!(s, Seen::InDoubt));
-        if in_doubt || (any_commit && !all_commit) {
+        let Some(all_commit) = atomic_outcome(t, &p, &r) else {
             report.violations.push(Violation::NotAtomic {
                 txid: t.txid.clone(),
                 pg: p.clone(),
                 redis: r.clone(),
             });
             continue;
-        }
+        };
         match (t.told, all_commit) {
             (Told::Committed, false) | (Told::Aborted | Told::Refused, true) => {
                 report.violations.push(Violation::ToldWrong {

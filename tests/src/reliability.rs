@@ -206,6 +206,17 @@ impl Rig {
     }
 }
 
+/// What a submission spawned with [`Rig::spawn_post`] / [`Rig::spawn_transfer`] was told,
+/// waiting at most 40 s (beyond the coordinator's client timeout): `Unknown` when no answer
+/// came.
+pub async fn told_in_time(h: tokio::task::JoinHandle<Told>) -> Told {
+    tokio::time::timeout(Duration::from_secs(40), h)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(Told::Unknown)
+}
+
 /// POSTs a transaction and classifies the answer.
 pub async fn post_told(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Told {
     post_told_reason(http, url, body).await.0

@@ -42,7 +42,7 @@
 use std::time::{Duration, Instant};
 use twopc_tests::fault_proxy::{Action, Dir, FaultProxy, Rule};
 use twopc_tests::invariants::{self, Told};
-use twopc_tests::reliability::{print_summary, Rig, Row};
+use twopc_tests::reliability::{print_summary, told_in_time, Rig, Row};
 use twopc_tests::stack::{Binaries, StackOptions};
 use twopc_tests::util;
 
@@ -238,11 +238,7 @@ async fn run_row(
             let exited = tokio::task::block_in_place(|| {
                 rig.stack.coordinator.wait_exit(Duration::from_secs(20))
             });
-            let told = tokio::time::timeout(Duration::from_secs(40), h)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(Told::Unknown);
+            let told = told_in_time(h).await;
             rig.record(tx, told);
             if !exited {
                 return Err(format!("failpoint {fp} was not hit"));
@@ -281,11 +277,7 @@ async fn run_row(
         }
         .await;
         crash(rig, role).await?;
-        let told = tokio::time::timeout(Duration::from_secs(40), h)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(Told::Unknown);
+        let told = told_in_time(h).await;
         rig.record(tx, told);
         restart(rig, role).await?;
         r?;
@@ -378,11 +370,7 @@ async fn run_row(
     };
     tokio::time::sleep(down_for).await;
     restart(rig, role).await?;
-    let told = tokio::time::timeout(Duration::from_secs(40), h)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(Told::Unknown);
+    let told = told_in_time(h).await;
     rig.record(tx, told);
     r?;
     Ok((txid, told))

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 use twopc_tests::invariants::{self, Told};
-use twopc_tests::reliability::{print_summary, Rig, Row};
+use twopc_tests::reliability::{print_summary, told_in_time, Rig, Row};
 use twopc_tests::stack::{Binaries, StackOptions};
 
 fn bins() -> Binaries {
@@ -102,11 +102,7 @@ async fn a_failed_fsync_of_a_commit_record_halts_and_recovery_decides() {
     let txid = tx.txid.clone();
     let halted =
         tokio::task::block_in_place(|| rig.stack.coordinator.wait_exit(Duration::from_secs(20)));
-    let told = tokio::time::timeout(Duration::from_secs(40), h)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(Told::Unknown);
+    let told = told_in_time(h).await;
     rig.record(tx, told);
     let mut problems = Vec::new();
     if !halted {

@@ -198,8 +198,7 @@ fn cases() -> Vec<(&'static str, Vec<Value>)> {
 /// Runs one transfer with the clean-session probe first; it must commit.
 async fn probe(rig: &mut Rig, url: &str, after: &str) -> Result<(), String> {
     let id = rig.next_txid();
-    let body = transfer_with(&id, &[]);
-    let mut body = body;
+    let mut body = transfer_with(&id, &[]);
     body["participants"]["bank"]["sql"]
         .as_array_mut()
         .unwrap()
