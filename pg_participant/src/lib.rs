@@ -45,7 +45,7 @@
 //! * this file: [`PgConfig`], [`PgResource`] (the [`Resource`] implementation) and [`run`].
 //! * `pool`: connections, their session settings and prepared-statement caches.
 //! * `screen`: the fast early refusal of obvious transaction control ([`refuse_statement`]).
-//! * `tombstones`: txids voted NO or aborted unknown.
+//! * `tombstones`: txids voted NO or aborted unknown (what PostgreSQL has no record of).
 //! * `pg_error`: how Postgres's errors become NO reasons and error replies.
 
 mod pg_error;
@@ -285,47 +285,48 @@ impl PgResource {
         Ok(found.pop())
     }
 
-    /// What this database remembers about a finished `txid`: Some(Commit) when its tracking
-    /// row is visible (it committed), Some(Abort) when the finish log says it was rolled back.
-    /// With the gid known the lookups use the gid indexes; without it (after a restart, for a
-    /// txid this process did not prepare) they search by global id.
-    async fn finished(
+    /// What became of `txid` here, once it is no longer prepared: the extension's
+    /// `twopc.outcome()` answers (it owns the rules: a visible tracking row is a commit, a dead
+    /// one or a finish-log abort is an abort; see its `outcome` module), `None` when it has no
+    /// evidence. With the gid known that is one index probe; without it (after a restart, for
+    /// a txid this process did not prepare) the gids recorded for the txid in `twopc.history`
+    /// are asked, a commit under any of them winning.
+    async fn settled_decision(
         &self,
         c: &mut Conn,
         txid: &TxId,
         gid: Option<&str>,
     ) -> Result<Option<Decision>, ParticipantError> {
-        let row = match gid {
-            Some(g) => c
-                .query_opt(
-                    "SELECT EXISTS (SELECT 1 FROM twopc.tracking WHERE gid = $1), \
-                            EXISTS (SELECT 1 FROM twopc.finish_log WHERE gid = $1 AND decision = 'abort')",
-                    &[&g],
-                )
-                .await,
-            None => c
-                .query_opt(
-                    "SELECT EXISTS (SELECT 1 FROM twopc.tracking WHERE global_id = $1), \
-                            EXISTS (SELECT 1 FROM twopc.finish_log WHERE global_id = $1 AND decision = 'abort')",
+        let answers = match gid {
+            Some(g) => c.query("SELECT twopc.outcome($1)", &[&g]).await,
+            None => {
+                c.query(
+                    "SELECT twopc.outcome(gid) \
+                     FROM (SELECT DISTINCT gid FROM twopc.history WHERE global_id = $1) g",
                     &[&txid.as_str()],
                 )
-                .await,
+                .await
+            }
         }
         .map_err(|e| ParticipantError::resource(describe(&e)))?;
-        let Some(row) = row else { return Ok(None) };
-        let (committed, aborted): (bool, bool) = (row.get(0), row.get(1));
-        Ok(if committed {
+        let answers: Vec<String> = answers.iter().map(|r| r.get(0)).collect();
+        Ok(if answers.iter().any(|a| a == "committed") {
             Some(Decision::Commit)
-        } else if aborted {
+        } else if answers.iter().any(|a| a == "aborted") {
             Some(Decision::Abort)
         } else {
             None
         })
     }
 
-    async fn finish(&self, txid: &TxId, decision: Decision) -> Result<AckResult, ParticipantError> {
+    /// Phase 2: applies the coordinator's decision for `txid` on a pooled connection.
+    async fn apply_decision(
+        &self,
+        txid: &TxId,
+        decision: Decision,
+    ) -> Result<AckResult, ParticipantError> {
         let mut c = self.pool.checkout().await?;
-        let result = self.finish_on(&mut c, txid, decision).await;
+        let result = self.apply_decision_on(&mut c, txid, decision).await;
         self.pool.checkin(c).await;
         if result.is_ok() {
             self.gids.lock().expect("gid cache").remove(txid);
@@ -333,7 +334,7 @@ impl PgResource {
         result
     }
 
-    async fn finish_on(
+    async fn apply_decision_on(
         &self,
         c: &mut Conn,
         txid: &TxId,
@@ -364,7 +365,7 @@ impl PgResource {
                 Ok(_) => Ok(AckResult::Applied),
                 Err(e) => {
                     // Finished concurrently by someone else (a resolver, a duplicate request)?
-                    match self.finished(c, txid, Some(&gid)).await? {
+                    match self.settled_decision(c, txid, Some(&gid)).await? {
                         Some(d) if d == decision => Ok(AckResult::AlreadyApplied),
                         Some(_) => Ok(AckResult::Conflict),
                         None => Err(ParticipantError::resource(describe(&e))),
@@ -372,7 +373,7 @@ impl PgResource {
                 }
             };
         }
-        let result = match self.finished(c, txid, known_gid.as_deref()).await? {
+        let result = match self.settled_decision(c, txid, known_gid.as_deref()).await? {
             Some(d) if d == decision => AckResult::AlreadyApplied,
             Some(_) => AckResult::Conflict,
             None => AckResult::NotPrepared,
@@ -443,11 +444,11 @@ impl Resource for PgResource {
     }
 
     async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
-        self.finish(txid, Decision::Commit).await
+        self.apply_decision(txid, Decision::Commit).await
     }
 
     async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
-        self.finish(txid, Decision::Abort).await
+        self.apply_decision(txid, Decision::Abort).await
     }
 
     async fn commit_one_phase(
@@ -458,7 +459,7 @@ impl Resource for PgResource {
     ) -> Result<OnePhaseOutcome, ParticipantError> {
         match self.prepare(coordinator, txid, ops, None).await? {
             PrepareOutcome::Yes => {
-                let result = self.finish(txid, Decision::Commit).await?;
+                let result = self.apply_decision(txid, Decision::Commit).await?;
                 let result = if result == AckResult::Applied {
                     AckResult::Applied
                 } else {

@@ -39,7 +39,7 @@
 //! * **Session state cannot leak.** Settings are changed inside a GUC nest level of their own:
 //!   a change that would outlive the transaction (`SET` without `LOCAL`, `RESET`,
 //!   `set_config(..., false)`, `SET SESSION CHARACTERISTICS`) is an error
-//!   ([`ClientMode::finish`]), and every transaction-local change is undone before the
+//!   ([`ClientMode::leave`]), and every transaction-local change is undone before the
 //!   participant's own prepare runs. Session-level advisory locks, which outlive even a
 //!   rolled-back transaction, are released when the client's statements end (transaction-level
 //!   ones stay with the transaction): the function manager never consults its hook for
@@ -100,7 +100,7 @@ impl ClientMode {
         let mut saved_context = 0;
         // SAFETY: plain reads and writes of backend globals on the main thread; the
         // transaction's abort path restores the identity and unwinds the nest level if an
-        // error escapes before `finish`.
+        // error escapes before `leave`.
         let guc_level = unsafe {
             pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
             pg_sys::SetUserIdAndSecContext(
@@ -120,7 +120,7 @@ impl ClientMode {
     /// Leaves client mode after the client's statements succeeded: refuses settings changed
     /// beyond the transaction, undoes every other setting they changed, releases session-level
     /// advisory locks, and restores the participant's identity.
-    pub fn finish(self) -> crate::error::Result<()> {
+    pub fn leave(self) -> crate::error::Result<()> {
         let leaked = session_level_change(self.guc_level);
         // SAFETY: unwinds exactly the nest level `enter` opened; releases only the session-held
         // part of advisory locks (owner NULL), never a lock of the transaction; identity

@@ -163,7 +163,7 @@ pub fn run(role: pg_sys::Oid, stmts: &[Statement<'_>]) -> Result<()> {
             .execute();
     }
     execute(FIRE_DEFERRED, &[])?;
-    mode.finish()?;
+    mode.leave()?;
     // SAFETY: pairs with SPI_connect above.
     unsafe { pg_sys::SPI_finish() };
     Ok(())

@@ -25,9 +25,9 @@ use crate::tracking::{self, XminStatus};
 use crate::validate::{self, Decision};
 use pgrx::prelude::*;
 
-/// The answer of `twopc.outcome()`.
+/// What became of one gid: the answer of `twopc.outcome()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum GidOutcome {
     /// Prepared in this database and not finished.
     InDoubt,
     /// Committed.
@@ -38,14 +38,14 @@ pub enum Outcome {
     Unknown,
 }
 
-impl Outcome {
+impl GidOutcome {
     /// SQL-facing name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::InDoubt => "in_doubt",
-            Outcome::Committed => "committed",
-            Outcome::Aborted => "aborted",
-            Outcome::Unknown => "unknown",
+            GidOutcome::InDoubt => "in_doubt",
+            GidOutcome::Committed => "committed",
+            GidOutcome::Aborted => "aborted",
+            GidOutcome::Unknown => "unknown",
         }
     }
 }
@@ -57,7 +57,7 @@ fn spi_err(e: pgrx::spi::SpiError) -> TwopcError {
 }
 
 /// `twopc.outcome(gid)`: see the module docs.
-pub fn outcome(gid: Option<&str>) -> Result<Outcome> {
+pub fn outcome(gid: Option<&str>) -> Result<GidOutcome> {
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
     let in_doubt = Spi::get_one_with_args::<bool>(
@@ -69,12 +69,12 @@ pub fn outcome(gid: Option<&str>) -> Result<Outcome> {
     .map_err(spi_err)?
     .unwrap_or(false);
     if in_doubt {
-        return Ok(Outcome::InDoubt);
+        return Ok(GidOutcome::InDoubt);
     }
     Ok(match settled(gid)? {
-        Some(Decision::Commit) => Outcome::Committed,
-        Some(Decision::Abort) => Outcome::Aborted,
-        None => Outcome::Unknown,
+        Some(Decision::Commit) => GidOutcome::Committed,
+        Some(Decision::Abort) => GidOutcome::Aborted,
+        None => GidOutcome::Unknown,
     })
 }
 
