@@ -26,7 +26,6 @@ pub const GID_PREFIX: &str = "twopc:";
 pub const PG_MAX_GID_LEN: usize = 199;
 
 const RAW_MARK_B64: char = '~';
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 fn raw_ok(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'
@@ -71,45 +70,16 @@ pub fn parse_gid(gid: &str) -> Option<(CoordinatorId, TxId)> {
     Some((coord, txid))
 }
 
+/// Unpadded base64url, and strict: a non-canonical encoding (bits set past the last byte)
+/// is refused, so that every txid has exactly one gid.
+const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 fn base64url_encode(bytes: &[u8], out: &mut String) {
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
+    base64::Engine::encode_string(&B64URL, bytes, out);
 }
 
 fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.as_bytes().chunks(4) {
-        let mut n: u32 = 0;
-        for (i, &c) in chunk.iter().enumerate() {
-            let v = B64.iter().position(|&x| x == c)? as u32;
-            n |= v << (18 - 6 * i);
-        }
-        let produced = chunk.len() - 1;
-        for i in 0..produced {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-        // Reject non-canonical encodings (set bits past the last byte) so that every txid has
-        // exactly one gid.
-        let used_bits = 8 * produced;
-        let mask = (1u32 << (24 - used_bits)) - 1;
-        if n & mask != 0 {
-            return None;
-        }
-    }
-    Some(out)
+    base64::Engine::decode(&B64URL, s).ok()
 }
 
 #[cfg(test)]
