@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: twopc.prepare() + twopc.commit_prepared() vs native PREPARE TRANSACTION /
-# COMMIT PREPARED, same one-row UPDATE, pgbench, 8 clients.
+# COMMIT PREPARED, same one-row UPDATE, pgbench, 8 clients; and native PREPARE TRANSACTION /
+# COMMIT PREPARED tracked by the preloaded library (twopc.track_native = on) vs the same
+# statements untracked (off).
 #
 # Usage (as root, from anywhere):  pg_twopc_ext/bench/run.sh [--no-install]
 #   env: CLIENTS (8), DURATION seconds per run (12), ROUNDS (5 x [native, twopc, twopc with all
@@ -48,6 +50,10 @@ unix_socket_directories = '$DIR'
 max_connections = 50
 max_prepared_transactions = 32
 shared_buffers = '256MB'
+# Preloaded, so that native statements can be tracked; each run says whether they are.
+shared_preload_libraries = 'pg_twopc_ext'
+# The retention worker is not part of what is measured.
+twopc.history_retention = 0
 # No checkpoint during the runs: each one would make the next first change of every page write a
 # full-page image, and the rounds would measure when checkpoints happened to fall.
 max_wal_size = '16GB'
@@ -59,9 +65,11 @@ PSQL=("$PG_BIN/psql" -X -q -h "$DIR" -p "$PORT" -U postgres -d postgres)
 "${PSQL[@]}" -c "CREATE EXTENSION pg_twopc_ext"
 "$PG_BIN/pgbench" -h "$DIR" -p "$PORT" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>&1
 
-run() { # $1 = script, $2 = seconds, $3 = protocol (default simple); prints tps
+run() { # $1 = script, $2 = seconds, $3 = protocol (default simple), $4 = track_native (off);
+  # prints tps
   local out
-  out="$("$PG_BIN/pgbench" -h "$DIR" -p "$PORT" -U postgres -n -M "${3:-simple}" -c "$CLIENTS" \
+  out="$(PGOPTIONS="-c twopc.track_native=${4:-off}" "$PG_BIN/pgbench" -h "$DIR" -p "$PORT" \
+    -U postgres -n -M "${3:-simple}" -c "$CLIENTS" \
     -j "$CLIENTS" -T "$2" -f "$HERE/$1" postgres 2>&1 || true)"
   if grep -q "error" <<<"$out"; then
     echo "[bench] $1: pgbench reported errors:" >&2
@@ -72,6 +80,7 @@ run() { # $1 = script, $2 = seconds, $3 = protocol (default simple); prints tps
 
 # Warm-up (not reported): caches, the extension's first-call plans, the tracking index.
 run native.sql "$WARMUP" >/dev/null
+run native.sql "$WARMUP" simple on >/dev/null
 run twopc.sql "$WARMUP" >/dev/null
 run twopc-all-args.sql "$WARMUP" >/dev/null
 run twopc-bound.sql "$WARMUP" prepared >/dev/null
@@ -79,9 +88,11 @@ run twopc-random.sql "$WARMUP" >/dev/null
 run plain.sql "$WARMUP" >/dev/null
 run plain.sql "$WARMUP" prepared >/dev/null
 
-declare -a NATIVE TWOPC ALLARGS BOUND RANDGID PLAIN PLAINP
+declare -a NATIVE TRACKED TWOPC ALLARGS BOUND RANDGID PLAIN PLAINP
 for r in $(seq 1 "$ROUNDS"); do
   n="$(run native.sql "$DURATION")"; echo "[bench] round $r native: $n tps" >&2; NATIVE+=("$n")
+  k="$(run native.sql "$DURATION" simple on)"
+  echo "[bench] round $r native, tracked: $k tps" >&2; TRACKED+=("$k")
   t="$(run twopc.sql "$DURATION")";  echo "[bench] round $r twopc:  $t tps" >&2; TWOPC+=("$t")
   a="$(run twopc-all-args.sql "$DURATION")"
   echo "[bench] round $r twopc, all arguments: $a tps" >&2; ALLARGS+=("$a")
@@ -100,6 +111,7 @@ ratio() { awk -v t="$1" -v n="$2" 'BEGIN { printf "%.3f", t / n }'; }
 # Per-round ratios against that round's native run, and their median.
 per_round() { local -n xs=$1; for i in "${!NATIVE[@]}"; do ratio "${xs[$i]}" "${NATIVE[$i]}"; echo; done; }
 mapfile -t R_TWOPC < <(per_round TWOPC)
+mapfile -t R_TRACKED < <(per_round TRACKED)
 mapfile -t R_ALLARGS < <(per_round ALLARGS)
 mapfile -t R_BOUND < <(per_round BOUND)
 mapfile -t R_RANDGID < <(per_round RANDGID)
@@ -108,6 +120,8 @@ T="$(mean "${TWOPC[@]}")"
 A="$(mean "${ALLARGS[@]}")"
 B="$(mean "${BOUND[@]}")"
 RATIO="$(median "${R_TWOPC[@]}")"
+K="$(mean "${TRACKED[@]}")"
+KRATIO="$(median "${R_TRACKED[@]}")"
 ARATIO="$(median "${R_ALLARGS[@]}")"
 BRATIO="$(median "${R_BOUND[@]}")"
 X="$(mean "${RANDGID[@]}")"
@@ -127,6 +141,7 @@ STAMPED="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.tracking WHERE finished
 FATALS="$(grep -c -E 'FATAL|PANIC' "$DIR/log" || true)"
 
 echo "native PREPARE/COMMIT PREPARED: $N tps"
+echo "native, tracked:                $K tps (ratio $KRATIO, median of rounds)"
 echo "twopc.prepare/commit_prepared:  $T tps"
 echo "ratio twopc/native:             $RATIO (median of rounds; of the means: $MEANRATIO)"
 echo "twopc, all arguments:           $A tps (ratio $ARATIO)"
@@ -148,7 +163,8 @@ every page write a full-page image, and the rounds would measure where checkpoin
 transaction is
 \`BEGIN; UPDATE pgbench_accounts ...;\` and then
 
-* native, \`-M simple\`: \`PREPARE TRANSACTION '<gid>'; COMMIT PREPARED '<gid>';\` ([native.sql](native.sql))
+* native, \`-M simple\`: \`PREPARE TRANSACTION '<gid>'; COMMIT PREPARED '<gid>';\` ([native.sql](native.sql)),
+  untracked (\`twopc.track_native = off\`) and tracked (\`on\`)
 * twopc, \`-M simple\`: \`SELECT twopc.prepare('<gid>'); SELECT twopc.commit_prepared('<gid>');\` ([twopc.sql](twopc.sql))
 * twopc, all arguments, \`-M simple\`: \`twopc.prepare('<gid>', '<coordinator>', '<txid>')\`,
   \`twopc.commit_prepared('<gid>', 'coordinator')\`, as the Postgres participant calls them: no
@@ -168,11 +184,16 @@ Native and twopc runs alternate, each round running every script once, back to b
 compares runs seconds apart. **Ratios are the median of the per-round ratios** (this machine's
 speed drifts by up to 2x over minutes, so a ratio of means over the whole run mixes in drift).
 
-| run | native tps | twopc tps | ratio | all args | ratio | twopc -M prepared | ratio | random gids | ratio |
-|---|---|---|---|---|---|---|---|---|---|
-$(for i in "${!NATIVE[@]}"; do echo "| round $((i + 1)) | ${NATIVE[$i]} | ${TWOPC[$i]} | ${R_TWOPC[$i]} | ${ALLARGS[$i]} | ${R_ALLARGS[$i]} | ${BOUND[$i]} | ${R_BOUND[$i]} | ${RANDGID[$i]} | ${R_RANDGID[$i]} |"; done)
-| **median ratio** | | | **$RATIO** | | **$ARATIO** | | **$BRATIO** | | **$XRATIO** |
-| mean tps | $N | $T | ($MEANRATIO) | $A | | $B | | $X | |
+| run | native tps | native tracked | ratio | twopc tps | ratio | all args | ratio | twopc -M prepared | ratio | random gids | ratio |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+$(for i in "${!NATIVE[@]}"; do echo "| round $((i + 1)) | ${NATIVE[$i]} | ${TRACKED[$i]} | ${R_TRACKED[$i]} | ${TWOPC[$i]} | ${R_TWOPC[$i]} | ${ALLARGS[$i]} | ${R_ALLARGS[$i]} | ${BOUND[$i]} | ${R_BOUND[$i]} | ${RANDGID[$i]} | ${R_RANDGID[$i]} |"; done)
+| **median ratio** | | | **$KRATIO** | | **$RATIO** | | **$ARATIO** | | **$BRATIO** | | **$XRATIO** |
+| mean tps | $N | $K | | $T | ($MEANRATIO) | $A | | $B | | $X | |
+
+**Native, tracked** is the same native script with \`twopc.track_native = on\` (the library is
+preloaded for every run; the "native" column runs with it off, so both pay the hooks and only
+the tracking differs): the tracking row written into each prepared transaction and the stamp
+on it at COMMIT PREPARED. Target: ≥ 0.95 × untracked.
 
 **Like for like.** The \`-M prepared\` column also caches BEGIN and the UPDATE, which a native
 client could have too (prepared UPDATE, simple PREPARE TRANSACTION) but pgbench cannot express

@@ -20,7 +20,12 @@
 //!   An `ERROR` in `TBLOCK_PREPARE` takes PostgreSQL's normal abort path, which rolls the whole
 //!   transaction back and returns the session to idle (`TBLOCK_DEFAULT`): nothing is prepared,
 //!   nothing is half-done, the session stays usable.
-//! * A transaction callback clears the flag at PREPARE, COMMIT and ABORT.
+//! * A transaction callback clears the flag at PREPARE, COMMIT and ABORT. At
+//!   `XACT_EVENT_PRE_PREPARE` it first does what the flag still owes the prepare
+//!   ([`AtPrepare`]): the tracking row of a native PREPARE TRANSACTION, or the refusal
+//!   `twopc.prepare()` found. Raised there, an error is PREPARE's own, which rolls the
+//!   transaction back and ends the block, so a refused `twopc.prepare()` leaves the session
+//!   idle exactly as a refused PREPARE TRANSACTION does.
 //!
 //! A statement is *top-level* when its source text is the very string the backend is executing
 //! for the client (`debug_query_string`, pointer equality) — for utility statements, when
@@ -43,11 +48,34 @@ struct StmtId {
     location: i32,
 }
 
+/// What the guard does when the marked PREPARE runs (the `XACT_EVENT_PRE_PREPARE` callback,
+/// after deferred triggers, with open savepoints subcommitted). An error raised there rolls
+/// the transaction back and leaves the session idle, as PREPARE TRANSACTION's own refusals do.
+#[derive(Debug)]
+pub enum AtPrepare {
+    /// Write the tracking row (a native PREPARE TRANSACTION; see [`crate::native`]).
+    Track,
+    /// Refuse the prepare with this error (`twopc.prepare()` found it when it was called, and
+    /// raising it then would have left the session in an aborted block).
+    Refuse(TwopcError),
+}
+
+/// A prepare marked in this transaction and not yet done.
+struct Pending {
+    gid: String,
+    /// The top-level statement that marked it (`None` for a native PREPARE TRANSACTION,
+    /// which is a utility statement and needs no exemption).
+    by: Option<StmtId>,
+    /// What is still to do when PREPARE runs.
+    at_prepare: Option<AtPrepare>,
+}
+
 thread_local! {
     /// The most recent top-level statement seen by the hooks.
     static CURRENT_STMT: Cell<Option<StmtId>> = const { Cell::new(None) };
-    /// Set by `twopc.prepare()` until the transaction ends: (gid, calling statement).
-    static PENDING: RefCell<Option<(String, Option<StmtId>)>> = const { RefCell::new(None) };
+    /// Set by `twopc.prepare()` (or a tracked native PREPARE TRANSACTION) until the
+    /// transaction ends.
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
 }
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
@@ -68,13 +96,20 @@ pub fn install() {
 
 /// The gid of a prepare pending in this transaction, if any.
 pub fn pending_gid() -> Option<String> {
-    PENDING.with(|p| p.borrow().as_ref().map(|(g, _)| g.clone()))
+    PENDING.with(|p| p.borrow().as_ref().map(|p| p.gid.clone()))
 }
 
-/// Marks the transaction as being prepared under `gid` by the current top-level statement.
-pub fn set_pending(gid: &str) {
-    let stmt = CURRENT_STMT.with(Cell::get);
-    PENDING.with(|p| *p.borrow_mut() = Some((gid.to_owned(), stmt)));
+/// Marks the transaction as being prepared under `gid` by the current top-level statement,
+/// with what is to be done when PREPARE runs.
+pub fn set_pending(gid: &str, at_prepare: Option<AtPrepare>) {
+    let by = CURRENT_STMT.with(Cell::get);
+    PENDING.with(|p| {
+        *p.borrow_mut() = Some(Pending {
+            gid: gid.to_owned(),
+            by,
+            at_prepare,
+        })
+    });
 }
 
 fn clear_pending() {
@@ -86,8 +121,8 @@ fn on_top_level(stmt: StmtId, always_new: bool) {
     let refuse = PENDING.with(|p| {
         p.borrow()
             .as_ref()
-            .filter(|(_, by)| always_new || *by != Some(stmt))
-            .map(|(g, _)| g.clone())
+            .filter(|p| always_new || p.by != Some(stmt))
+            .map(|p| p.gid.clone())
     });
     if let Some(gid) = refuse {
         TwopcError::StatementAfterPrepare { gid }.raise();
@@ -140,7 +175,8 @@ unsafe extern "C-unwind" fn process_utility(
             // Client statements run nested (SPI), so this applies at every depth.
             crate::boundary::check_utility((*pstmt).utilityStmt);
         }
-        if context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL {
+        let top_level = context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL;
+        if top_level {
             let location = if pstmt.is_null() {
                 -1
             } else {
@@ -156,6 +192,12 @@ unsafe extern "C-unwind" fn process_utility(
                 true,
             );
         }
+        // Native two-phase commit statements are tracked around PostgreSQL's own handling.
+        let native = if top_level && !pstmt.is_null() {
+            crate::native::before_utility((*pstmt).utilityStmt)
+        } else {
+            None
+        };
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(
                 pstmt,
@@ -178,6 +220,9 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
+        if let Some(native) = native {
+            native.after();
+        }
     }
 }
 
@@ -188,6 +233,23 @@ unsafe extern "C-unwind" fn xact_callback(
 ) {
     use pg_sys::XactEvent::*;
     match event {
+        XACT_EVENT_PRE_PREPARE => {
+            let due = PENDING.with(|p| {
+                p.borrow_mut()
+                    .as_mut()
+                    .and_then(|p| p.at_prepare.take().map(|a| (p.gid.clone(), a)))
+            });
+            let failed = match due {
+                None => None,
+                Some((gid, AtPrepare::Track)) => {
+                    crate::twophase::track_prepare(&gid, None, None).err()
+                }
+                Some((_, AtPrepare::Refuse(e))) => Some(e),
+            };
+            if let Some(e) = failed {
+                e.raise();
+            }
+        }
         XACT_EVENT_COMMIT
         | XACT_EVENT_PARALLEL_COMMIT
         | XACT_EVENT_ABORT

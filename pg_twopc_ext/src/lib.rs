@@ -11,7 +11,10 @@
 //! * [`tracking`]: the tracking, history and decision tables below SQL (`SnapshotAny` scans,
 //!   direct heap inserts).
 //! * [`outcome`]: what `twopc.outcome(gid)` answers, and why.
-//! * [`guard`]: hooks that keep `twopc.prepare()` the last statement of its transaction.
+//! * [`guard`]: hooks that keep `twopc.prepare()` the last statement of its transaction, and
+//!   write its tracking row at PREPARE.
+//! * [`native`]: tracking native PREPARE TRANSACTION / COMMIT PREPARED / ROLLBACK PREPARED.
+//! * [`retention`]: the worker that purges finished history past `twopc.history_retention`.
 //! * [`boundary`]: the trust boundary around a client's statements (client mode, its hooks).
 //! * [`client`]: running a client's statements behind it (`twopc.run_and_prepare()`).
 //! * [`validate`]: argument rules that need no database.
@@ -25,7 +28,9 @@ pub mod boundary;
 pub mod client;
 pub mod error;
 pub mod guard;
+pub mod native;
 pub mod outcome;
+pub mod retention;
 pub mod sql_api;
 pub mod tracking;
 pub mod twophase;
@@ -38,8 +43,20 @@ pub mod worker;
 /// library is loaded before `twopc.prepare()` can run).
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx captures a backtrace for every PostgreSQL error that crosses a Rust frame (a DO
+    // block's error passing through the ProcessUtility hook, say) and, when RUST_BACKTRACE is
+    // set in the server's environment, appends it to the error's DETAIL: Rust internals and
+    // source paths in what a client reads. std reads RUST_LIB_BACKTRACE before RUST_BACKTRACE
+    // (and only once per process), so this turns those captures off here and, set in the
+    // postmaster while preloading, in every backend it forks.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     guard::install();
     boundary::install();
+    // SAFETY: reading a postmaster global during _PG_init.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        native::init();
+        retention::init();
+    }
     // Only acts while shared_preload_libraries is processed: its GUCs are PGC_POSTMASTER, and
     // defining those when the library is loaded later (CREATE EXTENSION, a function call) is a
     // FATAL in PostgreSQL.
@@ -131,7 +148,11 @@ mod tests {
         Spi::run("SELECT twopc.prepare('')").unwrap();
     }
 
-    #[pg_test(error = "gid is too long (200 bytes; at most 199 allowed)")]
+    // Refused by PREPARE itself, in its own words, when the statement ends (the block is
+    // marked for PREPARE first, so the refusal ends the transaction as PREPARE TRANSACTION's).
+    #[pg_test(
+        error = "transaction identifier \"gggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg\" is too long"
+    )]
     fn prepare_refuses_long_gid() {
         Spi::run(&format!("SELECT twopc.prepare('{}')", "g".repeat(200))).unwrap();
     }
@@ -141,7 +162,7 @@ mod tests {
         Spi::run("SELECT twopc.prepare('twopc:c1:t1', 'c2')").unwrap();
     }
 
-    #[pg_test(error = "cannot prepare a transaction that has operated on temporary objects")]
+    #[pg_test(error = "cannot PREPARE a transaction that has operated on temporary objects")]
     fn prepare_refuses_temp_objects() {
         Spi::run("CREATE TEMP TABLE tmp_x (i int)").unwrap();
         Spi::run("SELECT twopc.prepare('g-temp')").unwrap();

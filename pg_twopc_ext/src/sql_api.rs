@@ -16,9 +16,10 @@ extension_sql!(
     r#"
 -- Every finished transaction: the finish log, plus each committed (visible) tracking row with
 -- the stamp twopc.commit_prepared() put on it. A committed tracking row without a stamp was
--- finished by a native COMMIT PREPARED (or its stamp was lost in a crash): finished_at,
--- finished_by and via are NULL there (also for the microseconds between a COMMIT PREPARED and
--- its stamp). Rows are only ever added; twopc.forget() trims old ones.
+-- finished by an untracked native COMMIT PREPARED (twopc.track_native off, or the library not
+-- preloaded) or its stamp was lost in a crash: finished_at, finished_by and via are NULL there
+-- (also for the microseconds between a COMMIT PREPARED and its stamp). Rows are only ever
+-- added; retention (twopc.purge(), twopc.forget()) trims old ones.
 CREATE VIEW twopc.history AS
 SELECT l.gid, l.global_id, l.coordinator, l.decision, l.finished_at, l.finished_by, l.via
   FROM twopc.finish_log l
@@ -28,7 +29,7 @@ SELECT t.gid, t.global_id, t.coordinator, 'commit'::text,
        CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-'
             THEN pg_catalog.pg_get_userbyid(t.finished_by)::text END,
        CASE t.finished_via WHEN 'c' THEN 'coordinator'::text WHEN 'm' THEN 'manual'::text
-                           WHEN 'r' THEN 'resolver'::text END
+                           WHEN 'r' THEN 'resolver'::text WHEN 'n' THEN 'native'::text END
   FROM twopc.tracking t;
 COMMENT ON VIEW twopc.history IS
   'Finished transactions: gid, global_id, decision, finished_at, finished_by, via';
@@ -53,7 +54,9 @@ COMMENT ON VIEW twopc.in_doubt IS
 
 CREATE FUNCTION twopc.stats(
     OUT prepared bigint, OUT committed bigint, OUT aborted bigint, OUT in_doubt bigint,
-    OUT oldest_in_doubt interval)
+    OUT oldest_in_doubt interval,
+    OUT tracking_rows bigint, OUT finish_log_rows bigint, OUT decision_rows bigint,
+    OUT total_bytes bigint, OUT oldest_row timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -67,10 +70,62 @@ AS $$
                     (SELECT count(*) FROM a) AS aborted,
                     (SELECT count(*) FROM d) AS in_doubt,
                     (SELECT now() - min(prepared) FROM d) AS oldest)
-  SELECT committed + aborted + in_doubt, committed, aborted, in_doubt, oldest FROM n
+  SELECT committed + aborted + in_doubt, committed, aborted, in_doubt, oldest,
+         (SELECT count(*) FROM twopc.tracking),
+         (SELECT count(*) FROM twopc.finish_log),
+         (SELECT count(*) FROM twopc.decisions),
+         pg_total_relation_size('twopc.tracking') + pg_total_relation_size('twopc.finish_log')
+           + pg_total_relation_size('twopc.decisions'),
+         (SELECT min(at) FROM (SELECT min(prepared_at) FROM twopc.tracking
+                               UNION ALL SELECT min(finished_at) FROM twopc.finish_log
+                               UNION ALL SELECT min(recorded_at) FROM twopc.decisions) m(at))
+    FROM n
 $$;
 COMMENT ON FUNCTION twopc.stats() IS
-  'Counts of gids prepared / committed / aborted / in doubt in this database, and the oldest in-doubt age';
+  'Counts of gids prepared / committed / aborted / in doubt in this database, the oldest in-doubt age, and the size of the extension''s tables (rows, bytes, oldest row)';
+
+-- Retention (twopc.history_retention, run by the retention worker when preloaded; callable by
+-- hand or from cron otherwise): deletes at most batch_size rows of each table, finished
+-- before the cutoff, in the caller's transaction. Small batches keep each transaction short,
+-- so its row locks and WAL never hold up commits; in-doubt work is never touched (a tracking
+-- row is only visible, so deletable, once committed; a decision only once its gid is no
+-- longer prepared).
+CREATE FUNCTION twopc.purge(older_than interval, batch_size integer DEFAULT 1000)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cutoff timestamptz;
+  total bigint := 0;
+  n bigint;
+BEGIN
+  IF older_than IS NULL OR older_than < interval '0' THEN
+    RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = '22023';
+  END IF;
+  IF batch_size IS NULL OR batch_size < 1 THEN
+    RAISE EXCEPTION 'batch_size must be positive' USING ERRCODE = '22023';
+  END IF;
+  cutoff := now() - older_than;
+  DELETE FROM twopc.finish_log WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM twopc.finish_log WHERE finished_at < cutoff LIMIT batch_size));
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  -- finished_at is '-infinity' until stamped; a row committed without a stamp counts from
+  -- its prepare.
+  DELETE FROM twopc.tracking WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM twopc.tracking WHERE GREATEST(prepared_at, finished_at) < cutoff
+     LIMIT batch_size));
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  DELETE FROM twopc.decisions WHERE ctid = ANY (ARRAY(
+    SELECT dd.ctid FROM twopc.decisions dd WHERE dd.recorded_at < cutoff
+       AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts p WHERE p.gid = dd.gid)
+     LIMIT batch_size));
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  RETURN total;
+END
+$$;
+COMMENT ON FUNCTION twopc.purge(interval, integer) IS
+  'Deletes at most batch_size finished tracking, history and decision rows of each table older than the interval; returns how many';
 
 CREATE FUNCTION twopc.forget(older_than interval) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -109,6 +164,7 @@ REVOKE EXECUTE ON FUNCTION twopc.commit_prepared(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.rollback_prepared(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.record_decision(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.forget(interval) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION twopc.purge(interval, integer) FROM PUBLIC;
 "#,
     name = "views_and_grants",
     finalize

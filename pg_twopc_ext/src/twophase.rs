@@ -90,22 +90,45 @@ fn gid_prepared_here(gid: &CStr) -> bool {
 }
 
 /// `twopc.prepare()`: see the module docs.
+///
+/// Like `PREPARE TRANSACTION`, it ends the transaction: once the call is accepted (inside a
+/// transaction block, not inside a plpgsql `EXCEPTION` block, not twice), the block is marked
+/// for PREPARE whatever else happens. The tracking row is written now; a refusal of ours (a
+/// gid in use or already used by a committed transaction, a contradicting identity) is raised
+/// when PREPARE runs, where it rolls the transaction back and leaves the session idle, exactly
+/// as PostgreSQL's own refusals then do (temporary objects, too long a gid, prepared
+/// transactions disabled, a failed deferred constraint) — never an aborted block. Open
+/// savepoints are subcommitted, as PREPARE TRANSACTION does.
 pub fn prepare(
     gid: Option<&str>,
     coordinator: Option<&str>,
     global_id: Option<&str>,
 ) -> Result<String> {
     boundary::refuse_in_client_mode("twopc.prepare()")?;
-    let gid = check_preparable(gid, c"twopc.prepare()")?;
-    check_no_temp_objects()?;
+    check_preparable_block(Savepoints::Accepted)?;
+    // The tracking row is a write (PREPARE TRANSACTION itself is allowed read-only).
+    prevent_writes(c"twopc.prepare()");
+    let gid = gid.unwrap_or("");
+    let refusal = track_prepare(gid, coordinator, global_id).err();
+    mark_for_prepare(gid, refusal.map(guard::AtPrepare::Refuse))?;
+    Ok(gid.to_owned())
+}
+
+/// Writes the tracking row of a transaction about to be prepared under `gid`, for
+/// `twopc.prepare()` and for a native PREPARE TRANSACTION (then from the
+/// `XACT_EVENT_PRE_PREPARE` callback, with no identity given: a twopc-format gid says it).
+pub fn track_prepare(gid: &str, coordinator: Option<&str>, global_id: Option<&str>) -> Result<()> {
+    if gid.len() > twopc_protocol::gid::PG_MAX_GID_LEN {
+        // PREPARE refuses it itself, in its own words; there will be nothing to track.
+        return Ok(());
+    }
+    validate::check_gid(gid)?;
     let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
     let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
     if gid_prepared_here(&cgid) {
         return Err(TwopcError::GidInUse { gid: gid.into() });
     }
-    track(gid, coordinator.as_deref(), global_id.as_deref())?;
-    mark_for_prepare(gid)?;
-    Ok(gid.to_owned())
+    track(gid, coordinator.as_deref(), global_id.as_deref())
 }
 
 /// What `twopc.run_and_prepare()` did.
@@ -162,7 +185,7 @@ pub fn run_and_prepare(
     track(gid, coordinator.as_deref(), global_id.as_deref())?;
     crate::client::run(role, stmts)?;
     check_no_temp_objects()?;
-    mark_for_prepare(gid)?;
+    mark_for_prepare(gid, None)?;
     Ok(RunOutcome::Prepared)
 }
 
@@ -203,27 +226,57 @@ fn client_role_oid(name: &str) -> Result<pg_sys::Oid> {
     }
 }
 
-/// The checks every prepare runs before it changes anything, so each misuse is one clean
-/// `ERROR` with the transaction untouched; returns the (valid) gid.
-fn check_preparable<'a>(gid: Option<&'a str>, what: &CStr) -> Result<&'a str> {
+/// Whether a prepare may be called inside a savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Savepoints {
+    /// `twopc.prepare()`: open savepoints are subcommitted, as PREPARE TRANSACTION does.
+    Accepted,
+    /// `twopc.run_and_prepare()`: the participant's transactions never have any.
+    Refused,
+}
+
+/// The transaction-block checks every prepare runs before it changes anything: each is one
+/// clean `ERROR` with the transaction untouched (there is no block to end, or ending it from
+/// here would be unsafe).
+fn check_preparable_block(savepoints: Savepoints) -> Result<()> {
     // SAFETY: plain reads of backend state.
-    let (in_block, in_sub, max_prepared) = unsafe {
-        (
-            pg_sys::IsTransactionBlock(),
-            pg_sys::IsSubTransaction(),
-            max_prepared_xacts,
-        )
-    };
+    let (in_block, in_sub) = unsafe { (pg_sys::IsTransactionBlock(), pg_sys::IsSubTransaction()) };
     if !in_block {
         return Err(TwopcError::NotInTransactionBlock);
     }
-    if in_sub {
+    if in_sub && (savepoints == Savepoints::Refused || in_internal_subtransaction()) {
         return Err(TwopcError::InSubtransaction);
     }
     if let Some(gid) = guard::pending_gid() {
         return Err(TwopcError::AlreadyPreparing { gid });
     }
-    if max_prepared == 0 {
+    Ok(())
+}
+
+/// Whether the current subtransaction was started by the running statement itself (a plpgsql
+/// `EXCEPTION` block) rather than by the client's `SAVEPOINT`s before it. Marking the block
+/// for PREPARE turns every open subtransaction into "to be subcommitted", which the
+/// statement's own subtransaction does not survive (plpgsql's release of it then fails); the
+/// client's savepoints are simply subcommitted when the statement ends, as for PREPARE
+/// TRANSACTION. The portal running the client's statement was created in the client's
+/// innermost savepoint, and subtransaction ids only grow, so a current id past the portal's
+/// is one the statement started. Without a portal (nothing runs a statement), any
+/// subtransaction is refused.
+fn in_internal_subtransaction() -> bool {
+    // SAFETY: reads of backend globals; ActivePortal is either null or the running portal.
+    unsafe {
+        let portal = pg_sys::ActivePortal;
+        portal.is_null() || (*portal).createSubid != pg_sys::GetCurrentSubTransactionId()
+    }
+}
+
+/// The checks `twopc.run_and_prepare()` runs before it changes anything, so each misuse is
+/// one clean `ERROR` with the transaction untouched (the participant then rolls it back);
+/// returns the (valid) gid.
+fn check_preparable<'a>(gid: Option<&'a str>, what: &CStr) -> Result<&'a str> {
+    check_preparable_block(Savepoints::Refused)?;
+    // SAFETY: a plain read of a backend global.
+    if unsafe { max_prepared_xacts } == 0 {
         return Err(TwopcError::PreparedTransactionsDisabled);
     }
     // The tracking row is written below the executor, which would otherwise be the one to
@@ -260,16 +313,18 @@ fn track(gid: &str, coordinator: Option<&str>, global_id: Option<&str>) -> Resul
     Ok(())
 }
 
-/// Marks the transaction block for PREPARE under `gid` and arms the guard.
-fn mark_for_prepare(gid: &str) -> Result<()> {
+/// Marks the transaction block for PREPARE under `gid` and arms the guard, with what it is to
+/// do when PREPARE runs.
+fn mark_for_prepare(gid: &str, at_prepare: Option<guard::AtPrepare>) -> Result<()> {
     let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
-    // SAFETY: we are in a top-level transaction block (checked by check_preparable);
+    // SAFETY: we are in a transaction block, at most in the client's own savepoints (checked
+    // by check_preparable_block), which PREPARE subcommits;
     // PostgreSQL copies the gid into TopTransactionContext.
     let marked = unsafe { pg_sys::PrepareTransactionBlock(cgid.as_ptr()) };
     if !marked {
         return Err(TwopcError::PrepareRefused { gid: gid.into() });
     }
-    guard::set_pending(gid);
+    guard::set_pending(gid, at_prepare);
     Ok(())
 }
 
@@ -309,17 +364,8 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     prevent_writes(stmt);
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
-
     let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
-    // Whether this transaction wrote anything before decides about synchronous_commit for a
-    // finish_log row (log_finish).
-    // SAFETY: a plain read of backend state.
-    let wrote_before =
-        unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId };
-    // Its tracking row, read while it is still the prepared transaction's (in progress): a
-    // commit stamps it (a row left visible by an earlier use of the gid is never the one), a
-    // rollback kills it, so who it was prepared for is read now.
-    let rows = tracking::prepared_rows(gid)?;
+    let record = FinishRecord::before(gid)?;
     // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
     // denied, another database, busy); the boundary turns them into Rust unwinding and back.
     unsafe {
@@ -327,21 +373,64 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
             FinishPreparedTransaction(cgid.as_ptr(), decision == Decision::Commit)
         });
     }
-    // A commit's tracking row is visible now; the stamp on it is the history entry.
-    if decision == Decision::Commit && tracking::stamp_commit(&rows, via.code())? {
-        return Ok(());
+    record.after(decision, via)
+}
+
+/// What finishing a prepared transaction records about it: read before the finish (while its
+/// tracking row is still the prepared transaction's), written after it. Shared by the
+/// functions and the native COMMIT PREPARED / ROLLBACK PREPARED ([`crate::native`]).
+pub struct FinishRecord {
+    gid: String,
+    /// Whether this transaction wrote anything before, which decides about
+    /// synchronous_commit for a finish_log row ([`log_finish`]).
+    wrote_before: bool,
+    /// The gid's tracking row(s) in progress: a commit stamps it (a row left visible by an
+    /// earlier use of the gid is never the one), a rollback kills it, so who it was prepared
+    /// for is read now.
+    rows: Vec<tracking::PreparedRow>,
+}
+
+impl FinishRecord {
+    /// Reads what [`FinishRecord::after`] needs; call right before the finish.
+    pub fn before(gid: &str) -> Result<FinishRecord> {
+        // SAFETY: a plain read of backend state.
+        let wrote_before =
+            unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId };
+        Ok(FinishRecord {
+            gid: gid.to_owned(),
+            wrote_before,
+            rows: tracking::prepared_rows(gid)?,
+        })
     }
-    // A rollback, or a gid prepared without twopc.prepare(): a finish_log row. A twopc-format
-    // gid says whom it was prepared for itself, and prepare() refuses tracking values that
-    // contradict it; other gids: the tracking row, if any.
-    let (coordinator, global_id) = match gid_identity(gid) {
-        (None, None) => rows
-            .into_iter()
-            .next()
-            .map_or((None, None), |r| (r.coordinator, r.global_id)),
-        known => known,
-    };
-    log_finish(gid, coordinator, global_id, decision, via, wrote_before)
+
+    /// Records the finish that just succeeded: the stamp on a committed tracking row, or a
+    /// finish_log row.
+    pub fn after(self, decision: Decision, via: Via) -> Result<()> {
+        let gid = self.gid.as_str();
+        // A commit's tracking row is visible now; the stamp on it is the history entry.
+        if decision == Decision::Commit && tracking::stamp_commit(&self.rows, via.code())? {
+            return Ok(());
+        }
+        // A rollback, or a gid prepared without tracking: a finish_log row. A twopc-format
+        // gid says whom it was prepared for itself, and prepare() refuses tracking values that
+        // contradict it; other gids: the tracking row, if any.
+        let (coordinator, global_id) = match gid_identity(gid) {
+            (None, None) => self
+                .rows
+                .into_iter()
+                .next()
+                .map_or((None, None), |r| (r.coordinator, r.global_id)),
+            known => known,
+        };
+        log_finish(
+            gid,
+            coordinator,
+            global_id,
+            decision,
+            via,
+            self.wrote_before,
+        )
+    }
 }
 
 /// (coordinator, global id) that a twopc-format gid encodes; (None, None) for other gids.

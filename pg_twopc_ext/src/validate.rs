@@ -26,6 +26,9 @@ pub enum Via {
     Manual,
     /// A recovery / resolver process finishing in-doubt work.
     Resolver,
+    /// A native `COMMIT PREPARED` / `ROLLBACK PREPARED` statement (tracked by the
+    /// `ProcessUtility` hook; never an argument of the functions).
+    Native,
 }
 
 impl Via {
@@ -48,6 +51,7 @@ impl Via {
             Via::Coordinator => b'c',
             Via::Manual => b'm',
             Via::Resolver => b'r',
+            Via::Native => b'n',
         }
     }
 
@@ -57,6 +61,7 @@ impl Via {
             Via::Coordinator => "coordinator",
             Via::Manual => "manual",
             Via::Resolver => "resolver",
+            Via::Native => "native",
         }
     }
 }

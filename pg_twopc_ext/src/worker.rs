@@ -20,7 +20,7 @@
 //! | name | meaning |
 //! |---|---|
 //! | `twopc.listen_addr` | `host:port` of the WebSocket endpoint; empty = no worker |
-//! | `twopc.database` | the database transactions run in |
+//! | `twopc.database` | the database transactions run in (and the retention worker purges, see `retention`) |
 //! | `twopc.role` | the (non-superuser) role the participant logs in as; needs EXECUTE on the `twopc` functions |
 //! | `twopc.client_role` | the role clients' statements run as (not a superuser, not `twopc.role`, no EXECUTE on the writing `twopc` functions; `twopc.role` must be a member of it) |
 //! | `twopc.auth_token` | the bearer token the coordinator must present |
@@ -71,7 +71,7 @@ pub fn init() {
     );
     GucRegistry::define_string_guc(
         c"twopc.database",
-        c"Database the twopc participant runs transactions in",
+        c"Database the twopc participant runs transactions in, and the retention worker purges",
         c"",
         &DATABASE,
         GucContext::Postmaster,
@@ -129,6 +129,11 @@ pub fn init() {
             .set_restart_time(Some(Duration::from_secs(RESTART_SECONDS)))
             .load();
     }
+}
+
+/// `twopc.database`: the database the participant and the retention worker work in.
+pub(crate) fn database() -> String {
+    guc_string(&DATABASE)
 }
 
 fn guc_string(g: &'static GucSetting<Option<CString>>) -> String {

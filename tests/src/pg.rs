@@ -3,8 +3,9 @@
 use crate::util::{self, as_postgres, give_to_postgres, run, tail, wait_until};
 use crate::{HarnessError, Result};
 use std::fmt::Write as _;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// Where Debian's PostgreSQL 15 server binaries live.
@@ -137,7 +138,10 @@ impl PgCluster {
             .arg(&self.data)
             .arg("-l")
             .arg(&self.log)
-            .args(["-w", "-t", "120", "start"]);
+            .args(["-w", "-t", "120", "start"])
+            // What a client reads must never carry a Rust backtrace or source path; pgrx
+            // appends one to errors when the server runs with this set, so every cluster does.
+            .env("RUST_BACKTRACE", "1");
         if let Err(e) = run(cmd) {
             return Err(HarnessError::NotReady {
                 what: format!("postgres on port {} ({e})", self.port),
@@ -267,7 +271,6 @@ impl PgCluster {
     /// Runs `psql` against `db` with `sql` on standard input and returns its output whether
     /// or not it succeeded (golden tests compare stdout and stderr).
     pub fn psql_raw(&self, db: &str, args: &[&str], sql: &str) -> Result<Output> {
-        use std::io::Write;
         let mut cmd = Command::new(format!("{PG_BIN}/psql"));
         cmd.args(["-X", "-h"])
             .arg(&self.socket_dir)
@@ -287,6 +290,62 @@ impl PgCluster {
             .expect("piped")
             .write_all(sql.as_bytes())?;
         Ok(child.wait_with_output()?)
+    }
+
+    /// Runs psql as `user` with `sql` on stdin, as pg_regress does: stdout and stderr
+    /// interleaved in one string, in order (psql flushes stdout before it writes to stderr),
+    /// and no `psql:file:line:` prefixes on errors.
+    pub fn psql_script(&self, db: &str, user: &str, extra: &[&str], sql: &str) -> String {
+        let (mut reader, writer) = std::io::pipe().expect("pipe");
+        let mut cmd = Command::new(format!("{PG_BIN}/psql"));
+        cmd.args(["-X", "-h"])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port().to_string(), "-U", user, "-d", db])
+            .args(extra)
+            .env("PGTZ", "UTC")
+            .env("PGDATESTYLE", "ISO")
+            // A script that blocks on a lock (say, a prepared transaction left behind by an earlier
+            // statement that failed) fails with a timeout in its output instead of hanging the run.
+            .env("PGOPTIONS", "-c lock_timeout=30s -c statement_timeout=120s")
+            .stdin(Stdio::piped())
+            .stdout(writer.try_clone().expect("clone pipe"))
+            .stderr(writer);
+        let mut child = cmd.spawn().expect("spawn psql");
+        // The Command holds the write ends; drop it so that EOF arrives when psql exits.
+        drop(cmd);
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = sql.to_owned();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let mut out = String::new();
+        reader.read_to_string(&mut out).expect("read psql output");
+        feeder.join().expect("feeder");
+        child.wait().expect("wait psql");
+        out
+    }
+
+    /// Panics when the server log shows a FATAL, a PANIC or a crashed backend (every test of
+    /// the extension ends with this).
+    pub fn assert_clean_log(&self) {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("FATAL:")
+                    || l.contains("PANIC:")
+                    || (l.contains("server process") && l.contains("terminated"))
+                    || l.contains("was terminated by signal")
+            })
+            // `pg_ctl stop -m immediate` makes the postmaster log this about itself; not a crash
+            // of ours. Connection-time FATALs during startup are not either.
+            .filter(|l| !l.contains("the database system is starting up"))
+            .filter(|l| !l.contains("the database system is shutting down"))
+            .filter(|l| !l.contains("terminating connection because of crash of another"))
+            // The harness's readiness probe (pg_isready) connects as the OS user.
+            .filter(|l| !(l.contains("FATAL:  role") && l.contains("does not exist")))
+            .collect();
+        assert!(bad.is_empty(), "server log has:\n{}", bad.join("\n"));
     }
 
     /// Runs `sql` with `ON_ERROR_STOP` and returns unaligned, tuples-only stdout.

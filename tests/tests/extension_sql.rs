@@ -15,10 +15,11 @@
 //! The extension must be installed into the system PostgreSQL 15 first:
 //! `cd pg_twopc_ext && cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use twopc_tests::pg::PG_BIN;
+use twopc_tests::util::line_diff;
 use twopc_tests::{repo_root, PgCluster, PgOptions};
 
 const CONTROL: &str = "/usr/share/postgresql/15/extension/pg_twopc_ext.control";
@@ -35,37 +36,6 @@ fn require_extension_installed() {
 fn start(opts: PgOptions) -> PgCluster {
     require_extension_installed();
     PgCluster::start(opts).expect("start PostgreSQL cluster")
-}
-
-/// Runs psql with `sql` on stdin; stdout and stderr interleaved in one string.
-fn psql_merged(cluster: &PgCluster, db: &str, user: &str, extra: &[&str], sql: &str) -> String {
-    let (mut reader, writer) = std::io::pipe().expect("pipe");
-    let mut cmd = Command::new(format!("{PG_BIN}/psql"));
-    cmd.args(["-X", "-h"])
-        .arg(cluster.socket_dir())
-        .args(["-p", &cluster.port().to_string(), "-U", user, "-d", db])
-        .args(extra)
-        .env("PGTZ", "UTC")
-        .env("PGDATESTYLE", "ISO")
-        // A script that blocks on a lock (say, a prepared transaction left behind by an earlier
-        // statement that failed) fails with a timeout in its output instead of hanging the run.
-        .env("PGOPTIONS", "-c lock_timeout=30s -c statement_timeout=120s")
-        .stdin(Stdio::piped())
-        .stdout(writer.try_clone().expect("clone pipe"))
-        .stderr(writer);
-    let mut child = cmd.spawn().expect("spawn psql");
-    // The Command holds the write ends; drop it so that EOF arrives when psql exits.
-    drop(cmd);
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = sql.to_owned();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let mut out = String::new();
-    reader.read_to_string(&mut out).expect("read psql output");
-    feeder.join().expect("feeder");
-    child.wait().expect("wait psql");
-    out
 }
 
 /// One-shot `psql -At -c` style query as superuser: trimmed stdout, panics on error.
@@ -88,61 +58,8 @@ fn q_err(cluster: &PgCluster, db: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn assert_clean_log(cluster: &PgCluster) {
-    let log = std::fs::read_to_string(cluster.log_path()).unwrap_or_default();
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            l.contains("FATAL:")
-                || l.contains("PANIC:")
-                || (l.contains("server process") && l.contains("terminated"))
-                || l.contains("was terminated by signal")
-        })
-        // `pg_ctl stop -m immediate` makes the postmaster log this about itself; not a crash
-        // of ours. Connection-time FATALs during startup are not either.
-        .filter(|l| !l.contains("the database system is starting up"))
-        .filter(|l| !l.contains("the database system is shutting down"))
-        .filter(|l| !l.contains("terminating connection because of crash of another"))
-        // The harness's readiness probe (pg_isready) connects as the OS user.
-        .filter(|l| !(l.contains("FATAL:  role") && l.contains("does not exist")))
-        .collect();
-    assert!(bad.is_empty(), "server log has:\n{}", bad.join("\n"));
-}
-
 fn golden_dir() -> PathBuf {
     repo_root().join("tests/sql/extension")
-}
-
-/// A small line diff (longest common subsequence) for mismatch reports.
-fn diff(expected: &str, actual: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut out = String::new();
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("+{:>4}: {}\n", j + 1, b[j]));
-            j += 1;
-        } else {
-            out.push_str(&format!("-{:>4}: {}\n", i + 1, a[i]));
-            i += 1;
-        }
-    }
-    out
 }
 
 #[test]
@@ -165,8 +82,7 @@ fn golden_sql_files() {
         );
         q(&cluster, "postgres", &format!("CREATE DATABASE {db}"));
         let sql = std::fs::read_to_string(sql_path).expect("read .sql");
-        let actual = psql_merged(
-            &cluster,
+        let actual = cluster.psql_script(
             &db,
             "postgres",
             &["-a", "-v", "VERBOSITY=terse", "-v", "ON_ERROR_STOP=0"],
@@ -184,12 +100,12 @@ fn golden_sql_files() {
                 "{} differs from {} (- expected, + actual; UPDATE_GOLDEN=1 rewrites):\n{}",
                 sql_path.display(),
                 out_path.display(),
-                diff(&expected, &actual)
+                line_diff(&expected, &actual)
             ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_clean_log(&cluster);
+    cluster.assert_clean_log();
 }
 
 /// Sets up the extension and a table in `db`.
@@ -376,7 +292,7 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
         ),
         "committed"
     );
-    assert_clean_log(&cluster);
+    cluster.assert_clean_log();
 }
 
 #[test]
@@ -432,7 +348,7 @@ fn second_database_is_kept_apart() {
         q(&cluster, "postgres", "SELECT twopc.outcome('twopc:c1:db1')"),
         "committed"
     );
-    assert_clean_log(&cluster);
+    cluster.assert_clean_log();
 }
 
 /// The tracking table's gid index is unique, and `twopc.prepare()` inserts into it with a
@@ -521,7 +437,7 @@ fn a_gid_held_by_a_running_transaction_is_refused_without_waiting() {
         ),
         "committed"
     );
-    assert_clean_log(&cluster);
+    cluster.assert_clean_log();
 }
 
 /// The gid lookups below SQL (outcome, gid_state, prepare's reuse check, the commit stamp's probe)
@@ -585,7 +501,7 @@ fn gid_lookups_follow_the_database_collation() {
         ),
         "m|0|committed"
     );
-    assert_clean_log(&cluster);
+    cluster.assert_clean_log();
 }
 
 #[test]
@@ -595,8 +511,7 @@ fn max_prepared_transactions_zero_is_a_clean_error() {
         ..PgOptions::default()
     });
     setup_db(&cluster, "postgres");
-    let out = psql_merged(
-        &cluster,
+    let out = cluster.psql_script(
         "postgres",
         "postgres",
         &["-v", "VERBOSITY=terse", "-At"],
@@ -611,7 +526,7 @@ fn max_prepared_transactions_zero_is_a_clean_error() {
         "{out}"
     );
     assert!(out.contains("session still usable|0"), "{out}");
-    assert_clean_log(&cluster);
+    cluster.assert_clean_log();
 }
 
 #[test]
@@ -652,5 +567,5 @@ fn one_query_string_after_prepare_is_an_error_not_fatal() {
         q(&cluster, "postgres", "SELECT bal FROM acct WHERE id = 1"),
         "100"
     );
-    assert_clean_log(&cluster);
+    cluster.assert_clean_log();
 }

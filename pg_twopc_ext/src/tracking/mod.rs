@@ -47,4 +47,4 @@ mod tables;
 pub use insert::{insert_decision, insert_finish_log, insert_tracking};
 pub use scan::{history_decision, scan, TrackedTuple, XminStatus};
 pub use stamp::{prepared_rows, stamp_commit, PreparedRow};
-pub use tables::{relid, SCHEMA};
+pub use tables::{relid, schema_generation, SCHEMA};

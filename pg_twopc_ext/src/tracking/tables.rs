@@ -42,7 +42,7 @@ CREATE TABLE twopc.finish_log (
     decision    text        NOT NULL CHECK (decision IN ('commit', 'abort')),
     finished_at timestamptz NOT NULL,
     finished_by text        NOT NULL,
-    via         text        NOT NULL CHECK (via IN ('coordinator', 'manual', 'resolver'))
+    via         text        NOT NULL CHECK (via IN ('coordinator', 'manual', 'resolver', 'native'))
 );
 CREATE INDEX finish_log_gid_idx ON twopc.finish_log (gid);
 COMMENT ON TABLE twopc.finish_log IS
@@ -103,6 +103,18 @@ pub(super) const NOT_FINISHED: u8 = b'-';
 /// `-infinity`: the `finished_at` placeholder of a row not stamped yet.
 pub(super) const TIMESTAMP_NOBEGIN: i64 = i64::MIN;
 
+thread_local! {
+    /// Bumped by every relcache invalidation this backend sees (see [`relid`]).
+    static GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Changes whenever a relation may have been dropped, recreated or altered (an `ALTER
+/// EXTENSION ... UPDATE` alters the extension's tables): what a backend caches about the
+/// installed schema is valid while this stays the same.
+pub fn schema_generation() -> u64 {
+    GENERATION.with(std::cell::Cell::get)
+}
+
 /// The relation oid of `twopc.<name>`, from a per-backend cache.
 ///
 /// Two syscache lookups (schema, then relation) per call added up on the per-transaction
@@ -119,6 +131,7 @@ pub fn relid(name: &'static str) -> Result<pg_sys::Oid> {
     #[pg_guard]
     unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
         CACHE.with(|c| c.borrow_mut().clear());
+        GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     }
     if let Some(oid) = CACHE.with(|c| c.borrow().iter().find(|(n, _)| *n == name).map(|e| e.1)) {
         return Ok(oid);

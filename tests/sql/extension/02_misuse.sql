@@ -1,5 +1,7 @@
 -- pg_twopc_ext: every misuse is a clean ERROR; nothing is prepared by mistake, and the
--- session stays usable. After each case, pg_prepared_xacts shows what exists.
+-- session stays usable. After each case, pg_prepared_xacts shows what exists. Like PREPARE
+-- TRANSACTION, a prepare refused inside a transaction block ends the transaction: the
+-- ROLLBACK after it only warns that there is no transaction in progress.
 CREATE EXTENSION pg_twopc_ext;
 CREATE TABLE acct (id int PRIMARY KEY, bal int NOT NULL);
 INSERT INTO acct SELECT g, 100 FROM generate_series(1, 5) g;
@@ -10,11 +12,18 @@ SELECT twopc.prepare('m1');
 UPDATE acct SET bal = 1 WHERE id = 1 RETURNING bal;
 SELECT * FROM prepared;
 
--- Inside a savepoint.
+-- Inside the client's own savepoints: accepted, and they are subcommitted, as PREPARE
+-- TRANSACTION does (what was rolled back to a savepoint stays undone).
 BEGIN;
 SAVEPOINT s1;
+UPDATE acct SET bal = bal + 10 WHERE id = 1;
+SAVEPOINT s2;
+UPDATE acct SET bal = bal + 100 WHERE id = 1;
+ROLLBACK TO s2;
 SELECT twopc.prepare('m2');
-ROLLBACK;
+SELECT * FROM prepared;
+SELECT twopc.commit_prepared('m2');
+SELECT bal FROM acct WHERE id = 1;
 -- Inside a plpgsql EXCEPTION block (a subtransaction).
 BEGIN;
 DO $$ BEGIN PERFORM twopc.prepare('m3'); EXCEPTION WHEN division_by_zero THEN NULL; END $$;

@@ -34,6 +34,7 @@ INSERT INTO twopc.finish_log VALUES ('fake', NULL, NULL, 'commit', now(), 'x', '
 UPDATE twopc.tracking SET finished_via = 'r';
 INSERT INTO twopc.history VALUES ('fake', NULL, NULL, 'commit', now(), 'x', 'manual');
 SELECT twopc.forget(interval '0');
+SELECT twopc.purge(interval '0');
 
 \c - twopc_bob
 -- Bob may use the functions, but not on Alice's transaction.

@@ -1,0 +1,670 @@
+//! pg_twopc_ext beside native two-phase commit, against real PostgreSQL 15 clusters.
+//!
+//! * [`postgresql_suite_gives_the_same_results_natively_and_through_the_functions`]:
+//!   PostgreSQL's own regression test for prepared transactions (`prepared_xacts.sql` from the
+//!   PostgreSQL 15 sources, fetched by `scripts/setup.sh`) runs on a cluster without the
+//!   extension (it must print PostgreSQL's expected output), with the library preloaded and
+//!   the extension installed (it must print exactly the same), and rewritten to the twopc
+//!   functions (the same results, statement echo aside). The rewrite is mechanical; where the
+//!   functions cannot behave like the statements, [`KEPT_NATIVE`] says which statement stays
+//!   and why.
+//! * [`a_real_xa_client_is_tracked`]: psycopg's `tpc_*` API (XA-format gids) against a
+//!   preloaded cluster: its transactions show in `twopc.in_doubt`, `twopc.outcome()` and
+//!   `twopc.history`, and not when `twopc.track_native` is off.
+//! * [`retention_purges_finished_history_in_batches_and_never_in_doubt_work`]:
+//!   `twopc.purge()` and the retention worker.
+//! * [`upgrade_from_0_1_0_keeps_in_doubt_transactions`]: `ALTER EXTENSION ... UPDATE` on a
+//!   cluster with tracked in-doubt transactions, and the upgraded schema equals a fresh one.
+//!
+//! Every cluster runs with `RUST_BACKTRACE=1` (the harness sets it), and no output may carry a
+//! Rust source path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use twopc_tests::util::{line_diff, wait_until};
+use twopc_tests::{repo_root, PgCluster, PgOptions};
+
+const REGRESS_DIR: &str = "/var/cache/twopc/pg15-regress";
+const EXTENSION_DIR: &str = "/usr/share/postgresql/15/extension";
+
+/// Gids whose `PREPARE TRANSACTION` the rewrite leaves as it is, with the reason.
+///
+/// `foo5` follows a serialization failure inside its block. PostgreSQL runs nothing in a
+/// failed block but the statements that end it (`ROLLBACK`, `COMMIT`, `PREPARE TRANSACTION`,
+/// which is then a ROLLBACK): a `SELECT twopc.prepare()` there is refused before any function
+/// runs ("current transaction is aborted"), so no function can match the statement. With the
+/// library preloaded the statement itself is tracked, so an application loses nothing by
+/// sending it.
+const KEPT_NATIVE: &[(&str, &str)] = &[(
+    "foo5",
+    "a failed block runs no function; the native statement is a ROLLBACK there",
+)];
+
+fn require_installed() {
+    let control = Path::new(EXTENSION_DIR).join("pg_twopc_ext.control");
+    assert!(
+        control.exists(),
+        "pg_twopc_ext is not installed ({} is missing): run `cargo pgrx install --pg-config \
+         /usr/lib/postgresql/15/bin/pg_config` in pg_twopc_ext/ first",
+        control.display()
+    );
+}
+
+fn regress_file(rel: &str) -> String {
+    let path = Path::new(REGRESS_DIR).join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (scripts/setup.sh fetches PostgreSQL's regression files)",
+            path.display()
+        )
+    })
+}
+
+fn preloaded(settings: &[(&str, &str)]) -> PgCluster {
+    require_installed();
+    PgCluster::start(PgOptions {
+        shared_preload_libraries: Some("pg_twopc_ext".into()),
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..PgOptions::default()
+    })
+    .expect("start a cluster with pg_twopc_ext preloaded")
+}
+
+fn q(cluster: &PgCluster, db: &str, sql: &str) -> String {
+    cluster
+        .psql_ok(db, sql)
+        .unwrap_or_else(|e| panic!("query failed: {sql}\n{e}"))
+}
+
+/// Runs a regression script as pg_regress does (`psql -a -q`, script on stdin).
+fn run_script(cluster: &PgCluster, db: &str, sql: &str) -> String {
+    let out = cluster.psql_script(
+        db,
+        "postgres",
+        &[
+            "-a",
+            "-q",
+            "-v",
+            "HIDE_TABLEAM=on",
+            "-v",
+            "HIDE_TOAST_COMPRESSION=on",
+        ],
+        sql,
+    );
+    assert!(
+        !out.contains(".rs:") && !out.contains("panicked"),
+        "Rust internals in psql output:\n{out}"
+    );
+    out
+}
+
+/// The suite rewritten to the twopc functions: each `PREPARE TRANSACTION 'g';`,
+/// `COMMIT PREPARED 'g';` and `ROLLBACK PREPARED 'g';` becomes the function call, its
+/// result row swallowed by `\gset` (the statements print nothing either); a trailing comment
+/// moves to the line before (psql would read it as an argument of `\gset`).
+fn rewrite_to_functions(sql: &str) -> String {
+    let rules = [
+        ("PREPARE TRANSACTION '", "twopc.prepare"),
+        ("COMMIT PREPARED '", "twopc.commit_prepared"),
+        ("ROLLBACK PREPARED '", "twopc.rollback_prepared"),
+    ];
+    let mut out = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let rewritten = rules.iter().find_map(|(prefix, function)| {
+            let rest = trimmed.strip_prefix(prefix)?;
+            let (gid, tail) = rest.split_once("';")?;
+            if KEPT_NATIVE.iter().any(|(kept, _)| *kept == gid) {
+                return None;
+            }
+            let comment = tail.trim();
+            let mut s = String::new();
+            if !comment.is_empty() {
+                s.push_str(&format!("{indent}{comment}\n"));
+            }
+            s.push_str(&format!("{indent}SELECT {function}('{gid}') \\gset"));
+            Some(s)
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The output without the echo of the script: `psql -a` prints each (non-blank) input line
+/// as it reads it, so walking the output with a cursor into the script drops exactly those lines and
+/// keeps what the statements printed.
+fn results_only(output: &str, script: &str) -> Vec<String> {
+    // Blank lines are not echoed.
+    let input: Vec<&str> = script.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut next = 0;
+    let mut kept = Vec::new();
+    for line in output.lines() {
+        if next < input.len() && line == input[next] {
+            next += 1;
+        } else {
+            kept.push(line.to_owned());
+        }
+    }
+    assert_eq!(
+        next,
+        input.len(),
+        "the output does not echo the whole script (stopped at line {})",
+        next + 1
+    );
+    kept
+}
+
+#[test]
+fn postgresql_suite_gives_the_same_results_natively_and_through_the_functions() {
+    let sql = regress_file("sql/prepared_xacts.sql");
+    let expected = regress_file("expected/prepared_xacts.out");
+
+    // 1. PostgreSQL alone: the harness runs the file as pg_regress does.
+    let plain = PgCluster::start(PgOptions::default()).expect("start a plain cluster");
+    q(&plain, "postgres", "CREATE DATABASE regression");
+    let without = run_script(&plain, "regression", &sql);
+    assert_eq!(
+        without,
+        expected,
+        "PostgreSQL's own expected output:\n{}",
+        line_diff(&expected, &without)
+    );
+    drop(plain);
+
+    // 2. The library preloaded, the extension installed, the statements as written: not one
+    //    byte differs (native tracking is on by default).
+    let cluster = preloaded(&[]);
+    for db in ["native", "functions"] {
+        q(&cluster, "postgres", &format!("CREATE DATABASE {db}"));
+        q(&cluster, db, "CREATE EXTENSION pg_twopc_ext");
+    }
+    let native = run_script(&cluster, "native", &sql);
+    assert_eq!(
+        native,
+        without,
+        "with pg_twopc_ext:\n{}",
+        line_diff(&without, &native)
+    );
+
+    // 3. Through the functions: the same results.
+    let rewritten = rewrite_to_functions(&sql);
+    assert!(rewritten.contains("SELECT twopc.prepare('regress-one') \\gset"));
+    let native_left: Vec<&str> = rewritten
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("PREPARE TRANSACTION") || l.ends_with(" PREPARED 'foo5';"))
+        .collect();
+    assert_eq!(
+        native_left,
+        ["PREPARE TRANSACTION 'foo5';"],
+        "only KEPT_NATIVE stays"
+    );
+    let functions = run_script(&cluster, "functions", &rewritten);
+    let (want, got) = (
+        results_only(&without, &sql).join("\n"),
+        results_only(&functions, &rewritten).join("\n"),
+    );
+    // Not an empty comparison: the results include the suite's tables and its refusals.
+    assert!(want.lines().count() > 100, "{want}");
+    for refusal in [
+        "ERROR:  transaction identifier \"foo3\" is already in use",
+        "ERROR:  could not serialize access due to read/write dependencies among transactions",
+        "ERROR:  cannot PREPARE while holding both session-level and transaction-level locks on the same object",
+    ] {
+        assert!(want.contains(refusal), "{refusal}");
+    }
+    assert_eq!(
+        got,
+        want,
+        "results through the functions:\n{}",
+        line_diff(&want, &got)
+    );
+
+    // Both runs were tracked: the native statements with via 'native', the functions with
+    // their default 'manual'. (foo5 was never prepared; foo3's second PREPARE was refused.)
+    let history = "SELECT string_agg(gid || ':' || decision || ':' || via, ' ' ORDER BY gid) \
+                   FROM twopc.history";
+    assert_eq!(
+        q(&cluster, "native", history),
+        "foo1:abort:native foo2:commit:native foo3:abort:native foo4:abort:native \
+         regress-one:commit:native regress-two:commit:native"
+    );
+    assert_eq!(
+        q(&cluster, "functions", history),
+        "foo1:abort:manual foo2:commit:manual foo3:abort:manual foo4:abort:manual \
+         regress-one:commit:manual regress-two:commit:manual"
+    );
+    for db in ["native", "functions"] {
+        assert_eq!(
+            q(
+                &cluster,
+                db,
+                "SELECT twopc.outcome('foo2') || ' ' || twopc.outcome('foo4') || ' ' \
+                 || twopc.outcome('foo5')"
+            ),
+            "committed aborted unknown",
+            "{db}"
+        );
+    }
+    cluster.assert_clean_log();
+}
+
+/// Runs a Python script with Debian's python3 (which has psycopg2, installed by
+/// scripts/setup.sh); returns its stdout, panicking with stderr on failure.
+fn python(cluster: &PgCluster, db: &str, script: &str) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .env("PGHOST", cluster.socket_dir())
+        .env("PGPORT", cluster.port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", db)
+        .output()
+        .expect("run /usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+/// psycopg's XA API: prepares the branch `gtrid` and prints its gid.
+const XA_PREPARE: &str = r#"
+import psycopg2
+conn = psycopg2.connect("")
+xid = conn.xid(42, "GTRID", "bqual-1")
+conn.tpc_begin(xid)
+conn.cursor().execute("INSERT INTO acct VALUES (%s, 100)", (GTRID_ID,))
+conn.tpc_prepare()
+cur = psycopg2.connect("").cursor()
+cur.execute("SELECT gid FROM pg_prepared_xacts ORDER BY prepared DESC LIMIT 1")
+print(cur.fetchone()[0])
+conn.close()
+"#;
+
+/// psycopg's XA recovery API: finishes a prepared branch from a new connection, as a
+/// transaction manager does after a crash (tpc_recover, then tpc_commit / tpc_rollback).
+const XA_FINISH: &str = r#"
+import psycopg2
+conn = psycopg2.connect("")
+for xid in conn.tpc_recover():
+    if xid.gtrid == "GTRID":
+        conn.tpc_commit(xid) if "DECISION" == "commit" else conn.tpc_rollback(xid)
+        print(xid.format_id, xid.gtrid, xid.bqual)
+"#;
+
+fn xa_prepare(cluster: &PgCluster, gtrid: &str, id: i32) -> String {
+    python(
+        cluster,
+        "bank",
+        &XA_PREPARE
+            .replace("\"GTRID\"", &format!("{gtrid:?}"))
+            .replace("GTRID_ID", &id.to_string()),
+    )
+}
+
+fn xa_finish(cluster: &PgCluster, gtrid: &str, decision: &str) -> String {
+    python(
+        cluster,
+        "bank",
+        &XA_FINISH
+            .replace("\"GTRID\"", &format!("{gtrid:?}"))
+            .replace("DECISION", decision),
+    )
+}
+
+#[test]
+fn a_real_xa_client_is_tracked() {
+    let cluster = preloaded(&[]);
+    q(&cluster, "postgres", "CREATE DATABASE bank");
+    q(
+        &cluster,
+        "bank",
+        "CREATE EXTENSION pg_twopc_ext; CREATE TABLE acct (id int PRIMARY KEY, bal int)",
+    );
+
+    // Prepared by psycopg: in doubt, tracked, with the XA gid psycopg formats.
+    let committed = xa_prepare(&cluster, "order-1", 1);
+    assert!(committed.starts_with("42_"), "XA-format gid: {committed}");
+    let rolled_back = xa_prepare(&cluster, "order-2", 2);
+    assert_eq!(
+        q(
+            &cluster,
+            "bank",
+            "SELECT string_agg(gid || ':' || tracked, ' ' ORDER BY prepared_at) FROM twopc.in_doubt"
+        ),
+        format!("{committed}:true {rolled_back}:true")
+    );
+    let outcome = |gid: &str| q(&cluster, "bank", &format!("SELECT twopc.outcome('{gid}')"));
+    assert_eq!(outcome(&committed), "in_doubt");
+
+    // Finished by psycopg's recovery API from another session.
+    assert_eq!(
+        xa_finish(&cluster, "order-1", "commit"),
+        "42 order-1 bqual-1"
+    );
+    assert_eq!(
+        xa_finish(&cluster, "order-2", "rollback"),
+        "42 order-2 bqual-1"
+    );
+    assert_eq!(outcome(&committed), "committed");
+    assert_eq!(outcome(&rolled_back), "aborted");
+    assert_eq!(
+        q(
+            &cluster,
+            "bank",
+            "SELECT string_agg(decision || ':' || via || ':' || (finished_by = 'postgres'), ' ' \
+             ORDER BY decision DESC) FROM twopc.history"
+        ),
+        "commit:native:true abort:native:true"
+    );
+    assert_eq!(q(&cluster, "bank", "SELECT count(*) FROM acct"), "1");
+
+    // twopc.track_native = off: the same client, no tracking (and no refusal).
+    q(
+        &cluster,
+        "postgres",
+        "ALTER SYSTEM SET twopc.track_native = off; SELECT pg_reload_conf()",
+    );
+    assert!(wait_until(Duration::from_secs(10), || q(
+        &cluster,
+        "bank",
+        "SHOW twopc.track_native"
+    ) == "off"));
+    let untracked = xa_prepare(&cluster, "order-3", 3);
+    assert_eq!(
+        q(
+            &cluster,
+            "bank",
+            &format!("SELECT tracked FROM twopc.in_doubt WHERE gid = '{untracked}'")
+        ),
+        "f"
+    );
+    xa_finish(&cluster, "order-3", "commit");
+    assert_eq!(
+        q(&cluster, "bank", "SELECT count(*) FROM twopc.history"),
+        "2"
+    );
+    // Only a superuser may turn tracking off.
+    let refused = cluster
+        .psql_raw(
+            "bank",
+            &["-v", "ON_ERROR_STOP=1", "-At", "-q"],
+            "CREATE ROLE xa_app LOGIN; SET ROLE xa_app; SET twopc.track_native = off;",
+        )
+        .expect("run psql");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    cluster.assert_clean_log();
+}
+
+#[test]
+fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
+    // Retention off while the rows are made, so that the worker cannot race the manual purge.
+    let cluster = preloaded(&[("twopc.history_retention", "0")]);
+    q(
+        &cluster,
+        "postgres",
+        "CREATE EXTENSION pg_twopc_ext; CREATE TABLE acct (id int PRIMARY KEY, bal int)",
+    );
+    // 2,500 finish-log rows (more than two batches), a committed tracked transaction, and an
+    // in-doubt one that must survive every purge.
+    q(
+        &cluster,
+        "postgres",
+        "INSERT INTO twopc.finish_log \
+         SELECT 'old-' || g, NULL, NULL, 'abort', now() - interval '1 hour', 'postgres', 'manual' \
+           FROM generate_series(1, 2500) g",
+    );
+    for (gid, finish) in [("kept-in-doubt", false), ("committed", true)] {
+        q(
+            &cluster,
+            "postgres",
+            &format!(
+                "BEGIN; INSERT INTO acct VALUES ({}, 1); SELECT twopc.prepare('{gid}');",
+                u8::from(finish)
+            ),
+        );
+        if finish {
+            q(
+                &cluster,
+                "postgres",
+                &format!("SELECT twopc.commit_prepared('{gid}')"),
+            );
+        }
+    }
+    // One call deletes at most a batch per table.
+    assert_eq!(
+        q(
+            &cluster,
+            "postgres",
+            "SELECT twopc.purge(interval '30 minutes', 1000)"
+        ),
+        "1000"
+    );
+    // The worker purges the rest once they are past twopc.history_retention.
+    q(
+        &cluster,
+        "postgres",
+        "ALTER SYSTEM SET twopc.history_retention = '2s'; SELECT pg_reload_conf()",
+    );
+    let rows = || {
+        q(
+            &cluster,
+            "postgres",
+            "SELECT tracking_rows || ' ' || finish_log_rows || ' ' || in_doubt FROM twopc.stats()",
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || rows() == "0 0 1"),
+        "retention left: {}",
+        rows()
+    );
+    assert_eq!(
+        q(
+            &cluster,
+            "postgres",
+            "SELECT gid || ' ' || tracked FROM twopc.in_doubt"
+        ),
+        "kept-in-doubt true"
+    );
+    q(
+        &cluster,
+        "postgres",
+        "SELECT twopc.commit_prepared('kept-in-doubt')",
+    );
+    assert_eq!(
+        q(
+            &cluster,
+            "postgres",
+            "SELECT twopc.outcome('kept-in-doubt')"
+        ),
+        "committed"
+    );
+    // stats() reports the tables' size and oldest row.
+    assert_eq!(
+        q(
+            &cluster,
+            "postgres",
+            "SELECT tracking_rows, total_bytes > 0, oldest_row IS NOT NULL FROM twopc.stats()"
+        ),
+        "1|t|t"
+    );
+    // Bad arguments are clean errors.
+    let err = cluster
+        .psql_raw(
+            "postgres",
+            &["-v", "ON_ERROR_STOP=1", "-At", "-q"],
+            "SELECT twopc.purge(interval '1 day', 0)",
+        )
+        .expect("run psql");
+    assert!(String::from_utf8_lossy(&err.stderr).contains("batch_size must be positive"));
+    cluster.assert_clean_log();
+}
+
+/// The version every schema change is measured against: its install script is kept in the
+/// repository (pgrx generates only the current one) and copied next to the others.
+fn install_frozen(version: &str) {
+    let name = format!("pg_twopc_ext--{version}.sql");
+    let frozen: PathBuf = repo_root().join("pg_twopc_ext/sql/frozen").join(&name);
+    let target = Path::new(EXTENSION_DIR).join(&name);
+    let script = std::fs::read(&frozen).expect("frozen install script");
+    if std::fs::read(&target).ok().as_deref() != Some(&script[..]) {
+        std::fs::write(&target, &script).expect("install the frozen script (run as root)");
+    }
+}
+
+/// Everything about schema `twopc` that an upgrade must get right, as text.
+const DESCRIBE_SCHEMA: &str = r#"
+SELECT string_agg(line, E'\n' ORDER BY line) FROM (
+  SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '-')
+    FROM pg_class c WHERE c.relnamespace = 'twopc'::regnamespace
+  UNION ALL
+  SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+         || ' ' || a.attnotnull || ' ' || a.attnum
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+   WHERE c.relnamespace = 'twopc'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT 'con ' || conname || ' ' || pg_get_constraintdef(oid)
+    FROM pg_constraint WHERE connamespace = 'twopc'::regnamespace
+  UNION ALL
+  SELECT 'idx ' || pg_get_indexdef(indexrelid)
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+   WHERE c.relnamespace = 'twopc'::regnamespace
+  UNION ALL
+  SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid)
+    FROM pg_class c WHERE c.relnamespace = 'twopc'::regnamespace AND c.relkind = 'v'
+  UNION ALL
+  SELECT 'fn ' || pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '-')
+    FROM pg_proc p WHERE p.pronamespace = 'twopc'::regnamespace
+  UNION ALL
+  SELECT 'comment ' || coalesce(obj_description(c.oid, 'pg_class'), '-') || ' on ' || c.relname
+    FROM pg_class c WHERE c.relnamespace = 'twopc'::regnamespace
+  UNION ALL
+  SELECT 'comment ' || coalesce(obj_description(p.oid, 'pg_proc'), '-') || ' on ' || p.proname
+    FROM pg_proc p WHERE p.pronamespace = 'twopc'::regnamespace
+) d(line)
+"#;
+
+#[test]
+fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
+    install_frozen("0.1.0");
+    let cluster = preloaded(&[]);
+    for db in ["upgraded", "fresh"] {
+        q(&cluster, "postgres", &format!("CREATE DATABASE {db}"));
+    }
+    let db = "upgraded";
+    q(
+        &cluster,
+        db,
+        "CREATE EXTENSION pg_twopc_ext VERSION '0.1.0'; \
+         CREATE TABLE acct (id int PRIMARY KEY, bal int); \
+         INSERT INTO acct SELECT g, 100 FROM generate_series(1, 3) g",
+    );
+    // Tracked work of every kind, left in doubt across the upgrade.
+    for (id, gid) in [(1, "twopc:c1:to-commit"), (2, "twopc:c1:to-abort")] {
+        q(
+            &cluster,
+            db,
+            &format!(
+                "BEGIN; UPDATE acct SET bal = bal - 10 WHERE id = {id}; \
+                 SELECT twopc.prepare('{gid}');"
+            ),
+        );
+    }
+    q(
+        &cluster,
+        db,
+        "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 3; SELECT twopc.prepare('done'); \
+         SELECT twopc.commit_prepared('done'); \
+         SELECT twopc.record_decision('twopc:c1:to-commit', 'commit')",
+    );
+    let in_doubt = "SELECT string_agg(gid || ' ' || global_id || ' ' || coordinator || ' ' \
+                    || tracked || ' ' || coalesce(decision, '-'), ', ' ORDER BY gid) \
+                    FROM twopc.in_doubt";
+    let before = q(&cluster, db, in_doubt);
+    assert_eq!(
+        before,
+        "twopc:c1:to-abort to-abort c1 true -, twopc:c1:to-commit to-commit c1 true commit"
+    );
+
+    q(
+        &cluster,
+        db,
+        "ALTER EXTENSION pg_twopc_ext UPDATE TO '0.2.0'",
+    );
+    assert_eq!(
+        q(
+            &cluster,
+            db,
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_twopc_ext'"
+        ),
+        "0.2.0"
+    );
+    assert_eq!(q(&cluster, db, in_doubt), before, "in-doubt work survives");
+    q(
+        &cluster,
+        db,
+        "SELECT twopc.commit_prepared('twopc:c1:to-commit', 'coordinator')",
+    );
+    q(&cluster, db, "ROLLBACK PREPARED 'twopc:c1:to-abort'");
+    assert_eq!(
+        q(
+            &cluster,
+            db,
+            "SELECT twopc.outcome('twopc:c1:to-commit') || ' ' \
+             || twopc.outcome('twopc:c1:to-abort') || ' ' || twopc.outcome('done')"
+        ),
+        "committed aborted committed"
+    );
+    assert_eq!(
+        q(
+            &cluster,
+            db,
+            "SELECT string_agg(gid || ' ' || decision || ' ' || via, ', ' ORDER BY gid) \
+             FROM twopc.history"
+        ),
+        "done commit manual, twopc:c1:to-abort abort native, twopc:c1:to-commit commit coordinator"
+    );
+    assert_eq!(
+        q(
+            &cluster,
+            db,
+            "SELECT string_agg(bal::text, ',' ORDER BY id) FROM acct"
+        ),
+        "90,100,101"
+    );
+    // 0.2.0's additions work on the upgraded schema.
+    assert_eq!(
+        q(
+            &cluster,
+            db,
+            "SELECT tracking_rows || ' ' || finish_log_rows FROM twopc.stats()"
+        ),
+        "2 1"
+    );
+
+    // The upgraded schema is exactly a fresh install's.
+    q(&cluster, "fresh", "CREATE EXTENSION pg_twopc_ext");
+    let (upgraded, fresh) = (
+        q(&cluster, db, DESCRIBE_SCHEMA),
+        q(&cluster, "fresh", DESCRIBE_SCHEMA),
+    );
+    assert_eq!(
+        upgraded,
+        fresh,
+        "upgraded vs fresh schema:\n{}",
+        line_diff(&fresh, &upgraded)
+    );
+    cluster.assert_clean_log();
+}
