@@ -35,6 +35,8 @@ use crate::config::Config;
 use crate::core::SubmitError;
 use crate::driver::{Command, Handle};
 use crate::faults::{Faults, Intercept};
+use crate::log::RecordKind;
+use crate::strict_json::StrictJsonError;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -42,16 +44,16 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use twopc_protocol::api::{
-    ApiError, Outcome, TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX,
+    ApiError, ApiErrorCode, FaultRequest, FaultResponse, Outcome, ParticipantConfig,
+    ParticipantStatus, PublicConfig, TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX,
     MAX_PARTICIPANTS_PER_TX,
 };
-use twopc_protocol::event::EventKind;
+use twopc_protocol::event::{EventKind, Lagged, LogRecordKind};
 use twopc_protocol::{
     encode_frame, Frame, Operations, ParticipantKind, ParticipantName, TxId, MAX_FRAME_BYTES,
 };
@@ -149,11 +151,11 @@ pub fn router(state: AppState) -> Router {
     app.layer(DefaultBodyLimit::disable()).with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Response {
     (
         status,
         Json(ApiError {
-            error: code.into(),
+            error: code,
             message: message.into(),
         }),
     )
@@ -163,7 +165,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 async fn unknown_endpoint(uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ApiErrorCode::NotFound,
         format!(
             "no endpoint {}; the API is POST /v1/transactions, GET /v1/transactions/{{id}}, \
              GET /v1/participants, GET /v1/events, GET /v1/config, POST /v1/faults, GET /metrics",
@@ -175,7 +177,7 @@ async fn unknown_endpoint(uri: Uri) -> Response {
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ApiErrorCode::MethodNotAllowed,
         format!("{} does not take {method}", uri.path()),
     )
 }
@@ -197,41 +199,37 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
         Err(_) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ApiErrorCode::PayloadTooLarge,
                 format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
             )
         }
     };
     let value: serde_json::Value = match crate::strict_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) if e.to_string().contains("duplicate key") => {
-            return error(StatusCode::BAD_REQUEST, "duplicate_key", e.to_string())
-        }
-        Err(e) => {
+        Err(e @ StrictJsonError::DuplicateKey(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ApiErrorCode::DuplicateKey,
+                e.to_string(),
+            )
+        }
+        Err(e @ StrictJsonError::Malformed(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::MalformedJson,
                 format!("request body is not valid JSON: {e}"),
             )
         }
     };
-    let req: TransactionRequest = match serde_json::from_value(value) {
+    let req = match TransactionRequest::from_value(value) {
         Ok(r) => r,
-        Err(e) => {
-            let msg = e.to_string();
-            let code = if msg.contains("transaction id") {
-                "bad_id"
-            } else {
-                "invalid_request"
-            };
-            return error(StatusCode::BAD_REQUEST, code, msg);
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
     };
     if let Some(id) = &req.id {
         if id.as_str().starts_with(GENERATED_ID_PREFIX) {
             return error(
                 StatusCode::BAD_REQUEST,
-                "reserved_id",
+                ApiErrorCode::ReservedId,
                 format!(
                     "transaction ids starting with {GENERATED_ID_PREFIX:?} are reserved for the \
                      ids the coordinator generates; choose another id or send none"
@@ -242,14 +240,14 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
     if req.participants.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
-            "empty_transaction",
+            ApiErrorCode::EmptyTransaction,
             "a transaction must name at least one participant",
         );
     }
     if req.participants.len() > MAX_PARTICIPANTS_PER_TX {
         return error(
             StatusCode::BAD_REQUEST,
-            "too_many_participants",
+            ApiErrorCode::TooManyParticipants,
             format!(
                 "{} participants; the limit is {MAX_PARTICIPANTS_PER_TX}",
                 req.participants.len()
@@ -266,7 +264,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
                 .collect();
             return error(
                 StatusCode::BAD_REQUEST,
-                "unknown_participant",
+                ApiErrorCode::UnknownParticipant,
                 format!(
                     "no participant named {name:?}; configured: {}",
                     known.join(", ")
@@ -286,7 +284,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
             };
             return error(
                 StatusCode::BAD_REQUEST,
-                "wrong_operations",
+                ApiErrorCode::WrongOperations,
                 format!(
                     "participant {name} is a {:?} participant and takes {want} operations",
                     p.kind
@@ -311,7 +309,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
     if !st.handle.send(cmd).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
@@ -319,12 +317,12 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
         Ok(Ok(Ok(resp))) => (StatusCode::OK, Json(resp)).into_response(),
         Ok(Ok(Err(SubmitError::IdConflict { txid }))) => error(
             StatusCode::CONFLICT,
-            "id_conflict",
+            ApiErrorCode::IdConflict,
             format!("transaction id {txid:?} was already used with a different body"),
         ),
         Ok(Err(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         ),
         Err(_) => {
@@ -363,7 +361,7 @@ fn oversized_first_message(
         if len > MAX_FRAME_BYTES {
             return Some(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "frame_too_large",
+                ApiErrorCode::FrameTooLarge,
                 format!(
                     "the message to participant {name} would be {len} bytes; participants \
                      accept frames of at most {MAX_FRAME_BYTES} bytes (the request body was \
@@ -382,14 +380,14 @@ async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejecti
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "bad_id",
+                ApiErrorCode::BadId,
                 format!("the transaction id in the path is not valid percent-encoded UTF-8: {e}"),
             )
         }
     };
     let txid = match TxId::new(id) {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, ApiErrorCode::BadId, e.to_string()),
     };
     let (tx, rx) = oneshot::channel();
     if !st
@@ -402,7 +400,7 @@ async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejecti
     {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
@@ -410,7 +408,7 @@ async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejecti
         Ok(Some(r)) => Json(r).into_response(),
         _ => error(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ApiErrorCode::NotFound,
             format!("no transaction {txid:?} is known here"),
         ),
     }
@@ -421,46 +419,54 @@ async fn participants(State(st): State<AppState>) -> Response {
     if !st.handle.send(Command::Participants { reply: tx }).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
     match rx.await {
         Ok(list) => {
-            let with_kind: Vec<serde_json::Value> = list
+            // Every name the core reports comes from the configuration.
+            let rows: Vec<ParticipantStatus> = list
                 .into_iter()
-                .map(|s| {
-                    let mut v = serde_json::to_value(&s).unwrap_or_default();
-                    if let Some(p) = st.config.participant(&s.name) {
-                        v["kind"] = serde_json::to_value(p.kind).unwrap_or_default();
-                        v["url"] = p.url.clone().into();
-                    }
-                    v
+                .filter_map(|s| {
+                    let p = st.config.participant(&s.name)?;
+                    Some(ParticipantStatus {
+                        awaiting_ack: s.awaiting_ack as u64,
+                        connected: s.connected,
+                        foreign_prepared: s.foreign_prepared as u64,
+                        kind: p.kind,
+                        name: s.name,
+                        reported_prepared: s.reported_prepared as u64,
+                        url: p.url.clone(),
+                    })
                 })
                 .collect();
-            Json(with_kind).into_response()
+            Json(rows).into_response()
         }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         ),
     }
 }
 
 async fn public_config(State(st): State<AppState>) -> Response {
-    let parts: Vec<serde_json::Value> = st
-        .config
-        .participants
-        .iter()
-        .map(|p| serde_json::json!({"name": p.name, "kind": p.kind, "url": p.url}))
-        .collect();
-    Json(serde_json::json!({
-        "coordinator_id": st.config.coordinator_id,
-        "fault_injection": st.faults.enabled(),
-        "prepare_timeout_ms": st.config.prepare_timeout_ms,
-        "participants": parts,
-    }))
+    Json(PublicConfig {
+        coordinator_id: st.config.coordinator_id.clone(),
+        fault_injection: st.faults.enabled(),
+        participants: st
+            .config
+            .participants
+            .iter()
+            .map(|p| ParticipantConfig {
+                kind: p.kind,
+                name: p.name.clone(),
+                url: p.url.clone(),
+            })
+            .collect(),
+        prepare_timeout_ms: st.config.prepare_timeout_ms,
+    })
     .into_response()
 }
 
@@ -469,7 +475,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     if !st.handle.send(Command::Metrics { reply: tx }).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
@@ -477,7 +483,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         ),
     }
@@ -492,7 +498,7 @@ async fn events(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "websocket_required",
+                ApiErrorCode::WebsocketRequired,
                 format!("/v1/events is a WebSocket endpoint: {e}"),
             )
         }
@@ -501,7 +507,7 @@ async fn events(
     let Some(slot) = st.subscribers.try_take(max) else {
         let mut resp = error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_subscribers",
+            ApiErrorCode::TooManySubscribers,
             format!(
                 "the event stream already has {max} subscribers (max_event_subscribers); \
                  try again later"
@@ -531,7 +537,11 @@ async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlo
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     // A slow subscriber misses events rather than slowing the coordinator down, and is told
     // how many (the web app counts them as "skipped by server").
-    let lagged = |n: u64| -> Arc<str> { serde_json::json!({"lagged": n}).to_string().into() };
+    let lagged = |n: u64| -> Arc<str> {
+        serde_json::to_string(&Lagged { lagged: n })
+            .unwrap_or_default()
+            .into()
+    };
     let mut rx = st.handle.subscribe();
     loop {
         let first: Arc<str> = tokio::select! {
@@ -568,74 +578,34 @@ async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlo
     }
 }
 
-/// `POST /v1/faults` body.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "fault", rename_all = "snake_case", deny_unknown_fields)]
-pub enum FaultRequest {
-    /// Lose the next protocol message to a participant.
-    DropNext {
-        /// The participant.
-        participant: ParticipantName,
-        /// Only the next message of this wire type (`prepare`, `commit`, `abort`, ...).
-        #[serde(default)]
-        msg_type: Option<String>,
-    },
-    /// Delay the next protocol message to a participant.
-    DelayNext {
-        /// The participant.
-        participant: ParticipantName,
-        /// How long.
-        ms: u64,
-        /// Only the next message of this wire type (`prepare`, `commit`, `abort`, ...).
-        #[serde(default)]
-        msg_type: Option<String>,
-    },
-    /// Cut the connection to a participant until restored.
-    Partition {
-        /// The participant.
-        participant: ParticipantName,
-    },
-    /// Restore a cut connection.
-    Heal {
-        /// The participant.
-        participant: ParticipantName,
-    },
-    /// Crash the coordinator process at once (exit code 137, no cleanup).
-    Crash,
-}
-
 async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Response {
     let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ApiErrorCode::PayloadTooLarge,
             "fault requests are small",
         );
     };
     if !st.faults.enabled() {
         return error(
             StatusCode::FORBIDDEN,
-            "faults_disabled",
+            ApiErrorCode::FaultsDisabled,
             "fault injection is disabled; start the coordinator with fault_injection = true",
         );
     }
-    let req: FaultRequest =
-        match crate::strict_json::from_slice(&body).and_then(serde_json::from_value) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
-        };
-    let name = match &req {
-        FaultRequest::DropNext { participant, .. }
-        | FaultRequest::DelayNext { participant, .. }
-        | FaultRequest::Partition { participant }
-        | FaultRequest::Heal { participant } => Some(participant.clone()),
-        FaultRequest::Crash => None,
+    // Every way the body is wrong (a repeated key included) is `invalid_request` here.
+    let parsed = crate::strict_json::from_slice(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_json::from_value::<FaultRequest>(v).map_err(|e| e.to_string()));
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest, e),
     };
-    if let Some(n) = &name {
+    if let Some(n) = req.participant() {
         if st.config.participant(n).is_none() {
             return error(
                 StatusCode::BAD_REQUEST,
-                "unknown_participant",
+                ApiErrorCode::UnknownParticipant,
                 format!("no participant named {n:?}"),
             );
         }
@@ -645,7 +615,7 @@ async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Res
             participant,
             msg_type,
         } => {
-            let what = msg_type.clone().unwrap_or_else(|| "message".into());
+            let what = msg_type.map_or("message", |t| t.as_str());
             st.faults
                 .arm(participant.clone(), Intercept::Drop, msg_type);
             format!("armed: drop the next {what} to {participant}")
@@ -655,7 +625,7 @@ async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Res
             ms,
             msg_type,
         } => {
-            let what = msg_type.clone().unwrap_or_else(|| "message".into());
+            let what = msg_type.map_or("message", |t| t.as_str());
             let ms = ms.min(60_000);
             st.faults.arm(
                 participant.clone(),
@@ -699,5 +669,21 @@ async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Res
             },
         })
         .await;
-    Json(serde_json::json!({"ok": true, "fault": description})).into_response()
+    Json(FaultResponse {
+        fault: description,
+        ok: true,
+    })
+    .into_response()
+}
+
+/// The decision log's record kinds as the event stream names them.
+impl From<RecordKind> for LogRecordKind {
+    fn from(kind: RecordKind) -> Self {
+        match kind {
+            RecordKind::Commit => LogRecordKind::Commit,
+            RecordKind::Abort => LogRecordKind::Abort,
+            RecordKind::End => LogRecordKind::End,
+            RecordKind::Checkpoint => LogRecordKind::Checkpoint,
+        }
+    }
 }

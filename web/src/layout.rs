@@ -10,9 +10,9 @@
 //!
 //! Everything here is pure and unit-tested; the Yew component only turns [`Diagram`] into SVG.
 
-use crate::model::{Config, Derived, EventLog, NodeBadge, TxView};
+use crate::model::{Derived, EventLog, NodeBadge, PublicConfig, TxView};
 use twopc_protocol::api::HeuristicKind;
-use twopc_protocol::{Decision, Event, EventKind};
+use twopc_protocol::{Decision, Event, EventKind, LogRecordKind, MessageType};
 
 /// Horizontal distance between lanes (SVG user units).
 pub const LANE_GAP: f64 = 170.0;
@@ -65,14 +65,14 @@ pub struct Lane {
 
 /// The lane names in display order: client, log, coordinator, then participants (configured
 /// ones in configuration order, then any others seen in events, by name).
-pub fn lane_names(config: Option<&Config>, view: &Derived) -> Vec<(String, Role)> {
+pub fn lane_names(config: Option<&PublicConfig>, view: &Derived) -> Vec<(String, Role)> {
     let mut out = vec![
         ("client".to_string(), Role::Client),
         ("log".to_string(), Role::Log),
         ("coordinator".to_string(), Role::Coordinator),
     ];
     let mut parts: Vec<String> = config
-        .map(|c| c.participants.iter().map(|p| p.name.clone()).collect())
+        .map(|c| c.participants.iter().map(|p| p.name.to_string()).collect())
         .unwrap_or_default();
     let mut extra: Vec<String> = view
         .nodes
@@ -221,7 +221,7 @@ pub struct DiagramInput<'a> {
     /// The fold at `position`.
     pub view: &'a Derived,
     /// The configuration, if loaded.
-    pub config: Option<&'a Config>,
+    pub config: Option<&'a PublicConfig>,
     /// Draw events before this absolute index.
     pub position: u64,
     /// Focus on this transaction.
@@ -234,18 +234,18 @@ pub struct DiagramInput<'a> {
     pub max_rows: usize,
 }
 
-fn upper(msg_type: &str) -> String {
-    msg_type.replace('_', " ").to_uppercase()
+fn upper(msg_type: MessageType) -> String {
+    msg_type.as_str().replace('_', " ").to_uppercase()
 }
 
 /// The label and CSS class of a protocol message arrow.
-pub fn message_style(msg_type: &str, summary: &str) -> (String, String) {
+pub fn message_style(msg_type: MessageType, summary: &str) -> (String, String) {
     match msg_type {
-        "prepare" => ("PREPARE".into(), "msg-prepare".into()),
-        "commit" => ("COMMIT".into(), "msg-commit".into()),
-        "abort" => ("ABORT".into(), "msg-abort".into()),
-        "commit_one_phase" => ("COMMIT 1PC".into(), "msg-commit".into()),
-        "vote" => {
+        MessageType::Prepare => ("PREPARE".into(), "msg-prepare".into()),
+        MessageType::Commit => ("COMMIT".into(), "msg-commit".into()),
+        MessageType::Abort => ("ABORT".into(), "msg-abort".into()),
+        MessageType::CommitOnePhase => ("COMMIT 1PC".into(), "msg-commit".into()),
+        MessageType::Vote => {
             if summary.contains("VOTE NO") {
                 ("VOTE NO".into(), "msg-vote-no".into())
             } else if summary.contains("READ-ONLY") {
@@ -254,15 +254,15 @@ pub fn message_style(msg_type: &str, summary: &str) -> (String, String) {
                 ("VOTE YES".into(), "msg-vote-yes".into())
             }
         }
-        "ack" => {
+        MessageType::Ack => {
             if summary.contains("Abort") {
                 ("ACK ABORT".into(), "msg-ack-abort".into())
             } else {
                 ("ACK COMMIT".into(), "msg-ack-commit".into())
             }
         }
-        "decision_request" => ("DECISION?".into(), "msg-decision-request".into()),
-        "decision_answer" => {
+        MessageType::DecisionRequest => ("DECISION?".into(), "msg-decision-request".into()),
+        MessageType::DecisionAnswer => {
             let l = summary
                 .split_whitespace()
                 .take(2)
@@ -290,7 +290,7 @@ fn result_word(r: HeuristicKind) -> &'static str {
 pub fn drawable(ev: &Event) -> bool {
     match &ev.kind {
         EventKind::MessageSent { msg_type, .. } | EventKind::MessageReceived { msg_type, .. } => {
-            !matches!(msg_type.as_str(), "ping" | "pong")
+            !msg_type.is_heartbeat()
         }
         EventKind::Vote { .. } | EventKind::Ack { .. } | EventKind::DecisionRequested { .. } => {
             false
@@ -340,7 +340,7 @@ pub fn item_for(
             summary,
         } => {
             let p = lane_of(to)?;
-            let (label, class) = message_style(msg_type, summary);
+            let (label, class) = message_style(*msg_type, summary);
             (
                 arrow(coord, p),
                 ItemKind::Message,
@@ -355,7 +355,7 @@ pub fn item_for(
             summary,
         } => {
             let p = lane_of(from)?;
-            let (label, class) = message_style(msg_type, summary);
+            let (label, class) = message_style(*msg_type, summary);
             (
                 arrow(p, coord),
                 ItemKind::Message,
@@ -367,9 +367,9 @@ pub fn item_for(
         EventKind::LogWrite { record, lsn } => (
             arrow(coord, log),
             ItemKind::LogWrite,
-            format!("append {}", record.to_uppercase()),
+            format!("append {}", record.as_str().to_uppercase()),
             format!("log-write log-{record}"),
-            format!("decision log: append {} record for {txid} at lsn {lsn} (not yet durable)", record.to_uppercase()),
+            format!("decision log: append {} record for {txid} at lsn {lsn} (not yet durable)", record.as_str().to_uppercase()),
         ),
         EventKind::LogFsync { records, micros } => (
             mark(log),
@@ -595,7 +595,7 @@ pub fn causal_order(log: &EventLog, idx: Vec<u64>) -> Vec<u64> {
 pub fn causal_order_by<T>(mut idx: Vec<T>, ev: impl Fn(&T) -> Option<&Event>) -> Vec<T> {
     let is_write = |i: &T, tx: &Option<twopc_protocol::TxId>| {
         matches!(ev(i), Some(e) if &e.txid == tx
-            && matches!(&e.kind, EventKind::LogWrite { record, .. } if record == "commit"))
+            && matches!(&e.kind, EventKind::LogWrite { record, .. } if *record == LogRecordKind::Commit))
     };
     let is_fsync = |i: &T| matches!(ev(i).map(|e| &e.kind), Some(EventKind::LogFsync { .. }));
     let mut i = 0;
@@ -823,22 +823,23 @@ pub fn human_ms(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::model::tests::{ev, happy, recv, sent};
-    use crate::model::{Badge, EventLog, ParticipantInfo};
+    use crate::model::{Badge, EventLog, ParticipantConfig};
+    use twopc_protocol::ParticipantKind;
 
-    fn config() -> Config {
-        Config {
-            coordinator_id: "c1".into(),
+    fn config() -> PublicConfig {
+        PublicConfig {
+            coordinator_id: "c1".parse().unwrap(),
             fault_injection: true,
             prepare_timeout_ms: 5000,
             participants: vec![
-                ParticipantInfo {
-                    name: "bank".into(),
-                    kind: "postgres".into(),
+                ParticipantConfig {
+                    name: "bank".parse().unwrap(),
+                    kind: ParticipantKind::Postgres,
                     url: String::new(),
                 },
-                ParticipantInfo {
-                    name: "ledger".into(),
-                    kind: "redis".into(),
+                ParticipantConfig {
+                    name: "ledger".parse().unwrap(),
+                    kind: ParticipantKind::Redis,
                     url: String::new(),
                 },
             ],
@@ -857,7 +858,7 @@ mod tests {
     fn input<'a>(
         log: &'a EventLog,
         d: &'a Derived,
-        cfg: &'a Config,
+        cfg: &'a PublicConfig,
         sel: Option<&'a str>,
     ) -> DiagramInput<'a> {
         DiagramInput {
@@ -985,21 +986,24 @@ mod tests {
 
     #[test]
     fn message_styles() {
-        assert_eq!(message_style("vote", "VOTE NO t1: guard").1, "msg-vote-no");
         assert_eq!(
-            message_style("ack", "ACK Abort t1 (Applied)").0,
+            message_style(MessageType::Vote, "VOTE NO t1: guard").1,
+            "msg-vote-no"
+        );
+        assert_eq!(
+            message_style(MessageType::Ack, "ACK Abort t1 (Applied)").0,
             "ACK ABORT"
         );
         assert_eq!(
-            message_style("decision_request", "DECISION? t1").0,
+            message_style(MessageType::DecisionRequest, "DECISION? t1").0,
             "DECISION?"
         );
         assert_eq!(
-            message_style("decision_answer", "DECISION Commit t1").0,
+            message_style(MessageType::DecisionAnswer, "DECISION Commit t1").0,
             "DECISION COMMIT"
         );
         assert_eq!(
-            message_style("list_prepared", "LIST PREPARED").0,
+            message_style(MessageType::ListPrepared, "LIST PREPARED").0,
             "LIST PREPARED"
         );
         assert!(!drawable(&ev(0, None, recv("bank", "pong", "PONG"))));

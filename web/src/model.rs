@@ -11,12 +11,12 @@
 //! * [`Model`] + [`Action`]: the app state and its reducer. The Yew layer wraps the model in
 //!   a `Reducible`; every state change goes through [`Model::reduce`].
 
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use twopc_protocol::api::{
     HeuristicKind, HeuristicReport, Outcome, PhaseTimings, TransactionResponse,
 };
-use twopc_protocol::{Decision, Event, EventKind, Vote};
+use twopc_protocol::event::Lagged;
+use twopc_protocol::{Decision, Event, EventKind, LogRecordKind, MessageType, Vote};
 
 /// Events retained in the browser; older ones are evicted (and counted).
 pub const MAX_EVENTS: usize = 20_000;
@@ -37,67 +37,8 @@ pub const LIVE_STEP_MS_AT_1X: f64 = 160.0;
 /// Paced live mode: further behind the tail than this many events, the view jumps to it.
 pub const LIVE_LAG_MAX: u64 = 48;
 
-/// `GET /v1/config`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Config {
-    /// The coordinator's id.
-    pub coordinator_id: String,
-    /// Whether `POST /v1/faults` is enabled.
-    #[serde(default)]
-    pub fault_injection: bool,
-    /// Phase-1 timeout.
-    #[serde(default)]
-    pub prepare_timeout_ms: u64,
-    /// Configured participants.
-    #[serde(default)]
-    pub participants: Vec<ParticipantInfo>,
-}
-
-/// One configured participant.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ParticipantInfo {
-    /// Its name.
-    pub name: String,
-    /// `postgres` or `redis`.
-    pub kind: String,
-    /// Where the coordinator dials it.
-    #[serde(default)]
-    pub url: String,
-}
-
-impl Config {
-    /// The participant to use as the "bank" (first postgres one, else the first).
-    pub fn sql_participant(&self) -> Option<&ParticipantInfo> {
-        self.participants.iter().find(|p| p.kind == "postgres")
-    }
-
-    /// The participant to use as the "ledger" (first redis one).
-    pub fn redis_participant(&self) -> Option<&ParticipantInfo> {
-        self.participants.iter().find(|p| p.kind == "redis")
-    }
-}
-
-/// `GET /v1/participants`: one row.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ParticipantStatus {
-    /// Its name.
-    pub name: String,
-    /// Whether the coordinator's connection is up.
-    #[serde(default)]
-    pub connected: bool,
-    /// Prepared transactions it reported (all coordinators).
-    #[serde(default)]
-    pub reported_prepared: u64,
-    /// Of those, other coordinators' transactions.
-    #[serde(default)]
-    pub foreign_prepared: u64,
-    /// Transactions of this coordinator waiting for its ack.
-    #[serde(default)]
-    pub awaiting_ack: u64,
-    /// `postgres` or `redis`.
-    #[serde(default)]
-    pub kind: String,
-}
+/// The coordinator's `GET /v1/config`, `GET /v1/participants` rows, as the API defines them.
+pub use twopc_protocol::api::{ParticipantConfig, ParticipantStatus, PublicConfig};
 
 /// One text frame from `/v1/events`.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +66,7 @@ pub fn error_text(status: u16, body: &str) -> String {
 pub fn is_heartbeat(ev: &Event) -> bool {
     matches!(&ev.kind,
         EventKind::MessageSent { msg_type, .. } | EventKind::MessageReceived { msg_type, .. }
-            if msg_type == "ping" || msg_type == "pong")
+            if msg_type.is_heartbeat())
 }
 
 /// Parses one text frame of the event stream.
@@ -133,15 +74,9 @@ pub fn parse_incoming(text: &str) -> Result<Incoming, String> {
     // Events are by far the most frequent frame: decode them directly (no Value detour).
     match serde_json::from_str::<Event>(text) {
         Ok(e) => Ok(Incoming::Event(Box::new(e))),
-        Err(err) => {
-            #[derive(Deserialize)]
-            struct Lagged {
-                lagged: u64,
-            }
-            serde_json::from_str::<Lagged>(text)
-                .map(|l| Incoming::Lagged(l.lagged))
-                .map_err(|_| err.to_string())
-        }
+        Err(err) => serde_json::from_str::<Lagged>(text)
+            .map(|l| Incoming::Lagged(l.lagged))
+            .map_err(|_| err.to_string()),
     }
 }
 
@@ -699,13 +634,13 @@ impl Derived {
             }
             EventKind::MessageSent { to, msg_type, .. } => {
                 let p = t.part(to);
-                if matches!(msg_type.as_str(), "prepare" | "commit_one_phase")
+                if matches!(msg_type, MessageType::Prepare | MessageType::CommitOnePhase)
                     && p.badge.badge == Badge::Idle
                 {
                     p.badge = NodeBadge::new(Badge::Working, "working");
                 }
-                if msg_type == "commit" || msg_type == "abort" {
-                    t.coordinator.text = format!("sending {}", msg_type.to_uppercase());
+                if matches!(msg_type, MessageType::Commit | MessageType::Abort) {
+                    t.coordinator.text = format!("sending {}", msg_type.as_str().to_uppercase());
                 }
             }
             EventKind::MessageReceived { from, .. } => {
@@ -730,8 +665,8 @@ impl Derived {
                     }
                 }
             }
-            EventKind::LogWrite { record, .. } => match record.as_str() {
-                "commit" => {
+            EventKind::LogWrite { record, .. } => match record {
+                LogRecordKind::Commit => {
                     t.log = NodeBadge::new(Badge::Working, "COMMIT written");
                     t.log_pending = true;
                     pending = true;
@@ -740,8 +675,8 @@ impl Derived {
                         t.coordinator = NodeBadge::new(Badge::Working, "forcing COMMIT");
                     }
                 }
-                "abort" => t.log = NodeBadge::new(Badge::Aborted, "ABORT noted"),
-                "end" => t.log.text = format!("{}; END", t.log.text),
+                LogRecordKind::Abort => t.log = NodeBadge::new(Badge::Aborted, "ABORT noted"),
+                LogRecordKind::End => t.log.text = format!("{}; END", t.log.text),
                 other => t.log = NodeBadge::new(Badge::Working, format!("{other} written")),
             },
             EventKind::Decision { decision, reason } => {
@@ -967,7 +902,7 @@ impl Derived {
             }
             let settled = statuses
                 .iter()
-                .any(|s| &s.name == name && s.connected && s.awaiting_ack == 0);
+                .any(|s| s.name.as_str() == name && s.connected && s.awaiting_ack == 0);
             if settled {
                 p.badge = NodeBadge::new(badge, format!("{word} (while the page was away)"));
                 p.prepared_at_ms = None;
@@ -1117,7 +1052,7 @@ pub enum Action {
     /// A batch of frames from the event stream (one animation frame's worth).
     Ingest(Vec<Incoming>),
     /// `GET /v1/config` answered.
-    ConfigLoaded(Config),
+    ConfigLoaded(PublicConfig),
     /// `GET /v1/participants` answered.
     ParticipantsLoaded(Vec<ParticipantStatus>),
     /// The event socket changed state.
@@ -1188,7 +1123,7 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Model {
     /// `GET /v1/config`, once loaded.
-    pub config: Option<Config>,
+    pub config: Option<PublicConfig>,
     /// `GET /v1/participants`, last answer.
     pub statuses: Vec<ParticipantStatus>,
     /// The recorded stream.
@@ -1655,7 +1590,7 @@ pub(crate) mod tests {
     pub fn sent(to: &str, t: &str) -> EventKind {
         EventKind::MessageSent {
             to: to.into(),
-            msg_type: t.into(),
+            msg_type: MessageType::from_wire(t).expect("a message type"),
             summary: format!("{} t1", t.to_uppercase()),
         }
     }
@@ -1663,7 +1598,7 @@ pub(crate) mod tests {
     pub fn recv(from: &str, t: &str, summary: &str) -> EventKind {
         EventKind::MessageReceived {
             from: from.into(),
-            msg_type: t.into(),
+            msg_type: MessageType::from_wire(t).expect("a message type"),
             summary: summary.into(),
         }
     }
@@ -1690,7 +1625,7 @@ pub(crate) mod tests {
                 reason: None,
             },
             EventKind::LogWrite {
-                record: "commit".into(),
+                record: LogRecordKind::Commit,
                 lsn: 1,
             },
             EventKind::LogFsync {
@@ -2065,12 +2000,13 @@ pub(crate) mod tests {
             heuristics: Vec::new(),
         };
         let st = |name: &str, connected, awaiting_ack| ParticipantStatus {
-            name: name.into(),
+            name: name.parse().unwrap(),
             connected,
             reported_prepared: 0,
             foreign_prepared: 0,
             awaiting_ack,
-            kind: "redis".into(),
+            kind: twopc_protocol::ParticipantKind::Redis,
+            url: String::new(),
         };
         // Still running: nothing changes.
         assert!(!m.live.clone().resolve(&resp(Outcome::InProgress), &[]));

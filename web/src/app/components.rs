@@ -7,10 +7,12 @@ use crate::layout::{
     diagram, human_ms, recent_txs, DiagramInput, ItemKind, Shape, Stagger, MAX_ROWS, SLANT,
 };
 use crate::model::{
-    held_prepared, Action, Badge, Config, Level, Notice, ParticipantStatus, ScenarioRun,
+    held_prepared, Action, Badge, Level, Notice, ParticipantStatus, PublicConfig, ScenarioRun,
     SocketState, SPEEDS,
 };
 use crate::scenarios::{crash, delay_next, drop_next, heal, partition, scenarios, SubmitKind};
+use twopc_protocol::api::FaultRequest;
+use twopc_protocol::{MessageType, ParticipantName};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
@@ -424,7 +426,7 @@ pub struct ControlsProps {
     /// Side effects.
     pub ctx: Ctx,
     /// The configuration.
-    pub config: Option<Config>,
+    pub config: Option<PublicConfig>,
     /// Participant statuses.
     pub statuses: Vec<ParticipantStatus>,
     /// The latest fault-API error.
@@ -434,7 +436,7 @@ pub struct ControlsProps {
 /// Submit buttons and fault injection.
 #[function_component(Controls)]
 pub fn controls(p: &ControlsProps) -> Html {
-    let msg_type = use_state(|| "commit".to_string());
+    let msg_type = use_state(|| Some(MessageType::Commit));
     let delay_ms = use_state(|| 3000u64);
     let ctx = p.ctx.clone();
     let submit = |k: SubmitKind| {
@@ -443,17 +445,18 @@ pub fn controls(p: &ControlsProps) -> Html {
             ctx.submit(k);
         })
     };
-    let fault = |body: serde_json::Value| {
+    let fault = |body: FaultRequest| {
         let ctx = ctx.clone();
         Callback::from(move |_: MouseEvent| ctx.fault(body.clone()))
     };
     let on_type = {
         let msg_type = msg_type.clone();
         Callback::from(move |e: Event| {
-            msg_type.set(
-                e.target_unchecked_into::<web_sys::HtmlSelectElement>()
+            // The "any" option has the empty value, which names no message type.
+            msg_type.set(MessageType::from_wire(
+                &e.target_unchecked_into::<web_sys::HtmlSelectElement>()
                     .value(),
-            )
+            ))
         })
     };
     let on_ms = {
@@ -468,9 +471,9 @@ pub fn controls(p: &ControlsProps) -> Html {
             }
         })
     };
-    let mt = (!msg_type.is_empty()).then(|| (*msg_type).clone());
+    let mt = *msg_type;
     let enabled = p.config.as_ref().map(|c| c.fault_injection);
-    let parts: Vec<String> = p
+    let parts: Vec<ParticipantName> = p
         .config
         .as_ref()
         .map(|c| c.participants.iter().map(|x| x.name.clone()).collect())
@@ -494,7 +497,7 @@ pub fn controls(p: &ControlsProps) -> Html {
                 <label>{ "next message: " }
                     <select id="fault-msg-type" data-testid="fault-msg-type" onchange={on_type}>
                         { for [("commit", "COMMIT"), ("prepare", "PREPARE"), ("abort", "ABORT"), ("", "any")].iter().map(|(v, l)| html! {
-                            <option value={*v} selected={*msg_type == *v}>{ *l }</option>
+                            <option value={*v} selected={*msg_type == MessageType::from_wire(v)}>{ *l }</option>
                         }) }
                     </select>
                 </label>
@@ -509,11 +512,11 @@ pub fn controls(p: &ControlsProps) -> Html {
                     let st = p.statuses.iter().find(|s| &s.name == name);
                     let up = st.map(|s| s.connected);
                     html! {
-                        <tr key={name.clone()} data-testid={format!("fault-row-{name}")}>
+                        <tr key={name.to_string()} data-testid={format!("fault-row-{name}")}>
                             <td>
                                 <span class={classes!("dot", match up { Some(true) => "ok", Some(false) => "bad", None => "unknown" })}
                                     title={match up { Some(true) => "connected", Some(false) => "disconnected", None => "unknown" }} />
-                                { name }
+                                { name.as_str() }
                             </td>
                             <td>
                                 <button data-testid={format!("fault-partition-{name}")} title="cut the coordinator's connection to it"
@@ -521,9 +524,9 @@ pub fn controls(p: &ControlsProps) -> Html {
                                 <button data-testid={format!("fault-heal-{name}")} title="restore the connection"
                                     onclick={fault(heal(name))}>{ "restore" }</button>
                                 <button data-testid={format!("fault-drop-{name}")} title="lose the next message of the chosen type"
-                                    onclick={fault(drop_next(name, mt.as_deref()))}>{ "drop next" }</button>
+                                    onclick={fault(drop_next(name, mt))}>{ "drop next" }</button>
                                 <button data-testid={format!("fault-delay-{name}")} title="delay the next message of the chosen type"
-                                    onclick={fault(delay_next(name, *delay_ms, mt.as_deref()))}>{ "delay next" }</button>
+                                    onclick={fault(delay_next(name, *delay_ms, mt))}>{ "delay next" }</button>
                             </td>
                         </tr>
                     }
@@ -550,7 +553,7 @@ pub struct ScenarioProps {
     /// Side effects.
     pub ctx: Ctx,
     /// The configuration.
-    pub config: Option<Config>,
+    pub config: Option<PublicConfig>,
     /// The running or last scenario.
     pub scenario: Option<ScenarioRun>,
 }
@@ -620,8 +623,8 @@ pub fn in_doubt_panel(p: &InDoubtProps) -> Html {
     let now = js_sys::Date::now() as u64;
     let held = held_prepared(&m.live, now);
     let names: Vec<String> = match &m.config {
-        Some(c) => c.participants.iter().map(|x| x.name.clone()).collect(),
-        None => m.statuses.iter().map(|s| s.name.clone()).collect(),
+        Some(c) => c.participants.iter().map(|x| x.name.to_string()).collect(),
+        None => m.statuses.iter().map(|s| s.name.to_string()).collect(),
     };
     html! {
         <div class="panel indoubt" data-testid="indoubt-panel" id="indoubt-panel">
@@ -633,7 +636,7 @@ pub fn in_doubt_panel(p: &InDoubtProps) -> Html {
                     <th title="transactions of this coordinator waiting for its ack">{ "awaiting ack" }</th></tr></thead>
                 <tbody>
                 { for names.iter().map(|n| {
-                    let s = m.statuses.iter().find(|s| &s.name == n);
+                    let s = m.statuses.iter().find(|s| s.name.as_str() == n);
                     html! {
                         <tr key={n.clone()} data-testid={format!("indoubt-{n}")}
                             data-connected={s.map(|s| s.connected.to_string()).unwrap_or_default()}

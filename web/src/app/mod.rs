@@ -15,7 +15,7 @@ use crate::scenarios::{cond_met, transaction_body, tx_id, Scenario, Step, Submit
 use components::*;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use twopc_protocol::api::TransactionResponse;
+use twopc_protocol::api::{FaultRequest, FaultResponse, TransactionResponse};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use yew::prelude::*;
@@ -125,25 +125,22 @@ impl Ctx {
     }
 
     /// Posts a fault request and waits for the answer.
-    pub async fn fault_async(&self, body: serde_json::Value) {
+    pub async fn fault_async(&self, body: FaultRequest) {
+        let json = serde_json::to_value(&body).unwrap_or_default();
         let result = match net::post_json("/v1/faults", &body).await {
-            Ok((_, text)) => {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                Ok(v["fault"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| body.to_string()))
-            }
+            Ok((_, text)) => Ok(serde_json::from_str::<FaultResponse>(&text)
+                .map(|r| r.fault)
+                .unwrap_or_else(|_| json.to_string())),
             Err(e) => Err(format!(
                 "fault {}: {e}",
-                body["fault"].as_str().unwrap_or("?")
+                json["fault"].as_str().unwrap_or("?")
             )),
         };
         self.dispatch.emit(Action::FaultAnswered(result));
     }
 
     /// Posts a fault request in the background.
-    pub fn fault(&self, body: serde_json::Value) {
+    pub fn fault(&self, body: FaultRequest) {
         let me = self.clone();
         wasm_bindgen_futures::spawn_local(async move { me.fault_async(body).await });
     }
