@@ -5,14 +5,24 @@
 //! rather than cloned per action; a version counter tells Yew that something changed.
 //! Side effects (HTTP, the event socket, timers, the keyboard) live here and only ever talk
 //! to the model through `Action`s.
+//!
+//! # Layout
+//!
+//! * this file: the side-effect context ([`Ctx`]: submit, faults, scenarios, polling, keys)
+//!   and the `App` component that lays the page out.
+//! * [`state`]: the reducer state [`AppState`] (`Reducible`, its `Action` is the model's).
+//! * [`components`]: one file per component, each with its `Props`.
+//! * [`net`]: HTTP and the event-stream socket.
 
 mod components;
 mod net;
+mod state;
 
 use crate::keys::{key_command, KeyCommand};
 use crate::model::{Action, Level, Model, SocketState};
 use crate::scenarios::{cond_met, transaction_body, tx_id, Scenario, Step, SubmitKind};
 use components::*;
+pub use state::AppState;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use twopc_protocol::api::{FaultRequest, FaultResponse, TransactionResponse};
@@ -22,50 +32,6 @@ use yew::prelude::*;
 
 /// The stylesheet, injected at startup (the build copies only index.html).
 const STYLE: &str = include_str!("../../style.css");
-
-/// The reducer state: the shared model plus a version for change detection.
-#[derive(Clone)]
-pub struct AppState {
-    /// The model.
-    pub model: Rc<RefCell<Model>>,
-    /// Bumped on every action.
-    pub version: u64,
-}
-
-impl Default for AppState {
-    fn default() -> Self {
-        AppState {
-            model: Rc::new(RefCell::new({
-                let mut m = Model::default();
-                // `?pace=off` shows the tail at once (for tests and dashboards).
-                let search = web_sys::window()
-                    .and_then(|w| w.location().search().ok())
-                    .unwrap_or_default();
-                m.paced = !search.contains("pace=off");
-                m
-            })),
-            version: 0,
-        }
-    }
-}
-
-impl PartialEq for AppState {
-    fn eq(&self, other: &Self) -> bool {
-        self.version == other.version && Rc::ptr_eq(&self.model, &other.model)
-    }
-}
-
-impl Reducible for AppState {
-    type Action = Action;
-
-    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
-        self.model.borrow_mut().reduce(action);
-        Rc::new(AppState {
-            model: self.model.clone(),
-            version: self.version + 1,
-        })
-    }
-}
 
 /// Everything the side effects need: the model (read-only outside the reducer), a dispatcher,
 /// a counter for transaction ids and the scenario generation.
