@@ -30,32 +30,44 @@
 //!   `1000000000000000.0`). Checked here, before anything is sent, because a participant that
 //!   receives an oversized frame can only close the connection, which would abort every other
 //!   transaction waiting for its vote.
+//!
+//! # Layout
+//!
+//! * this file: the router, the error body, `/v1/transactions`, `/v1/participants`,
+//!   `/v1/config`, `/metrics`.
+//! * `events`: the `/v1/events` stream and its subscriber limits.
+//! * `faults`: `POST /v1/faults`.
+//!
+//! The bodies are the types of [`twopc_protocol::api`].
 
 use crate::config::Config;
 use crate::core::SubmitError;
 use crate::driver::{Command, Handle};
-use crate::faults::{Faults, Intercept};
-use crate::log::RecordKind;
+use crate::faults::Faults;
 use crate::strict_json::StrictJsonError;
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use twopc_protocol::api::{
-    ApiError, ApiErrorCode, FaultRequest, FaultResponse, Outcome, ParticipantConfig,
-    ParticipantStatus, PublicConfig, TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX,
-    MAX_PARTICIPANTS_PER_TX,
+    ApiError, ApiErrorCode, Outcome, ParticipantConfig, ParticipantStatus, PublicConfig,
+    TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX, MAX_PARTICIPANTS_PER_TX,
 };
-use twopc_protocol::event::{EventKind, Lagged, LogRecordKind};
 use twopc_protocol::{
     encode_frame, Frame, Operations, ParticipantKind, ParticipantName, TxId, MAX_FRAME_BYTES,
+};
+
+mod events;
+mod faults;
+
+pub use events::{
+    SubscriberSlot, Subscribers, EVENTS_MAX_CLIENT_MESSAGE, EVENTS_SEND_TIMEOUT,
+    EVENTS_WRITE_BUFFER,
 };
 
 /// Largest request body accepted.
@@ -74,60 +86,14 @@ pub struct AppState {
     pub subscribers: Arc<Subscribers>,
 }
 
-/// Counts `/v1/events` subscribers against `max_event_subscribers`.
-#[derive(Debug, Default)]
-pub struct Subscribers {
-    now: AtomicUsize,
-}
-
-/// One subscriber's place; giving it back (on drop) lets the next one in.
-#[derive(Debug)]
-pub struct SubscriberSlot(Arc<Subscribers>);
-
-impl Subscribers {
-    /// A place for one more subscriber, if fewer than `max` are connected.
-    pub fn try_take(self: &Arc<Self>, max: usize) -> Option<SubscriberSlot> {
-        self.now
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| SubscriberSlot(self.clone()))
-    }
-
-    /// Subscribers connected now.
-    pub fn count(&self) -> usize {
-        self.now.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for SubscriberSlot {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Largest message (and frame) an event-stream client may send. The stream is one-way; a
-/// client has nothing to say beyond a close or a ping, so anything bigger is refused at the
-/// frame header instead of being buffered (an unfinished 60 MiB message used to cost 61 MB).
-pub const EVENTS_MAX_CLIENT_MESSAGE: usize = 4 * 1024;
-
-/// Bytes of events queued for one subscriber's socket before a send waits for it to drain;
-/// what a slow reader misses meanwhile is dropped and counted for it (`{"lagged": n}`).
-pub const EVENTS_WRITE_BUFFER: usize = 16 * 1024;
-
-/// A subscriber that cannot take a single event for this long is disconnected, freeing its
-/// place (a dead peer behind a full socket would otherwise hold one for ever).
-pub const EVENTS_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/{id}", get(lookup))
         .route("/v1/participants", get(participants))
-        .route("/v1/events", get(events))
-        .route("/v1/faults", post(inject_fault))
+        .route("/v1/events", get(events::events))
+        .route("/v1/faults", post(faults::inject_fault))
         .route("/v1/config", get(public_config))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -486,204 +452,5 @@ async fn metrics(State(st): State<AppState>) -> Response {
             ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         ),
-    }
-}
-
-async fn events(
-    State(st): State<AppState>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                ApiErrorCode::WebsocketRequired,
-                format!("/v1/events is a WebSocket endpoint: {e}"),
-            )
-        }
-    };
-    let max = st.config.max_event_subscribers;
-    let Some(slot) = st.subscribers.try_take(max) else {
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ApiErrorCode::TooManySubscribers,
-            format!(
-                "the event stream already has {max} subscribers (max_event_subscribers); \
-                 try again later"
-            ),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        return resp;
-    };
-    ws.read_buffer_size(EVENTS_MAX_CLIENT_MESSAGE)
-        .max_message_size(EVENTS_MAX_CLIENT_MESSAGE)
-        .max_frame_size(EVENTS_MAX_CLIENT_MESSAGE)
-        .write_buffer_size(EVENTS_WRITE_BUFFER)
-        // Never reached in practice: a send waits (and the reader lags) once the write
-        // buffer is full, so at most one event more than it is held.
-        .max_write_buffer_size(EVENTS_WRITE_BUFFER + MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| stream_events(st, socket, slot))
-}
-
-/// Events written to one subscriber before one flush: a transaction's events come in bursts
-/// (one protocol step publishes several), and one write per burst instead of one per event
-/// keeps the per-subscriber cost down.
-const EVENTS_PER_FLUSH: usize = 64;
-
-async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlot) {
-    use futures_util::SinkExt;
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    // A slow subscriber misses events rather than slowing the coordinator down, and is told
-    // how many (the web app counts them as "skipped by server").
-    let lagged = |n: u64| -> Arc<str> {
-        serde_json::to_string(&Lagged { lagged: n })
-            .unwrap_or_default()
-            .into()
-    };
-    let mut rx = st.handle.subscribe();
-    loop {
-        let first: Arc<str> = tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(text) => text,
-                Err(RecvError::Lagged(n)) => lagged(n),
-                Err(RecvError::Closed) => return,
-            },
-            incoming = socket.recv() => match incoming {
-                // Over EVENTS_MAX_CLIENT_MESSAGE, a read error, or a close: done.
-                Some(Ok(AxMessage::Close(_))) | None | Some(Err(_)) => return,
-                _ => continue,
-            },
-        };
-        let mut batch = vec![first];
-        while batch.len() < EVENTS_PER_FLUSH {
-            match rx.try_recv() {
-                Ok(text) => batch.push(text),
-                Err(TryRecvError::Lagged(n)) => batch.push(lagged(n)),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return,
-            }
-        }
-        let send = async {
-            for text in batch {
-                socket.feed(AxMessage::Text(text.as_ref().into())).await?;
-            }
-            socket.flush().await
-        };
-        match tokio::time::timeout(EVENTS_SEND_TIMEOUT, send).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return,
-        }
-    }
-}
-
-async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ApiErrorCode::PayloadTooLarge,
-            "fault requests are small",
-        );
-    };
-    if !st.faults.enabled() {
-        return error(
-            StatusCode::FORBIDDEN,
-            ApiErrorCode::FaultsDisabled,
-            "fault injection is disabled; start the coordinator with fault_injection = true",
-        );
-    }
-    // Every way the body is wrong (a repeated key included) is `invalid_request` here.
-    let parsed = crate::strict_json::from_slice(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|v| serde_json::from_value::<FaultRequest>(v).map_err(|e| e.to_string()));
-    let req = match parsed {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest, e),
-    };
-    if let Some(n) = req.participant() {
-        if st.config.participant(n).is_none() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                ApiErrorCode::UnknownParticipant,
-                format!("no participant named {n:?}"),
-            );
-        }
-    }
-    let description = match req {
-        FaultRequest::DropNext {
-            participant,
-            msg_type,
-        } => {
-            let what = msg_type.map_or("message", |t| t.as_str());
-            st.faults
-                .arm(participant.clone(), Intercept::Drop, msg_type);
-            format!("armed: drop the next {what} to {participant}")
-        }
-        FaultRequest::DelayNext {
-            participant,
-            ms,
-            msg_type,
-        } => {
-            let what = msg_type.map_or("message", |t| t.as_str());
-            let ms = ms.min(60_000);
-            st.faults.arm(
-                participant.clone(),
-                Intercept::Delay(Duration::from_millis(ms)),
-                msg_type,
-            );
-            format!("armed: delay the next {what} to {participant} by {ms} ms")
-        }
-        FaultRequest::Partition { participant } => {
-            st.faults.set_partitioned(participant.clone(), true);
-            format!("partitioned {participant}")
-        }
-        FaultRequest::Heal { participant } => {
-            st.faults.set_partitioned(participant.clone(), false);
-            format!("healed {participant}")
-        }
-        FaultRequest::Crash => {
-            let _ = st
-                .handle
-                .send(Command::Event {
-                    txid: None,
-                    kind: EventKind::FaultInjected {
-                        fault: "coordinator crash".into(),
-                    },
-                })
-                .await;
-            tokio::spawn(async {
-                // Let the response and the event leave first.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                std::process::exit(137);
-            });
-            "crashing the coordinator".to_string()
-        }
-    };
-    let _ = st
-        .handle
-        .send(Command::Event {
-            txid: None,
-            kind: EventKind::FaultInjected {
-                fault: description.clone(),
-            },
-        })
-        .await;
-    Json(FaultResponse {
-        fault: description,
-        ok: true,
-    })
-    .into_response()
-}
-
-/// The decision log's record kinds as the event stream names them.
-impl From<RecordKind> for LogRecordKind {
-    fn from(kind: RecordKind) -> Self {
-        match kind {
-            RecordKind::Commit => LogRecordKind::Commit,
-            RecordKind::Abort => LogRecordKind::Abort,
-            RecordKind::End => LogRecordKind::End,
-            RecordKind::Checkpoint => LogRecordKind::Checkpoint,
-        }
     }
 }

@@ -17,7 +17,6 @@ use crate::ids::TxId;
 use crate::message::{Decision, Vote};
 use crate::message_type::MessageType;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// One step the coordinator took or observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,12 +70,6 @@ impl LogRecordKind {
             LogRecordKind::End => "end",
             LogRecordKind::Checkpoint => "checkpoint",
         }
-    }
-}
-
-impl fmt::Display for LogRecordKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

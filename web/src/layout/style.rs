@@ -136,7 +136,7 @@ pub fn item_for(
             arrow(coord, log),
             ItemKind::LogWrite,
             format!("append {}", record.as_str().to_uppercase()),
-            format!("log-write log-{record}"),
+            format!("log-write log-{}", record.as_str()),
             format!("decision log: append {} record for {txid} at lsn {lsn} (not yet durable)", record.as_str().to_uppercase()),
         ),
         EventKind::LogFsync { records, micros } => (

@@ -227,7 +227,9 @@ impl Derived {
                 }
                 LogRecordKind::Abort => t.log = NodeBadge::new(Badge::Aborted, "ABORT noted"),
                 LogRecordKind::End => t.log.text = format!("{}; END", t.log.text),
-                other => t.log = NodeBadge::new(Badge::Working, format!("{other} written")),
+                other => {
+                    t.log = NodeBadge::new(Badge::Working, format!("{} written", other.as_str()))
+                }
             },
             EventKind::Decision { decision, reason } => {
                 t.decision = Some(*decision);

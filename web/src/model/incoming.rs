@@ -15,7 +15,7 @@ pub enum Incoming {
 /// `403 faults_disabled: fault injection is disabled; start the coordinator with ...`.
 pub fn error_text(status: u16, body: &str) -> String {
     match serde_json::from_str::<twopc_protocol::api::ApiError>(body) {
-        Ok(e) => format!("{status} {}: {}", e.error, e.message),
+        Ok(e) => format!("{status} {}: {}", e.error.as_str(), e.message),
         Err(_) if body.is_empty() => format!("HTTP {status}"),
         Err(_) => format!(
             "HTTP {status}: {}",
