@@ -30,30 +30,44 @@
 //!   `1000000000000000.0`). Checked here, before anything is sent, because a participant that
 //!   receives an oversized frame can only close the connection, which would abort every other
 //!   transaction waiting for its vote.
+//!
+//! # Layout
+//!
+//! * this file: the router, the error body, `/v1/transactions`, `/v1/participants`,
+//!   `/v1/config`, `/metrics`.
+//! * `events`: the `/v1/events` stream and its subscriber limits.
+//! * `faults`: `POST /v1/faults`.
+//!
+//! The bodies are the types of [`twopc_protocol::api`].
 
 use crate::config::Config;
 use crate::core::SubmitError;
 use crate::driver::{Command, Handle};
-use crate::faults::{Faults, Intercept};
+use crate::faults::Faults;
+use crate::strict_json::StrictJsonError;
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use twopc_protocol::api::{
-    ApiError, Outcome, TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX,
-    MAX_PARTICIPANTS_PER_TX,
+    ApiError, ApiErrorCode, Outcome, ParticipantConfig, ParticipantStatus, PublicConfig,
+    TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX, MAX_PARTICIPANTS_PER_TX,
 };
-use twopc_protocol::event::EventKind;
 use twopc_protocol::{
     encode_frame, Frame, Operations, ParticipantKind, ParticipantName, TxId, MAX_FRAME_BYTES,
+};
+
+mod events;
+mod faults;
+
+pub use events::{
+    SubscriberSlot, Subscribers, EVENTS_MAX_CLIENT_MESSAGE, EVENTS_SEND_TIMEOUT,
+    EVENTS_WRITE_BUFFER,
 };
 
 /// Largest request body accepted.
@@ -72,60 +86,14 @@ pub struct AppState {
     pub subscribers: Arc<Subscribers>,
 }
 
-/// Counts `/v1/events` subscribers against `max_event_subscribers`.
-#[derive(Debug, Default)]
-pub struct Subscribers {
-    now: AtomicUsize,
-}
-
-/// One subscriber's place; giving it back (on drop) lets the next one in.
-#[derive(Debug)]
-pub struct SubscriberSlot(Arc<Subscribers>);
-
-impl Subscribers {
-    /// A place for one more subscriber, if fewer than `max` are connected.
-    pub fn try_take(self: &Arc<Self>, max: usize) -> Option<SubscriberSlot> {
-        self.now
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| SubscriberSlot(self.clone()))
-    }
-
-    /// Subscribers connected now.
-    pub fn count(&self) -> usize {
-        self.now.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for SubscriberSlot {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Largest message (and frame) an event-stream client may send. The stream is one-way; a
-/// client has nothing to say beyond a close or a ping, so anything bigger is refused at the
-/// frame header instead of being buffered (an unfinished 60 MiB message used to cost 61 MB).
-pub const EVENTS_MAX_CLIENT_MESSAGE: usize = 4 * 1024;
-
-/// Bytes of events queued for one subscriber's socket before a send waits for it to drain;
-/// what a slow reader misses meanwhile is dropped and counted for it (`{"lagged": n}`).
-pub const EVENTS_WRITE_BUFFER: usize = 16 * 1024;
-
-/// A subscriber that cannot take a single event for this long is disconnected, freeing its
-/// place (a dead peer behind a full socket would otherwise hold one for ever).
-pub const EVENTS_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/{id}", get(lookup))
         .route("/v1/participants", get(participants))
-        .route("/v1/events", get(events))
-        .route("/v1/faults", post(inject_fault))
+        .route("/v1/events", get(events::events))
+        .route("/v1/faults", post(faults::inject_fault))
         .route("/v1/config", get(public_config))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -149,11 +117,11 @@ pub fn router(state: AppState) -> Router {
     app.layer(DefaultBodyLimit::disable()).with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Response {
     (
         status,
         Json(ApiError {
-            error: code.into(),
+            error: code,
             message: message.into(),
         }),
     )
@@ -163,7 +131,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 async fn unknown_endpoint(uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ApiErrorCode::NotFound,
         format!(
             "no endpoint {}; the API is POST /v1/transactions, GET /v1/transactions/{{id}}, \
              GET /v1/participants, GET /v1/events, GET /v1/config, POST /v1/faults, GET /metrics",
@@ -175,7 +143,7 @@ async fn unknown_endpoint(uri: Uri) -> Response {
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ApiErrorCode::MethodNotAllowed,
         format!("{} does not take {method}", uri.path()),
     )
 }
@@ -197,41 +165,37 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
         Err(_) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ApiErrorCode::PayloadTooLarge,
                 format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
             )
         }
     };
     let value: serde_json::Value = match crate::strict_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) if e.to_string().contains("duplicate key") => {
-            return error(StatusCode::BAD_REQUEST, "duplicate_key", e.to_string())
-        }
-        Err(e) => {
+        Err(e @ StrictJsonError::DuplicateKey(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ApiErrorCode::DuplicateKey,
+                e.to_string(),
+            )
+        }
+        Err(e @ StrictJsonError::Malformed(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::MalformedJson,
                 format!("request body is not valid JSON: {e}"),
             )
         }
     };
-    let req: TransactionRequest = match serde_json::from_value(value) {
+    let req = match TransactionRequest::from_value(value) {
         Ok(r) => r,
-        Err(e) => {
-            let msg = e.to_string();
-            let code = if msg.contains("transaction id") {
-                "bad_id"
-            } else {
-                "invalid_request"
-            };
-            return error(StatusCode::BAD_REQUEST, code, msg);
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
     };
     if let Some(id) = &req.id {
         if id.as_str().starts_with(GENERATED_ID_PREFIX) {
             return error(
                 StatusCode::BAD_REQUEST,
-                "reserved_id",
+                ApiErrorCode::ReservedId,
                 format!(
                     "transaction ids starting with {GENERATED_ID_PREFIX:?} are reserved for the \
                      ids the coordinator generates; choose another id or send none"
@@ -242,14 +206,14 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
     if req.participants.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
-            "empty_transaction",
+            ApiErrorCode::EmptyTransaction,
             "a transaction must name at least one participant",
         );
     }
     if req.participants.len() > MAX_PARTICIPANTS_PER_TX {
         return error(
             StatusCode::BAD_REQUEST,
-            "too_many_participants",
+            ApiErrorCode::TooManyParticipants,
             format!(
                 "{} participants; the limit is {MAX_PARTICIPANTS_PER_TX}",
                 req.participants.len()
@@ -266,7 +230,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
                 .collect();
             return error(
                 StatusCode::BAD_REQUEST,
-                "unknown_participant",
+                ApiErrorCode::UnknownParticipant,
                 format!(
                     "no participant named {name:?}; configured: {}",
                     known.join(", ")
@@ -286,7 +250,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
             };
             return error(
                 StatusCode::BAD_REQUEST,
-                "wrong_operations",
+                ApiErrorCode::WrongOperations,
                 format!(
                     "participant {name} is a {:?} participant and takes {want} operations",
                     p.kind
@@ -311,7 +275,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
     if !st.handle.send(cmd).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
@@ -319,12 +283,12 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
         Ok(Ok(Ok(resp))) => (StatusCode::OK, Json(resp)).into_response(),
         Ok(Ok(Err(SubmitError::IdConflict { txid }))) => error(
             StatusCode::CONFLICT,
-            "id_conflict",
+            ApiErrorCode::IdConflict,
             format!("transaction id {txid:?} was already used with a different body"),
         ),
         Ok(Err(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         ),
         Err(_) => {
@@ -363,7 +327,7 @@ fn oversized_first_message(
         if len > MAX_FRAME_BYTES {
             return Some(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "frame_too_large",
+                ApiErrorCode::FrameTooLarge,
                 format!(
                     "the message to participant {name} would be {len} bytes; participants \
                      accept frames of at most {MAX_FRAME_BYTES} bytes (the request body was \
@@ -382,14 +346,14 @@ async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejecti
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "bad_id",
+                ApiErrorCode::BadId,
                 format!("the transaction id in the path is not valid percent-encoded UTF-8: {e}"),
             )
         }
     };
     let txid = match TxId::new(id) {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, ApiErrorCode::BadId, e.to_string()),
     };
     let (tx, rx) = oneshot::channel();
     if !st
@@ -402,7 +366,7 @@ async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejecti
     {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
@@ -410,7 +374,7 @@ async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejecti
         Ok(Some(r)) => Json(r).into_response(),
         _ => error(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ApiErrorCode::NotFound,
             format!("no transaction {txid:?} is known here"),
         ),
     }
@@ -421,46 +385,54 @@ async fn participants(State(st): State<AppState>) -> Response {
     if !st.handle.send(Command::Participants { reply: tx }).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
     match rx.await {
         Ok(list) => {
-            let with_kind: Vec<serde_json::Value> = list
+            // Every name the core reports comes from the configuration.
+            let rows: Vec<ParticipantStatus> = list
                 .into_iter()
-                .map(|s| {
-                    let mut v = serde_json::to_value(&s).unwrap_or_default();
-                    if let Some(p) = st.config.participant(&s.name) {
-                        v["kind"] = serde_json::to_value(p.kind).unwrap_or_default();
-                        v["url"] = p.url.clone().into();
-                    }
-                    v
+                .filter_map(|s| {
+                    let p = st.config.participant(&s.name)?;
+                    Some(ParticipantStatus {
+                        awaiting_ack: s.awaiting_ack as u64,
+                        connected: s.connected,
+                        foreign_prepared: s.foreign_prepared as u64,
+                        kind: p.kind,
+                        name: s.name,
+                        reported_prepared: s.reported_prepared as u64,
+                        url: p.url.clone(),
+                    })
                 })
                 .collect();
-            Json(with_kind).into_response()
+            Json(rows).into_response()
         }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         ),
     }
 }
 
 async fn public_config(State(st): State<AppState>) -> Response {
-    let parts: Vec<serde_json::Value> = st
-        .config
-        .participants
-        .iter()
-        .map(|p| serde_json::json!({"name": p.name, "kind": p.kind, "url": p.url}))
-        .collect();
-    Json(serde_json::json!({
-        "coordinator_id": st.config.coordinator_id,
-        "fault_injection": st.faults.enabled(),
-        "prepare_timeout_ms": st.config.prepare_timeout_ms,
-        "participants": parts,
-    }))
+    Json(PublicConfig {
+        coordinator_id: st.config.coordinator_id.clone(),
+        fault_injection: st.faults.enabled(),
+        participants: st
+            .config
+            .participants
+            .iter()
+            .map(|p| ParticipantConfig {
+                kind: p.kind,
+                name: p.name.clone(),
+                url: p.url.clone(),
+            })
+            .collect(),
+        prepare_timeout_ms: st.config.prepare_timeout_ms,
+    })
     .into_response()
 }
 
@@ -469,7 +441,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     if !st.handle.send(Command::Metrics { reply: tx }).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         );
     }
@@ -477,227 +449,8 @@ async fn metrics(State(st): State<AppState>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
         ),
     }
-}
-
-async fn events(
-    State(st): State<AppState>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "websocket_required",
-                format!("/v1/events is a WebSocket endpoint: {e}"),
-            )
-        }
-    };
-    let max = st.config.max_event_subscribers;
-    let Some(slot) = st.subscribers.try_take(max) else {
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_subscribers",
-            format!(
-                "the event stream already has {max} subscribers (max_event_subscribers); \
-                 try again later"
-            ),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        return resp;
-    };
-    ws.read_buffer_size(EVENTS_MAX_CLIENT_MESSAGE)
-        .max_message_size(EVENTS_MAX_CLIENT_MESSAGE)
-        .max_frame_size(EVENTS_MAX_CLIENT_MESSAGE)
-        .write_buffer_size(EVENTS_WRITE_BUFFER)
-        // Never reached in practice: a send waits (and the reader lags) once the write
-        // buffer is full, so at most one event more than it is held.
-        .max_write_buffer_size(EVENTS_WRITE_BUFFER + MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| stream_events(st, socket, slot))
-}
-
-/// Events written to one subscriber before one flush: a transaction's events come in bursts
-/// (one protocol step publishes several), and one write per burst instead of one per event
-/// keeps the per-subscriber cost down.
-const EVENTS_PER_FLUSH: usize = 64;
-
-async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlot) {
-    use futures_util::SinkExt;
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    // A slow subscriber misses events rather than slowing the coordinator down, and is told
-    // how many (the web app counts them as "skipped by server").
-    let lagged = |n: u64| -> Arc<str> { serde_json::json!({"lagged": n}).to_string().into() };
-    let mut rx = st.handle.subscribe();
-    loop {
-        let first: Arc<str> = tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(text) => text,
-                Err(RecvError::Lagged(n)) => lagged(n),
-                Err(RecvError::Closed) => return,
-            },
-            incoming = socket.recv() => match incoming {
-                // Over EVENTS_MAX_CLIENT_MESSAGE, a read error, or a close: done.
-                Some(Ok(AxMessage::Close(_))) | None | Some(Err(_)) => return,
-                _ => continue,
-            },
-        };
-        let mut batch = vec![first];
-        while batch.len() < EVENTS_PER_FLUSH {
-            match rx.try_recv() {
-                Ok(text) => batch.push(text),
-                Err(TryRecvError::Lagged(n)) => batch.push(lagged(n)),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return,
-            }
-        }
-        let send = async {
-            for text in batch {
-                socket.feed(AxMessage::Text(text.as_ref().into())).await?;
-            }
-            socket.flush().await
-        };
-        match tokio::time::timeout(EVENTS_SEND_TIMEOUT, send).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return,
-        }
-    }
-}
-
-/// `POST /v1/faults` body.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "fault", rename_all = "snake_case", deny_unknown_fields)]
-pub enum FaultRequest {
-    /// Lose the next protocol message to a participant.
-    DropNext {
-        /// The participant.
-        participant: ParticipantName,
-        /// Only the next message of this wire type (`prepare`, `commit`, `abort`, ...).
-        #[serde(default)]
-        msg_type: Option<String>,
-    },
-    /// Delay the next protocol message to a participant.
-    DelayNext {
-        /// The participant.
-        participant: ParticipantName,
-        /// How long.
-        ms: u64,
-        /// Only the next message of this wire type (`prepare`, `commit`, `abort`, ...).
-        #[serde(default)]
-        msg_type: Option<String>,
-    },
-    /// Cut the connection to a participant until restored.
-    Partition {
-        /// The participant.
-        participant: ParticipantName,
-    },
-    /// Restore a cut connection.
-    Heal {
-        /// The participant.
-        participant: ParticipantName,
-    },
-    /// Crash the coordinator process at once (exit code 137, no cleanup).
-    Crash,
-}
-
-async fn inject_fault(State(st): State<AppState>, body: axum::body::Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "fault requests are small",
-        );
-    };
-    if !st.faults.enabled() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "faults_disabled",
-            "fault injection is disabled; start the coordinator with fault_injection = true",
-        );
-    }
-    let req: FaultRequest =
-        match crate::strict_json::from_slice(&body).and_then(serde_json::from_value) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
-        };
-    let name = match &req {
-        FaultRequest::DropNext { participant, .. }
-        | FaultRequest::DelayNext { participant, .. }
-        | FaultRequest::Partition { participant }
-        | FaultRequest::Heal { participant } => Some(participant.clone()),
-        FaultRequest::Crash => None,
-    };
-    if let Some(n) = &name {
-        if st.config.participant(n).is_none() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "unknown_participant",
-                format!("no participant named {n:?}"),
-            );
-        }
-    }
-    let description = match req {
-        FaultRequest::DropNext {
-            participant,
-            msg_type,
-        } => {
-            let what = msg_type.clone().unwrap_or_else(|| "message".into());
-            st.faults
-                .arm(participant.clone(), Intercept::Drop, msg_type);
-            format!("armed: drop the next {what} to {participant}")
-        }
-        FaultRequest::DelayNext {
-            participant,
-            ms,
-            msg_type,
-        } => {
-            let what = msg_type.clone().unwrap_or_else(|| "message".into());
-            let ms = ms.min(60_000);
-            st.faults.arm(
-                participant.clone(),
-                Intercept::Delay(Duration::from_millis(ms)),
-                msg_type,
-            );
-            format!("armed: delay the next {what} to {participant} by {ms} ms")
-        }
-        FaultRequest::Partition { participant } => {
-            st.faults.set_partitioned(participant.clone(), true);
-            format!("partitioned {participant}")
-        }
-        FaultRequest::Heal { participant } => {
-            st.faults.set_partitioned(participant.clone(), false);
-            format!("healed {participant}")
-        }
-        FaultRequest::Crash => {
-            let _ = st
-                .handle
-                .send(Command::Event {
-                    txid: None,
-                    kind: EventKind::FaultInjected {
-                        fault: "coordinator crash".into(),
-                    },
-                })
-                .await;
-            tokio::spawn(async {
-                // Let the response and the event leave first.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                std::process::exit(137);
-            });
-            "crashing the coordinator".to_string()
-        }
-    };
-    let _ = st
-        .handle
-        .send(Command::Event {
-            txid: None,
-            kind: EventKind::FaultInjected {
-                fault: description.clone(),
-            },
-        })
-        .await;
-    Json(serde_json::json!({"ok": true, "fault": description})).into_response()
 }

@@ -725,7 +725,7 @@ impl Core {
             txid: msg.txid().cloned(),
             kind: EventKind::MessageReceived {
                 from: from.to_string(),
-                msg_type: msg.type_name().into(),
+                msg_type: msg.message_type(),
                 summary: msg.summary(),
             },
         });
@@ -1461,7 +1461,7 @@ fn send(out: &mut Vec<Output>, txid: &TxId, to: &ParticipantName, msg: Message) 
         txid: Some(txid.clone()),
         kind: EventKind::MessageSent {
             to: to.to_string(),
-            msg_type: msg.type_name().into(),
+            msg_type: msg.message_type(),
             summary: msg.summary(),
         },
     });

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
-use twopc_protocol::{Message, ParticipantName};
+use twopc_protocol::{Message, MessageType, ParticipantName};
 
 /// What to do with one outgoing message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Intercept {
 #[derive(Debug)]
 pub struct Faults {
     enabled: bool,
-    next: Mutex<HashMap<ParticipantName, (Intercept, Option<String>)>>,
+    next: Mutex<HashMap<ParticipantName, (Intercept, Option<MessageType>)>>,
     partitioned: Mutex<HashSet<ParticipantName>>,
     partition_tx: watch::Sender<u64>,
 }
@@ -58,8 +58,8 @@ impl Faults {
     }
 
     /// Arms a one-shot fault for the next protocol message (not heartbeats) to `p`, or the
-    /// next one of wire type `msg_type` (`"commit"`, `"prepare"`, ...) when given.
-    pub fn arm(&self, p: ParticipantName, fault: Intercept, msg_type: Option<String>) {
+    /// next one of wire type `msg_type` when given.
+    pub fn arm(&self, p: ParticipantName, fault: Intercept, msg_type: Option<MessageType>) {
         self.next
             .lock()
             .expect("faults lock")
@@ -68,12 +68,13 @@ impl Faults {
 
     /// Consumes the armed fault for this message, if any.
     pub fn intercept(&self, to: &ParticipantName, msg: &Message) -> Option<Intercept> {
-        if !self.enabled || matches!(msg, Message::Ping { .. } | Message::Pong { .. }) {
+        let ty = msg.message_type();
+        if !self.enabled || ty.is_heartbeat() {
             return None;
         }
         let mut next = self.next.lock().expect("faults lock");
         let (fault, want) = next.get(to)?.clone();
-        if want.as_deref().is_some_and(|t| t != msg.type_name()) {
+        if want.is_some_and(|t| t != ty) {
             return None;
         }
         next.remove(to);

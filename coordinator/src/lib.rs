@@ -22,8 +22,9 @@
 //! * [`faults`]: fault injection for the demo and tests.
 //! * [`server`]: wiring and graceful shutdown.
 //! * [`config`]: the TOML configuration.
-//! * [`entry`]: the command line (`serve` and the client subcommands).
-//! * [`cli`]: the command-line client and load generator.
+//! * [`command_line`]: the command line: argument parsing, `serve`, subcommand dispatch.
+//! * [`client`]: the HTTP client subcommands (`submit`, `show`, `in-doubt`).
+//! * [`load`]: the bank-transfer load generator (`load`).
 //! * [`failpoint`]: crash points for the fault tests, armed by an environment variable.
 //! * [`metrics`]: counters and latency histograms, Prometheus text.
 //! * [`strict_json`]: JSON parsing that refuses duplicate keys (client bodies).
@@ -31,14 +32,15 @@
 //! The wire types it speaks live in [`twopc_protocol`].
 
 pub mod api;
-pub mod cli;
+pub mod client;
+pub mod command_line;
 pub mod config;
 pub mod conn;
 pub mod core;
 pub mod driver;
-pub mod entry;
 pub mod failpoint;
 pub mod faults;
+pub mod load;
 pub mod log;
 pub mod metrics;
 pub mod server;

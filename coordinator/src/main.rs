@@ -1,5 +1,5 @@
 //! `twopc-coordinator`: the coordinator service and its command-line client.
 
 fn main() -> std::process::ExitCode {
-    twopc_coordinator::entry::main()
+    twopc_coordinator::command_line::main()
 }

@@ -239,7 +239,7 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
                     Ok(LogEvent::Write { kind, txid, lsn }) => (
                         txid,
                         EventKind::LogWrite {
-                            record: kind.as_str().into(),
+                            record: kind.into(),
                             lsn,
                         },
                     ),

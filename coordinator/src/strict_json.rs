@@ -13,9 +13,31 @@ use std::fmt;
 /// A JSON value whose objects had no repeated keys.
 pub struct StrictValue(pub Value);
 
+/// Why a body is not strict JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum StrictJsonError {
+    /// Well-formed JSON, but some object repeats a key.
+    #[error(transparent)]
+    DuplicateKey(serde_json::Error),
+    /// Not JSON at all (syntax, truncated input).
+    #[error(transparent)]
+    Malformed(serde_json::Error),
+}
+
 /// Parses `bytes` as JSON, refusing duplicate keys in any object at any depth.
-pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    serde_json::from_slice::<StrictValue>(bytes).map(|v| v.0)
+pub fn from_slice(bytes: &[u8]) -> Result<Value, StrictJsonError> {
+    serde_json::from_slice::<StrictValue>(bytes)
+        .map(|v| v.0)
+        .map_err(|e| {
+            // The visitor accepts every JSON type, so the only data error it raises (as
+            // opposed to serde_json's syntax and end-of-input errors) is a repeated key:
+            // non-finite numbers never reach it.
+            if e.classify() == serde_json::error::Category::Data {
+                StrictJsonError::DuplicateKey(e)
+            } else {
+                StrictJsonError::Malformed(e)
+            }
+        })
 }
 
 impl<'de> Deserialize<'de> for StrictValue {
@@ -115,8 +137,13 @@ mod tests {
             r#"[{"k":1,"k":1}]"#,
         ] {
             let e = from_slice(text.as_bytes()).unwrap_err();
+            assert!(matches!(e, StrictJsonError::DuplicateKey(_)), "{text}: {e}");
             assert!(e.to_string().contains("duplicate key"), "{text}: {e}");
             assert!(e.to_string().contains("column"), "{text}: {e}");
+        }
+        for text in ["{not json", "", "[1,", "\"a\" x"] {
+            let e = from_slice(text.as_bytes()).unwrap_err();
+            assert!(matches!(e, StrictJsonError::Malformed(_)), "{text}: {e}");
         }
         // Equal keys in different objects are fine.
         from_slice(br#"{"a":{"k":1},"b":{"k":1}}"#).unwrap();

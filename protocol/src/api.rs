@@ -1,5 +1,19 @@
-//! The coordinator's client HTTP API bodies (`/v1/transactions`), shared with the CLI, the
-//! tests and the web app.
+//! The coordinator's HTTP API bodies, shared with the CLI, the tests and the web app: every
+//! body the coordinator serves or accepts is a type here.
+//!
+//! | route | request | answer |
+//! |---|---|---|
+//! | `POST /v1/transactions` | [`TransactionRequest`] | [`TransactionResponse`] |
+//! | `GET /v1/transactions/{id}` | | [`TransactionResponse`] |
+//! | `GET /v1/participants` | | `[`[`ParticipantStatus`]`]` |
+//! | `GET /v1/config` | | [`PublicConfig`] |
+//! | `POST /v1/faults` | [`FaultRequest`] | [`FaultResponse`] |
+//! | `GET /v1/events` | | [`Event`](crate::Event)s and [`Lagged`](crate::event::Lagged) notes |
+//! | any error | | [`ApiError`] (4xx/5xx) |
+//!
+//! Some bodies were first written as `serde_json::json!` objects, which serialize their keys
+//! in alphabetical order; their structs declare the fields in that order so the bytes on the
+//! wire did not change when they became types (the round-trip tests pin them).
 //!
 //! # Heuristic outcomes
 //!
@@ -23,8 +37,9 @@
 //! restart. Every such answer is also counted (`twopc_heuristic_hazards_total`), logged at
 //! error level and published as a `heuristic` event.
 
-use crate::ids::{ParticipantName, TxId};
-use crate::message::Decision;
+use crate::ids::{CoordinatorId, IdError, ParticipantName, TxId};
+use crate::message::{Decision, ParticipantKind};
+use crate::message_type::MessageType;
 use crate::ops::Operations;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +61,53 @@ pub struct TransactionRequest {
     pub id: Option<TxId>,
     /// Operations per participant, by configured participant name.
     pub participants: BTreeMap<ParticipantName, Operations>,
+}
+
+/// Why a `POST /v1/transactions` body (already valid JSON) is not a [`TransactionRequest`].
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The client-chosen `id` is not a valid transaction id (`bad_id`).
+    #[error(transparent)]
+    BadId(IdError),
+    /// Any other way the body does not fit the schema (`invalid_request`).
+    #[error(transparent)]
+    Invalid(serde_json::Error),
+}
+
+impl RequestError {
+    /// The API error code the coordinator answers it with.
+    pub fn code(&self) -> ApiErrorCode {
+        match self {
+            RequestError::BadId(_) => ApiErrorCode::BadId,
+            RequestError::Invalid(_) => ApiErrorCode::InvalidRequest,
+        }
+    }
+}
+
+impl TransactionRequest {
+    /// Reads a request from a parsed body. The id is taken as a plain string by the schema and
+    /// validated afterwards, so a bad id is its own error ([`RequestError::BadId`]) rather
+    /// than one more schema error.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, RequestError> {
+        /// The request as the schema reads it, before the id is validated.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Unchecked {
+            #[serde(default)]
+            id: Option<String>,
+            participants: BTreeMap<ParticipantName, Operations>,
+        }
+        let raw: Unchecked = serde_json::from_value(value).map_err(RequestError::Invalid)?;
+        let id = raw
+            .id
+            .map(TxId::new)
+            .transpose()
+            .map_err(RequestError::BadId)?;
+        Ok(TransactionRequest {
+            id,
+            participants: raw.participants,
+        })
+    }
 }
 
 /// The outcome of a transaction as told to the client.
@@ -95,6 +157,18 @@ pub struct HeuristicReport {
 }
 
 impl Outcome {
+    /// The wire name (`committed`, `aborted`, `in_progress`, `heuristic_mixed`,
+    /// `heuristic_hazard`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Committed => "committed",
+            Outcome::Aborted => "aborted",
+            Outcome::InProgress => "in_progress",
+            Outcome::HeuristicMixed => "heuristic_mixed",
+            Outcome::HeuristicHazard => "heuristic_hazard",
+        }
+    }
+
     /// The outcome told for `decision` given the heuristic reports: a known other-way finish
     /// (`conflict`) is mixed; otherwise a participant with no record is a hazard.
     pub fn of(decision: Decision, heuristics: &[HeuristicReport]) -> Outcome {
@@ -149,27 +223,210 @@ pub struct TransactionResponse {
 /// Any 4xx/5xx answer of the coordinator's HTTP API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
-    /// A stable machine-readable code (`malformed_json`, `unknown_participant`, ...).
-    pub error: String,
+    /// A stable machine-readable code.
+    pub error: ApiErrorCode,
     /// What is wrong, for a human.
     pub message: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The machine-readable code of an [`ApiError`]; the HTTP status that goes with it is in the
+/// coordinator's `api` module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiErrorCode {
+    /// The body is not JSON.
+    MalformedJson,
+    /// An object in the body repeats a key.
+    DuplicateKey,
+    /// The body does not fit the schema.
+    InvalidRequest,
+    /// A transaction id (in the body or the path) is not valid.
+    BadId,
+    /// A client id in the coordinator's namespace ([`GENERATED_ID_PREFIX`]).
+    ReservedId,
+    /// A transaction that names no participant.
+    EmptyTransaction,
+    /// More than [`MAX_PARTICIPANTS_PER_TX`] participants.
+    TooManyParticipants,
+    /// A participant the configuration does not name.
+    UnknownParticipant,
+    /// SQL for a Redis participant or the other way round.
+    WrongOperations,
+    /// The body is over the limit.
+    PayloadTooLarge,
+    /// A participant's first message would be over the frame limit.
+    FrameTooLarge,
+    /// The id was used before with a different body.
+    IdConflict,
+    /// No such endpoint, or no such transaction.
+    NotFound,
+    /// The endpoint does not take this method.
+    MethodNotAllowed,
+    /// `/v1/events` without a WebSocket upgrade.
+    WebsocketRequired,
+    /// The event stream has `max_event_subscribers` already.
+    TooManySubscribers,
+    /// `POST /v1/faults` while fault injection is off.
+    FaultsDisabled,
+    /// The coordinator is stopping.
+    ShuttingDown,
+}
 
-    #[test]
-    fn request_decodes() {
-        let r: TransactionRequest = serde_json::from_str(
-            r#"{"id":"t1","participants":{"bank":{"sql":[{"query":"select 1"}]},"ledger":{"redis":[]}}}"#,
-        )
-        .unwrap();
-        assert_eq!(r.participants.len(), 2);
-        let bad = serde_json::from_str::<TransactionRequest>(
-            r#"{"participants":{"bad name":{"sql":[]}}}"#,
-        )
-        .unwrap_err();
-        assert!(bad.to_string().contains("participant name"), "{bad}");
+impl ApiErrorCode {
+    /// The wire name (`malformed_json`, `unknown_participant`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiErrorCode::MalformedJson => "malformed_json",
+            ApiErrorCode::DuplicateKey => "duplicate_key",
+            ApiErrorCode::InvalidRequest => "invalid_request",
+            ApiErrorCode::BadId => "bad_id",
+            ApiErrorCode::ReservedId => "reserved_id",
+            ApiErrorCode::EmptyTransaction => "empty_transaction",
+            ApiErrorCode::TooManyParticipants => "too_many_participants",
+            ApiErrorCode::UnknownParticipant => "unknown_participant",
+            ApiErrorCode::WrongOperations => "wrong_operations",
+            ApiErrorCode::PayloadTooLarge => "payload_too_large",
+            ApiErrorCode::FrameTooLarge => "frame_too_large",
+            ApiErrorCode::IdConflict => "id_conflict",
+            ApiErrorCode::NotFound => "not_found",
+            ApiErrorCode::MethodNotAllowed => "method_not_allowed",
+            ApiErrorCode::WebsocketRequired => "websocket_required",
+            ApiErrorCode::TooManySubscribers => "too_many_subscribers",
+            ApiErrorCode::FaultsDisabled => "faults_disabled",
+            ApiErrorCode::ShuttingDown => "shutting_down",
+        }
     }
 }
+
+/// `GET /v1/config`: what the web app needs to know about the coordinator. (Fields in
+/// alphabetical order: the wire order of the body this replaced.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicConfig {
+    /// The coordinator's id.
+    pub coordinator_id: CoordinatorId,
+    /// Whether `POST /v1/faults` is enabled.
+    #[serde(default)]
+    pub fault_injection: bool,
+    /// Configured participants, in configuration order.
+    #[serde(default)]
+    pub participants: Vec<ParticipantConfig>,
+    /// Phase-1 timeout.
+    #[serde(default)]
+    pub prepare_timeout_ms: u64,
+}
+
+impl PublicConfig {
+    /// The participant to use as the "bank": the first Postgres one.
+    pub fn sql_participant(&self) -> Option<&ParticipantConfig> {
+        self.participant_of(ParticipantKind::Postgres)
+    }
+
+    /// The participant to use as the "ledger": the first Redis one.
+    pub fn redis_participant(&self) -> Option<&ParticipantConfig> {
+        self.participant_of(ParticipantKind::Redis)
+    }
+
+    fn participant_of(&self, kind: ParticipantKind) -> Option<&ParticipantConfig> {
+        self.participants.iter().find(|p| p.kind == kind)
+    }
+}
+
+/// One configured participant in [`PublicConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantConfig {
+    /// What kind of participant it is.
+    pub kind: ParticipantKind,
+    /// Its name.
+    pub name: ParticipantName,
+    /// Where the coordinator dials it.
+    #[serde(default)]
+    pub url: String,
+}
+
+/// `GET /v1/participants`: one participant's connection state and in-doubt counts. (Fields in
+/// alphabetical order: the wire order of the body this replaced.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantStatus {
+    /// Transactions of this coordinator waiting for its ack.
+    #[serde(default)]
+    pub awaiting_ack: u64,
+    /// Whether the coordinator's connection is up.
+    #[serde(default)]
+    pub connected: bool,
+    /// Of the reported prepared transactions, those of other coordinators (left alone).
+    #[serde(default)]
+    pub foreign_prepared: u64,
+    /// What kind of participant it is.
+    pub kind: ParticipantKind,
+    /// The participant.
+    pub name: ParticipantName,
+    /// Prepared transactions it reported on its last in-doubt report (all coordinators).
+    #[serde(default)]
+    pub reported_prepared: u64,
+    /// Where the coordinator dials it.
+    #[serde(default)]
+    pub url: String,
+}
+
+/// `POST /v1/faults`: one fault to inject (refused unless the coordinator runs with
+/// `fault_injection = true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultRequest {
+    /// Lose the next protocol message to a participant.
+    DropNext {
+        /// The participant.
+        participant: ParticipantName,
+        /// Only the next message of this wire type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        msg_type: Option<MessageType>,
+    },
+    /// Delay the next protocol message to a participant.
+    DelayNext {
+        /// The participant.
+        participant: ParticipantName,
+        /// How long (at most a minute is applied).
+        ms: u64,
+        /// Only the next message of this wire type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        msg_type: Option<MessageType>,
+    },
+    /// Cut the connection to a participant until healed.
+    Partition {
+        /// The participant.
+        participant: ParticipantName,
+    },
+    /// Restore a cut connection.
+    Heal {
+        /// The participant.
+        participant: ParticipantName,
+    },
+    /// Crash the coordinator process at once (exit code 137, no cleanup).
+    Crash,
+}
+
+impl FaultRequest {
+    /// The participant the fault is about (none for a coordinator crash).
+    pub fn participant(&self) -> Option<&ParticipantName> {
+        match self {
+            FaultRequest::DropNext { participant, .. }
+            | FaultRequest::DelayNext { participant, .. }
+            | FaultRequest::Partition { participant }
+            | FaultRequest::Heal { participant } => Some(participant),
+            FaultRequest::Crash => None,
+        }
+    }
+}
+
+/// The answer to an accepted [`FaultRequest`]. (Fields in alphabetical order: the wire order
+/// of the body this replaced.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultResponse {
+    /// What was armed or done, as a sentence (also published as a `fault_injected` event).
+    pub fault: String,
+    /// Always true (a refused fault is an [`ApiError`]).
+    pub ok: bool,
+}
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,7 @@
 use crate::api::HeuristicKind;
 use crate::ids::TxId;
 use crate::message::{Decision, Vote};
+use crate::message_type::MessageType;
 use serde::{Deserialize, Serialize};
 
 /// One step the coordinator took or observed.
@@ -46,6 +47,40 @@ pub enum Phase {
     Commit,
 }
 
+/// Which kind of record a [`EventKind::LogWrite`] appended to the decision log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogRecordKind {
+    /// A COMMIT decision (forced: fsynced before any Commit is sent).
+    Commit,
+    /// An abort (lazy: presumed abort needs none, it only saves work after a restart).
+    Abort,
+    /// Every participant acknowledged (lazy).
+    End,
+    /// A checkpoint of the log's state.
+    Checkpoint,
+}
+
+impl LogRecordKind {
+    /// The lower-case wire name (`commit`, `abort`, `end`, `checkpoint`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogRecordKind::Commit => "commit",
+            LogRecordKind::Abort => "abort",
+            LogRecordKind::End => "end",
+            LogRecordKind::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+/// The note a `/v1/events` subscriber gets instead of the events it fell too far behind to
+/// receive: `{"lagged": n}`, `n` events skipped (the web app shows "skipped by server").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lagged {
+    /// How many events this subscriber missed.
+    pub lagged: u64,
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -67,7 +102,7 @@ pub enum EventKind {
         /// The participant.
         to: String,
         /// The message's wire type.
-        msg_type: String,
+        msg_type: MessageType,
         /// A one-line summary of the payload.
         summary: String,
     },
@@ -76,7 +111,7 @@ pub enum EventKind {
         /// The participant.
         from: String,
         /// The message's wire type.
-        msg_type: String,
+        msg_type: MessageType,
         /// A one-line summary of the payload.
         summary: String,
     },
@@ -92,8 +127,8 @@ pub enum EventKind {
     },
     /// A record was appended to the decision log (not yet durable).
     LogWrite {
-        /// `commit` or `end`.
-        record: String,
+        /// Which record (`commit`, `abort`, `end`).
+        record: LogRecordKind,
         /// Log sequence number of the record.
         lsn: u64,
     },
@@ -207,5 +242,76 @@ mod tests {
         assert_eq!(json["txid"], "t1");
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
+    }
+
+    /// Serializes `e`, checks the exact text, and parses it back to `e`.
+    fn pin(e: &Event, json: &str) {
+        assert_eq!(serde_json::to_string(e).unwrap(), json);
+        assert_eq!(&serde_json::from_str::<Event>(json).unwrap(), e);
+    }
+
+    fn ev(kind: EventKind) -> Event {
+        Event {
+            run: "c1-1".into(),
+            seq: 7,
+            at_ms: 10,
+            txid: Some(TxId::new("t1").unwrap()),
+            kind,
+        }
+    }
+
+    #[test]
+    fn message_events_pin_their_json() {
+        pin(
+            &ev(EventKind::MessageSent {
+                to: "bank".into(),
+                msg_type: MessageType::CommitOnePhase,
+                summary: "COMMIT ONE-PHASE t1 (1 sql)".into(),
+            }),
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","kind":"message_sent","to":"bank","msg_type":"commit_one_phase","summary":"COMMIT ONE-PHASE t1 (1 sql)"}"#,
+        );
+        pin(
+            &ev(EventKind::MessageReceived {
+                from: "ledger".into(),
+                msg_type: MessageType::Vote,
+                summary: "VOTE YES t1".into(),
+            }),
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","kind":"message_received","from":"ledger","msg_type":"vote","summary":"VOTE YES t1"}"#,
+        );
+        // A type this build does not know is refused, not passed through as text.
+        let unknown = r#"{"run":"c1-1","seq":7,"at_ms":10,"kind":"message_sent","to":"bank","msg_type":"launch","summary":""}"#;
+        assert!(serde_json::from_str::<Event>(unknown).is_err());
+    }
+
+    #[test]
+    fn log_write_pins_its_json() {
+        for (kind, name) in [
+            (LogRecordKind::Commit, "commit"),
+            (LogRecordKind::Abort, "abort"),
+            (LogRecordKind::End, "end"),
+            (LogRecordKind::Checkpoint, "checkpoint"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            pin(
+                &ev(EventKind::LogWrite {
+                    record: kind,
+                    lsn: 42,
+                }),
+                &format!(
+                    r#"{{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","kind":"log_write","record":"{name}","lsn":42}}"#
+                ),
+            );
+        }
+    }
+
+    #[test]
+    fn lagged_note_pins_its_json() {
+        let l = Lagged { lagged: 42 };
+        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"lagged":42}"#);
+        assert_eq!(
+            serde_json::from_str::<Lagged>(r#"{"lagged": 42}"#).unwrap(),
+            l
+        );
+        assert!(serde_json::from_str::<Lagged>(r#"{"seq":2}"#).is_err());
     }
 }

@@ -21,8 +21,10 @@
 //! * [`gid`]: the Postgres gid derived from (coordinator id, txid) and its inverse.
 //! * [`ops`]: the operations a transaction asks a participant to do (SQL or Redis commands).
 //! * [`message`]: the wire frame, every message, and the codec with its typed errors.
+//! * [`message_type`]: a message's wire type (its `type` tag) as a closed set of its own.
 //! * [`event`]: the coordinator's event stream for the browser.
-//! * [`api`]: the client HTTP API request and response bodies.
+//! * [`api`]: every HTTP API request and response body, and the API error codes.
+//! * [`transfer`]: the bank transfer, the sample workload of the load generator and web app.
 //!
 //! Every message has a documented JSON example under `protocol/messages/`; the tests decode
 //! each of them, so the examples cannot go stale.
@@ -32,14 +34,17 @@ pub mod event;
 pub mod gid;
 pub mod ids;
 pub mod message;
+pub mod message_type;
 pub mod ops;
+pub mod transfer;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, LogRecordKind};
 pub use ids::{CoordinatorId, IdError, ParticipantName, TxId};
 pub use message::{
     decode_frame, encode_frame, AckResult, Decision, DecisionStatus, DecodeError, ErrorCode, Frame,
     Message, ParticipantKind, PreparedTx, Vote,
 };
+pub use message_type::MessageType;
 pub use ops::{Operations, RedisGuard, RedisOp, SqlStatement};
 
 /// Version of the wire protocol spoken by this build. A peer that receives a frame with another

@@ -36,6 +36,7 @@
 //! receiver can answer with a [`Message::Error`] for that request and keep the connection.
 
 use crate::ids::{CoordinatorId, ParticipantName, TxId};
+use crate::message_type::MessageType;
 use crate::ops::Operations;
 use crate::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,16 @@ pub enum ParticipantKind {
     Postgres,
     /// The Redis participant service.
     Redis,
+}
+
+impl ParticipantKind {
+    /// The wire name (`postgres`, `redis`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParticipantKind::Postgres => "postgres",
+            ParticipantKind::Redis => "redis",
+        }
+    }
 }
 
 /// A participant's vote on a Prepare.
@@ -265,21 +276,7 @@ pub enum Message {
 impl Message {
     /// The wire name of the message (its `type` tag).
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Message::Prepare { .. } => "prepare",
-            Message::CommitOnePhase { .. } => "commit_one_phase",
-            Message::Vote { .. } => "vote",
-            Message::Commit { .. } => "commit",
-            Message::Abort { .. } => "abort",
-            Message::Ack { .. } => "ack",
-            Message::DecisionRequest { .. } => "decision_request",
-            Message::DecisionAnswer { .. } => "decision_answer",
-            Message::ListPrepared {} => "list_prepared",
-            Message::InDoubtReport { .. } => "in_doubt_report",
-            Message::Ping { .. } => "ping",
-            Message::Pong { .. } => "pong",
-            Message::Error { .. } => "error",
-        }
+        self.message_type().as_str()
     }
 
     /// The transaction the message is about, if any.
@@ -341,22 +338,6 @@ impl Message {
         }
     }
 }
-
-const KNOWN_TYPES: &[&str] = &[
-    "prepare",
-    "commit_one_phase",
-    "vote",
-    "commit",
-    "abort",
-    "ack",
-    "decision_request",
-    "decision_answer",
-    "list_prepared",
-    "in_doubt_report",
-    "ping",
-    "pong",
-    "error",
-];
 
 /// Why a frame could not be decoded. None of these is fatal to the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -465,7 +446,7 @@ pub fn decode_frame(text: &str) -> Result<Frame, DecodeError> {
         .and_then(|t| t.as_str())
         .unwrap_or("")
         .to_owned();
-    if !KNOWN_TYPES.contains(&type_name.as_str()) {
+    if MessageType::from_wire(&type_name).is_none() {
         return Err(DecodeError::UnknownType { type_name, id });
     }
     if id.is_none() {

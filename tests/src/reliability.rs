@@ -142,7 +142,9 @@ impl Rig {
 
     /// A transfer body with the given txid.
     pub fn transfer_body(&self, txid: &str, from: u64, to: u64, amount: i64) -> serde_json::Value {
-        let mut body = twopc_coordinator::cli::transfer_body("bank", "ledger", from, to, amount);
+        // The id goes in as text: bad-input tests send ids no TxId would hold.
+        let mut body =
+            serde_json::to_value(bank_ledger_transfer(from, to, amount)).expect("a request");
         body["id"] = txid.into();
         body
     }
@@ -298,4 +300,14 @@ pub fn print_summary(suite: &str, rows: &[Row]) -> usize {
     ));
     println!("{out}");
     total_v
+}
+
+/// A bank transfer between the stacks' `bank` (Postgres) and `ledger` (Redis) participants.
+pub fn bank_ledger_transfer(
+    from: u64,
+    to: u64,
+    amount: i64,
+) -> twopc_protocol::api::TransactionRequest {
+    let name = |n: &str| twopc_protocol::ParticipantName::new(n).expect("a valid name");
+    twopc_coordinator::load::transfer(&name("bank"), &name("ledger"), from, to, amount)
 }

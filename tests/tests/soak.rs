@@ -102,9 +102,9 @@ async fn soak() {
                 let amount = 1 + rng.below(20) as i64;
                 let txid = format!("soak{seed}-w{w}-{n}");
                 n += 1;
-                let mut body =
-                    twopc_coordinator::cli::transfer_body("bank", "ledger", from, to, amount);
-                body["id"] = txid.clone().into();
+                let mut body = twopc_tests::reliability::bank_ledger_transfer(from, to, amount);
+                body.id = Some(twopc_protocol::TxId::new(txid.clone()).unwrap());
+                let body = serde_json::to_value(body).unwrap();
                 let (told, reason) = post_told_reason(&http, &url, &body).await;
                 sent.fetch_add(1, Ordering::Relaxed);
                 if told != Told::Committed {

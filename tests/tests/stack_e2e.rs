@@ -34,7 +34,12 @@ async fn post(stack: &Stack, body: &Value) -> Value {
 }
 
 fn transfer(from: u32, to: u32, amount: i64) -> Value {
-    twopc_coordinator::cli::transfer_body("bank", "ledger", from.into(), to.into(), amount)
+    serde_json::to_value(twopc_tests::reliability::bank_ledger_transfer(
+        from.into(),
+        to.into(),
+        amount,
+    ))
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -219,8 +219,8 @@ async fn the_app_shows_a_heuristic_outcome() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let mut body = twopc_coordinator::cli::transfer_body("bank", "ledger", 1, 2, 10);
-    body["id"] = "web-heuristic".into();
+    let mut body = twopc_tests::reliability::bank_ledger_transfer(1, 2, 10);
+    body.id = Some(twopc_protocol::TxId::new("web-heuristic").unwrap());
     let url = format!("{}/v1/transactions", stack.coordinator_url);
     let client = tokio::spawn(async move {
         reqwest::Client::new()

@@ -5,14 +5,19 @@
 //! phase as a message diagram with replay, fault injection and self-narrating scenarios. It
 //! shares its wire types with the rest of the system through [`twopc_protocol`].
 //!
-//! The crate is split so that the logic is testable on the host:
+//! The crate is split so that the logic is testable on the host.
 //!
-//! * [`model`]: the event log, the fold of events into per-transaction state, and the app
-//!   state with its reducer (`Model` + `Action`).
-//! * [`layout`]: the diagram's geometry (lanes, rows, arrows, marks) from the log.
-//! * [`scenarios`]: sample transactions, fault requests and preset scenarios.
+//! # Layout
+//!
+//! * [`model`]: what the app knows: event-stream parsing, the event log, the derived protocol
+//!   view, the app state and its reducer (`Model` + `Action`), each in its own module.
+//! * [`layout`]: the diagram from the log: lanes and geometry, event styles, event selection
+//!   and causal order, the layout itself, the transaction list.
+//! * [`scenarios`]: sample transactions, fault requests (the protocol's API types) and the
+//!   preset scenarios.
 //! * [`keys`]: keyboard shortcuts.
-//! * `app` (wasm32 only): the Yew components, the WebSocket and HTTP plumbing.
+//! * `app` (wasm32 only): the reducer state, the side effects, one file per component, and the
+//!   WebSocket and HTTP plumbing.
 //!
 //! `cargo test -p twopc-web --lib` runs the logic's tests on the host.
 

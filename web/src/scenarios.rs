@@ -6,8 +6,13 @@
 //! claims more than the API call does (for example, the browser cannot kill a participant
 //! process, so "participant crash" is played by cutting its connection).
 
-use crate::model::{Badge, Config, Derived};
-use serde_json::{json, Value};
+use crate::model::{Badge, Derived, PublicConfig};
+use std::collections::BTreeMap;
+use twopc_protocol::api::{FaultRequest, TransactionRequest};
+use twopc_protocol::transfer::{redis_transfer, sql_transfer};
+use twopc_protocol::{
+    MessageType, Operations, ParticipantKind, ParticipantName, SqlStatement, TxId,
+};
 
 /// Which sample transaction to submit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +41,7 @@ pub enum Step {
     /// Submit a sample transaction (without waiting for its answer).
     Submit(SubmitKind),
     /// `POST /v1/faults` with this body.
-    Fault(Value),
+    Fault(FaultRequest),
     /// Wait this many milliseconds.
     Wait(u32),
     /// Wait until the condition holds (checked against the live event fold), at most this
@@ -105,74 +110,73 @@ pub fn tx_id(now_ms: u64, n: u64) -> String {
     format!("web-{now_ms}-{n}")
 }
 
-fn sql_transfer(amount: i64) -> Value {
-    json!({"sql": [
-        {"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": [amount, 1]},
-        {"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [amount, 2]}
-    ]})
-}
-
-fn redis_transfer(amount: i64) -> Value {
-    json!({"redis": [
-        {"op": "incrby", "key": "balance:1", "by": -amount, "min": 0},
-        {"op": "incrby", "key": "balance:2", "by": amount}
-    ]})
-}
-
 /// The body of `POST /v1/transactions` for a sample transaction, or why there is none.
-pub fn transaction_body(cfg: &Config, kind: SubmitKind, id: &str) -> Result<Value, String> {
+pub fn transaction_body(
+    cfg: &PublicConfig,
+    kind: SubmitKind,
+    id: &str,
+) -> Result<TransactionRequest, String> {
     if cfg.participants.is_empty() {
         return Err("the coordinator has no participants configured".into());
     }
     let has_redis = cfg.redis_participant().is_some();
-    let mut parts = serde_json::Map::new();
+    let mut parts = BTreeMap::new();
     for p in &cfg.participants {
-        let ops = match (p.kind.as_str(), kind) {
-            ("redis", SubmitKind::Transfer) => redis_transfer(10),
+        let ops = match (p.kind, kind) {
+            (ParticipantKind::Redis, SubmitKind::Transfer) => redis_transfer(1, 2, 10),
             // The guard (min 0) on balance:1 refuses this: the participant votes NO.
-            ("redis", SubmitKind::Failing) => redis_transfer(1_000_000),
+            (ParticipantKind::Redis, SubmitKind::Failing) => redis_transfer(1, 2, 1_000_000),
             (_, SubmitKind::Failing) if !has_redis => {
                 // No Redis guard to trip: a statement that fails makes Postgres vote NO.
-                json!({"sql": [{"query": "SELECT 1 / 0"}]})
+                Operations::Sql(vec![SqlStatement {
+                    query: "SELECT 1 / 0".into(),
+                    params: Vec::new(),
+                }])
             }
-            _ => sql_transfer(10),
+            _ => sql_transfer(1, 2, 10),
         };
         parts.insert(p.name.clone(), ops);
     }
-    Ok(json!({"id": id, "participants": parts}))
+    Ok(TransactionRequest {
+        id: Some(TxId::new(id).map_err(|e| e.to_string())?),
+        participants: parts,
+    })
 }
 
-/// `{"fault":"partition","participant":p}`.
-pub fn partition(p: &str) -> Value {
-    json!({"fault": "partition", "participant": p})
-}
-
-/// `{"fault":"heal","participant":p}`.
-pub fn heal(p: &str) -> Value {
-    json!({"fault": "heal", "participant": p})
-}
-
-/// `{"fault":"drop_next","participant":p,"msg_type"?:t}`.
-pub fn drop_next(p: &str, msg_type: Option<&str>) -> Value {
-    let mut v = json!({"fault": "drop_next", "participant": p});
-    if let Some(t) = msg_type {
-        v["msg_type"] = t.into();
+/// Cut `p`'s connection.
+pub fn partition(p: &ParticipantName) -> FaultRequest {
+    FaultRequest::Partition {
+        participant: p.clone(),
     }
-    v
 }
 
-/// `{"fault":"delay_next","participant":p,"ms":ms,"msg_type"?:t}`.
-pub fn delay_next(p: &str, ms: u64, msg_type: Option<&str>) -> Value {
-    let mut v = json!({"fault": "delay_next", "participant": p, "ms": ms});
-    if let Some(t) = msg_type {
-        v["msg_type"] = t.into();
+/// Restore `p`'s connection.
+pub fn heal(p: &ParticipantName) -> FaultRequest {
+    FaultRequest::Heal {
+        participant: p.clone(),
     }
-    v
 }
 
-/// `{"fault":"crash"}`.
-pub fn crash() -> Value {
-    json!({"fault": "crash"})
+/// Lose the next message (of type `msg_type`) to `p`.
+pub fn drop_next(p: &ParticipantName, msg_type: Option<MessageType>) -> FaultRequest {
+    FaultRequest::DropNext {
+        participant: p.clone(),
+        msg_type,
+    }
+}
+
+/// Delay the next message (of type `msg_type`) to `p` by `ms`.
+pub fn delay_next(p: &ParticipantName, ms: u64, msg_type: Option<MessageType>) -> FaultRequest {
+    FaultRequest::DelayNext {
+        participant: p.clone(),
+        ms,
+        msg_type,
+    }
+}
+
+/// Crash the coordinator.
+pub fn crash() -> FaultRequest {
+    FaultRequest::Crash
 }
 
 fn say(s: impl Into<String>) -> Step {
@@ -180,28 +184,28 @@ fn say(s: impl Into<String>) -> Step {
 }
 
 /// The preset scenarios for a configuration.
-pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
+pub fn scenarios(cfg: &PublicConfig) -> Vec<Scenario> {
     // The "ledger" is the Redis participant (its guard makes the NO vote), else the last one;
     // the "bank" is the Postgres participant, else any other participant.
     let ledger = cfg
         .redis_participant()
         .or(cfg.participants.last())
         .map(|p| p.name.clone())
-        .unwrap_or_else(|| "ledger".into());
+        .unwrap_or_else(|| ParticipantName::new("ledger").expect("a valid participant name"));
     let bank = cfg
         .sql_participant()
         .filter(|p| p.name != ledger)
         .or_else(|| cfg.participants.iter().find(|p| p.name != ledger))
-        .map(|p| p.name.clone())
+        .map(|p| p.name.to_string())
         .unwrap_or_else(|| "the other participants".into());
-    let others: Vec<String> = cfg.participants.iter().map(|p| p.name.clone()).collect();
-    let (b, l) = (bank.as_str(), ledger.as_str());
+    let others: Vec<&ParticipantName> = cfg.participants.iter().map(|p| &p.name).collect();
+    let (b, l) = (bank.as_str(), &ledger);
     let mut crash_steps = vec![say(
         "Arm a 3 s delay on the next COMMIT to every participant, so the decision is durable \
          before any COMMIT leaves the coordinator.",
     )];
     for p in &others {
-        crash_steps.push(Step::Fault(delay_next(p, 3000, Some("commit"))));
+        crash_steps.push(Step::Fault(delay_next(p, 3000, Some(MessageType::Commit))));
     }
     crash_steps.extend([
         Step::Submit(SubmitKind::Transfer),
@@ -297,7 +301,7 @@ pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
                      that crashes right after voting YES is a lost message and a dropped connection, \
                      so that is what we inject: the next COMMIT to {l} is dropped."
                 )),
-                Step::Fault(drop_next(l, Some("commit"))),
+                Step::Fault(drop_next(l, Some(MessageType::Commit))),
                 Step::Submit(SubmitKind::Transfer),
                 Step::WaitFor(Cond::Voted(l.to_string()), 10_000),
                 Step::Fault(partition(l)),
@@ -323,7 +327,7 @@ pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
             needs_faults: true,
             steps: vec![
                 say(format!("Arm a 3 s delay on the next COMMIT to {l}.")),
-                Step::Fault(delay_next(l, 3000, Some("commit"))),
+                Step::Fault(delay_next(l, 3000, Some(MessageType::Commit))),
                 Step::Submit(SubmitKind::Transfer),
                 Step::WaitFor(Cond::Decided, 10_000),
                 Step::Fault(partition(l)),
@@ -348,19 +352,32 @@ pub fn scenarios(cfg: &Config) -> Vec<Scenario> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ParticipantInfo;
-    use twopc_protocol::api::TransactionRequest;
+    use crate::model::ParticipantConfig;
+    use serde_json::{json, Value};
 
-    fn cfg(kinds: &[(&str, &str)]) -> Config {
-        Config {
-            coordinator_id: "c1".into(),
+    /// A request body as the coordinator receives it.
+    fn body(v: impl serde::Serialize) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    fn n(name: &str) -> ParticipantName {
+        name.parse().unwrap()
+    }
+
+    fn t(msg_type: &str) -> Option<MessageType> {
+        MessageType::from_wire(msg_type)
+    }
+
+    fn cfg(kinds: &[(&str, &str)]) -> PublicConfig {
+        PublicConfig {
+            coordinator_id: "c1".parse().unwrap(),
             fault_injection: true,
             prepare_timeout_ms: 5000,
             participants: kinds
                 .iter()
-                .map(|(n, k)| ParticipantInfo {
-                    name: (*n).into(),
-                    kind: (*k).into(),
+                .map(|(name, k)| ParticipantConfig {
+                    name: (*name).parse().unwrap(),
+                    kind: serde_json::from_value(json!(k)).unwrap(),
                     url: String::new(),
                 })
                 .collect(),
@@ -371,20 +388,20 @@ mod tests {
     fn sample_bodies_are_valid_requests() {
         let c = cfg(&[("bank", "postgres"), ("ledger", "redis")]);
         for kind in [SubmitKind::Transfer, SubmitKind::Failing] {
-            let body = transaction_body(&c, kind, "web-1-1").unwrap();
+            let body = body(transaction_body(&c, kind, "web-1-1").unwrap());
             let req: TransactionRequest = serde_json::from_value(body.clone()).unwrap();
             assert_eq!(req.participants.len(), 2);
             assert_eq!(req.id.unwrap().as_str(), "web-1-1");
         }
-        let ok = transaction_body(&c, SubmitKind::Transfer, "x").unwrap();
+        let ok = body(transaction_body(&c, SubmitKind::Transfer, "x").unwrap());
         assert_eq!(ok["participants"]["ledger"]["redis"][0]["by"], -10);
         assert_eq!(ok["participants"]["ledger"]["redis"][0]["min"], 0);
         assert_eq!(ok["participants"]["bank"]["sql"][1]["params"][0], 10);
-        let bad = transaction_body(&c, SubmitKind::Failing, "x").unwrap();
+        let bad = body(transaction_body(&c, SubmitKind::Failing, "x").unwrap());
         assert_eq!(bad["participants"]["ledger"]["redis"][0]["by"], -1_000_000);
         // Postgres only: the failing one fails a statement instead.
         let pg = cfg(&[("bank", "postgres")]);
-        let bad = transaction_body(&pg, SubmitKind::Failing, "x").unwrap();
+        let bad = body(transaction_body(&pg, SubmitKind::Failing, "x").unwrap());
         assert_eq!(
             bad["participants"]["bank"]["sql"][0]["query"],
             "SELECT 1 / 0"
@@ -431,17 +448,20 @@ mod tests {
     #[test]
     fn fault_bodies() {
         assert_eq!(
-            partition("ledger"),
+            body(partition(&n("ledger"))),
             json!({"fault":"partition","participant":"ledger"})
         );
-        assert_eq!(heal("ledger")["fault"], "heal");
+        assert_eq!(body(heal(&n("ledger")))["fault"], "heal");
         assert_eq!(
-            drop_next("bank", None),
+            body(drop_next(&n("bank"), None)),
             json!({"fault":"drop_next","participant":"bank"})
         );
-        assert_eq!(drop_next("bank", Some("commit"))["msg_type"], "commit");
-        assert_eq!(delay_next("bank", 5, Some("prepare"))["ms"], 5);
-        assert_eq!(crash(), json!({"fault":"crash"}));
+        assert_eq!(
+            body(drop_next(&n("bank"), t("commit")))["msg_type"],
+            "commit"
+        );
+        assert_eq!(body(delay_next(&n("bank"), 5, t("prepare")))["ms"], 5);
+        assert_eq!(body(crash()), json!({"fault":"crash"}));
     }
 
     #[test]
@@ -482,25 +502,25 @@ mod tests {
         let p2 = &all[4];
         assert!(p2
             .steps
-            .contains(&Step::Fault(delay_next("ledger", 3000, Some("commit")))));
-        assert!(p2.steps.contains(&Step::Fault(partition("ledger"))));
-        assert!(p2.steps.contains(&Step::Fault(heal("ledger"))));
+            .contains(&Step::Fault(delay_next(&n("ledger"), 3000, t("commit")))));
+        assert!(p2.steps.contains(&Step::Fault(partition(&n("ledger")))));
+        assert!(p2.steps.contains(&Step::Fault(heal(&n("ledger")))));
         let crash_s = &all[2];
         let delays = crash_s
             .steps
             .iter()
-            .filter(|s| matches!(s, Step::Fault(v) if v["fault"] == "delay_next"))
+            .filter(|s| matches!(s, Step::Fault(v) if body(v)["fault"] == "delay_next"))
             .count();
         assert_eq!(delays, 2);
         assert!(crash_s.steps.contains(&Step::Fault(crash())));
         // Other names flow through.
         let c = cfg(&[("pg1", "postgres"), ("kv", "redis")]);
         let all = scenarios(&c);
-        assert!(all[4].steps.contains(&Step::Fault(partition("kv"))));
+        assert!(all[4].steps.contains(&Step::Fault(partition(&n("kv")))));
         // Two Redis participants: the ledger is the first, the bank the other one.
         let c = cfg(&[("ledger", "redis"), ("audit", "redis")]);
         let all = scenarios(&c);
-        assert!(all[4].steps.contains(&Step::Fault(partition("ledger"))));
+        assert!(all[4].steps.contains(&Step::Fault(partition(&n("ledger")))));
         let says: String = all[3]
             .steps
             .iter()

@@ -2,5 +2,5 @@
 //! spawn it through `CARGO_BIN_EXE_*` (kill -9 and failpoints need a real process).
 
 fn main() -> std::process::ExitCode {
-    twopc_coordinator::entry::main()
+    twopc_coordinator::command_line::main()
 }

@@ -5,67 +5,33 @@
 //! rather than cloned per action; a version counter tells Yew that something changed.
 //! Side effects (HTTP, the event socket, timers, the keyboard) live here and only ever talk
 //! to the model through `Action`s.
+//!
+//! # Layout
+//!
+//! * this file: the side-effect context ([`Ctx`]: submit, faults, scenarios, polling, keys)
+//!   and the `App` component that lays the page out.
+//! * [`state`]: the reducer state [`AppState`] (`Reducible`, its `Action` is the model's).
+//! * [`components`]: one file per component, each with its `Props`.
+//! * [`net`]: HTTP and the event-stream socket.
 
 mod components;
 mod net;
+mod state;
 
 use crate::keys::{key_command, KeyCommand};
 use crate::model::{Action, Level, Model, SocketState};
 use crate::scenarios::{cond_met, transaction_body, tx_id, Scenario, Step, SubmitKind};
 use components::*;
+pub use state::AppState;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use twopc_protocol::api::TransactionResponse;
+use twopc_protocol::api::{FaultRequest, FaultResponse, TransactionResponse};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use yew::prelude::*;
 
 /// The stylesheet, injected at startup (the build copies only index.html).
 const STYLE: &str = include_str!("../../style.css");
-
-/// The reducer state: the shared model plus a version for change detection.
-#[derive(Clone)]
-pub struct AppState {
-    /// The model.
-    pub model: Rc<RefCell<Model>>,
-    /// Bumped on every action.
-    pub version: u64,
-}
-
-impl Default for AppState {
-    fn default() -> Self {
-        AppState {
-            model: Rc::new(RefCell::new({
-                let mut m = Model::default();
-                // `?pace=off` shows the tail at once (for tests and dashboards).
-                let search = web_sys::window()
-                    .and_then(|w| w.location().search().ok())
-                    .unwrap_or_default();
-                m.paced = !search.contains("pace=off");
-                m
-            })),
-            version: 0,
-        }
-    }
-}
-
-impl PartialEq for AppState {
-    fn eq(&self, other: &Self) -> bool {
-        self.version == other.version && Rc::ptr_eq(&self.model, &other.model)
-    }
-}
-
-impl Reducible for AppState {
-    type Action = Action;
-
-    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
-        self.model.borrow_mut().reduce(action);
-        Rc::new(AppState {
-            model: self.model.clone(),
-            version: self.version + 1,
-        })
-    }
-}
 
 /// Everything the side effects need: the model (read-only outside the reducer), a dispatcher,
 /// a counter for transaction ids and the scenario generation.
@@ -125,25 +91,22 @@ impl Ctx {
     }
 
     /// Posts a fault request and waits for the answer.
-    pub async fn fault_async(&self, body: serde_json::Value) {
+    pub async fn fault_async(&self, body: FaultRequest) {
+        let json = serde_json::to_value(&body).unwrap_or_default();
         let result = match net::post_json("/v1/faults", &body).await {
-            Ok((_, text)) => {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                Ok(v["fault"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| body.to_string()))
-            }
+            Ok((_, text)) => Ok(serde_json::from_str::<FaultResponse>(&text)
+                .map(|r| r.fault)
+                .unwrap_or_else(|_| json.to_string())),
             Err(e) => Err(format!(
                 "fault {}: {e}",
-                body["fault"].as_str().unwrap_or("?")
+                json["fault"].as_str().unwrap_or("?")
             )),
         };
         self.dispatch.emit(Action::FaultAnswered(result));
     }
 
     /// Posts a fault request in the background.
-    pub fn fault(&self, body: serde_json::Value) {
+    pub fn fault(&self, body: FaultRequest) {
         let me = self.clone();
         wasm_bindgen_futures::spawn_local(async move { me.fault_async(body).await });
     }

@@ -57,8 +57,9 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(path: &str) -> Result<T, S
 }
 
 /// POST a JSON body; Ok((status, body)) for 2xx, Err(text) otherwise.
-pub async fn post_json(path: &str, body: &serde_json::Value) -> Result<(u16, String), String> {
-    let (status, text) = http("POST", path, Some(body.to_string())).await?;
+pub async fn post_json<T: serde::Serialize>(path: &str, body: &T) -> Result<(u16, String), String> {
+    let body = serde_json::to_string(body).map_err(|e| format!("{path}: {e}"))?;
+    let (status, text) = http("POST", path, Some(body)).await?;
     if (200..300).contains(&status) {
         Ok((status, text))
     } else {

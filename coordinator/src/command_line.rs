@@ -1,7 +1,8 @@
-//! The `twopc-coordinator` command line: `serve` and the client subcommands.
+//! The `twopc-coordinator` command line: argument parsing, `serve`, and the dispatch to the
+//! client subcommands ([`crate::client`]) and the load generator ([`crate::load`]).
 
-use crate::cli;
 use crate::config::Config;
+use crate::{client, load};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,13 +23,13 @@ enum Cmd {
     /// Run the coordinator service.
     Serve(ServeArgs),
     /// Submit a transaction (from a JSON file, or built from flags).
-    Submit(cli::SubmitArgs),
+    Submit(client::SubmitArgs),
     /// Show a transaction's outcome.
-    Show(cli::ShowArgs),
+    Show(client::ShowArgs),
     /// List what participants hold prepared (in doubt), and connection state.
-    InDoubt(cli::ClientArgs),
+    InDoubt(client::ClientArgs),
     /// Generate bank-transfer load: N transactions at concurrency C, then a summary table.
-    Load(cli::LoadArgs),
+    Load(load::LoadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,10 +76,10 @@ pub fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Cmd::Serve(a) => serve(a).await,
-            Cmd::Submit(a) => cli::submit(a).await,
-            Cmd::Show(a) => cli::show(a).await,
-            Cmd::InDoubt(a) => cli::in_doubt(a).await,
-            Cmd::Load(a) => cli::load(a).await,
+            Cmd::Submit(a) => client::submit(a).await,
+            Cmd::Show(a) => client::show(a).await,
+            Cmd::InDoubt(a) => client::in_doubt(a).await,
+            Cmd::Load(a) => load::load(a).await,
         }
     });
     match result {

@@ -1,57 +1,20 @@
-//! The command-line client: submit, show, in-doubt, and the bank-transfer load generator.
+//! The `load` subcommand: bank transfers ([`twopc_protocol::transfer`]) between random
+//! accounts at a given concurrency, then a latency summary per outcome.
 
+use crate::client::{http, CliResult};
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use twopc_protocol::api::{Outcome, TransactionResponse};
-
-type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
-
-/// Where the coordinator is.
-#[derive(Args, Debug, Clone)]
-pub struct ClientArgs {
-    /// The coordinator's base URL.
-    #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:7700")]
-    pub url: String,
-}
-
-/// `submit`.
-#[derive(Args, Debug)]
-pub struct SubmitArgs {
-    #[command(flatten)]
-    client: ClientArgs,
-    /// A JSON file with the whole request body (`{"id": ..., "participants": {...}}`); `-` reads
-    /// standard input.
-    #[arg(long, short, conflicts_with_all = ["sql", "redis"])]
-    file: Option<PathBuf>,
-    /// Transaction id (optional; generated when absent).
-    #[arg(long)]
-    id: Option<String>,
-    /// `PARTICIPANT=SQL`: one SQL statement for a Postgres participant (repeatable).
-    #[arg(long, value_name = "PARTICIPANT=SQL")]
-    sql: Vec<String>,
-    /// `PARTICIPANT=JSON`: one Redis operation, e.g. `ledger={"op":"incrby","key":"k","by":1}`
-    /// (repeatable).
-    #[arg(long, value_name = "PARTICIPANT=JSON")]
-    redis: Vec<String>,
-}
-
-/// `show`.
-#[derive(Args, Debug)]
-pub struct ShowArgs {
-    #[command(flatten)]
-    client: ClientArgs,
-    /// The transaction id.
-    id: String,
-}
+use std::time::Instant;
+use twopc_protocol::api::{TransactionRequest, TransactionResponse};
+use twopc_protocol::transfer::{redis_transfer, sql_transfer};
+use twopc_protocol::ParticipantName;
 
 /// `load`.
 #[derive(Args, Debug)]
 pub struct LoadArgs {
     #[command(flatten)]
-    client: ClientArgs,
+    client: crate::client::ClientArgs,
     /// Number of transactions.
     #[arg(long, short = 'n', default_value_t = 1000)]
     transactions: u64,
@@ -63,10 +26,10 @@ pub struct LoadArgs {
     accounts: u64,
     /// The Postgres participant's name.
     #[arg(long, default_value = "bank")]
-    pg: String,
+    pg: ParticipantName,
     /// The Redis participant's name.
     #[arg(long, default_value = "ledger")]
-    redis: String,
+    redis: ParticipantName,
     /// Largest amount moved per transfer.
     #[arg(long, default_value_t = 10)]
     max_amount: i64,
@@ -89,125 +52,22 @@ fn share(s: &str) -> Result<f64, String> {
     }
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("http client")
-}
-
-async fn print_response(resp: reqwest::Response) -> CliResult {
-    let status = resp.status();
-    let text = resp.text().await?;
-    let pretty = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text);
-    println!("{pretty}");
-    Ok(if status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// `submit`: POST a transaction and print the answer.
-pub async fn submit(a: SubmitArgs) -> CliResult {
-    let body: serde_json::Value = if let Some(f) = a.file {
-        let text = if f.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(&f)?
-        };
-        serde_json::from_str(&text)?
-    } else {
-        let mut parts = serde_json::Map::new();
-        for s in &a.sql {
-            let (p, q) = s.split_once('=').ok_or("--sql wants PARTICIPANT=SQL")?;
-            let entry = parts
-                .entry(p.to_owned())
-                .or_insert_with(|| serde_json::json!({"sql": []}));
-            entry["sql"]
-                .as_array_mut()
-                .ok_or("a participant cannot take both sql and redis")?
-                .push(serde_json::json!({"query": q}));
-        }
-        for s in &a.redis {
-            let (p, op) = s.split_once('=').ok_or("--redis wants PARTICIPANT=JSON")?;
-            let op: serde_json::Value = serde_json::from_str(op)?;
-            let entry = parts
-                .entry(p.to_owned())
-                .or_insert_with(|| serde_json::json!({"redis": []}));
-            entry["redis"]
-                .as_array_mut()
-                .ok_or("a participant cannot take both sql and redis")?
-                .push(op);
-        }
-        let mut body = serde_json::json!({"participants": parts});
-        if let Some(id) = a.id {
-            body["id"] = id.into();
-        }
-        body
-    };
-    let resp = http()
-        .post(format!("{}/v1/transactions", a.client.url))
-        .json(&body)
-        .send()
-        .await?;
-    print_response(resp).await
-}
-
-/// `show`: GET one transaction.
-pub async fn show(a: ShowArgs) -> CliResult {
-    let resp = http()
-        .get(format!("{}/v1/transactions/{}", a.client.url, a.id))
-        .send()
-        .await?;
-    print_response(resp).await
-}
-
-/// `in-doubt`: participants' connection state and what they hold prepared.
-pub async fn in_doubt(a: ClientArgs) -> CliResult {
-    let resp = http()
-        .get(format!("{}/v1/participants", a.url))
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        return print_response(resp).await;
+/// A bank transfer between two accounts in both stores: `pg` (Postgres) and `redis`.
+pub fn transfer(
+    pg: &ParticipantName,
+    redis: &ParticipantName,
+    from: u64,
+    to: u64,
+    amount: i64,
+) -> TransactionRequest {
+    TransactionRequest {
+        id: None,
+        participants: [
+            (pg.clone(), sql_transfer(from, to, amount)),
+            (redis.clone(), redis_transfer(from, to, amount)),
+        ]
+        .into(),
     }
-    let list: Vec<serde_json::Value> = resp.json().await?;
-    println!(
-        "{:<16} {:<9} {:<10} {:>9} {:>8} {:>12}",
-        "participant", "kind", "connected", "prepared", "foreign", "awaiting ack"
-    );
-    for p in list {
-        println!(
-            "{:<16} {:<9} {:<10} {:>9} {:>8} {:>12}",
-            p["name"].as_str().unwrap_or("?"),
-            p["kind"].as_str().unwrap_or("?"),
-            p["connected"].as_bool().unwrap_or(false),
-            p["reported_prepared"],
-            p["foreign_prepared"],
-            p["awaiting_ack"],
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A bank transfer between two accounts in both stores.
-pub fn transfer_body(pg: &str, redis: &str, from: u64, to: u64, amount: i64) -> serde_json::Value {
-    serde_json::json!({
-        "participants": {
-            pg: {"sql": [
-                {"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": [amount, from]},
-                {"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [amount, to]},
-            ]},
-            redis: {"redis": [
-                {"op": "incrby", "key": format!("balance:{from}"), "by": -amount, "min": 0},
-                {"op": "incrby", "key": format!("balance:{to}"), "by": amount},
-            ]},
-        }
-    })
 }
 
 struct SplitMix(u64);
@@ -274,18 +134,12 @@ pub async fn load(a: LoadArgs) -> CliResult {
                 let from = 1 + rng.next() % accounts;
                 let to = 1 + (from + rng.next() % (accounts - 1)) % accounts;
                 let amount = 1 + (rng.next() % max_amount.max(1) as u64) as i64;
-                let body = transfer_body(&pg, &redis, from, to, amount);
+                let body = transfer(&pg, &redis, from, to, amount);
                 let t0 = Instant::now();
                 let outcome = match client.post(&url).json(&body).send().await {
                     Ok(r) if r.status().is_success() => match r.json::<TransactionResponse>().await
                     {
-                        Ok(tr) => match tr.outcome {
-                            Outcome::Committed => "committed".to_string(),
-                            Outcome::Aborted => "aborted".to_string(),
-                            Outcome::InProgress => "in_progress".to_string(),
-                            Outcome::HeuristicMixed => "heuristic_mixed".to_string(),
-                            Outcome::HeuristicHazard => "heuristic_hazard".to_string(),
-                        },
+                        Ok(tr) => tr.outcome.as_str().to_string(),
                         Err(_) => "bad_response".to_string(),
                     },
                     Ok(r) => format!("http_{}", r.status().as_u16()),

@@ -1,0 +1,50 @@
+//! The status bar: event-stream state and counts.
+
+use super::*;
+
+/// Props of the status bar.
+#[derive(Properties, PartialEq)]
+pub struct StatusProps {
+    /// The state.
+    pub state: AppState,
+}
+
+/// Connection state and counts.
+#[function_component(StatusBar)]
+pub fn status_bar(p: &StatusProps) -> Html {
+    let m = p.state.model.borrow();
+    let live = &m.live;
+    let sock_class = match m.socket {
+        SocketState::Open => "pill ok",
+        SocketState::Connecting => "pill warn",
+        SocketState::Retrying(_) => "pill bad",
+    };
+    let run = live.run.clone().unwrap_or_else(|| "—".into());
+    html! {
+        <div class="status">
+            <span class={sock_class} id="socket-status" data-testid="socket-status"
+                data-state={match m.socket { SocketState::Open => "open", SocketState::Connecting => "connecting", SocketState::Retrying(_) => "retrying" }}>
+                { m.socket.label() }
+            </span>
+            <span class="counts" id="counts" data-testid="counts" title={format!("coordinator run {run}")}>
+                <span data-testid="count-events" data-value={m.log.end().to_string()}>
+                    { format!("{} events", m.log.end()) }</span>
+                { format!(" ({} kept, {} evicted, {} skipped by server, {} heartbeats not kept)", m.log.len(), m.log.evicted(), m.lagged, m.heartbeats) }
+                <span class="sep">{ " · " }</span>
+                <span data-testid="count-txs" data-value={live.counts.txs.to_string()}>
+                    { format!("{} txs", live.counts.txs) }</span>
+                { format!(": {} committed, {} aborted, {} in flight", live.counts.committed, live.counts.aborted, live.in_flight()) }
+                if live.counts.heuristic > 0 {
+                    <span class="count-heuristic" data-testid="count-heuristic" data-value={live.counts.heuristic.to_string()}>
+                        { format!(", {} HEURISTIC", live.counts.heuristic) }</span>
+                }
+                <span class="sep">{ " · " }</span>
+                { format!("{} messages", live.counts.messages) }
+                if live.counts.coordinator_starts > 0 {
+                    <span class="sep">{ " · " }</span>
+                    { format!("{} coordinator start(s)", live.counts.coordinator_starts) }
+                }
+            </span>
+        </div>
+    }
+}
