@@ -5,11 +5,11 @@
 //! A participant owns a local resource (a Redis database, a PostgreSQL database) and lets a
 //! coordinator run two-phase commit across it and other resources. The coordinator dials the
 //! participant over a WebSocket and, on that one long-lived connection, sends Prepare, Commit,
-//! Abort and CommitOnePhase requests for many transactions at once; the participant answers
-//! each with a Vote or an Ack carrying the request's id. Everything that is specific to the
-//! resource (how to stage writes durably, how to commit or roll them back) sits behind the [`Resource`]
-//! trait; everything that is about the protocol is written once, in this crate, and shared by the Redis
-//! participant and the Postgres background worker (whose tokio threads must never touch
+//! Abort and CommitOnePhase requests for many transactions at once; the participant answers each
+//! with a Vote or an Ack carrying the request's id. Everything that is specific to the resource
+//! (how to stage writes durably, how to commit or roll them back) sits behind the [`Resource`]
+//! trait; everything that is about the protocol is written once, in this crate, and shared by the
+//! Redis participant and the Postgres background worker (whose tokio threads must never touch
 //! PostgreSQL's own functions: nothing here does).
 //!
 //! # The connection
@@ -18,36 +18,39 @@
 //!   token is compared in constant time; a missing or wrong token gets HTTP 401 with a plain
 //!   text reason and no WebSocket (see [`crate::auth`]).
 //! * **First frame.** Right after the upgrade the participant sends an
-//!   [`Message::InDoubtReport`](twopc_protocol::Message::InDoubtReport) (request id 0) listing every transaction the resource holds
-//!   prepared, read from durable state. A coordinator that has just restarted learns from it
-//!   what it must resolve; [`Message::ListPrepared`](twopc_protocol::Message::ListPrepared) asks for the same report again.
+//!   [`Message::InDoubtReport`](twopc_protocol::Message::InDoubtReport) (request id 0) listing
+//!   every transaction the resource holds prepared, read from durable state. A coordinator that has
+//!   just restarted learns from it what it must resolve;
+//!   [`Message::ListPrepared`](twopc_protocol::Message::ListPrepared) asks for the same report
+//!   again.
 //! * **Bounded input.** WebSocket frames and messages are limited to
-//!   [`MAX_FRAME_BYTES`](twopc_protocol::MAX_FRAME_BYTES). An oversized frame cannot be skipped (its bytes are
-//!   still on the wire), so it is answered with an `Error{code: too_large}` and a close frame
-//!   with code 1009 and a reason; the server itself is unaffected. Every other bad frame
-//!   (malformed JSON, a binary frame, an unknown `type`, a wrong version, missing fields) is
-//!   answered with [`Message::Error`](twopc_protocol::Message::Error) naming the request id when it could be read, and the
-//!   connection carries on.
+//!   [`MAX_FRAME_BYTES`](twopc_protocol::MAX_FRAME_BYTES). An oversized frame cannot be skipped
+//!   (its bytes are still on the wire), so it is answered with an `Error{code: too_large}` and a
+//!   close frame with code 1009 and a reason; the server itself is unaffected. Every other bad
+//!   frame (malformed JSON, a binary frame, an unknown `type`, a wrong version, missing fields) is
+//!   answered with [`Message::Error`](twopc_protocol::Message::Error) naming the request id when it
+//!   could be read, and the connection carries on.
 //! * **Bounded work.** Each connection has `max_in_flight` permits, counted by the core: a
 //!   request that needs the resource and finds none is answered `Error{code: busy}` at once
 //!   (the coordinator retries) instead of queueing without bound. Pings and error replies
 //!   need no permit.
 //! * **Heartbeats.** The server sends a WebSocket ping every `heartbeat_interval` (the peer's
 //!   WebSocket library answers it without application code) and answers protocol-level
-//!   [`Message::Ping`](twopc_protocol::Message::Ping) with [`Message::Pong`](twopc_protocol::Message::Pong). Any inbound frame counts as a sign of life; a
-//!   connection silent for longer than `idle_timeout` is closed, so a coordinator that
-//!   vanished without a FIN does not keep a dead connection registered. Every send is bounded
-//!   by the same timeout, so a peer that stops reading cannot stall its connection's loop (the
-//!   participant does not start protocol-level pings itself: the WebSocket ping already
-//!   proves liveness without asking anything of the coordinator's code).
+//!   [`Message::Ping`](twopc_protocol::Message::Ping) with
+//!   [`Message::Pong`](twopc_protocol::Message::Pong). Any inbound frame counts as a sign of life;
+//!   a connection silent for longer than `idle_timeout` is closed, so a coordinator that vanished
+//!   without a FIN does not keep a dead connection registered. Every send is bounded by the same
+//!   timeout, so a peer that stops reading cannot stall its connection's loop (the participant does
+//!   not start protocol-level pings itself: the WebSocket ping already proves liveness without
+//!   asking anything of the coordinator's code).
 //!
 //! # The protocol
 //!
 //! What each message means, the per-txid serialization, the termination protocol and what a
 //! failed resource call turns into are the participant's rules, written once as a pure state
 //! machine in [`crate::core`] (its module docs explain them and why they are safe). This module
-//! is the adapter around it: [`driver`] steps the core and carries out its outputs against the
-//! [`Resource`], [`connection`] runs one WebSocket, [`config`] holds the settings.
+//! is the adapter around it: `driver` steps the core and carries out its outputs against the
+//! [`Resource`], `connection` runs one WebSocket, `config` holds the settings.
 //!
 //! # Shutdown
 //!

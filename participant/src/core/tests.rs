@@ -1,6 +1,7 @@
 //! The core's rules, scripted: every input is a line, every expected output is spelled out.
 
 use super::*;
+use twopc_protocol::{AckResult, Operations, ParticipantKind};
 
 fn now(ms: u64) -> Now {
     Now {
