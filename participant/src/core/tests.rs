@@ -97,6 +97,16 @@ fn complete(p: &mut Participant, at: u64, call: CallId, answer: Answer) -> Vec<O
     )
 }
 
+fn fail(p: &mut Participant, call: CallId, why: &str) -> Vec<Output> {
+    p.step(
+        now(0),
+        Input::Completed {
+            call,
+            result: Err(ResourceFailed(why.into())),
+        },
+    )
+}
+
 #[test]
 fn decision_requests_back_off_exponentially_up_to_the_cap() {
     let (i, m) = (100, 1000);
@@ -109,14 +119,7 @@ fn decision_requests_back_off_exponentially_up_to_the_cap() {
 fn a_report_that_cannot_be_read_closes_the_connection() {
     let mut p = Participant::new(config());
     let out = p.step(now(0), Input::Connected { conn: 7 });
-    let call = calls(&out)[0].0;
-    let out = p.step(
-        now(0),
-        Input::Completed {
-            call,
-            result: Err(ResourceFailed("down".into())),
-        },
-    );
+    let out = fail(&mut p, calls(&out)[0].0, "down");
     assert_eq!(
         out,
         vec![Output::Close {
@@ -177,55 +180,33 @@ fn requests_beyond_the_permits_are_busy_and_pings_need_none() {
     receive(&mut p, 0, 1, prepare("a", None));
     receive(&mut p, 0, 2, prepare("b", None));
     receive(&mut p, 0, 3, prepare("c", None));
-    let out = receive(&mut p, 0, 4, prepare("d", None));
-    assert!(matches!(
-        &sent(&out)[..],
+    let error_code = |out: &[Output]| match &sent(out)[..] {
         [(
             1,
             Frame {
-                id: 4,
-                msg: Message::Error {
-                    code: ErrorCode::Busy,
-                    ..
-                },
+                id,
+                msg: Message::Error { code, .. },
                 ..
-            }
-        )]
-    ));
+            },
+        )] => Some((*id, *code)),
+        _ => None,
+    };
+    let out = receive(&mut p, 0, 4, prepare("d", None));
+    assert_eq!(error_code(&out), Some((4, ErrorCode::Busy)));
     let out = receive(&mut p, 0, 5, Message::Ping { nonce: 9 });
     assert_eq!(
         sent(&out),
         vec![(1, Frame::new(5, Message::Pong { nonce: 9 }))]
     );
     let out = receive(&mut p, 0, 6, Message::DecisionRequest { txid: t("a") });
-    assert!(matches!(
-        &sent(&out)[..],
-        [(
-            1,
-            Frame {
-                id: 6,
-                msg: Message::Error {
-                    code: ErrorCode::Unexpected,
-                    ..
-                },
-                ..
-            }
-        )]
-    ));
+    assert_eq!(error_code(&out), Some((6, ErrorCode::Unexpected)));
 }
 
 #[test]
 fn a_failed_call_is_an_internal_error_never_a_vote() {
     let mut p = connected();
     let out = receive(&mut p, 0, 1, prepare("a", None));
-    let call = calls(&out)[0].0;
-    let out = p.step(
-        now(0),
-        Input::Completed {
-            call,
-            result: Err(ResourceFailed("resource error: boom".into())),
-        },
-    );
+    let out = fail(&mut p, calls(&out)[0].0, "resource error: boom");
     assert_eq!(
         sent(&out),
         vec![(
