@@ -1,11 +1,19 @@
 //! Model checking the protocol core: an exhaustive, bounded breadth-first exploration of the
-//! pure coordinator [`Core`] together with two small participant state machines (pure, below),
-//! a decision log, a client and an adversarial network.
+//! pure coordinator [`Core`] together with two participants, each the real pure participant
+//! core ([`Participant`], `twopc_participant::core`) over a small modelled resource (below), a
+//! decision log, a client and an adversarial network.
 //!
 //! Why a hand-written explorer and not `stateright`: the core is already a deterministic
 //! `step(now, input) -> outputs` function, so the only machinery needed is a state (core +
 //! participants + network + decision log + client), a successor function and a fingerprint for
 //! de-duplication, with no extra dependency to keep building.
+//!
+//! **The participants.** Every frame a participant receives goes through its core, and every
+//! call the core makes to its resource is answered at once by the modelled resource, within
+//! the same event: the interleavings are the network's (reordering, loss, duplication), not
+//! the resource's. The cores' timers run with every timeout zero, so a participant asks for
+//! the decision whenever its termination timer fires, and the timer fires when the `asks`
+//! budget says so (or, while healing, every round).
 //!
 //! **The world.** One coordinator; participants `bank` (behaves like the Postgres participant)
 //! and `ledger` (like the Redis participant); one or two transactions `t1`, `t2`, each with a
@@ -31,7 +39,8 @@
 //!   definite answer (the normal retry), or — in configurations with
 //!   `resubmit_after_answer` — at any time.
 //!
-//! **What each participant remembers across its own crash** (the point of issue 13 item 5):
+//! **What each participant's resource remembers across its own crash** (the point of issue 13
+//! item 5; the core itself remembers nothing across a crash, it starts afresh):
 //! prepared and committed state is durable in both. An abort is remembered differently:
 //!
 //! * `ledger` (Redis, `appendfsync always`): every outcome, including the tombstone of an
@@ -77,10 +86,10 @@ use std::time::Instant;
 use twopc_coordinator::core::{
     Core, CoreConfig, Input, LazyRecord, Output, RecordedOutcome, RecoveredCommit,
 };
+use twopc_participant::core::{self as pcore, Answer, Call, Participant};
+use twopc_participant::{OnePhaseOutcome, PrepareOutcome};
 use twopc_protocol::api::{Outcome, PhaseTimings};
-use twopc_protocol::message::{
-    AckResult, Decision, DecisionStatus, Message, ParticipantKind, PreparedTx, Vote,
-};
+use twopc_protocol::message::{AckResult, Decision, Frame, Message, ParticipantKind, PreparedTx};
 use twopc_protocol::{CoordinatorId, Operations, ParticipantName, RedisOp, SqlStatement, TxId};
 
 const STEP_MS: u64 = 500;
@@ -142,11 +151,42 @@ struct PTx {
     voted_yes: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 struct Part {
     up: bool,
     conn: bool,
+    /// The modelled resource: what it holds per transaction.
     tx: [PTx; NTX],
+    core: Participant,
+}
+
+/// The connection id a participant's core knows its coordinator by (one at a time).
+const CONN: pcore::ConnId = 1;
+/// The participants' clock: their timeouts are zero (see the module docs), so it never moves.
+const PNOW: pcore::Now = pcore::Now {
+    monotonic_ms: 0,
+    unix_ms: 0,
+};
+/// The reason every modelled NO vote gives.
+const NO_REASON: &str = "model: votes no";
+
+fn participant_core(i: usize) -> Participant {
+    Participant::new(pcore::CoreConfig {
+        name: pname(i),
+        kind: kind(i),
+        max_in_flight: 64,
+        decision_timeout_ms: 0,
+        decision_retry_initial_ms: 0,
+        decision_retry_max_ms: 0,
+    })
+}
+
+fn kind(i: usize) -> ParticipantKind {
+    if i == 0 {
+        ParticipantKind::Postgres
+    } else {
+        ParticipantKind::Redis
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -337,7 +377,12 @@ impl World {
             net.sort_unstable();
             net.hash(&mut h);
             self.now.hash(&mut h);
-            self.parts.hash(&mut h);
+            for p in &self.parts {
+                (p.up, p.conn, p.tx).hash(&mut h);
+                buf.clear();
+                let _ = write!(buf, "{:?}", p.core);
+                buf.hash(&mut h);
+            }
             self.log.hash(&mut h);
             self.pending_force.hash(&mut h);
             self.unsynced_commit.hash(&mut h);
@@ -431,34 +476,16 @@ impl World {
         });
     }
 
-    fn connect(&mut self, i: usize) {
+    fn connect(&mut self, cfg: &Config, i: usize) {
         self.parts[i].conn = true;
         self.step_core(Input::Connected {
             participant: pname(i),
         });
-        let prepared = (0..NTX)
-            .filter(|&t| self.parts[i].tx[t].st == PState::Prepared)
-            .map(|t| PreparedTx {
-                txid: txid(t),
-                coordinator: coord(),
-                prepared_at_ms: 0,
-            })
-            .collect();
-        self.net.push(Net::ToC(
-            i,
-            Message::InDoubtReport {
-                participant: pname(i),
-                kind: if i == 0 {
-                    ParticipantKind::Postgres
-                } else {
-                    ParticipantKind::Redis
-                },
-                prepared,
-            },
-        ));
+        // Its core's first frame is the in-doubt report.
+        self.step_participant(cfg, i, pcore::Input::Connected { conn: CONN }, false);
     }
 
-    fn disconnect(&mut self, i: usize) {
+    fn disconnect(&mut self, cfg: &Config, i: usize) {
         if !self.parts[i].conn {
             return;
         }
@@ -468,6 +495,7 @@ impl World {
             participant: pname(i),
             reason: "model".into(),
         });
+        self.step_participant(cfg, i, pcore::Input::Disconnected { conn: CONN }, false);
     }
 
     /// How participant `i` remembers an abort that came about `how`.
@@ -485,46 +513,77 @@ impl World {
         cfg.conflict && (0..cfg.ntx()).any(|u| u != t && self.parts[i].tx[u].st == PState::Prepared)
     }
 
-    /// The participant's handling of one message; `vote_no` chooses a NO vote on a fresh
-    /// Prepare or CommitOnePhase.
-    fn participant_receives(&mut self, cfg: &Config, i: usize, msg: Message, vote_no: bool) {
-        let t = msg.txid().map(tidx);
-        let reply = match (msg, t) {
-            (Message::Prepare { txid, .. }, Some(t)) => {
-                let vote = if cfg.roles[t][i] == Role::ReadOnly {
-                    Vote::ReadOnly
-                } else {
-                    let no = vote_no || self.lock_conflict(cfg, i, t);
-                    let p = &mut self.parts[i].tx[t];
-                    match p.st {
-                        PState::Idle if no => {
-                            p.st = PState::Aborted;
-                            p.mem = Self::memory(cfg, i, Memory::DeadRow);
-                            Vote::No
+    /// Steps participant `i`'s core and carries out what it asks: frames go on the network
+    /// while it is connected, resource calls are answered at once by [`World::resource`];
+    /// `vote_no` chooses a NO vote on a fresh Prepare or CommitOnePhase.
+    fn step_participant(&mut self, cfg: &Config, i: usize, input: pcore::Input, vote_no: bool) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            for o in self.parts[i].core.step(PNOW, input) {
+                match o {
+                    pcore::Output::Send {
+                        frame,
+                        if_undelivered,
+                        ..
+                    } => {
+                        if self.parts[i].conn {
+                            self.net.push(Net::ToC(i, frame.msg));
+                        } else if if_undelivered != pcore::IfUndelivered::Drop {
+                            inputs.push_back(pcore::Input::Undelivered(if_undelivered));
                         }
-                        PState::Idle => {
-                            p.st = PState::Prepared;
-                            p.voted_yes = true;
-                            Vote::Yes
-                        }
-                        PState::Prepared | PState::Committed => Vote::Yes,
-                        PState::Aborted => Vote::No,
                     }
-                };
-                Some(Message::Vote {
-                    txid,
-                    vote,
-                    reason: None,
+                    pcore::Output::Call { call, op } => {
+                        let answer = self.resource(cfg, i, op, vote_no);
+                        inputs.push_back(pcore::Input::Completed {
+                            call,
+                            result: Ok(answer),
+                        });
+                    }
+                    pcore::Output::Close { .. } => {
+                        unreachable!("the modelled resource always lists what it holds")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Participant `i`'s modelled resource (Postgres for `bank`, Redis for `ledger`): what it
+    /// answers to one call, and what that changes in what it holds.
+    fn resource(&mut self, cfg: &Config, i: usize, op: Call, vote_no: bool) -> Answer {
+        let no = || PrepareOutcome::No {
+            reason: NO_REASON.into(),
+        };
+        let t = op.txid().map(tidx);
+        match (op, t) {
+            (Call::Prepare { .. }, Some(t)) => {
+                if cfg.roles[t][i] == Role::ReadOnly {
+                    return Answer::Voted(PrepareOutcome::ReadOnly);
+                }
+                let no_vote = vote_no || self.lock_conflict(cfg, i, t);
+                let p = &mut self.parts[i].tx[t];
+                Answer::Voted(match p.st {
+                    PState::Idle if no_vote => {
+                        p.st = PState::Aborted;
+                        p.mem = Self::memory(cfg, i, Memory::DeadRow);
+                        no()
+                    }
+                    PState::Idle => {
+                        p.st = PState::Prepared;
+                        p.voted_yes = true;
+                        PrepareOutcome::Yes
+                    }
+                    PState::Prepared | PState::Committed => PrepareOutcome::Yes,
+                    PState::Aborted => no(),
                 })
             }
-            (Message::CommitOnePhase { txid, .. }, Some(t)) => {
+            (Call::CommitOnePhase { .. }, Some(t)) => {
                 let (decision, result) = if cfg.roles[t][i] == Role::ReadOnly {
                     (Decision::Commit, AckResult::Applied)
                 } else {
-                    let no = vote_no || self.lock_conflict(cfg, i, t);
+                    let no_vote = vote_no || self.lock_conflict(cfg, i, t);
                     let p = &mut self.parts[i].tx[t];
                     match p.st {
-                        PState::Idle if no => {
+                        PState::Idle if no_vote => {
                             p.st = PState::Aborted;
                             p.mem = Self::memory(cfg, i, Memory::DeadRow);
                             (Decision::Abort, AckResult::Applied)
@@ -538,16 +597,21 @@ impl World {
                         PState::Aborted => (Decision::Abort, AckResult::Applied),
                     }
                 };
-                Some(Message::Ack {
-                    txid,
+                Answer::OnePhase(OnePhaseOutcome {
                     decision,
                     result,
                     reason: None,
                 })
             }
-            (Message::Commit { txid }, Some(t)) => {
+            (
+                Call::Settle {
+                    decision: Decision::Commit,
+                    ..
+                },
+                Some(t),
+            ) => {
                 let p = &mut self.parts[i].tx[t];
-                let result = match p.st {
+                Answer::Settled(match p.st {
                     PState::Prepared => {
                         p.st = PState::Committed;
                         AckResult::Applied
@@ -555,17 +619,17 @@ impl World {
                     PState::Committed => AckResult::AlreadyApplied,
                     PState::Aborted => AckResult::Conflict,
                     PState::Idle => AckResult::NotPrepared,
-                };
-                Some(Message::Ack {
-                    txid,
-                    decision: Decision::Commit,
-                    result,
-                    reason: None,
                 })
             }
-            (Message::Abort { txid, .. }, Some(t)) => {
+            (
+                Call::Settle {
+                    decision: Decision::Abort,
+                    ..
+                },
+                Some(t),
+            ) => {
                 let p = &mut self.parts[i].tx[t];
-                let result = match p.st {
+                Answer::Settled(match p.st {
                     PState::Prepared => {
                         p.st = PState::Aborted;
                         p.mem = Memory::Durable;
@@ -579,41 +643,30 @@ impl World {
                     }
                     PState::Aborted => AckResult::AlreadyApplied,
                     PState::Committed => AckResult::Conflict,
-                };
-                Some(Message::Ack {
-                    txid,
-                    decision: Decision::Abort,
-                    result,
-                    reason: None,
                 })
             }
-            (Message::DecisionAnswer { status, .. }, Some(t)) => {
-                let p = &mut self.parts[i].tx[t];
-                if p.st == PState::Prepared {
-                    match status {
-                        DecisionStatus::Commit => p.st = PState::Committed,
-                        DecisionStatus::Abort => {
-                            p.st = PState::Aborted;
-                            p.mem = Memory::Durable;
-                        }
-                        DecisionStatus::Pending => {}
-                    }
-                }
-                None
-            }
-            _ => None,
-        };
-        if let Some(r) = reply {
-            if self.parts[i].conn {
-                self.net.push(Net::ToC(i, r));
-            }
+            (Call::ListPrepared, _) => Answer::Listed(
+                (0..NTX)
+                    .filter(|&t| self.parts[i].tx[t].st == PState::Prepared)
+                    .map(|t| PreparedTx {
+                        txid: txid(t),
+                        coordinator: coord(),
+                        prepared_at_ms: 0,
+                    })
+                    .collect(),
+            ),
+            (op, None) => unreachable!("{op:?} names a transaction"),
         }
     }
 
     fn deliver(&mut self, cfg: &Config, k: usize, vote_no: bool) {
         let n = self.net.remove(k);
         match n {
-            Net::ToP(i, msg) => self.participant_receives(cfg, i, msg, vote_no),
+            Net::ToP(i, msg) => {
+                let frame = Frame::new(0, msg);
+                let input = pcore::Input::Received { conn: CONN, frame };
+                self.step_participant(cfg, i, input, vote_no);
+            }
             Net::ToC(i, msg) => self.step_core(Input::Received {
                 from: pname(i),
                 msg,
@@ -624,8 +677,9 @@ impl World {
     /// Participant `i` crashes: its connection and in-flight messages go, and it forgets what
     /// is not durable (with `lose_wal`, the Postgres server also lost its unflushed WAL).
     fn crash_participant(&mut self, cfg: &Config, i: usize, lose_wal: bool) {
-        self.disconnect(i);
+        self.disconnect(cfg, i);
         self.parts[i].up = false;
+        self.parts[i].core = participant_core(i);
         for p in &mut self.parts[i].tx {
             let forget = match (p.st, p.mem) {
                 (_, _) if i == 1 && cfg.bug == Bug::LedgerNotDurable => true,
@@ -817,17 +871,18 @@ impl World {
             }
         }
         for (i, p) in self.parts.iter().enumerate() {
-            for t in 0..cfg.ntx() {
-                if p.tx[t].st == PState::Prepared && p.conn && b.asks > 0 {
-                    let mut w = self.clone();
-                    w.budget.asks -= 1;
-                    w.net
-                        .push(Net::ToC(i, Message::DecisionRequest { txid: txid(t) }));
-                    out.push((
-                        format!("{} asks for the decision on {}", NAMES[i], TXIDS[t]),
-                        w,
-                    ));
-                }
+            let holds = (0..cfg.ntx()).any(|t| p.tx[t].st == PState::Prepared);
+            if holds && p.conn && b.asks > 0 {
+                let mut w = self.clone();
+                w.budget.asks -= 1;
+                w.step_participant(cfg, i, pcore::Input::Tick, false);
+                out.push((
+                    format!(
+                        "{}'s termination timer fires (asks for the decision)",
+                        NAMES[i]
+                    ),
+                    w,
+                ));
             }
             if p.up && b.pcrash > 0 {
                 let mut w = self.clone();
@@ -854,18 +909,18 @@ impl World {
                         }
                     }
                 }
-                w.connect(i);
+                w.connect(cfg, i);
                 out.push((format!("{} recovers and reconnects", NAMES[i]), w));
             }
             if p.up && !p.conn {
                 let mut w = self.clone();
-                w.connect(i);
+                w.connect(cfg, i);
                 out.push((format!("{} connects", NAMES[i]), w));
             }
             if p.conn && b.disc > 0 {
                 let mut w = self.clone();
                 w.budget.disc -= 1;
-                w.disconnect(i);
+                w.disconnect(cfg, i);
                 out.push((format!("{} connection drops", NAMES[i]), w));
             }
         }
@@ -956,7 +1011,7 @@ impl World {
             for i in 0..2 {
                 w.parts[i].up = true;
                 if !w.parts[i].conn {
-                    w.connect(i);
+                    w.connect(cfg, i);
                 }
             }
             let mut guard = 0;
@@ -1008,14 +1063,9 @@ impl World {
                 }
                 return None;
             }
-            // Participants still prepared ask, as their timers would.
+            // Participants still prepared ask: their termination timers fire.
             for i in 0..2 {
-                for t in 0..NTX {
-                    if w.parts[i].tx[t].st == PState::Prepared {
-                        w.net
-                            .push(Net::ToC(i, Message::DecisionRequest { txid: txid(t) }));
-                    }
-                }
+                w.step_participant(cfg, i, pcore::Input::Tick, false);
             }
             w.now += STEP_MS;
             w.step_core(Input::Tick);
@@ -1039,15 +1089,16 @@ struct Stats {
 
 fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
     let template = Core::new(core_config());
-    let part = Part {
+    let part = |i| Part {
         up: true,
         conn: false,
         tx: [ptx_idle(); NTX],
+        core: participant_core(i),
     };
     let mut w = World {
         core: template.clone(),
         now: 0,
-        parts: [part.clone(), part],
+        parts: [part(0), part(1)],
         net: vec![],
         log: vec![],
         pending_force: Default::default(),
@@ -1062,7 +1113,7 @@ fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
     let outs = w.core.recover(0, vec![], vec![]);
     w.apply(outs);
     for i in 0..2 {
-        w.connect(i);
+        w.connect(cfg, i);
     }
     while !w.net.is_empty() {
         w.deliver(cfg, 0, false);

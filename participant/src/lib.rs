@@ -2,7 +2,7 @@
 //!
 //! A participant lets a coordinator run two-phase commit over one local resource. The wire
 //! protocol (in `twopc-protocol`) and the server loop that speaks it (here) are the same for
-//! every kind of participant; what differs is how a resource stages work durably and finishes
+//! every kind of participant; what differs is how a resource stages work durably and settles
 //! it, and that is the [`Resource`] trait. The Redis participant implements it with Lua
 //! scripts; the Postgres participant (a background worker in `pg_twopc_ext`) implements it
 //! with `PREPARE TRANSACTION` over tokio-postgres. This crate depends on neither and never
@@ -20,20 +20,19 @@
 //!
 //! # Layout
 //!
-//! * [`server`]: the WebSocket server, connection loop, heartbeats, in-flight limit and the
-//!   termination protocol; its module docs explain the design.
+//! * [`core`]: the participant's protocol rules as a pure state machine (inputs in, outputs out).
+//! * [`server`]: the WebSocket server that drives the core: config, connection loop, driver.
 //! * [`resource`]: the [`Resource`] trait and the outcomes it returns.
 //! * [`auth`]: bearer-token check of the upgrade request (constant-time compare, HTTP 401).
-//! * [`txlock`]: per-transaction async locks that serialize work for one txid.
 //! * [`memory`]: a non-durable in-memory resource for tests and demos.
 //! * [`error`]: [`ParticipantError`], the crate's one error type.
 
 pub mod auth;
+pub mod core;
 pub mod error;
 pub mod memory;
 pub mod resource;
 pub mod server;
-pub mod txlock;
 
 pub use error::ParticipantError;
 pub use resource::{OnePhaseOutcome, PrepareOutcome, Resource};

@@ -45,7 +45,7 @@ impl MemoryResource {
         (self, s)
     }
 
-    /// The decision recorded for `txid`, if it finished.
+    /// The decision recorded for `txid`, once it was settled (or committed in one phase).
     pub fn outcome(&self, txid: &TxId) -> Option<Decision> {
         self.lock().outcomes.get(txid).copied()
     }
@@ -54,7 +54,7 @@ impl MemoryResource {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn finish(&self, txid: &TxId, decision: Decision) -> AckResult {
+    fn settle(&self, txid: &TxId, decision: Decision) -> AckResult {
         let mut st = self.lock();
         if st.prepared.remove(txid).is_some() {
             st.outcomes.insert(txid.clone(), decision);
@@ -112,11 +112,11 @@ impl Resource for MemoryResource {
     }
 
     async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
-        Ok(self.finish(txid, Decision::Commit))
+        Ok(self.settle(txid, Decision::Commit))
     }
 
     async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
-        Ok(self.finish(txid, Decision::Abort))
+        Ok(self.settle(txid, Decision::Abort))
     }
 
     async fn commit_one_phase(

@@ -1,0 +1,562 @@
+//! The participant's protocol rules as a pure state machine.
+//!
+//! Everything a participant decides is decided here, and nothing here does I/O: no sockets, no
+//! tokio, no clock, no resource. The server ([`crate::server`]) feeds [`Input`]s in — a coordinator
+//! connected or went away, a frame arrived, a call to the [`Resource`](crate::Resource) completed,
+//! the termination timer fired — and carries out the [`Output`]s that come back: send a frame, call
+//! the resource, close a connection. Time enters only as the [`Now`] argument of
+//! [`Participant::step`], so the same inputs always give the same outputs: unit tests script them,
+//! and the coordinator's model checker runs two of these cores (over a modelled resource) as its
+//! participants, so what it explores is this code and not a copy of it.
+//!
+//! # The rules
+//!
+//! * **The in-doubt report comes first.** A new connection gets nothing until the resource has
+//!   listed what it holds prepared; that list, as [`Message::InDoubtReport`] with request id 0,
+//!   is its first frame. A coordinator that has just restarted learns from it what it must
+//!   resolve, so it must not be able to see a vote overtake it. When the list cannot be read
+//!   the connection is closed ([`Output::Close`]): a coordinator that trusted an empty report
+//!   would presume abort for nothing and leave prepared work blocked.
+//! * **Votes and acks are the resource's.** Prepare, Commit, Abort and CommitOnePhase become
+//!   one [`Call`] each, and the [`Answer`] becomes the reply, with the request's id. The core
+//!   never invents an outcome: idempotency by (txid, kind) is the resource's durable record
+//!   (a repeated Prepare votes the same, a repeated Commit answers `already_applied`, an Abort
+//!   for a transaction never prepared leaves a tombstone so that a late Prepare votes NO). A
+//!   failed call ([`ResourceFailed`]) is answered `internal` and never turned into a vote: the
+//!   coordinator treats it as no answer and retries, which is safe because every call is
+//!   idempotent.
+//! * **One attempt at a time per gid.** What the resource cannot see is two copies of a request
+//!   racing inside this process (two Prepares for `t1` on two connections, a Commit overtaking
+//!   a slow Prepare). Calls that name a txid are therefore queued per txid and run strictly one
+//!   after the other in arrival order ([`Stage::Queued`] until the one before completes);
+//!   different transactions run in parallel. A Prepare's `timeout_ms` counts from its arrival,
+//!   so time spent queued is taken off what the resource gets.
+//! * **Bounded work.** Each connection has `max_in_flight` permits. A request that needs the
+//!   resource takes one until its reply is out; without one it is answered `busy` at once (the
+//!   coordinator retries) rather than queued without bound. A DecisionAnswer that finds no
+//!   permit is dropped: the transaction stays prepared and is asked about again.
+//! * **Termination.** A participant that voted YES may not decide alone. On every
+//!   [`Input::Tick`] with a coordinator connected, the resource lists what is prepared; a
+//!   transaction prepared for `decision_timeout_ms` (by the wall clock, which survives
+//!   restarts, or by the monotonic clock since it was first listed, which survives a clock that
+//!   jumped back) gets a DecisionRequest on a connection where its coordinator has spoken,
+//!   else on any, with exponential backoff per transaction. The answer Commit or Abort is
+//!   applied like the message; Pending waits for the next round. The list is read afresh each
+//!   round, so nothing a restart loses is needed: without a coordinator nothing is decided,
+//!   the transaction stays prepared and is listed in every in-doubt report.
+//! * **An orphaned YES asks at once.** A YES whose connection closed before it could be sent
+//!   is a vote the coordinator never heard: it has given up on the transaction (presumed
+//!   abort) and may already have reconnected and read a report that did not list it yet.
+//!   Nothing would resolve it before `decision_timeout_ms`, so the decision is asked for at
+//!   once on a live connection (with none, the next connection's report lists it).
+//!
+//! # Why this is safe
+//!
+//! The core only ever relays: a vote is what the resource durably did, a settlement (Commit or
+//! Abort applied to a prepared transaction) happens only on the coordinator's word (a message
+//! or a DecisionAnswer), and nothing here commits or aborts a prepared transaction on a timer.
+//! Losing the core's state (a restart) loses only timers, permits and queues: the resource
+//! still holds every prepared transaction and every outcome, and the next report and the next
+//! scan rebuild the rest.
+//!
+//! # Room for waiting
+//!
+//! A call is [`Stage::Queued`] behind its txid or [`Stage::Running`] in the resource. A Prepare
+//! that must wait for another transaction's locks is still `Running` today (the resource waits
+//! inside the call); lock waits and deadlock victims will become a stage of their own here, so
+//! that the model checker can interleave them like any other input.
+
+mod io;
+
+pub use io::{
+    Answer, Call, CallId, CloseWhy, ConnId, CoreConfig, IfUndelivered, Input, Now, Output,
+    ResourceFailed,
+};
+
+use crate::resource::PrepareOutcome;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use twopc_protocol::{
+    CoordinatorId, Decision, DecisionStatus, ErrorCode, Frame, Message, PreparedTx, TxId, Vote,
+};
+
+/// Who is waiting for a call's answer.
+#[derive(Debug, Clone, PartialEq)]
+enum Origin {
+    /// A coordinator's request, to be answered with frame id `id`; holds a permit on `conn`.
+    Request { conn: ConnId, id: u64 },
+    /// A DecisionAnswer being applied; holds a permit on `conn`, answers nobody.
+    DecisionAnswer { conn: ConnId },
+    /// The first frame of a new connection.
+    InDoubtReport { conn: ConnId },
+    /// The termination timer's round.
+    TerminationScan,
+}
+
+/// Where a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for an earlier call for the same txid to complete.
+    Queued,
+    /// Handed to the resource.
+    Running,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Pending {
+    origin: Origin,
+    op: Call,
+    stage: Stage,
+    received_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Conn {
+    /// The in-doubt report went out; before that nothing else may.
+    reported: bool,
+    in_flight: usize,
+    /// Coordinators that sent Prepare or CommitOnePhase here (to route DecisionRequests).
+    coordinators: BTreeSet<CoordinatorId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Asking {
+    attempts: u32,
+    next_at_ms: u64,
+}
+
+/// The participant's protocol state (see the module docs).
+#[derive(Clone)]
+pub struct Participant {
+    config: CoreConfig,
+    conns: BTreeMap<ConnId, Conn>,
+    calls: BTreeMap<CallId, Pending>,
+    /// Per txid, its calls in arrival order; the first is running.
+    queues: BTreeMap<TxId, VecDeque<CallId>>,
+    /// Decision requests sent, by txid (for backoff).
+    asked: BTreeMap<TxId, Asking>,
+    /// When the termination scan first listed each prepared txid (monotonic).
+    first_seen: BTreeMap<TxId, u64>,
+    scanning: bool,
+    next_request: u64,
+}
+
+/// Everything but the request-id counter, which only names frames: two cores that differ only
+/// in it behave the same (the model checker fingerprints states by this output).
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant")
+            .field("conns", &self.conns)
+            .field("calls", &self.calls)
+            .field("queues", &self.queues)
+            .field("asked", &self.asked)
+            .field("first_seen", &self.first_seen)
+            .field("scanning", &self.scanning)
+            .finish()
+    }
+}
+
+fn internal(e: &ResourceFailed) -> Message {
+    Message::Error {
+        code: ErrorCode::Internal,
+        message: e.0.clone(),
+    }
+}
+
+/// The wait after the `attempts`-th decision request: `initial`, doubling, capped at `max`.
+pub fn backoff_ms(initial_ms: u64, max_ms: u64, attempts: u32) -> u64 {
+    let factor = 1u64 << attempts.saturating_sub(1).min(16);
+    initial_ms.saturating_mul(factor).min(max_ms)
+}
+
+impl Participant {
+    /// A participant with no connection and nothing in flight.
+    pub fn new(config: CoreConfig) -> Self {
+        Participant {
+            config,
+            conns: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            first_seen: BTreeMap::new(),
+            scanning: false,
+            next_request: 1,
+        }
+    }
+
+    /// Whether some call to the resource is queued or running.
+    pub fn busy(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
+    /// Where call `call` is, if it is pending.
+    pub fn stage(&self, call: CallId) -> Option<Stage> {
+        self.calls.get(&call).map(|p| p.stage)
+    }
+
+    /// Handles one input at `now`.
+    pub fn step(&mut self, now: Now, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Connected { conn } => {
+                self.conns.insert(conn, Conn::default());
+                self.start(
+                    now,
+                    Origin::InDoubtReport { conn },
+                    Call::ListPrepared,
+                    &mut out,
+                );
+            }
+            Input::Received { conn, frame } => self.received(now, conn, frame, &mut out),
+            Input::Disconnected { conn } => {
+                self.conns.remove(&conn);
+            }
+            Input::Completed { call, result } => self.completed(now, call, result, &mut out),
+            Input::Undelivered(then) => match then {
+                IfUndelivered::Drop => {}
+                IfUndelivered::AskForDecision { txid, coordinator } => {
+                    self.ask(now, &txid, &coordinator, &mut out)
+                }
+                IfUndelivered::AskAgain { txid } => {
+                    if let Some(a) = self.asked.get_mut(&txid) {
+                        a.attempts = a.attempts.saturating_sub(1);
+                        a.next_at_ms = now.monotonic_ms;
+                    }
+                }
+            },
+            Input::Tick => {
+                // Nobody to ask: keep everything prepared and do not even read the resource.
+                if !self.scanning && self.conns.values().any(|c| c.reported) {
+                    self.scanning = true;
+                    self.start(now, Origin::TerminationScan, Call::ListPrepared, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The one place that knows what each message asks of a participant.
+    fn received(&mut self, now: Now, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
+        let id = frame.id;
+        let reply = |msg| Output::Send {
+            conn,
+            frame: Frame::new(id, msg),
+            if_undelivered: IfUndelivered::Drop,
+        };
+        let op = match frame.msg {
+            Message::Ping { nonce } => return out.push(reply(Message::Pong { nonce })),
+            Message::Pong { .. } | Message::Error { .. } => return,
+            Message::DecisionAnswer { txid, status } => {
+                let decision = match status {
+                    DecisionStatus::Commit => Decision::Commit,
+                    DecisionStatus::Abort => Decision::Abort,
+                    DecisionStatus::Pending => return,
+                };
+                if self.take_permit(conn) {
+                    let op = Call::Settle { txid, decision };
+                    self.start(now, Origin::DecisionAnswer { conn }, op, out);
+                }
+                return;
+            }
+            Message::Prepare {
+                txid,
+                coordinator,
+                ops,
+                timeout_ms,
+            } => Call::Prepare {
+                coordinator,
+                txid,
+                ops,
+                timeout_ms,
+            },
+            Message::Commit { txid } => Call::Settle {
+                txid,
+                decision: Decision::Commit,
+            },
+            Message::Abort { txid, .. } => Call::Settle {
+                txid,
+                decision: Decision::Abort,
+            },
+            Message::CommitOnePhase {
+                txid,
+                coordinator,
+                ops,
+            } => Call::CommitOnePhase {
+                coordinator,
+                txid,
+                ops,
+            },
+            Message::ListPrepared {} => Call::ListPrepared,
+            other => {
+                let message = format!(
+                    "a participant does not accept `{}` messages",
+                    other.type_name()
+                );
+                let code = ErrorCode::Unexpected;
+                return out.push(reply(Message::Error { code, message }));
+            }
+        };
+        if !self.take_permit(conn) {
+            let message = format!(
+                "{} requests are already in flight on this connection (the limit); retry later",
+                self.config.max_in_flight
+            );
+            let code = ErrorCode::Busy;
+            return out.push(reply(Message::Error { code, message }));
+        }
+        if let Call::Prepare { coordinator, .. } | Call::CommitOnePhase { coordinator, .. } = &op {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.coordinators.insert(coordinator.clone());
+            }
+        }
+        self.start(now, Origin::Request { conn, id }, op, out);
+    }
+
+    fn take_permit(&mut self, conn: ConnId) -> bool {
+        match self.conns.get_mut(&conn) {
+            Some(c) if c.in_flight < self.config.max_in_flight => {
+                c.in_flight += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn release_permit(&mut self, origin: &Origin) {
+        if let Origin::Request { conn, .. } | Origin::DecisionAnswer { conn } = origin {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Registers a call and runs it, unless an earlier call for its txid is still pending.
+    fn start(&mut self, now: Now, origin: Origin, op: Call, out: &mut Vec<Output>) {
+        // The smallest free id: ids stay small and a state's ids depend only on what is
+        // pending, not on how many calls came before.
+        let call = (0..)
+            .find(|k| !self.calls.contains_key(k))
+            .expect("a free call id");
+        let stage = match op.txid() {
+            Some(txid) => {
+                let queue = self.queues.entry(txid.clone()).or_default();
+                queue.push_back(call);
+                if queue.len() == 1 {
+                    Stage::Running
+                } else {
+                    Stage::Queued
+                }
+            }
+            None => Stage::Running,
+        };
+        let pending = Pending {
+            origin,
+            op,
+            stage: Stage::Queued,
+            received_ms: now.monotonic_ms,
+        };
+        self.calls.insert(call, pending);
+        if stage == Stage::Running {
+            self.run(now, call, out);
+        }
+    }
+
+    fn run(&mut self, now: Now, call: CallId, out: &mut Vec<Output>) {
+        let Some(p) = self.calls.get_mut(&call) else {
+            return;
+        };
+        p.stage = Stage::Running;
+        let mut op = p.op.clone();
+        if let Call::Prepare { timeout_ms, .. } = &mut op {
+            let waited = now.monotonic_ms.saturating_sub(p.received_ms);
+            *timeout_ms = timeout_ms.map(|t| t.saturating_sub(waited));
+        }
+        out.push(Output::Call { call, op });
+    }
+
+    fn completed(
+        &mut self,
+        now: Now,
+        call: CallId,
+        result: Result<Answer, ResourceFailed>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.calls.remove(&call) else {
+            return;
+        };
+        self.release_permit(&p.origin);
+        if let Some(txid) = p.op.txid() {
+            if let Some(queue) = self.queues.get_mut(txid) {
+                queue.retain(|c| *c != call);
+                match queue.front().copied() {
+                    Some(next) => self.run(now, next, out),
+                    None => {
+                        self.queues.remove(txid);
+                    }
+                }
+            }
+        }
+        if let (Call::Settle { txid, .. }, Ok(_)) = (&p.op, &result) {
+            // Settled either way: no more decision requests for it.
+            self.asked.remove(txid);
+        }
+        match p.origin {
+            Origin::Request { conn, id } => self.reply(now, conn, id, p.op, result, out),
+            Origin::DecisionAnswer { .. } => {}
+            Origin::InDoubtReport { conn } => match result {
+                Ok(Answer::Listed(prepared)) => {
+                    let Some(c) = self.conns.get_mut(&conn) else {
+                        return;
+                    };
+                    c.reported = true;
+                    let frame = Frame::new(0, self.report(prepared));
+                    let if_undelivered = IfUndelivered::Drop;
+                    out.push(Output::Send {
+                        conn,
+                        frame,
+                        if_undelivered,
+                    });
+                }
+                _ => out.push(Output::Close {
+                    conn,
+                    why: CloseWhy::CannotListPrepared,
+                }),
+            },
+            Origin::TerminationScan => {
+                self.scanning = false;
+                if let Ok(Answer::Listed(prepared)) = result {
+                    self.scan(now, &prepared, out);
+                }
+            }
+        }
+    }
+
+    fn report(&self, prepared: Vec<PreparedTx>) -> Message {
+        Message::InDoubtReport {
+            participant: self.config.name.clone(),
+            kind: self.config.kind,
+            prepared,
+        }
+    }
+
+    /// The reply to a coordinator's request, from the resource's answer.
+    fn reply(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        id: u64,
+        op: Call,
+        result: Result<Answer, ResourceFailed>,
+        out: &mut Vec<Output>,
+    ) {
+        let mut if_undelivered = IfUndelivered::Drop;
+        let msg = match (op, result) {
+            (_, Err(e)) => internal(&e),
+            (
+                Call::Prepare {
+                    txid, coordinator, ..
+                },
+                Ok(Answer::Voted(outcome)),
+            ) => {
+                let (vote, reason) = match outcome {
+                    PrepareOutcome::Yes => (Vote::Yes, None),
+                    PrepareOutcome::No { reason } => (Vote::No, Some(reason)),
+                    PrepareOutcome::ReadOnly => (Vote::ReadOnly, None),
+                };
+                if vote == Vote::Yes {
+                    if !self.conns.contains_key(&conn) {
+                        return self.ask(now, &txid, &coordinator, out);
+                    }
+                    if_undelivered = IfUndelivered::AskForDecision {
+                        txid: txid.clone(),
+                        coordinator,
+                    };
+                }
+                Message::Vote { txid, vote, reason }
+            }
+            (Call::Settle { txid, decision }, Ok(Answer::Settled(result))) => Message::Ack {
+                txid,
+                decision,
+                result,
+                reason: None,
+            },
+            (Call::CommitOnePhase { txid, .. }, Ok(Answer::OnePhase(o))) => Message::Ack {
+                txid,
+                decision: o.decision,
+                result: o.result,
+                reason: o.reason,
+            },
+            (Call::ListPrepared, Ok(Answer::Listed(prepared))) => self.report(prepared),
+            (op, Ok(answer)) => internal(&ResourceFailed(format!(
+                "the resource answered {answer:?} to {op:?}"
+            ))),
+        };
+        if self.conns.contains_key(&conn) {
+            let frame = Frame::new(id, msg);
+            out.push(Output::Send {
+                conn,
+                frame,
+                if_undelivered,
+            });
+        }
+    }
+
+    /// One round of the termination protocol over what the resource holds prepared.
+    fn scan(&mut self, now: Now, prepared: &[PreparedTx], out: &mut Vec<Output>) {
+        let live: BTreeSet<&TxId> = prepared.iter().map(|p| &p.txid).collect();
+        self.first_seen.retain(|t, _| live.contains(t));
+        self.asked.retain(|t, _| live.contains(t));
+        for tx in prepared {
+            let seen = *self
+                .first_seen
+                .entry(tx.txid.clone())
+                .or_insert(now.monotonic_ms);
+            let age = now
+                .unix_ms
+                .saturating_sub(tx.prepared_at_ms)
+                .max(now.monotonic_ms.saturating_sub(seen));
+            if age < self.config.decision_timeout_ms {
+                continue;
+            }
+            let due = self
+                .asked
+                .get(&tx.txid)
+                .is_none_or(|a| now.monotonic_ms >= a.next_at_ms);
+            if due {
+                self.ask(now, &tx.txid, &tx.coordinator, out);
+            }
+        }
+    }
+
+    /// Sends a DecisionRequest for `txid`, on a connection where `coordinator` has spoken if
+    /// there is one, and schedules the next with backoff.
+    fn ask(&mut self, now: Now, txid: &TxId, coordinator: &CoordinatorId, out: &mut Vec<Output>) {
+        let reported = || self.conns.iter().filter(|(_, c)| c.reported);
+        let Some(conn) = reported()
+            .find(|(_, c)| c.coordinators.contains(coordinator))
+            .or_else(|| reported().next())
+            .map(|(id, _)| *id)
+        else {
+            return;
+        };
+        let a = self.asked.entry(txid.clone()).or_insert(Asking {
+            attempts: 0,
+            next_at_ms: now.monotonic_ms,
+        });
+        a.attempts += 1;
+        a.next_at_ms = now.monotonic_ms.saturating_add(backoff_ms(
+            self.config.decision_retry_initial_ms,
+            self.config.decision_retry_max_ms,
+            a.attempts,
+        ));
+        let id = self.next_request;
+        self.next_request += 1;
+        out.push(Output::Send {
+            conn,
+            frame: Frame::new(id, Message::DecisionRequest { txid: txid.clone() }),
+            if_undelivered: IfUndelivered::AskAgain { txid: txid.clone() },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
