@@ -8,7 +8,8 @@
 #   env: CLIENTS (8), DURATION seconds per run (12), ROUNDS (5 x [native, twopc, twopc with all
 #        arguments, twopc prepared, twopc random gids, plain simple, plain prepared], alternating
 #        so that load from other processes hits both alike), WARMUP seconds per script (5),
-#        SCALE (10).
+#        SCALE (10), ONLY=native (only the native untracked / tracked pair: a quick look at
+#        the tracking's cost; RESULTS.md is then not rewritten).
 # The headline figure is the median of the per-round ratios: native and twopc run back to back in
 # each round, so a ratio compares two runs seconds apart, while this machine's speed drifts by up
 # to 2x over minutes.
@@ -93,6 +94,7 @@ for r in $(seq 1 "$ROUNDS"); do
   n="$(run native.sql "$DURATION")"; echo "[bench] round $r native: $n tps" >&2; NATIVE+=("$n")
   k="$(run native.sql "$DURATION" simple on)"
   echo "[bench] round $r native, tracked: $k tps" >&2; TRACKED+=("$k")
+  [ "${ONLY:-}" = native ] && continue
   t="$(run twopc.sql "$DURATION")";  echo "[bench] round $r twopc:  $t tps" >&2; TWOPC+=("$t")
   a="$(run twopc-all-args.sql "$DURATION")"
   echo "[bench] round $r twopc, all arguments: $a tps" >&2; ALLARGS+=("$a")
@@ -104,6 +106,16 @@ for r in $(seq 1 "$ROUNDS"); do
   d="$(run plain.sql "$DURATION" prepared)"
   echo "[bench] round $r plain, prepared: $d tps" >&2; PLAINP+=("$d")
 done
+
+if [ "${ONLY:-}" = native ]; then
+  median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  for i in "${!NATIVE[@]}"; do
+    awk -v t="${TRACKED[$i]}" -v n="${NATIVE[$i]}" 'BEGIN { printf "%.3f\n", t / n }'
+  done > "$DIR/ratios"
+  mapfile -t RS < "$DIR/ratios"
+  echo "native tracked / untracked, per round: ${RS[*]}; median $(median "${RS[@]}")"
+  exit 0
+fi
 
 mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
