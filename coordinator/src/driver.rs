@@ -16,14 +16,10 @@
 //! Keeping all protocol state in one task makes every decision sequential and reproducible;
 //! the expensive parts (fsync, network) run outside it.
 
-use crate::core::{
-    Core, Input, LazyRecord, Output, ParticipantStatus, RecordedOutcome, RecoveredCommit,
-    RequestId, SubmitError,
-};
+use crate::core::{Core, Input, Output, ParticipantStatus, RequestId, SubmitError};
 use crate::faults::Faults;
+use crate::log::{DecisionLog, LogRecord, RecoveredState};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,33 +27,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use twopc_protocol::api::{TransactionResponse, GENERATED_ID_PREFIX};
 use twopc_protocol::event::{Event, EventKind};
 use twopc_protocol::{Message, Operations, ParticipantName, TxId};
-
-/// A boxed future, for the object-safe log port.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What the driver needs from a decision log.
-pub trait LogPort: Send + Sync + 'static {
-    /// Appends a COMMIT record and resolves once it is durable (fsynced).
-    fn force_commit(
-        &self,
-        txid: TxId,
-        participants: Vec<ParticipantName>,
-        body_hash: u64,
-    ) -> BoxFuture<Result<(), String>>;
-    /// Appends a record without waiting for durability.
-    fn lazy(&self, record: LazyRecord);
-    /// Counters for `/metrics`: (records appended, fsyncs).
-    fn counters(&self) -> (u64, u64);
-}
-
-/// What the log held at start-up.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// COMMITs without END.
-    pub unfinished: Vec<RecoveredCommit>,
-    /// Finished outcomes.
-    pub finished: Vec<(TxId, RecordedOutcome)>,
-}
 
 /// Messages into the driver task.
 #[derive(Debug)]
@@ -151,8 +120,8 @@ pub type Outboxes = HashMap<ParticipantName, mpsc::Sender<Message>>;
 #[allow(clippy::too_many_arguments)] // each is one independent piece of wiring
 pub fn spawn(
     mut core: Core,
-    recovered: Recovered,
-    log: Arc<dyn LogPort>,
+    recovered: RecoveredState,
+    log: Arc<dyn DecisionLog>,
     outboxes: Outboxes,
     participant_names: Vec<ParticipantName>,
     faults: Arc<Faults>,
@@ -162,10 +131,7 @@ pub fn spawn(
     let (tx, mut rx) = mpsc::channel::<Command>(65_536);
     let (events, _) = broadcast::channel::<Arc<str>>(event_buffer.max(1));
     let start = Instant::now();
-    let wall_start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let wall_start = wall_ms();
     let coordinator = core.config().coordinator.to_string();
     let handle = Handle {
         tx: tx.clone(),
@@ -188,7 +154,8 @@ pub fn spawn(
             faults,
         };
         let now_ms = || start.elapsed().as_millis() as u64;
-        let outs = core.recover(now_ms(), recovered.unfinished, recovered.finished);
+        let outs = core.recover_from_log(now_ms(), &recovered);
+        drop(recovered);
         ex.execute(outs);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -217,7 +184,7 @@ pub fn spawn(
 }
 
 struct Executor {
-    log: Arc<dyn LogPort>,
+    log: Arc<dyn DecisionLog>,
     outboxes: Outboxes,
     events: broadcast::Sender<Arc<str>>,
     run: String,
@@ -258,7 +225,8 @@ impl Executor {
                 let _ = reply.send(core.participant_status(names));
             }
             Command::Metrics { reply } => {
-                let (records, fsyncs) = self.log.counters();
+                let stats = self.log.stats();
+                let (records, fsyncs) = (stats.records, stats.fsyncs);
                 let status = core.participant_status(names);
                 let connected = status.iter().filter(|s| s.connected).count() as f64;
                 let reported: usize = status.iter().map(|s| s.reported_prepared).sum();
@@ -303,10 +271,7 @@ impl Executor {
     }
 
     fn publish(&mut self, txid: Option<TxId>, kind: EventKind) {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_ms = wall_ms();
         let ev = Event {
             run: self.run.clone(),
             seq: self.seq,
@@ -362,17 +327,34 @@ impl Executor {
                     body_hash,
                 } => {
                     crate::failpoint::hit("before_commit_log");
-                    let fut = self.log.force_commit(txid.clone(), participants, body_hash);
+                    let receipt = self.log.append_durable(LogRecord::Commit {
+                        txid: txid.clone(),
+                        participants,
+                        body_hash,
+                        at_ms: wall_ms(),
+                    });
                     let tx = self.self_tx.clone();
                     tokio::spawn(async move {
-                        let input = match fut.await {
-                            Ok(()) => Input::CommitDurable { txid },
-                            Err(error) => Input::CommitFailed { txid, error },
+                        let input = match receipt.await {
+                            Ok(_lsn) => Input::CommitDurable { txid },
+                            Err(e) => Input::CommitFailed {
+                                txid,
+                                error: e.to_string(),
+                            },
                         };
                         let _ = tx.send(Command::Input(input)).await;
                     });
                 }
-                Output::LogLazy(rec) => self.log.lazy(rec),
+                Output::LogLazy(rec) => {
+                    for r in rec.into_records(wall_ms()) {
+                        if let Err(e) = self.log.append_lazy(r) {
+                            // Lazy records may be lost anyway (presumed abort, idempotent
+                            // re-delivery); a log that refuses them also refuses the next
+                            // forced COMMIT, which halts.
+                            tracing::error!("decision log lazy append failed: {e}");
+                        }
+                    }
+                }
                 Output::Halt { reason } => {
                     // As a crash: no destructors, no flushing of anything not yet durable.
                     tracing::error!("decision log failure: {reason}");
@@ -406,4 +388,13 @@ impl Executor {
             }
         }
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, for log records and events (the core runs on
+/// the monotonic clock and never sees this one).
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -63,15 +63,18 @@ mod timers;
 mod transaction;
 mod transitions;
 
+// The seam with the decision log has one vocabulary, owned by the log.
+pub use crate::log::{LazyRecord, RecoveredCommit};
 pub use outcome_cache::RecordedOutcome;
 pub use query::ParticipantStatus;
 pub use transaction::first_message;
 
+use crate::log::RecoveredState;
 use crate::metrics::Metrics;
 use outcome_cache::OutcomeCache;
 use std::collections::{BTreeMap, BTreeSet};
 use transaction::{PartState, Stage, Tx};
-use twopc_protocol::api::{HeuristicReport, TransactionResponse};
+use twopc_protocol::api::TransactionResponse;
 use twopc_protocol::event::EventKind;
 use twopc_protocol::message::Message;
 use twopc_protocol::{CoordinatorId, Operations, ParticipantName, TxId};
@@ -230,48 +233,6 @@ pub enum Output {
     },
 }
 
-/// Records appended without an fsync of their own.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LazyRecord {
-    /// An abort decision (presumed abort: losing it is safe).
-    Abort {
-        /// The transaction.
-        txid: TxId,
-        /// Body hash.
-        body_hash: u64,
-        /// Why.
-        reason: Option<String>,
-    },
-    /// A one-phase commit's outcome, as reported by its single participant.
-    OnePhaseCommitted {
-        /// The transaction.
-        txid: TxId,
-        /// The participant.
-        participant: ParticipantName,
-        /// Body hash.
-        body_hash: u64,
-    },
-    /// Every participant acknowledged the decision.
-    End {
-        /// The transaction.
-        txid: TxId,
-        /// Acknowledgements that did not match the decision (kept so the heuristic outcome
-        /// survives a restart).
-        heuristics: Vec<HeuristicReport>,
-    },
-}
-
-/// A logged COMMIT without END, fed back at start-up.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecoveredCommit {
-    /// The transaction.
-    pub txid: TxId,
-    /// Participants that still owe an ack.
-    pub participants: Vec<ParticipantName>,
-    /// Body hash.
-    pub body_hash: u64,
-}
-
 /// The coordinator's protocol state machine. `Clone` lets a model checker branch on it
 /// (coordinator/tests/model_check.rs).
 ///
@@ -334,6 +295,16 @@ impl Core {
                 .insert(rc.txid, Tx::recovered(rc.body_hash, parts, now_ms));
         }
         vec![events::coordinator_started(&self.cfg.coordinator, n)]
+    }
+
+    /// [`Core::recover`] from what the decision log held when it was opened.
+    pub fn recover_from_log(&mut self, now_ms: u64, state: &RecoveredState) -> Vec<Output> {
+        let concluded = state
+            .concluded()
+            .into_iter()
+            .map(|(txid, o)| (txid.clone(), RecordedOutcome::from(o)))
+            .collect();
+        self.recover(now_ms, state.unfinished(), concluded)
     }
 
     /// Feeds one input and returns what to do, in order.

@@ -4,6 +4,7 @@
 //! answers lookups as unknown and DecisionRequests as abort, which is right for an aborted one
 //! and harmless for a committed one (its END was logged, so every participant already has it).
 
+use crate::log::LoggedOutcome;
 use std::collections::{BTreeMap, VecDeque};
 use twopc_protocol::api::{HeuristicReport, PhaseTimings, TransactionResponse};
 use twopc_protocol::message::Decision;
@@ -35,6 +36,19 @@ impl RecordedOutcome {
             self.timings,
             self.heuristics.clone(),
         )
+    }
+}
+
+impl From<&LoggedOutcome> for RecordedOutcome {
+    /// An outcome read back from the log: its timings were not logged and read as zero.
+    fn from(o: &LoggedOutcome) -> Self {
+        RecordedOutcome {
+            decision: o.decision,
+            body_hash: o.body_hash,
+            reason: o.reason.clone(),
+            timings: PhaseTimings::default(),
+            heuristics: o.heuristics.clone(),
+        }
     }
 }
 

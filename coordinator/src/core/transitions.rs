@@ -360,12 +360,7 @@ impl Core {
             return;
         };
         let timings = tx.timings(now_ms);
-        out.push(events::tx_end(
-            txid,
-            d,
-            &timings,
-            !tx.heuristics.is_empty(),
-        ));
+        out.push(events::tx_end(txid, d, &timings, !tx.heuristics.is_empty()));
         self.metrics.observe_end(d, &timings);
         self.outcomes.remember(
             txid.clone(),

@@ -125,12 +125,14 @@
 //! hold up to one segment's worth more than the window.
 
 mod codec;
+mod exchange;
 mod file;
 mod mem;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub use exchange::{LazyRecord, RecoveredCommit};
 pub use file::{FileLog, FileLogConfig};
 pub use mem::MemLog;
 
@@ -299,9 +301,11 @@ pub struct PendingCommit {
     pub lsn: Lsn,
 }
 
-/// The recorded outcome of a recent transaction.
+/// The outcome of a recent transaction as the log recorded it (the core keeps its own,
+/// with timings: [`crate::core::RecordedOutcome`]; the client is told a
+/// [`twopc_protocol::api::Outcome`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct LoggedOutcome {
     /// Commit or abort.
     pub decision: Decision,
     /// Hash of the client's request body, to tell a retry from a conflicting reuse of the id.
@@ -335,7 +339,7 @@ pub struct RecoveredState {
     /// Every transaction with a Commit and no End, in LSN order.
     pub pending: Vec<PendingCommit>,
     /// Outcome index for recent transactions (the pending commits included, `ended: false`).
-    pub outcomes: HashMap<TxId, Outcome>,
+    pub outcomes: HashMap<TxId, LoggedOutcome>,
     /// The LSN the next record will get.
     pub next_lsn: Lsn,
     /// Set when the last segment ended in a torn write that was truncated.

@@ -100,7 +100,7 @@ fn write_all(log: &dyn DecisionLog, records: &[LogRecord]) {
 type PendingView = Vec<(TxId, Vec<ParticipantName>, u64, u64)>;
 
 /// The state without LSNs (a checkpoint takes an LSN, so LSNs differ between histories).
-fn view(s: &RecoveredState) -> (PendingView, HashMap<TxId, Outcome>) {
+fn view(s: &RecoveredState) -> (PendingView, HashMap<TxId, LoggedOutcome>) {
     (
         s.pending
             .iter()
