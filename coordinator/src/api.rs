@@ -474,7 +474,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
         );
     }
     match rx.await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",

@@ -226,37 +226,15 @@ impl Executor {
             }
             Command::Metrics { reply } => {
                 let stats = self.log.stats();
-                let (records, fsyncs) = (stats.records, stats.fsyncs);
                 let status = core.participant_status(names);
-                let connected = status.iter().filter(|s| s.connected).count() as f64;
-                let reported: usize = status.iter().map(|s| s.reported_prepared).sum();
-                let text = core.metrics.render(&[
-                    (
-                        "twopc_transactions_in_flight",
-                        "Transactions not yet finished.",
-                        core.active() as f64,
-                    ),
-                    (
-                        "twopc_in_doubt_reported",
-                        "Prepared transactions reported by participants on their last report.",
-                        reported as f64,
-                    ),
-                    (
-                        "twopc_participants_connected",
-                        "Participant connections up.",
-                        connected,
-                    ),
-                    (
-                        "twopc_log_records_total",
-                        "Decision log records appended.",
-                        records as f64,
-                    ),
-                    (
-                        "twopc_log_fsyncs_total",
-                        "Decision log fsyncs.",
-                        fsyncs as f64,
-                    ),
-                ]);
+                let figures = crate::metrics::DriverFigures {
+                    in_flight: core.active(),
+                    in_doubt_reported: status.iter().map(|s| s.reported_prepared).sum(),
+                    participants_connected: status.iter().filter(|s| s.connected).count(),
+                    log_records: stats.records,
+                    log_fsyncs: stats.fsyncs,
+                };
+                let text = crate::metrics::encode(&core.metrics, &figures);
                 let _ = reply.send(text);
             }
             Command::Input(input) => {

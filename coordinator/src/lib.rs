@@ -25,7 +25,7 @@
 //! * [`entry`]: the command line (`serve` and the client subcommands).
 //! * [`cli`]: the command-line client and load generator.
 //! * [`failpoint`]: crash points for the fault tests, armed by an environment variable.
-//! * [`metrics`]: counters and latency histograms, Prometheus text.
+//! * [`metrics`]: counters and latency histograms, OpenMetrics text (`prometheus-client`).
 //! * [`strict_json`]: JSON parsing that refuses duplicate keys (client bodies).
 //!
 //! The wire types it speaks live in [`twopc_protocol`].
