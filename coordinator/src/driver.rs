@@ -94,10 +94,7 @@ impl Handle {
     /// A fresh transaction id for a client that did not choose one: `~<coordinator>-<ms>-<n>`.
     /// The prefix [`GENERATED_ID_PREFIX`] is refused in client ids, so the id is not taken.
     pub fn generate_txid(&self) -> TxId {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = wall_ms();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         TxId::new(format!(
             "{GENERATED_ID_PREFIX}{}-{ms}-{n}",

@@ -123,14 +123,29 @@
 //! commits as replaying the full history, and the same outcome for every transaction within the
 //! window; the window is applied only at checkpoints, so between two checkpoints the index may
 //! hold up to one segment's worth more than the window.
+//!
+//! # Layout
+//!
+//! * this file: the record, event, error and receipt types and the [`DecisionLog`] trait.
+//! * `exchange`: what the protocol core and the log hand each other ([`LazyRecord`],
+//!   [`RecoveredCommit`]).
+//! * `codec`: frames (length, CRC-32C, JSON payload).
+//! * `state`: the live state replayed from records and carried in checkpoints.
+//! * `file`: [`FileLog`], the handle and its tuning.
+//! * `segments`: the data directory (segment files, the lock, the scan at open).
+//! * `writer`: the writer thread (group commit, roll-over with a checkpoint).
+//! * `mem`: [`MemLog`], for tests.
+//! * `tests`: unit tests.
 
 mod codec;
 mod exchange;
 mod file;
 mod mem;
+mod segments;
 mod state;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 pub use exchange::{LazyRecord, RecoveredCommit};
 pub use file::{FileLog, FileLogConfig};

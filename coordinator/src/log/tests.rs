@@ -1,7 +1,7 @@
 //! Tests of the decision log: format, recovery, torn writes, compaction, group commit.
 
 use super::codec::{self, Entry};
-use super::file::{list_segments, segment_path};
+use super::segments::{list_segments, segment_path};
 use super::state::LiveState;
 use super::*;
 use std::collections::HashMap;
