@@ -2,12 +2,26 @@
 //! the re-send of everything a participant owes when it reconnects.
 
 use super::events::{self, send};
-use super::{Core, Output, Stage};
+use super::{Core, Output, PartState, Stage};
 use twopc_protocol::event::Phase;
 use twopc_protocol::message::{Decision, Message};
 use twopc_protocol::{Operations, ParticipantName, TxId};
 
 impl Core {
+    /// Counts one more attempt to `to` and schedules the one after it (exponential backoff).
+    fn next_attempt(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        to: &ParticipantName,
+    ) -> Option<&PartState> {
+        let (base, max) = (self.cfg.retry_base_ms, self.cfg.retry_max_ms);
+        let p = self.txs.get_mut(txid)?.parts.get_mut(to)?;
+        let backoff = p.next_backoff(base, max);
+        p.schedule(&mut self.timers, txid, now_ms, backoff);
+        Some(p)
+    }
+
     /// Sends the decision to one participant now and schedules the next re-send.
     pub(super) fn send_decision_now(
         &mut self,
@@ -16,29 +30,23 @@ impl Core {
         to: &ParticipantName,
         out: &mut Vec<Output>,
     ) {
-        let (base, max) = (self.cfg.retry_base_ms, self.cfg.retry_max_ms);
-        let Some(tx) = self.txs.get_mut(txid) else {
+        let Some(tx) = self.txs.get(txid) else {
             return;
         };
         let Stage::Delivering(d) = tx.stage else {
             return;
         };
-        let reason = tx.reason.clone();
-        let Some(p) = tx.parts.get_mut(to) else {
-            return;
-        };
-        if !p.owes_ack {
+        if !tx.parts.get(to).is_some_and(|p| p.owes_ack) {
             return;
         }
-        let backoff = p.next_backoff(base, max);
-        p.schedule(&mut self.timers, txid, now_ms, backoff);
         let msg = match d {
             Decision::Commit => Message::Commit { txid: txid.clone() },
             Decision::Abort => Message::Abort {
                 txid: txid.clone(),
-                reason,
+                reason: tx.reason.clone(),
             },
         };
+        self.next_attempt(now_ms, txid, to);
         send(out, txid, to, msg);
     }
 
@@ -74,19 +82,14 @@ impl Core {
         to: &ParticipantName,
         out: &mut Vec<Output>,
     ) {
-        let (base, max) = (self.cfg.retry_base_ms, self.cfg.retry_max_ms);
         let coordinator = self.cfg.coordinator.clone();
-        let Some(tx) = self.txs.get_mut(txid) else {
+        let Some(p) = self.next_attempt(now_ms, txid, to) else {
             return;
         };
-        let Some(p) = tx.parts.get_mut(to) else {
-            return;
-        };
-        let backoff = p.next_backoff(base, max);
-        p.schedule(&mut self.timers, txid, now_ms, backoff);
+        let (attempt, ops) = (p.attempts, p.ops.clone());
         self.metrics.retries += 1;
-        out.push(events::retry(txid, to, p.attempts));
-        let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
+        out.push(events::retry(txid, to, attempt));
+        let ops = ops.unwrap_or(Operations::Sql(Vec::new()));
         send(
             out,
             txid,

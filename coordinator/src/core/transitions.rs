@@ -157,14 +157,7 @@ impl Core {
                         // The stage says "decided" so that retire() answers the client now
                         // (it only answers decided transactions; left at Preparing, the client
                         // heard nothing until its own timeout).
-                        tx.decided_ms = Some(now_ms);
-                        tx.stage = Stage::Delivering(Decision::Commit);
-                        out.push(events::decision(
-                            &txid,
-                            Decision::Commit,
-                            Some("all read-only".into()),
-                        ));
-                        self.retire(now_ms, &txid, Decision::Commit, out);
+                        self.committed_without_log(now_ms, &txid, "all read-only", out);
                     } else {
                         tx.stage = Stage::Deciding;
                         out.push(Output::ForceCommit {
@@ -283,13 +276,7 @@ impl Core {
                         participant: from.clone(),
                         body_hash: tx.body_hash,
                     }));
-                    tx.stage = Stage::Delivering(Decision::Commit);
-                    out.push(events::decision(
-                        &txid,
-                        Decision::Commit,
-                        Some("one-phase commit".into()),
-                    ));
-                    self.retire(now_ms, &txid, Decision::Commit, out);
+                    self.committed_without_log(now_ms, &txid, "one-phase commit", out);
                 } else {
                     let why = format!(
                         "participant {from} aborted the one-phase commit: {}",
@@ -350,6 +337,24 @@ impl Core {
             }));
         }
         self.retire(now_ms, txid, d, out);
+    }
+
+    /// Committed with nothing for this coordinator to force or deliver (every vote read-only,
+    /// or the one participant committed by itself): decided and over at once.
+    fn committed_without_log(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        why: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        tx.decided_ms = Some(now_ms);
+        tx.stage = Stage::Delivering(Decision::Commit);
+        out.push(events::decision(txid, Decision::Commit, Some(why.into())));
+        self.retire(now_ms, txid, Decision::Commit, out);
     }
 
     /// The transaction is over: answer waiters, move its outcome to the outcome cache, forget
