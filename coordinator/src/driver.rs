@@ -10,7 +10,8 @@
 //! * `ForceCommit` becomes an `append_durable` on the decision log in a task of its own, so
 //!   many transactions wait for the same fsync (group commit); its completion comes back as
 //!   `CommitDurable`. The core sends no Commit before that.
-//! * `LogLazy` is appended without waiting.
+//! * `LogLazy` is appended without waiting, as the records
+//!   [`LazyRecord::into_records`](crate::log::LazyRecord::into_records) makes of it.
 //! * `Reply` completes the client's oneshot; `Event` is stamped and broadcast to `/v1/events`.
 //!
 //! Keeping all protocol state in one task makes every decision sequential and reproducible;

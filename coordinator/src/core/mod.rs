@@ -169,7 +169,7 @@ pub enum Input {
     CommitFailed {
         /// The transaction.
         txid: TxId,
-        /// The log error.
+        /// The log error's text (only ever shown: the core halts whatever it says).
         error: String,
     },
     /// The connection task could not send a message for `txid` because its frame is over the
