@@ -5,7 +5,7 @@
 //! | `POST /v1/transactions` | run a transaction; 200 with the outcome (`committed`, `aborted`, or a heuristic outcome `heuristic_mixed`/`heuristic_hazard` when some participant's acknowledgement did not match the decision: see [`twopc_protocol::api`]), 202 if still running after the client timeout |
 //! | `GET /v1/transactions/{id}` | a transaction's outcome, the same shape (404 if unknown) |
 //! | `GET /v1/participants` | connection state and in-doubt counts |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | OpenMetrics text (prometheus-client) |
 //! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s (at most `max_event_subscribers` at once, else 503 `too_many_subscribers`; a subscriber more than `event_buffer` events behind gets `{"lagged": n}` for what it missed) |
 //! | `POST /v1/faults` | fault injection, refused unless enabled |
 //! | `GET /` | the web app |
@@ -446,7 +446,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
         );
     }
     match rx.await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             ApiErrorCode::ShuttingDown,

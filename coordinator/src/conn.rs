@@ -30,6 +30,58 @@ use twopc_protocol::{
     decode_frame, encode_frame, Frame, Message, ParticipantName, MAX_FRAME_BYTES,
 };
 
+/// Why a dial failed. The text is what the event stream and the log show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The configured URL is not a WebSocket request tungstenite can make.
+    #[error("{0}")]
+    BadUrl(String),
+    /// The token cannot travel in an HTTP header (a control character, say).
+    #[error("token is not a valid header value")]
+    BadToken,
+    /// No handshake within 5 s.
+    #[error("timed out")]
+    TimedOut,
+    /// The participant answered the upgrade with an HTTP error (a wrong token: 401).
+    #[error("HTTP {status} {body}")]
+    Refused {
+        /// The HTTP status line's code and reason.
+        status: String,
+        /// The response body, trimmed.
+        body: String,
+    },
+    /// Any other WebSocket or network failure, as tungstenite describes it.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why a live connection ended. The text is the `reason` of `Input::Disconnected` (and so of
+/// the abort it may cause and of the event stream), unchanged from when these were strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionEnd {
+    /// The coordinator is stopping (or the driver is gone): no reconnect.
+    #[error("shutdown")]
+    Shutdown,
+    /// Writing a frame failed.
+    #[error("send failed: {0}")]
+    SendFailed(String),
+    /// Reading a frame failed.
+    #[error("read failed: {0}")]
+    ReadFailed(String),
+    /// The participant closed the connection (a Close frame or end of stream).
+    #[error("closed by participant")]
+    ClosedByParticipant,
+    /// Nothing arrived for three heartbeat intervals.
+    #[error("no frames for {silent_ms} ms (heartbeat)")]
+    HeartbeatLost {
+        /// How long the connection had been silent.
+        silent_ms: u128,
+    },
+    /// Fault injection partitioned the participant away.
+    #[error("partitioned by fault injection")]
+    Partitioned,
+}
+
 /// Where and how to reach one participant.
 #[derive(Debug, Clone)]
 pub struct Dial {
@@ -53,7 +105,8 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut partitions = faults.watch_partitions();
-    let mut last_error = String::new();
+    // Repeated failures of the same kind are reported once, not every backoff.
+    let mut last_error: Option<ConnectError> = None;
     loop {
         if faults.is_partitioned(&dial.name) {
             tokio::select! {
@@ -68,7 +121,7 @@ pub async fn run(
         let ws = match attempt {
             Ok(ws) => ws,
             Err(e) => {
-                if e != last_error {
+                if last_error.as_ref() != Some(&e) {
                     tracing::warn!(participant = %dial.name, "cannot connect: {e}");
                     let _ = driver
                         .send(Command::Event {
@@ -79,7 +132,7 @@ pub async fn run(
                             },
                         })
                         .await;
-                    last_error = e;
+                    last_error = Some(e);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -89,7 +142,7 @@ pub async fn run(
                 continue;
             }
         };
-        last_error.clear();
+        last_error = None;
         // Stale messages from before this connection are not sent (see module docs).
         while outbox.try_recv().is_ok() {}
         tracing::info!(participant = %dial.name, "connected");
@@ -117,10 +170,10 @@ pub async fn run(
         let _ = driver
             .send(Command::Input(Input::Disconnected {
                 participant: dial.name.clone(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             }))
             .await;
-        if reason == "shutdown" {
+        if reason == ConnectionEnd::Shutdown {
             return;
         }
         // A connection that dies right after it was accepted (a participant shutting down, a
@@ -140,31 +193,34 @@ pub async fn run(
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(dial: &Dial) -> Result<Ws, String> {
+async fn connect(dial: &Dial) -> Result<Ws, ConnectError> {
     let mut req = dial
         .url
         .as_str()
         .into_client_request()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
     let value = format!("Bearer {}", dial.token)
         .parse()
-        .map_err(|_| "token is not a valid header value".to_string())?;
+        .map_err(|_| ConnectError::BadToken)?;
     req.headers_mut().insert("authorization", value);
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
     let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
     match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Err(_) => Err("timed out".into()),
+        Err(_) => Err(ConnectError::TimedOut),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
             let body = resp
                 .body()
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
-            Err(format!("HTTP {} {}", resp.status(), body.trim()))
+            Err(ConnectError::Refused {
+                status: resp.status().to_string(),
+                body: body.trim().to_string(),
+            })
         }
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(ConnectError::Failed(e.to_string())),
         Ok(Ok((ws, _))) => Ok(ws),
     }
 }
@@ -177,7 +233,7 @@ async fn serve(
     faults: &Faults,
     partitions: &mut tokio::sync::watch::Receiver<u64>,
     shutdown: &mut broadcast::Receiver<()>,
-) -> String {
+) -> ConnectionEnd {
     let (mut sink, mut stream) = ws.split();
     let mut next_id: u64 = 1;
     let mut heartbeat = tokio::time::interval(dial.heartbeat);
@@ -186,7 +242,7 @@ async fn serve(
     loop {
         tokio::select! {
             msg = outbox.recv() => {
-                let Some(msg) = msg else { return "shutdown".into() };
+                let Some(msg) = msg else { return ConnectionEnd::Shutdown };
                 // Write everything already queued, then flush once: under load many frames
                 // share one write instead of a syscall each.
                 let mut next = Some(msg);
@@ -210,24 +266,24 @@ async fn serve(
                         if let Some(txid) = txid {
                             let input = Input::Unsendable { to: dial.name.clone(), txid, reason };
                             if driver.send(Command::Input(input)).await.is_err() {
-                                return "shutdown".into();
+                                return ConnectionEnd::Shutdown;
                             }
                         }
                         continue;
                     }
                     if let Err(e) = sink.feed(WsMessage::text(text)).await {
-                        return format!("send failed: {e}");
+                        return ConnectionEnd::SendFailed(e.to_string());
                     }
                 }
                 if let Err(e) = sink.flush().await {
-                    return format!("send failed: {e}");
+                    return ConnectionEnd::SendFailed(e.to_string());
                 }
             }
             incoming = stream.next() => {
-                let Some(incoming) = incoming else { return "closed by participant".into() };
+                let Some(incoming) = incoming else { return ConnectionEnd::ClosedByParticipant };
                 let incoming = match incoming {
                     Ok(m) => m,
-                    Err(e) => return format!("read failed: {e}"),
+                    Err(e) => return ConnectionEnd::ReadFailed(e.to_string()),
                 };
                 last_heard = Instant::now();
                 match incoming {
@@ -235,18 +291,18 @@ async fn serve(
                         Ok(frame) => {
                             let input = Input::Received { from: dial.name.clone(), msg: frame.msg };
                             if driver.send(Command::Input(input)).await.is_err() {
-                                return "shutdown".into();
+                                return ConnectionEnd::Shutdown;
                             }
                         }
                         Err(e) => {
                             tracing::warn!(participant = %dial.name, "bad frame: {e}");
                             let reply = encode_frame(&e.reply());
                             if let Err(e) = sink.send(WsMessage::text(reply)).await {
-                                return format!("send failed: {e}");
+                                return ConnectionEnd::SendFailed(e.to_string());
                             }
                         }
                     },
-                    WsMessage::Close(_) => return "closed by participant".into(),
+                    WsMessage::Close(_) => return ConnectionEnd::ClosedByParticipant,
                     // Binary frames are not part of the protocol; pings are answered by
                     // tungstenite itself.
                     WsMessage::Binary(_) => {
@@ -261,23 +317,23 @@ async fn serve(
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > dial.heartbeat * 3 {
-                    return format!("no frames for {} ms (heartbeat)", last_heard.elapsed().as_millis());
+                    return ConnectionEnd::HeartbeatLost { silent_ms: last_heard.elapsed().as_millis() };
                 }
                 let ping = Frame::new(next_id, Message::Ping { nonce: next_id });
                 next_id += 1;
                 if let Err(e) = sink.send(WsMessage::text(encode_frame(&ping))).await {
-                    return format!("send failed: {e}");
+                    return ConnectionEnd::SendFailed(e.to_string());
                 }
             }
             _ = partitions.changed() => {
                 if faults.is_partitioned(&dial.name) {
                     let _ = sink.close().await;
-                    return "partitioned by fault injection".into();
+                    return ConnectionEnd::Partitioned;
                 }
             }
             _ = shutdown.recv() => {
                 let _ = sink.close().await;
-                return "shutdown".into();
+                return ConnectionEnd::Shutdown;
             }
         }
     }

@@ -10,20 +10,17 @@
 //! * `ForceCommit` becomes an `append_durable` on the decision log in a task of its own, so
 //!   many transactions wait for the same fsync (group commit); its completion comes back as
 //!   `CommitDurable`. The core sends no Commit before that.
-//! * `LogLazy` is appended without waiting.
+//! * `LogLazy` is appended without waiting, as the records
+//!   [`LazyRecord::into_records`](crate::log::LazyRecord::into_records) makes of it.
 //! * `Reply` completes the client's oneshot; `Event` is stamped and broadcast to `/v1/events`.
 //!
 //! Keeping all protocol state in one task makes every decision sequential and reproducible;
 //! the expensive parts (fsync, network) run outside it.
 
-use crate::core::{
-    Core, Input, LazyRecord, Output, ParticipantStatus, RecordedOutcome, RecoveredCommit,
-    RequestId, SubmitError,
-};
+use crate::core::{Core, Input, Output, ParticipantStatus, RequestId, SubmitError};
 use crate::faults::Faults;
+use crate::log::{DecisionLog, LogRecord, RecoveredState};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,33 +28,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use twopc_protocol::api::{TransactionResponse, GENERATED_ID_PREFIX};
 use twopc_protocol::event::{Event, EventKind};
 use twopc_protocol::{Message, Operations, ParticipantName, TxId};
-
-/// A boxed future, for the object-safe log port.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What the driver needs from a decision log.
-pub trait LogPort: Send + Sync + 'static {
-    /// Appends a COMMIT record and resolves once it is durable (fsynced).
-    fn force_commit(
-        &self,
-        txid: TxId,
-        participants: Vec<ParticipantName>,
-        body_hash: u64,
-    ) -> BoxFuture<Result<(), String>>;
-    /// Appends a record without waiting for durability.
-    fn lazy(&self, record: LazyRecord);
-    /// Counters for `/metrics`: (records appended, fsyncs).
-    fn counters(&self) -> (u64, u64);
-}
-
-/// What the log held at start-up.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// COMMITs without END.
-    pub unfinished: Vec<RecoveredCommit>,
-    /// Finished outcomes.
-    pub finished: Vec<(TxId, RecordedOutcome)>,
-}
 
 /// Messages into the driver task.
 #[derive(Debug)]
@@ -125,10 +95,7 @@ impl Handle {
     /// A fresh transaction id for a client that did not choose one: `~<coordinator>-<ms>-<n>`.
     /// The prefix [`GENERATED_ID_PREFIX`] is refused in client ids, so the id is not taken.
     pub fn generate_txid(&self) -> TxId {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = wall_ms();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         TxId::new(format!(
             "{GENERATED_ID_PREFIX}{}-{ms}-{n}",
@@ -151,8 +118,8 @@ pub type Outboxes = HashMap<ParticipantName, mpsc::Sender<Message>>;
 #[allow(clippy::too_many_arguments)] // each is one independent piece of wiring
 pub fn spawn(
     mut core: Core,
-    recovered: Recovered,
-    log: Arc<dyn LogPort>,
+    recovered: RecoveredState,
+    log: Arc<dyn DecisionLog>,
     outboxes: Outboxes,
     participant_names: Vec<ParticipantName>,
     faults: Arc<Faults>,
@@ -162,10 +129,7 @@ pub fn spawn(
     let (tx, mut rx) = mpsc::channel::<Command>(65_536);
     let (events, _) = broadcast::channel::<Arc<str>>(event_buffer.max(1));
     let start = Instant::now();
-    let wall_start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let wall_start = wall_ms();
     let coordinator = core.config().coordinator.to_string();
     let handle = Handle {
         tx: tx.clone(),
@@ -188,7 +152,8 @@ pub fn spawn(
             faults,
         };
         let now_ms = || start.elapsed().as_millis() as u64;
-        let outs = core.recover(now_ms(), recovered.unfinished, recovered.finished);
+        let outs = core.recover_from_log(now_ms(), &recovered);
+        drop(recovered);
         ex.execute(outs);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -217,7 +182,7 @@ pub fn spawn(
 }
 
 struct Executor {
-    log: Arc<dyn LogPort>,
+    log: Arc<dyn DecisionLog>,
     outboxes: Outboxes,
     events: broadcast::Sender<Arc<str>>,
     run: String,
@@ -258,37 +223,16 @@ impl Executor {
                 let _ = reply.send(core.participant_status(names));
             }
             Command::Metrics { reply } => {
-                let (records, fsyncs) = self.log.counters();
+                let stats = self.log.stats();
                 let status = core.participant_status(names);
-                let connected = status.iter().filter(|s| s.connected).count() as f64;
-                let reported: usize = status.iter().map(|s| s.reported_prepared).sum();
-                let text = core.metrics.render(&[
-                    (
-                        "twopc_transactions_in_flight",
-                        "Transactions not yet finished.",
-                        core.active() as f64,
-                    ),
-                    (
-                        "twopc_in_doubt_reported",
-                        "Prepared transactions reported by participants on their last report.",
-                        reported as f64,
-                    ),
-                    (
-                        "twopc_participants_connected",
-                        "Participant connections up.",
-                        connected,
-                    ),
-                    (
-                        "twopc_log_records_total",
-                        "Decision log records appended.",
-                        records as f64,
-                    ),
-                    (
-                        "twopc_log_fsyncs_total",
-                        "Decision log fsyncs.",
-                        fsyncs as f64,
-                    ),
-                ]);
+                let figures = crate::metrics::DriverFigures {
+                    in_flight: core.active(),
+                    in_doubt_reported: status.iter().map(|s| s.reported_prepared).sum(),
+                    participants_connected: status.iter().filter(|s| s.connected).count(),
+                    log_records: stats.records,
+                    log_fsyncs: stats.fsyncs,
+                };
+                let text = crate::metrics::encode(&core.metrics, &figures);
                 let _ = reply.send(text);
             }
             Command::Input(input) => {
@@ -303,10 +247,7 @@ impl Executor {
     }
 
     fn publish(&mut self, txid: Option<TxId>, kind: EventKind) {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_ms = wall_ms();
         let ev = Event {
             run: self.run.clone(),
             seq: self.seq,
@@ -362,17 +303,34 @@ impl Executor {
                     body_hash,
                 } => {
                     crate::failpoint::hit("before_commit_log");
-                    let fut = self.log.force_commit(txid.clone(), participants, body_hash);
+                    let receipt = self.log.append_durable(LogRecord::Commit {
+                        txid: txid.clone(),
+                        participants,
+                        body_hash,
+                        at_ms: wall_ms(),
+                    });
                     let tx = self.self_tx.clone();
                     tokio::spawn(async move {
-                        let input = match fut.await {
-                            Ok(()) => Input::CommitDurable { txid },
-                            Err(error) => Input::CommitFailed { txid, error },
+                        let input = match receipt.await {
+                            Ok(_lsn) => Input::CommitDurable { txid },
+                            Err(e) => Input::CommitFailed {
+                                txid,
+                                error: e.to_string(),
+                            },
                         };
                         let _ = tx.send(Command::Input(input)).await;
                     });
                 }
-                Output::LogLazy(rec) => self.log.lazy(rec),
+                Output::LogLazy(rec) => {
+                    for r in rec.into_records(wall_ms()) {
+                        if let Err(e) = self.log.append_lazy(r) {
+                            // Lazy records may be lost anyway (presumed abort, idempotent
+                            // re-delivery); a log that refuses them also refuses the next
+                            // forced COMMIT, which halts.
+                            tracing::error!("decision log lazy append failed: {e}");
+                        }
+                    }
+                }
                 Output::Halt { reason } => {
                     // As a crash: no destructors, no flushing of anything not yet durable.
                     tracing::error!("decision log failure: {reason}");
@@ -406,4 +364,13 @@ impl Executor {
             }
         }
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, for log records and events (the core runs on
+/// the monotonic clock and never sees this one).
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -26,7 +26,7 @@
 //! * [`client`]: the HTTP client subcommands (`submit`, `show`, `in-doubt`).
 //! * [`load`]: the bank-transfer load generator (`load`).
 //! * [`failpoint`]: crash points for the fault tests, armed by an environment variable.
-//! * [`metrics`]: counters and latency histograms, Prometheus text.
+//! * [`metrics`]: counters and latency histograms, OpenMetrics text (`prometheus-client`).
 //! * [`strict_json`]: JSON parsing that refuses duplicate keys (client bodies).
 //!
 //! The wire types it speaks live in [`twopc_protocol`].

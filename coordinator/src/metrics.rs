@@ -1,21 +1,34 @@
-//! Coordinator metrics, rendered in the Prometheus text format at `GET /metrics`.
+//! Coordinator metrics, served at `GET /metrics` in the OpenMetrics text format.
 //!
-//! The protocol core owns the counters (it is the only place that knows when a transaction
-//! ended and how long each phase took); the driver adds gauges it knows (connections, log
-//! fsyncs) when rendering.
+//! The protocol core owns the figures (it is the only place that knows when a transaction
+//! ended and how long each phase took) as plain numbers: the model checker clones the core to
+//! branch and resets its metrics, so they must be data that clones deeply, not a registry of
+//! shared atomics. At scrape time [`encode`] hands a snapshot of them, with what the driver
+//! knows (connections, in-flight work, the decision log's counters), to `prometheus-client`,
+//! the Prometheus project's crate, which writes the exposition: HELP/TYPE/UNIT lines, the
+//! `_total` suffix of counters, cumulative histogram buckets and the closing `# EOF`.
 
-use std::fmt::Write as _;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use twopc_protocol::api::PhaseTimings;
 use twopc_protocol::Decision;
+
+/// The `Content-Type` of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (milliseconds) of the latency histogram buckets.
 pub const BUCKETS_MS: [f64; 14] = [
     0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
 
-/// A cumulative latency histogram.
+/// A latency histogram over [`BUCKETS_MS`].
 #[derive(Debug, Clone, Default)]
 pub struct Histogram {
+    /// Observations per bucket (not cumulative); those above the last bound are only in
+    /// `count` (the `+Inf` bucket).
     counts: [u64; BUCKETS_MS.len()],
     count: u64,
     sum_ms: f64,
@@ -26,35 +39,20 @@ impl Histogram {
     pub fn observe(&mut self, ms: f64) {
         self.count += 1;
         self.sum_ms += ms;
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            if ms <= *b {
-                self.counts[i] += 1;
-            }
+        if let Some(i) = BUCKETS_MS.iter().position(|b| ms <= *b) {
+            self.counts[i] += 1;
         }
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}le=\"{}\"}} {}",
-                b / 1000.0,
-                self.counts[i]
-            );
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{}}} {}",
-            labels.trim_end_matches(','),
-            self.sum_ms / 1000.0
-        );
-        let _ = writeln!(
-            out,
-            "{name}_count{{{}}} {}",
-            labels.trim_end_matches(','),
-            self.count
-        );
+    /// (upper bound in seconds, observations in that bucket alone), `+Inf` last.
+    fn buckets_seconds(&self) -> Vec<(f64, u64)> {
+        let bounded: u64 = self.counts.iter().sum();
+        BUCKETS_MS
+            .iter()
+            .zip(self.counts)
+            .map(|(b, n)| (b / 1000.0, n))
+            .chain([(f64::INFINITY, self.count - bounded)])
+            .collect()
     }
 }
 
@@ -99,72 +97,118 @@ impl Metrics {
         self.commit.observe(t.commit_ms);
         self.total.observe(t.total_ms);
     }
+}
 
-    /// Renders the core's metrics plus the given gauges as Prometheus text.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let mut s = String::new();
-        let counter = |s: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            &mut s,
-            "twopc_transactions_started_total",
-            "Transactions submitted.",
-            self.started,
-        );
-        counter(
-            &mut s,
-            "twopc_transactions_committed_total",
-            "Transactions committed.",
-            self.committed,
-        );
-        counter(
-            &mut s,
-            "twopc_transactions_aborted_total",
-            "Transactions aborted.",
-            self.aborted,
-        );
-        counter(
-            &mut s,
-            "twopc_retries_total",
-            "Protocol messages re-sent.",
-            self.retries,
-        );
-        counter(
-            &mut s,
-            "twopc_prepare_timeouts_total",
-            "Prepare phases that timed out.",
-            self.timeouts,
-        );
-        counter(
-            &mut s,
-            "twopc_presumed_aborts_total",
-            "Abort answers given by presumption.",
-            self.presumed_aborts,
-        );
-        counter(
-            &mut s,
-            "twopc_heuristic_hazards_total",
-            "Decisions acknowledged with conflict, or commits with not_prepared (heuristic outcomes).",
-            self.heuristic_hazards,
-        );
-        let _ = writeln!(
-            s,
-            "# HELP twopc_phase_seconds Latency per protocol phase.\n# TYPE twopc_phase_seconds histogram"
-        );
-        self.prepare
-            .render(&mut s, "twopc_phase_seconds", "phase=\"prepare\",");
-        self.decide
-            .render(&mut s, "twopc_phase_seconds", "phase=\"decide\",");
-        self.commit
-            .render(&mut s, "twopc_phase_seconds", "phase=\"commit\",");
-        self.total
-            .render(&mut s, "twopc_phase_seconds", "phase=\"total\",");
-        for (name, help, v) in gauges {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+/// What the driver knows at scrape time, beyond the core's [`Metrics`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DriverFigures {
+    /// Transactions not yet finished.
+    pub in_flight: usize,
+    /// Prepared transactions the participants reported on their last InDoubtReport.
+    pub in_doubt_reported: usize,
+    /// Participant connections up.
+    pub participants_connected: usize,
+    /// Decision log records appended since it was opened.
+    pub log_records: u64,
+    /// Decision log fsyncs since it was opened.
+    pub log_fsyncs: u64,
+}
+
+/// `twopc_phase_seconds`: one histogram family, one series per phase.
+#[derive(Debug)]
+struct PhaseLatency([(&'static str, Histogram); 4]);
+
+impl EncodeMetric for PhaseLatency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (phase, h) in &self.0 {
+            let labels = [("phase", *phase)];
+            encoder
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    h.sum_ms / 1000.0,
+                    h.count,
+                    &h.buckets_seconds(),
+                    None,
+                )?;
         }
-        s
+        Ok(())
     }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The OpenMetrics text of the core's metrics and the driver's figures. Counter names get
+/// their `_total` from the encoder (`twopc_transactions_started` → `..._started_total`), the
+/// histogram its `_seconds` from its unit, and every help text its closing full stop.
+pub fn encode(m: &Metrics, d: &DriverFigures) -> String {
+    let mut r = Registry::default();
+    let counters = [
+        ("twopc_transactions_started", "Transactions submitted", m.started),
+        ("twopc_transactions_committed", "Transactions committed", m.committed),
+        ("twopc_transactions_aborted", "Transactions aborted", m.aborted),
+        ("twopc_retries", "Protocol messages re-sent", m.retries),
+        ("twopc_prepare_timeouts", "Prepare phases that timed out", m.timeouts),
+        (
+            "twopc_presumed_aborts",
+            "Abort answers given by presumption",
+            m.presumed_aborts,
+        ),
+        (
+            "twopc_heuristic_hazards",
+            "Decisions acknowledged with conflict, or commits with not_prepared (heuristic outcomes)",
+            m.heuristic_hazards,
+        ),
+    ];
+    for (name, help, v) in counters {
+        r.register(name, help, ConstCounter::new(v));
+    }
+    r.register_with_unit(
+        "twopc_phase",
+        "Latency per protocol phase",
+        Unit::Seconds,
+        PhaseLatency([
+            ("prepare", m.prepare.clone()),
+            ("decide", m.decide.clone()),
+            ("commit", m.commit.clone()),
+            ("total", m.total.clone()),
+        ]),
+    );
+    let gauges = [
+        (
+            "twopc_transactions_in_flight",
+            "Transactions not yet finished",
+            d.in_flight,
+        ),
+        (
+            "twopc_in_doubt_reported",
+            "Prepared transactions reported by participants on their last report",
+            d.in_doubt_reported,
+        ),
+        (
+            "twopc_participants_connected",
+            "Participant connections up",
+            d.participants_connected,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        r.register(name, help, ConstGauge::new(v as i64));
+    }
+    r.register(
+        "twopc_log_records",
+        "Decision log records appended",
+        ConstCounter::new(d.log_records),
+    );
+    r.register(
+        "twopc_log_fsyncs",
+        "Decision log fsyncs",
+        ConstCounter::new(d.log_fsyncs),
+    );
+    let mut text = String::new();
+    // Writing into a String cannot fail, and every name above is valid.
+    prometheus_client::encoding::text::encode(&mut text, &r).expect("metrics encode");
+    text
 }
 
 #[cfg(test)]
@@ -183,11 +227,30 @@ mod tests {
                 total_ms: 4.7,
             },
         );
-        let text = m.render(&[("twopc_in_doubt", "In doubt.", 2.0)]);
+        let text = encode(
+            &m,
+            &DriverFigures {
+                in_doubt_reported: 2,
+                ..DriverFigures::default()
+            },
+        );
         assert!(text.contains("twopc_transactions_committed_total 1"));
-        assert!(text.contains("twopc_phase_seconds_bucket{phase=\"prepare\",le=\"0.002\"} 1"));
-        assert!(text.contains("twopc_phase_seconds_bucket{phase=\"prepare\",le=\"0.001\"} 0"));
+        assert!(text.contains("twopc_phase_seconds_bucket{le=\"0.002\",phase=\"prepare\"} 1"));
+        assert!(text.contains("twopc_phase_seconds_bucket{le=\"0.001\",phase=\"prepare\"} 0"));
+        assert!(text.contains("twopc_phase_seconds_bucket{le=\"+Inf\",phase=\"prepare\"} 1"));
         assert!(text.contains("twopc_phase_seconds_count{phase=\"total\"} 1"));
-        assert!(text.contains("twopc_in_doubt 2"));
+        assert!(text.contains("twopc_in_doubt_reported 2"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn an_observation_past_the_last_bound_is_only_in_inf() {
+        let mut h = Histogram::default();
+        h.observe(60_000.0);
+        h.observe(1.0);
+        let b = h.buckets_seconds();
+        assert_eq!(b.len(), BUCKETS_MS.len() + 1);
+        assert_eq!(b[1], (0.001, 1));
+        assert_eq!(*b.last().unwrap(), (f64::INFINITY, 1));
     }
 }

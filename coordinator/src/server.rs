@@ -8,18 +8,17 @@
 use crate::api::{router, AppState};
 use crate::config::Config;
 use crate::conn::{self, Dial};
-use crate::core::{Core, CoreConfig, LazyRecord, RecordedOutcome, RecoveredCommit};
-use crate::driver::{self, BoxFuture, Command, Handle, LogPort, Outboxes, Recovered};
+use crate::core::{Core, CoreConfig};
+use crate::driver::{self, Command, Handle, Outboxes};
 use crate::faults::Faults;
-use crate::log::{DecisionLog, FileLog, LogEvent, LogRecord};
+use crate::log::{DecisionLog, FileLog, LogError, LogEvent};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
-use twopc_protocol::api::PhaseTimings;
 use twopc_protocol::event::EventKind;
-use twopc_protocol::{ParticipantName, TxId};
+use twopc_protocol::ParticipantName;
 
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +26,17 @@ pub enum StartError {
     /// Configuration problem.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be created.
+    #[error("decision log: {}: {source}", path.display())]
+    DataDir {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The decision log could not be opened or recovered.
     #[error("decision log: {0}")]
-    Log(String),
+    Log(#[from] LogError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -38,79 +45,6 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-fn now_wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Adapts the decision log to the driver's [`LogPort`].
-struct LogAdapter<L: DecisionLog + 'static>(Arc<L>);
-
-impl<L: DecisionLog + 'static> LogPort for LogAdapter<L> {
-    fn force_commit(
-        &self,
-        txid: TxId,
-        participants: Vec<ParticipantName>,
-        body_hash: u64,
-    ) -> BoxFuture<Result<(), String>> {
-        let receipt = self.0.append_durable(LogRecord::Commit {
-            txid,
-            participants,
-            body_hash,
-            at_ms: now_wall_ms(),
-        });
-        Box::pin(async move { receipt.await.map(|_| ()).map_err(|e| e.to_string()) })
-    }
-
-    fn lazy(&self, record: LazyRecord) {
-        let records = match record {
-            LazyRecord::Abort {
-                txid,
-                body_hash,
-                reason,
-            } => {
-                vec![LogRecord::Abort {
-                    txid,
-                    body_hash,
-                    reason,
-                    at_ms: now_wall_ms(),
-                }]
-            }
-            LazyRecord::End { txid, heuristics } => vec![LogRecord::End { txid, heuristics }],
-            // Nothing to drive for a one-phase commit: its Commit and End go together, lazily,
-            // only so the outcome can be looked up and the id stays idempotent.
-            LazyRecord::OnePhaseCommitted {
-                txid,
-                participant,
-                body_hash,
-            } => vec![
-                LogRecord::Commit {
-                    txid: txid.clone(),
-                    participants: vec![participant],
-                    body_hash,
-                    at_ms: now_wall_ms(),
-                },
-                LogRecord::End {
-                    txid,
-                    heuristics: Vec::new(),
-                },
-            ],
-        };
-        for r in records {
-            if let Err(e) = self.0.append_lazy(r) {
-                tracing::error!("decision log lazy append failed: {e}");
-            }
-        }
-    }
-
-    fn counters(&self) -> (u64, u64) {
-        let s = self.0.stats();
-        (s.records, s.fsyncs)
-    }
 }
 
 /// A running coordinator.
@@ -145,47 +79,21 @@ impl RunningCoordinator {
 pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
     config.validate()?;
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| StartError::Log(format!("{}: {e}", config.data_dir.display())))?;
-    let log = Arc::new(
-        FileLog::open(&config.data_dir, crate::log::FileLogConfig::default())
-            .map_err(|e| StartError::Log(e.to_string()))?,
-    );
-    let state = log.recover().map_err(|e| StartError::Log(e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let log = Arc::new(FileLog::open(
+        &config.data_dir,
+        crate::log::FileLogConfig::default(),
+    )?);
+    let state = log.recover()?;
     if let Some(t) = &state.torn_tail {
         tracing::warn!("decision log had a torn tail, truncated: {t:?}");
     }
-    let recovered = Recovered {
-        unfinished: state
-            .pending
-            .iter()
-            .map(|p| RecoveredCommit {
-                txid: p.txid.clone(),
-                participants: p.participants.clone(),
-                body_hash: p.body_hash,
-            })
-            .collect(),
-        finished: state
-            .outcomes
-            .iter()
-            .filter(|(_, o)| o.ended || o.decision == twopc_protocol::Decision::Abort)
-            .map(|(t, o)| {
-                (
-                    t.clone(),
-                    RecordedOutcome {
-                        decision: o.decision,
-                        body_hash: o.body_hash,
-                        reason: o.reason.clone(),
-                        timings: PhaseTimings::default(),
-                        heuristics: o.heuristics.clone(),
-                    },
-                )
-            })
-            .collect(),
-    };
     tracing::info!(
-        pending = recovered.unfinished.len(),
-        outcomes = recovered.finished.len(),
+        pending = state.pending.len(),
+        outcomes = state.outcomes.len(),
         "decision log recovered"
     );
 
@@ -211,11 +119,10 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         inboxes.push((p.clone(), rx));
     }
     let names: Vec<ParticipantName> = config.participants.iter().map(|p| p.name.clone()).collect();
-    let port: Arc<dyn LogPort> = Arc::new(LogAdapter(log.clone()));
     let (handle, driver_task) = driver::spawn(
         core,
-        recovered,
-        port,
+        state,
+        log.clone(),
         outboxes,
         names,
         faults.clone(),
@@ -236,13 +143,9 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
                     _ = stop.recv() => return,
                 };
                 let (txid, kind) = match ev {
-                    Ok(LogEvent::Write { kind, txid, lsn }) => (
-                        txid,
-                        EventKind::LogWrite {
-                            record: kind.into(),
-                            lsn,
-                        },
-                    ),
+                    Ok(LogEvent::Write { kind, txid, lsn }) => {
+                        (txid, EventKind::LogWrite { record: kind, lsn })
+                    }
                     Ok(LogEvent::Fsync { records, micros }) => {
                         (None, EventKind::LogFsync { records, micros })
                     }

@@ -57,8 +57,11 @@ async fn happy_path_commits_on_both_and_is_idempotent() {
         metrics.contains("twopc_transactions_committed_total 1"),
         "{metrics}"
     );
+    // OpenMetrics text (prometheus-client puts `le` before the family's own labels).
     assert!(
-        metrics.contains("twopc_phase_seconds_bucket{phase=\"prepare\""),
+        metrics.lines().any(
+            |l| l.starts_with("twopc_phase_seconds_bucket{") && l.contains("phase=\"prepare\"")
+        ),
         "{metrics}"
     );
     eventually(10, "no prepared state left", || async {

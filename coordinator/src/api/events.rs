@@ -3,7 +3,6 @@
 //! `{"lagged": n}`, a [`Lagged`] note).
 
 use super::{error, AppState};
-use crate::log::RecordKind;
 use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -12,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use twopc_protocol::api::ApiErrorCode;
-use twopc_protocol::event::{Lagged, LogRecordKind};
+use twopc_protocol::event::Lagged;
 use twopc_protocol::MAX_FRAME_BYTES;
 
 /// Counts `/v1/events` subscribers against `max_event_subscribers`.
@@ -146,18 +145,6 @@ async fn stream_events(st: AppState, mut socket: WebSocket, _slot: SubscriberSlo
         match tokio::time::timeout(EVENTS_SEND_TIMEOUT, send).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => return,
-        }
-    }
-}
-
-/// The decision log's record kinds as the event stream names them.
-impl From<RecordKind> for LogRecordKind {
-    fn from(kind: RecordKind) -> Self {
-        match kind {
-            RecordKind::Commit => LogRecordKind::Commit,
-            RecordKind::Abort => LogRecordKind::Abort,
-            RecordKind::End => LogRecordKind::End,
-            RecordKind::Checkpoint => LogRecordKind::Checkpoint,
         }
     }
 }

@@ -123,14 +123,31 @@
 //! commits as replaying the full history, and the same outcome for every transaction within the
 //! window; the window is applied only at checkpoints, so between two checkpoints the index may
 //! hold up to one segment's worth more than the window.
+//!
+//! # Layout
+//!
+//! * this file: the record, event, error and receipt types and the [`DecisionLog`] trait.
+//! * `exchange`: what the protocol core and the log hand each other ([`LazyRecord`],
+//!   [`RecoveredCommit`]).
+//! * `codec`: frames (length, CRC-32C, JSON payload).
+//! * `state`: the live state replayed from records and carried in checkpoints.
+//! * `file`: [`FileLog`], the handle and its tuning.
+//! * `segments`: the data directory (segment files, the lock, the scan at open).
+//! * `writer`: the writer thread (group commit, roll-over with a checkpoint).
+//! * `mem`: [`MemLog`], for tests.
+//! * `tests`: unit tests.
 
 mod codec;
+mod exchange;
 mod file;
 mod mem;
+mod segments;
 mod state;
 #[cfg(test)]
 mod tests;
+mod writer;
 
+pub use exchange::{LazyRecord, RecoveredCommit};
 pub use file::{FileLog, FileLogConfig};
 pub use mem::MemLog;
 
@@ -208,31 +225,9 @@ impl LogRecord {
     }
 }
 
-/// The kind of a frame in the log, for events and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordKind {
-    /// A [`LogRecord::Commit`].
-    Commit,
-    /// A [`LogRecord::Abort`].
-    Abort,
-    /// A [`LogRecord::End`].
-    End,
-    /// A checkpoint (snapshot of the live state at the start of a segment).
-    Checkpoint,
-}
-
-impl RecordKind {
-    /// The lower-case name (`commit`, `abort`, `end`, `checkpoint`), as the event stream uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::Commit => "commit",
-            RecordKind::Abort => "abort",
-            RecordKind::End => "end",
-            RecordKind::Checkpoint => "checkpoint",
-        }
-    }
-}
+/// The kind of a frame in the log, for events and metrics: the event stream's own type, so
+/// the log, the core and the browser app name record kinds with one vocabulary.
+pub use twopc_protocol::event::LogRecordKind as RecordKind;
 
 /// Something the log did, for the coordinator's event stream ("log write and fsync" on the
 /// log lane of the browser app). Delivered through [`DecisionLog::subscribe`]; within one
@@ -299,9 +294,11 @@ pub struct PendingCommit {
     pub lsn: Lsn,
 }
 
-/// The recorded outcome of a recent transaction.
+/// The outcome of a recent transaction as the log recorded it (the core keeps its own,
+/// with timings: [`crate::core::RecordedOutcome`]; the client is told a
+/// [`twopc_protocol::api::Outcome`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct LoggedOutcome {
     /// Commit or abort.
     pub decision: Decision,
     /// Hash of the client's request body, to tell a retry from a conflicting reuse of the id.
@@ -335,7 +332,7 @@ pub struct RecoveredState {
     /// Every transaction with a Commit and no End, in LSN order.
     pub pending: Vec<PendingCommit>,
     /// Outcome index for recent transactions (the pending commits included, `ended: false`).
-    pub outcomes: HashMap<TxId, Outcome>,
+    pub outcomes: HashMap<TxId, LoggedOutcome>,
     /// The LSN the next record will get.
     pub next_lsn: Lsn,
     /// Set when the last segment ended in a torn write that was truncated.

@@ -1,6 +1,6 @@
 //! The live state the log's records describe: what a checkpoint stores and recovery returns.
 
-use super::{LogRecord, Lsn, Outcome, PendingCommit, RecoveredState};
+use super::{LogRecord, LoggedOutcome, Lsn, PendingCommit, RecoveredState};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use twopc_protocol::api::HeuristicReport;
@@ -184,7 +184,7 @@ impl LiveState {
             .map(|(t, e)| {
                 (
                     t.clone(),
-                    Outcome {
+                    LoggedOutcome {
                         decision: e.decision,
                         body_hash: e.body_hash,
                         ended: e.ended,

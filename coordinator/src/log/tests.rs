@@ -1,7 +1,7 @@
 //! Tests of the decision log: format, recovery, torn writes, compaction, group commit.
 
 use super::codec::{self, Entry};
-use super::file::{list_segments, segment_path};
+use super::segments::{list_segments, segment_path};
 use super::state::LiveState;
 use super::*;
 use std::collections::HashMap;
@@ -100,7 +100,7 @@ fn write_all(log: &dyn DecisionLog, records: &[LogRecord]) {
 type PendingView = Vec<(TxId, Vec<ParticipantName>, u64, u64)>;
 
 /// The state without LSNs (a checkpoint takes an LSN, so LSNs differ between histories).
-fn view(s: &RecoveredState) -> (PendingView, HashMap<TxId, Outcome>) {
+fn view(s: &RecoveredState) -> (PendingView, HashMap<TxId, LoggedOutcome>) {
     (
         s.pending
             .iter()

@@ -1,0 +1,339 @@
+//! The protocol core: two-phase commit as a pure state machine.
+//!
+//! Everything the coordinator decides is decided here, and nothing here does I/O. The driver
+//! ([`crate::driver`]) feeds [`Input`]s in — a client submitted a transaction, a participant's
+//! message arrived, a connection came or went, the decision log made a COMMIT durable, time
+//! passed — and carries out the [`Output`]s that come back: send a message, force a COMMIT
+//! record, append a lazy record, answer a client, publish an event. Time enters only as the
+//! `now_ms` argument of [`Core::step`], so the same inputs always give the same outputs: tests
+//! replay scripted scenarios, and a model checker can explore every interleaving.
+//!
+//! # The protocol as implemented
+//!
+//! * **Phase 1.** Prepare goes to every named participant at once. A participant that is not
+//!   connected when the transaction starts, disconnects before voting, votes NO, or does not
+//!   vote within the prepare timeout makes the decision ABORT.
+//! * **Decision.** All YES (read-only votes drop out of phase 2): the core asks the driver to
+//!   force a COMMIT record ([`Output::ForceCommit`]) and sends nothing until the driver reports
+//!   it durable ([`Input::CommitDurable`]). Only then does any Commit leave. All read-only:
+//!   committed with no log write at all.
+//! * **Presumed abort.** An ABORT decision is never forced: a lazy record is appended for the
+//!   transaction history, but if it is lost in a crash, a participant that later asks (or
+//!   reports the transaction as prepared on reconnect) hears "abort", because a transaction
+//!   without a durable COMMIT record is aborted by definition.
+//! * **Phase 2.** Commit/Abort is re-sent with exponential backoff until every participant that
+//!   voted YES acknowledges, across reconnects (a reconnect re-sends at once) and coordinator
+//!   restarts (the driver feeds logged COMMITs without END back in via [`Core::recover`]).
+//!   Then an END record is appended lazily.
+//! * **One-phase commit.** A transaction with a single participant needs no coordinator
+//!   decision: the participant is sent `CommitOnePhase` and decides itself; the core retries
+//!   that idempotent message until it hears the outcome.
+//! * **Termination.** A participant that holds a prepared transaction too long sends
+//!   `DecisionRequest`; the core answers commit (COMMIT logged), pending (still voting) or abort
+//!   (everything else: presumed abort). On every (re)connection a participant reports what it
+//!   holds prepared; the core resolves each of this coordinator's transactions the same way and
+//!   leaves other coordinators' transactions alone.
+//! * **Idempotent client ids.** Resubmitting a txid with the same body attaches to the running
+//!   transaction or returns the recorded outcome; a different body is rejected.
+//!
+//! Every message the core sends is idempotent by (txid, type) at the participants, which is
+//! what makes blind re-sending safe.
+//!
+//! # Layout
+//!
+//! This file holds the vocabulary (inputs, outputs, configuration), the [`Core`] state and
+//! [`Core::step`], which routes each input to the file that owns its concern:
+//!
+//! * `transaction`: one transaction's state (stage, per-participant state, timings).
+//! * `transitions`: submission, votes, the decision, acknowledgements, the end of a transaction.
+//! * `received`: what a participant's message does (dispatch, decision requests, in-doubt reports).
+//! * `timers`: prepare deadlines, phase-2 re-sends with backoff, one-phase retries.
+//! * `outcome_cache`: concluded transactions kept for lookups and idempotent resubmission.
+//! * `query`: read-only views (lookup, participant status), and the client's answer.
+//! * `events`: the event-stream outputs, each kind built in one place.
+//! * `tests`: unit tests of the core (the golden scenarios are in `tests/scenarios.rs`).
+
+mod events;
+mod outcome_cache;
+mod query;
+mod received;
+#[cfg(test)]
+mod tests;
+mod timers;
+mod transaction;
+mod transitions;
+
+// The seam with the decision log has one vocabulary, owned by the log.
+pub use crate::log::{LazyRecord, RecoveredCommit};
+pub use outcome_cache::RecordedOutcome;
+pub use query::ParticipantStatus;
+pub use transaction::first_message;
+
+use crate::log::RecoveredState;
+use crate::metrics::Metrics;
+use outcome_cache::OutcomeCache;
+use std::collections::{BTreeMap, BTreeSet};
+use transaction::{PartState, Stage, Tx};
+use twopc_protocol::api::TransactionResponse;
+use twopc_protocol::event::EventKind;
+use twopc_protocol::message::Message;
+use twopc_protocol::{CoordinatorId, Operations, ParticipantName, TxId};
+
+/// Tunables of the protocol core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// This coordinator's id (part of every Postgres gid; recovery only touches its own).
+    pub coordinator: CoordinatorId,
+    /// How long to wait for all votes before aborting.
+    pub prepare_timeout_ms: u64,
+    /// First re-send interval in phase 2; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// Largest re-send interval.
+    pub retry_max_ms: u64,
+    /// How long a committed transaction waits for acks before the client is answered anyway
+    /// (the decision is durable; delivery continues in the background).
+    pub ack_wait_ms: u64,
+    /// How many finished transactions are remembered for idempotent resubmission and lookup.
+    pub outcome_capacity: usize,
+}
+
+impl CoreConfig {
+    /// Defaults suited to the demo and tests.
+    pub fn new(coordinator: CoordinatorId) -> Self {
+        CoreConfig {
+            coordinator,
+            prepare_timeout_ms: 5_000,
+            retry_base_ms: 200,
+            retry_max_ms: 5_000,
+            ack_wait_ms: 2_000,
+            outcome_capacity: 100_000,
+        }
+    }
+}
+
+/// An identifier the driver gives each client request so replies find their way back.
+pub type RequestId = u64;
+
+/// Why a submission was refused outright (nothing was started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The txid is already used by a transaction with a different body.
+    IdConflict {
+        /// The txid.
+        txid: TxId,
+    },
+}
+
+/// What the core is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A client submitted a transaction (already validated by the API layer).
+    Submit {
+        /// Reply routing.
+        req: RequestId,
+        /// The transaction id.
+        txid: TxId,
+        /// Hash of the canonical request body, for idempotency checks.
+        body_hash: u64,
+        /// Operations per participant.
+        participants: BTreeMap<ParticipantName, Operations>,
+    },
+    /// A message arrived from a participant.
+    Received {
+        /// The participant.
+        from: ParticipantName,
+        /// The message.
+        msg: Message,
+    },
+    /// The connection to a participant is up (before its InDoubtReport arrives).
+    Connected {
+        /// The participant.
+        participant: ParticipantName,
+    },
+    /// The connection to a participant went down.
+    Disconnected {
+        /// The participant.
+        participant: ParticipantName,
+        /// Why.
+        reason: String,
+    },
+    /// The COMMIT record requested by [`Output::ForceCommit`] is durable.
+    CommitDurable {
+        /// The transaction.
+        txid: TxId,
+    },
+    /// The COMMIT record could not be made durable (disk error). Whether it is on disk is now
+    /// unknown (a failed fsync may leave it in the page cache, to be read back by the next
+    /// process): the core decides nothing and asks the driver to halt ([`Output::Halt`]), so
+    /// the outcome is decided once, by recovery, from what the log really holds.
+    CommitFailed {
+        /// The transaction.
+        txid: TxId,
+        /// The log error's text (only ever shown: the core halts whatever it says).
+        error: String,
+    },
+    /// The connection task could not send a message for `txid` because its frame is over the
+    /// participant's limit (the API refuses such bodies first; this is the last line of
+    /// defence, so that one transaction's frame never costs the connection). The transaction
+    /// aborts if it still can.
+    Unsendable {
+        /// The participant.
+        to: ParticipantName,
+        /// The transaction.
+        txid: TxId,
+        /// Why (the frame's size and the limit).
+        reason: String,
+    },
+    /// Time passed; fire due timeouts and re-sends.
+    Tick,
+}
+
+/// What the core asks the driver to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send a message to a participant (dropped by the driver if it is not connected; the core
+    /// re-sends what matters).
+    Send {
+        /// The participant.
+        to: ParticipantName,
+        /// The message.
+        msg: Message,
+    },
+    /// Append a COMMIT record and fsync it; report back with [`Input::CommitDurable`].
+    ForceCommit {
+        /// The transaction.
+        txid: TxId,
+        /// Participants that must acknowledge (YES voters).
+        participants: Vec<ParticipantName>,
+        /// Body hash, for idempotent resubmission after a restart.
+        body_hash: u64,
+    },
+    /// Append a record without waiting for it to be durable.
+    LogLazy(LazyRecord),
+    /// Answer a client request.
+    Reply {
+        /// Which request.
+        req: RequestId,
+        /// The answer.
+        result: Result<TransactionResponse, SubmitError>,
+    },
+    /// Publish an event on the event stream.
+    Event {
+        /// The transaction concerned, if any.
+        txid: Option<TxId>,
+        /// What happened.
+        kind: EventKind,
+    },
+    /// Stop the process now, as a crash would (no reply, no further message): the decision
+    /// log failed in a way that leaves a decision unknown, and only recovery may settle it.
+    /// PostgreSQL answers a failed fsync the same way (PANIC).
+    Halt {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The coordinator's protocol state machine. `Clone` lets a model checker branch on it
+/// (coordinator/tests/model_check.rs).
+///
+/// Every collection is ordered (`BTreeMap`/`BTreeSet`): the order in which the core walks its
+/// transactions decides the order of its outputs, and the model checker fingerprints a state
+/// by its `Debug` text, so two equal states must print alike whatever history built them.
+#[derive(Debug, Clone)]
+pub struct Core {
+    cfg: CoreConfig,
+    txs: BTreeMap<TxId, Tx>,
+    outcomes: OutcomeCache,
+    connected: BTreeSet<ParticipantName>,
+    /// Per participant, (prepared, of which other coordinators') on its last InDoubtReport.
+    reported: BTreeMap<ParticipantName, (usize, usize)>,
+    /// (due time, txid): prepare deadlines and phase-2 re-sends; stale entries are skipped.
+    timers: BTreeSet<(u64, TxId)>,
+    /// Metrics maintained by the core (the driver renders them).
+    pub metrics: Metrics,
+}
+
+impl Core {
+    /// A core with no transactions.
+    pub fn new(cfg: CoreConfig) -> Self {
+        Core {
+            outcomes: OutcomeCache::new(cfg.outcome_capacity),
+            cfg,
+            txs: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            reported: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Loads what the decision log knows at start-up: COMMITs without END are driven to
+    /// completion, concluded outcomes answer lookups and resubmissions.
+    pub fn recover(
+        &mut self,
+        now_ms: u64,
+        unfinished: Vec<RecoveredCommit>,
+        concluded: Vec<(TxId, RecordedOutcome)>,
+    ) -> Vec<Output> {
+        for (txid, o) in concluded {
+            self.outcomes.remember(txid, o);
+        }
+        let n = unfinished.len() as u32;
+        for rc in unfinished {
+            let parts = rc
+                .participants
+                .into_iter()
+                .map(|p| (p, PartState::recovered(now_ms)))
+                .collect();
+            self.timers.insert((now_ms, rc.txid.clone()));
+            self.txs
+                .insert(rc.txid, Tx::recovered(rc.body_hash, parts, now_ms));
+        }
+        vec![events::coordinator_started(&self.cfg.coordinator, n)]
+    }
+
+    /// [`Core::recover`] from what the decision log held when it was opened.
+    pub fn recover_from_log(&mut self, now_ms: u64, state: &RecoveredState) -> Vec<Output> {
+        let concluded = state
+            .concluded()
+            .into_iter()
+            .map(|(txid, o)| (txid.clone(), RecordedOutcome::from(o)))
+            .collect();
+        self.recover(now_ms, state.unfinished(), concluded)
+    }
+
+    /// Feeds one input and returns what to do, in order.
+    pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Submit {
+                req,
+                txid,
+                body_hash,
+                participants,
+            } => self.submit(now_ms, req, txid, body_hash, participants, &mut out),
+            Input::Received { from, msg } => self.received(now_ms, from, msg, &mut out),
+            Input::Connected { participant } => {
+                // Re-sending waits for the participant's InDoubtReport, which is always its
+                // first message on a new connection.
+                self.connected.insert(participant);
+            }
+            Input::Disconnected {
+                participant,
+                reason,
+            } => self.disconnected(now_ms, participant, reason, &mut out),
+            Input::CommitDurable { txid } => self.commit_durable(now_ms, &txid, &mut out),
+            Input::CommitFailed { txid, error } => self.commit_failed(&txid, &error, &mut out),
+            Input::Unsendable { to, txid, reason } => {
+                self.unsendable(now_ms, to, txid, reason, &mut out)
+            }
+            Input::Tick => self.tick(now_ms, &mut out),
+        }
+        out
+    }
+}

@@ -1,0 +1,101 @@
+//! Read-only views of the core: transaction lookup, participant status, and the client's
+//! answer ([`TransactionResponse`]), which is built here and nowhere else.
+
+use super::{Core, Stage};
+use twopc_protocol::api::{HeuristicReport, Outcome, PhaseTimings, TransactionResponse};
+use twopc_protocol::message::Decision;
+use twopc_protocol::{ParticipantName, TxId};
+
+/// Connection state and in-doubt count of one participant, for `/v1/participants`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ParticipantStatus {
+    /// The participant.
+    pub name: ParticipantName,
+    /// Whether the coordinator's connection is up.
+    pub connected: bool,
+    /// Prepared transactions it reported on its last InDoubtReport (all coordinators).
+    pub reported_prepared: usize,
+    /// Of those, transactions of other coordinators (left alone).
+    pub foreign_prepared: usize,
+    /// Transactions of this coordinator waiting for its ack.
+    pub awaiting_ack: usize,
+}
+
+impl Core {
+    /// The state of a transaction, for `GET /v1/transactions/{id}`.
+    pub fn lookup(&self, now_ms: u64, txid: &TxId) -> Option<TransactionResponse> {
+        if let Some(tx) = self.txs.get(txid) {
+            return Some(tx.response(txid, now_ms));
+        }
+        self.outcomes.get(txid).map(|o| o.response(txid))
+    }
+
+    /// Per-participant connection state, for `/v1/participants`.
+    pub fn participant_status(&self, names: &[ParticipantName]) -> Vec<ParticipantStatus> {
+        names
+            .iter()
+            .map(|n| {
+                let (reported, foreign) = self.reported.get(n).copied().unwrap_or((0, 0));
+                ParticipantStatus {
+                    name: n.clone(),
+                    connected: self.connected.contains(n),
+                    reported_prepared: reported,
+                    foreign_prepared: foreign,
+                    awaiting_ack: self
+                        .txs
+                        .values()
+                        .filter(|t| t.parts.get(n).is_some_and(|p| p.owes_ack))
+                        .count(),
+                }
+            })
+            .collect()
+    }
+
+    /// Number of transactions not yet finished (in flight or delivering).
+    pub fn active(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Transactions decided COMMIT whose delivery is not finished, with who still owes an ack.
+    pub fn undelivered(&self) -> Vec<(TxId, Decision, Vec<ParticipantName>)> {
+        // In txid order: `txs` is ordered.
+        self.txs
+            .iter()
+            .filter_map(|(t, tx)| match tx.stage {
+                Stage::Delivering(d) => Some((
+                    t.clone(),
+                    d,
+                    tx.parts
+                        .iter()
+                        .filter(|(_, p)| p.owes_ack)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The client's answer: `decision` is `None` while undecided. A heuristic outcome also
+/// names the decision and the mismatching acknowledgements; the plain ones do not need to.
+pub(super) fn answer(
+    txid: &TxId,
+    decision: Option<Decision>,
+    reason: Option<String>,
+    timings: PhaseTimings,
+    heuristics: Vec<HeuristicReport>,
+) -> TransactionResponse {
+    let outcome = match decision {
+        Some(d) => Outcome::of(d, &heuristics),
+        None => Outcome::InProgress,
+    };
+    TransactionResponse {
+        id: txid.clone(),
+        outcome,
+        reason,
+        timings,
+        decision: decision.filter(|_| !heuristics.is_empty()),
+        heuristics,
+    }
+}

@@ -1,0 +1,129 @@
+//! What a participant's message does: votes and acks go to the transitions; decision requests
+//! and in-doubt reports are answered here (the termination protocol, presumed abort).
+
+use super::events::{self, send};
+use super::{Core, Output, Stage};
+use twopc_protocol::message::{Decision, DecisionStatus, Message};
+use twopc_protocol::{ParticipantName, TxId};
+
+impl Core {
+    pub(super) fn received(
+        &mut self,
+        now_ms: u64,
+        from: ParticipantName,
+        msg: Message,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(events::message_received(&from, &msg));
+        match msg {
+            Message::Vote { txid, vote, reason } => {
+                self.vote(now_ms, &from, txid, vote, reason, out)
+            }
+            Message::Ack {
+                txid,
+                decision,
+                result,
+                reason,
+            } => self.ack(now_ms, &from, txid, decision, result, reason, out),
+            Message::DecisionRequest { txid } => {
+                out.push(events::decision_requested(&txid, &from));
+                let status = self.decision_status(&txid);
+                send(
+                    out,
+                    &txid,
+                    &from,
+                    Message::DecisionAnswer {
+                        txid: txid.clone(),
+                        status,
+                    },
+                );
+                // Presumed abort also covers a participant we never finished with.
+                if status == DecisionStatus::Abort && !self.txs.contains_key(&txid) {
+                    self.metrics.presumed_aborts += 1;
+                }
+            }
+            Message::InDoubtReport { prepared, .. } => {
+                let total = prepared.len();
+                let mut foreign = 0;
+                // Everything this participant owes an ack for gets its decision again, whether
+                // or not it is still prepared there (it may have finished before a crash).
+                self.resend_all_to(now_ms, &from, out);
+                for p in prepared {
+                    if p.coordinator != self.cfg.coordinator {
+                        foreign += 1;
+                        continue;
+                    }
+                    let handled = self
+                        .txs
+                        .get(&p.txid)
+                        .and_then(|t| t.parts.get(&from))
+                        .is_some_and(|ps| ps.owes_ack);
+                    if !handled {
+                        self.resolve_reported(now_ms, &from, p.txid, out);
+                    }
+                }
+                self.reported.insert(from.clone(), (total, foreign));
+                out.push(events::participant_connected(&from, total as u32));
+            }
+            Message::Ping { nonce } => {
+                out.push(Output::Send {
+                    to: from,
+                    msg: Message::Pong { nonce },
+                });
+            }
+            // Pongs and error replies need no protocol action; they are in the event stream.
+            _ => {}
+        }
+    }
+
+    pub(super) fn decision_status(&self, txid: &TxId) -> DecisionStatus {
+        match self.txs.get(txid).map(|t| t.stage) {
+            Some(Stage::Delivering(Decision::Commit)) => DecisionStatus::Commit,
+            Some(Stage::Delivering(Decision::Abort)) => DecisionStatus::Abort,
+            Some(Stage::Preparing | Stage::Deciding | Stage::OnePhase) => DecisionStatus::Pending,
+            None => match self.outcomes.get(txid).map(|o| o.decision) {
+                Some(Decision::Commit) => DecisionStatus::Commit,
+                _ => DecisionStatus::Abort,
+            },
+        }
+    }
+
+    /// A participant reported `txid` prepared (on connect). Tell it the outcome, or leave it
+    /// alone while the transaction is still running here.
+    pub(super) fn resolve_reported(
+        &mut self,
+        now_ms: u64,
+        from: &ParticipantName,
+        txid: TxId,
+        out: &mut Vec<Output>,
+    ) {
+        match self.decision_status(&txid) {
+            DecisionStatus::Pending => {}
+            DecisionStatus::Commit => {
+                if !self.txs.contains_key(&txid) {
+                    // Finished here, yet the participant still holds it: deliver again.
+                    send(out, &txid, from, Message::Commit { txid: txid.clone() });
+                } else {
+                    self.send_decision_now(now_ms, &txid, from, out);
+                }
+            }
+            DecisionStatus::Abort => {
+                if self.txs.contains_key(&txid) {
+                    self.send_decision_now(now_ms, &txid, from, out);
+                } else {
+                    self.metrics.presumed_aborts += 1;
+                    let reason = Some("presumed abort: no COMMIT decision is logged".to_string());
+                    send(
+                        out,
+                        &txid,
+                        from,
+                        Message::Abort {
+                            txid: txid.clone(),
+                            reason,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! One transaction's state while the core works on it.
+
+use super::query::answer;
+use super::RequestId;
+use std::collections::{BTreeMap, BTreeSet};
+use twopc_protocol::api::{HeuristicReport, PhaseTimings, TransactionResponse};
+use twopc_protocol::message::{Decision, Message, Vote};
+use twopc_protocol::{CoordinatorId, Operations, ParticipantName, TxId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Waiting for votes.
+    Preparing,
+    /// All YES; waiting for the COMMIT record to become durable.
+    Deciding,
+    /// Decided; delivering the decision until every ack.
+    Delivering(Decision),
+    /// One participant, CommitOnePhase sent; waiting for its outcome.
+    OnePhase,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct PartState {
+    pub(super) ops: Option<Operations>,
+    pub(super) vote: Option<Vote>,
+    /// In phase 2: must this participant still ack?
+    pub(super) owes_ack: bool,
+    pub(super) attempts: u32,
+    pub(super) next_send_ms: u64,
+}
+
+impl PartState {
+    /// Counts one more attempt and returns the exponential-backoff wait before the next one.
+    pub(super) fn next_backoff(&mut self, base_ms: u64, max_ms: u64) -> u64 {
+        let backoff = base_ms
+            .saturating_mul(1u64 << self.attempts.min(16))
+            .min(max_ms);
+        self.attempts += 1;
+        backoff
+    }
+
+    /// Schedules this participant's next re-send `delay_ms` from now.
+    pub(super) fn schedule(
+        &mut self,
+        timers: &mut BTreeSet<(u64, TxId)>,
+        txid: &TxId,
+        now_ms: u64,
+        delay_ms: u64,
+    ) {
+        self.next_send_ms = now_ms + delay_ms;
+        timers.insert((self.next_send_ms, txid.clone()));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Tx {
+    pub(super) body_hash: u64,
+    pub(super) stage: Stage,
+    pub(super) parts: BTreeMap<ParticipantName, PartState>,
+    pub(super) waiters: Vec<RequestId>,
+    pub(super) reason: Option<String>,
+    pub(super) started_ms: u64,
+    pub(super) prepared_ms: Option<u64>,
+    pub(super) decided_ms: Option<u64>,
+    pub(super) prepare_deadline_ms: u64,
+    /// Client already answered (committed but acks still outstanding).
+    pub(super) replied: bool,
+    /// Acknowledgements that did not match the decision (heuristic hazards).
+    pub(super) heuristics: Vec<HeuristicReport>,
+}
+
+impl PartState {
+    /// A participant of a new transaction, before its first message goes out.
+    pub(super) fn new(ops: Operations) -> Self {
+        PartState {
+            ops: Some(ops),
+            vote: None,
+            owes_ack: false,
+            attempts: 1,
+            next_send_ms: 0,
+        }
+    }
+
+    /// A participant of a COMMIT read back from the log: it voted YES and owes an ack; the
+    /// first re-send is due at once.
+    pub(super) fn recovered(now_ms: u64) -> Self {
+        PartState {
+            ops: None,
+            vote: Some(Vote::Yes),
+            owes_ack: true,
+            attempts: 0,
+            next_send_ms: now_ms,
+        }
+    }
+}
+
+impl Tx {
+    /// A transaction just submitted: Preparing (or OnePhase with a single participant).
+    pub(super) fn new(
+        body_hash: u64,
+        parts: BTreeMap<ParticipantName, PartState>,
+        req: RequestId,
+        now_ms: u64,
+        prepare_timeout_ms: u64,
+    ) -> Self {
+        Tx {
+            body_hash,
+            stage: if parts.len() == 1 {
+                Stage::OnePhase
+            } else {
+                Stage::Preparing
+            },
+            parts,
+            waiters: vec![req],
+            reason: None,
+            started_ms: now_ms,
+            prepared_ms: None,
+            decided_ms: None,
+            prepare_deadline_ms: now_ms + prepare_timeout_ms,
+            replied: false,
+            heuristics: Vec::new(),
+        }
+    }
+
+    /// A COMMIT without END read back from the log: delivering, its client long gone.
+    pub(super) fn recovered(
+        body_hash: u64,
+        parts: BTreeMap<ParticipantName, PartState>,
+        now_ms: u64,
+    ) -> Self {
+        Tx {
+            body_hash,
+            stage: Stage::Delivering(Decision::Commit),
+            parts,
+            waiters: Vec::new(),
+            reason: None,
+            started_ms: now_ms,
+            prepared_ms: Some(now_ms),
+            decided_ms: Some(now_ms),
+            prepare_deadline_ms: now_ms,
+            replied: true,
+            heuristics: Vec::new(),
+        }
+    }
+
+    /// What a client is told about this transaction now.
+    pub(super) fn response(&self, txid: &TxId, now_ms: u64) -> TransactionResponse {
+        let decision = match self.stage {
+            Stage::Delivering(d) => Some(d),
+            _ => None,
+        };
+        answer(
+            txid,
+            decision,
+            self.reason.clone(),
+            self.timings(now_ms),
+            self.heuristics.clone(),
+        )
+    }
+
+    pub(super) fn timings(&self, now_ms: u64) -> PhaseTimings {
+        let prep_end = self.prepared_ms.unwrap_or(now_ms);
+        let dec_end = self.decided_ms.unwrap_or(prep_end);
+        PhaseTimings {
+            prepare_ms: prep_end.saturating_sub(self.started_ms) as f64,
+            decide_ms: dec_end.saturating_sub(prep_end) as f64,
+            commit_ms: now_ms.saturating_sub(dec_end) as f64,
+            total_ms: now_ms.saturating_sub(self.started_ms) as f64,
+        }
+    }
+}
+
+/// The first message a participant gets for a transaction: Prepare, or CommitOnePhase when it
+/// is the only participant. The API encodes the same message to check its size before
+/// accepting the transaction, so this is the one place that builds it.
+pub fn first_message(
+    coordinator: &CoordinatorId,
+    txid: &TxId,
+    ops: Operations,
+    one_phase: bool,
+    prepare_timeout_ms: u64,
+) -> Message {
+    if one_phase {
+        Message::CommitOnePhase {
+            txid: txid.clone(),
+            coordinator: coordinator.clone(),
+            ops,
+        }
+    } else {
+        Message::Prepare {
+            txid: txid.clone(),
+            coordinator: coordinator.clone(),
+            ops,
+            timeout_ms: Some(prepare_timeout_ms),
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! The transitions of a transaction: submission, votes, the decision, acknowledgements, and
+//! its retirement into the outcome cache.
+
+use super::events::{self, send};
+use super::transaction::first_message;
+use super::{
+    Core, LazyRecord, Output, PartState, RecordedOutcome, RequestId, Stage, SubmitError, Tx,
+};
+use std::collections::BTreeMap;
+use twopc_protocol::api::{HeuristicKind, HeuristicReport};
+use twopc_protocol::message::{AckResult, Decision, DecisionStatus, Message, Vote};
+use twopc_protocol::{Operations, ParticipantName, TxId};
+
+impl Core {
+    pub(super) fn submit(
+        &mut self,
+        now_ms: u64,
+        req: RequestId,
+        txid: TxId,
+        body_hash: u64,
+        participants: BTreeMap<ParticipantName, Operations>,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(tx) = self.txs.get_mut(&txid) {
+            if tx.body_hash != body_hash {
+                out.push(Output::Reply {
+                    req,
+                    result: Err(SubmitError::IdConflict { txid }),
+                });
+            } else if tx.replied {
+                let resp = tx.response(&txid, now_ms);
+                out.push(Output::Reply {
+                    req,
+                    result: Ok(resp),
+                });
+            } else {
+                tx.waiters.push(req);
+            }
+            return;
+        }
+        if let Some(o) = self.outcomes.get(&txid) {
+            let result = if o.body_hash == body_hash {
+                Ok(o.response(&txid))
+            } else {
+                Err(SubmitError::IdConflict { txid })
+            };
+            out.push(Output::Reply { req, result });
+            return;
+        }
+        self.metrics.started += 1;
+        out.push(events::tx_begin(&txid, participants.keys()));
+        let one_phase = participants.len() == 1;
+        let parts: BTreeMap<ParticipantName, PartState> = participants
+            .into_iter()
+            .map(|(p, ops)| (p, PartState::new(ops)))
+            .collect();
+        let mut tx = Tx::new(body_hash, parts, req, now_ms, self.cfg.prepare_timeout_ms);
+        let missing: Vec<String> = tx
+            .parts
+            .keys()
+            .filter(|p| !self.connected.contains(*p))
+            .map(|p| p.to_string())
+            .collect();
+        if !missing.is_empty() && !one_phase {
+            // Nobody was asked anything: abort without sending a single message. (Not for a
+            // one-phase transaction: its participant decides alone and this coordinator keeps
+            // no record before it does, so the id may be a resubmission whose first attempt
+            // committed there before a crash here. It waits for the participant instead: the
+            // CommitOnePhase goes out when it connects, and its answer, `already_applied`
+            // included, is the outcome.)
+            let why = format!("participant(s) not connected: {}", missing.join(", "));
+            for p in tx.parts.values_mut() {
+                p.vote = Some(Vote::No);
+            }
+            self.txs.insert(txid.clone(), tx);
+            self.decide_abort(now_ms, &txid, why, out);
+            return;
+        }
+        for (name, p) in tx.parts.iter_mut() {
+            let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
+            if one_phase {
+                p.owes_ack = true;
+                p.next_send_ms = now_ms + self.cfg.prepare_timeout_ms;
+            }
+            let msg = first_message(
+                &self.cfg.coordinator,
+                &txid,
+                ops,
+                one_phase,
+                self.cfg.prepare_timeout_ms,
+            );
+            send(out, &txid, name, msg);
+        }
+        let due = if one_phase {
+            now_ms + self.cfg.prepare_timeout_ms
+        } else {
+            tx.prepare_deadline_ms
+        };
+        self.timers.insert((due, txid.clone()));
+        self.txs.insert(txid, tx);
+    }
+
+    pub(super) fn vote(
+        &mut self,
+        now_ms: u64,
+        from: &ParticipantName,
+        txid: TxId,
+        vote: Vote,
+        reason: Option<String>,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(events::vote(&txid, from, vote, reason.clone()));
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            // A vote for a transaction this coordinator has finished or never knew: if it
+            // prepared, it must not stay prepared (presumed abort unless COMMIT was logged).
+            if vote == Vote::Yes {
+                let status = self.decision_status(&txid);
+                let msg = if status == DecisionStatus::Commit {
+                    Message::Commit { txid: txid.clone() }
+                } else {
+                    Message::Abort {
+                        txid: txid.clone(),
+                        reason: Some("late vote".into()),
+                    }
+                };
+                send(out, &txid, from, msg);
+            }
+            return;
+        };
+        let Some(part) = tx.parts.get_mut(from) else {
+            return;
+        };
+        match tx.stage {
+            Stage::Preparing => {
+                if part.vote.is_some() {
+                    return; // duplicate vote
+                }
+                part.vote = Some(vote);
+                if vote == Vote::No {
+                    let why = format!(
+                        "participant {from} voted no: {}",
+                        reason.unwrap_or_else(|| "no reason given".into())
+                    );
+                    self.decide_abort(now_ms, &txid, why, out);
+                    return;
+                }
+                if tx.parts.values().all(|p| p.vote.is_some()) {
+                    tx.prepared_ms = Some(now_ms);
+                    let yes: Vec<ParticipantName> = tx
+                        .parts
+                        .iter()
+                        .filter(|(_, p)| p.vote == Some(Vote::Yes))
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if yes.is_empty() {
+                        // Everyone read-only: nothing to decide durably, nothing to deliver.
+                        // The stage says "decided" so that retire() answers the client now
+                        // (it only answers decided transactions; left at Preparing, the client
+                        // heard nothing until its own timeout).
+                        self.committed_without_log(now_ms, &txid, "all read-only", out);
+                    } else {
+                        tx.stage = Stage::Deciding;
+                        out.push(Output::ForceCommit {
+                            txid: txid.clone(),
+                            participants: yes,
+                            body_hash: tx.body_hash,
+                        });
+                    }
+                }
+            }
+            Stage::Delivering(Decision::Abort) if vote == Vote::Yes => {
+                // Prepared after we had already decided abort: roll it back too.
+                part.owes_ack = true;
+                part.vote = Some(vote);
+                self.send_decision_now(now_ms, &txid, from, out);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn commit_durable(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        if tx.stage != Stage::Deciding {
+            return;
+        }
+        tx.stage = Stage::Delivering(Decision::Commit);
+        tx.decided_ms = Some(now_ms);
+        out.push(events::decision(txid, Decision::Commit, None));
+        let names: Vec<ParticipantName> = tx
+            .parts
+            .iter_mut()
+            .filter(|(_, p)| p.vote == Some(Vote::Yes))
+            .map(|(n, p)| {
+                p.owes_ack = true;
+                n.clone()
+            })
+            .collect();
+        for n in names {
+            self.send_decision_now(now_ms, txid, &n, out);
+        }
+        // Answer the client after the acks or after ack_wait_ms, whichever comes first.
+        self.timers
+            .insert((now_ms + self.cfg.ack_wait_ms, txid.clone()));
+    }
+
+    pub(super) fn decide_abort(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        why: String,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        if matches!(tx.stage, Stage::Delivering(_)) {
+            return;
+        }
+        tx.stage = Stage::Delivering(Decision::Abort);
+        tx.prepared_ms.get_or_insert(now_ms);
+        tx.decided_ms = Some(now_ms);
+        tx.reason = Some(why.clone());
+        out.push(events::decision(txid, Decision::Abort, Some(why.clone())));
+        out.push(Output::LogLazy(LazyRecord::Abort {
+            txid: txid.clone(),
+            body_hash: tx.body_hash,
+            reason: Some(why),
+        }));
+        // Everyone who may hold it prepared gets an Abort: YES voters and those who have not
+        // voted (their Prepare may still be in flight). NO and read-only voters hold nothing.
+        let names: Vec<ParticipantName> = tx
+            .parts
+            .iter_mut()
+            .filter(|(_, p)| matches!(p.vote, None | Some(Vote::Yes)))
+            .map(|(n, p)| {
+                p.owes_ack = true;
+                n.clone()
+            })
+            .collect();
+        // Presumed abort: the client can be told at once; no log write to wait for.
+        self.reply_waiters(now_ms, txid, out);
+        for n in names {
+            self.send_decision_now(now_ms, txid, &n, out);
+        }
+        self.maybe_end(now_ms, txid, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ack(
+        &mut self,
+        now_ms: u64,
+        from: &ParticipantName,
+        txid: TxId,
+        decision: Decision,
+        result: AckResult,
+        reason: Option<String>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
+        match tx.stage {
+            Stage::OnePhase => {
+                let Some(p) = tx.parts.get_mut(from) else {
+                    return;
+                };
+                p.owes_ack = false;
+                tx.prepared_ms = Some(now_ms);
+                tx.decided_ms = Some(now_ms);
+                if decision == Decision::Commit && result != AckResult::NotPrepared {
+                    out.push(events::ack(&txid, from, decision));
+                    out.push(Output::LogLazy(LazyRecord::OnePhaseCommitted {
+                        txid: txid.clone(),
+                        participant: from.clone(),
+                        body_hash: tx.body_hash,
+                    }));
+                    self.committed_without_log(now_ms, &txid, "one-phase commit", out);
+                } else {
+                    let why = format!(
+                        "participant {from} aborted the one-phase commit: {}",
+                        reason.unwrap_or_else(|| format!("{result:?}"))
+                    );
+                    for p in tx.parts.values_mut() {
+                        p.vote = Some(Vote::No);
+                    }
+                    self.decide_abort(now_ms, &txid, why, out);
+                }
+            }
+            Stage::Delivering(d) if d == decision => {
+                let Some(p) = tx.parts.get_mut(from) else {
+                    return;
+                };
+                if !p.owes_ack {
+                    return;
+                }
+                p.owes_ack = false;
+                out.push(events::ack(&txid, from, decision));
+                // Anything but "applied" (or "already applied", a repeat) means the
+                // participant's state does not match the decision: a heuristic hazard an
+                // operator must look at. Counted, published, and in the client's outcome;
+                // never a silent success. (`not_prepared` after an ABORT is ordinary presumed
+                // abort: the participant holds nothing, as decided.)
+                let hazard = match (d, result) {
+                    (_, AckResult::Conflict) => Some(HeuristicKind::Conflict),
+                    (Decision::Commit, AckResult::NotPrepared) => Some(HeuristicKind::NotPrepared),
+                    _ => None,
+                };
+                if let Some(kind) = hazard {
+                    self.metrics.heuristic_hazards += 1;
+                    tx.heuristics.push(HeuristicReport {
+                        participant: from.clone(),
+                        result: kind,
+                    });
+                    out.push(events::heuristic(&txid, from, decision, kind));
+                }
+                self.maybe_end(now_ms, &txid, out);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn maybe_end(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
+        let Some(tx) = self.txs.get(txid) else { return };
+        let Stage::Delivering(d) = tx.stage else {
+            return;
+        };
+        if tx.parts.values().any(|p| p.owes_ack) {
+            return;
+        }
+        // An abort needs no END (presumed abort), unless it carries heuristics to keep.
+        if d == Decision::Commit || !tx.heuristics.is_empty() {
+            out.push(Output::LogLazy(LazyRecord::End {
+                txid: txid.clone(),
+                heuristics: tx.heuristics.clone(),
+            }));
+        }
+        self.retire(now_ms, txid, d, out);
+    }
+
+    /// Committed with nothing for this coordinator to force or deliver (every vote read-only,
+    /// or the one participant committed by itself): decided and over at once.
+    fn committed_without_log(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        why: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        tx.decided_ms = Some(now_ms);
+        tx.stage = Stage::Delivering(Decision::Commit);
+        out.push(events::decision(txid, Decision::Commit, Some(why.into())));
+        self.retire(now_ms, txid, Decision::Commit, out);
+    }
+
+    /// The transaction is over: answer waiters, move its outcome to the outcome cache, forget
+    /// its state.
+    pub(super) fn retire(&mut self, now_ms: u64, txid: &TxId, d: Decision, out: &mut Vec<Output>) {
+        self.reply_waiters(now_ms, txid, out);
+        let Some(tx) = self.txs.remove(txid) else {
+            return;
+        };
+        let timings = tx.timings(now_ms);
+        out.push(events::tx_end(txid, d, &timings, !tx.heuristics.is_empty()));
+        self.metrics.observe_end(d, &timings);
+        self.outcomes.remember(
+            txid.clone(),
+            RecordedOutcome {
+                decision: d,
+                body_hash: tx.body_hash,
+                reason: tx.reason,
+                timings,
+                heuristics: tx.heuristics,
+            },
+        );
+    }
+
+    pub(super) fn reply_waiters(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        if !matches!(tx.stage, Stage::Delivering(_)) {
+            return;
+        }
+        tx.replied = true;
+        let resp = tx.response(txid, now_ms);
+        for req in tx.waiters.drain(..) {
+            out.push(Output::Reply {
+                req,
+                result: Ok(resp.clone()),
+            });
+        }
+    }
+
+    pub(super) fn disconnected(
+        &mut self,
+        now_ms: u64,
+        participant: ParticipantName,
+        reason: String,
+        out: &mut Vec<Output>,
+    ) {
+        self.connected.remove(&participant);
+        out.push(events::participant_disconnected(&participant, &reason));
+        // Fail fast: a transaction still collecting votes from it cannot commit soon.
+        let victims: Vec<TxId> = self
+            .txs
+            .iter()
+            .filter(|(_, tx)| {
+                matches!(tx.stage, Stage::Preparing)
+                    && tx.parts.get(&participant).is_some_and(|p| p.vote.is_none())
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        for txid in victims {
+            let why = format!("participant {participant} disconnected before voting ({reason})");
+            self.decide_abort(now_ms, &txid, why, out);
+        }
+    }
+
+    pub(super) fn commit_failed(&mut self, txid: &TxId, error: &str, out: &mut Vec<Output>) {
+        if self
+            .txs
+            .get(txid)
+            .is_some_and(|t| t.stage == Stage::Deciding)
+        {
+            // Not an abort: the COMMIT record may be on disk after all, and the next
+            // process would then commit what this one had aborted.
+            out.push(Output::Halt {
+                reason: format!(
+                    "the COMMIT record of {txid} may or may not be durable ({error}); halting so that recovery decides from the log"
+                ),
+            });
+        }
+    }
+
+    pub(super) fn unsendable(
+        &mut self,
+        now_ms: u64,
+        to: ParticipantName,
+        txid: TxId,
+        reason: String,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(tx) = self.txs.get_mut(&txid) else {
+            return;
+        };
+        let unvoted = tx.parts.get(&to).is_some_and(|p| p.vote.is_none());
+        if matches!(tx.stage, Stage::Preparing | Stage::OnePhase) && unvoted {
+            // It never received the message, so it holds nothing: like a NO vote (and
+            // a one-phase participant owes no ack for what it never got).
+            if let Some(p) = tx.parts.get_mut(&to) {
+                p.vote = Some(Vote::No);
+                p.owes_ack = false;
+            }
+            let why = format!("the message to participant {to} could not be sent: {reason}");
+            self.decide_abort(now_ms, &txid, why, out);
+        }
+    }
+}
