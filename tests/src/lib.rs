@@ -16,6 +16,7 @@
 //! # Layout
 //!
 //! * [`browser`]: real headless Chromium over the DevTools protocol (web app tests).
+//! * [`coordinator_config`]: the configuration file tests start coordinators with.
 //! * [`pg`]: the PostgreSQL cluster.
 //! * [`redis_server`]: the Redis server.
 //! * [`stack`]: the whole twopc stack as real processes (demo, end-to-end and fault tests).
@@ -24,6 +25,7 @@
 //!   participants the way the coordinator does.
 
 pub mod browser;
+pub mod coordinator_config;
 pub mod fault_proxy;
 pub mod invariants;
 pub mod pg;

@@ -7,6 +7,7 @@
 //! participant with SIGKILL, PostgreSQL with `pg_ctl stop -m immediate` or SIGKILL, redis-server
 //! with SIGKILL. Ports stay the same across restarts, so connections come back by themselves.
 
+use crate::coordinator_config::{CoordinatorConfig, ParticipantEntry};
 use crate::{util, PgCluster, PgOptions, RedisServer, Result};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -360,43 +361,26 @@ impl Stack {
             .clone()
             .unwrap_or_else(|| dir.path().join("coordinator"));
         let config = dir.path().join("coordinator.toml");
-        let web = opts
-            .web_dir
-            .as_ref()
-            .map(|w| format!("web_dir = \"{}\"\n", w.display()))
-            .unwrap_or_default();
-        std::fs::write(
-            &config,
-            format!(
-                r#"coordinator_id = "c1"
-listen = "127.0.0.1:{port}"
-data_dir = "{data}"
-{web}prepare_timeout_ms = {pt}
-ack_wait_ms = 2000
-client_timeout_ms = 30000
-retry_base_ms = 100
-retry_max_ms = 1000
-heartbeat_ms = 1000
-fault_injection = {fi}
-
-[[participant]]
-name = "bank"
-kind = "postgres"
-url = "ws://{bank_addr}/"
-token = "{bank_token}"
-
-[[participant]]
-name = "ledger"
-kind = "redis"
-url = "ws://{ledger_addr}/"
-token = "{ledger_token}"
-"#,
-                port = opts.coordinator_port,
-                data = data.display(),
-                pt = opts.prepare_timeout_ms,
-                fi = opts.fault_injection,
-            ),
-        )?;
+        let mut settings = CoordinatorConfig::new(
+            &data,
+            vec![
+                ParticipantEntry::postgres("bank", &bank_addr, &bank_token),
+                ParticipantEntry::redis("ledger", &ledger_addr, &ledger_token),
+            ],
+        );
+        settings.listen = format!("127.0.0.1:{}", opts.coordinator_port);
+        if let Some(w) = &opts.web_dir {
+            settings = settings.set("web_dir", format!("\"{}\"", w.display()));
+        }
+        settings
+            .set("prepare_timeout_ms", opts.prepare_timeout_ms)
+            .set("ack_wait_ms", 2000)
+            .set("client_timeout_ms", 30000)
+            .set("retry_base_ms", 100)
+            .set("retry_max_ms", 1000)
+            .set("heartbeat_ms", 1000)
+            .set("fault_injection", opts.fault_injection)
+            .write(&config)?;
         let (args, env) = match &opts.coordinator_config_file {
             // A given configuration file (the demo uses the documented example): tokens come
             // through the environment it names, paths through flags.

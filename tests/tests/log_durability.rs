@@ -25,6 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 use twopc_participant::{RunningServer, Server, ServerConfig};
 use twopc_redis_participant::{RedisResource, Retention};
+use twopc_tests::coordinator_config::{CoordinatorConfig, ParticipantEntry};
 use twopc_tests::stack::Proc;
 use twopc_tests::RedisServer;
 
@@ -366,33 +367,17 @@ async fn every_commit_leaves_after_the_fsync_that_covers_its_decision_record() {
     let vault = serve(&r_vault, "vault", "vault-token-0123456789").await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"coordinator_id = "c1"
-listen = "127.0.0.1:0"
-data_dir = "{data}"
-prepare_timeout_ms = 10000
-ack_wait_ms = 5000
-client_timeout_ms = 30000
-
-[[participant]]
-name = "ledger"
-kind = "redis"
-url = "ws://{la}/"
-token = "ledger-token-0123456789"
-
-[[participant]]
-name = "vault"
-kind = "redis"
-url = "ws://{va}/"
-token = "vault-token-0123456789"
-"#,
-            data = dir.path().join("data").display(),
-            la = ledger.local_addr(),
-            va = vault.local_addr(),
-        ),
+    CoordinatorConfig::new(
+        &dir.path().join("data"),
+        vec![
+            ParticipantEntry::redis("ledger", ledger.local_addr(), "ledger-token-0123456789"),
+            ParticipantEntry::redis("vault", vault.local_addr(), "vault-token-0123456789"),
+        ],
     )
+    .set("prepare_timeout_ms", 10000)
+    .set("ack_wait_ms", 5000)
+    .set("client_timeout_ms", 30000)
+    .write(&config)
     .unwrap();
     let trace = dir.path().join("trace.txt");
     let exe = env!("CARGO_BIN_EXE_twopc-coordinator-under-test");

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use twopc_participant::{RunningServer, Server, ServerConfig};
 use twopc_redis_participant::{RedisResource, Retention};
+use twopc_tests::coordinator_config::{CoordinatorConfig, ParticipantEntry};
 use twopc_tests::stack::Proc;
 use twopc_tests::RedisServer;
 
@@ -108,40 +109,22 @@ impl Coordinator {
     pub fn start(ledger: &Participant, vault: &Participant, extra: &str) -> Coordinator {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("coordinator.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"coordinator_id = "c1"
-listen = "127.0.0.1:0"
-data_dir = "{data}"
-prepare_timeout_ms = 1500
-ack_wait_ms = 1000
-client_timeout_ms = 20000
-retry_base_ms = 100
-retry_max_ms = 500
-heartbeat_ms = 500
-fault_injection = true
-{extra}
-[[participant]]
-name = "ledger"
-kind = "redis"
-url = "ws://{la}/"
-token = "{lt}"
-
-[[participant]]
-name = "vault"
-kind = "redis"
-url = "ws://{va}/"
-token = "{vt}"
-"#,
-                data = dir.path().join("data").display(),
-                la = ledger.addr,
-                lt = ledger.token,
-                va = vault.addr,
-                vt = vault.token,
-            ),
+        let mut settings = CoordinatorConfig::new(
+            &dir.path().join("data"),
+            vec![
+                ParticipantEntry::redis("ledger", ledger.addr, ledger.token),
+                ParticipantEntry::redis("vault", vault.addr, vault.token),
+            ],
         )
-        .unwrap();
+        .set("prepare_timeout_ms", 1500)
+        .set("ack_wait_ms", 1000)
+        .set("client_timeout_ms", 20000)
+        .set("retry_base_ms", 100)
+        .set("retry_max_ms", 500)
+        .set("heartbeat_ms", 500)
+        .set("fault_injection", true);
+        settings.extra = format!("{extra}\n");
+        settings.write(&config).unwrap();
         let exe = env!("CARGO_BIN_EXE_twopc-coordinator-under-test");
         let process = Proc::spawn(
             vec![
