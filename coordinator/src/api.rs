@@ -296,6 +296,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
                 id: txid,
                 outcome: Outcome::InProgress,
                 reason: Some("still running; GET /v1/transactions/{id} for the outcome".into()),
+                abort_class: None,
                 timings: Default::default(),
                 decision: None,
                 heuristics: Vec::new(),

@@ -125,7 +125,7 @@ pub async fn load(a: LoadArgs) -> CliResult {
         );
         let mut rng = SplitMix(a.seed.wrapping_mul(1_000_003).wrapping_add(w));
         workers.push(tokio::spawn(async move {
-            let mut results: Vec<(String, f64)> = Vec::new();
+            let mut results: Vec<(String, f64, Option<String>)> = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= total {
@@ -136,16 +136,16 @@ pub async fn load(a: LoadArgs) -> CliResult {
                 let amount = 1 + (rng.next() % max_amount.max(1) as u64) as i64;
                 let body = transfer(&pg, &redis, from, to, amount);
                 let t0 = Instant::now();
-                let outcome = match client.post(&url).json(&body).send().await {
+                let (outcome, abort) = match client.post(&url).json(&body).send().await {
                     Ok(r) if r.status().is_success() => match r.json::<TransactionResponse>().await
                     {
-                        Ok(tr) => tr.outcome.as_str().to_string(),
-                        Err(_) => "bad_response".to_string(),
+                        Ok(tr) => (tr.outcome.as_str().to_string(), abort_group(&tr)),
+                        Err(_) => ("bad_response".to_string(), None),
                     },
-                    Ok(r) => format!("http_{}", r.status().as_u16()),
-                    Err(_) => "unreachable".to_string(),
+                    Ok(r) => (format!("http_{}", r.status().as_u16()), None),
+                    Err(_) => ("unreachable".to_string(), None),
                 };
-                results.push((outcome, t0.elapsed().as_secs_f64() * 1000.0));
+                results.push((outcome, t0.elapsed().as_secs_f64() * 1000.0, abort));
                 bar.inc(1);
             }
             results
@@ -158,8 +158,12 @@ pub async fn load(a: LoadArgs) -> CliResult {
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let mut by_outcome: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    for (o, ms) in &all {
+    let mut by_abort: std::collections::BTreeMap<String, usize> = Default::default();
+    for (o, ms, abort) in &all {
         by_outcome.entry(o.clone()).or_default().push(*ms);
+        if let Some(a) = abort {
+            *by_abort.entry(a.clone()).or_default() += 1;
+        }
     }
     println!(
         "{} transactions, concurrency {}, {:.1} s, {:.0} tx/s",
@@ -172,7 +176,7 @@ pub async fn load(a: LoadArgs) -> CliResult {
         "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "outcome", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
-    let mut every: Vec<f64> = all.iter().map(|(_, ms)| *ms).collect();
+    let mut every: Vec<f64> = all.iter().map(|(_, ms, _)| *ms).collect();
     every.sort_by(|x, y| x.total_cmp(y));
     for (o, mut v) in by_outcome {
         v.sort_by(|x, y| x.total_cmp(y));
@@ -195,8 +199,24 @@ pub async fn load(a: LoadArgs) -> CliResult {
         percentile(&every, 99.0),
         every.last().copied().unwrap_or(0.0)
     );
-    let committed = all.iter().filter(|(o, _)| o == "committed").count();
+    let committed = all.iter().filter(|(o, _, _)| o == "committed").count();
     let not_committed = all.len() - committed;
+    println!(
+        "committed {committed} of {} ({:.1} %)",
+        all.len(),
+        100.0 * committed as f64 / all.len().max(1) as f64
+    );
+    if !by_abort.is_empty() {
+        let mut groups: Vec<(String, usize)> = by_abort.into_iter().collect();
+        groups.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+        println!("aborts by class and reason (quoted names and ids folded):");
+        for (group, n) in groups.iter().take(10) {
+            println!("{n:>8}  {group}");
+        }
+        if groups.len() > 10 {
+            println!("{:>8}  ({} more kinds)", "", groups.len() - 10);
+        }
+    }
     let rate = not_committed as f64 / all.len().max(1) as f64;
     if rate > a.max_abort_rate {
         eprintln!(
@@ -208,4 +228,27 @@ pub async fn load(a: LoadArgs) -> CliResult {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An aborted transaction's class and the shape of its reason, for grouping: every quoted
+/// name or id becomes `"…"`, so that "key \"balance:1\" is locked by prepared transaction
+/// \"c1-…-17\"" and its thousand siblings count as one kind of abort.
+fn abort_group(tr: &TransactionResponse) -> Option<String> {
+    if tr.outcome != twopc_protocol::api::Outcome::Aborted {
+        return None;
+    }
+    let class = tr.abort_class.map_or("-", |c| c.as_str());
+    let mut shape = String::new();
+    let mut quoted = false;
+    for ch in tr.reason.as_deref().unwrap_or("(no reason)").chars() {
+        if ch == '"' {
+            if !quoted {
+                shape.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            shape.push(ch);
+        }
+    }
+    Some(format!("{class:<8} {shape}"))
 }

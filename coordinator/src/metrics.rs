@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use twopc_protocol::api::PhaseTimings;
-use twopc_protocol::Decision;
+use twopc_protocol::{Decision, NoClass};
 
 /// The `Content-Type` of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -75,6 +75,10 @@ pub struct Metrics {
     /// the other way) after either decision, or `not_prepared` after a COMMIT (work the
     /// participant cannot find).
     pub heuristic_hazards: u64,
+    /// NO votes whose class is `conflict` (another attempt could succeed).
+    pub no_votes_conflict: u64,
+    /// NO votes whose class is `final`.
+    pub no_votes_final: u64,
     /// Phase 1 latency.
     pub prepare: Histogram,
     /// Decision (log force) latency.
@@ -86,6 +90,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Records a NO vote of `class`.
+    pub fn observe_no(&mut self, class: NoClass) {
+        match class {
+            NoClass::Conflict => self.no_votes_conflict += 1,
+            NoClass::Final => self.no_votes_final += 1,
+        }
+    }
+
     /// Records a finished transaction.
     pub fn observe_end(&mut self, d: Decision, t: &PhaseTimings) {
         match d {
@@ -139,6 +151,26 @@ impl EncodeMetric for PhaseLatency {
     }
 }
 
+/// `twopc_no_votes`: one counter family, one series per class.
+#[derive(Debug)]
+struct NoVotes([(NoClass, u64); 2]);
+
+impl EncodeMetric for NoVotes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (class, n) in &self.0 {
+            let labels = [("class", class.as_str())];
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
 /// The OpenMetrics text of the core's metrics and the driver's figures. Counter names get
 /// their `_total` from the encoder (`twopc_transactions_started` → `..._started_total`), the
 /// histogram its `_seconds` from its unit, and every help text its closing full stop.
@@ -164,6 +196,14 @@ pub fn encode(m: &Metrics, d: &DriverFigures) -> String {
     for (name, help, v) in counters {
         r.register(name, help, ConstCounter::new(v));
     }
+    r.register(
+        "twopc_no_votes",
+        "NO votes by class (conflict: another attempt could succeed; final: it cannot)",
+        NoVotes([
+            (NoClass::Conflict, m.no_votes_conflict),
+            (NoClass::Final, m.no_votes_final),
+        ]),
+    );
     r.register_with_unit(
         "twopc_phase",
         "Latency per protocol phase",

@@ -89,7 +89,9 @@ use twopc_coordinator::core::{
 use twopc_participant::core::{self as pcore, Answer, Call, Participant};
 use twopc_participant::{OnePhaseOutcome, PrepareOutcome};
 use twopc_protocol::api::{Outcome, PhaseTimings};
-use twopc_protocol::message::{AckResult, Decision, Frame, Message, ParticipantKind, PreparedTx};
+use twopc_protocol::message::{
+    AckResult, Decision, Frame, Message, NoClass, ParticipantKind, PreparedTx,
+};
 use twopc_protocol::{CoordinatorId, Operations, ParticipantName, RedisOp, SqlStatement, TxId};
 
 const STEP_MS: u64 = 500;
@@ -552,6 +554,7 @@ impl World {
     fn resource(&mut self, cfg: &Config, i: usize, op: Call, vote_no: bool) -> Answer {
         let no = || PrepareOutcome::No {
             reason: NO_REASON.into(),
+            class: NoClass::Final,
         };
         let t = op.txid().map(tidx);
         match (op, t) {
@@ -747,6 +750,7 @@ impl World {
                         timings: PhaseTimings::default(),
                         // Heuristic reports change no decision; the log model keeps none.
                         heuristics: Vec::new(),
+                        abort_class: None,
                     },
                 )),
                 None => {}

@@ -216,6 +216,7 @@ fn run_script(script: &str) -> String {
                     txid: t(args[1]),
                     vote,
                     reason: tail_from(3),
+                    class: None,
                 };
                 c.step(
                     now,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use twopc_protocol::{
-    AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, TxId,
+    AckResult, CoordinatorId, Decision, NoClass, Operations, ParticipantKind, PreparedTx, TxId,
 };
 
 #[derive(Default)]
@@ -95,6 +95,7 @@ impl Resource for MemoryResource {
             Some(Decision::Abort) => {
                 return Ok(PrepareOutcome::No {
                     reason: format!("transaction {txid} was already aborted"),
+                    class: NoClass::Final,
                 })
             }
             None => {}

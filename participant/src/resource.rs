@@ -5,7 +5,7 @@ use crate::ParticipantError;
 use std::future::Future;
 use std::time::Duration;
 use twopc_protocol::{
-    AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, TxId,
+    AckResult, CoordinatorId, Decision, NoClass, Operations, ParticipantKind, PreparedTx, TxId,
 };
 
 /// The answer of [`Resource::prepare`].
@@ -14,10 +14,13 @@ pub enum PrepareOutcome {
     /// Prepared, and the prepared state is durable: it survives a crash of this process and
     /// of the resource, and a later `commit` will succeed.
     Yes,
-    /// Cannot commit; nothing is held. `reason` goes back to the coordinator verbatim.
+    /// Cannot commit; nothing is held. `reason` goes back to the coordinator verbatim
+    /// (bounded to 1 KiB), with `class`.
     No {
         /// Why (a failed guard, a lock held by another transaction, a type error, ...).
         reason: String,
+        /// Whether another attempt could succeed.
+        class: NoClass,
     },
     /// Nothing to write; nothing is held and the participant takes no part in phase 2.
     ReadOnly,

@@ -55,7 +55,7 @@ mod tombstones;
 
 pub use screen::refuse_statement;
 
-use pg_error::{describe, reason};
+use pg_error::{class, describe, reason};
 use pool::{Conn, Pool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,7 +68,8 @@ use twopc_participant::{
 };
 use twopc_protocol::gid::{format_gid, parse_gid};
 use twopc_protocol::{
-    AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, SqlStatement, TxId,
+    AckResult, CoordinatorId, Decision, NoClass, Operations, ParticipantKind, PreparedTx,
+    SqlStatement, TxId,
 };
 
 /// How to reach the database and how to run transactions in it.
@@ -156,7 +157,7 @@ impl PgResource {
 
     /// BEGIN and `twopc.run_and_prepare()`, pipelined (one round trip), bounded by `timeout`:
     /// past it the running statement is cancelled and the call waited for, so it ends either
-    /// prepared or rolled back, never unknown. `Ok(Err(reason))` is a NO vote.
+    /// prepared or rolled back, never unknown. `Ok(Err((reason, class)))` is a NO vote.
     async fn run_and_prepare(
         &self,
         c: &mut Conn,
@@ -165,7 +166,7 @@ impl PgResource {
         txid: &TxId,
         stmts: &[SqlStatement],
         timeout: Option<Duration>,
-    ) -> Result<Result<(), String>, ParticipantError> {
+    ) -> Result<Result<(), (String, NoClass)>, ParticipantError> {
         let (begin, run) = match (
             c.statement("BEGIN").await,
             c.statement(RUN_AND_PREPARE).await,
@@ -225,7 +226,7 @@ impl PgResource {
                 {
                     c.broken = true;
                 }
-                return Ok(Err(reason(&e)));
+                return Ok(Err((reason(&e), class(&e))));
             }
         };
         match outcome.as_str() {
@@ -236,8 +237,9 @@ impl PgResource {
             }
             "already_aborted" => {
                 self.rollback(c).await;
-                Ok(Err(format!(
-                    "transaction {txid} was already rolled back here"
+                Ok(Err((
+                    format!("transaction {txid} was already rolled back here"),
+                    NoClass::Final,
                 )))
             }
             other => {
@@ -400,6 +402,7 @@ impl Resource for PgResource {
         let Operations::Sql(stmts) = ops else {
             return Ok(PrepareOutcome::No {
                 reason: "a Postgres participant takes \"sql\" operations".into(),
+                class: NoClass::Final,
             });
         };
         if stmts.is_empty() {
@@ -410,6 +413,7 @@ impl Resource for PgResource {
                 reason: format!(
                     "transaction {txid} was already aborted here (late or repeated prepare)"
                 ),
+                class: NoClass::Final,
             });
         }
         // A fast, early error for the obvious cases only: what a statement may do is decided
@@ -419,6 +423,7 @@ impl Resource for PgResource {
                 self.tombstones.insert(txid);
                 return Ok(PrepareOutcome::No {
                     reason: format!("statement {} refused: {why}", i + 1),
+                    class: NoClass::Final,
                 });
             }
         }
@@ -436,9 +441,9 @@ impl Resource for PgResource {
                     .insert(txid.clone(), gid);
                 Ok(PrepareOutcome::Yes)
             }
-            Err(reason) => {
+            Err((reason, class)) => {
                 self.tombstones.insert(txid);
-                Ok(PrepareOutcome::No { reason })
+                Ok(PrepareOutcome::No { reason, class })
             }
         }
     }
@@ -476,7 +481,7 @@ impl Resource for PgResource {
                 result: AckResult::Applied,
                 reason: None,
             }),
-            PrepareOutcome::No { reason } => Ok(OnePhaseOutcome {
+            PrepareOutcome::No { reason, .. } => Ok(OnePhaseOutcome {
                 decision: Decision::Abort,
                 result: AckResult::Applied,
                 reason: Some(reason),

@@ -1,5 +1,7 @@
 //! Postgres's errors, the way a vote or an error reply reports them.
 
+use twopc_protocol::NoClass;
+
 /// Why a NO: Postgres's error, with the number of the client statement that failed first
 /// (the extension's message starts with "statement N failed: ").
 pub(crate) fn reason(e: &tokio_postgres::Error) -> String {
@@ -30,5 +32,15 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
             s
         }
         None => e.to_string(),
+    }
+}
+
+/// What kind of NO Postgres's error makes: another attempt can succeed after a serialization
+/// failure (40001), a deadlock (40P01) or a lock wait past `lock_timeout` (55P03); anything
+/// else (a constraint, an SQL or type error, a permission) fails the same way again.
+pub(crate) fn class(e: &tokio_postgres::Error) -> NoClass {
+    match e.code().map(|c| c.code()) {
+        Some("40001" | "40P01" | "55P03") => NoClass::Conflict,
+        _ => NoClass::Final,
     }
 }

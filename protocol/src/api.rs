@@ -38,7 +38,7 @@
 //! error level and published as a `heuristic` event.
 
 use crate::ids::{CoordinatorId, IdError, ParticipantName, TxId};
-use crate::message::{Decision, ParticipantKind};
+use crate::message::{Decision, NoClass, ParticipantKind};
 use crate::message_type::MessageType;
 use crate::ops::Operations;
 use serde::{Deserialize, Serialize};
@@ -210,6 +210,9 @@ pub struct TransactionResponse {
     /// Why it aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When a participant's NO aborted it: whether another attempt could succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_class: Option<NoClass>,
     /// Per-phase timings.
     pub timings: PhaseTimings,
     /// For a heuristic outcome: what the coordinator decided.

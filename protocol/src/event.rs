@@ -14,7 +14,7 @@
 
 use crate::api::HeuristicKind;
 use crate::ids::TxId;
-use crate::message::{Decision, Vote};
+use crate::message::{Decision, NoClass, Vote};
 use crate::message_type::MessageType;
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +124,9 @@ pub enum EventKind {
         /// The reason given with a NO.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The class of a NO.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<NoClass>,
     },
     /// A record was appended to the decision log (not yet durable).
     LogWrite {
@@ -234,6 +237,7 @@ mod tests {
                 participant: "bank".into(),
                 vote: Vote::Yes,
                 reason: None,
+                class: None,
             },
         };
         let json = serde_json::to_value(&e).unwrap();

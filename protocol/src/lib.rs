@@ -25,6 +25,7 @@
 //! * [`event`]: the coordinator's event stream for the browser.
 //! * [`api`]: every HTTP API request and response body, and the API error codes.
 //! * [`transfer`]: the bank transfer, the sample workload of the load generator and web app.
+//! * [`reason`]: the 1 KiB bound on every reason that reaches a client.
 //!
 //! Every message has a documented JSON example under `protocol/messages/`; the tests decode
 //! each of them, so the examples cannot go stale.
@@ -36,13 +37,14 @@ pub mod ids;
 pub mod message;
 pub mod message_type;
 pub mod ops;
+pub mod reason;
 pub mod transfer;
 
 pub use event::{Event, EventKind, LogRecordKind};
 pub use ids::{CoordinatorId, IdError, ParticipantName, TxId};
 pub use message::{
     decode_frame, encode_frame, AckResult, Decision, DecisionStatus, DecodeError, ErrorCode, Frame,
-    Message, ParticipantKind, PreparedTx, Vote,
+    Message, NoClass, ParticipantKind, PreparedTx, Vote,
 };
 pub use message_type::MessageType;
 pub use ops::{Operations, RedisGuard, RedisOp, SqlStatement};

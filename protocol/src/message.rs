@@ -96,6 +96,33 @@ pub enum Vote {
     ReadOnly,
 }
 
+/// What kind of NO a participant voted: whether running the transaction again can succeed.
+///
+/// Sent with every NO (and every one-phase abort). A transaction that lost a race for a lock
+/// is worth another attempt; one whose guard failed, whose SQL is wrong or whose role lacks a
+/// privilege fails the same way every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoClass {
+    /// Lost to another transaction: a lock-wait bound, a deadlock victim, a serialization
+    /// failure (SQLSTATE 40001, 40P01, 55P03), a key locked by a prepared transaction.
+    /// Retryable.
+    Conflict,
+    /// Anything else: a constraint, a guard, an SQL or type error, a permission. Retrying
+    /// cannot help.
+    Final,
+}
+
+impl NoClass {
+    /// The wire name (`conflict`, `final`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoClass::Conflict => "conflict",
+            NoClass::Final => "final",
+        }
+    }
+}
+
 /// The coordinator's decision for a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -203,6 +230,10 @@ pub enum Message {
         /// Why a NO (a failed guard, the Postgres error message, a lock conflict).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// What kind of NO (absent on YES and READ-ONLY; a NO without it, from an older
+        /// participant, counts as final).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<NoClass>,
     },
     /// Coordinator → participant: the decision is COMMIT (it is durable at the coordinator).
     Commit {
@@ -301,7 +332,9 @@ impl Message {
             Message::CommitOnePhase { txid, ops, .. } => {
                 format!("COMMIT ONE-PHASE {txid} ({})", ops.summary())
             }
-            Message::Vote { txid, vote, reason } => {
+            Message::Vote {
+                txid, vote, reason, ..
+            } => {
                 let vote = match vote {
                     Vote::Yes => "YES",
                     Vote::No => "NO",
@@ -571,6 +604,7 @@ mod tests {
             txid: tx("t1"),
             vote: Vote::No,
             reason: Some("guard".into()),
+            class: None,
         };
         assert_eq!(m.summary(), "VOTE NO t1: guard");
         assert_eq!(m.type_name(), "vote");

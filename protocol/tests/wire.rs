@@ -69,16 +69,19 @@ fn every_message() -> Vec<Message> {
             txid: tx("t1"),
             vote: Vote::Yes,
             reason: None,
+            class: None,
         },
         Message::Vote {
             txid: tx("t1"),
             vote: Vote::No,
             reason: Some("duplicate key".into()),
+            class: None,
         },
         Message::Vote {
             txid: tx("t1"),
             vote: Vote::ReadOnly,
             reason: None,
+            class: None,
         },
         Message::Commit { txid: tx("t1") },
         Message::Abort {

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use twopc_participant::{OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource};
 use twopc_protocol::{
-    AckResult, CoordinatorId, Decision, Operations, ParticipantKind, PreparedTx, RedisGuard,
-    RedisOp, TxId,
+    AckResult, CoordinatorId, Decision, NoClass, Operations, ParticipantKind, PreparedTx,
+    RedisGuard, RedisOp, TxId,
 };
 
 /// Every key the participant owns starts with this; transactions may not write under it.
@@ -339,7 +339,12 @@ impl Resource for RedisResource {
         let ops = match Self::redis_ops(ops) {
             Ok(Some(ops)) => ops,
             Ok(None) => return Ok(PrepareOutcome::ReadOnly),
-            Err(reason) => return Ok(PrepareOutcome::No { reason }),
+            Err(reason) => {
+                return Ok(PrepareOutcome::No {
+                    reason,
+                    class: NoClass::Final,
+                })
+            }
         };
         // A YES vote promises a prepared state that survives a crash.
         self.ensure_durable().await?;
@@ -351,6 +356,10 @@ impl Resource for RedisResource {
             Some("yes") => Ok(PrepareOutcome::Yes),
             Some("no") => Ok(PrepareOutcome::No {
                 reason: reply.get(1).cloned().unwrap_or_default(),
+                class: match reply.get(2).map(String::as_str) {
+                    Some("conflict") => NoClass::Conflict,
+                    _ => NoClass::Final,
+                },
             }),
             _ => Err(ParticipantError::Resource(format!(
                 "unexpected prepare script result {reply:?}"

@@ -311,3 +311,17 @@ pub fn bank_ledger_transfer(
     let name = |n: &str| twopc_protocol::ParticipantName::new(n).expect("a valid name");
     twopc_coordinator::load::transfer(&name("bank"), &name("ledger"), from, to, amount)
 }
+
+/// Whether `text` (an API response, a vote reason, an SQL error) carries a Rust backtrace or
+/// a source path of the build machine, which nothing a user reads may.
+pub fn shows_rust_internals(text: &str) -> bool {
+    [
+        "stack backtrace",
+        "panicked at",
+        "/rustc/",
+        ".cargo/registry",
+        "RUST_BACKTRACE",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
+}

@@ -129,7 +129,9 @@ impl Proc {
         c.args(&self.cmd[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            // As on a Rust developer's machine: nothing a user reads may carry a backtrace.
+            .env("RUST_BACKTRACE", "1");
         for (k, v) in &self.env {
             c.env(k, v);
         }

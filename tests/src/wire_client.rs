@@ -11,7 +11,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use twopc_protocol::{decode_frame, encode_frame, AckResult, Decision, Frame, Message, Vote};
+use twopc_protocol::{
+    decode_frame, encode_frame, AckResult, Decision, Frame, Message, NoClass, Vote,
+};
 
 /// How long [`WireClient::recv`] waits before failing the test.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(20);
@@ -171,15 +173,31 @@ impl WireClient {
     /// Sends a Prepare (or any request answered by a vote) and returns the vote, checking it
     /// is for the same transaction.
     pub async fn vote(&mut self, prepare: Message) -> (Vote, Option<String>) {
+        let (vote, reason, _) = self.vote_with_class(prepare).await;
+        (vote, reason)
+    }
+
+    /// [`vote`](Self::vote) with the NO's class; checks that every NO carries one and nothing
+    /// else does.
+    pub async fn vote_with_class(
+        &mut self,
+        prepare: Message,
+    ) -> (Vote, Option<String>, Option<NoClass>) {
         let txid = prepare.txid().cloned();
         match self.request(prepare).await {
             Message::Vote {
                 txid: t,
                 vote,
                 reason,
+                class,
             } => {
                 assert_eq!(Some(&t), txid.as_ref(), "vote for another transaction");
-                (vote, reason)
+                assert_eq!(
+                    class.is_some(),
+                    vote == Vote::No,
+                    "a NO carries its class and nothing else does: {vote:?} {class:?}"
+                );
+                (vote, reason, class)
             }
             other => panic!("expected a vote, got {other:?}"),
         }

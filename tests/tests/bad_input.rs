@@ -312,6 +312,12 @@ async fn api_fuzz(rig: &mut Rig, n: usize, seed: u64) -> (usize, String) {
                 let status = r.status().as_u16();
                 *by_status.entry(status).or_default() += 1;
                 let v: Option<Value> = r.json().await.ok();
+                // Every process of the stack runs with RUST_BACKTRACE=1.
+                if let Some(text) = v.as_ref().map(Value::to_string) {
+                    if twopc_tests::reliability::shows_rust_internals(&text) {
+                        failures.push(format!("case {case}: Rust internals in {text}"));
+                    }
+                }
                 let good = match status {
                     200..=299 => v.is_some(),
                     400..=499 => v

@@ -80,6 +80,8 @@ async fn a_no_vote_aborts_everywhere() {
     assert_eq!(resp["outcome"], "aborted", "{resp}");
     let reason = resp["reason"].as_str().unwrap();
     assert!(reason.contains("vault voted no"), "{reason}");
+    // A failed guard: another attempt would fail the same way.
+    assert_eq!(resp["abort_class"], "final", "{resp}");
     eventually(10, "ledger rolled back, nothing prepared", || async {
         ledger.prepared_state().await.is_empty() && vault.prepared_state().await.is_empty()
     })

@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use twopc_protocol::{
-    AckResult, CoordinatorId, Decision, Message, Operations, ParticipantKind, SqlStatement, TxId,
-    Vote,
+    AckResult, CoordinatorId, Decision, Message, NoClass, Operations, ParticipantKind,
+    SqlStatement, TxId, Vote,
 };
 use twopc_tests::wire_client::WireClient;
 use twopc_tests::{util, PgCluster, PgOptions};
@@ -199,13 +199,22 @@ async fn prepare_commit_and_idempotent_acks() {
 async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
     let s = start();
     let (mut c, _) = connect(s.addr).await;
-    let (v, reason) = vote(&mut c, "t-check", transfer(1000)).await;
+    let (v, reason, class) = c
+        .vote_with_class(Message::Prepare {
+            txid: tx("t-check"),
+            coordinator: CoordinatorId::new("c1").unwrap(),
+            ops: transfer(1000),
+            timeout_ms: None,
+        })
+        .await;
     assert_eq!(v, Vote::No);
     let reason = reason.unwrap();
     assert!(
         reason.contains("23514") && reason.contains("check constraint"),
         "{reason}"
     );
+    // A constraint fails the same way on every attempt.
+    assert_eq!(class, Some(NoClass::Final));
     let (v, reason) = vote(
         &mut c,
         "t-syntax",
@@ -255,12 +264,21 @@ async fn a_lock_held_by_a_prepared_transaction_votes_no_after_the_lock_timeout()
     let s = start();
     let (mut c, _) = connect(s.addr).await;
     assert_eq!(vote(&mut c, "holder", transfer(1)).await.0, Vote::Yes);
-    let (v, reason) = vote(&mut c, "waiter", transfer(1)).await;
+    let (v, reason, class) = c
+        .vote_with_class(Message::Prepare {
+            txid: tx("waiter"),
+            coordinator: CoordinatorId::new("c1").unwrap(),
+            ops: transfer(1),
+            timeout_ms: None,
+        })
+        .await;
     assert_eq!(v, Vote::No);
     assert!(
         reason.unwrap().contains("lock timeout"),
         "expected a lock timeout"
     );
+    // SQLSTATE 55P03: another attempt can succeed once the holder is gone.
+    assert_eq!(class, Some(NoClass::Conflict));
     finish(&mut c, Message::Commit { txid: tx("holder") }).await;
     assert_eq!(balances(&s.pg), "99,101");
 }

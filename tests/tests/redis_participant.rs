@@ -21,8 +21,8 @@ use twopc_participant::memory::MemoryResource;
 use twopc_participant::{RunningServer, Server, ServerConfig};
 use twopc_protocol::ops::{RedisGuard, RedisOp};
 use twopc_protocol::{
-    AckResult, CoordinatorId, Decision, DecisionStatus, ErrorCode, Frame, Message, Operations,
-    ParticipantKind, TxId, Vote, MAX_FRAME_BYTES,
+    AckResult, CoordinatorId, Decision, DecisionStatus, ErrorCode, Frame, Message, NoClass,
+    Operations, ParticipantKind, TxId, Vote, MAX_FRAME_BYTES,
 };
 use twopc_redis_participant::{RedisResource, Retention};
 use twopc_tests::wire_client::{Incoming, WireClient};
@@ -109,6 +109,11 @@ fn prepare(txid: &str, ops: Vec<RedisOp>) -> Message {
 
 async fn vote(c: &mut WireClient, txid: &str, ops: Vec<RedisOp>) -> (Vote, Option<String>) {
     c.vote(prepare(txid, ops)).await
+}
+
+/// The class of the NO a prepare of `ops` under `txid` gets.
+async fn no_class(c: &mut WireClient, txid: &str, ops: Vec<RedisOp>) -> Option<NoClass> {
+    c.vote_with_class(prepare(txid, ops)).await.2
 }
 
 async fn ack(c: &mut WireClient, msg: Message) -> (Decision, AckResult) {
@@ -247,6 +252,19 @@ async fn failed_guards_bounds_and_type_errors_vote_no_with_reasons() {
         reason.contains("guard failed") && reason.contains("\"actual\""),
         "{reason}"
     );
+    let guarded_again = RedisOp::Set {
+        key: "k".into(),
+        value: "new".into(),
+        guard: RedisGuard {
+            expect: Some("expected".into()),
+            exists: None,
+        },
+    };
+    // A failed guard fails the same way on every attempt.
+    assert_eq!(
+        no_class(&mut c, "g1-again", vec![guarded_again]).await,
+        Some(NoClass::Final)
+    );
 
     let must_not_exist = RedisOp::Del {
         key: "k".into(),
@@ -322,6 +340,16 @@ async fn contending_transactions_second_votes_no_at_once_and_abort_discards() {
     assert_eq!(
         reason.as_deref(),
         Some("key \"k\" is locked by prepared transaction \"t1\"")
+    );
+    // Lost to a prepared holder: another attempt can succeed (and a repeat of t2 answers
+    // its recorded NO, which is final: that attempt is over).
+    assert_eq!(
+        no_class(&mut c, "t2b", vec![set("k", "other")]).await,
+        Some(NoClass::Conflict)
+    );
+    assert_eq!(
+        no_class(&mut c, "t2", vec![set("a", "x"), set("k", "two")]).await,
+        Some(NoClass::Final)
     );
     // t2's NO locked nothing.
     assert_eq!(get(&mut r, "twopc:lock:a").await, None);
@@ -719,6 +747,7 @@ async fn bad_frames_get_error_replies_and_the_connection_survives() {
             txid: tx("x"),
             vote: Vote::Yes,
             reason: None,
+            class: None,
         })
         .await;
     let f = c.recv().await;

@@ -7,7 +7,7 @@
 use super::Output;
 use twopc_protocol::api::HeuristicKind;
 use twopc_protocol::event::{EventKind, Phase};
-use twopc_protocol::message::{Decision, Message, Vote};
+use twopc_protocol::message::{Decision, Message, NoClass, Vote};
 use twopc_protocol::{CoordinatorId, ParticipantName, TxId};
 
 fn about(txid: &TxId, kind: EventKind) -> Output {
@@ -61,7 +61,8 @@ pub(super) fn message_received(from: &ParticipantName, msg: &Message) -> Output 
         kind: EventKind::MessageReceived {
             from: from.to_string(),
             msg_type: msg.message_type(),
-            summary: msg.summary(),
+            // A peer's message: its reason may be of any length.
+            summary: twopc_protocol::reason::bounded(msg.summary()),
         },
     }
 }
@@ -91,6 +92,7 @@ pub(super) fn vote(
     participant: &ParticipantName,
     vote: Vote,
     reason: Option<String>,
+    class: Option<NoClass>,
 ) -> Output {
     about(
         txid,
@@ -98,6 +100,7 @@ pub(super) fn vote(
             participant: participant.to_string(),
             vote,
             reason,
+            class,
         },
     )
 }

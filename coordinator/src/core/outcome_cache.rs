@@ -7,7 +7,7 @@
 use crate::log::LoggedOutcome;
 use std::collections::{BTreeMap, VecDeque};
 use twopc_protocol::api::{HeuristicReport, PhaseTimings, TransactionResponse};
-use twopc_protocol::message::Decision;
+use twopc_protocol::message::{Decision, NoClass};
 use twopc_protocol::TxId;
 
 /// A finished transaction remembered for lookups and idempotent resubmission.
@@ -20,6 +20,8 @@ pub struct RecordedOutcome {
     pub body_hash: u64,
     /// Why it aborted.
     pub reason: Option<String>,
+    /// The class of the NO that aborted it (not logged: `None` after a restart).
+    pub abort_class: Option<NoClass>,
     /// Phase timings (zero for outcomes recovered from the log).
     pub timings: PhaseTimings,
     /// Acknowledgements that did not match the decision.
@@ -33,6 +35,7 @@ impl RecordedOutcome {
             txid,
             Some(self.decision),
             self.reason.clone(),
+            self.abort_class,
             self.timings,
             self.heuristics.clone(),
         )
@@ -46,6 +49,7 @@ impl From<&LoggedOutcome> for RecordedOutcome {
             decision: o.decision,
             body_hash: o.body_hash,
             reason: o.reason.clone(),
+            abort_class: None,
             timings: PhaseTimings::default(),
             heuristics: o.heuristics.clone(),
         }

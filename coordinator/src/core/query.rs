@@ -3,7 +3,7 @@
 
 use super::{Core, Stage};
 use twopc_protocol::api::{HeuristicReport, Outcome, PhaseTimings, TransactionResponse};
-use twopc_protocol::message::Decision;
+use twopc_protocol::message::{Decision, NoClass};
 use twopc_protocol::{ParticipantName, TxId};
 
 /// Connection state and in-doubt count of one participant, for `/v1/participants`.
@@ -83,6 +83,7 @@ pub(super) fn answer(
     txid: &TxId,
     decision: Option<Decision>,
     reason: Option<String>,
+    abort_class: Option<NoClass>,
     timings: PhaseTimings,
     heuristics: Vec<HeuristicReport>,
 ) -> TransactionResponse {
@@ -94,6 +95,7 @@ pub(super) fn answer(
         id: txid.clone(),
         outcome,
         reason,
+        abort_class: abort_class.filter(|_| decision == Some(Decision::Abort)),
         timings,
         decision: decision.filter(|_| !heuristics.is_empty()),
         heuristics,

@@ -4,6 +4,7 @@
 use super::events::{self, send};
 use super::{Core, Output, Stage};
 use twopc_protocol::message::{Decision, DecisionStatus, Message};
+use twopc_protocol::reason::bounded_opt;
 use twopc_protocol::{ParticipantName, TxId};
 
 impl Core {
@@ -16,15 +17,27 @@ impl Core {
     ) {
         out.push(events::message_received(&from, &msg));
         match msg {
-            Message::Vote { txid, vote, reason } => {
-                self.vote(now_ms, &from, txid, vote, reason, out)
-            }
+            // A participant is a peer, not trusted to keep its reasons short.
+            Message::Vote {
+                txid,
+                vote,
+                reason,
+                class,
+            } => self.vote(now_ms, &from, txid, vote, bounded_opt(reason), class, out),
             Message::Ack {
                 txid,
                 decision,
                 result,
                 reason,
-            } => self.ack(now_ms, &from, txid, decision, result, reason, out),
+            } => self.ack(
+                now_ms,
+                &from,
+                txid,
+                decision,
+                result,
+                bounded_opt(reason),
+                out,
+            ),
             Message::DecisionRequest { txid } => {
                 out.push(events::decision_requested(&txid, &from));
                 let status = self.decision_status(&txid);

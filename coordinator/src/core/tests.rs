@@ -92,3 +92,51 @@ fn disconnect_aborts_in_txid_order() {
         .collect();
     assert_eq!(aborted, ["t1", "t2", "t3"]);
 }
+
+/// A participant's NO reason reaches the client, the events and the log bounded to 1 KiB,
+/// however long the participant made it.
+#[test]
+fn a_long_no_reason_is_bounded_everywhere() {
+    let mut core = connected_core();
+    submit(&mut core, 0, 1, "t1");
+    let long = "e".repeat(20_000);
+    let out = core.step(
+        1,
+        Input::Received {
+            from: name("bank"),
+            msg: Message::Vote {
+                txid: tx("t1"),
+                vote: twopc_protocol::Vote::No,
+                reason: Some(long),
+                class: None,
+            },
+        },
+    );
+    let mut reasons = Vec::new();
+    for o in &out {
+        match o {
+            Output::Reply {
+                result: Ok(resp), ..
+            } => reasons.extend(resp.reason.clone()),
+            Output::LogLazy(LazyRecord::Abort { reason, .. }) => reasons.extend(reason.clone()),
+            Output::Event { kind, .. } => {
+                let text = serde_json::to_string(kind).unwrap();
+                assert!(
+                    text.len() < 2 * twopc_protocol::reason::MAX_REASON_BYTES,
+                    "{text}"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(reasons.len() >= 2, "a reply and an abort record: {out:?}");
+    for r in reasons {
+        assert!(
+            r.len() <= twopc_protocol::reason::MAX_REASON_BYTES,
+            "{} bytes",
+            r.len()
+        );
+        assert!(r.starts_with("participant bank voted no: eee"), "{r}");
+        assert!(r.ends_with(" more bytes]"), "{r}");
+    }
+}

@@ -4,7 +4,7 @@ use super::query::answer;
 use super::RequestId;
 use std::collections::{BTreeMap, BTreeSet};
 use twopc_protocol::api::{HeuristicReport, PhaseTimings, TransactionResponse};
-use twopc_protocol::message::{Decision, Message, Vote};
+use twopc_protocol::message::{Decision, Message, NoClass, Vote};
 use twopc_protocol::{CoordinatorId, Operations, ParticipantName, TxId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub(super) struct Tx {
     pub(super) parts: BTreeMap<ParticipantName, PartState>,
     pub(super) waiters: Vec<RequestId>,
     pub(super) reason: Option<String>,
+    /// The class of the NO that aborted it (`None`: aborted for another reason).
+    pub(super) abort_class: Option<NoClass>,
     pub(super) started_ms: u64,
     pub(super) prepared_ms: Option<u64>,
     pub(super) decided_ms: Option<u64>,
@@ -113,6 +115,7 @@ impl Tx {
             parts,
             waiters: vec![req],
             reason: None,
+            abort_class: None,
             started_ms: now_ms,
             prepared_ms: None,
             decided_ms: None,
@@ -134,6 +137,7 @@ impl Tx {
             parts,
             waiters: Vec::new(),
             reason: None,
+            abort_class: None,
             started_ms: now_ms,
             prepared_ms: Some(now_ms),
             decided_ms: Some(now_ms),
@@ -153,6 +157,7 @@ impl Tx {
             txid,
             decision,
             self.reason.clone(),
+            self.abort_class,
             self.timings(now_ms),
             self.heuristics.clone(),
         )

@@ -8,7 +8,7 @@ use super::{
 };
 use std::collections::BTreeMap;
 use twopc_protocol::api::{HeuristicKind, HeuristicReport};
-use twopc_protocol::message::{AckResult, Decision, DecisionStatus, Message, Vote};
+use twopc_protocol::message::{AckResult, Decision, DecisionStatus, Message, NoClass, Vote};
 use twopc_protocol::{Operations, ParticipantName, TxId};
 
 impl Core {
@@ -100,6 +100,7 @@ impl Core {
         self.txs.insert(txid, tx);
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn vote(
         &mut self,
         now_ms: u64,
@@ -107,9 +108,12 @@ impl Core {
         txid: TxId,
         vote: Vote,
         reason: Option<String>,
+        class: Option<NoClass>,
         out: &mut Vec<Output>,
     ) {
-        out.push(events::vote(&txid, from, vote, reason.clone()));
+        // A NO without a class (an older participant) cannot be known to be retryable.
+        let class = (vote == Vote::No).then(|| class.unwrap_or(NoClass::Final));
+        out.push(events::vote(&txid, from, vote, reason.clone(), class));
         let Some(tx) = self.txs.get_mut(&txid) else {
             // A vote for a transaction this coordinator has finished or never knew: if it
             // prepared, it must not stay prepared (presumed abort unless COMMIT was logged).
@@ -137,6 +141,8 @@ impl Core {
                 }
                 part.vote = Some(vote);
                 if vote == Vote::No {
+                    tx.abort_class = class;
+                    self.metrics.observe_no(class.unwrap_or(NoClass::Final));
                     let why = format!(
                         "participant {from} voted no: {}",
                         reason.unwrap_or_else(|| "no reason given".into())
@@ -212,6 +218,8 @@ impl Core {
         why: String,
         out: &mut Vec<Output>,
     ) {
+        // Abort reasons reach the client, the events and the log; some embed a participant's.
+        let why = twopc_protocol::reason::bounded(why);
         let Some(tx) = self.txs.get_mut(txid) else {
             return;
         };
@@ -373,6 +381,7 @@ impl Core {
                 decision: d,
                 body_hash: tx.body_hash,
                 reason: tx.reason,
+                abort_class: tx.abort_class,
                 timings,
                 heuristics: tx.heuristics,
             },

@@ -75,6 +75,7 @@ pub use io::{
 
 use crate::resource::PrepareOutcome;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use twopc_protocol::reason::{bounded, bounded_opt};
 use twopc_protocol::{
     CoordinatorId, Decision, DecisionStatus, ErrorCode, Frame, Message, PreparedTx, TxId, Vote,
 };
@@ -457,10 +458,12 @@ impl Participant {
                 },
                 Ok(Answer::Voted(outcome)),
             ) => {
-                let (vote, reason) = match outcome {
-                    PrepareOutcome::Yes => (Vote::Yes, None),
-                    PrepareOutcome::No { reason } => (Vote::No, Some(reason)),
-                    PrepareOutcome::ReadOnly => (Vote::ReadOnly, None),
+                let (vote, reason, class) = match outcome {
+                    PrepareOutcome::Yes => (Vote::Yes, None, None),
+                    PrepareOutcome::No { reason, class } => {
+                        (Vote::No, Some(bounded(reason)), Some(class))
+                    }
+                    PrepareOutcome::ReadOnly => (Vote::ReadOnly, None, None),
                 };
                 if vote == Vote::Yes {
                     if !self.conns.contains_key(&conn) {
@@ -471,7 +474,12 @@ impl Participant {
                         coordinator,
                     };
                 }
-                Message::Vote { txid, vote, reason }
+                Message::Vote {
+                    txid,
+                    vote,
+                    reason,
+                    class,
+                }
             }
             (Call::Settle { txid, decision }, Ok(Answer::Settled(result))) => Message::Ack {
                 txid,
@@ -483,7 +491,7 @@ impl Participant {
                 txid,
                 decision: o.decision,
                 result: o.result,
-                reason: o.reason,
+                reason: bounded_opt(o.reason),
             },
             (Call::ListPrepared, Ok(Answer::Listed(prepared))) => self.report(prepared),
             (op, Ok(answer)) => internal(&ResourceFailed(format!(

@@ -159,7 +159,8 @@ fn same_txid_is_serialized_and_entries_are_dropped() {
                 Message::Vote {
                     txid: t("t"),
                     vote: Vote::Yes,
-                    reason: None
+                    reason: None,
+                    class: None,
                 }
             )
         )]

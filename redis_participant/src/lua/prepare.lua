@@ -1,5 +1,6 @@
 -- PREPARE. ARGV: txid, coordinator, now_ms, ops (JSON), keep_count, keep_ms.
--- Returns {'yes'} or {'yes', note} or {'no', reason}.
+-- Returns {'yes'} or {'yes', note} or {'no', reason, class}: class 'conflict' when a key is
+-- locked by another prepared transaction (another attempt can succeed), 'final' otherwise.
 -- Atomic: Redis runs the whole script without interleaving any other command, and with
 -- appendfsync always its writes are in the fsynced AOF before the reply leaves the server.
 local txid, coord, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -9,27 +10,31 @@ local tk = tx_key(txid)
 if redis.call('EXISTS', tk) == 1 then
   local c = redis.call('HGET', tk, 'coordinator')
   if c ~= coord then
-    return { 'no', 'transaction id ' .. q(txid) .. ' is already prepared for coordinator ' .. q(c) }
+    return { 'no', 'transaction id ' .. q(txid) .. ' is already prepared for coordinator ' .. q(c), 'final' }
   end
   return { 'yes', 'already prepared' }
 end
 local prior = redis.call('HGET', OUTCOME, txid)
 if prior then
   local clash = other_owner(txid, coord)
-  if clash then return { 'no', clash } end
+  if clash then return { 'no', clash, 'final' } end
   if prior == 'commit' then return { 'yes', 'already committed' } end
-  return { 'no', 'transaction ' .. q(txid) .. ' was already aborted' .. aborted_because(prior) }
+  return { 'no', 'transaction ' .. q(txid) .. ' was already aborted' .. aborted_because(prior), 'final' }
 end
 
 local ops = cjson.decode(ARGV[4])
 local keys = distinct_keys(ops)
 local err = check_locks(keys, txid)
+local class = 'conflict'
 local writes
-if not err then writes, err = evaluate(ops) end
+if not err then
+  writes, err = evaluate(ops)
+  class = 'final'
+end
 if err then
   -- Remember the NO so that a duplicated Prepare answers the same.
   record_outcome(txid, coord, 'abort:' .. err, now, keep_count, keep_ms)
-  return { 'no', err }
+  return { 'no', err, class }
 end
 
 for _, k in ipairs(keys) do redis.call('SET', lock_key(k), txid) end

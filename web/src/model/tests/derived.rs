@@ -119,6 +119,7 @@ fn a_heuristic_ack_is_shown_as_a_heuristic_outcome() {
             participant: "bank".parse().unwrap(),
             result: HeuristicKind::NotPrepared,
         }],
+        abort_class: None,
     };
     assert!(d.resolve(&resp, &[]));
     let t = d.tx("t2").unwrap();
@@ -148,6 +149,7 @@ fn no_vote_aborts() {
                 participant: "ledger".into(),
                 vote: Vote::No,
                 reason: Some("guard".into()),
+                class: None,
             },
         ),
         ev(
@@ -165,6 +167,7 @@ fn no_vote_aborts() {
                 participant: "bank".into(),
                 vote: Vote::Yes,
                 reason: None,
+                class: None,
             },
         ),
     ];
@@ -290,6 +293,7 @@ fn lookups_resolve_transactions_whose_events_were_missed() {
         },
         decision: None,
         heuristics: Vec::new(),
+        abort_class: None,
     };
     let st = |name: &str, connected, awaiting_ack| ParticipantStatus {
         name: name.parse().unwrap(),

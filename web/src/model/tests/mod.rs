@@ -45,12 +45,14 @@ pub fn happy(txid: &str) -> Vec<Event> {
             participant: "bank".into(),
             vote: Vote::Yes,
             reason: None,
+            class: None,
         },
         recv("ledger", "vote", "VOTE YES t1"),
         EventKind::Vote {
             participant: "ledger".into(),
             vote: Vote::Yes,
             reason: None,
+            class: None,
         },
         EventKind::LogWrite {
             record: LogRecordKind::Commit,
