@@ -147,7 +147,7 @@ NBEST="$(awk -v n="$N" -v c="$C" -v d="$D" 'BEGIN { printf "%.1f", 1 / (1 / n - 
 FAIR="$(awk -v b="$B" -v nb="$NBEST" 'BEGIN { printf "%.3f", b / nb }')"
 MEANRATIO="$(ratio "$T" "$N")"
 LEFT="$("${PSQL[@]}" -Atc "SELECT count(*) FROM pg_prepared_xacts")"
-TRACKED="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.tracking")"
+TRACKING_ROWS="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.tracking")"
 HIST="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.history")"
 STAMPED="$("${PSQL[@]}" -Atc "SELECT count(*) FROM twopc.tracking WHERE finished_via <> '-'")"
 FATALS="$(grep -c -E 'FATAL|PANIC' "$DIR/log" || true)"
@@ -221,7 +221,7 @@ Target: ≥ 0.9 × native.
 Load average when the runs ended: $(cut -d' ' -f1-3 /proc/loadavg) (8 clients and 8 pgbench threads on
 $(nproc) cores: the runs are CPU-bound, and single rounds are noisy).
 
-After the runs: $LEFT prepared transactions left, $TRACKED tracking rows ($STAMPED of them with a
+After the runs: $LEFT prepared transactions left, $TRACKING_ROWS tracking rows ($STAMPED of them with a
 commit stamp), $HIST history rows, $FATALS FATAL/PANIC lines in the server log.
 
 ## Where the difference comes from (measured 2026-11-23 with \`perf\`)
