@@ -121,6 +121,21 @@ async fn vote(c: &mut WireClient, txid: &str, ops: Operations) -> (Vote, Option<
     .await
 }
 
+/// [`vote`] with the NO's class.
+async fn vote_with_class(
+    c: &mut WireClient,
+    txid: &str,
+    ops: Operations,
+) -> (Vote, Option<String>, Option<NoClass>) {
+    c.vote_with_class(Message::Prepare {
+        txid: tx(txid),
+        coordinator: CoordinatorId::new("c1").unwrap(),
+        ops,
+        timeout_ms: None,
+    })
+    .await
+}
+
 async fn finish(c: &mut WireClient, msg: Message) -> (Decision, AckResult) {
     c.ack(msg).await
 }
@@ -199,14 +214,7 @@ async fn prepare_commit_and_idempotent_acks() {
 async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
     let s = start();
     let (mut c, _) = connect(s.addr).await;
-    let (v, reason, class) = c
-        .vote_with_class(Message::Prepare {
-            txid: tx("t-check"),
-            coordinator: CoordinatorId::new("c1").unwrap(),
-            ops: transfer(1000),
-            timeout_ms: None,
-        })
-        .await;
+    let (v, reason, class) = vote_with_class(&mut c, "t-check", transfer(1000)).await;
     assert_eq!(v, Vote::No);
     let reason = reason.unwrap();
     assert!(
@@ -264,14 +272,7 @@ async fn a_lock_held_by_a_prepared_transaction_votes_no_after_the_lock_timeout()
     let s = start();
     let (mut c, _) = connect(s.addr).await;
     assert_eq!(vote(&mut c, "holder", transfer(1)).await.0, Vote::Yes);
-    let (v, reason, class) = c
-        .vote_with_class(Message::Prepare {
-            txid: tx("waiter"),
-            coordinator: CoordinatorId::new("c1").unwrap(),
-            ops: transfer(1),
-            timeout_ms: None,
-        })
-        .await;
+    let (v, reason, class) = vote_with_class(&mut c, "waiter", transfer(1)).await;
     assert_eq!(v, Vote::No);
     assert!(
         reason.unwrap().contains("lock timeout"),

@@ -245,24 +245,16 @@ async fn failed_guards_bounds_and_type_errors_vote_no_with_reasons() {
             exists: None,
         },
     };
-    let (v, reason) = vote(&mut c, "g1", vec![guarded]).await;
+    let (v, reason) = vote(&mut c, "g1", vec![guarded.clone()]).await;
     assert_eq!(v, Vote::No);
     let reason = reason.unwrap();
     assert!(
         reason.contains("guard failed") && reason.contains("\"actual\""),
         "{reason}"
     );
-    let guarded_again = RedisOp::Set {
-        key: "k".into(),
-        value: "new".into(),
-        guard: RedisGuard {
-            expect: Some("expected".into()),
-            exists: None,
-        },
-    };
     // A failed guard fails the same way on every attempt.
     assert_eq!(
-        no_class(&mut c, "g1-again", vec![guarded_again]).await,
+        no_class(&mut c, "g1-again", vec![guarded]).await,
         Some(NoClass::Final)
     );
 
