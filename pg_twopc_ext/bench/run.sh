@@ -107,21 +107,16 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "[bench] round $r plain, prepared: $d tps" >&2; PLAINP+=("$d")
 done
 
-if [ "${ONLY:-}" = native ]; then
-  median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-  for i in "${!NATIVE[@]}"; do
-    awk -v t="${TRACKED[$i]}" -v n="${NATIVE[$i]}" 'BEGIN { printf "%.3f\n", t / n }'
-  done > "$DIR/ratios"
-  mapfile -t RS < "$DIR/ratios"
-  echo "native tracked / untracked, per round: ${RS[*]}; median $(median "${RS[@]}")"
-  exit 0
-fi
-
 mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v t="$1" -v n="$2" 'BEGIN { printf "%.3f", t / n }'; }
 # Per-round ratios against that round's native run, and their median.
 per_round() { local -n xs=$1; for i in "${!NATIVE[@]}"; do ratio "${xs[$i]}" "${NATIVE[$i]}"; echo; done; }
+if [ "${ONLY:-}" = native ]; then
+  mapfile -t RS < <(per_round TRACKED)
+  echo "native tracked / untracked, per round: ${RS[*]}; median $(median "${RS[@]}")"
+  exit 0
+fi
 mapfile -t R_TWOPC < <(per_round TWOPC)
 mapfile -t R_TRACKED < <(per_round TRACKED)
 mapfile -t R_ALLARGS < <(per_round ALLARGS)
