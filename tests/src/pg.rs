@@ -348,6 +348,13 @@ impl PgCluster {
         assert!(bad.is_empty(), "server log has:\n{}", bad.join("\n"));
     }
 
+    /// [`psql_ok`](Self::psql_ok) as superuser that panics with the query and psql's error
+    /// when it fails: for tests, where a failing setup query is the test failing.
+    pub fn query(&self, db: &str, sql: &str) -> String {
+        self.psql_ok(db, sql)
+            .unwrap_or_else(|e| panic!("query failed: {sql}\n{e}"))
+    }
+
     /// Runs `sql` with `ON_ERROR_STOP` and returns unaligned, tuples-only stdout.
     pub fn psql_ok(&self, db: &str, sql: &str) -> Result<String> {
         let out = self.psql_raw(db, &["-v", "ON_ERROR_STOP=1", "-At", "-q"], sql)?;

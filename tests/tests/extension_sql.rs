@@ -38,13 +38,6 @@ fn start(opts: PgOptions) -> PgCluster {
     PgCluster::start(opts).expect("start PostgreSQL cluster")
 }
 
-/// One-shot `psql -At -c` style query as superuser: trimmed stdout, panics on error.
-fn q(cluster: &PgCluster, db: &str, sql: &str) -> String {
-    cluster
-        .psql_ok(db, sql)
-        .unwrap_or_else(|e| panic!("query failed: {sql}\n{e}"))
-}
-
 /// Runs `sql` expecting an error; returns psql's stderr.
 fn q_err(cluster: &PgCluster, db: &str, sql: &str) -> String {
     let out = cluster
@@ -80,7 +73,7 @@ fn golden_sql_files() {
             "golden_{}",
             stem.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
         );
-        q(&cluster, "postgres", &format!("CREATE DATABASE {db}"));
+        cluster.query("postgres", &format!("CREATE DATABASE {db}"));
         let sql = std::fs::read_to_string(sql_path).expect("read .sql");
         let actual = cluster.psql_script(
             &db,
@@ -110,8 +103,7 @@ fn golden_sql_files() {
 
 /// Sets up the extension and a table in `db`.
 fn setup_db(cluster: &PgCluster, db: &str) {
-    q(
-        cluster,
+    cluster.query(
         db,
         "CREATE EXTENSION pg_twopc_ext; \
          CREATE TABLE acct (id int PRIMARY KEY, bal int NOT NULL); \
@@ -129,30 +121,27 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
     setup_db(&cluster, "postgres");
     let db = "postgres";
     // in doubt across the crash, tracked
-    q(&cluster, db, &prepare_sql(1, "twopc:c1:in-doubt"));
+    cluster.query(db, &prepare_sql(1, "twopc:c1:in-doubt"));
     // in doubt, explicit identity on a plain gid
-    q(
-        &cluster,
+    cluster.query(
         db,
         "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 2; \
          SELECT twopc.prepare('plain-gid', 'c7', 'order-77');",
     );
     // committed through the function (history row is asynchronous; the tracking row is not)
-    q(&cluster, db, &prepare_sql(3, "twopc:c1:committed"));
-    q(
-        &cluster,
+    cluster.query(db, &prepare_sql(3, "twopc:c1:committed"));
+    cluster.query(
         db,
         "SELECT twopc.commit_prepared('twopc:c1:committed', 'coordinator')",
     );
     // committed natively: only the tracking row tells
-    q(&cluster, db, &prepare_sql(4, "twopc:c1:native-commit"));
-    q(&cluster, db, "COMMIT PREPARED 'twopc:c1:native-commit'");
+    cluster.query(db, &prepare_sql(4, "twopc:c1:native-commit"));
+    cluster.query(db, "COMMIT PREPARED 'twopc:c1:native-commit'");
     // rolled back natively: presumed abort from the dead tracking tuple
-    q(&cluster, db, &prepare_sql(5, "twopc:c1:native-abort"));
-    q(&cluster, db, "ROLLBACK PREPARED 'twopc:c1:native-abort'");
+    cluster.query(db, &prepare_sql(5, "twopc:c1:native-abort"));
+    cluster.query(db, "ROLLBACK PREPARED 'twopc:c1:native-abort'");
     // a native prepare without tracking
-    q(
-        &cluster,
+    cluster.query(
         db,
         "BEGIN; UPDATE acct SET bal = 0 WHERE id = 6; PREPARE TRANSACTION 'twopc:c2:untracked'",
     );
@@ -160,8 +149,7 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
     cluster.crash().expect("pg_ctl stop -m immediate");
     cluster.start_server().expect("restart after crash");
 
-    let in_doubt = q(
-        &cluster,
+    let in_doubt = cluster.query(
         db,
         "SELECT gid, global_id, coordinator, tracked, coalesce(prepared_by::text, '-') \
          FROM twopc.in_doubt ORDER BY gid",
@@ -172,8 +160,7 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
          twopc:c1:in-doubt|in-doubt|c1|t|postgres\n\
          twopc:c2:untracked|untracked|c2|f|-"
     );
-    let outcomes = q(
-        &cluster,
+    let outcomes = cluster.query(
         db,
         "SELECT g || '=' || twopc.outcome(g) FROM unnest(ARRAY['twopc:c1:in-doubt', 'plain-gid', \
          'twopc:c1:committed', 'twopc:c1:native-commit', 'twopc:c1:native-abort', \
@@ -187,23 +174,19 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
     );
 
     // Finish after the restart, through the functions.
-    q(
-        &cluster,
+    cluster.query(
         db,
         "SELECT twopc.commit_prepared('twopc:c1:in-doubt', 'resolver')",
     );
-    q(
-        &cluster,
+    cluster.query(
         db,
         "SELECT twopc.rollback_prepared('plain-gid', 'resolver')",
     );
-    q(
-        &cluster,
+    cluster.query(
         db,
         "SELECT twopc.rollback_prepared('twopc:c2:untracked', 'resolver')",
     );
-    let outcomes = q(
-        &cluster,
+    let outcomes = cluster.query(
         db,
         "SELECT g || '=' || twopc.outcome(g) FROM unnest(ARRAY['twopc:c1:in-doubt', 'plain-gid', \
          'twopc:c2:untracked']) g",
@@ -212,8 +195,7 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
         outcomes,
         "twopc:c1:in-doubt=committed\nplain-gid=aborted\ntwopc:c2:untracked=aborted"
     );
-    let hist = q(
-        &cluster,
+    let hist = cluster.query(
         db,
         "SELECT gid, coalesce(global_id, '-'), decision, via FROM twopc.history \
          WHERE via = 'resolver' ORDER BY gid",
@@ -225,13 +207,15 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
          twopc:c2:untracked|untracked|abort|resolver"
     );
     // The data agrees with the outcomes.
-    let bal = q(
-        &cluster,
+    let bal = cluster.query(
         db,
         "SELECT string_agg(bal::text, ',' ORDER BY id) FROM acct WHERE id <= 6",
     );
     assert_eq!(bal, "101,100,101,101,100,100");
-    assert_eq!(q(&cluster, db, "SELECT count(*) FROM twopc.in_doubt"), "0");
+    assert_eq!(
+        cluster.query(db, "SELECT count(*) FROM twopc.in_doubt"),
+        "0"
+    );
 
     // A crash after twopc.prepare() wrote its tracking row but before the statement ended
     // (so before PREPARE happened): the tuple's xmin never committed and is not running after
@@ -262,34 +246,29 @@ fn crash_and_restart_keep_tracking_and_outcomes() {
         // An unfinished transaction's WAL is not flushed by itself; a checkpoint flushes all
         // of it, the tracking insert included. (Had it not reached the disk, there would be no
         // evidence at all: 'unknown', which a coordinator also reads as presumed abort.)
-        q(&cluster, db, "CHECKPOINT");
+        cluster.query(db, "CHECKPOINT");
         cluster.crash().expect("second crash");
         let _ = session.join();
     });
     cluster.start_server().expect("second restart");
     assert_eq!(
-        q(&cluster, db, "SELECT twopc.outcome('twopc:c1:crashed')"),
+        cluster.query(db, "SELECT twopc.outcome('twopc:c1:crashed')"),
         "aborted"
     );
     assert_eq!(
-        q(&cluster, db, "SELECT count(*) FROM pg_prepared_xacts"),
+        cluster.query(db, "SELECT count(*) FROM pg_prepared_xacts"),
         "0"
     );
-    assert_eq!(q(&cluster, db, "SELECT bal FROM acct WHERE id = 7"), "100");
     assert_eq!(
-        q(
-            &cluster,
-            db,
-            "SELECT twopc.outcome('twopc:c1:native-abort')"
-        ),
+        cluster.query(db, "SELECT bal FROM acct WHERE id = 7"),
+        "100"
+    );
+    assert_eq!(
+        cluster.query(db, "SELECT twopc.outcome('twopc:c1:native-abort')"),
         "aborted"
     );
     assert_eq!(
-        q(
-            &cluster,
-            db,
-            "SELECT twopc.outcome('twopc:c1:native-commit')"
-        ),
+        cluster.query(db, "SELECT twopc.outcome('twopc:c1:native-commit')"),
         "committed"
     );
     cluster.assert_clean_log();
@@ -303,23 +282,22 @@ fn second_database_is_kept_apart() {
     });
     setup_db(&cluster, "postgres");
     setup_db(&cluster, "other");
-    q(&cluster, "postgres", &prepare_sql(1, "twopc:c1:db1"));
+    cluster.query("postgres", &prepare_sql(1, "twopc:c1:db1"));
     // Seen from the other database: listed (pg_prepared_xacts is cluster-wide) with its
     // database, but its tracking row lives in the first database.
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "other",
             "SELECT gid, database, tracked, coordinator FROM twopc.in_doubt"
         ),
         "twopc:c1:db1|postgres|f|c1"
     );
     assert_eq!(
-        q(&cluster, "postgres", "SELECT tracked FROM twopc.in_doubt"),
+        cluster.query("postgres", "SELECT tracked FROM twopc.in_doubt"),
         "t"
     );
     assert_eq!(
-        q(&cluster, "other", "SELECT twopc.outcome('twopc:c1:db1')"),
+        cluster.query("other", "SELECT twopc.outcome('twopc:c1:db1')"),
         "unknown"
     );
     let err = q_err(
@@ -336,16 +314,12 @@ fn second_database_is_kept_apart() {
     assert!(err.contains("is already in use"), "{err}");
     // Nothing leaked into the other database's history.
     assert_eq!(
-        q(&cluster, "other", "SELECT count(*) FROM twopc.history"),
+        cluster.query("other", "SELECT count(*) FROM twopc.history"),
         "0"
     );
-    q(
-        &cluster,
-        "postgres",
-        "SELECT twopc.commit_prepared('twopc:c1:db1')",
-    );
+    cluster.query("postgres", "SELECT twopc.commit_prepared('twopc:c1:db1')");
     assert_eq!(
-        q(&cluster, "postgres", "SELECT twopc.outcome('twopc:c1:db1')"),
+        cluster.query("postgres", "SELECT twopc.outcome('twopc:c1:db1')"),
         "committed"
     );
     cluster.assert_clean_log();
@@ -394,8 +368,7 @@ fn a_gid_held_by_a_running_transaction_is_refused_without_waiting() {
         .expect("feed holder");
     // Wait until the holder sits in pg_sleep with its row inserted.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while q(
-        &cluster,
+    while cluster.query(
         "postgres",
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'holder' \
            AND wait_event = 'PgSleep'",
@@ -416,25 +389,19 @@ fn a_gid_held_by_a_running_transaction_is_refused_without_waiting() {
     assert!(err.contains("is already in use"), "{err}");
     assert!(!err.contains("statement timeout"), "{err}");
     // Cancel the holder's sleep: its script goes on with ROLLBACK.
-    q(
-        &cluster,
+    cluster.query(
         "postgres",
         "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'holder'",
     );
     let status = holder.wait().expect("wait holder");
     assert!(status.success(), "holder psql: {status}");
-    q(&cluster, "postgres", &prepare_sql(1, gid));
-    q(
-        &cluster,
+    cluster.query("postgres", &prepare_sql(1, gid));
+    cluster.query(
         "postgres",
         &format!("SELECT twopc.commit_prepared('{gid}')"),
     );
     assert_eq!(
-        q(
-            &cluster,
-            "postgres",
-            &format!("SELECT twopc.outcome('{gid}')")
-        ),
+        cluster.query("postgres", &format!("SELECT twopc.outcome('{gid}')")),
         "committed"
     );
     cluster.assert_clean_log();
@@ -448,16 +415,13 @@ fn a_gid_held_by_a_running_transaction_is_refused_without_waiting() {
 #[test]
 fn gid_lookups_follow_the_database_collation() {
     let cluster = start(PgOptions::default());
-    q(
-        &cluster,
+    cluster.query(
         "postgres",
         "CREATE DATABASE icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
          LOCALE 'C.UTF-8'",
     );
     setup_db(&cluster, "icu");
-    q(
-        &cluster,
-        "icu",
+    cluster.query("icu",
         "CREATE TABLE gids AS \
            SELECT 'twopc:c1:' || p1 || n || p2 || upper(chr(97 + n % 26)) || chr(97 + n % 7) AS gid \
              FROM generate_series(1, 400) n, \
@@ -466,10 +430,9 @@ fn gid_lookups_follow_the_database_collation() {
            SELECT pg_current_xact_id(), gid, NULL, NULL, now(), current_user::regrole::oid, '-infinity', 0, '-' \
              FROM gids;",
     );
-    assert_eq!(q(&cluster, "icu", "SELECT count(*) FROM gids"), "6000");
+    assert_eq!(cluster.query("icu", "SELECT count(*) FROM gids"), "6000");
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "icu",
             "SELECT count(*) FROM gids WHERE twopc.gid_state(gid) IS DISTINCT FROM 'committed'"
         ),
@@ -484,15 +447,10 @@ fn gid_lookups_follow_the_database_collation() {
     // A real prepare and commit among them: the commit finds its tracking row and stamps it
     // (a missed probe would fall back to a finish_log row).
     let gid = "twopc:c1:~17-Rd!";
-    q(&cluster, "icu", &prepare_sql(1, gid));
-    q(
-        &cluster,
-        "icu",
-        &format!("SELECT twopc.commit_prepared('{gid}')"),
-    );
+    cluster.query("icu", &prepare_sql(1, gid));
+    cluster.query("icu", &format!("SELECT twopc.commit_prepared('{gid}')"));
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "icu",
             &format!(
                 "SELECT finished_via, (SELECT count(*) FROM twopc.finish_log), \
@@ -556,15 +514,11 @@ fn one_query_string_after_prepare_is_an_error_not_fatal() {
     assert!(!stderr.contains("FATAL"), "{stderr}");
     assert!(stdout.contains("alive"), "{stdout}");
     assert_eq!(
-        q(
-            &cluster,
-            "postgres",
-            "SELECT count(*) FROM pg_prepared_xacts"
-        ),
+        cluster.query("postgres", "SELECT count(*) FROM pg_prepared_xacts"),
         "0"
     );
     assert_eq!(
-        q(&cluster, "postgres", "SELECT bal FROM acct WHERE id = 1"),
+        cluster.query("postgres", "SELECT bal FROM acct WHERE id = 1"),
         "100"
     );
     cluster.assert_clean_log();

@@ -74,12 +74,6 @@ fn preloaded(settings: &[(&str, &str)]) -> PgCluster {
     .expect("start a cluster with pg_twopc_ext preloaded")
 }
 
-fn q(cluster: &PgCluster, db: &str, sql: &str) -> String {
-    cluster
-        .psql_ok(db, sql)
-        .unwrap_or_else(|e| panic!("query failed: {sql}\n{e}"))
-}
-
 /// Runs a regression script as pg_regress does (`psql -a -q`, script on stdin).
 fn run_script(cluster: &PgCluster, db: &str, sql: &str) -> String {
     let out = cluster.psql_script(
@@ -167,7 +161,7 @@ fn postgresql_suite_gives_the_same_results_natively_and_through_the_functions() 
 
     // 1. PostgreSQL alone: the harness runs the file as pg_regress does.
     let plain = PgCluster::start(PgOptions::default()).expect("start a plain cluster");
-    q(&plain, "postgres", "CREATE DATABASE regression");
+    plain.query("postgres", "CREATE DATABASE regression");
     let without = run_script(&plain, "regression", &sql);
     assert_eq!(
         without,
@@ -181,8 +175,8 @@ fn postgresql_suite_gives_the_same_results_natively_and_through_the_functions() 
     //    byte differs (native tracking is on by default).
     let cluster = preloaded(&[]);
     for db in ["native", "functions"] {
-        q(&cluster, "postgres", &format!("CREATE DATABASE {db}"));
-        q(&cluster, db, "CREATE EXTENSION pg_twopc_ext");
+        cluster.query("postgres", &format!("CREATE DATABASE {db}"));
+        cluster.query(db, "CREATE EXTENSION pg_twopc_ext");
     }
     let native = run_script(&cluster, "native", &sql);
     assert_eq!(
@@ -231,19 +225,18 @@ fn postgresql_suite_gives_the_same_results_natively_and_through_the_functions() 
     let history = "SELECT string_agg(gid || ':' || decision || ':' || via, ' ' ORDER BY gid) \
                    FROM twopc.history";
     assert_eq!(
-        q(&cluster, "native", history),
+        cluster.query("native", history),
         "foo1:abort:native foo2:commit:native foo3:abort:native foo4:abort:native \
          regress-one:commit:native regress-two:commit:native"
     );
     assert_eq!(
-        q(&cluster, "functions", history),
+        cluster.query("functions", history),
         "foo1:abort:manual foo2:commit:manual foo3:abort:manual foo4:abort:manual \
          regress-one:commit:manual regress-two:commit:manual"
     );
     for db in ["native", "functions"] {
         assert_eq!(
-            q(
-                &cluster,
+            cluster.query(
                 db,
                 "SELECT twopc.outcome('foo2') || ' ' || twopc.outcome('foo4') || ' ' \
                  || twopc.outcome('foo5')"
@@ -323,9 +316,8 @@ fn xa_finish(cluster: &PgCluster, gtrid: &str, decision: &str) -> String {
 #[test]
 fn a_real_xa_client_is_tracked() {
     let cluster = preloaded(&[]);
-    q(&cluster, "postgres", "CREATE DATABASE bank");
-    q(
-        &cluster,
+    cluster.query("postgres", "CREATE DATABASE bank");
+    cluster.query(
         "bank",
         "CREATE EXTENSION pg_twopc_ext; CREATE TABLE acct (id int PRIMARY KEY, bal int)",
     );
@@ -335,14 +327,12 @@ fn a_real_xa_client_is_tracked() {
     assert!(committed.starts_with("42_"), "XA-format gid: {committed}");
     let rolled_back = xa_prepare(&cluster, "order-2", 2);
     assert_eq!(
-        q(
-            &cluster,
-            "bank",
+        cluster.query("bank",
             "SELECT string_agg(gid || ':' || tracked, ' ' ORDER BY prepared_at) FROM twopc.in_doubt"
         ),
         format!("{committed}:true {rolled_back}:true")
     );
-    let outcome = |gid: &str| q(&cluster, "bank", &format!("SELECT twopc.outcome('{gid}')"));
+    let outcome = |gid: &str| cluster.query("bank", &format!("SELECT twopc.outcome('{gid}')"));
     assert_eq!(outcome(&committed), "in_doubt");
 
     // Finished by psycopg's recovery API from another session.
@@ -357,31 +347,26 @@ fn a_real_xa_client_is_tracked() {
     assert_eq!(outcome(&committed), "committed");
     assert_eq!(outcome(&rolled_back), "aborted");
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "bank",
             "SELECT string_agg(decision || ':' || via || ':' || (finished_by = 'postgres'), ' ' \
              ORDER BY decision DESC) FROM twopc.history"
         ),
         "commit:native:true abort:native:true"
     );
-    assert_eq!(q(&cluster, "bank", "SELECT count(*) FROM acct"), "1");
+    assert_eq!(cluster.query("bank", "SELECT count(*) FROM acct"), "1");
 
     // twopc.track_native = off: the same client, no tracking (and no refusal).
-    q(
-        &cluster,
+    cluster.query(
         "postgres",
         "ALTER SYSTEM SET twopc.track_native = off; SELECT pg_reload_conf()",
     );
-    assert!(wait_until(Duration::from_secs(10), || q(
-        &cluster,
-        "bank",
-        "SHOW twopc.track_native"
-    ) == "off"));
+    assert!(wait_until(Duration::from_secs(10), || cluster
+        .query("bank", "SHOW twopc.track_native")
+        == "off"));
     let untracked = xa_prepare(&cluster, "order-3", 3);
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "bank",
             &format!("SELECT tracked FROM twopc.in_doubt WHERE gid = '{untracked}'")
         ),
@@ -389,7 +374,7 @@ fn a_real_xa_client_is_tracked() {
     );
     xa_finish(&cluster, "order-3", "commit");
     assert_eq!(
-        q(&cluster, "bank", "SELECT count(*) FROM twopc.history"),
+        cluster.query("bank", "SELECT count(*) FROM twopc.history"),
         "2"
     );
     // Only a superuser may turn tracking off.
@@ -412,23 +397,20 @@ fn a_real_xa_client_is_tracked() {
 fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
     // Retention off while the rows are made, so that the worker cannot race the manual purge.
     let cluster = preloaded(&[("twopc.history_retention", "0")]);
-    q(
-        &cluster,
+    cluster.query(
         "postgres",
         "CREATE EXTENSION pg_twopc_ext; CREATE TABLE acct (id int PRIMARY KEY, bal int)",
     );
     // 2,500 finish-log rows (more than two batches), a committed tracked transaction, and an
     // in-doubt one that must survive every purge.
-    q(
-        &cluster,
+    cluster.query(
         "postgres",
         "INSERT INTO twopc.finish_log \
          SELECT 'old-' || g, NULL, NULL, 'abort', now() - interval '1 hour', 'postgres', 'manual' \
            FROM generate_series(1, 2500) g",
     );
     for (gid, finish) in [("kept-in-doubt", false), ("committed", true)] {
-        q(
-            &cluster,
+        cluster.query(
             "postgres",
             &format!(
                 "BEGIN; INSERT INTO acct VALUES ({}, 1); SELECT twopc.prepare('{gid}');",
@@ -436,8 +418,7 @@ fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
             ),
         );
         if finish {
-            q(
-                &cluster,
+            cluster.query(
                 "postgres",
                 &format!("SELECT twopc.commit_prepared('{gid}')"),
             );
@@ -445,22 +426,19 @@ fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
     }
     // One call deletes at most a batch per table.
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "postgres",
             "SELECT twopc.purge(interval '30 minutes', 1000)"
         ),
         "1000"
     );
     // The worker purges the rest once they are past twopc.history_retention.
-    q(
-        &cluster,
+    cluster.query(
         "postgres",
         "ALTER SYSTEM SET twopc.history_retention = '2s'; SELECT pg_reload_conf()",
     );
     let rows = || {
-        q(
-            &cluster,
+        cluster.query(
             "postgres",
             "SELECT tracking_rows || ' ' || finish_log_rows || ' ' || in_doubt FROM twopc.stats()",
         )
@@ -471,30 +449,20 @@ fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
         rows()
     );
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "postgres",
             "SELECT gid || ' ' || tracked FROM twopc.in_doubt"
         ),
         "kept-in-doubt true"
     );
-    q(
-        &cluster,
-        "postgres",
-        "SELECT twopc.commit_prepared('kept-in-doubt')",
-    );
+    cluster.query("postgres", "SELECT twopc.commit_prepared('kept-in-doubt')");
     assert_eq!(
-        q(
-            &cluster,
-            "postgres",
-            "SELECT twopc.outcome('kept-in-doubt')"
-        ),
+        cluster.query("postgres", "SELECT twopc.outcome('kept-in-doubt')"),
         "committed"
     );
     // stats() reports the tables' size and oldest row.
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             "postgres",
             "SELECT tracking_rows, total_bytes > 0, oldest_row IS NOT NULL FROM twopc.stats()"
         ),
@@ -561,11 +529,10 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     install_frozen("0.1.0");
     let cluster = preloaded(&[]);
     for db in ["upgraded", "fresh"] {
-        q(&cluster, "postgres", &format!("CREATE DATABASE {db}"));
+        cluster.query("postgres", &format!("CREATE DATABASE {db}"));
     }
     let db = "upgraded";
-    q(
-        &cluster,
+    cluster.query(
         db,
         "CREATE EXTENSION pg_twopc_ext VERSION '0.1.0'; \
          CREATE TABLE acct (id int PRIMARY KEY, bal int); \
@@ -573,8 +540,7 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     );
     // Tracked work of every kind, left in doubt across the upgrade.
     for (id, gid) in [(1, "twopc:c1:to-commit"), (2, "twopc:c1:to-abort")] {
-        q(
-            &cluster,
+        cluster.query(
             db,
             &format!(
                 "BEGIN; UPDATE acct SET bal = bal - 10 WHERE id = {id}; \
@@ -582,8 +548,7 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
             ),
         );
     }
-    q(
-        &cluster,
+    cluster.query(
         db,
         "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 3; SELECT twopc.prepare('done'); \
          SELECT twopc.commit_prepared('done'); \
@@ -592,35 +557,32 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     let in_doubt = "SELECT string_agg(gid || ' ' || global_id || ' ' || coordinator || ' ' \
                     || tracked || ' ' || coalesce(decision, '-'), ', ' ORDER BY gid) \
                     FROM twopc.in_doubt";
-    let before = q(&cluster, db, in_doubt);
+    let before = cluster.query(db, in_doubt);
     assert_eq!(
         before,
         "twopc:c1:to-abort to-abort c1 true -, twopc:c1:to-commit to-commit c1 true commit"
     );
 
-    q(
-        &cluster,
-        db,
-        "ALTER EXTENSION pg_twopc_ext UPDATE TO '0.2.0'",
-    );
+    cluster.query(db, "ALTER EXTENSION pg_twopc_ext UPDATE TO '0.2.0'");
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             db,
             "SELECT extversion FROM pg_extension WHERE extname = 'pg_twopc_ext'"
         ),
         "0.2.0"
     );
-    assert_eq!(q(&cluster, db, in_doubt), before, "in-doubt work survives");
-    q(
-        &cluster,
+    assert_eq!(
+        cluster.query(db, in_doubt),
+        before,
+        "in-doubt work survives"
+    );
+    cluster.query(
         db,
         "SELECT twopc.commit_prepared('twopc:c1:to-commit', 'coordinator')",
     );
-    q(&cluster, db, "ROLLBACK PREPARED 'twopc:c1:to-abort'");
+    cluster.query(db, "ROLLBACK PREPARED 'twopc:c1:to-abort'");
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             db,
             "SELECT twopc.outcome('twopc:c1:to-commit') || ' ' \
              || twopc.outcome('twopc:c1:to-abort') || ' ' || twopc.outcome('done')"
@@ -628,8 +590,7 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
         "committed aborted committed"
     );
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             db,
             "SELECT string_agg(gid || ' ' || decision || ' ' || via, ', ' ORDER BY gid) \
              FROM twopc.history"
@@ -637,8 +598,7 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
         "done commit manual, twopc:c1:to-abort abort native, twopc:c1:to-commit commit coordinator"
     );
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             db,
             "SELECT string_agg(bal::text, ',' ORDER BY id) FROM acct"
         ),
@@ -646,8 +606,7 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     );
     // 0.2.0's additions work on the upgraded schema.
     assert_eq!(
-        q(
-            &cluster,
+        cluster.query(
             db,
             "SELECT tracking_rows || ' ' || finish_log_rows FROM twopc.stats()"
         ),
@@ -655,10 +614,10 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     );
 
     // The upgraded schema is exactly a fresh install's.
-    q(&cluster, "fresh", "CREATE EXTENSION pg_twopc_ext");
+    cluster.query("fresh", "CREATE EXTENSION pg_twopc_ext");
     let (upgraded, fresh) = (
-        q(&cluster, db, DESCRIBE_SCHEMA),
-        q(&cluster, "fresh", DESCRIBE_SCHEMA),
+        cluster.query(db, DESCRIBE_SCHEMA),
+        cluster.query("fresh", DESCRIBE_SCHEMA),
     );
     assert_eq!(
         upgraded,

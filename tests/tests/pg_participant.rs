@@ -112,13 +112,8 @@ fn transfer(amount: i64) -> Operations {
 }
 
 async fn vote(c: &mut WireClient, txid: &str, ops: Operations) -> (Vote, Option<String>) {
-    c.vote(Message::Prepare {
-        txid: tx(txid),
-        coordinator: CoordinatorId::new("c1").unwrap(),
-        ops,
-        timeout_ms: None,
-    })
-    .await
+    let (vote, reason, _) = vote_with_class(c, txid, ops).await;
+    (vote, reason)
 }
 
 /// [`vote`] with the NO's class.
