@@ -124,10 +124,10 @@ pub fn track_prepare(gid: &str, coordinator: Option<&str>, global_id: Option<&st
     }
     validate::check_gid(gid)?;
     let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
-    let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
-    if gid_prepared_here(&cgid) {
-        return Err(TwopcError::GidInUse { gid: gid.into() });
-    }
+    // No look at the prepared transactions first: a tracked gid in use is refused by the
+    // unique index (its row is in progress, see track), and an untracked one by PREPARE
+    // itself a moment later, in the same words, so a lookup here would only repeat one of
+    // the two on every prepare.
     track(gid, coordinator.as_deref(), global_id.as_deref())
 }
 
@@ -299,13 +299,13 @@ fn check_no_temp_objects() -> Result<()> {
 }
 
 /// Writes the tracking row of `gid` into the current transaction, refusing a gid that is in
-/// use or already committed. The caller has reconciled the identity with the gid and checked
-/// that no prepared transaction holds it.
+/// use by a tracked transaction or already committed. The caller has reconciled the identity
+/// with the gid.
 fn track(gid: &str, coordinator: Option<&str>, global_id: Option<&str>) -> Result<()> {
     // The unique gid index flags another live or in-progress tracking row without waiting for
     // it (a committed earlier use of the gid, a session preparing the same gid right now, or a
-    // prepared transaction the shared-memory lookup above cannot see); only then are the rows
-    // read to say which refusal applies. Dead rows (rolled back, or deleted by a committed
+    // prepared transaction, whose row stays in progress until it is finished); only then are
+    // the rows read to say which refusal applies. Dead rows (rolled back, or deleted by a committed
     // twopc.forget()) never conflict.
     if !tracking::insert_tracking(gid, global_id, coordinator)? {
         check_gid_reuse(gid)?;
