@@ -305,8 +305,8 @@ fn track(gid: &str, coordinator: Option<&str>, global_id: Option<&str>) -> Resul
     // The unique gid index flags another live or in-progress tracking row without waiting for
     // it (a committed earlier use of the gid, a session preparing the same gid right now, or a
     // prepared transaction, whose row stays in progress until it is finished); only then are
-    // the rows read to say which refusal applies. Dead rows (rolled back, or deleted by a committed
-    // twopc.forget()) never conflict.
+    // the rows read to say which refusal applies. Dead rows (rolled back, or deleted by a
+    // committed twopc.forget()) never conflict.
     if !tracking::insert_tracking(gid, global_id, coordinator)? {
         check_gid_reuse(gid)?;
     }
