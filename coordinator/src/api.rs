@@ -322,6 +322,8 @@ fn oversized_first_message(
             ops.clone(),
             one_phase,
             st.config.prepare_timeout_ms,
+            // The largest priority: the size is an upper bound.
+            Some(twopc_protocol::Priority(u64::MAX)),
         );
         // The largest request id the connection could give it: the size is an upper bound.
         let len = encode_frame(&Frame::new(u64::MAX, msg)).len();

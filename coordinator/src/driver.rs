@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use twopc_protocol::api::{TransactionResponse, GENERATED_ID_PREFIX};
 use twopc_protocol::event::{Event, EventKind};
-use twopc_protocol::{Message, Operations, ParticipantName, TxId};
+use twopc_protocol::{Message, Operations, ParticipantName, Priority, TxId};
 
 /// Messages into the driver task.
 #[derive(Debug)]
@@ -205,6 +205,7 @@ impl Executor {
                 self.next_req += 1;
                 let req = self.next_req;
                 self.waiters.insert(req, reply);
+                let priority = Priority::at(wall_ms(), req);
                 let outs = core.step(
                     now_ms,
                     Input::Submit {
@@ -212,6 +213,7 @@ impl Executor {
                         txid,
                         body_hash,
                         participants,
+                        priority,
                     },
                 );
                 self.execute(outs);

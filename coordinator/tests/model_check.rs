@@ -92,7 +92,9 @@ use twopc_protocol::api::{Outcome, PhaseTimings};
 use twopc_protocol::message::{
     AckResult, Decision, Frame, Message, NoClass, ParticipantKind, PreparedTx,
 };
-use twopc_protocol::{CoordinatorId, Operations, ParticipantName, RedisOp, SqlStatement, TxId};
+use twopc_protocol::{
+    CoordinatorId, Operations, ParticipantName, Priority, RedisOp, SqlStatement, TxId,
+};
 
 const STEP_MS: u64 = 500;
 const NAMES: [&str; 2] = ["bank", "ledger"];
@@ -475,6 +477,7 @@ impl World {
             txid: txid(t),
             body_hash: body_hash(t),
             participants,
+            priority: Priority(t as u64),
         });
     }
 

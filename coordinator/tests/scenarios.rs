@@ -28,6 +28,7 @@ use std::path::Path;
 use twopc_coordinator::core::{Core, CoreConfig, Input, LazyRecord, Output, RecoveredCommit};
 use twopc_protocol::event::EventKind;
 use twopc_protocol::message::{AckResult, Decision, Message, ParticipantKind, PreparedTx, Vote};
+use twopc_protocol::Priority;
 use twopc_protocol::{
     CoordinatorId, Operations, ParticipantName, RedisGuard, RedisOp, SqlStatement, TxId,
 };
@@ -202,6 +203,7 @@ fn run_script(script: &str) -> String {
                         txid: t(args[0]),
                         body_hash,
                         participants,
+                        priority: Priority(req),
                     },
                 )
             }

@@ -60,6 +60,7 @@ fn prepare(txid: &str) -> Message {
         coordinator: "c1".parse().unwrap(),
         ops: ops(),
         timeout_ms: None,
+        priority: None,
     }
 }
 

@@ -26,6 +26,7 @@
 //! * [`api`]: every HTTP API request and response body, and the API error codes.
 //! * [`transfer`]: the bank transfer, the sample workload of the load generator and web app.
 //! * [`reason`]: the 1 KiB bound on every reason that reaches a client.
+//! * [`priority`]: a transaction's age, which breaks wait-for cycles across stores.
 //!
 //! Every message has a documented JSON example under `protocol/messages/`; the tests decode
 //! each of them, so the examples cannot go stale.
@@ -37,6 +38,7 @@ pub mod ids;
 pub mod message;
 pub mod message_type;
 pub mod ops;
+pub mod priority;
 pub mod reason;
 pub mod transfer;
 
@@ -48,6 +50,7 @@ pub use message::{
 };
 pub use message_type::MessageType;
 pub use ops::{Operations, RedisGuard, RedisOp, SqlStatement};
+pub use priority::Priority;
 
 /// Version of the wire protocol spoken by this build. A peer that receives a frame with another
 /// version answers [`ErrorCode::UnsupportedVersion`] and ignores the frame.

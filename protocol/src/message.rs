@@ -38,6 +38,7 @@
 use crate::ids::{CoordinatorId, ParticipantName, TxId};
 use crate::message_type::MessageType;
 use crate::ops::Operations;
+use crate::priority::Priority;
 use crate::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 
@@ -209,6 +210,10 @@ pub enum Message {
         /// How long the coordinator waits for the vote; the participant may give up earlier.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        /// The transaction's age, kept across retries: decides who may wait for whom on a
+        /// lock (absent from older coordinators: then the youngest of all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<Priority>,
     },
     /// Coordinator → participant: the only participant of a transaction; do `ops` and commit
     /// in one step (one-phase commit, no prepare). Answered by an [`Message::Ack`] whose
@@ -220,6 +225,9 @@ pub enum Message {
         coordinator: CoordinatorId,
         /// What to do.
         ops: Operations,
+        /// The transaction's age (see [`Message::Prepare`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<Priority>,
     },
     /// Participant → coordinator: the answer to a Prepare.
     Vote {

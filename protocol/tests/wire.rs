@@ -59,11 +59,13 @@ fn every_message() -> Vec<Message> {
             coordinator: c1.clone(),
             ops: sql,
             timeout_ms: Some(100),
+            priority: None,
         },
         Message::CommitOnePhase {
             txid: tx("t 2"),
             coordinator: c1.clone(),
             ops: redis,
+            priority: None,
         },
         Message::Vote {
             txid: tx("t1"),

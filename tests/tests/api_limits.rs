@@ -168,12 +168,14 @@ fn oversized_body(id: &str, with_vault: bool) -> Vec<u8> {
             coordinator,
             ops,
             timeout_ms: Some(1500),
+            priority: None,
         }
     } else {
         Message::CommitOnePhase {
             txid,
             coordinator,
             ops,
+            priority: None,
         }
     };
     let frame = encode_frame(&Frame::new(1, msg));

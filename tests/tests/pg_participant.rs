@@ -127,6 +127,7 @@ async fn vote_with_class(
         coordinator: CoordinatorId::new("c1").unwrap(),
         ops,
         timeout_ms: None,
+        priority: None,
     })
     .await
 }

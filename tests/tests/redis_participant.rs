@@ -104,6 +104,7 @@ fn prepare(txid: &str, ops: Vec<RedisOp>) -> Message {
         coordinator: c1(),
         ops: Operations::Redis(ops),
         timeout_ms: None,
+        priority: None,
     }
 }
 
@@ -449,6 +450,7 @@ async fn one_phase_commit_applies_or_aborts_with_reason() {
         txid: tx(txid),
         coordinator: c1(),
         ops: Operations::Redis(ops),
+        priority: None,
     };
     assert_eq!(
         ack(&mut c, one("p1", vec![incrby("n", 5, None)])).await,
@@ -1211,6 +1213,7 @@ async fn outcomes_are_bounded_and_txids_of_other_coordinators_are_not_confused()
         coordinator: CoordinatorId::new("c2").unwrap(),
         ops: Operations::Redis(vec![incrby("n", 1, None)]),
         timeout_ms: None,
+        priority: None,
     };
     match c.request(other).await {
         Message::Vote {

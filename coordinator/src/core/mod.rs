@@ -77,7 +77,7 @@ use transaction::{PartState, Stage, Tx};
 use twopc_protocol::api::TransactionResponse;
 use twopc_protocol::event::EventKind;
 use twopc_protocol::message::Message;
-use twopc_protocol::{CoordinatorId, Operations, ParticipantName, TxId};
+use twopc_protocol::{CoordinatorId, Operations, ParticipantName, Priority, TxId};
 
 /// Tunables of the protocol core.
 #[derive(Debug, Clone)]
@@ -137,6 +137,9 @@ pub enum Input {
         body_hash: u64,
         /// Operations per participant.
         participants: BTreeMap<ParticipantName, Operations>,
+        /// The transaction's age, sent with every Prepare (see [`twopc_protocol::priority`]):
+        /// the driver stamps it from the wall clock, the core keeps it across attempts.
+        priority: Priority,
     },
     /// A message arrived from a participant.
     Received {
@@ -316,7 +319,16 @@ impl Core {
                 txid,
                 body_hash,
                 participants,
-            } => self.submit(now_ms, req, txid, body_hash, participants, &mut out),
+                priority,
+            } => self.submit(
+                now_ms,
+                req,
+                txid,
+                body_hash,
+                participants,
+                priority,
+                &mut out,
+            ),
             Input::Received { from, msg } => self.received(now_ms, from, msg, &mut out),
             Input::Connected { participant } => {
                 // Re-sending waits for the participant's InDoubtReport, which is always its

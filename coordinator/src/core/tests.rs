@@ -3,6 +3,7 @@
 
 use super::*;
 use twopc_protocol::message::PreparedTx;
+use twopc_protocol::Priority;
 
 fn name(s: &str) -> ParticipantName {
     ParticipantName::new(s).unwrap()
@@ -24,6 +25,7 @@ fn submit(core: &mut Core, now: u64, req: RequestId, id: &str) {
             txid: tx(id),
             body_hash: 7,
             participants,
+            priority: Priority(req),
         },
     );
 }

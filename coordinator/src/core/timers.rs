@@ -87,6 +87,7 @@ impl Core {
             return;
         };
         let (attempt, ops) = (p.attempts, p.ops.clone());
+        let priority = self.txs.get(txid).map(|t| t.priority);
         self.metrics.retries += 1;
         out.push(events::retry(txid, to, attempt));
         let ops = ops.unwrap_or(Operations::Sql(Vec::new()));
@@ -98,6 +99,7 @@ impl Core {
                 txid: txid.clone(),
                 coordinator,
                 ops,
+                priority,
             },
         );
     }

@@ -5,7 +5,7 @@ use super::RequestId;
 use std::collections::{BTreeMap, BTreeSet};
 use twopc_protocol::api::{HeuristicReport, PhaseTimings, TransactionResponse};
 use twopc_protocol::message::{Decision, Message, NoClass, Vote};
-use twopc_protocol::{CoordinatorId, Operations, ParticipantName, TxId};
+use twopc_protocol::{CoordinatorId, Operations, ParticipantName, Priority, TxId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
@@ -62,6 +62,8 @@ pub(super) struct Tx {
     /// The class of the NO that aborted it (`None`: aborted for another reason).
     pub(super) abort_class: Option<NoClass>,
     pub(super) started_ms: u64,
+    /// Its age (sent with every Prepare; decides who waits for whom on a lock).
+    pub(super) priority: Priority,
     pub(super) prepared_ms: Option<u64>,
     pub(super) decided_ms: Option<u64>,
     pub(super) prepare_deadline_ms: u64,
@@ -104,6 +106,7 @@ impl Tx {
         req: RequestId,
         now_ms: u64,
         prepare_timeout_ms: u64,
+        priority: Priority,
     ) -> Self {
         Tx {
             body_hash,
@@ -117,6 +120,7 @@ impl Tx {
             reason: None,
             abort_class: None,
             started_ms: now_ms,
+            priority,
             prepared_ms: None,
             decided_ms: None,
             prepare_deadline_ms: now_ms + prepare_timeout_ms,
@@ -139,6 +143,8 @@ impl Tx {
             reason: None,
             abort_class: None,
             started_ms: now_ms,
+            // Delivering a decision takes no locks, so its age plays no part any more.
+            priority: Priority(u64::MAX),
             prepared_ms: Some(now_ms),
             decided_ms: Some(now_ms),
             prepare_deadline_ms: now_ms,
@@ -184,12 +190,14 @@ pub fn first_message(
     ops: Operations,
     one_phase: bool,
     prepare_timeout_ms: u64,
+    priority: Option<Priority>,
 ) -> Message {
     if one_phase {
         Message::CommitOnePhase {
             txid: txid.clone(),
             coordinator: coordinator.clone(),
             ops,
+            priority,
         }
     } else {
         Message::Prepare {
@@ -197,6 +205,7 @@ pub fn first_message(
             coordinator: coordinator.clone(),
             ops,
             timeout_ms: Some(prepare_timeout_ms),
+            priority,
         }
     }
 }

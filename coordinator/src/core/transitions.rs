@@ -9,9 +9,10 @@ use super::{
 use std::collections::BTreeMap;
 use twopc_protocol::api::{HeuristicKind, HeuristicReport};
 use twopc_protocol::message::{AckResult, Decision, DecisionStatus, Message, NoClass, Vote};
-use twopc_protocol::{Operations, ParticipantName, TxId};
+use twopc_protocol::{Operations, ParticipantName, Priority, TxId};
 
 impl Core {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn submit(
         &mut self,
         now_ms: u64,
@@ -19,6 +20,7 @@ impl Core {
         txid: TxId,
         body_hash: u64,
         participants: BTreeMap<ParticipantName, Operations>,
+        priority: Priority,
         out: &mut Vec<Output>,
     ) {
         if let Some(tx) = self.txs.get_mut(&txid) {
@@ -54,7 +56,14 @@ impl Core {
             .into_iter()
             .map(|(p, ops)| (p, PartState::new(ops)))
             .collect();
-        let mut tx = Tx::new(body_hash, parts, req, now_ms, self.cfg.prepare_timeout_ms);
+        let mut tx = Tx::new(
+            body_hash,
+            parts,
+            req,
+            now_ms,
+            self.cfg.prepare_timeout_ms,
+            priority,
+        );
         let missing: Vec<String> = tx
             .parts
             .keys()
@@ -88,6 +97,7 @@ impl Core {
                 ops,
                 one_phase,
                 self.cfg.prepare_timeout_ms,
+                Some(tx.priority),
             );
             send(out, &txid, name, msg);
         }

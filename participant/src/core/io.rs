@@ -4,7 +4,7 @@
 use crate::resource::{OnePhaseOutcome, PrepareOutcome};
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, Frame, Operations, ParticipantKind, ParticipantName,
-    PreparedTx, TxId,
+    PreparedTx, Priority, TxId,
 };
 
 /// Names one coordinator connection (the server numbers them).
@@ -84,6 +84,8 @@ pub enum Call {
         ops: Operations,
         /// What is left of the coordinator's prepare timeout.
         timeout_ms: Option<u64>,
+        /// The transaction's age (who may wait for whom on a lock).
+        priority: Option<Priority>,
     },
     /// [`Resource::commit`](crate::Resource::commit) or
     /// [`Resource::abort`](crate::Resource::abort): apply the coordinator's decision.
@@ -101,6 +103,8 @@ pub enum Call {
         txid: TxId,
         /// What to do.
         ops: Operations,
+        /// The transaction's age.
+        priority: Option<Priority>,
     },
     /// [`Resource::list_prepared`](crate::Resource::list_prepared).
     ListPrepared,

@@ -263,11 +263,13 @@ impl Participant {
                 coordinator,
                 ops,
                 timeout_ms,
+                priority,
             } => Call::Prepare {
                 coordinator,
                 txid,
                 ops,
                 timeout_ms,
+                priority,
             },
             Message::Commit { txid } => Call::Settle {
                 txid,
@@ -281,10 +283,12 @@ impl Participant {
                 txid,
                 coordinator,
                 ops,
+                priority,
             } => Call::CommitOnePhase {
                 coordinator,
                 txid,
                 ops,
+                priority,
             },
             Message::ListPrepared {} => Call::ListPrepared,
             other => {

@@ -35,6 +35,7 @@ fn prepare(txid: &str, timeout_ms: Option<u64>) -> Message {
         coordinator: c1(),
         ops: Operations::Redis(vec![]),
         timeout_ms,
+        priority: None,
     }
 }
 

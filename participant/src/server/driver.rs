@@ -145,6 +145,7 @@ impl<R: Resource> Driver<R> {
                 txid,
                 ops,
                 timeout_ms,
+                ..
             } => {
                 let timeout = timeout_ms.map(Duration::from_millis);
                 let r = self.resource.prepare(coordinator, txid, ops, timeout).await;
@@ -176,6 +177,7 @@ impl<R: Resource> Driver<R> {
                 coordinator,
                 txid,
                 ops,
+                ..
             } => {
                 let r = self.resource.commit_one_phase(coordinator, txid, ops).await;
                 if let Err(e) = &r {
