@@ -35,6 +35,6 @@ pub mod resource;
 pub mod server;
 
 pub use error::ParticipantError;
-pub use resource::{OnePhaseOutcome, PrepareOutcome, Resource};
+pub use resource::{Blocked, OnePhaseOutcome, PrepareOutcome, Resource, Wait};
 pub use server::{websocket_config, RunningServer, Server, ServerConfig};
 pub use twopc_protocol as protocol;

@@ -24,6 +24,31 @@ pub enum PrepareOutcome {
     },
     /// Nothing to write; nothing is held and the participant takes no part in phase 2.
     ReadOnly,
+    /// Not a vote: a lock it needs is held by another transaction, and nothing was done or
+    /// recorded. The participant core decides whether to wait (and call `prepare` again
+    /// when the holder settles) or to vote NO (see its "Lock waits" rules).
+    Blocked(Blocked),
+}
+
+/// A lock a prepare found held by another transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// The transaction holding it.
+    pub holder: TxId,
+    /// What is locked, for the reason of a NO (e.g. `key "balance:1"`).
+    pub what: String,
+}
+
+/// One lock wait inside the resource: `waiter`'s prepare, still running, waits for a lock
+/// `holder` has (see [`Resource::waits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// The waiting transaction (its prepare is running).
+    pub waiter: TxId,
+    /// The transaction holding the lock (running, or prepared).
+    pub holder: TxId,
+    /// How long it has waited so far.
+    pub waited_ms: u64,
 }
 
 /// The answer of [`Resource::commit_one_phase`].
@@ -92,4 +117,25 @@ pub trait Resource: Send + Sync + 'static {
     fn list_prepared(
         &self,
     ) -> impl Future<Output = Result<Vec<PreparedTx>, ParticipantError>> + Send;
+
+    /// Whether `prepare` itself waits for locks (PostgreSQL's lock manager does) instead of
+    /// answering [`PrepareOutcome::Blocked`]: then the core asks for [`Resource::waits`] while
+    /// prepares run, and [`Resource::cancel`]s the ones that must give way.
+    fn waits_inside(&self) -> bool {
+        false
+    }
+
+    /// The lock waits of prepares running now, between transactions this resource can name
+    /// (a lock held by a session outside twopc is not listed).
+    fn waits(&self) -> impl Future<Output = Result<Vec<Wait>, ParticipantError>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// Stops `txid`'s running prepare if it still waits: it then ends as a NO, never
+    /// prepared and holding nothing. Best effort; a prepare that has already finished keeps
+    /// its outcome.
+    fn cancel(&self, txid: &TxId) -> impl Future<Output = ()> + Send {
+        let _ = txid;
+        std::future::ready(())
+    }
 }

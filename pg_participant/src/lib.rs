@@ -56,7 +56,7 @@ mod tombstones;
 pub use screen::refuse_statement;
 
 use pg_error::{class, describe, reason};
-use pool::{Conn, Pool};
+use pool::{Conn, Pool, Use};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,7 +64,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 use tombstones::Tombstones;
 use twopc_participant::{
-    OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource, Server, ServerConfig,
+    OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource, Server, ServerConfig, Wait,
 };
 use twopc_protocol::gid::{format_gid, parse_gid};
 use twopc_protocol::{
@@ -89,12 +89,13 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
-    /// A configuration with sensible timeouts (lock 2 s, statement 10 s).
+    /// A configuration with sensible timeouts (lock 1 s, the participant's default lock-wait
+    /// bound; statement 10 s).
     pub fn new(conninfo: impl Into<String>, client_role: impl Into<String>) -> Self {
         PgConfig {
             conninfo: conninfo.into(),
             client_role: client_role.into(),
-            lock_timeout: Duration::from_secs(2),
+            lock_timeout: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(10),
             pool_size: 64,
         }
@@ -122,7 +123,37 @@ pub struct PgResource {
     gids: std::sync::Mutex<HashMap<TxId, String>>,
     /// See [`tombstones`].
     tombstones: Tombstones,
+    /// The prepares running now, by txid: their backend (to find their lock waits) and how to
+    /// cancel them (to give way to an older transaction).
+    running: std::sync::Mutex<HashMap<TxId, Running>>,
 }
+
+/// A prepare running on a pooled connection.
+struct Running {
+    backend_pid: i32,
+    cancel: tokio_postgres::CancelToken,
+    /// A cancel request went to its backend: the connection is not reused afterwards, since
+    /// the request could arrive after the prepare ended and hit the next statement.
+    cancelled: bool,
+}
+
+/// The lock waits of the given backends, each with the holder of the lock: a backend, or
+/// a prepared transaction (pid NULL in `pg_locks`, named by its gid). Matching an ungranted
+/// lock with the granted ones on the same object over-approximates (it ignores lock modes):
+/// at worst a waiter gives way when it did not have to.
+const LOCK_WAITS: &str = "\
+SELECT w.pid, h.pid, p.gid, \
+       (extract(epoch FROM clock_timestamp() - w.waitstart) * 1000)::bigint \
+FROM pg_locks w \
+JOIN pg_locks h ON h.granted AND h.locktype = w.locktype \
+  AND h.database IS NOT DISTINCT FROM w.database AND h.relation IS NOT DISTINCT FROM w.relation \
+  AND h.page IS NOT DISTINCT FROM w.page AND h.tuple IS NOT DISTINCT FROM w.tuple \
+  AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid \
+  AND h.transactionid IS NOT DISTINCT FROM w.transactionid \
+  AND h.classid IS NOT DISTINCT FROM w.classid AND h.objid IS NOT DISTINCT FROM w.objid \
+  AND h.objsubid IS NOT DISTINCT FROM w.objsubid AND h.pid IS DISTINCT FROM w.pid \
+LEFT JOIN pg_prepared_xacts p ON h.pid IS NULL AND p.transaction = h.transactionid \
+WHERE NOT w.granted AND w.pid = ANY($1)";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -139,12 +170,13 @@ impl PgResource {
             cfg,
             gids: std::sync::Mutex::new(HashMap::new()),
             tombstones: Tombstones::default(),
+            running: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// Checks that the database is reachable and the extension installed.
     pub async fn ping(&self) -> Result<(), ParticipantError> {
-        let c = self.pool.checkout().await?;
+        let c = self.pool.checkout(Use::Other).await?;
         c.client
             .query_one("SELECT twopc.protocol_version()", &[])
             .await
@@ -327,7 +359,7 @@ impl PgResource {
         txid: &TxId,
         decision: Decision,
     ) -> Result<AckResult, ParticipantError> {
-        let mut c = self.pool.checkout().await?;
+        let mut c = self.pool.checkout(Use::Other).await?;
         let result = self.apply_decision_on(&mut c, txid, decision).await;
         self.pool.checkin(c).await;
         if result.is_ok() {
@@ -428,10 +460,22 @@ impl Resource for PgResource {
             }
         }
         let gid = format_gid(coordinator, txid);
-        let mut c = self.pool.checkout().await?;
+        let mut c = self.pool.checkout(Use::Prepare).await?;
+        self.running.lock().expect("running prepares").insert(
+            txid.clone(),
+            Running {
+                backend_pid: c.backend_pid,
+                cancel: c.client.cancel_token(),
+                cancelled: false,
+            },
+        );
         let r = self
             .run_and_prepare(&mut c, &gid, coordinator, txid, stmts, timeout)
             .await;
+        let running = self.running.lock().expect("running prepares").remove(txid);
+        if running.is_some_and(|r| r.cancelled) {
+            c.broken = true;
+        }
         self.pool.checkin(c).await;
         match r? {
             Ok(()) => {
@@ -486,11 +530,70 @@ impl Resource for PgResource {
                 result: AckResult::Applied,
                 reason: Some(reason),
             }),
+            // PostgreSQL waits for its locks itself: this prepare never answers Blocked.
+            PrepareOutcome::Blocked(b) => Ok(OnePhaseOutcome {
+                decision: Decision::Abort,
+                result: AckResult::Applied,
+                reason: Some(format!("{} is locked by {}", b.what, b.holder)),
+            }),
         }
     }
 
+    fn waits_inside(&self) -> bool {
+        true
+    }
+
+    async fn waits(&self) -> Result<Vec<Wait>, ParticipantError> {
+        let by_pid: HashMap<i32, TxId> = self
+            .running
+            .lock()
+            .expect("running prepares")
+            .iter()
+            .map(|(t, r)| (r.backend_pid, t.clone()))
+            .collect();
+        if by_pid.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pids: Vec<i32> = by_pid.keys().copied().collect();
+        let mut c = self.pool.checkout(Use::Other).await?;
+        let rows = c
+            .query(LOCK_WAITS, &[&pids])
+            .await
+            .map_err(|e| ParticipantError::resource(describe(&e)));
+        self.pool.checkin(c).await;
+        Ok(rows?
+            .iter()
+            .filter_map(|r| {
+                let waiter = by_pid.get(&r.get::<_, i32>(0))?.clone();
+                let holder = match (r.get::<_, Option<i32>>(1), r.get::<_, Option<String>>(2)) {
+                    (Some(pid), _) => by_pid.get(&pid)?.clone(),
+                    (None, Some(gid)) => parse_gid(&gid)?.1,
+                    (None, None) => return None,
+                };
+                let waited_ms = r.get::<_, Option<i64>>(3).unwrap_or(0).max(0) as u64;
+                Some(Wait {
+                    waiter,
+                    holder,
+                    waited_ms,
+                })
+            })
+            .collect())
+    }
+
+    async fn cancel(&self, txid: &TxId) {
+        let token = {
+            let mut running = self.running.lock().expect("running prepares");
+            let Some(r) = running.get_mut(txid) else {
+                return;
+            };
+            r.cancelled = true;
+            r.cancel.clone()
+        };
+        let _ = token.cancel_query(NoTls).await;
+    }
+
     async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {
-        let mut c = self.pool.checkout().await?;
+        let mut c = self.pool.checkout(Use::Other).await?;
         let rows = c
             .query(
                 "SELECT gid, (extract(epoch FROM prepared) * 1000)::bigint \

@@ -1,10 +1,18 @@
 //! The connection pool: connections logged in as the participant's role, each with its
 //! session settings and its prepared-statement cache.
+//!
+//! At most `pool_size` connections are in use at once: a checkout beyond that waits for one to
+//! come back, so a burst of transactions cannot exhaust the server's `max_connections`. A
+//! quarter of them (at least one) is kept for everything but Prepare: a prepare can wait a
+//! long time for a row lock, and the Commit that would release that lock must still find a
+//! connection (otherwise waiting prepares could hold every connection while the holders they
+//! wait for cannot commit).
 
 use crate::pg_error::describe;
 use crate::PgConfig;
 use std::collections::HashMap;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 use twopc_participant::ParticipantError;
@@ -19,6 +27,19 @@ pub(crate) struct Conn {
     statements: HashMap<String, Statement>,
     /// Its session can no longer be trusted to be clean and idle: dropped, not pooled.
     pub(crate) broken: bool,
+    /// The backend's process id (to find its lock waits in `pg_locks`).
+    pub(crate) backend_pid: i32,
+    /// Its place in the pool's limits while checked out.
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// What a connection is checked out for (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Phase 1: may wait for row locks; cannot take the reserved connections.
+    Prepare,
+    /// Anything else (phase 2, listings): may take any connection.
+    Other,
 }
 
 impl Conn {
@@ -60,13 +81,21 @@ impl Conn {
 pub(crate) struct Pool {
     cfg: PgConfig,
     idle: Mutex<Vec<Conn>>,
+    /// Connections in use, at most `pool_size`.
+    in_use: Arc<Semaphore>,
+    /// Connections in use for prepares, at most `pool_size` less the reserve.
+    preparing: Arc<Semaphore>,
 }
 
 impl Pool {
     pub(crate) fn new(cfg: PgConfig) -> Pool {
+        let size = cfg.pool_size.max(2);
+        let reserve = (size / 4).max(1);
         Pool {
             cfg,
             idle: Mutex::new(Vec::new()),
+            in_use: Arc::new(Semaphore::new(size)),
+            preparing: Arc::new(Semaphore::new(size - reserve)),
         }
     }
 
@@ -98,25 +127,49 @@ impl Pool {
             .batch_execute(&settings)
             .await
             .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        let backend_pid = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| ParticipantError::resource(describe(&e)))?
+            .get(0);
         Ok(Conn {
             client,
             statements: HashMap::new(),
             broken: false,
+            backend_pid,
+            permits: Vec::new(),
         })
     }
 
-    /// A connection, reused when one is idle.
-    pub(crate) async fn checkout(&self) -> Result<Conn, ParticipantError> {
-        while let Some(c) = self.idle.lock().await.pop() {
+    /// A connection for `purpose`, reused when one is idle; waits while the pool's limit for
+    /// that use is reached.
+    pub(crate) async fn checkout(&self, purpose: Use) -> Result<Conn, ParticipantError> {
+        let closed = |_| ParticipantError::resource("the connection pool is closed");
+        let mut permits = Vec::with_capacity(2);
+        if purpose == Use::Prepare {
+            permits.push(
+                self.preparing
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(closed)?,
+            );
+        }
+        permits.push(self.in_use.clone().acquire_owned().await.map_err(closed)?);
+        while let Some(mut c) = self.idle.lock().await.pop() {
             if !c.client.is_closed() {
+                c.permits = permits;
                 return Ok(c);
             }
         }
-        self.connect().await
+        let mut c = self.connect().await?;
+        c.permits = permits;
+        Ok(c)
     }
 
     /// Back to the pool, unless its session is in doubt or the pool is full.
-    pub(crate) async fn checkin(&self, c: Conn) {
+    pub(crate) async fn checkin(&self, mut c: Conn) {
+        c.permits.clear();
         if c.broken || c.client.is_closed() {
             return;
         }

@@ -266,9 +266,12 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
                 // Commit in flight at some point, so the default of 64 would throttle a busy
                 // coordinator into `busy` errors.
                 server.max_in_flight = 1024;
-                let resource = twopc_pg_participant::PgResource::new(
-                    twopc_pg_participant::PgConfig::new(settings.conninfo, settings.client_role),
-                );
+                let mut pg =
+                    twopc_pg_participant::PgConfig::new(settings.conninfo, settings.client_role);
+                // PostgreSQL's lock timeout is the participant's lock-wait bound: a prepare
+                // waiting that long for a row lock fails with 55P03 and votes NO (conflict).
+                pg.lock_timeout = server.lock_wait;
+                let resource = twopc_pg_participant::PgResource::new(pg);
                 let ready_tx = status_tx.clone();
                 twopc_pg_participant::run(
                     resource,

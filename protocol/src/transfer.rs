@@ -7,13 +7,19 @@
 
 use crate::ops::{Operations, RedisGuard, RedisOp, SqlStatement};
 
-/// The Postgres side: two bound `UPDATE`s of `accounts`.
+/// The Postgres side: two bound `UPDATE`s of `accounts`, the lower account id first, as any
+/// careful transfer does: two transfers over the same pair of accounts then lock the rows in
+/// the same order and cannot deadlock inside PostgreSQL.
 pub fn sql_transfer(from: u64, to: u64, amount: i64) -> Operations {
     let update = |sign: char, id: u64| SqlStatement {
         query: format!("UPDATE accounts SET balance = balance {sign} $1 WHERE id = $2"),
         params: vec![amount.into(), id.into()],
     };
-    Operations::Sql(vec![update('-', from), update('+', to)])
+    let mut updates = vec![update('-', from), update('+', to)];
+    if to < from {
+        updates.reverse();
+    }
+    Operations::Sql(updates)
 }
 
 /// The Redis side: `INCRBY balance:<from> -amount` (never below 0), `INCRBY balance:<to> amount`.

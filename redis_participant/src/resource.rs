@@ -9,7 +9,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use twopc_participant::{OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource};
+use twopc_participant::{Blocked, OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource};
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, NoClass, Operations, ParticipantKind, PreparedTx,
     RedisGuard, RedisOp, TxId,
@@ -354,6 +354,15 @@ impl Resource for RedisResource {
         // The script has returned, so (appendfsync always) its writes are on disk.
         match reply.first().map(String::as_str) {
             Some("yes") => Ok(PrepareOutcome::Yes),
+            Some("wait") => match (reply.get(1), reply.get(2)) {
+                (Some(holder), Some(what)) => Ok(PrepareOutcome::Blocked(Blocked {
+                    holder: TxId::new(holder.clone()).map_err(ParticipantError::resource)?,
+                    what: what.clone(),
+                })),
+                _ => Err(ParticipantError::Resource(format!(
+                    "unexpected prepare script result {reply:?}"
+                ))),
+            },
             Some("no") => Ok(PrepareOutcome::No {
                 reason: reply.get(1).cloned().unwrap_or_default(),
                 class: match reply.get(2).map(String::as_str) {

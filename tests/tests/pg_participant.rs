@@ -263,21 +263,91 @@ async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
     );
 }
 
+fn prepare_aged(txid: &str, ops: Operations, age: Option<u64>) -> Message {
+    Message::Prepare {
+        txid: tx(txid),
+        coordinator: CoordinatorId::new("c1").unwrap(),
+        ops,
+        timeout_ms: None,
+        priority: age.map(twopc_protocol::Priority),
+    }
+}
+
+/// An older transaction waits inside PostgreSQL for a younger prepared holder's row up to the
+/// lock-wait bound (PostgreSQL's lock timeout, 1 s), then votes NO, retryably.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_held_by_a_prepared_transaction_votes_no_after_the_lock_timeout() {
+async fn an_older_prepare_waits_for_a_prepared_holder_until_the_lock_timeout() {
     let s = start();
     let (mut c, _) = connect(s.addr).await;
+    // Without a priority the holder counts as the youngest of all.
     assert_eq!(vote(&mut c, "holder", transfer(1)).await.0, Vote::Yes);
-    let (v, reason, class) = vote_with_class(&mut c, "waiter", transfer(1)).await;
+    let started = std::time::Instant::now();
+    let (v, reason, class) = c
+        .vote_with_class(prepare_aged("waiter", transfer(1), Some(1)))
+        .await;
     assert_eq!(v, Vote::No);
     assert!(
-        reason.unwrap().contains("lock timeout"),
-        "expected a lock timeout"
+        reason.as_deref().unwrap().contains("lock timeout"),
+        "expected a lock timeout: {reason:?}"
     );
+    assert!(started.elapsed() >= Duration::from_millis(900));
     // SQLSTATE 55P03: another attempt can succeed once the holder is gone.
     assert_eq!(class, Some(NoClass::Conflict));
     finish(&mut c, Message::Commit { txid: tx("holder") }).await;
     assert_eq!(balances(&s.pg), "99,101");
+}
+
+/// A younger transaction waiting inside PostgreSQL for an older one's row gives way within
+/// the give-way time (50 ms) plus a wait check (25 ms): the participant finds the wait in
+/// `pg_locks` and cancels it; the NO says why and is retryable, and nothing stays prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_younger_prepare_gives_way_to_an_older_holder_inside_postgres() {
+    let s = start();
+    let (mut c, _) = connect(s.addr).await;
+    let holder = prepare_aged("old", transfer(1), Some(1));
+    assert_eq!(c.vote(holder).await.0, Vote::Yes);
+    let started = std::time::Instant::now();
+    let (v, reason, class) = c
+        .vote_with_class(prepare_aged("young", transfer(2), Some(2)))
+        .await;
+    let waited = started.elapsed();
+    assert_eq!((v, class), (Vote::No, Some(NoClass::Conflict)));
+    let reason = reason.unwrap();
+    assert!(
+        reason.contains("older transaction old") && reason.contains("gave way"),
+        "{reason}"
+    );
+    assert!(
+        waited < Duration::from_millis(700),
+        "gave way after {waited:?}"
+    );
+    assert_eq!(
+        s.pg.psql_ok("bank", "SELECT string_agg(gid, ',') FROM pg_prepared_xacts")
+            .unwrap(),
+        "twopc:c1:old"
+    );
+    finish(&mut c, Message::Commit { txid: tx("old") }).await;
+    assert_eq!(balances(&s.pg), "99,101");
+}
+
+/// A prepare waiting for a prepared holder's row prepares as soon as the holder commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_prepare_prepares_when_the_holder_commits() {
+    let s = start();
+    let (mut c, _) = connect(s.addr).await;
+    assert_eq!(
+        c.vote(prepare_aged("young", transfer(1), Some(9))).await.0,
+        Vote::Yes
+    );
+    let waiter = c.send(prepare_aged("old", transfer(2), Some(1))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    finish(&mut c, Message::Commit { txid: tx("young") }).await;
+    match c.recv_matching(|f| f.id == waiter).await.msg {
+        Message::Vote { vote, reason, .. } => assert_eq!(vote, Vote::Yes, "{reason:?}"),
+        other => panic!("expected a vote, got {other:?}"),
+    }
+    finish(&mut c, Message::Commit { txid: tx("old") }).await;
+    assert_eq!(balances(&s.pg), "97,103");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

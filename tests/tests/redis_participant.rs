@@ -320,31 +320,78 @@ async fn failed_guards_bounds_and_type_errors_vote_no_with_reasons() {
     server.shutdown().await.unwrap();
 }
 
+fn prepare_aged(txid: &str, ops: Vec<RedisOp>, age: u64) -> Message {
+    Message::Prepare {
+        txid: tx(txid),
+        coordinator: c1(),
+        ops: Operations::Redis(ops),
+        timeout_ms: None,
+        priority: Some(twopc_protocol::Priority(age)),
+    }
+}
+
+/// A Prepare that meets a prepared holder's lock waits for it: it prepares as soon as the
+/// holder commits, and its staged write then sees the holder's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contending_transactions_second_votes_no_at_once_and_abort_discards() {
+async fn a_prepare_waits_for_the_holder_and_prepares_when_it_commits() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+
+    // The holder is younger than the waiter: the waiter never gives way to it.
+    let holder = prepare_aged("young", vec![incrby("n", 5, None)], 20);
+    assert_eq!(c.vote(holder).await.0, Vote::Yes);
+    let waiter = c
+        .send(prepare_aged("old", vec![incrby("n", 1, None)], 10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(get(&mut r, "twopc:lock:n").await.as_deref(), Some("young"));
+    assert_eq!(ack(&mut c, commit("young")).await.1, AckResult::Applied);
+    match c.recv_matching(|f| f.id == waiter).await.msg {
+        Message::Vote { vote, reason, .. } => assert_eq!(vote, Vote::Yes, "{reason:?}"),
+        other => panic!("expected a vote, got {other:?}"),
+    }
+    assert_eq!(get(&mut r, "twopc:lock:n").await.as_deref(), Some("old"));
+    assert_eq!(ack(&mut c, commit("old")).await.1, AckResult::Applied);
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("6"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contending_transactions_the_younger_gives_way_and_abort_discards() {
     let redis = RedisServer::start_new().unwrap();
     let server = start(&redis, |_| {}).await;
     let mut r = redis_conn(&redis).await;
     let (mut c, _) = connect(server.local_addr()).await;
 
     assert_eq!(vote(&mut c, "t1", vec![set("k", "one")]).await.0, Vote::Yes);
-    let (v, reason) = vote(&mut c, "t2", vec![set("a", "x"), set("k", "two")]).await;
-    assert_eq!(v, Vote::No);
-    assert_eq!(
-        reason.as_deref(),
-        Some("key \"k\" is locked by prepared transaction \"t1\"")
+    // t2 is younger (no priority sorts after t1 by txid): it waits for t1 only briefly, then
+    // gives way, retryably.
+    let started = std::time::Instant::now();
+    let (v, reason, class) = c
+        .vote_with_class(prepare("t2", vec![set("a", "x"), set("k", "two")]))
+        .await;
+    let waited = started.elapsed();
+    assert_eq!((v, class), (Vote::No, Some(NoClass::Conflict)));
+    let reason = reason.unwrap();
+    assert!(
+        reason.contains("key \"k\"") && reason.contains("older transaction t1"),
+        "{reason}"
     );
-    // Lost to a prepared holder: another attempt can succeed (and a repeat of t2 answers
-    // its recorded NO, which is final: that attempt is over).
-    assert_eq!(
-        no_class(&mut c, "t2b", vec![set("k", "other")]).await,
-        Some(NoClass::Conflict)
+    assert!(
+        waited >= Duration::from_millis(50) && waited < Duration::from_secs(1),
+        "gave way after {waited:?}"
     );
-    assert_eq!(
-        no_class(&mut c, "t2", vec![set("a", "x"), set("k", "two")]).await,
-        Some(NoClass::Final)
-    );
-    // t2's NO locked nothing.
+    // An older transaction waits for the younger holder up to the lock-wait bound (1 s).
+    let started = std::time::Instant::now();
+    let (v, reason, class) = c
+        .vote_with_class(prepare_aged("t0", vec![set("k", "zero")], 1))
+        .await;
+    assert_eq!((v, class), (Vote::No, Some(NoClass::Conflict)));
+    assert!(reason.unwrap().contains("lock-wait bound"));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // Neither NO locked anything.
     assert_eq!(get(&mut r, "twopc:lock:a").await, None);
 
     // Abort discards t1's staged writes and releases the lock.

@@ -1,7 +1,7 @@
 //! What goes into the participant core and what comes out: the vocabulary between the pure
 //! rules ([`super::Participant`]) and the server that carries them out.
 
-use crate::resource::{OnePhaseOutcome, PrepareOutcome};
+use crate::resource::{OnePhaseOutcome, PrepareOutcome, Wait};
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, Frame, Operations, ParticipantKind, ParticipantName,
     PreparedTx, Priority, TxId,
@@ -36,6 +36,15 @@ pub struct CoreConfig {
     pub decision_retry_initial_ms: u64,
     /// The longest wait between two DecisionRequests for a transaction.
     pub decision_retry_max_ms: u64,
+    /// The lock-wait bound: a prepare that has waited this long for locks votes NO
+    /// (`conflict`). Well under the coordinator's prepare timeout.
+    pub lock_wait_ms: u64,
+    /// How long a transaction waits for an *older* one before it gives way (votes NO,
+    /// `conflict`): the bound on how long a cross-store deadlock can last.
+    pub give_way_ms: u64,
+    /// The resource waits inside its calls ([`Resource::waits_inside`](crate::Resource)): list
+    /// its waits this often while a prepare has been running at least as long.
+    pub wait_check_ms: Option<u64>,
 }
 
 /// Something that happened.
@@ -69,6 +78,9 @@ pub enum Input {
     Undelivered(IfUndelivered),
     /// The termination timer fired.
     Tick,
+    /// The time [`Participant::next_wake_ms`](super::Participant::next_wake_ms) asked for
+    /// has come (a lock wait's bound, a wait check).
+    Wake,
 }
 
 /// A call to the [`Resource`](crate::Resource), one per method that does work.
@@ -108,6 +120,8 @@ pub enum Call {
     },
     /// [`Resource::list_prepared`](crate::Resource::list_prepared).
     ListPrepared,
+    /// [`Resource::waits`](crate::Resource::waits).
+    ListWaits,
 }
 
 impl Call {
@@ -117,7 +131,7 @@ impl Call {
             Call::Prepare { txid, .. }
             | Call::Settle { txid, .. }
             | Call::CommitOnePhase { txid, .. } => Some(txid),
-            Call::ListPrepared => None,
+            Call::ListPrepared | Call::ListWaits => None,
         }
     }
 }
@@ -133,6 +147,8 @@ pub enum Answer {
     OnePhase(OnePhaseOutcome),
     /// To [`Call::ListPrepared`].
     Listed(Vec<PreparedTx>),
+    /// To [`Call::ListWaits`].
+    Waits(Vec<Wait>),
 }
 
 /// A call to the resource failed; the text goes to the peer in an `internal` error.
@@ -184,6 +200,12 @@ pub enum Output {
         call: CallId,
         /// What to call.
         op: Call,
+    },
+    /// Stop `txid`'s running prepare ([`Resource::cancel`](crate::Resource::cancel)): it must
+    /// give way to an older transaction. Its call still completes as usual.
+    Cancel {
+        /// The transaction.
+        txid: TxId,
     },
     /// Close `conn` (it is then reported [`Input::Disconnected`]).
     Close {

@@ -59,14 +59,15 @@
 //! still holds every prepared transaction and every outcome, and the next report and the next
 //! scan rebuild the rest.
 //!
-//! # Room for waiting
+//! # Lock waits
 //!
-//! A call is [`Stage::Queued`] behind its txid or [`Stage::Running`] in the resource. A Prepare
-//! that must wait for another transaction's locks is still `Running` today (the resource waits
-//! inside the call); lock waits and deadlock victims will become a stage of their own here, so
-//! that the model checker can interleave them like any other input.
+//! A call is [`Stage::Queued`] behind its txid, [`Stage::Running`] in the resource, or
+//! [`Stage::Waiting`] for a lock another transaction holds. Who waits, for how long, and who
+//! gives way so that no deadlock across stores lasts: see the `waits` module, whose rules the
+//! model checker explores like every other input.
 
 mod io;
+mod waits;
 
 pub use io::{
     Answer, Call, CallId, CloseWhy, ConnId, CoreConfig, IfUndelivered, Input, Now, Output,
@@ -77,8 +78,10 @@ use crate::resource::PrepareOutcome;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use twopc_protocol::reason::{bounded, bounded_opt};
 use twopc_protocol::{
-    CoordinatorId, Decision, DecisionStatus, ErrorCode, Frame, Message, PreparedTx, TxId, Vote,
+    CoordinatorId, Decision, DecisionStatus, ErrorCode, Frame, Message, PreparedTx, Priority, TxId,
+    Vote,
 };
+use waits::{LockWait, Verdict};
 
 /// Who is waiting for a call's answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +94,8 @@ enum Origin {
     InDoubtReport { conn: ConnId },
     /// The termination timer's round.
     TerminationScan,
+    /// A check of the resource's own lock waits.
+    WaitCheck,
 }
 
 /// Where a call is.
@@ -100,6 +105,8 @@ pub enum Stage {
     Queued,
     /// Handed to the resource.
     Running,
+    /// A prepare waiting for a lock another transaction holds (see the `waits` module).
+    Waiting,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +115,12 @@ struct Pending {
     op: Call,
     stage: Stage,
     received_ms: u64,
+    /// When it was last handed to the resource.
+    started_ms: u64,
+    /// Its lock wait, once it has found a lock held.
+    wait: Option<LockWait>,
+    /// It was cancelled to give way to an older transaction: the NO's reason.
+    gave_way: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -139,6 +152,12 @@ pub struct Participant {
     first_seen: BTreeMap<TxId, u64>,
     scanning: bool,
     next_request: u64,
+    /// The priority of each transaction whose Prepare is pending or that holds locks here
+    /// (voted YES, not yet settled): what decides who waits for whom.
+    priorities: BTreeMap<TxId, Option<Priority>>,
+    /// A [`Call::ListWaits`] is in flight.
+    checking_waits: bool,
+    last_wait_check_ms: u64,
 }
 
 /// Everything but the request-id counter, which only names frames: two cores that differ only
@@ -152,6 +171,8 @@ impl std::fmt::Debug for Participant {
             .field("asked", &self.asked)
             .field("first_seen", &self.first_seen)
             .field("scanning", &self.scanning)
+            .field("priorities", &self.priorities)
+            .field("checking_waits", &self.checking_waits)
             .finish()
     }
 }
@@ -181,12 +202,23 @@ impl Participant {
             first_seen: BTreeMap::new(),
             scanning: false,
             next_request: 1,
+            priorities: BTreeMap::new(),
+            checking_waits: false,
+            last_wait_check_ms: 0,
         }
     }
 
     /// Whether some call to the resource is queued or running.
     pub fn busy(&self) -> bool {
         !self.calls.is_empty()
+    }
+
+    /// How many prepares wait for a lock.
+    pub fn waiting(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|p| p.stage == Stage::Waiting)
+            .count()
     }
 
     /// Where call `call` is, if it is pending.
@@ -210,6 +242,21 @@ impl Participant {
             Input::Received { conn, frame } => self.received(now, conn, frame, &mut out),
             Input::Disconnected { conn } => {
                 self.conns.remove(&conn);
+                // Its coordinator aborts a transaction whose participant went away before
+                // voting: waiting on for it would only hold a permit and a place in line.
+                let orphaned: Vec<CallId> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.stage == Stage::Waiting
+                            && matches!(p.origin, Origin::Request { conn: c, .. } if c == conn)
+                    })
+                    .map(|(call, _)| *call)
+                    .collect();
+                for call in orphaned {
+                    let reason = "the coordinator's connection closed during a lock wait".into();
+                    self.give_up(now, call, reason, &mut out);
+                }
             }
             Input::Completed { call, result } => self.completed(now, call, result, &mut out),
             Input::Undelivered(then) => match then {
@@ -224,6 +271,7 @@ impl Participant {
                     }
                 }
             },
+            Input::Wake => self.wake(now, &mut out),
             Input::Tick => {
                 // Nobody to ask: keep everything prepared and do not even read the resource.
                 if !self.scanning && self.conns.values().any(|c| c.reported) {
@@ -308,10 +356,23 @@ impl Participant {
             let code = ErrorCode::Busy;
             return out.push(reply(Message::Error { code, message }));
         }
-        if let Call::Prepare { coordinator, .. } | Call::CommitOnePhase { coordinator, .. } = &op {
+        if let Call::Prepare {
+            coordinator,
+            txid,
+            priority,
+            ..
+        }
+        | Call::CommitOnePhase {
+            coordinator,
+            txid,
+            priority,
+            ..
+        } = &op
+        {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.coordinators.insert(coordinator.clone());
             }
+            self.priorities.insert(txid.clone(), *priority);
         }
         self.start(now, Origin::Request { conn, id }, op, out);
     }
@@ -353,16 +414,46 @@ impl Participant {
             }
             None => Stage::Running,
         };
+        let aborts = matches!(
+            op,
+            Call::Settle {
+                decision: Decision::Abort,
+                ..
+            }
+        );
+        let front = op
+            .txid()
+            .and_then(|t| self.queues.get(t))
+            .and_then(|q| q.front().copied());
         let pending = Pending {
             origin,
             op,
             stage: Stage::Queued,
             received_ms: now.monotonic_ms,
+            started_ms: now.monotonic_ms,
+            wait: None,
+            gave_way: None,
         };
         self.calls.insert(call, pending);
         if stage == Stage::Running {
             self.run(now, call, out);
+        } else if let (true, Some(front)) = (aborts, front) {
+            // The transaction is over: its prepare stops waiting, and the Abort runs next.
+            let waiting = self.calls.get(&front).and_then(|p| match p.stage {
+                Stage::Waiting => p.wait.as_ref().map(|w| (w.what.clone(), w.holder.clone())),
+                _ => None,
+            });
+            if let Some((what, holder)) = waiting {
+                let reason = format!(
+                    "aborted by the coordinator while waiting for {what} (held by {holder})"
+                );
+                self.give_up(now, front, reason, out);
+            }
         }
+    }
+
+    fn start_listing_waits(&mut self, now: Now, out: &mut Vec<Output>) {
+        self.start(now, Origin::WaitCheck, Call::ListWaits, out);
     }
 
     fn run(&mut self, now: Now, call: CallId, out: &mut Vec<Output>) {
@@ -370,6 +461,7 @@ impl Participant {
             return;
         };
         p.stage = Stage::Running;
+        p.started_ms = now.monotonic_ms;
         let mut op = p.op.clone();
         if let Call::Prepare { timeout_ms, .. } = &mut op {
             let waited = now.monotonic_ms.saturating_sub(p.received_ms);
@@ -385,8 +477,28 @@ impl Participant {
         result: Result<Answer, ResourceFailed>,
         out: &mut Vec<Output>,
     ) {
+        let result = match result {
+            Ok(Answer::Voted(PrepareOutcome::Blocked(b))) => match self.blocked(now, call, b) {
+                Verdict::Wait => return,
+                Verdict::GiveUp(reason) => Ok(Answer::Voted(PrepareOutcome::No {
+                    reason,
+                    class: twopc_protocol::NoClass::Conflict,
+                })),
+            },
+            other => other,
+        };
         let Some(p) = self.calls.remove(&call) else {
             return;
+        };
+        // Cancelled to give way: whatever error the resource reports, that is why.
+        let result = match (result, &p.gave_way) {
+            (Ok(Answer::Voted(PrepareOutcome::No { .. })), Some(reason)) => {
+                Ok(Answer::Voted(PrepareOutcome::No {
+                    reason: reason.clone(),
+                    class: twopc_protocol::NoClass::Conflict,
+                }))
+            }
+            (other, _) => other,
         };
         self.release_permit(&p.origin);
         if let Some(txid) = p.op.txid() {
@@ -400,9 +512,20 @@ impl Participant {
                 }
             }
         }
-        if let (Call::Settle { txid, .. }, Ok(_)) = (&p.op, &result) {
-            // Settled either way: no more decision requests for it.
-            self.asked.remove(txid);
+        match (&p.op, &result) {
+            (Call::Settle { txid, .. }, Ok(_)) => {
+                // Settled either way: no more decision requests for it, and its locks are free.
+                self.asked.remove(txid);
+                self.priorities.remove(txid);
+                self.wake_waiters_of(now, txid, out);
+            }
+            (Call::Prepare { txid, .. }, Ok(Answer::Voted(v))) if *v != PrepareOutcome::Yes => {
+                self.priorities.remove(txid);
+            }
+            (Call::CommitOnePhase { txid, .. }, Ok(_)) => {
+                self.priorities.remove(txid);
+            }
+            _ => {}
         }
         match p.origin {
             Origin::Request { conn, id } => self.reply(now, conn, id, p.op, result, out),
@@ -430,6 +553,12 @@ impl Participant {
                 self.scanning = false;
                 if let Ok(Answer::Listed(prepared)) = result {
                     self.scan(now, &prepared, out);
+                }
+            }
+            Origin::WaitCheck => {
+                self.checking_waits = false;
+                if let Ok(Answer::Waits(waits)) = result {
+                    self.waits_listed(waits, out);
                 }
             }
         }
@@ -468,6 +597,12 @@ impl Participant {
                         (Vote::No, Some(bounded(reason)), Some(class))
                     }
                     PrepareOutcome::ReadOnly => (Vote::ReadOnly, None, None),
+                    // `completed` turned every Blocked into a wait or a NO.
+                    PrepareOutcome::Blocked(b) => (
+                        Vote::No,
+                        Some(bounded(format!("{} is locked by {}", b.what, b.holder))),
+                        Some(twopc_protocol::NoClass::Conflict),
+                    ),
                 };
                 if vote == Vote::Yes {
                     if !self.conns.contains_key(&conn) {
@@ -572,3 +707,5 @@ impl Participant {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_waits;

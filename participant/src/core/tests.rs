@@ -3,14 +3,14 @@
 use super::*;
 use twopc_protocol::{AckResult, Operations, ParticipantKind};
 
-fn now(ms: u64) -> Now {
+pub(super) fn now(ms: u64) -> Now {
     Now {
         monotonic_ms: ms,
         unix_ms: 1_000_000 + ms,
     }
 }
 
-fn t(s: &str) -> TxId {
+pub(super) fn t(s: &str) -> TxId {
     TxId::new(s).unwrap()
 }
 
@@ -18,7 +18,7 @@ fn c1() -> CoordinatorId {
     CoordinatorId::new("c1").unwrap()
 }
 
-fn config() -> CoreConfig {
+pub(super) fn config() -> CoreConfig {
     CoreConfig {
         name: "mem".parse().unwrap(),
         kind: ParticipantKind::Redis,
@@ -26,6 +26,9 @@ fn config() -> CoreConfig {
         decision_timeout_ms: 1000,
         decision_retry_initial_ms: 100,
         decision_retry_max_ms: 1000,
+        lock_wait_ms: 1000,
+        give_way_ms: 50,
+        wait_check_ms: None,
     }
 }
 
@@ -39,7 +42,7 @@ fn prepare(txid: &str, timeout_ms: Option<u64>) -> Message {
     }
 }
 
-fn calls(out: &[Output]) -> Vec<(CallId, Call)> {
+pub(super) fn calls(out: &[Output]) -> Vec<(CallId, Call)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Call { call, op } => Some((*call, op.clone())),
@@ -48,7 +51,7 @@ fn calls(out: &[Output]) -> Vec<(CallId, Call)> {
         .collect()
 }
 
-fn sent(out: &[Output]) -> Vec<(ConnId, Frame)> {
+pub(super) fn sent(out: &[Output]) -> Vec<(ConnId, Frame)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Send { conn, frame, .. } => Some((*conn, frame.clone())),
@@ -58,7 +61,7 @@ fn sent(out: &[Output]) -> Vec<(ConnId, Frame)> {
 }
 
 /// A core with connection 1 open and its (empty) in-doubt report sent.
-fn connected() -> Participant {
+pub(super) fn connected() -> Participant {
     let mut p = Participant::new(config());
     let out = p.step(now(0), Input::Connected { conn: 1 });
     let [(call, Call::ListPrepared)] = calls(&out)[..] else {
@@ -78,7 +81,7 @@ fn connected() -> Participant {
     p
 }
 
-fn receive(p: &mut Participant, at: u64, id: u64, msg: Message) -> Vec<Output> {
+pub(super) fn receive(p: &mut Participant, at: u64, id: u64, msg: Message) -> Vec<Output> {
     p.step(
         now(at),
         Input::Received {
@@ -88,7 +91,7 @@ fn receive(p: &mut Participant, at: u64, id: u64, msg: Message) -> Vec<Output> {
     )
 }
 
-fn complete(p: &mut Participant, at: u64, call: CallId, answer: Answer) -> Vec<Output> {
+pub(super) fn complete(p: &mut Participant, at: u64, call: CallId, answer: Answer) -> Vec<Output> {
     p.step(
         now(at),
         Input::Completed {

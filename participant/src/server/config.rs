@@ -30,12 +30,21 @@ pub struct ServerConfig {
     pub scan_interval: Duration,
     /// How long a client may take to complete the WebSocket upgrade.
     pub handshake_timeout: Duration,
+    /// The lock-wait bound: a prepare that has waited this long for locks votes NO
+    /// (`conflict`). Keep it well under the coordinator's prepare timeout.
+    pub lock_wait: Duration,
+    /// How long a transaction waits for an older one before giving way (the bound on a
+    /// deadlock across stores; see the participant core's lock-wait rules).
+    pub give_way: Duration,
+    /// How often the lock waits inside a resource that has them (PostgreSQL) are looked at.
+    pub wait_check: Duration,
 }
 
 impl ServerConfig {
     /// A configuration with the given name and token and default timings: heartbeat 10 s,
     /// idle timeout 30 s, decision timeout 30 s, retries from 1 s up to 30 s, 64 requests in
-    /// flight per connection.
+    /// flight per connection; lock waits bounded at 1 s, giving way to an older transaction
+    /// after 50 ms, waits inside PostgreSQL looked at every 25 ms.
     pub fn new(name: ParticipantName, token: impl Into<String>) -> Self {
         ServerConfig {
             name,
@@ -48,6 +57,9 @@ impl ServerConfig {
             decision_retry_max: Duration::from_secs(30),
             scan_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(1),
+            give_way: Duration::from_millis(50),
+            wait_check: Duration::from_millis(25),
         }
     }
 
@@ -74,6 +86,7 @@ impl ServerConfig {
             ("decision_retry_max", self.decision_retry_max),
             ("scan_interval", self.scan_interval),
             ("handshake_timeout", self.handshake_timeout),
+            ("wait_check", self.wait_check),
         ] {
             if d.is_zero() {
                 return bad(&format!("{what} must be greater than zero"));
@@ -86,7 +99,7 @@ impl ServerConfig {
     }
 
     /// What the protocol core needs of this configuration.
-    pub(crate) fn core_config(&self, kind: ParticipantKind) -> CoreConfig {
+    pub(crate) fn core_config(&self, kind: ParticipantKind, waits_inside: bool) -> CoreConfig {
         let ms = |d: Duration| d.as_millis().try_into().unwrap_or(u64::MAX);
         CoreConfig {
             name: self.name.clone(),
@@ -95,6 +108,9 @@ impl ServerConfig {
             decision_timeout_ms: ms(self.decision_timeout),
             decision_retry_initial_ms: ms(self.decision_retry_initial),
             decision_retry_max_ms: ms(self.decision_retry_max),
+            lock_wait_ms: ms(self.lock_wait),
+            give_way_ms: ms(self.give_way),
+            wait_check_ms: waits_inside.then(|| ms(self.wait_check)),
         }
     }
 }

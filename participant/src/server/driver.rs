@@ -29,6 +29,10 @@ pub(super) struct Driver<R> {
     outbound: Mutex<HashMap<ConnId, mpsc::Sender<WsMessage>>>,
     epoch: Instant,
     pub(super) tracker: TaskTracker,
+    /// When the wake timer is set for (monotonic ms), if at all.
+    armed: Mutex<Option<u64>>,
+    /// Tells the wake timer that the core wants to be woken earlier than it is set for.
+    rearm: tokio::sync::Notify,
 }
 
 fn unix_ms() -> u64 {
@@ -46,6 +50,8 @@ impl<R: Resource> Driver<R> {
             outbound: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             tracker: TaskTracker::new(),
+            armed: Mutex::new(None),
+            rearm: tokio::sync::Notify::new(),
         }
     }
 
@@ -84,6 +90,26 @@ impl<R: Resource> Driver<R> {
         self.input(Input::Tick, None);
     }
 
+    /// Feeds [`Input::Wake`] whenever the core's [`Participant::next_wake_ms`] comes, until
+    /// `stop` is cancelled.
+    pub(super) async fn wake_timer(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let at = lock(&self.core).next_wake_ms();
+            *lock(&self.armed) = at;
+            let sleep = match at {
+                Some(ms) => tokio::time::sleep_until(self.epoch + Duration::from_millis(ms)),
+                None => tokio::time::sleep(Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = sleep => {
+                    self.input(Input::Wake, None);
+                }
+                _ = self.rearm.notified() => {}
+            }
+        }
+    }
+
     /// Steps the core with `input` (and whatever it asks to be told next) and carries out the
     /// outputs; frames for `caller` are returned instead of queued.
     fn input(self: &Arc<Self>, input: Input, mut caller: Option<ConnId>) -> Vec<Frame> {
@@ -92,7 +118,16 @@ impl<R: Resource> Driver<R> {
         while let Some(input) = inputs.pop_front() {
             // Only the first step answers the caller's frame.
             let caller = caller.take();
-            let outputs = lock(&self.core).step(self.now(), input);
+            let (outputs, wake) = {
+                let mut core = lock(&self.core);
+                let outputs = core.step(self.now(), input);
+                (outputs, core.next_wake_ms())
+            };
+            if let Some(at) = wake {
+                if lock(&self.armed).is_none_or(|armed| at < armed) {
+                    self.rearm.notify_one();
+                }
+            }
             for output in outputs {
                 match output {
                     Output::Send { conn, frame, .. } if Some(conn) == caller => direct.push(frame),
@@ -114,6 +149,13 @@ impl<R: Resource> Driver<R> {
                         self.tracker.spawn(async move {
                             let result = driver.call(op).await;
                             driver.input(Input::Completed { call, result }, None);
+                        });
+                    }
+                    Output::Cancel { txid } => {
+                        let driver = self.clone();
+                        self.tracker.spawn(async move {
+                            debug!(%txid, "cancelling a prepare that gives way");
+                            driver.resource.cancel(&txid).await;
                         });
                     }
                     Output::Close { conn, why } => {
@@ -184,6 +226,13 @@ impl<R: Resource> Driver<R> {
                     warn!(%txid, "one-phase commit failed: {e}");
                 }
                 r.map(Answer::OnePhase)
+            }
+            Call::ListWaits => {
+                let r = self.resource.waits().await;
+                if let Err(e) = &r {
+                    warn!("cannot list lock waits: {e}");
+                }
+                r.map(Answer::Waits)
             }
             Call::ListPrepared => {
                 let r = self.resource.list_prepared().await;

@@ -99,7 +99,7 @@ impl<R: Resource> Server<R> {
     /// A server for `resource`; fails when the configuration is unusable.
     pub fn new(resource: R, config: ServerConfig) -> Result<Self, ParticipantError> {
         config.validate()?;
-        let core = config.core_config(resource.kind());
+        let core = config.core_config(resource.kind(), resource.waits_inside());
         Ok(Server {
             shared: Arc::new(Shared {
                 driver: Arc::new(Driver::new(resource, core)),
@@ -187,6 +187,7 @@ fn close(code: CloseCode, reason: &str) -> CloseFrame {
 async fn accept_loop<R: Resource>(shared: Arc<Shared<R>>, listener: TcpListener) {
     let tracker = shared.driver.tracker.clone();
     tracker.spawn(termination_timer(shared.clone()));
+    tracker.spawn(shared.driver.clone().wake_timer(shared.shutdown.clone()));
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,

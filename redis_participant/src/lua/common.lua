@@ -120,13 +120,18 @@ local function distinct_keys(ops)
 end
 
 -- The first key locked by another prepared transaction, as a NO reason.
-local function check_locks(keys, txid)
+-- The first of `keys` locked by a transaction other than `txid`: the key and its holder.
+local function lock_holder(keys, txid)
   for _, k in ipairs(keys) do
     local holder = redis.call('GET', lock_key(k))
-    if holder and holder ~= txid then
-      return 'key ' .. q(k) .. ' is locked by prepared transaction ' .. q(holder)
-    end
+    if holder and holder ~= txid then return k, holder end
   end
+  return nil
+end
+
+local function check_locks(keys, txid)
+  local k, holder = lock_holder(keys, txid)
+  if k then return 'key ' .. q(k) .. ' is locked by prepared transaction ' .. q(holder) end
   return nil
 end
 

@@ -1,6 +1,8 @@
 -- PREPARE. ARGV: txid, coordinator, now_ms, ops (JSON), keep_count, keep_ms.
--- Returns {'yes'} or {'yes', note} or {'no', reason, class}: class 'conflict' when a key is
--- locked by another prepared transaction (another attempt can succeed), 'final' otherwise.
+-- Returns {'yes'} or {'yes', note} or {'no', reason, 'final'}, or {'wait', holder, what} when
+-- a key is locked by another prepared transaction: then nothing is written or recorded, and
+-- the participant core decides whether to wait for the holder and run this again, or to vote
+-- NO (class conflict) itself.
 -- Atomic: Redis runs the whole script without interleaving any other command, and with
 -- appendfsync always its writes are in the fsynced AOF before the reply leaves the server.
 local txid, coord, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -24,17 +26,13 @@ end
 
 local ops = cjson.decode(ARGV[4])
 local keys = distinct_keys(ops)
-local err = check_locks(keys, txid)
-local class = 'conflict'
-local writes
-if not err then
-  writes, err = evaluate(ops)
-  class = 'final'
-end
+local locked, holder = lock_holder(keys, txid)
+if locked then return { 'wait', holder, 'key ' .. q(locked) } end
+local writes, err = evaluate(ops)
 if err then
   -- Remember the NO so that a duplicated Prepare answers the same.
   record_outcome(txid, coord, 'abort:' .. err, now, keep_count, keep_ms)
-  return { 'no', err, class }
+  return { 'no', err, 'final' }
 end
 
 for _, k in ipairs(keys) do redis.call('SET', lock_key(k), txid) end

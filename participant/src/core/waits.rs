@@ -1,0 +1,312 @@
+//! Lock waits: a prepare that needs a lock another transaction holds waits for it, and gives
+//! way when waiting could be part of a deadlock that no single store can see.
+//!
+//! # The rules
+//!
+//! * **Wait, don't refuse.** A resource that finds a lock held answers
+//!   [`PrepareOutcome::Blocked`] (Redis: the prepare script found a key locked and changed
+//!   nothing). The call becomes [`Stage::Waiting`] on the holder, at the head of its txid's
+//!   queue, and runs again the moment the holder settles here (its Commit or Abort completed):
+//!   a prepared holder usually finishes within milliseconds. Waiters that wake together race,
+//!   and the resource's own order (Redis runs scripts one at a time) picks the winner; the
+//!   others wait on the winner.
+//! * **The lock-wait bound.** A prepare that has waited `lock_wait_ms` in all (or until the
+//!   coordinator's prepare timeout would pass) votes NO, class `conflict`: another attempt
+//!   can succeed.
+//! * **Give way to the older.** Every transaction carries a [`Priority`] (its age, kept across
+//!   the coordinator's retries). A transaction may wait for a *younger* holder up to the
+//!   bound, but for an *older* one only `give_way_ms`; then it votes NO, class `conflict`
+//!   ("gave way"). A holder this core has no priority for (prepared before a restart, or
+//!   sent without one) counts as older. A resource that waits inside its own calls
+//!   (PostgreSQL's lock manager) is asked for its waits every `wait_check_ms` while a
+//!   prepare has run that long, and a waiter that must give way is [`Output::Cancel`]led;
+//!   PostgreSQL's lock timeout is the bound there, and its own deadlock detector still covers
+//!   cycles inside PostgreSQL.
+//! * **Waiting ends with the transaction.** An Abort for a transaction whose prepare is
+//!   waiting ends the wait at once (voting NO) rather than queueing behind it; so does the
+//!   loss of the connection the Prepare came on (the coordinator aborts a transaction whose
+//!   participant disconnected before voting).
+//!
+//! # Why no deadlock outlives `give_way_ms`
+//!
+//! A deadlock is a cycle of transactions each waiting for the next, possibly across stores:
+//! T1 holds a Postgres row and waits here for a Redis key T2 holds, T2 waits in Postgres for
+//! T1's row. Ages are totally ordered ([`twopc_protocol::priority::older`]), so going round
+//! any cycle, some member waits for an older one (the youngest member does). That wait lasts
+//! at most `give_way_ms` (plus one `wait_check_ms` inside PostgreSQL), then that member votes
+//! NO, the coordinator aborts it, its locks go, and the cycle is broken. A member waiting for
+//! a younger one is never the one that gives way, so the oldest transaction in the system
+//! never gives way to anyone: it waits only for younger transactions, each of which is either
+//! prepared (it waits for nothing and settles soon) or gives way to it. That is why the
+//! coordinator keeps a transaction's priority across attempts: a retried transaction only gets
+//! older, until it is the oldest and commits (wait-die, with a grace period so that the common
+//! case, a young transaction behind an old prepared holder, waits instead of dying).
+
+use super::io::{Answer, CallId, Now, Output};
+use super::{Participant, Stage};
+use crate::resource::{Blocked, PrepareOutcome, Wait};
+use std::cmp::Ordering;
+use twopc_protocol::priority::older;
+use twopc_protocol::{NoClass, Priority, TxId};
+
+/// A call's lock wait (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LockWait {
+    /// When it first found a lock held (the bound counts from here).
+    pub(super) since_ms: u64,
+    /// Who holds what it waits for now.
+    pub(super) holder: TxId,
+    /// What is locked.
+    pub(super) what: String,
+    /// When it started waiting for this holder (giving way counts from here).
+    pub(super) holder_since_ms: u64,
+}
+
+/// What to do with a prepare that found a lock held.
+pub(super) enum Verdict {
+    /// Wait for the holder.
+    Wait,
+    /// Vote NO (`conflict`) with this reason.
+    GiveUp(String),
+}
+
+impl Participant {
+    /// The priority this core knows for `txid`: `None` when it has not seen the transaction's
+    /// Prepare, `Some(None)` when the Prepare carried none.
+    fn known_priority(&self, txid: &TxId) -> Option<Option<Priority>> {
+        self.priorities.get(txid).copied()
+    }
+
+    /// Whether `waiter` (priority `pw`) must give way to `holder`: the holder is older, or
+    /// unknown here.
+    pub(super) fn must_give_way(&self, waiter: &TxId, pw: Option<Priority>, holder: &TxId) -> bool {
+        match self.known_priority(holder) {
+            None => true,
+            Some(ph) => older((waiter, pw), (holder, ph)) == Ordering::Greater,
+        }
+    }
+
+    /// A prepare answered [`PrepareOutcome::Blocked`]: wait, or give up now.
+    pub(super) fn blocked(&mut self, now: Now, call: CallId, b: Blocked) -> Verdict {
+        let t = now.monotonic_ms;
+        let Some(p) = self.calls.get(&call) else {
+            return Verdict::GiveUp(String::new());
+        };
+        let (txid, pw, deadline) = match &p.op {
+            super::Call::Prepare {
+                txid,
+                priority,
+                timeout_ms,
+                ..
+            } => {
+                let timeout_at = timeout_ms.map_or(u64::MAX, |ms| p.received_ms.saturating_add(ms));
+                (txid.clone(), *priority, timeout_at)
+            }
+            _ => return Verdict::GiveUp(format!("{} is locked by {}", b.what, b.holder)),
+        };
+        let mut wait = p.wait.clone().unwrap_or(LockWait {
+            since_ms: t,
+            holder: b.holder.clone(),
+            what: b.what.clone(),
+            holder_since_ms: t,
+        });
+        if wait.holder != b.holder {
+            wait.holder = b.holder.clone();
+            wait.holder_since_ms = t;
+        }
+        wait.what = b.what;
+        let bound = wait
+            .since_ms
+            .saturating_add(self.config.lock_wait_ms)
+            .min(deadline);
+        let verdict = if t >= bound {
+            Verdict::GiveUp(format!(
+                "{} is locked by transaction {}; gave up after waiting {} ms (the lock-wait bound)",
+                wait.what,
+                wait.holder,
+                t - wait.since_ms
+            ))
+        } else if self.must_give_way(&txid, pw, &wait.holder)
+            && t >= wait.holder_since_ms.saturating_add(self.config.give_way_ms)
+        {
+            Verdict::GiveUp(gave_way(&wait.what, &wait.holder, t - wait.holder_since_ms))
+        } else {
+            Verdict::Wait
+        };
+        if let (Verdict::Wait, Some(p)) = (&verdict, self.calls.get_mut(&call)) {
+            p.stage = Stage::Waiting;
+            p.wait = Some(wait);
+        }
+        verdict
+    }
+
+    /// When the earliest lock-wait bound, give-way time or wait check is due.
+    pub fn next_wake_ms(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut at = |ms: u64| next = Some(next.map_or(ms, |n| n.min(ms)));
+        for p in self.calls.values() {
+            if let (Stage::Waiting, Some(w)) = (p.stage, &p.wait) {
+                at(self.wait_deadline(p, w));
+            }
+        }
+        if let Some(check) = self.wait_check_due() {
+            at(check);
+        }
+        next
+    }
+
+    fn wait_deadline(&self, p: &super::Pending, w: &LockWait) -> u64 {
+        let (txid, pw, timeout_at) = match &p.op {
+            super::Call::Prepare {
+                txid,
+                priority,
+                timeout_ms,
+                ..
+            } => (
+                txid,
+                *priority,
+                timeout_ms.map_or(u64::MAX, |ms| p.received_ms.saturating_add(ms)),
+            ),
+            _ => return p.received_ms,
+        };
+        let mut due = w
+            .since_ms
+            .saturating_add(self.config.lock_wait_ms)
+            .min(timeout_at);
+        if self.must_give_way(txid, pw, &w.holder) {
+            due = due.min(w.holder_since_ms.saturating_add(self.config.give_way_ms));
+        }
+        due
+    }
+
+    /// When the resource's waits should next be listed: only for a resource that waits inside
+    /// its calls, only while some prepare has run `wait_check_ms`, one listing at a time.
+    fn wait_check_due(&self) -> Option<u64> {
+        let every = self.config.wait_check_ms?;
+        if self.checking_waits {
+            return None;
+        }
+        let oldest = self
+            .calls
+            .values()
+            .filter(|p| p.stage == Stage::Running && matches!(p.op, super::Call::Prepare { .. }))
+            .map(|p| p.started_ms)
+            .min()?;
+        Some(
+            oldest
+                .saturating_add(every)
+                .max(self.last_wait_check_ms.saturating_add(every)),
+        )
+    }
+
+    /// [`super::Input::Wake`]: gives up the waits past their time and lists the resource's
+    /// waits when a check is due.
+    pub(super) fn wake(&mut self, now: Now, out: &mut Vec<Output>) {
+        let t = now.monotonic_ms;
+        let due: Vec<(CallId, String)> = self
+            .calls
+            .iter()
+            .filter_map(|(call, p)| match (p.stage, &p.wait) {
+                (Stage::Waiting, Some(w)) if self.wait_deadline(p, w) <= t => {
+                    Some((*call, self.expired_reason(p, w, t)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (call, reason) in due {
+            self.give_up(now, call, reason, out);
+        }
+        if self.wait_check_due().is_some_and(|at| at <= t) {
+            self.checking_waits = true;
+            self.last_wait_check_ms = t;
+            self.start_listing_waits(now, out);
+        }
+    }
+
+    fn expired_reason(&self, p: &super::Pending, w: &LockWait, t: u64) -> String {
+        let bound_hit = t >= w.since_ms.saturating_add(self.config.lock_wait_ms);
+        let gives_way = match &p.op {
+            super::Call::Prepare { txid, priority, .. } => {
+                self.must_give_way(txid, *priority, &w.holder)
+            }
+            _ => false,
+        };
+        if gives_way && !bound_hit {
+            gave_way(&w.what, &w.holder, t - w.holder_since_ms)
+        } else {
+            format!(
+                "{} is locked by transaction {}; gave up after waiting {} ms (the lock-wait bound)",
+                w.what,
+                w.holder,
+                t - w.since_ms
+            )
+        }
+    }
+
+    /// Ends a waiting prepare with a NO (`conflict`), as if the resource had voted it.
+    pub(super) fn give_up(
+        &mut self,
+        now: Now,
+        call: CallId,
+        reason: String,
+        out: &mut Vec<Output>,
+    ) {
+        let no = PrepareOutcome::No {
+            reason,
+            class: NoClass::Conflict,
+        };
+        self.completed(now, call, Ok(Answer::Voted(no)), out);
+    }
+
+    /// Runs again every prepare that waits for `holder`, which has just settled here.
+    pub(super) fn wake_waiters_of(&mut self, now: Now, holder: &TxId, out: &mut Vec<Output>) {
+        let waiting: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, p)| {
+                p.stage == Stage::Waiting && p.wait.as_ref().is_some_and(|w| &w.holder == holder)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for call in waiting {
+            self.run(now, call, out);
+        }
+    }
+
+    /// The waits a resource that waits inside its calls reported: cancel each waiter that
+    /// must give way and has waited long enough.
+    pub(super) fn waits_listed(&mut self, waits: Vec<Wait>, out: &mut Vec<Output>) {
+        for w in waits {
+            let Some(call) = self.queues.get(&w.waiter).and_then(|q| q.front().copied()) else {
+                continue;
+            };
+            let Some(p) = self.calls.get(&call) else {
+                continue;
+            };
+            let super::Call::Prepare { priority, .. } = &p.op else {
+                continue;
+            };
+            if p.stage != Stage::Running
+                || p.gave_way.is_some()
+                || w.waited_ms < self.config.give_way_ms
+                || !self.must_give_way(&w.waiter, *priority, &w.holder)
+            {
+                continue;
+            }
+            let reason = gave_way("a row lock", &w.holder, w.waited_ms);
+            if let Some(p) = self.calls.get_mut(&call) {
+                p.gave_way = Some(reason);
+            }
+            out.push(Output::Cancel {
+                txid: w.waiter.clone(),
+            });
+        }
+    }
+}
+
+fn gave_way(what: &str, holder: &TxId, waited_ms: u64) -> String {
+    format!(
+        "{what} is held by the older transaction {holder}; gave way after {waited_ms} ms \
+         (deadlock avoidance: a transaction waits only briefly for an older one)"
+    )
+}
