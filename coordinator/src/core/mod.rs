@@ -57,6 +57,7 @@ mod events;
 mod outcome_cache;
 mod query;
 mod received;
+mod retry;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -67,11 +68,13 @@ mod transitions;
 pub use crate::log::{LazyRecord, RecoveredCommit};
 pub use outcome_cache::RecordedOutcome;
 pub use query::ParticipantStatus;
+pub use retry::RetryPolicy;
 pub use transaction::first_message;
 
 use crate::log::RecoveredState;
 use crate::metrics::Metrics;
 use outcome_cache::OutcomeCache;
+use retry::ClientTx;
 use std::collections::{BTreeMap, BTreeSet};
 use transaction::{PartState, Stage, Tx};
 use twopc_protocol::api::TransactionResponse;
@@ -95,6 +98,8 @@ pub struct CoreConfig {
     pub ack_wait_ms: u64,
     /// How many finished transactions are remembered for idempotent resubmission and lookup.
     pub outcome_capacity: usize,
+    /// Running a transaction again after `conflict` NO votes (`max_attempts = 1`: never).
+    pub conflict_retry: RetryPolicy,
 }
 
 impl CoreConfig {
@@ -107,6 +112,7 @@ impl CoreConfig {
             retry_max_ms: 5_000,
             ack_wait_ms: 2_000,
             outcome_capacity: 100_000,
+            conflict_retry: RetryPolicy::default(),
         }
     }
 }
@@ -210,6 +216,9 @@ pub enum Output {
         participants: Vec<ParticipantName>,
         /// Body hash, for idempotent resubmission after a restart.
         body_hash: u64,
+        /// The client's txid when `txid` is a later attempt's (logged with the record, so that
+        /// the client's txid finds the outcome after a restart).
+        client: Option<TxId>,
     },
     /// Append a record without waiting for it to be durable.
     LogLazy(LazyRecord),
@@ -245,15 +254,27 @@ pub enum Output {
 #[derive(Debug, Clone)]
 pub struct Core {
     cfg: CoreConfig,
+    /// Attempts in flight or delivering, by wire txid.
     txs: BTreeMap<TxId, Tx>,
+    /// Client transactions being retried, by client txid (none for one never retried).
+    clients: BTreeMap<TxId, ClientTx>,
     outcomes: OutcomeCache,
     connected: BTreeSet<ParticipantName>,
     /// Per participant, (prepared, of which other coordinators') on its last InDoubtReport.
     reported: BTreeMap<ParticipantName, (usize, usize)>,
-    /// (due time, txid): prepare deadlines and phase-2 re-sends; stale entries are skipped.
+    /// (due time, txid): prepare deadlines, phase-2 re-sends (wire txid) and the start of a
+    /// retry (client txid); stale entries are skipped.
     timers: BTreeSet<(u64, TxId)>,
     /// Metrics maintained by the core (the driver renders them).
     pub metrics: Metrics,
+}
+
+impl Core {
+    /// When the earliest timer is due (the driver may sleep until then rather than poll):
+    /// retry backoffs are a few milliseconds, finer than the driver's periodic tick.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.timers.first().map(|(due, _)| *due)
+    }
 }
 
 impl Core {
@@ -263,6 +284,7 @@ impl Core {
             outcomes: OutcomeCache::new(cfg.outcome_capacity),
             cfg,
             txs: BTreeMap::new(),
+            clients: BTreeMap::new(),
             connected: BTreeSet::new(),
             reported: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -294,8 +316,17 @@ impl Core {
                 .map(|p| (p, PartState::recovered(now_ms)))
                 .collect();
             self.timers.insert((now_ms, rc.txid.clone()));
-            self.txs
-                .insert(rc.txid, Tx::recovered(rc.body_hash, parts, now_ms));
+            let attempt = twopc_protocol::attempt::attempt_number(&rc.txid);
+            let client = match rc.client {
+                Some(client) => {
+                    self.clients
+                        .insert(client.clone(), ClientTx::Running(rc.txid.clone()));
+                    client
+                }
+                None => rc.txid.clone(),
+            };
+            let tx = Tx::recovered(client, attempt, rc.body_hash, parts, now_ms);
+            self.txs.insert(rc.txid, tx);
         }
         vec![events::coordinator_started(&self.cfg.coordinator, n)]
     }
@@ -305,7 +336,7 @@ impl Core {
         let concluded = state
             .concluded()
             .into_iter()
-            .map(|(txid, o)| (txid.clone(), RecordedOutcome::from(o)))
+            .flat_map(|(txid, o)| RecordedOutcome::from_log(txid, o))
             .collect();
         self.recover(now_ms, state.unfinished(), concluded)
     }
