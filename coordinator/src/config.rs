@@ -300,8 +300,8 @@ mod tests {
     fn retries_are_on_by_default_and_can_be_turned_off() {
         let cfg = Config::from_toml("coordinator_id = 'c1'").unwrap();
         assert_eq!(cfg.conflict_retry().max_attempts, 10);
-        let cfg = Config::from_toml("coordinator_id = 'c1'\nconflict_retry_max_attempts = 1")
-            .unwrap();
+        let cfg =
+            Config::from_toml("coordinator_id = 'c1'\nconflict_retry_max_attempts = 1").unwrap();
         assert_eq!(cfg.conflict_retry().max_attempts, 1);
         let e = Config::from_toml("coordinator_id = 'c1'\nconflict_retry_max_attempts = 0")
             .unwrap_err();

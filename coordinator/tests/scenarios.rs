@@ -246,7 +246,9 @@ fn run_script(script: &str) -> String {
                     .map(|h| h.parse().unwrap())
                     .unwrap_or(7);
                 let _ = writeln!(out, "  (request #{req})");
-                let priority = *priorities.entry(args[0].to_string()).or_insert(Priority(req));
+                let priority = *priorities
+                    .entry(args[0].to_string())
+                    .or_insert(Priority(req));
                 c.step(
                     now,
                     Input::Submit {

@@ -134,7 +134,12 @@ impl Core {
     /// Called as attempt `txid` is decided ABORT: schedules the next attempt if the abort
     /// was caused by a `conflict` NO and the budget allows, and says so (`true`). Otherwise
     /// names the attempt and, for a conflict that is not retried, why, in its reason.
-    pub(super) fn retry_instead(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) -> bool {
+    pub(super) fn retry_instead(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let policy = self.cfg.conflict_retry;
         let Some(tx) = self.txs.get_mut(txid) else {
             return false;
@@ -146,7 +151,9 @@ impl Core {
         let conflict = tx.abort_class == Some(NoClass::Conflict)
             && tx.parts.len() > 1
             && policy.max_attempts > 1;
-        let refused = conflict.then(|| refusal(&policy, tx, now_ms, delay)).flatten();
+        let refused = conflict
+            .then(|| refusal(&policy, tx, now_ms, delay))
+            .flatten();
         if !conflict || refused.is_some() {
             if tx.attempt > 1 || refused.is_some() {
                 let why = tx.reason.take().unwrap_or_default();
@@ -166,7 +173,12 @@ impl Core {
             participants: tx
                 .parts
                 .iter()
-                .map(|(n, p)| (n.clone(), p.ops.clone().unwrap_or(Operations::Sql(Vec::new()))))
+                .map(|(n, p)| {
+                    (
+                        n.clone(),
+                        p.ops.clone().unwrap_or(Operations::Sql(Vec::new())),
+                    )
+                })
                 .collect(),
             priority: tx.priority,
             waiters: std::mem::take(&mut tx.waiters),
@@ -188,7 +200,8 @@ impl Core {
 
     /// Starts the next attempt of `client` if its backoff is over.
     pub(super) fn start_due_retry(&mut self, now_ms: u64, client: &TxId, out: &mut Vec<Output>) {
-        let due = matches!(self.clients.get(client), Some(ClientTx::Backoff(b)) if b.due_ms <= now_ms);
+        let due =
+            matches!(self.clients.get(client), Some(ClientTx::Backoff(b)) if b.due_ms <= now_ms);
         if !due {
             return;
         }

@@ -103,7 +103,12 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let client = (a.number > 1).then_some(&a.client);
-        out.push(events::tx_begin(&txid, a.participants.keys(), a.number, client));
+        out.push(events::tx_begin(
+            &txid,
+            a.participants.keys(),
+            a.number,
+            client,
+        ));
         let one_phase = a.participants.len() == 1;
         let parts: BTreeMap<ParticipantName, PartState> = a
             .participants
