@@ -1540,7 +1540,7 @@ configs! {
 #[test]
 fn a_conflict_no_is_retried_in_the_model() {
     let cfg = Config::two_phase();
-    let (mut w, _t) = initial(
+    let (w, _t) = initial(
         &cfg,
         Budget {
             conflicts: 1,
