@@ -12,7 +12,8 @@
 //!
 //! * **Phase 1.** Prepare goes to every named participant at once. A participant that is not
 //!   connected when the transaction starts, disconnects before voting, votes NO, or does not
-//!   vote within the prepare timeout makes the decision ABORT.
+//!   vote within the prepare timeout makes the decision ABORT (and a `conflict` NO may make the
+//!   transaction run again: **Retries** below).
 //! * **Decision.** All YES (read-only votes drop out of phase 2): the core asks the driver to
 //!   force a COMMIT record ([`Output::ForceCommit`]) and sends nothing until the driver reports
 //!   it durable ([`Input::CommitDurable`]). Only then does any Commit leave. All read-only:
@@ -35,6 +36,38 @@
 //!   leaves other coordinators' transactions alone.
 //! * **Idempotent client ids.** Resubmitting a txid with the same body attaches to the running
 //!   transaction or returns the recorded outcome; a different body is rejected.
+//! * **Retries** (`retry`). An attempt aborted by a `conflict` NO (the participant could not
+//!   get a lock in time, gave way to an older transaction, or hit a serialization failure) is
+//!   run again when [`RetryPolicy`] allows (attempts, a deadline from the first submission;
+//!   on by default, `max_attempts = 1` turns it off). Only that: a final NO, a prepare
+//!   timeout, a disconnect, a participant not connected, an unsendable message or a one-phase
+//!   abort (its Ack carries no class) end the transaction as before. The aborted attempt is
+//!   decided and its Aborts sent first, exactly as any abort (presumed abort; a late YES for
+//!   it is rolled back); after a jittered exponential backoff (deterministic: seeded by the
+//!   client txid and attempt) the next attempt starts as a protocol transaction of its own,
+//!   with the same operations and [`Priority`] and a wire txid no client can submit
+//!   ([`twopc_protocol::attempt`]: attempt 1 keeps the client's txid; attempt n is
+//!   `~<n>.<priority>.<client txid>`, hashed when long). Everything a participant keeps
+//!   (gids, tombstones, idempotency by (txid, kind)) is therefore per attempt, and at most one
+//!   attempt of a client transaction commits: each is decided once, and a new one starts
+//!   only after the previous one was decided ABORT. The client hears once, under its own
+//!   txid: committed, or aborted with the last attempt's reason ("attempt N: ...", and why it
+//!   was not retried) and class, with `attempts` and timings from the first submission.
+//!   Resubmissions and lookups of the client txid follow the current attempt. A retried
+//!   attempt logs no ABORT (it is not the client's outcome; presumed abort answers for it);
+//!   the last attempt's COMMIT or ABORT record names the client txid, so after a restart the
+//!   client txid finds the outcome, and a DecisionRequest for the attempt txid is answered from
+//!   the record under its own txid. The outcome cache files a later attempt's outcome under
+//!   both txids and remembers which attempt decided ([`RecordedOutcome::decided_by`]): asked
+//!   about attempt 1's txid (the client's), the answer is attempt 1's own abort, never the
+//!   client transaction's commit.
+//!
+//!   Known limits: a final NO that arrives after a conflict NO already aborted the attempt
+//!   does not cancel the retry (the next attempt meets it again and ends final); a one-phase
+//!   transaction is never retried until the one-phase Ack carries a class (the participant
+//!   core maps `OnePhaseOutcome` to an Ack without one); attempt numbers restart if a
+//!   coordinator restart forgets a transaction mid-retry and the client resubmits it, but
+//!   the new run's priority (stamped per submission) gives its attempts new txids.
 //!
 //! Every message the core sends is idempotent by (txid, type) at the participants, which is
 //! what makes blind re-sending safe.
@@ -48,6 +81,7 @@
 //! * `transitions`: submission, votes, the decision, acknowledgements, the end of a transaction.
 //! * `received`: what a participant's message does (dispatch, decision requests, in-doubt reports).
 //! * `timers`: prepare deadlines, phase-2 re-sends with backoff, one-phase retries.
+//! * `retry`: the retry policy, the backoff, and the client transactions between attempts.
 //! * `outcome_cache`: concluded transactions kept for lookups and idempotent resubmission.
 //! * `query`: read-only views (lookup, participant status), and the client's answer.
 //! * `events`: the event-stream outputs, each kind built in one place.
