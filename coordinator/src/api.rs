@@ -298,6 +298,8 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
                 reason: Some("still running; GET /v1/transactions/{id} for the outcome".into()),
                 abort_class: None,
                 timings: Default::default(),
+                // Not known here; the lookup tells how many attempts have run.
+                attempts: 1,
                 decision: None,
                 heuristics: Vec::new(),
             };

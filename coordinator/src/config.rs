@@ -117,6 +117,18 @@ fn default_retry_base() -> u64 {
 fn default_retry_max() -> u64 {
     5_000
 }
+fn default_conflict_retry_max_attempts() -> u32 {
+    crate::core::RetryPolicy::default().max_attempts
+}
+fn default_conflict_retry_backoff() -> u64 {
+    crate::core::RetryPolicy::default().backoff_ms
+}
+fn default_conflict_retry_backoff_max() -> u64 {
+    crate::core::RetryPolicy::default().backoff_max_ms
+}
+fn default_conflict_retry_deadline() -> u64 {
+    crate::core::RetryPolicy::default().deadline_ms
+}
 fn default_heartbeat() -> u64 {
     2_000
 }
@@ -157,6 +169,19 @@ pub struct Config {
     /// Largest phase-2 re-send interval.
     #[serde(default = "default_retry_max")]
     pub retry_max_ms: u64,
+    /// Most attempts of a transaction aborted by `conflict` NO votes (lock waits, deadlock
+    /// avoidance, serialization failures), the first included; 1 turns retries off.
+    #[serde(default = "default_conflict_retry_max_attempts")]
+    pub conflict_retry_max_attempts: u32,
+    /// Backoff before the second attempt; doubles per attempt, jittered over its upper half.
+    #[serde(default = "default_conflict_retry_backoff")]
+    pub conflict_retry_backoff_ms: u64,
+    /// Largest backoff between attempts.
+    #[serde(default = "default_conflict_retry_backoff_max")]
+    pub conflict_retry_backoff_max_ms: u64,
+    /// No attempt starts later than this after the first submission.
+    #[serde(default = "default_conflict_retry_deadline")]
+    pub conflict_retry_deadline_ms: u64,
     /// Heartbeat interval on participant connections.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
@@ -229,7 +254,27 @@ impl Config {
         if self.prepare_timeout_ms == 0 || self.retry_base_ms == 0 {
             return Err(ConfigError::Invalid("timeouts must be positive".into()));
         }
+        if self.conflict_retry_max_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "conflict_retry_max_attempts must be at least 1 (1: no retries)".into(),
+            ));
+        }
+        if self.conflict_retry_backoff_ms > self.conflict_retry_backoff_max_ms {
+            return Err(ConfigError::Invalid(
+                "conflict_retry_backoff_ms must not exceed conflict_retry_backoff_max_ms".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The retry policy for transactions aborted by `conflict` NO votes.
+    pub fn conflict_retry(&self) -> crate::core::RetryPolicy {
+        crate::core::RetryPolicy {
+            max_attempts: self.conflict_retry_max_attempts,
+            backoff_ms: self.conflict_retry_backoff_ms,
+            backoff_max_ms: self.conflict_retry_backoff_max_ms,
+            deadline_ms: self.conflict_retry_deadline_ms,
+        }
     }
 
     /// The participant named `name`.
@@ -248,6 +293,19 @@ mod tests {
         let cfg = Config::from_toml(text).unwrap();
         assert_eq!(cfg.coordinator_id.as_str(), "c1");
         assert_eq!(cfg.participants.len(), 2);
+        assert_eq!(cfg.conflict_retry(), crate::core::RetryPolicy::default());
+    }
+
+    #[test]
+    fn retries_are_on_by_default_and_can_be_turned_off() {
+        let cfg = Config::from_toml("coordinator_id = 'c1'").unwrap();
+        assert_eq!(cfg.conflict_retry().max_attempts, 10);
+        let cfg =
+            Config::from_toml("coordinator_id = 'c1'\nconflict_retry_max_attempts = 1").unwrap();
+        assert_eq!(cfg.conflict_retry().max_attempts, 1);
+        let e = Config::from_toml("coordinator_id = 'c1'\nconflict_retry_max_attempts = 0")
+            .unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
     }
 
     #[test]

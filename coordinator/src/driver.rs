@@ -158,6 +158,18 @@ pub fn spawn(
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Retry backoffs are a few milliseconds: wake for the core's next timer rather
+            // than wait for the periodic tick.
+            let next_due = core.next_due_ms();
+            let timer = async move {
+                match next_due {
+                    Some(due) => {
+                        let at = start + Duration::from_millis(due);
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
@@ -171,6 +183,10 @@ pub fn spawn(
                     }
                 }
                 _ = tick.tick() => {
+                    let outs = core.step(now_ms(), Input::Tick);
+                    ex.execute(outs);
+                }
+                _ = timer => {
                     let outs = core.step(now_ms(), Input::Tick);
                     ex.execute(outs);
                 }
@@ -303,6 +319,7 @@ impl Executor {
                     txid,
                     participants,
                     body_hash,
+                    client,
                 } => {
                     crate::failpoint::hit("before_commit_log");
                     let receipt = self.log.append_durable(LogRecord::Commit {
@@ -310,6 +327,7 @@ impl Executor {
                         participants,
                         body_hash,
                         at_ms: wall_ms(),
+                        client,
                     });
                     let tx = self.self_tx.clone();
                     tokio::spawn(async move {

@@ -125,7 +125,7 @@ pub async fn load(a: LoadArgs) -> CliResult {
         );
         let mut rng = SplitMix(a.seed.wrapping_mul(1_000_003).wrapping_add(w));
         workers.push(tokio::spawn(async move {
-            let mut results: Vec<(String, f64, Option<String>)> = Vec::new();
+            let mut results: Vec<(String, f64, Option<String>, u32)> = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= total {
@@ -136,16 +136,22 @@ pub async fn load(a: LoadArgs) -> CliResult {
                 let amount = 1 + (rng.next() % max_amount.max(1) as u64) as i64;
                 let body = transfer(&pg, &redis, from, to, amount);
                 let t0 = Instant::now();
-                let (outcome, abort) = match client.post(&url).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => match r.json::<TransactionResponse>().await
-                    {
-                        Ok(tr) => (tr.outcome.as_str().to_string(), abort_group(&tr)),
-                        Err(_) => ("bad_response".to_string(), None),
-                    },
-                    Ok(r) => (format!("http_{}", r.status().as_u16()), None),
-                    Err(_) => ("unreachable".to_string(), None),
+                let (outcome, abort, attempts) = match client.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        match r.json::<TransactionResponse>().await {
+                            Ok(tr) => (
+                                tr.outcome.as_str().to_string(),
+                                abort_group(&tr),
+                                tr.attempts,
+                            ),
+                            Err(_) => ("bad_response".to_string(), None, 0),
+                        }
+                    }
+                    Ok(r) => (format!("http_{}", r.status().as_u16()), None, 0),
+                    Err(_) => ("unreachable".to_string(), None, 0),
                 };
-                results.push((outcome, t0.elapsed().as_secs_f64() * 1000.0, abort));
+                let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                results.push((outcome, ms, abort, attempts));
                 bar.inc(1);
             }
             results
@@ -159,7 +165,7 @@ pub async fn load(a: LoadArgs) -> CliResult {
     let elapsed = started.elapsed().as_secs_f64();
     let mut by_outcome: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut by_abort: std::collections::BTreeMap<String, usize> = Default::default();
-    for (o, ms, abort) in &all {
+    for (o, ms, abort, _) in &all {
         by_outcome.entry(o.clone()).or_default().push(*ms);
         if let Some(a) = abort {
             *by_abort.entry(a.clone()).or_default() += 1;
@@ -176,7 +182,7 @@ pub async fn load(a: LoadArgs) -> CliResult {
         "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "outcome", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
-    let mut every: Vec<f64> = all.iter().map(|(_, ms, _)| *ms).collect();
+    let mut every: Vec<f64> = all.iter().map(|(_, ms, _, _)| *ms).collect();
     every.sort_by(|x, y| x.total_cmp(y));
     for (o, mut v) in by_outcome {
         v.sort_by(|x, y| x.total_cmp(y));
@@ -199,13 +205,28 @@ pub async fn load(a: LoadArgs) -> CliResult {
         percentile(&every, 99.0),
         every.last().copied().unwrap_or(0.0)
     );
-    let committed = all.iter().filter(|(o, _, _)| o == "committed").count();
+    let commit_attempts: Vec<u32> = all
+        .iter()
+        .filter(|(o, ..)| o == "committed")
+        .map(|(.., n)| *n)
+        .collect();
+    let committed = commit_attempts.len();
     let not_committed = all.len() - committed;
     println!(
-        "committed {committed} of {} ({:.1} %)",
+        "committed {committed} of {} ({:.1} %), {:.0} committed/s",
         all.len(),
-        100.0 * committed as f64 / all.len().max(1) as f64
+        100.0 * committed as f64 / all.len().max(1) as f64,
+        committed as f64 / elapsed.max(1e-9)
     );
+    if committed > 0 {
+        let sum: u64 = commit_attempts.iter().map(|n| u64::from(*n)).sum();
+        println!(
+            "attempts per commit: mean {:.2}, max {} (retried after conflict NO votes: {})",
+            sum as f64 / committed as f64,
+            commit_attempts.iter().max().copied().unwrap_or(1),
+            commit_attempts.iter().filter(|n| **n > 1).count()
+        );
+    }
     if !by_abort.is_empty() {
         let mut groups: Vec<(String, usize)> = by_abort.into_iter().collect();
         groups.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
@@ -240,7 +261,19 @@ fn abort_group(tr: &TransactionResponse) -> Option<String> {
     let class = tr.abort_class.map_or("-", |c| c.as_str());
     let mut shape = String::new();
     let mut quoted = false;
-    for ch in tr.reason.as_deref().unwrap_or("(no reason)").chars() {
+    let reason = tr.reason.as_deref().unwrap_or("(no reason)");
+    // A retried transaction's reason starts "attempt N: ": one kind whatever N.
+    let reason = match reason
+        .strip_prefix("attempt ")
+        .and_then(|r| r.split_once(": "))
+    {
+        Some((n, rest)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+            shape.push_str("attempt N: ");
+            rest
+        }
+        _ => reason,
+    };
+    for ch in reason.chars() {
         if ch == '"' {
             if !quoted {
                 shape.push_str("\"…\"");

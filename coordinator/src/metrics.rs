@@ -56,6 +56,46 @@ impl Histogram {
     }
 }
 
+/// Upper bounds of the attempts-per-commit histogram buckets.
+pub const ATTEMPT_BUCKETS: [u32; 5] = [1, 2, 3, 5, 10];
+
+/// Committed transactions by attempts taken, over [`ATTEMPT_BUCKETS`].
+#[derive(Debug, Clone, Default)]
+pub struct AttemptHistogram {
+    /// Observations per bucket (not cumulative); those above the last bound only in `count`.
+    counts: [u64; ATTEMPT_BUCKETS.len()],
+    count: u64,
+    sum: u64,
+}
+
+impl AttemptHistogram {
+    /// Records one committed transaction that took `attempts` attempts.
+    pub fn observe(&mut self, attempts: u32) {
+        self.count += 1;
+        self.sum += u64::from(attempts);
+        if let Some(i) = ATTEMPT_BUCKETS.iter().position(|b| attempts <= *b) {
+            self.counts[i] += 1;
+        }
+    }
+}
+
+impl EncodeMetric for AttemptHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let bounded: u64 = self.counts.iter().sum();
+        let buckets: Vec<(f64, u64)> = ATTEMPT_BUCKETS
+            .iter()
+            .zip(self.counts)
+            .map(|(b, n)| (f64::from(*b), n))
+            .chain([(f64::INFINITY, self.count - bounded)])
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.sum as f64, self.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Counters and histograms maintained by the protocol core.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -79,6 +119,10 @@ pub struct Metrics {
     pub no_votes_conflict: u64,
     /// NO votes whose class is `final`.
     pub no_votes_final: u64,
+    /// Attempts scheduled after an abort by `conflict` NO votes (transactions run again).
+    pub tx_retries: u64,
+    /// Committed transactions by the number of attempts they took.
+    pub attempts_per_commit: AttemptHistogram,
     /// Phase 1 latency.
     pub prepare: Histogram,
     /// Decision (log force) latency.
@@ -96,6 +140,11 @@ impl Metrics {
             NoClass::Conflict => self.no_votes_conflict += 1,
             NoClass::Final => self.no_votes_final += 1,
         }
+    }
+
+    /// Records the number of attempts a committed transaction took.
+    pub fn observe_attempts(&mut self, attempts: u32) {
+        self.attempts_per_commit.observe(attempts);
     }
 
     /// Records a finished transaction.
@@ -181,6 +230,11 @@ pub fn encode(m: &Metrics, d: &DriverFigures) -> String {
         ("twopc_transactions_committed", "Transactions committed", m.committed),
         ("twopc_transactions_aborted", "Transactions aborted", m.aborted),
         ("twopc_retries", "Protocol messages re-sent", m.retries),
+        (
+            "twopc_transaction_retries",
+            "Transactions run again after an abort by conflict NO votes",
+            m.tx_retries,
+        ),
         ("twopc_prepare_timeouts", "Prepare phases that timed out", m.timeouts),
         (
             "twopc_presumed_aborts",
@@ -203,6 +257,11 @@ pub fn encode(m: &Metrics, d: &DriverFigures) -> String {
             (NoClass::Conflict, m.no_votes_conflict),
             (NoClass::Final, m.no_votes_final),
         ]),
+    );
+    r.register(
+        "twopc_attempts_per_commit",
+        "Attempts a committed transaction took (1: not retried)",
+        m.attempts_per_commit.clone(),
     );
     r.register_with_unit(
         "twopc_phase",
@@ -280,6 +339,7 @@ mod tests {
         assert!(text.contains("twopc_phase_seconds_bucket{le=\"+Inf\",phase=\"prepare\"} 1"));
         assert!(text.contains("twopc_phase_seconds_count{phase=\"total\"} 1"));
         assert!(text.contains("twopc_in_doubt_reported 2"));
+        assert!(text.contains("twopc_transaction_retries_total 0"));
         assert!(text.ends_with("# EOF\n"));
     }
 

@@ -54,6 +54,7 @@ fn crash_child() {
                         participants: vec![ParticipantName::new("bank").unwrap()],
                         body_hash: id,
                         at_ms: 1_700_000_000_000 + i,
+                        client: None,
                     };
                     if log.append_durable(commit).await.is_err() {
                         return;

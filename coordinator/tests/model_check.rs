@@ -35,6 +35,9 @@
 //!   (only fsynced records survive); a fresh core is started with [`Core::recover`] from what
 //!   the log holds, the way `server.rs` builds it (pending COMMITs without END; finished
 //!   outcomes = ended COMMITs and ABORTs); pending client requests are lost;
+//! * a fresh Prepare votes NO `conflict` (budget `conflicts`: a lock wait ran out); the core
+//!   then aborts that attempt and, after a backoff (the next tick), runs the transaction again
+//!   under the attempt's own wire txid, up to `NATT` attempts (see "Retries" below);
 //! * the client resubmits a transaction id with the same body (budget): while it has no
 //!   definite answer (the normal retry), or — in configurations with
 //!   `resubmit_after_answer` — at any time.
@@ -71,6 +74,11 @@
 //! transaction whose COMMIT is in the log or whose client was told `committed` is committed
 //! everywhere, and one whose client was told `aborted` is committed nowhere.
 //!
+//! **Retries.** Whatever participants and the log hold is kept per attempt (a slot per wire
+//! txid), what the client was told per client transaction. Properties 1 and 2 hold per
+//! attempt; property 3 per client transaction over all its attempts; and at most one attempt
+//! of a client transaction ever commits. Healing must also finish every retry.
+//!
 //! Budgets bound the state space; each configuration prints its state count and time.
 //! `TWOPC_MODEL_DEEP=1` raises every budget (see [`check`]).
 
@@ -84,11 +92,13 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
 use twopc_coordinator::core::{
-    Core, CoreConfig, Input, LazyRecord, Output, RecordedOutcome, RecoveredCommit,
+    Core, CoreConfig, Input, LazyRecord, Output, RecordedOutcome, RecoveredCommit, RetryPolicy,
 };
+use twopc_coordinator::log::LoggedOutcome;
 use twopc_participant::core::{self as pcore, Answer, Call, Participant};
 use twopc_participant::{Blocked, OnePhaseOutcome, PrepareOutcome};
-use twopc_protocol::api::{Outcome, PhaseTimings};
+use twopc_protocol::api::Outcome;
+use twopc_protocol::attempt::attempt_txid;
 use twopc_protocol::message::{
     AckResult, Decision, Frame, Message, NoClass, ParticipantKind, PreparedTx,
 };
@@ -108,12 +118,59 @@ fn pname(i: usize) -> ParticipantName {
 fn pidx(p: &ParticipantName) -> usize {
     NAMES.iter().position(|n| *n == p.as_str()).unwrap()
 }
+/// The client txid of transaction `t`.
 fn txid(t: usize) -> TxId {
     TxId::new(TXIDS[t]).unwrap()
 }
+/// The client transaction a client txid names.
 fn tidx(t: &TxId) -> usize {
     TXIDS.iter().position(|n| *n == t.as_str()).unwrap()
 }
+// ---- Retries: attempts of a client transaction ---------------------------------------------
+//
+// The core runs a transaction aborted by a `conflict` NO again, under a new wire txid
+// (`twopc_protocol::attempt`). The model gives every client transaction `NATT` attempt slots;
+// whatever a participant or the log holds is per slot (per wire txid), what the client was told
+// per client transaction. Slot `s` is attempt `s % NATT + 1` of client transaction `s / NATT`.
+
+/// Attempts per client transaction the model follows (the core's `max_attempts`).
+const NATT: usize = 2;
+/// Wire transactions: every attempt of every client transaction.
+const NSLOT: usize = NTX * NATT;
+
+/// The wire txid of every slot, built once (the explorer's hot path maps txids to slots).
+fn wires() -> &'static [TxId] {
+    static WIRES: std::sync::OnceLock<Vec<TxId>> = std::sync::OnceLock::new();
+    WIRES.get_or_init(|| {
+        (0..NSLOT)
+            .map(|s| {
+                let c = client(s);
+                attempt_txid(&txid(c), (s % NATT) as u32 + 1, Priority(c as u64))
+            })
+            .collect()
+    })
+}
+/// The wire txid of slot `s`.
+fn wire(s: usize) -> TxId {
+    wires()[s].clone()
+}
+/// The slot of a wire txid.
+fn slot(t: &TxId) -> usize {
+    wires().iter().position(|w| w == t).unwrap()
+}
+/// The client transaction of slot `s`.
+fn client(s: usize) -> usize {
+    s / NATT
+}
+/// The slots of client transaction `c`, attempt 1 first.
+fn attempts_of(c: usize) -> std::ops::Range<usize> {
+    c * NATT..(c + 1) * NATT
+}
+/// Every slot of a configuration's transactions.
+fn slots(cfg: &Config) -> std::ops::Range<usize> {
+    0..cfg.ntx() * NATT
+}
+
 fn coord() -> CoordinatorId {
     CoordinatorId::new("c1").unwrap()
 }
@@ -160,7 +217,7 @@ struct Part {
     up: bool,
     conn: bool,
     /// The modelled resource: what it holds per transaction.
-    tx: [PTx; NTX],
+    tx: [PTx; NSLOT],
     core: Participant,
     /// The core's clock. Its other timeouts are zero, so only lock waits read it, and it moves
     /// only when a lock-wait timer fires (it jumps to that timer's time).
@@ -215,6 +272,9 @@ struct Budget {
     asks: u8,
     resub: u8,
     ticks: u8,
+    /// A fresh Prepare meets a conflict (a lock wait ran out) and votes NO `conflict`: the
+    /// core retries (see [`World::conflict_no_successor`]).
+    conflicts: u8,
 }
 
 /// A bug planted for the checker's self-tests.
@@ -238,6 +298,8 @@ struct Config {
     /// A participant holding one transaction prepared votes NO on the other (both write the
     /// same row / key; the lock wait times out).
     conflict: bool,
+    /// The coordinator runs conflict-aborted transactions again (`NATT` attempts).
+    retries: bool,
     durable_tombstones: bool,
     resubmit_after_answer: bool,
     bug: Bug,
@@ -248,6 +310,7 @@ impl Config {
         Config {
             roles,
             conflict: false,
+            retries: true,
             durable_tombstones: false,
             resubmit_after_answer: false,
             bug: Bug::None,
@@ -305,11 +368,11 @@ struct World {
     net: Vec<Net>,
     log: Vec<Rec>,
     /// ForceCommit asked for, not yet written.
-    pending_force: [Option<Vec<ParticipantName>>; NTX],
+    pending_force: [Option<Vec<ParticipantName>>; NSLOT],
     /// COMMIT written, not yet fsynced.
-    unsynced_commit: [bool; NTX],
+    unsynced_commit: [bool; NSLOT],
     /// COMMIT fsynced, the core not yet told.
-    unnotified: [bool; NTX],
+    unnotified: [bool; NSLOT],
     /// After a failed write or fsync the log refuses every record until the process restarts.
     log_failed: bool,
     /// The core asked to halt ([`Output::Halt`]); the transition that did it then restarts
@@ -326,6 +389,13 @@ fn core_config() -> CoreConfig {
     cfg.retry_base_ms = 500;
     cfg.retry_max_ms = 1000;
     cfg.ack_wait_ms = 500;
+    // The next attempt starts at the next tick after a conflict; the model follows `NATT`.
+    cfg.conflict_retry = RetryPolicy {
+        max_attempts: NATT as u32,
+        backoff_ms: STEP_MS,
+        backoff_max_ms: STEP_MS,
+        deadline_ms: 1_000_000,
+    };
     cfg
 }
 
@@ -432,16 +502,16 @@ impl World {
                     if self.log_failed {
                         failed.push(txid);
                     } else {
-                        self.pending_force[tidx(&txid)] = Some(participants);
+                        self.pending_force[slot(&txid)] = Some(participants);
                     }
                 }
                 Output::LogLazy(rec) => {
                     let (t, kind) = match rec {
-                        LazyRecord::Abort { txid, .. } => (tidx(&txid), RecKind::Abort),
+                        LazyRecord::Abort { txid, .. } => (slot(&txid), RecKind::Abort),
                         LazyRecord::OnePhaseCommitted { txid, .. } => {
-                            (tidx(&txid), RecKind::OnePhase)
+                            (slot(&txid), RecKind::OnePhase)
                         }
-                        LazyRecord::End { txid, .. } => (tidx(&txid), RecKind::End),
+                        LazyRecord::End { txid, .. } => (slot(&txid), RecKind::End),
                     };
                     if !self.log_failed {
                         self.log.push(Rec {
@@ -491,7 +561,7 @@ impl World {
             participant: pname(i),
         });
         // Its core's first frame is the in-doubt report.
-        self.step_participant(cfg, i, pcore::Input::Connected { conn: CONN }, false);
+        self.step_participant(cfg, i, pcore::Input::Connected { conn: CONN }, None);
     }
 
     fn disconnect(&mut self, cfg: &Config, i: usize) {
@@ -504,7 +574,7 @@ impl World {
             participant: pname(i),
             reason: "model".into(),
         });
-        self.step_participant(cfg, i, pcore::Input::Disconnected { conn: CONN }, false);
+        self.step_participant(cfg, i, pcore::Input::Disconnected { conn: CONN }, None);
     }
 
     /// How participant `i` remembers an abort that came about `how`.
@@ -522,7 +592,7 @@ impl World {
         if !cfg.conflict {
             return None;
         }
-        (0..cfg.ntx()).find(|&u| u != t && self.parts[i].tx[u].st == PState::Prepared)
+        slots(cfg).find(|&u| u != t && self.parts[i].tx[u].st == PState::Prepared)
     }
 
     fn lock_conflict(&self, cfg: &Config, i: usize, t: usize) -> bool {
@@ -531,8 +601,14 @@ impl World {
 
     /// Steps participant `i`'s core and carries out what it asks: frames go on the network
     /// while it is connected, resource calls are answered at once by [`World::resource`];
-    /// `vote_no` chooses a NO vote on a fresh Prepare or CommitOnePhase.
-    fn step_participant(&mut self, cfg: &Config, i: usize, input: pcore::Input, vote_no: bool) {
+    /// `vote_no` chooses a NO vote (of that class) on a fresh Prepare or CommitOnePhase.
+    fn step_participant(
+        &mut self,
+        cfg: &Config,
+        i: usize,
+        input: pcore::Input,
+        vote_no: Option<NoClass>,
+    ) {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             let now = pcore::Now {
@@ -570,47 +646,58 @@ impl World {
         }
     }
 
-    /// Participant `i`'s lock-wait timer fires: its clock jumps to the time its core asked to
-    /// be woken at (a wait's give-way time or bound). `false` when it asked for none.
-    fn wake_participant(&mut self, cfg: &Config, i: usize) -> bool {
-        let Some(at) = self.parts[i].core.next_wake_ms() else {
+    /// The earliest lock-wait timer fires: the participants' shared clock jumps to the time a
+    /// core asked to be woken at (a wait's give-way time or bound), and every core whose time
+    /// has come is woken. `false` when none asked.
+    fn wake_participants(&mut self, cfg: &Config) -> bool {
+        let Some(at) = (0..2)
+            .filter_map(|i| self.parts[i].core.next_wake_ms())
+            .min()
+        else {
             return false;
         };
-        self.parts[i].clock = self.parts[i].clock.max(at);
-        self.step_participant(cfg, i, pcore::Input::Wake, false);
+        let now = self.parts[0].clock.max(self.parts[1].clock).max(at);
+        for i in 0..2 {
+            self.parts[i].clock = now;
+        }
+        for i in 0..2 {
+            if self.parts[i].core.next_wake_ms().is_some_and(|w| w <= now) {
+                self.step_participant(cfg, i, pcore::Input::Wake, None);
+            }
+        }
         true
     }
 
     /// Participant `i`'s modelled resource (Postgres for `bank`, Redis for `ledger`): what it
     /// answers to one call, and what that changes in what it holds.
-    fn resource(&mut self, cfg: &Config, i: usize, op: Call, vote_no: bool) -> Answer {
-        let no = || PrepareOutcome::No {
+    fn resource(&mut self, cfg: &Config, i: usize, op: Call, vote_no: Option<NoClass>) -> Answer {
+        let no = |class| PrepareOutcome::No {
             reason: NO_REASON.into(),
-            class: NoClass::Final,
+            class,
         };
-        let t = op.txid().map(tidx);
+        let t = op.txid().map(slot);
         match (op, t) {
             (Call::Prepare { .. }, Some(t)) => {
-                if cfg.roles[t][i] == Role::ReadOnly {
+                if cfg.roles[client(t)][i] == Role::ReadOnly {
                     return Answer::Voted(PrepareOutcome::ReadOnly);
                 }
                 // Like the Redis prepare script: a held lock changes nothing and says who
                 // holds it; the core decides whether to wait.
-                if let (PState::Idle, false, Some(u)) =
+                if let (PState::Idle, None, Some(u)) =
                     (self.parts[i].tx[t].st, vote_no, self.lock_holder(cfg, i, t))
                 {
                     return Answer::Voted(PrepareOutcome::Blocked(Blocked {
-                        holder: txid(u),
+                        holder: wire(u),
                         what: "the row / key".into(),
                     }));
                 }
                 let no_vote = vote_no;
                 let p = &mut self.parts[i].tx[t];
                 Answer::Voted(match p.st {
-                    PState::Idle if no_vote => {
+                    PState::Idle if no_vote.is_some() => {
                         p.st = PState::Aborted;
                         p.mem = Self::memory(cfg, i, Memory::DeadRow);
-                        no()
+                        no(no_vote.unwrap_or(NoClass::Final))
                     }
                     PState::Idle => {
                         p.st = PState::Prepared;
@@ -618,14 +705,14 @@ impl World {
                         PrepareOutcome::Yes
                     }
                     PState::Prepared | PState::Committed => PrepareOutcome::Yes,
-                    PState::Aborted => no(),
+                    PState::Aborted => no(NoClass::Final),
                 })
             }
             (Call::CommitOnePhase { .. }, Some(t)) => {
-                let (decision, result) = if cfg.roles[t][i] == Role::ReadOnly {
+                let (decision, result) = if cfg.roles[client(t)][i] == Role::ReadOnly {
                     (Decision::Commit, AckResult::Applied)
                 } else {
-                    let no_vote = vote_no || self.lock_conflict(cfg, i, t);
+                    let no_vote = vote_no.is_some() || self.lock_conflict(cfg, i, t);
                     let p = &mut self.parts[i].tx[t];
                     match p.st {
                         PState::Idle if no_vote => {
@@ -692,10 +779,10 @@ impl World {
             }
             (Call::ListWaits, _) => Answer::Waits(Vec::new()),
             (Call::ListPrepared, _) => Answer::Listed(
-                (0..NTX)
+                (0..NSLOT)
                     .filter(|&t| self.parts[i].tx[t].st == PState::Prepared)
                     .map(|t| PreparedTx {
-                        txid: txid(t),
+                        txid: wire(t),
                         coordinator: coord(),
                         prepared_at_ms: 0,
                     })
@@ -705,7 +792,7 @@ impl World {
         }
     }
 
-    fn deliver(&mut self, cfg: &Config, k: usize, vote_no: bool) {
+    fn deliver(&mut self, cfg: &Config, k: usize, vote_no: Option<NoClass>) {
         let n = self.net.remove(k);
         match n {
             Net::ToP(i, msg) => {
@@ -753,8 +840,8 @@ impl World {
         }
         // What `FileLog::recover` and `server.rs` make of the records: per transaction the
         // first decision wins; End marks a COMMIT finished.
-        let mut decision: [Option<(Decision, Vec<ParticipantName>)>; NTX] = Default::default();
-        let mut ended = [false; NTX];
+        let mut decision: [Option<(Decision, Vec<ParticipantName>)>; NSLOT] = Default::default();
+        let mut ended = [false; NSLOT];
         for r in &self.log {
             match &r.kind {
                 RecKind::Commit(ps) => {
@@ -772,28 +859,33 @@ impl World {
         }
         let mut unfinished = Vec::new();
         let mut finished = Vec::new();
-        for t in 0..NTX {
+        for t in 0..NSLOT {
+            // A later attempt's records name the client txid (as the core asks for them).
+            let client_txid = (t % NATT > 0).then(|| txid(client(t)));
             match decision[t].take() {
                 // The planted bug: a pending COMMIT is neither driven nor remembered.
                 Some((Decision::Commit, _))
                     if !ended[t] && cfg.bug == Bug::RecoveryForgetsLoggedCommit => {}
                 Some((Decision::Commit, participants)) if !ended[t] => {
                     unfinished.push(RecoveredCommit {
-                        txid: txid(t),
+                        txid: wire(t),
                         participants,
-                        body_hash: body_hash(t),
+                        body_hash: body_hash(client(t)),
+                        client: client_txid,
                     })
                 }
-                Some((d, _)) => finished.push((
-                    txid(t),
-                    RecordedOutcome {
+                // What `RecoveredState::concluded` and `Core::recover_from_log` make of it.
+                Some((d, _)) => finished.extend(RecordedOutcome::from_log(
+                    &wire(t),
+                    &LoggedOutcome {
                         decision: d,
-                        body_hash: body_hash(t),
+                        body_hash: body_hash(client(t)),
+                        ended: ended[t],
+                        at_ms: 0,
                         reason: None,
-                        timings: PhaseTimings::default(),
                         // Heuristic reports change no decision; the log model keeps none.
                         heuristics: Vec::new(),
-                        abort_class: None,
+                        client: client_txid,
                     },
                 )),
                 None => {}
@@ -803,8 +895,8 @@ impl World {
         let outs = self.core.recover(self.now, unfinished, finished);
         self.core.metrics = Default::default();
         self.pending_force = Default::default();
-        self.unsynced_commit = [false; NTX];
-        self.unnotified = [false; NTX];
+        self.unsynced_commit = [false; NSLOT];
+        self.unnotified = [false; NSLOT];
         self.log_failed = false;
         for p in &mut self.parts {
             p.conn = false;
@@ -818,7 +910,7 @@ impl World {
         for r in &mut self.log {
             r.synced = true;
         }
-        for t in 0..NTX {
+        for t in 0..NSLOT {
             if std::mem::take(&mut self.unsynced_commit[t]) {
                 self.unnotified[t] = true;
             }
@@ -834,19 +926,23 @@ impl World {
                     i,
                     Message::Prepare { txid, .. } | Message::CommitOnePhase { txid, .. },
                 ) => {
-                    let t = tidx(txid);
-                    cfg.roles[t][*i] == Role::Writes && self.parts[*i].tx[t].st == PState::Idle
+                    let t = slot(txid);
+                    cfg.roles[client(t)][*i] == Role::Writes
+                        && self.parts[*i].tx[t].st == PState::Idle
                 }
                 _ => false,
             };
             let mut w = self.clone();
-            w.deliver(cfg, k, false);
+            w.deliver(cfg, k, None);
             out.push((format!("deliver {:?}", self.net[k]), w));
             if fresh && b.noes > 0 {
                 let mut w = self.clone();
                 w.budget.noes -= 1;
-                w.deliver(cfg, k, true);
+                w.deliver(cfg, k, Some(NoClass::Final));
                 out.push((format!("deliver {:?} (votes NO)", self.net[k]), w));
+            }
+            if fresh {
+                out.extend(self.conflict_no_successor(cfg, k));
             }
             if b.loss > 0 {
                 let mut w = self.clone();
@@ -868,7 +964,7 @@ impl World {
             w.step_core(Input::Tick);
             out.push(("tick".into(), w));
         }
-        for t in 0..cfg.ntx() {
+        for t in slots(cfg) {
             if let Some(ps) = &self.pending_force[t] {
                 let mut w = self.clone();
                 w.pending_force[t] = None;
@@ -878,24 +974,24 @@ impl World {
                     synced: false,
                 });
                 w.unsynced_commit[t] = true;
-                out.push((format!("log writes COMMIT {}", TXIDS[t]), w));
+                out.push((format!("log writes COMMIT {}", wire(t)), w));
                 if b.logfail > 0 {
                     let mut w = self.clone();
                     w.budget.logfail -= 1;
                     w.pending_force[t] = None;
                     w.log_failed = true;
                     w.step_core(Input::CommitFailed {
-                        txid: txid(t),
+                        txid: wire(t),
                         error: "model: write failed".into(),
                     });
-                    out.push((format!("log write of COMMIT {} fails", TXIDS[t]), w));
+                    out.push((format!("log write of COMMIT {} fails", wire(t)), w));
                 }
             }
             if self.unnotified[t] {
                 let mut w = self.clone();
                 w.unnotified[t] = false;
-                w.step_core(Input::CommitDurable { txid: txid(t) });
-                out.push((format!("COMMIT {} durable", TXIDS[t]), w));
+                w.step_core(Input::CommitDurable { txid: wire(t) });
+                out.push((format!("COMMIT {} durable", wire(t)), w));
             }
         }
         if !self.log_failed && self.log.iter().any(|r| !r.synced) {
@@ -906,10 +1002,10 @@ impl World {
                 let mut w = self.clone();
                 w.budget.fsyncfail -= 1;
                 w.log_failed = true;
-                for t in 0..NTX {
+                for t in 0..NSLOT {
                     if std::mem::take(&mut w.unsynced_commit[t]) {
                         w.step_core(Input::CommitFailed {
-                            txid: txid(t),
+                            txid: wire(t),
                             error: "model: fsync failed".into(),
                         });
                     }
@@ -917,12 +1013,17 @@ impl World {
                 out.push(("log fsync fails (records stay in the page cache)".into(), w));
             }
         }
+        if self.parts.iter().any(|p| p.core.next_wake_ms().is_some()) {
+            let mut w = self.clone();
+            w.wake_participants(cfg);
+            out.push(("the earliest lock-wait timer fires".into(), w));
+        }
         for (i, p) in self.parts.iter().enumerate() {
-            let holds = (0..cfg.ntx()).any(|t| p.tx[t].st == PState::Prepared);
+            let holds = slots(cfg).any(|t| p.tx[t].st == PState::Prepared);
             if holds && p.conn && b.asks > 0 {
                 let mut w = self.clone();
                 w.budget.asks -= 1;
-                w.step_participant(cfg, i, pcore::Input::Tick, false);
+                w.step_participant(cfg, i, pcore::Input::Tick, None);
                 out.push((
                     format!(
                         "{}'s termination timer fires (asks for the decision)",
@@ -930,11 +1031,6 @@ impl World {
                     ),
                     w,
                 ));
-            }
-            if p.core.next_wake_ms().is_some() {
-                let mut w = self.clone();
-                w.wake_participant(cfg, i);
-                out.push((format!("{}'s lock-wait timer fires", NAMES[i]), w));
             }
             if p.up && b.pcrash > 0 {
                 let mut w = self.clone();
@@ -1009,19 +1105,34 @@ impl World {
         out
     }
 
+    /// Delivering message `k`, a fresh Prepare, whose participant votes NO `conflict`
+    /// (budget): the lock it needs is held elsewhere and the wait ran out.
+    fn conflict_no_successor(&self, cfg: &Config, k: usize) -> Option<(String, World)> {
+        let fresh_prepare = matches!(self.net[k], Net::ToP(_, Message::Prepare { .. }));
+        if self.budget.conflicts == 0 || !fresh_prepare {
+            return None;
+        }
+        let mut w = self.clone();
+        w.budget.conflicts -= 1;
+        w.deliver(cfg, k, Some(NoClass::Conflict));
+        Some((format!("deliver {:?} (votes NO conflict)", self.net[k]), w))
+    }
+
     fn has_commit_record(&self, t: usize, synced_only: bool) -> bool {
         self.log
             .iter()
             .any(|r| r.t == t && matches!(r.kind, RecKind::Commit(_)) && (r.synced || !synced_only))
     }
 
-    /// Safety properties of this state.
+    /// Safety properties of this state: per attempt (slot), atomicity and commit only after
+    /// every YES and a COMMIT record; per client transaction, the answers it got, and at
+    /// most one attempt committed.
     fn safety(&self, cfg: &Config) -> Option<String> {
         // Transactions that write the same row and key exclude each other: at most one holds
         // it prepared at a time.
         if cfg.conflict {
             for i in 0..2 {
-                let holders = (0..cfg.ntx())
+                let holders = slots(cfg)
                     .filter(|&t| self.parts[i].tx[t].st == PState::Prepared)
                     .count();
                 if holders > 1 {
@@ -1029,42 +1140,62 @@ impl World {
                 }
             }
         }
-        for t in 0..cfg.ntx() {
-            let sts: Vec<PState> = cfg.writers(t).map(|i| self.parts[i].tx[t].st).collect();
+        for t in slots(cfg) {
+            let sts = self.writer_states(cfg, t);
             let any_commit = sts.contains(&PState::Committed);
-            let name = TXIDS[t];
+            let name = wire(t);
             if any_commit && sts.contains(&PState::Aborted) {
                 return Some(format!("{name}: atomicity: writers {sts:?}"));
             }
-            let two_phase = cfg.members(t) > 1;
-            if two_phase
+            let c = client(t);
+            if cfg.members(c) > 1
                 && any_commit
-                && !(cfg.writers(t).all(|i| self.parts[i].tx[t].voted_yes)
+                && !(cfg.writers(c).all(|i| self.parts[i].tx[t].voted_yes)
                     && self.has_commit_record(t, false))
             {
                 return Some(format!(
                     "{name}: a participant committed without every YES and a COMMIT record"
                 ));
             }
-            if self.told_committed[t] && !sts.is_empty() {
-                if two_phase && !self.has_commit_record(t, true) {
+        }
+        for c in 0..cfg.ntx() {
+            let name = TXIDS[c];
+            let committed: Vec<usize> = attempts_of(c)
+                .filter(|&t| self.writer_states(cfg, t).contains(&PState::Committed))
+                .collect();
+            if committed.len() > 1 {
+                return Some(format!(
+                    "{name}: more than one attempt committed: {:?}",
+                    committed.iter().map(|&t| wire(t)).collect::<Vec<_>>()
+                ));
+            }
+            let writes = cfg.writers(c).next().is_some();
+            if self.told_committed[c] && writes {
+                if cfg.members(c) > 1 && !attempts_of(c).any(|t| self.has_commit_record(t, true)) {
                     return Some(format!(
                         "{name}: client told committed without a durable COMMIT record"
                     ));
                 }
-                if !two_phase && !any_commit {
+                if cfg.members(c) == 1 && committed.is_empty() {
                     return Some(format!(
                         "{name}: client told committed, the one-phase participant did not commit"
                     ));
                 }
             }
-            if self.told_aborted[t] && any_commit {
+            if self.told_aborted[c] && !committed.is_empty() {
                 return Some(format!(
                     "{name}: client told aborted but a participant committed"
                 ));
             }
         }
         None
+    }
+
+    /// What the writers of client transaction `client(t)` hold for attempt `t`.
+    fn writer_states(&self, cfg: &Config, t: usize) -> Vec<PState> {
+        cfg.writers(client(t))
+            .map(|i| self.parts[i].tx[t].st)
+            .collect()
     }
 
     /// Heals everything and runs to quiescence; returns a liveness/eventual-consistency
@@ -1080,10 +1211,10 @@ impl World {
             }
             let mut guard = 0;
             while !w.net.is_empty() && guard < 400 {
-                w.deliver(cfg, 0, false);
+                w.deliver(cfg, 0, None);
                 guard += 1;
             }
-            for t in 0..NTX {
+            for t in 0..NSLOT {
                 if let Some(ps) = w.pending_force[t].take() {
                     w.log.push(Rec {
                         t,
@@ -1096,9 +1227,9 @@ impl World {
             if !w.log_failed {
                 w.fsync();
             }
-            for t in 0..NTX {
+            for t in 0..NSLOT {
                 if std::mem::take(&mut w.unnotified[t]) {
-                    w.step_core(Input::CommitDurable { txid: txid(t) });
+                    w.step_core(Input::CommitDurable { txid: wire(t) });
                 }
             }
             let settled = w.net.is_empty()
@@ -1109,17 +1240,28 @@ impl World {
                     .iter()
                     .all(|p| p.tx.iter().all(|x| x.st != PState::Prepared));
             if settled {
-                for t in 0..cfg.ntx() {
-                    let sts: Vec<PState> = cfg.writers(t).map(|i| w.parts[i].tx[t].st).collect();
+                for t in slots(cfg) {
+                    let sts = w.writer_states(cfg, t);
                     let all_commit = sts.iter().all(|s| *s == PState::Committed);
                     let any_commit = sts.contains(&PState::Committed);
-                    let name = TXIDS[t];
+                    let name = wire(t);
                     if any_commit && !all_commit {
                         return Some(format!("{name}: after healing writers disagree: {sts:?}"));
                     }
-                    if (self.told_committed[t] || self.has_commit_record(t, false)) && !all_commit {
+                    if self.has_commit_record(t, false) && !all_commit {
+                        return Some(format!("{name}: COMMIT logged, but after healing {sts:?}"));
+                    }
+                }
+                for c in 0..cfg.ntx() {
+                    let some_attempt_committed = attempts_of(c).any(|t| {
+                        w.writer_states(cfg, t)
+                            .iter()
+                            .all(|s| *s == PState::Committed)
+                    });
+                    if self.told_committed[c] && !some_attempt_committed {
                         return Some(format!(
-                            "{name}: COMMIT logged / client told committed, but after healing {sts:?}"
+                            "{}: client told committed, but after healing no attempt committed",
+                            TXIDS[c]
                         ));
                     }
                 }
@@ -1130,12 +1272,14 @@ impl World {
             }
             // Participants still prepared ask: their termination timers fire.
             for i in 0..2 {
-                w.step_participant(cfg, i, pcore::Input::Tick, false);
+                w.step_participant(cfg, i, pcore::Input::Tick, None);
             }
             w.now += STEP_MS;
             w.step_core(Input::Tick);
-            for i in 0..2 {
-                w.wake_participant(cfg, i);
+            // Lock-wait time passes only once everything that can happen first has: what the
+            // tick sent (a retry's Prepares, re-sent decisions) is delivered in the next round.
+            if w.net.is_empty() {
+                w.wake_participants(cfg);
             }
         }
         Some(format!(
@@ -1160,11 +1304,15 @@ struct Stats {
 }
 
 fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
-    let template = Core::new(core_config());
+    let mut config = core_config();
+    if !cfg.retries {
+        config.conflict_retry.max_attempts = 1;
+    }
+    let template = Core::new(config);
     let part = |i| Part {
         up: true,
         conn: false,
-        tx: [ptx_idle(); NTX],
+        tx: [ptx_idle(); NSLOT],
         core: participant_core(i),
         clock: 0,
     };
@@ -1175,8 +1323,8 @@ fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
         net: vec![],
         log: vec![],
         pending_force: Default::default(),
-        unsynced_commit: [false; NTX],
-        unnotified: [false; NTX],
+        unsynced_commit: [false; NSLOT],
+        unnotified: [false; NSLOT],
         log_failed: false,
         halted: false,
         told_committed: [false; NTX],
@@ -1189,7 +1337,7 @@ fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
         w.connect(cfg, i);
     }
     while !w.net.is_empty() {
-        w.deliver(cfg, 0, false);
+        w.deliver(cfg, 0, None);
     }
     for t in 0..cfg.ntx() {
         w.submit(cfg, t);
@@ -1313,9 +1461,11 @@ fn check(name: &str, cfg: Config, mut budget: Budget) -> Stats {
             asks,
             resub,
             ticks,
+            conflicts,
         } = &mut budget;
         for x in [
             loss, dup, noes, pcrash, ccrash, power, disc, logfail, fsyncfail, asks, resub, ticks,
+            conflicts,
         ] {
             if *x > 0 {
                 *x += 1;
@@ -1454,6 +1604,9 @@ configs! {
     two_conflicting_transactions:
         "two transactions (conflicting), ticks 1",
         contended(), { ticks: 1 };
+    two_conflicting_transactions_retried:
+        "two transactions (conflicting, retried)",
+        Config { retries: true, ..contended() }, {};
     two_conflicting_transactions_with_loss:
         "two transactions (conflicting), loss 1, ticks 1",
         contended(), { loss: 1, ticks: 1 };
@@ -1480,11 +1633,89 @@ fn two_conflicting_transactions_with_a_coordinator_crash() {
 fn contended() -> Config {
     Config {
         conflict: true,
+        retries: false,
         ..Config::new(vec![
             [Role::Writes, Role::Writes],
             [Role::Writes, Role::Writes],
         ])
     }
+}
+
+// Retries: a conflict NO aborts an attempt and the core runs the transaction again under a
+// new wire txid. Checked per attempt (atomicity) and per client transaction (at most one
+// attempt commits; the client's answers are true of the attempt that decided; everything
+// settles once faults stop).
+configs! {
+    conflict_retries_with_message_loss:
+        "conflict NO 2 (retried twice: the budget), loss 1, ticks 2", Config::two_phase(),
+        { conflicts: 2, loss: 1, ticks: 2 };
+    conflict_retry_with_duplication:
+        "conflict NO 1 (retried), duplicate 1, ticks 1", Config::two_phase(),
+        { conflicts: 1, dup: 1, ticks: 1 };
+    conflict_retry_with_coordinator_crash:
+        "conflict NO 1 (retried), coordinator crash 1, ticks 2", Config::two_phase(),
+        { conflicts: 1, ccrash: 1, ticks: 2 };
+    conflict_retry_with_power_loss:
+        "conflict NO 1 (retried), power loss 1, ticks 2", Config::two_phase(),
+        { conflicts: 1, power: 1, ticks: 2 };
+    conflict_retry_with_participant_crash:
+        "conflict NO 1 (retried), participant crash 1, ticks 1", Config::two_phase(),
+        { conflicts: 1, pcrash: 1, ticks: 1 };
+    conflict_retry_then_final_no:
+        "conflict NO 1 (retried), NO vote 1, ticks 2", Config::two_phase(),
+        { conflicts: 1, noes: 1, ticks: 2 };
+    // The client's id is idempotent across attempts: a resubmission attaches to whichever
+    // attempt runs, or gets the final answer.
+    conflict_retry_with_resubmissions:
+        "conflict NO 1 (retried), resubmit 2 (any time), ticks 2",
+        with(|c| c.resubmit_after_answer = true),
+        { conflicts: 1, resub: 2, ticks: 2 };
+}
+
+/// The retry configurations above do reach a second attempt: a conflict NO on attempt 1,
+/// then a tick, and attempt 2 commits everywhere while attempt 1 stays aborted.
+#[test]
+fn a_conflict_no_is_retried_in_the_model() {
+    let cfg = Config::two_phase();
+    let (w, _t) = initial(
+        &cfg,
+        Budget {
+            conflicts: 1,
+            ..b()
+        },
+    );
+    let k = w
+        .net
+        .iter()
+        .position(|n| matches!(n, Net::ToP(1, Message::Prepare { .. })))
+        .unwrap();
+    let (_, mut w) = w.conflict_no_successor(&cfg, k).unwrap();
+    while !w.net.is_empty() {
+        w.deliver(&cfg, 0, None);
+    }
+    w.now += STEP_MS;
+    w.step_core(Input::Tick);
+    for _ in 0..3 {
+        while !w.net.is_empty() {
+            w.deliver(&cfg, 0, None);
+        }
+        if let Some(ps) = w.pending_force[1].take() {
+            w.log.push(Rec {
+                t: 1,
+                kind: RecKind::Commit(ps),
+                synced: false,
+            });
+            w.unsynced_commit[1] = true;
+        }
+        w.fsync();
+        if std::mem::take(&mut w.unnotified[1]) {
+            w.step_core(Input::CommitDurable { txid: wire(1) });
+        }
+    }
+    assert_eq!(w.writer_states(&cfg, 1), [PState::Committed; 2]);
+    assert!(!w.writer_states(&cfg, 0).contains(&PState::Committed));
+    assert!(w.told_committed[0] && !w.told_aborted[0]);
+    assert_eq!(w.safety(&cfg), None);
 }
 
 /// The checker's properties reject broken states outright.
@@ -1503,6 +1734,23 @@ fn the_checker_rejects_broken_states() {
     w.parts[0].tx[0].st = PState::Committed;
     w.parts[1].tx[0].st = PState::Committed;
     assert!(w.safety(&cfg).unwrap().contains("without every YES"));
+    // Two attempts of one client transaction committed (each atomic by itself).
+    let (mut w, _t) = initial(&cfg, b());
+    for t in attempts_of(0) {
+        w.log.push(Rec {
+            t,
+            kind: RecKind::Commit(vec![pname(0), pname(1)]),
+            synced: true,
+        });
+        for i in 0..2 {
+            w.parts[i].tx[t].st = PState::Committed;
+            w.parts[i].tx[t].voted_yes = true;
+        }
+    }
+    assert!(w
+        .safety(&cfg)
+        .unwrap()
+        .contains("more than one attempt committed"));
 }
 
 /// Runs `cfg` with a planted bug and returns the violation the explorer reports.

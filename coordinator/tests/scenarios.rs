@@ -9,25 +9,32 @@
 //!
 //! ```text
 //! config prepare_timeout=N retry_base=N retry_max=N ack_wait=N
+//!        attempts=N backoff=N backoff_max=N deadline=N   (retries after conflict NO votes)
 //! connect P | disconnect P
 //! submit TXID P[,P...] [hash=N]           (ops: one SQL statement or one Redis op per P)
-//! vote P TXID yes|no|read_only [reason]
+//! vote P TXID yes|no|conflict|read_only [reason]   (conflict: a NO of class conflict)
 //! ack P TXID commit|abort applied|already_applied|not_prepared|conflict [reason]
 //! ask P TXID                              (DecisionRequest)
 //! report P [TXID@COORD ...]               (InDoubtReport)
 //! durable TXID | logfail TXID
 //! unsendable P TXID                       (the connection could not send P's message)
 //! tick MS                                 (advance the clock by MS, then Tick)
-//! recover [TXID:P,P ...]                  (start-up with logged COMMITs without END)
+//! recover [TXID:P,P[=CLIENT] ...]         (start-up with logged COMMITs without END; CLIENT:
+//!                                          the client txid the record names)
 //! lookup TXID
 //! ```
+//!
+//! Wherever a TXID is expected, `TXID#N` names attempt N of the client transaction TXID (its
+//! wire txid, [`twopc_protocol::attempt`], from the priority of TXID's first submission).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use twopc_coordinator::core::{Core, CoreConfig, Input, LazyRecord, Output, RecoveredCommit};
 use twopc_protocol::event::EventKind;
-use twopc_protocol::message::{AckResult, Decision, Message, ParticipantKind, PreparedTx, Vote};
+use twopc_protocol::message::{
+    AckResult, Decision, Message, NoClass, ParticipantKind, PreparedTx, Vote,
+};
 use twopc_protocol::Priority;
 use twopc_protocol::{
     CoordinatorId, Operations, ParticipantName, RedisGuard, RedisOp, SqlStatement, TxId,
@@ -65,13 +72,30 @@ fn render(o: &Output) -> Option<String> {
             txid,
             participants,
             body_hash,
+            client,
         } => {
             let ps: Vec<String> = participants.iter().map(|p| p.to_string()).collect();
-            format!("force-commit {txid} [{}] hash={body_hash}", ps.join(", "))
-        }
-        Output::LogLazy(LazyRecord::Abort { txid, reason, .. }) => {
+            let client = client
+                .as_ref()
+                .map(|c| format!(" client={c}"))
+                .unwrap_or_default();
             format!(
-                "log-lazy abort {txid}: {}",
+                "force-commit {txid} [{}] hash={body_hash}{client}",
+                ps.join(", ")
+            )
+        }
+        Output::LogLazy(LazyRecord::Abort {
+            txid,
+            reason,
+            client,
+            ..
+        }) => {
+            let client = client
+                .as_ref()
+                .map(|c| format!(" (client {c})"))
+                .unwrap_or_default();
+            format!(
+                "log-lazy abort {txid}{client}: {}",
                 reason.clone().unwrap_or_default()
             )
         }
@@ -92,8 +116,13 @@ fn render(o: &Output) -> Option<String> {
         }
         Output::Reply { req, result } => match result {
             Ok(r) => format!(
-                "reply #{req}: {} {:?}{} (prepare {} decide {} commit {} total {} ms)",
+                "reply #{req}: {}{} {:?}{} (prepare {} decide {} commit {} total {} ms)",
                 r.id,
+                if r.attempts > 1 {
+                    format!(" [{} attempts]", r.attempts)
+                } else {
+                    String::new()
+                },
                 r.outcome,
                 r.reason
                     .as_ref()
@@ -129,6 +158,18 @@ fn run_script(script: &str) -> String {
     let mut now = 0u64;
     let mut req = 0u64;
     let mut out = String::new();
+    // The priority of each client txid's first submission, for `TXID#N`.
+    let mut priorities: BTreeMap<String, Priority> = BTreeMap::new();
+    let tx = |s: &str, priorities: &BTreeMap<String, Priority>| -> TxId {
+        match s.split_once('#') {
+            Some((client, n)) => twopc_protocol::attempt::attempt_txid(
+                &t(client),
+                n.parse().unwrap(),
+                priorities[client],
+            ),
+            None => t(s),
+        }
+    };
     for line in script.lines() {
         let line_trim = line.trim();
         if line_trim.is_empty() || line_trim.starts_with('#') {
@@ -152,6 +193,10 @@ fn run_script(script: &str) -> String {
                     "retry_base" => cfg.retry_base_ms = v,
                     "retry_max" => cfg.retry_max_ms = v,
                     "ack_wait" => cfg.ack_wait_ms = v,
+                    "attempts" => cfg.conflict_retry.max_attempts = v as u32,
+                    "backoff" => cfg.conflict_retry.backoff_ms = v,
+                    "backoff_max" => cfg.conflict_retry.backoff_max_ms = v,
+                    "deadline" => cfg.conflict_retry.deadline_ms = v,
                     _ => panic!("unknown config {k}"),
                 }
             }
@@ -164,10 +209,15 @@ fn run_script(script: &str) -> String {
                     .iter()
                     .map(|a| {
                         let (tx, ps) = a.split_once(':').unwrap();
+                        let (ps, client) = match ps.split_once('=') {
+                            Some((ps, client)) => (ps, Some(t(client))),
+                            None => (ps, None),
+                        };
                         RecoveredCommit {
                             txid: t(tx),
                             participants: ps.split(',').map(p).collect(),
                             body_hash: 7,
+                            client,
                         }
                     })
                     .collect();
@@ -196,6 +246,9 @@ fn run_script(script: &str) -> String {
                     .map(|h| h.parse().unwrap())
                     .unwrap_or(7);
                 let _ = writeln!(out, "  (request #{req})");
+                let priority = *priorities
+                    .entry(args[0].to_string())
+                    .or_insert(Priority(req));
                 c.step(
                     now,
                     Input::Submit {
@@ -203,22 +256,23 @@ fn run_script(script: &str) -> String {
                         txid: t(args[0]),
                         body_hash,
                         participants,
-                        priority: Priority(req),
+                        priority,
                     },
                 )
             }
             "vote" => {
-                let vote = match args[2] {
-                    "yes" => Vote::Yes,
-                    "no" => Vote::No,
-                    "read_only" => Vote::ReadOnly,
+                let (vote, class) = match args[2] {
+                    "yes" => (Vote::Yes, None),
+                    "no" => (Vote::No, None),
+                    "conflict" => (Vote::No, Some(NoClass::Conflict)),
+                    "read_only" => (Vote::ReadOnly, None),
                     v => panic!("bad vote {v}"),
                 };
                 let msg = Message::Vote {
-                    txid: t(args[1]),
+                    txid: tx(args[1], &priorities),
                     vote,
                     reason: tail_from(3),
-                    class: None,
+                    class,
                 };
                 c.step(
                     now,
@@ -242,7 +296,7 @@ fn run_script(script: &str) -> String {
                     r => panic!("bad ack result {r}"),
                 };
                 let msg = Message::Ack {
-                    txid: t(args[1]),
+                    txid: tx(args[1], &priorities),
                     decision,
                     result,
                     reason: tail_from(4),
@@ -259,16 +313,19 @@ fn run_script(script: &str) -> String {
                 now,
                 Input::Received {
                     from: p(args[0]),
-                    msg: Message::DecisionRequest { txid: t(args[1]) },
+                    msg: Message::DecisionRequest {
+                        txid: tx(args[1], &priorities),
+                    },
                 },
             ),
             "report" => {
+                let tx_of = |s: &str| tx(s, &priorities);
                 let prepared = args[1..]
                     .iter()
                     .map(|a| {
                         let (tx, co) = a.split_once('@').unwrap();
                         PreparedTx {
-                            txid: t(tx),
+                            txid: tx_of(tx),
                             coordinator: CoordinatorId::new(co).unwrap(),
                             prepared_at_ms: 0,
                         }
@@ -287,7 +344,12 @@ fn run_script(script: &str) -> String {
                     },
                 )
             }
-            "durable" => c.step(now, Input::CommitDurable { txid: t(args[0]) }),
+            "durable" => c.step(
+                now,
+                Input::CommitDurable {
+                    txid: tx(args[0], &priorities),
+                },
+            ),
             "unsendable" => c.step(
                 now,
                 Input::Unsendable {
@@ -309,8 +371,14 @@ fn run_script(script: &str) -> String {
                 c.step(now, Input::Tick)
             }
             "lookup" => {
-                let r = c.lookup(now, &t(args[0]));
-                let _ = writeln!(out, "  {:?}", r.map(|r| (r.outcome, r.reason)));
+                let r = c.lookup(now, &tx(args[0], &priorities));
+                let attempts = r.as_ref().map_or(1, |r| r.attempts);
+                let shown = r.map(|r| (r.outcome, r.reason));
+                if attempts > 1 {
+                    let _ = writeln!(out, "  {shown:?} [{attempts} attempts]");
+                } else {
+                    let _ = writeln!(out, "  {shown:?}");
+                }
                 Vec::new()
             }
             other => panic!("unknown command {other:?} in line {line_trim:?}"),

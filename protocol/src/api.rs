@@ -213,14 +213,24 @@ pub struct TransactionResponse {
     /// When a participant's NO aborted it: whether another attempt could succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_class: Option<NoClass>,
-    /// Per-phase timings.
+    /// Per-phase timings, from the first submission (earlier attempts and their backoffs
+    /// count as phase 1 of the last attempt).
     pub timings: PhaseTimings,
+    /// How many attempts ran (or are running): 1 unless the transaction was run again after
+    /// retryable (`conflict`) NO votes. On an abort, `reason` and `abort_class` are the last
+    /// attempt's. Always sent; read as 1 from a coordinator that predates retries.
+    #[serde(default = "one")]
+    pub attempts: u32,
     /// For a heuristic outcome: what the coordinator decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
     /// For a heuristic outcome: each participant whose acknowledgement did not match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heuristics: Vec<HeuristicReport>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Any 4xx/5xx answer of the coordinator's HTTP API.

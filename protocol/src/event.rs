@@ -92,10 +92,31 @@ pub enum EventKind {
         /// Transactions with a COMMIT and no END in the log, now being driven to completion.
         recovering: u32,
     },
-    /// A client submitted a transaction.
+    /// A client submitted a transaction, or the coordinator started another attempt of one
+    /// (the event's `txid` is then the attempt's own, see [`crate::attempt`]).
     TxBegin {
         /// The participants named by the transaction.
         participants: Vec<String>,
+        /// Which attempt this is (1: the client's submission). Absent when 1.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        attempt: u32,
+        /// For attempt 2 and later: the client's txid, under which the web app groups the
+        /// attempts as one transaction.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<TxId>,
+    },
+    /// An attempt was aborted by retryable (`conflict`) NO votes only, and the transaction
+    /// will run again as attempt `next_attempt` after `backoff_ms` (the event's `txid` is the
+    /// aborted attempt's).
+    RetryScheduled {
+        /// The client's txid.
+        client: TxId,
+        /// The attempt that will run next (2 for the first retry).
+        next_attempt: u32,
+        /// The jittered wait before it starts, in milliseconds.
+        backoff_ms: u64,
+        /// Why the aborted attempt aborted.
+        reason: String,
     },
     /// The coordinator sent a message to a participant.
     MessageSent {
@@ -195,6 +216,13 @@ pub enum EventKind {
         /// outcome is heuristic, not plainly `decision`. Absent when false.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         heuristic: bool,
+        /// Which attempt ended (absent when 1).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        attempt: u32,
+        /// This attempt aborted and another one runs in its place: the client's transaction
+        /// is not over. Absent when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retried: bool,
     },
     /// The coordinator's connection to a participant came up.
     ParticipantConnected {
@@ -220,6 +248,14 @@ pub enum EventKind {
         /// What was injected.
         fault: String,
     },
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[cfg(test)]
@@ -306,6 +342,48 @@ mod tests {
                 ),
             );
         }
+    }
+
+    #[test]
+    fn attempt_events_pin_their_json() {
+        // Attempt 1 looks as before retries existed.
+        pin(
+            &ev(EventKind::TxBegin {
+                participants: vec!["bank".into()],
+                attempt: 1,
+                client: None,
+            }),
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","kind":"tx_begin","participants":["bank"]}"#,
+        );
+        pin(
+            &ev(EventKind::TxBegin {
+                participants: vec!["bank".into()],
+                attempt: 2,
+                client: Some(TxId::new("t0").unwrap()),
+            }),
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","kind":"tx_begin","participants":["bank"],"attempt":2,"client":"t0"}"#,
+        );
+        pin(
+            &ev(EventKind::RetryScheduled {
+                client: TxId::new("t1").unwrap(),
+                next_attempt: 2,
+                backoff_ms: 3,
+                reason: "participant bank voted no: lock".into(),
+            }),
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","kind":"retry_scheduled","client":"t1","next_attempt":2,"backoff_ms":3,"reason":"participant bank voted no: lock"}"#,
+        );
+        pin(
+            &ev(EventKind::TxEnd {
+                decision: Decision::Abort,
+                prepare_ms: 1.0,
+                decide_ms: 0.0,
+                commit_ms: 2.0,
+                heuristic: false,
+                attempt: 3,
+                retried: true,
+            }),
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","kind":"tx_end","decision":"abort","prepare_ms":1.0,"decide_ms":0.0,"commit_ms":2.0,"attempt":3,"retried":true}"#,
+        );
     }
 
     #[test]

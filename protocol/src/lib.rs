@@ -27,11 +27,13 @@
 //! * [`transfer`]: the bank transfer, the sample workload of the load generator and web app.
 //! * [`reason`]: the 1 KiB bound on every reason that reaches a client.
 //! * [`priority`]: a transaction's age, which breaks wait-for cycles across stores.
+//! * [`attempt`]: the wire txid of each attempt of a retried transaction, and its inverse.
 //!
 //! Every message has a documented JSON example under `protocol/messages/`; the tests decode
 //! each of them, so the examples cannot go stale.
 
 pub mod api;
+pub mod attempt;
 pub mod event;
 pub mod gid;
 pub mod ids;

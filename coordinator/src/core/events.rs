@@ -42,14 +42,37 @@ pub(super) fn participant_disconnected(participant: &ParticipantName, reason: &s
     })
 }
 
+/// Attempt `attempt` of a transaction began; `client` is the client's txid for attempt 2 on.
 pub(super) fn tx_begin<'a>(
     txid: &TxId,
     participants: impl Iterator<Item = &'a ParticipantName>,
+    attempt: u32,
+    client: Option<&TxId>,
 ) -> Output {
     about(
         txid,
         EventKind::TxBegin {
             participants: participants.map(|p| p.to_string()).collect(),
+            attempt,
+            client: client.cloned(),
+        },
+    )
+}
+
+pub(super) fn retry_scheduled(
+    txid: &TxId,
+    client: &TxId,
+    next_attempt: u32,
+    backoff_ms: u64,
+    reason: String,
+) -> Output {
+    about(
+        txid,
+        EventKind::RetryScheduled {
+            client: client.clone(),
+            next_attempt,
+            backoff_ms,
+            reason,
         },
     )
 }
@@ -159,7 +182,7 @@ pub(super) fn tx_end(
     txid: &TxId,
     decision: Decision,
     timings: &twopc_protocol::api::PhaseTimings,
-    heuristic: bool,
+    tx: &super::Tx,
 ) -> Output {
     about(
         txid,
@@ -168,7 +191,9 @@ pub(super) fn tx_end(
             prepare_ms: timings.prepare_ms,
             decide_ms: timings.decide_ms,
             commit_ms: timings.commit_ms,
-            heuristic,
+            heuristic: !tx.heuristics.is_empty(),
+            attempt: tx.attempt,
+            retried: tx.superseded,
         },
     )
 }

@@ -12,7 +12,8 @@
 //!
 //! * **Phase 1.** Prepare goes to every named participant at once. A participant that is not
 //!   connected when the transaction starts, disconnects before voting, votes NO, or does not
-//!   vote within the prepare timeout makes the decision ABORT.
+//!   vote within the prepare timeout makes the decision ABORT (and a `conflict` NO may make the
+//!   transaction run again: **Retries** below).
 //! * **Decision.** All YES (read-only votes drop out of phase 2): the core asks the driver to
 //!   force a COMMIT record ([`Output::ForceCommit`]) and sends nothing until the driver reports
 //!   it durable ([`Input::CommitDurable`]). Only then does any Commit leave. All read-only:
@@ -35,6 +36,38 @@
 //!   leaves other coordinators' transactions alone.
 //! * **Idempotent client ids.** Resubmitting a txid with the same body attaches to the running
 //!   transaction or returns the recorded outcome; a different body is rejected.
+//! * **Retries** (`retry`). An attempt aborted by a `conflict` NO (the participant could not
+//!   get a lock in time, gave way to an older transaction, or hit a serialization failure) is
+//!   run again when [`RetryPolicy`] allows (attempts, a deadline from the first submission;
+//!   on by default, `max_attempts = 1` turns it off). Only that: a final NO, a prepare
+//!   timeout, a disconnect, a participant not connected, an unsendable message or a one-phase
+//!   abort (its Ack carries no class) end the transaction as before. The aborted attempt is
+//!   decided and its Aborts sent first, exactly as any abort (presumed abort; a late YES for
+//!   it is rolled back); after a jittered exponential backoff (deterministic: seeded by the
+//!   client txid and attempt) the next attempt starts as a protocol transaction of its own,
+//!   with the same operations and [`Priority`] and a wire txid no client can submit
+//!   ([`twopc_protocol::attempt`]: attempt 1 keeps the client's txid; attempt n is
+//!   `~<n>.<priority>.<client txid>`, hashed when long). Everything a participant keeps
+//!   (gids, tombstones, idempotency by (txid, kind)) is therefore per attempt, and at most one
+//!   attempt of a client transaction commits: each is decided once, and a new one starts
+//!   only after the previous one was decided ABORT. The client hears once, under its own
+//!   txid: committed, or aborted with the last attempt's reason ("attempt N: ...", and why it
+//!   was not retried) and class, with `attempts` and timings from the first submission.
+//!   Resubmissions and lookups of the client txid follow the current attempt. A retried
+//!   attempt logs no ABORT (it is not the client's outcome; presumed abort answers for it);
+//!   the last attempt's COMMIT or ABORT record names the client txid, so after a restart the
+//!   client txid finds the outcome, and a DecisionRequest for the attempt txid is answered from
+//!   the record under its own txid. The outcome cache files a later attempt's outcome under
+//!   both txids and remembers which attempt decided ([`RecordedOutcome::decided_by`]): asked
+//!   about attempt 1's txid (the client's), the answer is attempt 1's own abort, never the
+//!   client transaction's commit.
+//!
+//!   Known limits: a final NO that arrives after a conflict NO already aborted the attempt
+//!   does not cancel the retry (the next attempt meets it again and ends final); a one-phase
+//!   transaction is never retried until the one-phase Ack carries a class (the participant
+//!   core maps `OnePhaseOutcome` to an Ack without one); attempt numbers restart if a
+//!   coordinator restart forgets a transaction mid-retry and the client resubmits it, but
+//!   the new run's priority (stamped per submission) gives its attempts new txids.
 //!
 //! Every message the core sends is idempotent by (txid, type) at the participants, which is
 //! what makes blind re-sending safe.
@@ -48,6 +81,7 @@
 //! * `transitions`: submission, votes, the decision, acknowledgements, the end of a transaction.
 //! * `received`: what a participant's message does (dispatch, decision requests, in-doubt reports).
 //! * `timers`: prepare deadlines, phase-2 re-sends with backoff, one-phase retries.
+//! * `retry`: the retry policy, the backoff, and the client transactions between attempts.
 //! * `outcome_cache`: concluded transactions kept for lookups and idempotent resubmission.
 //! * `query`: read-only views (lookup, participant status), and the client's answer.
 //! * `events`: the event-stream outputs, each kind built in one place.
@@ -57,6 +91,7 @@ mod events;
 mod outcome_cache;
 mod query;
 mod received;
+mod retry;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -67,11 +102,13 @@ mod transitions;
 pub use crate::log::{LazyRecord, RecoveredCommit};
 pub use outcome_cache::RecordedOutcome;
 pub use query::ParticipantStatus;
+pub use retry::RetryPolicy;
 pub use transaction::first_message;
 
 use crate::log::RecoveredState;
 use crate::metrics::Metrics;
 use outcome_cache::OutcomeCache;
+use retry::ClientTx;
 use std::collections::{BTreeMap, BTreeSet};
 use transaction::{PartState, Stage, Tx};
 use twopc_protocol::api::TransactionResponse;
@@ -95,6 +132,8 @@ pub struct CoreConfig {
     pub ack_wait_ms: u64,
     /// How many finished transactions are remembered for idempotent resubmission and lookup.
     pub outcome_capacity: usize,
+    /// Running a transaction again after `conflict` NO votes (`max_attempts = 1`: never).
+    pub conflict_retry: RetryPolicy,
 }
 
 impl CoreConfig {
@@ -107,6 +146,7 @@ impl CoreConfig {
             retry_max_ms: 5_000,
             ack_wait_ms: 2_000,
             outcome_capacity: 100_000,
+            conflict_retry: RetryPolicy::default(),
         }
     }
 }
@@ -210,6 +250,9 @@ pub enum Output {
         participants: Vec<ParticipantName>,
         /// Body hash, for idempotent resubmission after a restart.
         body_hash: u64,
+        /// The client's txid when `txid` is a later attempt's (logged with the record, so that
+        /// the client's txid finds the outcome after a restart).
+        client: Option<TxId>,
     },
     /// Append a record without waiting for it to be durable.
     LogLazy(LazyRecord),
@@ -245,15 +288,27 @@ pub enum Output {
 #[derive(Debug, Clone)]
 pub struct Core {
     cfg: CoreConfig,
+    /// Attempts in flight or delivering, by wire txid.
     txs: BTreeMap<TxId, Tx>,
+    /// Client transactions being retried, by client txid (none for one never retried).
+    clients: BTreeMap<TxId, ClientTx>,
     outcomes: OutcomeCache,
     connected: BTreeSet<ParticipantName>,
     /// Per participant, (prepared, of which other coordinators') on its last InDoubtReport.
     reported: BTreeMap<ParticipantName, (usize, usize)>,
-    /// (due time, txid): prepare deadlines and phase-2 re-sends; stale entries are skipped.
+    /// (due time, txid): prepare deadlines, phase-2 re-sends (wire txid) and the start of a
+    /// retry (client txid); stale entries are skipped.
     timers: BTreeSet<(u64, TxId)>,
     /// Metrics maintained by the core (the driver renders them).
     pub metrics: Metrics,
+}
+
+impl Core {
+    /// When the earliest timer is due (the driver may sleep until then rather than poll):
+    /// retry backoffs are a few milliseconds, finer than the driver's periodic tick.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.timers.first().map(|(due, _)| *due)
+    }
 }
 
 impl Core {
@@ -263,6 +318,7 @@ impl Core {
             outcomes: OutcomeCache::new(cfg.outcome_capacity),
             cfg,
             txs: BTreeMap::new(),
+            clients: BTreeMap::new(),
             connected: BTreeSet::new(),
             reported: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -294,8 +350,17 @@ impl Core {
                 .map(|p| (p, PartState::recovered(now_ms)))
                 .collect();
             self.timers.insert((now_ms, rc.txid.clone()));
-            self.txs
-                .insert(rc.txid, Tx::recovered(rc.body_hash, parts, now_ms));
+            let attempt = twopc_protocol::attempt::attempt_number(&rc.txid);
+            let client = match rc.client {
+                Some(client) => {
+                    self.clients
+                        .insert(client.clone(), ClientTx::Running(rc.txid.clone()));
+                    client
+                }
+                None => rc.txid.clone(),
+            };
+            let tx = Tx::recovered(client, attempt, rc.body_hash, parts, now_ms);
+            self.txs.insert(rc.txid, tx);
         }
         vec![events::coordinator_started(&self.cfg.coordinator, n)]
     }
@@ -305,7 +370,7 @@ impl Core {
         let concluded = state
             .concluded()
             .into_iter()
-            .map(|(txid, o)| (txid.clone(), RecordedOutcome::from(o)))
+            .flat_map(|(txid, o)| RecordedOutcome::from_log(txid, o))
             .collect();
         self.recover(now_ms, state.unfinished(), concluded)
     }

@@ -10,7 +10,6 @@ use twopc_protocol::api::{HeuristicReport, PhaseTimings, TransactionResponse};
 use twopc_protocol::message::{Decision, NoClass};
 use twopc_protocol::TxId;
 
-/// A finished transaction remembered for lookups and idempotent resubmission.
 /// A concluded transaction remembered for lookups and idempotent resubmission.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedOutcome {
@@ -26,33 +25,65 @@ pub struct RecordedOutcome {
     pub timings: PhaseTimings,
     /// Acknowledgements that did not match the decision.
     pub heuristics: Vec<HeuristicReport>,
+    /// How many attempts ran (1 unless retried).
+    pub attempts: u32,
+    /// The wire txid of the attempt that decided, when it is not the txid this outcome is
+    /// filed under: a retried transaction's outcome under its client txid. The decision is
+    /// then that attempt's, not the client txid's own (attempt 1 aborted), which is what a
+    /// participant asking about the client txid must hear.
+    pub decided_by: Option<TxId>,
 }
 
 impl RecordedOutcome {
     /// What a client is told about this concluded transaction.
     pub(super) fn response(&self, txid: &TxId) -> TransactionResponse {
-        super::query::answer(
+        let mut r = super::query::answer(
             txid,
             Some(self.decision),
             self.reason.clone(),
             self.abort_class,
             self.timings,
             self.heuristics.clone(),
-        )
+        );
+        r.attempts = self.attempts;
+        r
+    }
+
+    /// The decision of the protocol transaction (wire txid) it is filed under.
+    pub(super) fn own_decision(&self) -> Decision {
+        match self.decided_by {
+            Some(_) => Decision::Abort,
+            None => self.decision,
+        }
     }
 }
 
-impl From<&LoggedOutcome> for RecordedOutcome {
-    /// An outcome read back from the log: its timings were not logged and read as zero.
-    fn from(o: &LoggedOutcome) -> Self {
-        RecordedOutcome {
+impl RecordedOutcome {
+    /// The outcome of attempt `txid` read back from the log, filed under `txid`, and, for a
+    /// later attempt of a retried transaction, also under its client txid. Timings were not
+    /// logged and read as zero.
+    pub fn from_log(txid: &TxId, o: &LoggedOutcome) -> Vec<(TxId, RecordedOutcome)> {
+        let own = RecordedOutcome {
             decision: o.decision,
             body_hash: o.body_hash,
             reason: o.reason.clone(),
             abort_class: None,
             timings: PhaseTimings::default(),
             heuristics: o.heuristics.clone(),
+            attempts: twopc_protocol::attempt::attempt_number(txid),
+            decided_by: None,
+        };
+        let mut v = vec![(txid.clone(), own.clone())];
+        if let Some(client) = &o.client {
+            v.push((
+                client.clone(),
+                RecordedOutcome {
+                    decided_by: Some(txid.clone()),
+                    ..own
+                },
+            ));
         }
+        v
     }
 }
 

@@ -1,6 +1,7 @@
 //! Read-only views of the core: transaction lookup, participant status, and the client's
 //! answer ([`TransactionResponse`]), which is built here and nowhere else.
 
+use super::retry::ClientTx;
 use super::{Core, Stage};
 use twopc_protocol::api::{HeuristicReport, Outcome, PhaseTimings, TransactionResponse};
 use twopc_protocol::message::{Decision, NoClass};
@@ -22,10 +23,18 @@ pub struct ParticipantStatus {
 }
 
 impl Core {
-    /// The state of a transaction, for `GET /v1/transactions/{id}`.
+    /// The state of a transaction, for `GET /v1/transactions/{id}`: by the client's txid,
+    /// the current (or final) attempt's state, with the number of attempts.
     pub fn lookup(&self, now_ms: u64, txid: &TxId) -> Option<TransactionResponse> {
-        if let Some(tx) = self.txs.get(txid) {
-            return Some(tx.response(txid, now_ms));
+        match self.clients.get(txid) {
+            Some(ClientTx::Running(wire)) => {
+                return self.txs.get(wire).map(|tx| tx.response(now_ms));
+            }
+            Some(ClientTx::Backoff(b)) => return Some(b.response(txid, now_ms)),
+            None => {}
+        }
+        if let Some(tx) = self.txs.get(txid).filter(|t| !t.superseded) {
+            return Some(tx.response(now_ms));
         }
         self.outcomes.get(txid).map(|o| o.response(txid))
     }
@@ -51,9 +60,15 @@ impl Core {
             .collect()
     }
 
-    /// Number of transactions not yet finished (in flight or delivering).
+    /// Number of transactions not yet finished (attempts in flight or delivering, and
+    /// transactions waiting for their next attempt).
     pub fn active(&self) -> usize {
-        self.txs.len()
+        let waiting = self
+            .clients
+            .values()
+            .filter(|c| matches!(c, ClientTx::Backoff(_)))
+            .count();
+        self.txs.len() + waiting
     }
 
     /// Transactions decided COMMIT whose delivery is not finished, with who still owes an ack.
@@ -97,6 +112,8 @@ pub(super) fn answer(
         reason,
         abort_class: abort_class.filter(|_| decision == Some(Decision::Abort)),
         timings,
+        // Callers that know better (a retried transaction) say how many.
+        attempts: 1,
         decision: decision.filter(|_| !heuristics.is_empty()),
         heuristics,
     }

@@ -94,7 +94,7 @@ impl Core {
             Some(Stage::Delivering(Decision::Commit)) => DecisionStatus::Commit,
             Some(Stage::Delivering(Decision::Abort)) => DecisionStatus::Abort,
             Some(Stage::Preparing | Stage::Deciding | Stage::OnePhase) => DecisionStatus::Pending,
-            None => match self.outcomes.get(txid).map(|o| o.decision) {
+            None => match self.outcomes.get(txid).map(|o| o.own_decision()) {
                 Some(Decision::Commit) => DecisionStatus::Commit,
                 _ => DecisionStatus::Abort,
             },

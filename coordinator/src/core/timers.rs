@@ -119,6 +119,9 @@ impl Core {
                 break;
             }
             self.timers.pop_first();
+            // The key may be a client txid whose next attempt is due (its attempt 1, under the
+            // same txid, may still be delivering its abort).
+            self.start_due_retry(now_ms, &txid, out);
             let Some(tx) = self.txs.get(&txid) else {
                 continue;
             };

@@ -54,6 +54,13 @@ impl PartState {
 
 #[derive(Debug, Clone)]
 pub(super) struct Tx {
+    /// The client's txid (the key of this attempt, its wire txid, unless `attempt` > 1).
+    pub(super) client: TxId,
+    /// Which attempt of the client's transaction this is, from 1.
+    pub(super) attempt: u32,
+    /// Aborted and retried: another attempt answers the client, so this one only delivers
+    /// its abort, and neither answers nor is remembered under the client's txid.
+    pub(super) superseded: bool,
     pub(super) body_hash: u64,
     pub(super) stage: Stage,
     pub(super) parts: BTreeMap<ParticipantName, PartState>,
@@ -61,6 +68,8 @@ pub(super) struct Tx {
     pub(super) reason: Option<String>,
     /// The class of the NO that aborted it (`None`: aborted for another reason).
     pub(super) abort_class: Option<NoClass>,
+    /// When the client's transaction was first submitted (attempt 1's start): the timings
+    /// and the retry deadline count from here.
     pub(super) started_ms: u64,
     /// Its age (sent with every Prepare; decides who waits for whom on a lock).
     pub(super) priority: Priority,
@@ -99,16 +108,23 @@ impl PartState {
 }
 
 impl Tx {
-    /// A transaction just submitted: Preparing (or OnePhase with a single participant).
+    /// An attempt just started: Preparing (or OnePhase with a single participant).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
+        client: TxId,
+        attempt: u32,
+        first_ms: u64,
         body_hash: u64,
         parts: BTreeMap<ParticipantName, PartState>,
-        req: RequestId,
+        waiters: Vec<RequestId>,
         now_ms: u64,
         prepare_timeout_ms: u64,
         priority: Priority,
     ) -> Self {
         Tx {
+            client,
+            attempt,
+            superseded: false,
             body_hash,
             stage: if parts.len() == 1 {
                 Stage::OnePhase
@@ -116,10 +132,10 @@ impl Tx {
                 Stage::Preparing
             },
             parts,
-            waiters: vec![req],
+            waiters,
             reason: None,
             abort_class: None,
-            started_ms: now_ms,
+            started_ms: first_ms,
             priority,
             prepared_ms: None,
             decided_ms: None,
@@ -131,11 +147,16 @@ impl Tx {
 
     /// A COMMIT without END read back from the log: delivering, its client long gone.
     pub(super) fn recovered(
+        client: TxId,
+        attempt: u32,
         body_hash: u64,
         parts: BTreeMap<ParticipantName, PartState>,
         now_ms: u64,
     ) -> Self {
         Tx {
+            client,
+            attempt,
+            superseded: false,
             body_hash,
             stage: Stage::Delivering(Decision::Commit),
             parts,
@@ -153,20 +174,22 @@ impl Tx {
         }
     }
 
-    /// What a client is told about this transaction now.
-    pub(super) fn response(&self, txid: &TxId, now_ms: u64) -> TransactionResponse {
+    /// What a client is told about this transaction now (under the client's txid).
+    pub(super) fn response(&self, now_ms: u64) -> TransactionResponse {
         let decision = match self.stage {
             Stage::Delivering(d) => Some(d),
             _ => None,
         };
-        answer(
-            txid,
+        let mut r = answer(
+            &self.client,
             decision,
             self.reason.clone(),
             self.abort_class,
             self.timings(now_ms),
             self.heuristics.clone(),
-        )
+        );
+        r.attempts = self.attempt;
+        r
     }
 
     pub(super) fn timings(&self, now_ms: u64) -> PhaseTimings {

@@ -4,12 +4,24 @@
 use super::events::{self, send};
 use super::transaction::first_message;
 use super::{
-    Core, LazyRecord, Output, PartState, RecordedOutcome, RequestId, Stage, SubmitError, Tx,
+    ClientTx, Core, LazyRecord, Output, PartState, RecordedOutcome, RequestId, Stage, SubmitError,
+    Tx,
 };
 use std::collections::BTreeMap;
 use twopc_protocol::api::{HeuristicKind, HeuristicReport};
 use twopc_protocol::message::{AckResult, Decision, DecisionStatus, Message, NoClass, Vote};
 use twopc_protocol::{Operations, ParticipantName, Priority, TxId};
+
+/// One attempt to start: the client's transaction as submitted, and which attempt it is.
+pub(super) struct Attempt {
+    pub(super) client: TxId,
+    pub(super) number: u32,
+    pub(super) first_ms: u64,
+    pub(super) body_hash: u64,
+    pub(super) participants: BTreeMap<ParticipantName, Operations>,
+    pub(super) priority: Priority,
+    pub(super) waiters: Vec<RequestId>,
+}
 
 impl Core {
     #[allow(clippy::too_many_arguments)]
@@ -23,14 +35,33 @@ impl Core {
         priority: Priority,
         out: &mut Vec<Output>,
     ) {
-        if let Some(tx) = self.txs.get_mut(&txid) {
+        // A transaction being retried answers under its client txid, whichever attempt runs.
+        let running = match self.clients.get_mut(&txid) {
+            Some(ClientTx::Backoff(b)) => {
+                if b.body_hash != body_hash {
+                    out.push(Output::Reply {
+                        req,
+                        result: Err(SubmitError::IdConflict { txid }),
+                    });
+                } else {
+                    b.waiters.push(req);
+                }
+                return;
+            }
+            Some(ClientTx::Running(wire)) => Some(wire.clone()),
+            // An attempt that was retried (still delivering its abort) is no longer the
+            // client's transaction: its outcome is in the cache.
+            None if self.txs.get(&txid).is_some_and(|t| t.superseded) => None,
+            None => Some(txid.clone()),
+        };
+        if let Some(tx) = running.and_then(|w| self.txs.get_mut(&w)) {
             if tx.body_hash != body_hash {
                 out.push(Output::Reply {
                     req,
                     result: Err(SubmitError::IdConflict { txid }),
                 });
             } else if tx.replied {
-                let resp = tx.response(&txid, now_ms);
+                let resp = tx.response(now_ms);
                 out.push(Output::Reply {
                     req,
                     result: Ok(resp),
@@ -50,19 +81,50 @@ impl Core {
             return;
         }
         self.metrics.started += 1;
-        out.push(events::tx_begin(&txid, participants.keys()));
-        let one_phase = participants.len() == 1;
-        let parts: BTreeMap<ParticipantName, PartState> = participants
+        let attempt = Attempt {
+            client: txid.clone(),
+            number: 1,
+            first_ms: now_ms,
+            body_hash,
+            participants,
+            priority,
+            waiters: vec![req],
+        };
+        self.start_attempt(now_ms, txid, attempt, out);
+    }
+
+    /// Starts attempt `a` under the wire txid `txid`: Prepare (or CommitOnePhase) to every
+    /// participant, or an abort at once when one is not connected.
+    pub(super) fn start_attempt(
+        &mut self,
+        now_ms: u64,
+        txid: TxId,
+        a: Attempt,
+        out: &mut Vec<Output>,
+    ) {
+        let client = (a.number > 1).then_some(&a.client);
+        out.push(events::tx_begin(
+            &txid,
+            a.participants.keys(),
+            a.number,
+            client,
+        ));
+        let one_phase = a.participants.len() == 1;
+        let parts: BTreeMap<ParticipantName, PartState> = a
+            .participants
             .into_iter()
             .map(|(p, ops)| (p, PartState::new(ops)))
             .collect();
         let mut tx = Tx::new(
-            body_hash,
+            a.client,
+            a.number,
+            a.first_ms,
+            a.body_hash,
             parts,
-            req,
+            a.waiters,
             now_ms,
             self.cfg.prepare_timeout_ms,
-            priority,
+            a.priority,
         );
         let missing: Vec<String> = tx
             .parts
@@ -180,6 +242,7 @@ impl Core {
                             txid: txid.clone(),
                             participants: yes,
                             body_hash: tx.body_hash,
+                            client: (tx.client != txid).then(|| tx.client.clone()),
                         });
                     }
                 }
@@ -240,12 +303,21 @@ impl Core {
         tx.prepared_ms.get_or_insert(now_ms);
         tx.decided_ms = Some(now_ms);
         tx.reason = Some(why.clone());
-        out.push(events::decision(txid, Decision::Abort, Some(why.clone())));
-        out.push(Output::LogLazy(LazyRecord::Abort {
-            txid: txid.clone(),
-            body_hash: tx.body_hash,
-            reason: Some(why),
-        }));
+        out.push(events::decision(txid, Decision::Abort, Some(why)));
+        if !self.retry_instead(now_ms, txid, out) {
+            // Only the client's outcome is logged: an attempt that is retried is not one, and
+            // presumed abort answers for it.
+            let Some(tx) = self.txs.get(txid) else { return };
+            out.push(Output::LogLazy(LazyRecord::Abort {
+                txid: txid.clone(),
+                body_hash: tx.body_hash,
+                reason: tx.reason.clone(),
+                client: (tx.client != *txid).then(|| tx.client.clone()),
+            }));
+        }
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
         // Everyone who may hold it prepared gets an Abort: YES voters and those who have not
         // voted (their Prepare may still be in flight). NO and read-only voters hold nothing.
         let names: Vec<ParticipantName> = tx
@@ -383,19 +455,38 @@ impl Core {
             return;
         };
         let timings = tx.timings(now_ms);
-        out.push(events::tx_end(txid, d, &timings, !tx.heuristics.is_empty()));
+        out.push(events::tx_end(txid, d, &timings, &tx));
+        if tx.superseded {
+            return;
+        }
         self.metrics.observe_end(d, &timings);
-        self.outcomes.remember(
-            txid.clone(),
-            RecordedOutcome {
-                decision: d,
-                body_hash: tx.body_hash,
-                reason: tx.reason,
-                abort_class: tx.abort_class,
-                timings,
-                heuristics: tx.heuristics,
-            },
-        );
+        if d == Decision::Commit {
+            self.metrics.observe_attempts(tx.attempt);
+        }
+        let outcome = RecordedOutcome {
+            decision: d,
+            body_hash: tx.body_hash,
+            reason: tx.reason,
+            abort_class: tx.abort_class,
+            timings,
+            heuristics: tx.heuristics,
+            attempts: tx.attempt,
+            decided_by: None,
+        };
+        if tx.client != *txid {
+            self.clients.remove(&tx.client);
+            // A participant that asks about this attempt must hear its decision.
+            if d == Decision::Commit {
+                self.outcomes.remember(txid.clone(), outcome.clone());
+            }
+            let for_client = RecordedOutcome {
+                decided_by: Some(txid.clone()),
+                ..outcome
+            };
+            self.outcomes.remember(tx.client, for_client);
+        } else {
+            self.outcomes.remember(txid.clone(), outcome);
+        }
     }
 
     pub(super) fn reply_waiters(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
@@ -405,8 +496,11 @@ impl Core {
         if !matches!(tx.stage, Stage::Delivering(_)) {
             return;
         }
+        if tx.superseded {
+            return; // its waiters moved on to the next attempt
+        }
         tx.replied = true;
-        let resp = tx.response(txid, now_ms);
+        let resp = tx.response(now_ms);
         for req in tx.waiters.drain(..) {
             out.push(Output::Reply {
                 req,

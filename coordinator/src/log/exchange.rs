@@ -22,6 +22,8 @@ pub enum LazyRecord {
         body_hash: u64,
         /// Why.
         reason: Option<String>,
+        /// The client's txid, when `txid` is the last attempt of a retried transaction.
+        client: Option<TxId>,
     },
     /// A one-phase commit's outcome, as reported by its single participant.
     OnePhaseCommitted {
@@ -50,11 +52,13 @@ impl LazyRecord {
                 txid,
                 body_hash,
                 reason,
+                client,
             } => vec![LogRecord::Abort {
                 txid,
                 body_hash,
                 reason,
                 at_ms,
+                client,
             }],
             LazyRecord::End { txid, heuristics } => vec![LogRecord::End { txid, heuristics }],
             // The log has no one-phase record, and needs none: a Commit alone would make
@@ -72,6 +76,7 @@ impl LazyRecord {
                     participants: vec![participant],
                     body_hash,
                     at_ms,
+                    client: None,
                 },
                 LogRecord::End {
                     txid,
@@ -91,6 +96,8 @@ pub struct RecoveredCommit {
     pub participants: Vec<ParticipantName>,
     /// Body hash.
     pub body_hash: u64,
+    /// The client's txid, when `txid` is a later attempt of a retried transaction.
+    pub client: Option<TxId>,
 }
 
 impl RecoveredState {
@@ -102,13 +109,15 @@ impl RecoveredState {
                 txid: p.txid.clone(),
                 participants: p.participants.clone(),
                 body_hash: p.body_hash,
+                client: p.client.clone(),
             })
             .collect()
     }
 
     /// The transactions that need no more work: ended, or aborted (an abort needs no END:
     /// presumed abort). Oldest decision first, so that a bounded outcome cache keeps the
-    /// newest.
+    /// newest. A later attempt's outcome is listed under its own (attempt) txid; the core also
+    /// files it under its `client` txid.
     pub fn concluded(&self) -> Vec<(&TxId, &LoggedOutcome)> {
         let mut v: Vec<_> = self
             .outcomes

@@ -11,12 +11,12 @@
 //!
 //! A [`LogRecord`] is one of
 //!
-//! * `Commit { txid, participants, body_hash, at_ms }`: the COMMIT decision. It is **forced**:
+//! * `Commit { txid, participants, body_hash, at_ms, client }`: the COMMIT decision. It is **forced**:
 //!   the coordinator calls [`DecisionLog::append_durable`] and sends no Commit message before
 //!   the returned [`Receipt`] resolves, i.e. before the record has been fsynced. If the
 //!   coordinator crashes after that, recovery finds the record and commits again; if it crashes
 //!   before, no participant can have heard "commit", so aborting is safe.
-//! * `Abort { txid, body_hash, reason, at_ms }`: the ABORT decision. It is **not forced**
+//! * `Abort { txid, body_hash, reason, at_ms, client }`: the ABORT decision. It is **not forced**
 //!   ([`DecisionLog::append_lazy`]): it is written with the next group flush and may be lost in
 //!   a crash. That is the *presumed abort* rule: a transaction the log does not know is
 //!   answered "abort", so losing an Abort record changes no answer. The record exists so that
@@ -26,7 +26,10 @@
 //!   which are idempotent by (txid, kind), answer `already_applied`.
 //!
 //! `body_hash` is the client's request-body hash: the same client txid with the same body gets
-//! the recorded outcome back; with a different body it is rejected.
+//! the recorded outcome back; with a different body it is rejected. `client` is set only on the
+//! last attempt of a transaction the coordinator retried (its `txid` is the attempt's own,
+//! [`twopc_protocol::attempt`]): recovery then answers the client's txid with that outcome too.
+//! It is optional on the wire, so logs written before retries read as they did.
 //!
 //! Recovery ([`DecisionLog::recover`]) yields a [`RecoveredState`]: every transaction with a
 //! Commit and no End ([`RecoveredState::pending`], which the coordinator drives to completion)
@@ -181,6 +184,11 @@ pub enum LogRecord {
         body_hash: u64,
         /// When the decision was taken, milliseconds since the Unix epoch.
         at_ms: u64,
+        /// For a retried transaction's attempt 2 or later (`txid` is then an attempt id, see
+        /// [`twopc_protocol::attempt`]): the client's txid, so that after a restart the client's
+        /// id finds this outcome. Absent otherwise, and in records written before retries.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<TxId>,
     },
     /// The ABORT decision. Append it with [`DecisionLog::append_lazy`]: presumed abort.
     Abort {
@@ -193,6 +201,11 @@ pub enum LogRecord {
         reason: Option<String>,
         /// When the decision was taken, milliseconds since the Unix epoch.
         at_ms: u64,
+        /// As for `Commit`: the client's txid of the last attempt of a retried transaction.
+        /// (An attempt that is retried logs no Abort: it is not the client's outcome, and
+        /// presumed abort answers for it.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<TxId>,
     },
     /// Every participant acknowledged the decision; nothing is left to do.
     End {
@@ -292,6 +305,8 @@ pub struct PendingCommit {
     pub at_ms: u64,
     /// The LSN of its Commit record.
     pub lsn: Lsn,
+    /// The client's txid when `txid` is a later attempt's.
+    pub client: Option<TxId>,
 }
 
 /// The outcome of a recent transaction as the log recorded it (the core keeps its own,
@@ -311,6 +326,8 @@ pub struct LoggedOutcome {
     pub reason: Option<String>,
     /// Acknowledgements that did not match the decision, from its End record.
     pub heuristics: Vec<HeuristicReport>,
+    /// The client's txid when this is a later attempt's outcome.
+    pub client: Option<TxId>,
 }
 
 /// Where recovery cut off a torn tail.

@@ -23,6 +23,9 @@ pub(crate) struct TxEntry {
     /// From the End record; absent in checkpoints written before they were kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heuristics: Vec<HeuristicReport>,
+    /// The client's txid of a later attempt (see [`LogRecord::Commit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<TxId>,
 }
 
 impl TxEntry {
@@ -63,6 +66,7 @@ impl LiveState {
                 participants,
                 body_hash,
                 at_ms,
+                client,
             } => {
                 self.max_at_ms = self.max_at_ms.max(*at_ms);
                 self.txs.entry(txid.clone()).or_insert_with(|| TxEntry {
@@ -74,6 +78,7 @@ impl LiveState {
                     participants: participants.clone(),
                     ended: false,
                     heuristics: Vec::new(),
+                    client: client.clone(),
                 });
             }
             LogRecord::Abort {
@@ -81,6 +86,7 @@ impl LiveState {
                 body_hash,
                 reason,
                 at_ms,
+                client,
             } => {
                 self.max_at_ms = self.max_at_ms.max(*at_ms);
                 self.txs.entry(txid.clone()).or_insert_with(|| TxEntry {
@@ -92,6 +98,7 @@ impl LiveState {
                     participants: Vec::new(),
                     ended: false,
                     heuristics: Vec::new(),
+                    client: client.clone(),
                 });
             }
             LogRecord::End { txid, heuristics } => {
@@ -175,6 +182,7 @@ impl LiveState {
                 body_hash: e.body_hash,
                 at_ms: e.at_ms,
                 lsn: e.lsn,
+                client: e.client.clone(),
             })
             .collect();
         pending.sort_unstable_by_key(|p| p.lsn);
@@ -191,6 +199,7 @@ impl LiveState {
                         at_ms: e.at_ms,
                         reason: e.reason.clone(),
                         heuristics: e.heuristics.clone(),
+                        client: e.client.clone(),
                     },
                 )
             })

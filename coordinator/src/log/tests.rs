@@ -27,6 +27,7 @@ fn commit(i: u64) -> LogRecord {
         participants: parts(),
         body_hash: i * 31 + 7,
         at_ms: 1_700_000_000_000 + i,
+        client: None,
     }
 }
 
@@ -36,6 +37,7 @@ fn abort(i: u64) -> LogRecord {
         body_hash: i * 31 + 7,
         reason: Some(format!("participant bank voted no on t{i}")),
         at_ms: 1_700_000_000_000 + i,
+        client: None,
     }
 }
 

@@ -30,7 +30,11 @@ pub fn select_events(
             // changes meanwhile, and the first fsync after its log write.
             let mut fsync_due = false;
             for (i, e) in log.range(tx.first_index, position) {
-                let mine = e.txid.as_ref().map(|t| t.as_str()) == Some(sel);
+                // Every attempt of a retried transaction is drawn with it.
+                let mine = e
+                    .txid
+                    .as_ref()
+                    .is_some_and(|t| t.as_str() == sel || tx.owns(t.as_str()));
                 let take = if mine {
                     if matches!(e.kind, EventKind::LogWrite { .. }) {
                         fsync_due = true;

@@ -95,12 +95,46 @@ pub fn item_for(
         x: lane_x(lane),
     };
     Some(match &ev.kind {
-        EventKind::TxBegin { participants } => (
+        EventKind::TxBegin {
+            participants,
+            attempt: 1,
+            ..
+        } => (
             arrow(client, coord),
             ItemKind::Client,
             "BEGIN".into(),
             "msg-begin".into(),
             format!("client submits {txid} to {}", participants.join(", ")),
+        ),
+        EventKind::TxBegin {
+            participants,
+            attempt,
+            client: c,
+        } => (
+            mark(coord),
+            ItemKind::Mark,
+            format!("ATTEMPT {attempt}"),
+            "mark-attempt".into(),
+            format!(
+                "attempt {attempt} of {} starts as {txid}, to {}",
+                c.as_ref().map(|c| c.as_str()).unwrap_or("?"),
+                participants.join(", ")
+            ),
+        ),
+        EventKind::RetryScheduled {
+            client: c,
+            next_attempt,
+            backoff_ms,
+            reason,
+        } => (
+            mark(coord),
+            ItemKind::Mark,
+            format!("RETRY in {backoff_ms} ms"),
+            "mark-retry".into(),
+            format!(
+                "{txid} aborted by a conflict ({reason}); {c} runs again as attempt \
+                 {next_attempt} after {backoff_ms} ms, with the same priority"
+            ),
         ),
         EventKind::MessageSent {
             to,
@@ -208,8 +242,12 @@ pub fn item_for(
             decide_ms,
             commit_ms,
             heuristic,
+            retried,
+            ..
         } => {
             let (label, class) = match decision {
+                // Not the client's answer: the attempt's abort is delivered, another runs.
+                _ if *retried => ("ATTEMPT ABORTED", "msg-end-retried"),
                 _ if *heuristic => ("HEURISTIC", "msg-end-heuristic"),
                 Decision::Commit => ("COMMITTED", "msg-end-commit"),
                 Decision::Abort => ("ABORTED", "msg-end-abort"),

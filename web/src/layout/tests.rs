@@ -63,6 +63,8 @@ fn lanes_are_ordered_and_spaced() {
             Some("t9"),
             EventKind::TxBegin {
                 participants: vec!["zeta".into(), "bank".into()],
+                attempt: 1,
+                client: None,
             },
         ),
     );

@@ -53,6 +53,8 @@ pub struct Derived {
     /// Time of the last event folded.
     pub last_at_ms: u64,
     pub(super) max_txs: usize,
+    /// Wire txid of a later attempt → the client txid whose view it belongs to.
+    pub(super) attempt_of: HashMap<String, String>,
 }
 
 impl Derived {
@@ -170,17 +172,93 @@ impl Derived {
             }
             _ => {}
         }
-        let Some(id) = txid else { return };
+        let Some(wire) = txid else { return };
+        if let EventKind::TxBegin {
+            client: Some(client),
+            ..
+        } = &ev.kind
+        {
+            self.attempt_of
+                .insert(wire.clone(), client.as_str().to_string());
+        }
+        let id = self.attempt_of.get(&wire).cloned().unwrap_or(wire.clone());
         let t = self.tx_mut(&id, index, at);
+        let begins_attempt = matches!(ev.kind, EventKind::TxBegin { .. });
+        if !t.is_current(&wire) && !begins_attempt {
+            // An earlier attempt winding down (its abort's acks): the badges follow the current
+            // attempt; only the earlier one's own end is noted.
+            if let EventKind::TxEnd { decision, .. } = &ev.kind {
+                if let Some(a) = t.attempt_mut(&wire) {
+                    a.decision = Some(*decision);
+                }
+            }
+            return;
+        }
         let mut finished: Option<(Decision, bool)> = None;
         let mut pending = false;
         match &ev.kind {
-            EventKind::TxBegin { participants } => {
-                t.begin_ms = at;
-                t.client = NodeBadge::new(Badge::Working, "waiting");
+            EventKind::TxBegin {
+                participants,
+                attempt,
+                ..
+            } => {
+                if *attempt > 1 {
+                    if t.attempts.is_empty() {
+                        t.attempts.push(AttemptView {
+                            number: 1,
+                            txid: t.id.clone(),
+                            decision: Some(Decision::Abort),
+                            retried: true,
+                            reason: t.reason.clone(),
+                        });
+                    }
+                    t.attempts.push(AttemptView {
+                        number: *attempt,
+                        txid: wire.clone(),
+                        decision: None,
+                        retried: false,
+                        reason: None,
+                    });
+                    // A fresh attempt: every node starts over.
+                    t.decision = None;
+                    t.reason = None;
+                    t.ended = false;
+                    t.coordinator = NodeBadge::new(Badge::Working, format!("attempt {attempt}"));
+                    t.log = NodeBadge::idle();
+                    for p in t.parts.values_mut() {
+                        *p = PartView {
+                            badge: NodeBadge::idle(),
+                            prepared_at_ms: None,
+                        };
+                    }
+                    t.client =
+                        NodeBadge::new(Badge::Working, format!("waiting (attempt {attempt})"));
+                } else {
+                    t.begin_ms = at;
+                    t.client = NodeBadge::new(Badge::Working, "waiting");
+                }
                 for p in participants {
                     t.part(p);
                 }
+            }
+            EventKind::RetryScheduled {
+                next_attempt,
+                backoff_ms,
+                reason,
+                ..
+            } => {
+                if let Some(a) = t.attempts.last_mut() {
+                    a.decision = Some(Decision::Abort);
+                    a.retried = true;
+                    a.reason = Some(reason.clone());
+                }
+                t.reason = Some(reason.clone());
+                // Not the client's outcome: another attempt follows.
+                t.decision = None;
+                t.coordinator = NodeBadge::new(
+                    Badge::Working,
+                    format!("attempt {next_attempt} in {backoff_ms} ms"),
+                );
             }
             EventKind::MessageSent { to, msg_type, .. } => {
                 let p = t.part(to);
@@ -284,6 +362,9 @@ impl Derived {
                     p.badge = NodeBadge::new(Badge::InDoubt, "asks for decision");
                 }
             }
+            EventKind::TxEnd { retried: true, .. } => {
+                // The current attempt was retried: the next one's events follow.
+            }
             EventKind::TxEnd {
                 decision,
                 prepare_ms,
@@ -291,6 +372,9 @@ impl Derived {
                 commit_ms,
                 ..
             } => {
+                if let Some(a) = t.attempts.last_mut() {
+                    a.decision = Some(*decision);
+                }
                 t.ended = true;
                 t.end_ms = Some(at);
                 t.decision = Some(*decision);

@@ -157,7 +157,24 @@ impl TxOutcome {
     }
 }
 
-/// Everything known about one transaction from the events folded so far.
+/// One attempt of a transaction the coordinator retried after `conflict` NO votes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptView {
+    /// Its number, from 1.
+    pub number: u32,
+    /// Its wire txid (attempt 1: the client's).
+    pub txid: String,
+    /// How it ended: `None` while it runs.
+    pub decision: Option<Decision>,
+    /// Aborted and run again (`retry_scheduled`).
+    pub retried: bool,
+    /// Why it aborted.
+    pub reason: Option<String>,
+}
+
+/// Everything known about one transaction from the events folded so far. A transaction the
+/// coordinator retried is one view: every attempt's events are folded into it (the current
+/// attempt's move the badges), and `attempts` lists each attempt with its outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxView {
     /// The transaction id.
@@ -197,6 +214,8 @@ pub struct TxView {
     /// Acknowledgements that did not match the decision (from `heuristic` events or the
     /// coordinator's answer).
     pub heuristics: Vec<HeuristicReport>,
+    /// Its attempts, once it was retried (empty for a transaction run once).
+    pub attempts: Vec<AttemptView>,
 }
 
 impl TxView {
@@ -220,7 +239,47 @@ impl TxView {
             unknown_to_coordinator: false,
             log_pending: false,
             heuristics: Vec::new(),
+            attempts: Vec::new(),
         }
+    }
+
+    /// How many attempts have run (1 unless retried).
+    pub fn attempt_count(&self) -> usize {
+        self.attempts.len().max(1)
+    }
+
+    /// Whether events about wire txid `txid` belong to this transaction.
+    pub fn owns(&self, txid: &str) -> bool {
+        self.id == txid || self.attempts.iter().any(|a| a.txid == txid)
+    }
+
+    /// Whether `txid` is this transaction's current attempt (the one its badges follow).
+    pub(super) fn is_current(&self, txid: &str) -> bool {
+        self.attempts
+            .last()
+            .map_or(self.id == txid, |a| a.txid == txid)
+    }
+
+    /// The attempt running under wire txid `txid`, if it was retried.
+    pub(super) fn attempt_mut(&mut self, txid: &str) -> Option<&mut AttemptView> {
+        self.attempts.iter_mut().find(|a| a.txid == txid)
+    }
+
+    /// One line per attempt for the list's tooltip: "1 aborted (retried), 2 committed".
+    pub fn attempts_summary(&self) -> String {
+        self.attempts
+            .iter()
+            .map(|a| {
+                let how = match (a.decision, a.retried) {
+                    (_, true) => "aborted, retried",
+                    (Some(Decision::Commit), _) => "committed",
+                    (Some(Decision::Abort), _) => "aborted",
+                    (None, _) => "running",
+                };
+                format!("attempt {}: {how}", a.number)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Records one heuristic acknowledgement (once per participant) and marks its node.

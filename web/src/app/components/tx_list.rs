@@ -43,7 +43,14 @@ pub fn tx_list(p: &StateProps) -> Html {
                             data-testid="tx-row" data-tx={id.clone()} data-outcome={o.badge().class()} onclick={onclick}
                             title={t.reason.clone().unwrap_or_default()}>
                             <td class="mono">{ &t.id }</td>
-                            <td><span class={classes!("chip", format!("badge-{}", o.badge().class()))}>{ o.label() }</span></td>
+                            <td><span class={classes!("chip", format!("badge-{}", o.badge().class()))}>{ o.label() }</span>
+                                { if t.attempt_count() > 1 {
+                                    // A retried transaction: one row, its attempts on the chip.
+                                    html! { <span class="chip attempts" data-testid="tx-attempts"
+                                        data-attempts={t.attempt_count().to_string()}
+                                        title={t.attempts_summary()}>{ format!("×{}", t.attempt_count()) }</span> }
+                                } else { html! {} } }
+                            </td>
                             <td class="parts">{ for t.participants.iter().map(|n| {
                                 let b = t.badge_of(n);
                                 html! {

@@ -113,6 +113,7 @@ fn a_heuristic_ack_is_shown_as_a_heuristic_outcome() {
         id: TxId::new("t2").unwrap(),
         outcome: Outcome::HeuristicHazard,
         reason: None,
+        attempts: 1,
         timings: PhaseTimings::default(),
         decision: Some(Decision::Commit),
         heuristics: vec![HeuristicReport {
@@ -138,6 +139,8 @@ fn no_vote_aborts() {
             t,
             EventKind::TxBegin {
                 participants: vec!["bank".into(), "ledger".into()],
+                attempt: 1,
+                client: None,
             },
         ),
         ev(1, t, sent("bank", "prepare")),
@@ -285,6 +288,7 @@ fn lookups_resolve_transactions_whose_events_were_missed() {
         id: TxId::new("t1").unwrap(),
         outcome,
         reason: None,
+        attempts: 1,
         timings: PhaseTimings {
             prepare_ms: 1.0,
             decide_ms: 1.0,
@@ -352,6 +356,8 @@ fn derived_caps_transactions() {
                 Some(&id),
                 EventKind::TxBegin {
                     participants: vec!["bank".into()],
+                    attempt: 1,
+                    client: None,
                 },
             ),
         );
@@ -361,4 +367,88 @@ fn derived_caps_transactions() {
     assert!(d.tx("t0").is_none());
     assert_eq!(d.txs().next().unwrap().id, "t2");
     assert_eq!(d.counts.txs, 5);
+}
+
+/// A transaction the coordinator retried is one view with its attempts: attempt 1 aborted
+/// by a conflict and retried, attempt 2 (its own wire txid) committed; attempt 1's late end
+/// changes neither the outcome nor the badges.
+#[test]
+fn a_retried_transaction_is_one_view_with_its_attempts() {
+    let a2 = "~2.0000000000000001.t1";
+    let mut d = Derived::default();
+    let mut kinds: Vec<(Option<&str>, EventKind)> = vec![
+        (
+            Some("t1"),
+            EventKind::TxBegin {
+                participants: vec!["bank".into(), "ledger".into()],
+                attempt: 1,
+                client: None,
+            },
+        ),
+        (
+            Some("t1"),
+            EventKind::Vote {
+                participant: "ledger".into(),
+                vote: Vote::No,
+                reason: Some("lock wait".into()),
+                class: Some(twopc_protocol::NoClass::Conflict),
+            },
+        ),
+        (
+            Some("t1"),
+            EventKind::Decision {
+                decision: Decision::Abort,
+                reason: Some("participant ledger voted no: lock wait".into()),
+            },
+        ),
+        (
+            Some("t1"),
+            EventKind::RetryScheduled {
+                client: TxId::new("t1").unwrap(),
+                next_attempt: 2,
+                backoff_ms: 3,
+                reason: "participant ledger voted no: lock wait".into(),
+            },
+        ),
+        (
+            Some(a2),
+            EventKind::TxBegin {
+                participants: vec!["bank".into(), "ledger".into()],
+                attempt: 2,
+                client: Some(TxId::new("t1").unwrap()),
+            },
+        ),
+    ];
+    // Attempt 2 runs the happy path under its own txid.
+    for e in happy(a2).into_iter().skip(1) {
+        kinds.push((e.txid.as_ref().map(|_| a2), e.kind));
+    }
+    // Attempt 1's abort is acknowledged late.
+    kinds.push((
+        Some("t1"),
+        EventKind::TxEnd {
+            decision: Decision::Abort,
+            prepare_ms: 0.0,
+            decide_ms: 0.0,
+            commit_ms: 4.0,
+            heuristic: false,
+            attempt: 1,
+            retried: true,
+        },
+    ));
+    for (i, (t, k)) in kinds.into_iter().enumerate() {
+        d.apply(i as u64, &ev(i as u64, t, k));
+    }
+    assert_eq!(d.tx_count(), 1, "one transaction, not one per attempt");
+    let t = d.tx("t1").unwrap();
+    assert_eq!(t.attempt_count(), 2);
+    assert!(t.owns(a2) && t.owns("t1"));
+    assert_eq!(t.outcome(), TxOutcome::Done(Decision::Commit));
+    assert_eq!(
+        t.attempts_summary(),
+        "attempt 1: aborted, retried; attempt 2: committed"
+    );
+    assert_eq!(t.badge_of("bank").badge, Badge::Committed);
+    assert_eq!(d.counts.committed, 1);
+    assert_eq!(d.counts.aborted, 0);
 }

@@ -37,6 +37,8 @@ pub fn happy(txid: &str) -> Vec<Event> {
     let kinds = vec![
         EventKind::TxBegin {
             participants: vec!["bank".into(), "ledger".into()],
+            attempt: 1,
+            client: None,
         },
         sent("bank", "prepare"),
         sent("ledger", "prepare"),
@@ -84,6 +86,8 @@ pub fn happy(txid: &str) -> Vec<Event> {
             decide_ms: 0.2,
             commit_ms: 1.0,
             heuristic: false,
+            attempt: 1,
+            retried: false,
         },
     ];
     kinds
