@@ -117,6 +117,9 @@ fn default_retry_base() -> u64 {
 fn default_retry_max() -> u64 {
     5_000
 }
+fn default_ordered_prepare() -> bool {
+    true
+}
 fn default_conflict_retry_max_attempts() -> u32 {
     crate::core::RetryPolicy::default().max_attempts
 }
@@ -182,6 +185,10 @@ pub struct Config {
     /// No attempt starts later than this after the first submission.
     #[serde(default = "default_conflict_retry_deadline")]
     pub conflict_retry_deadline_ms: u64,
+    /// Prepare the participants one at a time in name order (no deadlock across stores can
+    /// form) rather than all at once (one participant's prepare time faster per transaction).
+    #[serde(default = "default_ordered_prepare")]
+    pub ordered_prepare: bool,
     /// Heartbeat interval on participant connections.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,

@@ -110,6 +110,7 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
     core_cfg.retry_max_ms = config.retry_max_ms;
     core_cfg.ack_wait_ms = config.ack_wait_ms;
     core_cfg.conflict_retry = config.conflict_retry();
+    core_cfg.ordered_prepare = config.ordered_prepare;
     let core = Core::new(core_cfg);
 
     let mut outboxes: Outboxes = HashMap::new();

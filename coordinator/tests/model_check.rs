@@ -300,6 +300,8 @@ struct Config {
     conflict: bool,
     /// The coordinator runs conflict-aborted transactions again (`NATT` attempts).
     retries: bool,
+    /// The coordinator sends all Prepares at once instead of one participant at a time.
+    parallel_prepare: bool,
     durable_tombstones: bool,
     resubmit_after_answer: bool,
     bug: Bug,
@@ -311,6 +313,7 @@ impl Config {
             roles,
             conflict: false,
             retries: true,
+            parallel_prepare: false,
             durable_tombstones: false,
             resubmit_after_answer: false,
             bug: Bug::None,
@@ -1308,6 +1311,7 @@ fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
     if !cfg.retries {
         config.conflict_retry.max_attempts = 1;
     }
+    config.ordered_prepare = !cfg.parallel_prepare;
     let template = Core::new(config);
     let part = |i| Part {
         up: true,
@@ -1602,31 +1606,26 @@ configs! {
     // waits for it (the participant core's lock-wait rules): until the holder settles, or
     // the older gives way after one tick, or the bound (two ticks) runs out.
     two_conflicting_transactions:
-        "two transactions (conflicting), ticks 1",
-        contended(), { ticks: 1 };
-    two_conflicting_transactions_retried:
-        "two transactions (conflicting, retried)",
-        Config { retries: true, ..contended() }, {};
-    two_conflicting_transactions_with_loss:
         "two transactions (conflicting), loss 1, ticks 1",
         contended(), { loss: 1, ticks: 1 };
-}
-
-/// With a coordinator crash the contended world has ~780,000 states (about 40 s in release,
-/// minutes in a debug build): explored with `TWOPC_MODEL_DEEP=1` only.
-#[test]
-fn two_conflicting_transactions_with_a_coordinator_crash() {
-    if deep() {
-        check(
-            "two transactions (conflicting), coordinator crash 1, ticks 1",
-            contended(),
-            Budget {
-                ccrash: 1,
-                ticks: 1,
-                ..b()
-            },
-        );
-    }
+    two_conflicting_transactions_retried:
+        "two transactions (conflicting, retried), ticks 1",
+        Config { retries: true, ..contended() }, { ticks: 1 };
+    // Prepares sent all at once: the two can deadlock across the stores (each holds one
+    // participant's lock and waits at the other); the younger gives way.
+    two_conflicting_transactions_prepared_in_parallel:
+        "two transactions (conflicting, prepared in parallel), ticks 1",
+        Config { parallel_prepare: true, ..contended() }, { ticks: 1 };
+    message_loss_with_parallel_prepares:
+        "prepared in parallel: loss 1, duplicate 1, NO vote 1, ticks 2",
+        Config { parallel_prepare: true, ..Config::two_phase() },
+        { loss: 1, dup: 1, noes: 1, ticks: 2 };
+    two_conflicting_transactions_with_participant_faults:
+        "two transactions (conflicting), participant crash 1, ticks 1",
+        contended(), { pcrash: 1, ticks: 1 };
+    two_conflicting_transactions_with_a_coordinator_crash:
+        "two transactions (conflicting), coordinator crash 1, ticks 1",
+        contended(), { ccrash: 1, ticks: 1 };
 }
 
 /// Two transactions that both write the same row at `bank` and the same key at `ledger`.
@@ -1687,7 +1686,7 @@ fn a_conflict_no_is_retried_in_the_model() {
     let k = w
         .net
         .iter()
-        .position(|n| matches!(n, Net::ToP(1, Message::Prepare { .. })))
+        .position(|n| matches!(n, Net::ToP(_, Message::Prepare { .. })))
         .unwrap();
     let (_, mut w) = w.conflict_no_successor(&cfg, k).unwrap();
     while !w.net.is_empty() {

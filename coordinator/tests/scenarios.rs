@@ -154,6 +154,9 @@ fn run_script(script: &str) -> String {
     cfg.retry_base_ms = 100;
     cfg.retry_max_ms = 800;
     cfg.ack_wait_ms = 500;
+    // The scripts below were written for prepares sent all at once; `config ordered=1` turns
+    // on the default, one participant at a time in name order.
+    cfg.ordered_prepare = false;
     let mut core: Option<Core> = None;
     let mut now = 0u64;
     let mut req = 0u64;
@@ -197,6 +200,7 @@ fn run_script(script: &str) -> String {
                     "backoff" => cfg.conflict_retry.backoff_ms = v,
                     "backoff_max" => cfg.conflict_retry.backoff_max_ms = v,
                     "deadline" => cfg.conflict_retry.deadline_ms = v,
+                    "ordered" => cfg.ordered_prepare = v == 1,
                     _ => panic!("unknown config {k}"),
                 }
             }

@@ -14,7 +14,9 @@
 //!    a transaction committed and applies it nowhere, or applies one it marked aborted, fails
 //!    here even when the totals and the two stores still agree.
 //! 5. **Atomicity per transaction**: every transaction's outcome is the same on every
-//!    participant. Postgres: `twopc.outcome(gid)` (the WAL-logged tracking marker; `unknown`
+//!    participant, for each of its attempts (the coordinator runs a transaction that lost a
+//!    lock again under an attempt txid, `twopc_protocol::attempt`; the checker finds them in
+//!    the stores' own records), and at most one attempt of a transaction committed. Postgres: `twopc.outcome(gid)` (the WAL-logged tracking marker; `unknown`
 //!    means never prepared here, i.e. not committed). Redis: `HGET twopc:outcome <txid>`
 //!    (`commit`, `abort:<reason>`, or absent = never prepared).
 //! 6. **Honesty to the client**: a transaction the client was told committed is committed
@@ -476,6 +478,45 @@ fn atomic_outcome(tx: &TxRecord, pg: &Seen, rd: &Seen) -> Option<bool> {
     }
 }
 
+/// The later attempts (2, 3, ...) the stores have any record of, by client txid: Redis's
+/// outcome hash and prepared set, Postgres's tracked transactions and prepared ones.
+fn later_attempts(stack: &Stack) -> Result<std::collections::HashMap<String, Vec<String>>, String> {
+    let mut con = redis_conn(stack)?;
+    let mut wires: Vec<String> = redis::cmd("HKEYS")
+        .arg("twopc:outcome")
+        .query(&mut con)
+        .map_err(|e| e.to_string())?;
+    let prepared: Vec<String> = redis::cmd("ZRANGE")
+        .arg("twopc:prepared")
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .map_err(|e| e.to_string())?;
+    wires.extend(prepared);
+    let pg = stack
+        .pg
+        .psql_ok(
+            "bank",
+            "SELECT DISTINCT global_id FROM twopc.history WHERE global_id LIKE '~%'",
+        )
+        .map_err(|e| e.to_string())?;
+    wires.extend(pg.lines().map(str::to_owned));
+    let mut by_client: std::collections::HashMap<String, Vec<String>> = Default::default();
+    wires.sort();
+    wires.dedup();
+    for w in wires {
+        let Ok(id) = TxId::new(w.clone()) else {
+            continue;
+        };
+        if let Some(a) = twopc_protocol::attempt::parse(&id) {
+            if let Some(client) = a.client {
+                by_client.entry(client.to_string()).or_default().push(w);
+            }
+        }
+    }
+    Ok(by_client)
+}
+
 /// Runs every check. `txs` are the transactions of the scenario (possibly all so far).
 pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
     let mut report = Report {
@@ -537,14 +578,32 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
             return report;
         }
     };
-    let gids: Vec<String> = txs
+    let retried = match later_attempts(stack) {
+        Ok(v) => v,
+        Err(e) => {
+            report
+                .violations
+                .push(Violation::CheckFailed(format!("attempt ids: {e}")));
+            return report;
+        }
+    };
+    // Every attempt of every transaction, in order: (record index, wire txid).
+    let attempts: Vec<(usize, String)> = txs
         .iter()
-        .map(|t| match TxId::new(t.txid.clone()) {
+        .enumerate()
+        .flat_map(|(k, t)| {
+            let later = retried.get(&t.txid).cloned().unwrap_or_default();
+            std::iter::once((k, t.txid.clone())).chain(later.into_iter().map(move |a| (k, a)))
+        })
+        .collect();
+    let gids: Vec<String> = attempts
+        .iter()
+        .map(|(_, t)| match TxId::new(t.clone()) {
             Ok(id) => format_gid(&coord, &id),
             Err(_) => String::new(),
         })
         .collect();
-    let txids: Vec<String> = txs.iter().map(|t| t.txid.clone()).collect();
+    let txids: Vec<String> = attempts.iter().map(|(_, t)| t.clone()).collect();
     let pg = match pg_outcomes(stack, &gids) {
         Ok(v) => v,
         Err(e) => {
@@ -563,16 +622,35 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
             return report;
         }
     };
+    // Per record: how many of its attempts committed; None when one was not atomic.
+    let mut commits: Vec<Option<usize>> = vec![Some(0); txs.len()];
+    for (((k, wire), p), r) in attempts.iter().zip(pg).zip(rd) {
+        match atomic_outcome(&txs[*k], &p, &r) {
+            Some(c) => {
+                if let Some(n) = &mut commits[*k] {
+                    *n += usize::from(c);
+                }
+            }
+            None => {
+                report.violations.push(Violation::NotAtomic {
+                    txid: wire.clone(),
+                    pg: p.clone(),
+                    redis: r.clone(),
+                });
+                commits[*k] = None;
+            }
+        }
+    }
     let mut committed: Vec<&TxRecord> = Vec::new();
-    for ((t, p), r) in txs.iter().zip(pg).zip(rd) {
-        let Some(all_commit) = atomic_outcome(t, &p, &r) else {
-            report.violations.push(Violation::NotAtomic {
-                txid: t.txid.clone(),
-                pg: p.clone(),
-                redis: r.clone(),
-            });
-            continue;
-        };
+    for (t, n) in txs.iter().zip(commits) {
+        let Some(n) = n else { continue };
+        if n > 1 {
+            report.violations.push(Violation::CheckFailed(format!(
+                "transaction {:?} committed {n} of its attempts",
+                t.txid
+            )));
+        }
+        let all_commit = n > 0;
         match (t.told, all_commit) {
             (Told::Committed, false) | (Told::Aborted | Told::Refused, true) => {
                 report.violations.push(Violation::ToldWrong {

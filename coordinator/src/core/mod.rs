@@ -134,6 +134,13 @@ pub struct CoreConfig {
     pub outcome_capacity: usize,
     /// Running a transaction again after `conflict` NO votes (`max_attempts = 1`: never).
     pub conflict_retry: RetryPolicy,
+    /// Prepare the participants one at a time, in name order, each after the one before voted
+    /// (`true`), or all at once (`false`). In order, every transaction takes its locks in the
+    /// same order across the stores, so no wait-for cycle can run through two of them (see
+    /// DESIGN.md, "Contention"); all at once saves one participant's prepare time per
+    /// transaction but lets concurrent transactions deadlock across stores, which the
+    /// participants then break by giving way.
+    pub ordered_prepare: bool,
 }
 
 impl CoreConfig {
@@ -147,6 +154,7 @@ impl CoreConfig {
             ack_wait_ms: 2_000,
             outcome_capacity: 100_000,
             conflict_retry: RetryPolicy::default(),
+            ordered_prepare: true,
         }
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct PartState {
     pub(super) owes_ack: bool,
     pub(super) attempts: u32,
     pub(super) next_send_ms: u64,
+    /// Its Prepare (or CommitOnePhase) went out.
+    pub(super) asked: bool,
 }
 
 impl PartState {
@@ -91,6 +93,7 @@ impl PartState {
             owes_ack: false,
             attempts: 1,
             next_send_ms: 0,
+            asked: false,
         }
     }
 
@@ -103,6 +106,7 @@ impl PartState {
             owes_ack: true,
             attempts: 0,
             next_send_ms: now_ms,
+            asked: true,
         }
     }
 }

@@ -147,6 +147,7 @@ impl Core {
             self.decide_abort(now_ms, &txid, why, out);
             return;
         }
+        let ordered = self.cfg.ordered_prepare && !one_phase;
         for (name, p) in tx.parts.iter_mut() {
             let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
             if one_phase {
@@ -161,7 +162,12 @@ impl Core {
                 self.cfg.prepare_timeout_ms,
                 Some(tx.priority),
             );
+            p.asked = true;
             send(out, &txid, name, msg);
+            if ordered {
+                // The others are asked one by one as the votes come in (`prepare_next`).
+                break;
+            }
         }
         let due = if one_phase {
             now_ms + self.cfg.prepare_timeout_ms
@@ -220,6 +226,23 @@ impl Core {
                         reason.unwrap_or_else(|| "no reason given".into())
                     );
                     self.decide_abort(now_ms, &txid, why, out);
+                    return;
+                }
+                if let Some((next, p)) = tx.parts.iter_mut().find(|(_, p)| !p.asked) {
+                    // Ordered prepare: the next participant's turn, with what is left of the
+                    // prepare timeout.
+                    p.asked = true;
+                    let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
+                    let left = tx.prepare_deadline_ms.saturating_sub(now_ms).max(1);
+                    let msg = first_message(
+                        &self.cfg.coordinator,
+                        &txid,
+                        ops,
+                        false,
+                        left,
+                        Some(tx.priority),
+                    );
+                    send(out, &txid, next, msg);
                     return;
                 }
                 if tx.parts.values().all(|p| p.vote.is_some()) {
@@ -320,10 +343,11 @@ impl Core {
         };
         // Everyone who may hold it prepared gets an Abort: YES voters and those who have not
         // voted (their Prepare may still be in flight). NO and read-only voters hold nothing.
+        // (A participant never asked, in an ordered prepare, holds nothing either.)
         let names: Vec<ParticipantName> = tx
             .parts
             .iter_mut()
-            .filter(|(_, p)| matches!(p.vote, None | Some(Vote::Yes)))
+            .filter(|(_, p)| p.asked && matches!(p.vote, None | Some(Vote::Yes)))
             .map(|(n, p)| {
                 p.owes_ack = true;
                 n.clone()
