@@ -69,6 +69,8 @@ pub struct StackOptions {
     /// URLs must match the ports above; tokens are passed as TWOPC_BANK_TOKEN and
     /// TWOPC_LEDGER_TOKEN).
     pub coordinator_config_file: Option<PathBuf>,
+    /// Extra settings for the generated coordinator configuration (name, TOML value).
+    pub coordinator_settings: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -87,6 +89,7 @@ impl Default for StackOptions {
             decision_timeout_ms: 2000,
             fault_injection: true,
             coordinator_config_file: None,
+            coordinator_settings: Vec::new(),
         }
     }
 }
@@ -374,15 +377,18 @@ impl Stack {
         if let Some(w) = &opts.web_dir {
             settings = settings.set("web_dir", format!("\"{}\"", w.display()));
         }
-        settings
+        settings = settings
             .set("prepare_timeout_ms", opts.prepare_timeout_ms)
             .set("ack_wait_ms", 2000)
             .set("client_timeout_ms", 30000)
             .set("retry_base_ms", 100)
             .set("retry_max_ms", 1000)
             .set("heartbeat_ms", 1000)
-            .set("fault_injection", opts.fault_injection)
-            .write(&config)?;
+            .set("fault_injection", opts.fault_injection);
+        for (name, value) in &opts.coordinator_settings {
+            settings = settings.set(name, value);
+        }
+        settings.write(&config)?;
         let (args, env) = match &opts.coordinator_config_file {
             // A given configuration file (the demo uses the documented example): tokens come
             // through the environment it names, paths through flags.

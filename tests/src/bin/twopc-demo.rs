@@ -51,6 +51,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             fault_injection: true,
             // The documented example configuration (its ports are the ones above).
             coordinator_config_file: Some(root.join("coordinator/example.toml")),
+            coordinator_settings: Vec::new(),
         },
     )?;
     let pg_url = stack.pg.url("bank");
