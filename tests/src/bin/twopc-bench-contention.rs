@@ -25,8 +25,10 @@
 //! `TWOPC_BENCH_ACCOUNTS` (default `2,8,64`), `TWOPC_BENCH_CELLS` (e.g. `16x2,64x64`: only
 //! these cells, instead of every clients × accounts pair), `TWOPC_BENCH_MAX_AMOUNT` (default
 //! 10), `TWOPC_BENCH_SEED` (default 1), `TWOPC_BENCH_DEADLOCK_TIMEOUT` (e.g. `100ms`: set on
-//! the cluster for both sides; default the server's own, 1 s), `TWOPC_BENCH_OUT` (where to
-//! write the Markdown results).
+//! the cluster for both sides; default the server's own, 1 s), `TWOPC_BENCH_FLOOR_ORDERED=1`
+//! (a reference floor that updates the lower id first: no deadlocks, but not the twopc
+//! transfer's statement order), `TWOPC_BENCH_ONLY` (`floor` or `twopc`: one side only),
+//! `TWOPC_BENCH_OUT` (where to write the Markdown results).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -140,8 +142,8 @@ impl Tally {
 
     fn into_round(mut self, cell: Cell, side: Side, round: usize, elapsed: f64) -> Round {
         self.committed_ms.sort_by(|a, b| a.total_cmp(b));
-        let phases = (side == Side::Twopc).then(|| {
-            let n = self.phases.len().max(1) as f64;
+        let phases = (side == Side::Twopc && !self.phases.is_empty()).then(|| {
+            let n = self.phases.len() as f64;
             let mean = |i: usize| self.phases.iter().map(|p| p[i]).sum::<f64>() / n;
             [mean(0), mean(1), mean(2)]
         });
@@ -234,6 +236,12 @@ struct Settings {
     rounds: usize,
     max_amount: i64,
     seed: u64,
+    /// `TWOPC_BENCH_FLOOR_ORDERED=1`: the floor updates the lower id first (no deadlocks
+    /// between transfers). Not the twopc transfer's order, so not the issue's floor: a
+    /// reference for what PostgreSQL does without its deadlock detector in the way.
+    floor_ordered: bool,
+    /// `TWOPC_BENCH_ONLY=floor` or `twopc`: one side only (for profiling or debugging one).
+    only: Option<Side>,
 }
 
 fn worker_rng(s: &Settings, cell: Cell, round: usize, worker: usize) -> SplitMix {
@@ -269,24 +277,30 @@ async fn floor_round(
     let mut tasks = Vec::new();
     for (w, (pg, mut r)) in conns.into_iter().enumerate() {
         let mut rng = worker_rng(s, cell, round, w);
-        let (accounts, max_amount) = (cell.accounts, s.max_amount);
+        let (accounts, max_amount, ordered) = (cell.accounts, s.max_amount, s.floor_ordered);
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut i = 0u64;
             while Instant::now() < deadline {
                 i += 1;
                 let (from, to, amount) = rng.transfer(accounts, max_amount);
-                let gid = format!("cfloor-{round}-{w}-{i}");
+                // Unique over the whole run: the extension tracks native prepares too and
+                // refuses a gid a committed transaction already used.
+                let gid = format!("cfloor-{}x{accounts}-{round}-{w}-{i}", cell.clients);
                 t.attempts += 1;
                 let t0 = Instant::now();
                 // Literal values in one simple-query string, as the throughput benchmark's
                 // floor does: one round trip for BEGIN, both UPDATEs and the PREPARE.
-                let sql = format!(
-                    "BEGIN; \
-                     UPDATE accounts SET balance = balance - {amount} WHERE id = {from}; \
-                     UPDATE accounts SET balance = balance + {amount} WHERE id = {to}; \
-                     PREPARE TRANSACTION '{gid}'"
-                );
+                let debit =
+                    format!("UPDATE accounts SET balance = balance - {amount} WHERE id = {from}");
+                let credit =
+                    format!("UPDATE accounts SET balance = balance + {amount} WHERE id = {to}");
+                let (first, second) = if ordered && to < from {
+                    (credit, debit)
+                } else {
+                    (debit, credit)
+                };
+                let sql = format!("BEGIN; {first}; {second}; PREPARE TRANSACTION '{gid}'");
                 let prepare = pg.batch_execute(&sql);
                 let mut pipe = redis::pipe();
                 pipe.cmd("INCRBY")
@@ -485,6 +499,44 @@ async fn conservation(stack: &Stack) -> Vec<String> {
     problems.iter().map(ToString::to_string).collect()
 }
 
+/// What the one looking at a failed run needs first: what Postgres' sessions are doing, what
+/// is prepared, and the end of the server log (the stack's directories go away on exit).
+fn diagnose(stack: &Stack) {
+    for (what, sql) in [
+        (
+            "sessions not idle",
+            "SELECT pid, state, wait_event_type || ':' || wait_event, left(query, 120) \
+             FROM pg_stat_activity WHERE state IS DISTINCT FROM 'idle' AND pid <> pg_backend_pid()",
+        ),
+        (
+            "prepared transactions",
+            "SELECT gid, prepared, database FROM pg_prepared_xacts",
+        ),
+    ] {
+        match stack.pg.psql_ok("bank", sql) {
+            Ok(out) => eprintln!("--- {what}:\n{out}"),
+            Err(e) => eprintln!("--- {what}: {e}"),
+        }
+    }
+    // The log of a failed contention run can be thousands of copies of a few messages: print
+    // each message once, in order of first appearance, with its count.
+    let log = std::fs::read_to_string(stack.pg.log_path()).unwrap_or_default();
+    let mut seen: Vec<(String, String, u64)> = Vec::new();
+    for line in log.lines() {
+        // "2026-12-01 15:59:14.399 UTC [10629] FATAL:  ..." -> the part after "[pid] ".
+        let msg = line.split_once("] ").map_or(line, |(_, m)| m);
+        let msg = fold(msg);
+        match seen.iter_mut().find(|(m, _, _)| *m == msg) {
+            Some(e) => e.2 += 1,
+            None => seen.push((msg, line.to_owned(), 1)),
+        }
+    }
+    eprintln!("--- the Postgres log, each message once (count, first occurrence):");
+    for (_, first, n) in seen.iter().take(100) {
+        eprintln!("{n:>7}  {first}");
+    }
+}
+
 fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
     std::env::var(name)
         .ok()
@@ -550,11 +602,18 @@ fn report(
          {} s per round, {} round(s) per cell and side, floor and twopc alternating, same servers, \
          same run. Floor: the same statements with native PREPARE TRANSACTION / COMMIT PREPARED \
          plus Redis INCRBY, PostgreSQL's own lock waits and deadlock detector (deadlock_timeout \
-         = {deadlock_timeout}), UPDATEs not ordered by id (the twopc transfer does not order \
-         them), failures counted as aborts, never retried. twopc: the coordinator's HTTP API, no \
-         client retries. Amounts 1..={}. Medians over rounds; ratio = median of the per-round \
-         twopc/floor committed tx/s.\n",
-        s.secs, s.rounds, s.max_amount
+         = {deadlock_timeout}), {}, failures counted as aborts, never retried. twopc: the \
+         coordinator's HTTP API, no client retries. Amounts 1..={}. Medians over rounds; ratio = \
+         median of the per-round twopc/floor committed tx/s.\n",
+        s.secs,
+        s.rounds,
+        if s.floor_ordered {
+            "**UPDATEs ordered by id (TWOPC_BENCH_FLOOR_ORDERED=1: not the twopc transfer's \
+             order, a reference floor without deadlocks)**"
+        } else {
+            "UPDATEs not ordered by id (the twopc transfer does not order them either)"
+        },
+        s.max_amount
     )?;
     writeln!(
         out,
@@ -712,6 +771,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rounds: env_num("TWOPC_BENCH_ROUNDS", 3usize).max(1),
         max_amount: env_num("TWOPC_BENCH_MAX_AMOUNT", 10i64).max(1),
         seed: env_num("TWOPC_BENCH_SEED", 1u64),
+        floor_ordered: std::env::var("TWOPC_BENCH_FLOOR_ORDERED").is_ok_and(|v| v == "1"),
+        only: match std::env::var("TWOPC_BENCH_ONLY").as_deref() {
+            Ok("floor") => Some(Side::Floor),
+            Ok("twopc") => Some(Side::Twopc),
+            Ok(other) => return Err(format!("TWOPC_BENCH_ONLY={other}: floor or twopc").into()),
+            Err(_) => None,
+        },
     };
     let cells = cells();
     if cells.is_empty() || cells.iter().any(|c| c.accounts < 2 || c.clients == 0) {
@@ -753,6 +819,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 [Side::Twopc, Side::Floor]
             };
             for side in order {
+                if s.only.is_some_and(|o| o != side) {
+                    continue;
+                }
                 eprintln!(
                     "{} clients × {} accounts, round {}/{}: {} ...",
                     cell.clients,
@@ -796,6 +865,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "\n!!!!!!!! MONEY NOT CONSERVED / STORES NOT SETTLED !!!!!!!!\n{text}\n\
                          !!!!!!!! stopping: no figure of this run is valid !!!!!!!!\n"
                     );
+                    diagnose(&stack);
                     failure = Some(text);
                     break 'cells;
                 }
