@@ -615,6 +615,13 @@ fn report(
         },
         s.max_amount
     )?;
+    if let Some(side) = s.only {
+        writeln!(
+            out,
+            "**Only the {} side was run (TWOPC_BENCH_ONLY): no ratios.**\n",
+            side.name()
+        )?;
+    }
     writeln!(
         out,
         "| clients | accounts | floor tx/s | twopc tx/s | ratio | floor committed % | twopc committed % \
