@@ -264,8 +264,20 @@ async fn floor_round(
     // Connect everyone before the clock starts: connection setup is not what is measured.
     let mut conns = Vec::new();
     for _ in 0..cell.clients {
-        let (pg, c) =
-            tokio_postgres::connect(&stack.pg.conn_string("bank"), tokio_postgres::NoTls).await?;
+        // Connection slots can still be taken for a while by the round before (the Postgres
+        // participant's sessions): wait for them rather than fail the run at once.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let (pg, c) = loop {
+            match tokio_postgres::connect(&stack.pg.conn_string("bank"), tokio_postgres::NoTls)
+                .await
+            {
+                Ok(x) => break x,
+                Err(e) if Instant::now() >= give_up => {
+                    return Err(format!("floor cannot connect to Postgres for 30 s: {e}").into())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         tokio::spawn(c);
         let r = redis::Client::open(stack.redis.url())?
             .get_multiplexed_async_connection()
@@ -451,11 +463,43 @@ async fn twopc_round(
     Ok(all.into_round(cell, Side::Twopc, round, started.elapsed().as_secs_f64()))
 }
 
-/// Waits until nothing is prepared in either store, then checks that both stores still hold
-/// the seeded total and agree account by account. Returns what is wrong.
+/// Waits until nothing is prepared in either store and no Postgres session is busy, then
+/// checks that both stores still hold the seeded total and agree account by account. Returns
+/// what is wrong.
 async fn conservation(stack: &Stack) -> Vec<String> {
     let (_, mut problems) =
         tokio::task::block_in_place(|| wait_settled(stack, Duration::from_secs(30)));
+    // Nothing prepared is not yet settled: a session left busy or inside a transaction can hold
+    // row locks that slow down or time out every later round, whichever side runs it.
+    let busy_sql = "SELECT pid, usename, state, wait_event_type || ':' || wait_event, \
+                    now() - xact_start, left(query, 100) FROM pg_stat_activity \
+                    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                    AND state IS DISTINCT FROM 'idle'";
+    let mut busy = String::new();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::task::block_in_place(|| stack.pg.psql_ok("bank", busy_sql)) {
+            Ok(out) if out.trim().is_empty() => {
+                busy.clear();
+                break;
+            }
+            Ok(out) => busy = out,
+            Err(e) => busy = e.to_string(),
+        }
+        if Instant::now() >= give_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut extra = Vec::new();
+    if !busy.is_empty() {
+        let lines: Vec<&str> = busy.lines().collect();
+        extra.push(format!(
+            "postgres: {} session(s) still busy or in a transaction 30 s after the round, e.g.:\n{}",
+            lines.len(),
+            lines[..lines.len().min(10)].join("\n")
+        ));
+    }
     let n = stack.accounts;
     let expected = INITIAL_BALANCE * i64::from(n);
     let pg = match tokio::task::block_in_place(|| stack.pg_balances()) {
@@ -496,7 +540,11 @@ async fn conservation(stack: &Stack) -> Vec<String> {
             });
         }
     }
-    problems.iter().map(ToString::to_string).collect()
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .chain(extra)
+        .collect()
 }
 
 /// What the one looking at a failed run needs first: what Postgres' sessions are doing, what
@@ -507,6 +555,11 @@ fn diagnose(stack: &Stack) {
             "sessions not idle",
             "SELECT pid, state, wait_event_type || ':' || wait_event, left(query, 120) \
              FROM pg_stat_activity WHERE state IS DISTINCT FROM 'idle' AND pid <> pg_backend_pid()",
+        ),
+        (
+            "sessions by user, application and state",
+            "SELECT count(*), usename, application_name, state FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' GROUP BY 2, 3, 4 ORDER BY 1 DESC",
         ),
         (
             "prepared transactions",
@@ -592,8 +645,8 @@ fn report(
     if let Some(f) = failure {
         writeln!(
             out,
-            "**RUN FAILED: money not conserved or stores not settled; the figures below are not \
-             valid.**\n\n```\n{f}\n```\n"
+            "**RUN FAILED (money not conserved, stores not settled, or a round could not run); \
+             the figures below are not valid.**\n\n```\n{f}\n```\n"
         )?;
     }
     writeln!(
@@ -838,8 +891,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     side.name()
                 );
                 let r = match side {
-                    Side::Floor => floor_round(&stack, &s, cell, round).await?,
-                    Side::Twopc => twopc_round(&stack, &client, &s, cell, round).await?,
+                    Side::Floor => floor_round(&stack, &s, cell, round).await,
+                    Side::Twopc => twopc_round(&stack, &client, &s, cell, round).await,
+                };
+                // A round that cannot run ends the run, but the rounds so far still get
+                // written, with the reason on top.
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let text = format!(
+                            "{} round {} of {} clients × {} accounts could not run: {e}",
+                            side.name(),
+                            round + 1,
+                            cell.clients,
+                            cell.accounts
+                        );
+                        eprintln!("\n!!!!!!!! {text} !!!!!!!!\n");
+                        diagnose(&stack);
+                        failure = Some(text);
+                        break 'cells;
+                    }
                 };
                 eprintln!(
                     "  {:.0} committed tx/s, {} committed, {} aborted, {} other ({:.1} %), \
