@@ -215,6 +215,9 @@ fn fold(reason: &str) -> String {
             quoted = !quoted;
         } else if quoted {
             // Inside quotes: already replaced by the placeholder.
+        } else if ch == '\n' {
+            // Reasons can carry Postgres' multi-line DETAIL; the report lists one per line.
+            out.push(' ');
         } else if !ch.is_ascii_digit() {
             out.push(ch);
         } else if !out.ends_with('#') {
@@ -814,6 +817,7 @@ fn report(
                 side.name()
             )?;
             for (k, n) in kinds.iter().take(8) {
+                let k: String = k.chars().take(240).collect();
                 writeln!(out, "  - {n} × `{k}`")?;
             }
             if kinds.len() > 8 {
