@@ -10,8 +10,8 @@
 //! * **floor**: the same statements issued directly with native two-phase commit:
 //!   `BEGIN; UPDATE …; UPDATE …; PREPARE TRANSACTION` with the two INCRBYs sent meanwhile,
 //!   then `COMMIT PREPARED`. Lock conflicts are left to PostgreSQL's own lock waits and
-//!   deadlock detector; the UPDATEs are not ordered by id because the twopc transfer does not
-//!   order them either. A failed transaction (deadlock, serialization failure, anything) is
+//!   deadlock detector; the UPDATEs go lower account id first, as the twopc transfer's do
+//!   (`sql_transfer`). A failed transaction (deadlock, serialization failure, anything) is
 //!   counted as aborted and never retried.
 //! * **twopc**: the same transfer through the coordinator's HTTP API, no client retries (the
 //!   coordinator may retry by itself; its `attempts`, when the response has it, are counted).
@@ -25,9 +25,8 @@
 //! `TWOPC_BENCH_ACCOUNTS` (default `2,8,64`), `TWOPC_BENCH_CELLS` (e.g. `16x2,64x64`: only
 //! these cells, instead of every clients × accounts pair), `TWOPC_BENCH_MAX_AMOUNT` (default
 //! 10), `TWOPC_BENCH_SEED` (default 1), `TWOPC_BENCH_DEADLOCK_TIMEOUT` (e.g. `100ms`: set on
-//! the cluster for both sides; default the server's own, 1 s), `TWOPC_BENCH_FLOOR_ORDERED=1`
-//! (a reference floor that updates the lower id first: no deadlocks, but not the twopc
-//! transfer's statement order), `TWOPC_BENCH_ONLY` (`floor` or `twopc`: one side only),
+//! the cluster for both sides; default the server's own, 1 s), `TWOPC_BENCH_FLOOR_ORDERED=0`
+//! (a floor that updates the debited account first whatever its id, deadlocks and all), `TWOPC_BENCH_ONLY` (`floor` or `twopc`: one side only),
 //! `TWOPC_BENCH_OUT` (where to write the Markdown results).
 
 use std::collections::BTreeMap;
@@ -239,9 +238,9 @@ struct Settings {
     rounds: usize,
     max_amount: i64,
     seed: u64,
-    /// `TWOPC_BENCH_FLOOR_ORDERED=1`: the floor updates the lower id first (no deadlocks
-    /// between transfers). Not the twopc transfer's order, so not the issue's floor: a
-    /// reference for what PostgreSQL does without its deadlock detector in the way.
+    /// The floor updates the lower id first, as the twopc transfer does (default);
+    /// `TWOPC_BENCH_FLOOR_ORDERED=0`: the debited account first, whatever its id (transfers
+    /// over the same pair in opposite directions then deadlock inside PostgreSQL).
     floor_ordered: bool,
     /// `TWOPC_BENCH_ONLY=floor` or `twopc`: one side only (for profiling or debugging one).
     only: Option<Side>,
@@ -664,10 +663,10 @@ fn report(
         s.secs,
         s.rounds,
         if s.floor_ordered {
-            "**UPDATEs ordered by id (TWOPC_BENCH_FLOOR_ORDERED=1: not the twopc transfer's \
-             order, a reference floor without deadlocks)**"
+            "UPDATEs lower account id first (as the twopc transfer's)"
         } else {
-            "UPDATEs not ordered by id (the twopc transfer does not order them either)"
+            "**UPDATEs debit first, not ordered by id (TWOPC_BENCH_FLOOR_ORDERED=0: not the \
+             twopc transfer's order)**"
         },
         s.max_amount
     )?;
@@ -835,7 +834,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rounds: env_num("TWOPC_BENCH_ROUNDS", 3usize).max(1),
         max_amount: env_num("TWOPC_BENCH_MAX_AMOUNT", 10i64).max(1),
         seed: env_num("TWOPC_BENCH_SEED", 1u64),
-        floor_ordered: std::env::var("TWOPC_BENCH_FLOOR_ORDERED").is_ok_and(|v| v == "1"),
+        floor_ordered: std::env::var("TWOPC_BENCH_FLOOR_ORDERED").map_or(true, |v| v != "0"),
         only: match std::env::var("TWOPC_BENCH_ONLY").as_deref() {
             Ok("floor") => Some(Side::Floor),
             Ok("twopc") => Some(Side::Twopc),
