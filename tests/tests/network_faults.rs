@@ -28,7 +28,7 @@ enum Fault {
     DropVoteFromLedger,
     DropCommitToBank,
     DropAckFromLedger,
-    DropAbortToLedger,
+    DropAbortToBank,
     DuplicatePrepares,
     DuplicateCommitsAndAcks,
     DuplicateVotes,
@@ -50,7 +50,7 @@ const ALL: [Fault; 19] = [
     Fault::DropVoteFromLedger,
     Fault::DropCommitToBank,
     Fault::DropAckFromLedger,
-    Fault::DropAbortToLedger,
+    Fault::DropAbortToBank,
     Fault::DuplicatePrepares,
     Fault::DuplicateCommitsAndAcks,
     Fault::DuplicateVotes,
@@ -263,45 +263,46 @@ async fn run(rig: &mut Rig, f: Fault) -> RowResult {
             .told(t, Told::Committed)
             .require(resent, "the Commit whose Ack was lost was not re-sent")
         }
-        Fault::DropAbortToLedger => {
-            // The bank votes NO (account 1 cannot go a million below 0) while the ledger, whose
-            // debit is small and has no floor, prepares and votes YES: the abort must reach a
-            // prepared ledger, and its first Abort is lost.
-            rig.ledger
+        Fault::DropAbortToBank => {
+            // The bank prepares and votes YES; then the ledger votes NO (account 1 holds far
+            // less than a million, and the debit has a floor of 0): the abort must reach a
+            // prepared bank, and its first Abort is lost. (The coordinator asks the bank
+            // first: prepares go one participant at a time, in name order.)
+            rig.bank
                 .add_rule(ps(Dir::ToParticipant, "abort", Action::Drop));
-            let aborts = rig.ledger.seen(Dir::ToParticipant, "abort");
+            let aborts = rig.bank.seen(Dir::ToParticipant, "abort");
             let txid = rig.next_txid();
             let body = serde_json::json!({
                 "id": txid,
                 "participants": {
                     "bank": {"sql": [
-                        {"query": "UPDATE accounts SET balance = balance - 1000000 WHERE id = 1"},
-                        {"query": "UPDATE accounts SET balance = balance + 1000000 WHERE id = 2"},
+                        {"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 1"},
+                        {"query": "UPDATE accounts SET balance = balance + 1 WHERE id = 2"},
                     ]},
                     "ledger": {"redis": [
-                        {"op": "incrby", "key": "balance:1", "by": -1},
-                        {"op": "incrby", "key": "balance:2", "by": 1},
+                        {"op": "incrby", "key": "balance:1", "by": -1000000, "min": 0},
+                        {"op": "incrby", "key": "balance:2", "by": 1000000},
                     ]},
                 }
             });
             let t = rig.spawn_post(body).await.unwrap_or(Told::Unknown);
             rig.txs.push(
                 TxRecord::other(txid, t)
-                    .pg_move(1, -1_000_000)
-                    .pg_move(2, 1_000_000)
-                    .redis_move(1, -1)
-                    .redis_move(2, 1),
+                    .pg_move(1, -1)
+                    .pg_move(2, 1)
+                    .redis_move(1, -1_000_000)
+                    .redis_move(2, 1_000_000),
             );
-            let resent = seen_within(&rig.ledger, Dir::ToParticipant, "abort", aborts + 2).await;
+            let resent = seen_within(&rig.bank, Dir::ToParticipant, "abort", aborts + 2).await;
             RowResult::new(
                 fired(rig),
-                format!("told {t:?} (bank NO, ledger YES); Abort re-sent: {resent}"),
+                format!("told {t:?} (bank YES, ledger NO); Abort re-sent: {resent}"),
             )
             .fired_at_least(1)
             .told(t, Told::Aborted)
             .require(
                 resent,
-                "the lost Abort to the prepared ledger was not re-sent",
+                "the lost Abort to the prepared bank was not re-sent",
             )
         }
         Fault::DuplicatePrepares => {

@@ -38,7 +38,7 @@ fn fuzz_seed() -> u64 {
 const CLEAN_SESSION_PROBE: &str =
     "SELECT 1 / (current_setting('search_path') = '\"$user\", public' \
      AND current_setting('statement_timeout') = '10s' \
-     AND current_setting('lock_timeout') = '2s' \
+     AND current_setting('lock_timeout') = '1s' \
      AND current_setting('synchronous_commit') = 'off' \
      AND current_setting('default_transaction_read_only') = 'off' \
      AND current_setting('default_transaction_isolation') = 'read committed' \

@@ -27,6 +27,11 @@
 //!   loss of the connection the Prepare came on (the coordinator aborts a transaction whose
 //!   participant disconnected before voting).
 //!
+//! The coordinator by default prepares its participants one at a time in name order, so its
+//! own transactions cannot deadlock across stores at all (DESIGN.md, "Contention"); giving way
+//! is what keeps the system deadlock-free when they are prepared in parallel, when a client's
+//! statements lock in different orders, or when several coordinators share participants.
+//!
 //! # Why no deadlock outlives `give_way_ms`
 //!
 //! A deadlock is a cycle of transactions each waiting for the next, possibly across stores:
