@@ -140,20 +140,22 @@ struct Running {
 /// The lock waits of the given backends, each with the holder of the lock: a backend, or
 /// a prepared transaction (pid NULL in `pg_locks`, named by its gid). Matching an ungranted
 /// lock with the granted ones on the same object over-approximates (it ignores lock modes):
-/// at worst a waiter gives way when it did not have to.
+/// at worst a waiter gives way when it did not have to. `pg_locks` is read once (it takes
+/// every lock-manager partition lock) and only this participant's waiters are joined with it.
 const LOCK_WAITS: &str = "\
+WITH l AS MATERIALIZED (SELECT * FROM pg_locks), \
+     w AS (SELECT * FROM l WHERE NOT granted AND pid = ANY($1)) \
 SELECT w.pid, h.pid, p.gid, \
        (extract(epoch FROM clock_timestamp() - w.waitstart) * 1000)::bigint \
-FROM pg_locks w \
-JOIN pg_locks h ON h.granted AND h.locktype = w.locktype \
+FROM w \
+JOIN l h ON h.granted AND h.locktype = w.locktype \
   AND h.database IS NOT DISTINCT FROM w.database AND h.relation IS NOT DISTINCT FROM w.relation \
   AND h.page IS NOT DISTINCT FROM w.page AND h.tuple IS NOT DISTINCT FROM w.tuple \
   AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid \
   AND h.transactionid IS NOT DISTINCT FROM w.transactionid \
   AND h.classid IS NOT DISTINCT FROM w.classid AND h.objid IS NOT DISTINCT FROM w.objid \
   AND h.objsubid IS NOT DISTINCT FROM w.objsubid AND h.pid IS DISTINCT FROM w.pid \
-LEFT JOIN pg_prepared_xacts p ON h.pid IS NULL AND p.transaction = h.transactionid \
-WHERE NOT w.granted AND w.pid = ANY($1)";
+LEFT JOIN pg_prepared_xacts p ON h.pid IS NULL AND p.transaction = h.transactionid";
 
 fn now_ms() -> u64 {
     SystemTime::now()

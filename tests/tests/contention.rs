@@ -164,7 +164,7 @@ async fn crossed_pair(ordered: bool) {
     let faults = format!("{}/v1/faults", stack.coordinator_url);
     // T1's Prepare to the ledger arrives 40 ms late: by then T1 holds the rows in Postgres
     // and (prepared in parallel) T2 has taken the keys in Redis and waits for T1's rows; T2
-    // gives way 50 ms after it began to wait, so the cycle has formed before it does.
+    // gives way 200 ms after it began to wait, so the cycle has formed before it does.
     let r = client
         .post(&faults)
         .json(&json!({"fault": "delay_next", "participant": "ledger", "ms": 40, "msg_type": "prepare"}))

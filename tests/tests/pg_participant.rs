@@ -298,7 +298,7 @@ async fn an_older_prepare_waits_for_a_prepared_holder_until_the_lock_timeout() {
 }
 
 /// A younger transaction waiting inside PostgreSQL for an older one's row gives way within
-/// the give-way time (50 ms) plus a wait check (25 ms): the participant finds the wait in
+/// the give-way time (200 ms) plus a wait check (25 ms): the participant finds the wait in
 /// `pg_locks` and cancels it; the NO says why and is retryable, and nothing stays prepared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_younger_prepare_gives_way_to_an_older_holder_inside_postgres() {

@@ -44,7 +44,7 @@ impl ServerConfig {
     /// A configuration with the given name and token and default timings: heartbeat 10 s,
     /// idle timeout 30 s, decision timeout 30 s, retries from 1 s up to 30 s, 64 requests in
     /// flight per connection; lock waits bounded at 1 s, giving way to an older transaction
-    /// after 50 ms, waits inside PostgreSQL looked at every 25 ms.
+    /// after 200 ms, waits inside PostgreSQL looked at every 25 ms.
     pub fn new(name: ParticipantName, token: impl Into<String>) -> Self {
         ServerConfig {
             name,
@@ -58,7 +58,7 @@ impl ServerConfig {
             scan_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             lock_wait: Duration::from_secs(1),
-            give_way: Duration::from_millis(50),
+            give_way: Duration::from_millis(200),
             wait_check: Duration::from_millis(25),
         }
     }
