@@ -70,14 +70,28 @@ pub fn transfer(
     }
 }
 
-struct SplitMix(u64);
+/// SplitMix64: the load generator's random numbers, seeded per worker so that a run can be
+/// repeated (the contention benchmark draws the same transfers for both of its sides).
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Two distinct accounts out of 1..=`accounts` (at least 2) and an amount in
+    /// 1..=`max_amount`.
+    pub fn transfer(&mut self, accounts: u64, max_amount: i64) -> (u64, u64, i64) {
+        let from = 1 + self.next_u64() % accounts;
+        let to = 1 + (from + self.next_u64() % (accounts - 1)) % accounts;
+        let amount = 1 + (self.next_u64() % max_amount.max(1) as u64) as i64;
+        (from, to, amount)
     }
 }
 
@@ -131,9 +145,7 @@ pub async fn load(a: LoadArgs) -> CliResult {
                 if i >= total {
                     break;
                 }
-                let from = 1 + rng.next() % accounts;
-                let to = 1 + (from + rng.next() % (accounts - 1)) % accounts;
-                let amount = 1 + (rng.next() % max_amount.max(1) as u64) as i64;
+                let (from, to, amount) = rng.transfer(accounts, max_amount);
                 let body = transfer(&pg, &redis, from, to, amount);
                 let t0 = Instant::now();
                 let (outcome, abort, attempts) = match client.post(&url).json(&body).send().await {

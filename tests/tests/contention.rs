@@ -52,6 +52,35 @@ fn transfer(id: &str, from: u32, to: u32, amount: i64) -> Value {
     body
 }
 
+/// `clients` clients at once, each posting `each` transfers of 1 between accounts 1 and 2 one
+/// after the other (alternating directions, so no balance runs out: a guard NO would be
+/// final), txids `{prefix}-{client}-{k}`: what each was told, and the response.
+async fn hot_transfers(url: &str, clients: u32, each: u32, prefix: &str) -> Vec<(TxRecord, Value)> {
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, url, prefix) = (client.clone(), url.to_string(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for k in 0..each {
+                let (from, to): (u32, u32) = if (c + k) % 2 == 0 { (1, 2) } else { (2, 1) };
+                let id = format!("{prefix}-{c}-{k}");
+                let (told, body) = post(&client, &url, &transfer(&id, from, to, 1)).await;
+                seen.push((
+                    TxRecord::transfer(id, told, from.into(), to.into(), 1),
+                    body,
+                ));
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("a client task"));
+    }
+    all
+}
+
 /// The attempts a response reports (1 when the field is absent).
 fn attempts(body: &Value) -> u64 {
     body["attempts"].as_u64().unwrap_or(1)
@@ -72,35 +101,9 @@ async fn sixteen_clients_on_two_accounts_commit_nearly_everything() {
         },
     )
     .expect("start the stack");
-    let client = reqwest::Client::new();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..16u32 {
-        let (client, stack_url) = (client.clone(), stack.coordinator_url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for k in 0..25u32 {
-                // Alternate directions, so no balance runs out (a guard NO would be final).
-                let (from, to): (u32, u32) = if (c + k) % 2 == 0 { (1, 2) } else { (2, 1) };
-                let id = format!("hot-{c}-{k}");
-                let body = transfer(&id, from, to, 1);
-                let (told, body) = post(&client, &stack_url, &body).await;
-                seen.push((
-                    TxRecord::transfer(id, told, from.into(), to.into(), 1),
-                    body,
-                ));
-            }
-            seen
-        }));
-    }
-    let mut records = Vec::new();
-    let mut bodies = Vec::new();
-    for t in tasks {
-        for (rec, body) in t.await.unwrap() {
-            records.push(rec);
-            bodies.push(body);
-        }
-    }
+    let seen = hot_transfers(&stack.coordinator_url, 16, 25, "hot").await;
+    let (records, bodies): (Vec<TxRecord>, Vec<Value>) = seen.into_iter().unzip();
     let elapsed = started.elapsed();
     let committed = records.iter().filter(|r| r.told == Told::Committed).count();
     let total_attempts: u64 = bodies.iter().map(attempts).sum();
@@ -235,43 +238,25 @@ async fn a_participant_killed_while_transactions_wait_leaves_nothing_in_doubt() 
         },
     )
     .expect("start the stack");
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for c in 0..8u32 {
-        let (client, url) = (client.clone(), stack.coordinator_url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for k in 0..30u32 {
-                let (from, to): (u32, u32) = if (c + k) % 2 == 0 { (1, 2) } else { (2, 1) };
-                let id = format!("killed-{c}-{k}");
-                let (told, body) = post(&client, &url, &transfer(&id, from, to, 1)).await;
-                seen.push((
-                    TxRecord::transfer(id, told, from.into(), to.into(), 1),
-                    body,
-                ));
-            }
-            seen
-        }));
-    }
+    let url = stack.coordinator_url.clone();
+    let load = tokio::spawn(async move { hot_transfers(&url, 8, 30, "killed").await });
     // Let the queues fill, then kill the ledger in the middle of them.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stack.ledger.kill9();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stack.ledger.start().expect("restart the Redis participant");
     let mut records = Vec::new();
-    for t in tasks {
-        for (rec, body) in t.await.unwrap() {
-            if rec.told == Told::Aborted {
-                let reason = body["reason"].as_str().unwrap_or("");
-                assert!(!reason.is_empty(), "an abort without a reason: {body}");
-            }
-            assert!(
-                matches!(rec.told, Told::Committed | Told::Aborted),
-                "{}: no clear answer: {body}",
-                rec.txid
-            );
-            records.push(rec);
+    for (rec, body) in load.await.unwrap() {
+        if rec.told == Told::Aborted {
+            let reason = body["reason"].as_str().unwrap_or("");
+            assert!(!reason.is_empty(), "an abort without a reason: {body}");
         }
+        assert!(
+            matches!(rec.told, Told::Committed | Told::Aborted),
+            "{}: no clear answer: {body}",
+            rec.txid
+        );
+        records.push(rec);
     }
     let committed = records.iter().filter(|r| r.told == Told::Committed).count();
     println!(

@@ -32,6 +32,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
+use twopc_coordinator::load::SplitMix;
 use twopc_protocol::api::TransactionRequest;
 use twopc_protocol::transfer::{redis_transfer, sql_transfer};
 use twopc_protocol::ParticipantName;
@@ -176,28 +177,6 @@ fn median(mut v: Vec<f64>) -> f64 {
         0 => f64::NAN,
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// The load generator's generator (coordinator/src/load.rs), so both sides of a round draw the
-/// same transfers in the same order per worker.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Two distinct accounts out of 1..=accounts and an amount in 1..=max_amount, drawn as the
-    /// load generator draws them.
-    fn transfer(&mut self, accounts: u64, max_amount: i64) -> (u64, u64, i64) {
-        let from = 1 + self.next() % accounts;
-        let to = 1 + (from + self.next() % (accounts - 1)) % accounts;
-        let amount = 1 + (self.next() % max_amount.max(1) as u64) as i64;
-        (from, to, amount)
     }
 }
 
