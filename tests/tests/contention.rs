@@ -81,6 +81,19 @@ async fn hot_transfers(url: &str, clients: u32, each: u32, prefix: &str) -> Vec<
     all
 }
 
+/// The seeded balance of the two hot accounts: enough that no transfer of 1 runs one dry.
+const HOT_BALANCE: i64 = 1_000;
+
+/// Every invariant of the reliability suite over `records`, on a stack seeded with `initial`.
+fn assert_invariants(stack: &Stack, records: &[TxRecord], initial: i64) {
+    let opts = CheckOptions {
+        initial_balance: initial,
+        ..CheckOptions::default()
+    };
+    let report = invariants::check(stack, records, &opts);
+    assert!(report.ok(), "{report}");
+}
+
 /// The attempts a response reports (1 when the field is absent).
 fn attempts(body: &Value) -> u64 {
     body["attempts"].as_u64().unwrap_or(1)
@@ -95,7 +108,7 @@ async fn sixteen_clients_on_two_accounts_commit_nearly_everything() {
         &bins(),
         StackOptions {
             accounts: 2,
-            initial_balance: 1_000,
+            initial_balance: HOT_BALANCE,
             prepare_timeout_ms: 5_000,
             ..StackOptions::default()
         },
@@ -118,15 +131,7 @@ async fn sixteen_clients_on_two_accounts_commit_nearly_everything() {
          {total_attempts} attempts; first abort reasons: {reasons:#?}",
         elapsed.as_secs_f64()
     );
-    let report = invariants::check(
-        &stack,
-        &records,
-        &CheckOptions {
-            initial_balance: 1_000,
-            ..CheckOptions::default()
-        },
-    );
-    assert!(report.ok(), "{report}");
+    assert_invariants(&stack, &records, HOT_BALANCE);
     assert!(
         committed * 100 >= 95 * records.len(),
         "only {committed} of {} committed; first abort reasons: {reasons:#?}",
@@ -218,8 +223,7 @@ async fn crossed_pair(ordered: bool) {
         TxRecord::transfer("crossed-1", Told::Committed, 1, 2, 5),
         TxRecord::transfer("crossed-2", Told::Committed, 2, 1, 3),
     ];
-    let report = invariants::check(&stack, &records, &CheckOptions::default());
-    assert!(report.ok(), "{report}");
+    assert_invariants(&stack, &records, CheckOptions::default().initial_balance);
 }
 
 /// The Redis participant is killed (SIGKILL) while transactions wait in its queue for each
@@ -233,7 +237,7 @@ async fn a_participant_killed_while_transactions_wait_leaves_nothing_in_doubt() 
         &bins(),
         StackOptions {
             accounts: 2,
-            initial_balance: 1_000,
+            initial_balance: HOT_BALANCE,
             ..StackOptions::default()
         },
     )
@@ -263,14 +267,6 @@ async fn a_participant_killed_while_transactions_wait_leaves_nothing_in_doubt() 
         "ledger killed under contention: {committed}/{} committed",
         records.len()
     );
-    let report = invariants::check(
-        &stack,
-        &records,
-        &CheckOptions {
-            initial_balance: 1_000,
-            ..CheckOptions::default()
-        },
-    );
-    assert!(report.ok(), "{report}");
+    assert_invariants(&stack, &records, HOT_BALANCE);
     assert!(committed > 0);
 }

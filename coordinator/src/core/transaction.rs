@@ -32,6 +32,27 @@ pub(super) struct PartState {
 }
 
 impl PartState {
+    /// Its first message ([`first_message`] over its operations), marking it asked.
+    pub(super) fn ask(
+        &mut self,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        one_phase: bool,
+        timeout_ms: u64,
+        priority: Priority,
+    ) -> Message {
+        self.asked = true;
+        let ops = self.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
+        first_message(
+            coordinator,
+            txid,
+            ops,
+            one_phase,
+            timeout_ms,
+            Some(priority),
+        )
+    }
+
     /// Counts one more attempt and returns the exponential-backoff wait before the next one.
     pub(super) fn next_backoff(&mut self, base_ms: u64, max_ms: u64) -> u64 {
         let backoff = base_ms

@@ -2,7 +2,6 @@
 //! its retirement into the outcome cache.
 
 use super::events::{self, send};
-use super::transaction::first_message;
 use super::{
     ClientTx, Core, LazyRecord, Output, PartState, RecordedOutcome, RequestId, Stage, SubmitError,
     Tx,
@@ -149,23 +148,20 @@ impl Core {
         }
         let ordered = self.cfg.ordered_prepare && !one_phase;
         for (name, p) in tx.parts.iter_mut() {
-            let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
             if one_phase {
                 p.owes_ack = true;
                 p.next_send_ms = now_ms + self.cfg.prepare_timeout_ms;
             }
-            let msg = first_message(
+            let msg = p.ask(
                 &self.cfg.coordinator,
                 &txid,
-                ops,
                 one_phase,
                 self.cfg.prepare_timeout_ms,
-                Some(tx.priority),
+                tx.priority,
             );
-            p.asked = true;
             send(out, &txid, name, msg);
             if ordered {
-                // The others are asked one by one as the votes come in (`prepare_next`).
+                // The others are asked one by one as the votes come in (`vote`).
                 break;
             }
         }
@@ -231,17 +227,8 @@ impl Core {
                 if let Some((next, p)) = tx.parts.iter_mut().find(|(_, p)| !p.asked) {
                     // Ordered prepare: the next participant's turn, with what is left of the
                     // prepare timeout.
-                    p.asked = true;
-                    let ops = p.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
                     let left = tx.prepare_deadline_ms.saturating_sub(now_ms).max(1);
-                    let msg = first_message(
-                        &self.cfg.coordinator,
-                        &txid,
-                        ops,
-                        false,
-                        left,
-                        Some(tx.priority),
-                    );
+                    let msg = p.ask(&self.cfg.coordinator, &txid, false, left, tx.priority);
                     send(out, &txid, next, msg);
                     return;
                 }

@@ -91,24 +91,33 @@ impl Participant {
         }
     }
 
+    /// The waiter's txid, priority and the time its coordinator stops waiting for the vote;
+    /// `None` for a call that is not a prepare.
+    fn prepare_terms(p: &super::Pending) -> Option<(&TxId, Option<Priority>, u64)> {
+        match &p.op {
+            super::Call::Prepare {
+                txid,
+                priority,
+                timeout_ms,
+                ..
+            } => Some((
+                txid,
+                *priority,
+                timeout_ms.map_or(u64::MAX, |ms| p.received_ms.saturating_add(ms)),
+            )),
+            _ => None,
+        }
+    }
+
     /// A prepare answered [`PrepareOutcome::Blocked`]: wait, or give up now.
     pub(super) fn blocked(&mut self, now: Now, call: CallId, b: Blocked) -> Verdict {
         let t = now.monotonic_ms;
         let Some(p) = self.calls.get(&call) else {
             return Verdict::GiveUp(String::new());
         };
-        let (txid, pw, deadline) = match &p.op {
-            super::Call::Prepare {
-                txid,
-                priority,
-                timeout_ms,
-                ..
-            } => {
-                let timeout_at = timeout_ms.map_or(u64::MAX, |ms| p.received_ms.saturating_add(ms));
-                (txid.clone(), *priority, timeout_at)
-            }
-            _ => return Verdict::GiveUp(format!("{} is locked by {}", b.what, b.holder)),
-        };
+        if Self::prepare_terms(p).is_none() {
+            return Verdict::GiveUp(format!("{} is locked by {}", b.what, b.holder));
+        }
         let mut wait = p.wait.clone().unwrap_or(LockWait {
             since_ms: t,
             holder: b.holder.clone(),
@@ -120,29 +129,14 @@ impl Participant {
             wait.holder_since_ms = t;
         }
         wait.what = b.what;
-        let bound = wait
-            .since_ms
-            .saturating_add(self.config.lock_wait_ms)
-            .min(deadline);
-        let verdict = if t >= bound {
-            Verdict::GiveUp(format!(
-                "{} is locked by transaction {}; gave up after waiting {} ms (the lock-wait bound)",
-                wait.what,
-                wait.holder,
-                t - wait.since_ms
-            ))
-        } else if self.must_give_way(&txid, pw, &wait.holder)
-            && t >= wait.holder_since_ms.saturating_add(self.config.give_way_ms)
-        {
-            Verdict::GiveUp(gave_way(&wait.what, &wait.holder, t - wait.holder_since_ms))
-        } else {
-            Verdict::Wait
-        };
-        if let (Verdict::Wait, Some(p)) = (&verdict, self.calls.get_mut(&call)) {
+        if let Some(reason) = self.give_up_reason(p, &wait, t) {
+            return Verdict::GiveUp(reason);
+        }
+        if let Some(p) = self.calls.get_mut(&call) {
             p.stage = Stage::Waiting;
             p.wait = Some(wait);
         }
-        verdict
+        Verdict::Wait
     }
 
     /// When the earliest lock-wait bound, give-way time or wait check is due.
@@ -160,28 +154,41 @@ impl Participant {
         next
     }
 
+    /// When `w` must end: at the lock-wait bound or the coordinator's timeout, or earlier,
+    /// when it gives way.
     fn wait_deadline(&self, p: &super::Pending, w: &LockWait) -> u64 {
-        let (txid, pw, timeout_at) = match &p.op {
-            super::Call::Prepare {
-                txid,
-                priority,
-                timeout_ms,
-                ..
-            } => (
-                txid,
-                *priority,
-                timeout_ms.map_or(u64::MAX, |ms| p.received_ms.saturating_add(ms)),
-            ),
-            _ => return p.received_ms,
+        let Some((txid, pw, timeout_at)) = Self::prepare_terms(p) else {
+            return p.received_ms;
         };
-        let mut due = w
-            .since_ms
-            .saturating_add(self.config.lock_wait_ms)
-            .min(timeout_at);
+        let mut due = self.bound(w, timeout_at);
         if self.must_give_way(txid, pw, &w.holder) {
             due = due.min(w.holder_since_ms.saturating_add(self.config.give_way_ms));
         }
         due
+    }
+
+    /// The lock-wait bound of `w`, or the coordinator's timeout if that comes first.
+    fn bound(&self, w: &LockWait, timeout_at: u64) -> u64 {
+        w.since_ms
+            .saturating_add(self.config.lock_wait_ms)
+            .min(timeout_at)
+    }
+
+    /// Why the prepare waiting as `w` must give up at `t` (the bound first, then giving way),
+    /// or `None` while it may wait on.
+    fn give_up_reason(&self, p: &super::Pending, w: &LockWait, t: u64) -> Option<String> {
+        let (txid, pw, timeout_at) = Self::prepare_terms(p)?;
+        if t >= self.bound(w, timeout_at) {
+            return Some(format!(
+                "{} is locked by transaction {}; gave up after waiting {} ms (the lock-wait bound)",
+                w.what,
+                w.holder,
+                t - w.since_ms
+            ));
+        }
+        let gives_way = self.must_give_way(txid, pw, &w.holder)
+            && t >= w.holder_since_ms.saturating_add(self.config.give_way_ms);
+        gives_way.then(|| gave_way(&w.what, &w.holder, t - w.holder_since_ms))
     }
 
     /// When the resource's waits should next be listed: only for a resource that waits inside
@@ -212,9 +219,7 @@ impl Participant {
             .calls
             .iter()
             .filter_map(|(call, p)| match (p.stage, &p.wait) {
-                (Stage::Waiting, Some(w)) if self.wait_deadline(p, w) <= t => {
-                    Some((*call, self.expired_reason(p, w, t)))
-                }
+                (Stage::Waiting, Some(w)) => self.give_up_reason(p, w, t).map(|r| (*call, r)),
                 _ => None,
             })
             .collect();
@@ -225,26 +230,6 @@ impl Participant {
             self.checking_waits = true;
             self.last_wait_check_ms = t;
             self.start_listing_waits(now, out);
-        }
-    }
-
-    fn expired_reason(&self, p: &super::Pending, w: &LockWait, t: u64) -> String {
-        let bound_hit = t >= w.since_ms.saturating_add(self.config.lock_wait_ms);
-        let gives_way = match &p.op {
-            super::Call::Prepare { txid, priority, .. } => {
-                self.must_give_way(txid, *priority, &w.holder)
-            }
-            _ => false,
-        };
-        if gives_way && !bound_hit {
-            gave_way(&w.what, &w.holder, t - w.holder_since_ms)
-        } else {
-            format!(
-                "{} is locked by transaction {}; gave up after waiting {} ms (the lock-wait bound)",
-                w.what,
-                w.holder,
-                t - w.since_ms
-            )
         }
     }
 
