@@ -9,9 +9,45 @@ use std::time::{Duration, Instant};
 /// The Unix user PostgreSQL runs as.
 pub const PG_USER: &str = "postgres";
 
-/// A TCP port on 127.0.0.1 that was free a moment ago. Servers that then fail to bind are
-/// retried with another port by their start functions.
+/// A TCP port on 127.0.0.1 that was free a moment ago and that nothing else is likely to take
+/// before a server binds it: it lies below the kernel's ephemeral range, so no outgoing
+/// connection can be given it as its local port meanwhile (a port that `bind(0)` handed out
+/// lies inside that range, and a soak run lost its coordinator's port to the ledger's own
+/// connection to redis-server that way), and this process never hands out one port twice.
+/// Servers that then fail to bind are retried with another port by their start functions.
 pub fn free_port() -> Result<u16> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(1));
+    if high > low + 1000 {
+        // Distinct seeds per process, so test binaries running side by side do not walk the
+        // same sequence.
+        let mut state = (std::process::id() as u64) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        let given = given.get_or_insert_with(HashSet::new);
+        for _ in 0..1000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let port = low + ((state >> 33) % u64::from(high - low)) as u16;
+            if given.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return Ok(port);
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
