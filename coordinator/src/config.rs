@@ -142,6 +142,116 @@ fn default_event_buffer() -> usize {
     4_096
 }
 
+/// Which decision log a coordinator writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    /// Segment files in `data_dir` (the embedded default; one coordinator per directory).
+    #[default]
+    File,
+    /// A PostgreSQL database, shared by several coordinators (each owning its id by a lease).
+    Postgres,
+}
+
+/// `[decision_log]`: where decisions are stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// `file` (default) or `postgres`.
+    #[serde(default)]
+    pub kind: LogKind,
+    /// For `postgres`: the libpq URI, inline (avoid: it may hold a password).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// For `postgres`: an environment variable holding the URI.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// For `postgres`: a file holding the URI.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// For `postgres`: how long the coordinator id's lease lasts without renewal.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_ms: u64,
+    /// For `postgres`: how often the lease is renewed (at most a third of the TTL).
+    #[serde(default = "default_lease_renew")]
+    pub lease_renew_ms: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    3_000
+}
+fn default_lease_renew() -> u64 {
+    1_000
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            kind: LogKind::File,
+            url: None,
+            url_env: None,
+            url_file: None,
+            lease_ttl_ms: default_lease_ttl(),
+            lease_renew_ms: default_lease_renew(),
+        }
+    }
+}
+
+impl DecisionLogConfig {
+    /// The PostgreSQL URI, from wherever the configuration says it is.
+    pub fn resolve_url(&self) -> Result<String, ConfigError> {
+        if let Some(u) = &self.url {
+            return Ok(u.clone());
+        }
+        if let Some(var) = &self.url_env {
+            return std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "decision_log: environment variable {var} is not set"
+                ))
+            });
+        }
+        if let Some(path) = &self.url_file {
+            return std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                });
+        }
+        Err(ConfigError::Invalid(
+            "decision_log: kind = \"postgres\" needs url, url_env or url_file".into(),
+        ))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let sources = [
+            self.url.is_some(),
+            self.url_env.is_some(),
+            self.url_file.is_some(),
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+        match self.kind {
+            LogKind::File if sources > 0 => Err(ConfigError::Invalid(
+                "decision_log: url, url_env and url_file are for kind = \"postgres\"".into(),
+            )),
+            LogKind::Postgres if sources != 1 => Err(ConfigError::Invalid(
+                "decision_log: kind = \"postgres\" needs exactly one of url, url_env, url_file"
+                    .into(),
+            )),
+            _ if self.lease_renew_ms == 0 || self.lease_renew_ms * 3 > self.lease_ttl_ms => {
+                Err(ConfigError::Invalid(
+                    "decision_log: lease_renew_ms must be positive and at most a third of \
+                     lease_ttl_ms"
+                        .into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,9 +261,12 @@ pub struct Config {
     /// HTTP listen address.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Where the decision log lives.
+    /// Where the file decision log lives.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Which decision log to write (`[decision_log]`; the file log in `data_dir` by default).
+    #[serde(default)]
+    pub decision_log: DecisionLogConfig,
     /// Directory with the built web app (`index.html`, wasm, JS); not served when absent.
     #[serde(default)]
     pub web_dir: Option<PathBuf>,
@@ -253,6 +366,7 @@ impl Config {
                 )));
             }
         }
+        self.decision_log.validate()?;
         if self.event_buffer == 0 {
             return Err(ConfigError::Invalid(
                 "event_buffer must be at least 1 event".into(),

@@ -6,12 +6,12 @@
 //! which is what the decision log is for.
 
 use crate::api::{router, AppState};
-use crate::config::Config;
+use crate::config::{Config, LogKind};
 use crate::conn::{self, Dial};
 use crate::core::{Core, CoreConfig};
 use crate::driver::{self, Command, Handle, Outboxes};
 use crate::faults::Faults;
-use crate::log::{DecisionLog, FileLog, LogError, LogEvent};
+use crate::log::{DecisionLog, FileLog, LogError, LogEvent, PgLog, PgLogConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +53,8 @@ pub struct RunningCoordinator {
     handle: Handle,
     shutdown: broadcast::Sender<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL decision log, when that is the one in use (closed at shutdown).
+    pg_log: Option<Arc<PgLog>>,
 }
 
 impl RunningCoordinator {
@@ -72,6 +74,10 @@ impl RunningCoordinator {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        if let Some(pg) = self.pg_log {
+            // Written out, and the id's lease released: a successor starts at once.
+            pg.close().await;
+        }
     }
 }
 
@@ -79,14 +85,36 @@ impl RunningCoordinator {
 pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
     config.validate()?;
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.clone(),
+    // Bound first, so the lease can name the address clients reach this coordinator at.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
         source,
     })?;
-    let log = Arc::new(FileLog::open(
-        &config.data_dir,
-        crate::log::FileLogConfig::default(),
-    )?);
+    let (log, pg_log): (Arc<dyn DecisionLog>, Option<Arc<PgLog>>) = match config.decision_log.kind {
+        LogKind::File => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let log = FileLog::open(&config.data_dir, crate::log::FileLogConfig::default())?;
+            (Arc::new(log), None)
+        }
+        LogKind::Postgres => {
+            let dl = &config.decision_log;
+            let mut pg = PgLogConfig::new(dl.resolve_url()?, config.coordinator_id.as_str());
+            pg.address = format!("http://{addr}");
+            pg.lease_ttl = Duration::from_millis(dl.lease_ttl_ms);
+            pg.lease_renew = Duration::from_millis(dl.lease_renew_ms);
+            let log = Arc::new(PgLog::open(pg).await?);
+            (log.clone(), Some(log))
+        }
+    };
     let state = log.recover()?;
     if let Some(t) = &state.torn_tail {
         tracing::warn!("decision log had a torn tail, truncated: {t:?}");
@@ -178,16 +206,6 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         )));
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
     let app = router(AppState {
         handle: handle.clone(),
         config: config.clone(),
@@ -203,11 +221,29 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
             tracing::error!("http server: {e}");
         }
     }));
+    if let Some(pg) = &pg_log {
+        // A coordinator that lost its id's lease must not go on serving it: it could no
+        // longer log a decision anyway (every write is fenced), and another coordinator now
+        // drives its transactions. Halt as after a failed COMMIT append.
+        let lost = pg.lease_lost();
+        let mut stop = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                why = lost => {
+                    tracing::error!("decision log lease lost: {why}");
+                    eprintln!("twopc coordinator halting: {why}");
+                    std::process::abort();
+                }
+                _ = stop.recv() => {}
+            }
+        }));
+    }
     tracing::info!(%addr, "coordinator {} listening", config.coordinator_id);
     Ok(RunningCoordinator {
         addr,
         handle,
         shutdown,
         tasks,
+        pg_log,
     })
 }

@@ -3,9 +3,9 @@
 //! Two-phase commit needs exactly one durable fact from the coordinator: *this transaction was
 //! decided COMMIT*. Everything else can be reconstructed or presumed. This module stores that
 //! fact (and a little bookkeeping around it) behind the [`DecisionLog`] trait, with two
-//! implementations: [`FileLog`], the embedded default that lives in a data directory, and
-//! [`MemLog`], an in-memory log for deterministic tests of the protocol core. A replicated
-//! store can take [`FileLog`]'s place later by implementing the same trait.
+//! implementations: [`FileLog`], the embedded default that lives in a data directory,
+//! [`PgLog`], the log in a (replicated) PostgreSQL database that several coordinators share,
+//! and [`MemLog`], an in-memory log for deterministic tests of the protocol core.
 //!
 //! # Records and presumed abort
 //!
@@ -138,12 +138,15 @@
 //! * `segments`: the data directory (segment files, the lock, the scan at open).
 //! * `writer`: the writer thread (group commit, roll-over with a checkpoint).
 //! * `mem`: [`MemLog`], for tests.
+//! * `postgres`: [`PgLog`], the decision log in a PostgreSQL database shared by several
+//!   coordinators, with the coordinator id's lease and fencing.
 //! * `tests`: unit tests.
 
 mod codec;
 mod exchange;
 mod file;
 mod mem;
+mod postgres;
 mod segments;
 mod state;
 #[cfg(test)]
@@ -153,6 +156,7 @@ mod writer;
 pub use exchange::{LazyRecord, RecoveredCommit};
 pub use file::{FileLog, FileLogConfig};
 pub use mem::MemLog;
+pub use postgres::{Lease, LeaseState, PgLog, PgLogConfig, PgLogStats};
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -434,6 +438,41 @@ pub enum LogError {
     /// The log has been closed.
     #[error("decision log is closed")]
     Closed,
+    /// The log database refused or could not do something ([`PgLog`]); the detail is the
+    /// server's message and SQLSTATE, never the connection string.
+    #[error("decision log database: cannot {op}: {detail}")]
+    Database {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        detail: String,
+    },
+    /// This process no longer holds the coordinator id's lease ([`PgLog`]): another holder
+    /// claimed it at a higher epoch, or it expired. Nothing more can be written under it.
+    #[error(
+        "decision log: the lease on coordinator id {coordinator} (epoch {epoch}) is lost; this \
+         process writes no more decisions for it"
+    )]
+    Fenced {
+        /// The coordinator id.
+        coordinator: String,
+        /// The epoch this process held it at.
+        epoch: u64,
+    },
+    /// The coordinator id's lease is held by another process and did not expire within the
+    /// configured wait.
+    #[error(
+        "decision log: coordinator id {coordinator} is held by {holder} for {expires_in_ms} ms \
+         more; is another coordinator running with this id?"
+    )]
+    LeaseHeld {
+        /// The coordinator id.
+        coordinator: String,
+        /// Its holder.
+        holder: String,
+        /// Until its lease expires, unless renewed.
+        expires_in_ms: u64,
+    },
 }
 
 impl LogError {
