@@ -71,6 +71,10 @@ pub struct StackOptions {
     pub coordinator_config_file: Option<PathBuf>,
     /// Extra settings for the generated coordinator configuration (name, TOML value).
     pub coordinator_settings: Vec<(String, String)>,
+    /// Keep the coordinator's decisions in a PostgreSQL cluster of their own
+    /// ([`Stack::log_pg`]) instead of the file log, with this lease TTL in milliseconds
+    /// (renewed every third of it).
+    pub postgres_decision_log: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -90,6 +94,7 @@ impl Default for StackOptions {
             fault_injection: true,
             coordinator_config_file: None,
             coordinator_settings: Vec::new(),
+            postgres_decision_log: None,
         }
     }
 }
@@ -251,6 +256,9 @@ pub struct Stack {
     pub tokens: (String, String),
     /// Accounts seeded.
     pub accounts: u32,
+    /// The cluster holding the coordinator's decisions (database `twopc_log`), when
+    /// [`StackOptions::postgres_decision_log`] asked for one.
+    pub log_pg: Option<PgCluster>,
     _dir: tempfile::TempDir,
 }
 
@@ -385,6 +393,23 @@ impl Stack {
             .set("retry_max_ms", 1000)
             .set("heartbeat_ms", 1000)
             .set("fault_injection", opts.fault_injection);
+        let log_pg = match opts.postgres_decision_log {
+            Some(ttl) => {
+                settings = settings.set(
+                    "decision_log",
+                    format!(
+                        "{{ kind = \"postgres\", url_env = \"TWOPC_LOG_URL\", \
+                         lease_ttl_ms = {ttl}, lease_renew_ms = {} }}",
+                        ttl / 3
+                    ),
+                );
+                Some(PgCluster::start(PgOptions {
+                    databases: vec!["twopc_log".into()],
+                    ..PgOptions::default()
+                })?)
+            }
+            None => None,
+        };
         for (name, value) in &opts.coordinator_settings {
             settings = settings.set(name, value);
         }
@@ -422,6 +447,11 @@ impl Stack {
                 vec![("TWOPC_LOG".into(), "warn".into())],
             ),
         };
+        let mut env = env;
+        if let Some(log) = &log_pg {
+            // Through the environment, as a URL with a password would have to be.
+            env.push(("TWOPC_LOG_URL".into(), log.url("twopc_log")));
+        }
         let coordinator = Proc::spawn(args, env)?;
         let coordinator_url = coordinator
             .first_line
@@ -439,6 +469,7 @@ impl Stack {
             coordinator_config: config,
             tokens: (bank_token, ledger_token),
             accounts: opts.accounts,
+            log_pg,
             _dir: dir,
         };
         stack.wait_connected(Duration::from_secs(30))?;

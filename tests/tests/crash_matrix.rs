@@ -58,14 +58,26 @@ fn bins() -> Binaries {
     }
 }
 
-fn opts() -> StackOptions {
+fn opts(log: Log) -> StackOptions {
     StackOptions {
+        postgres_decision_log: match log {
+            Log::File => None,
+            // Short, so that a coordinator restarted after kill -9 soon claims its id again.
+            Log::Postgres => Some(1200),
+        },
         accounts: 6,
         initial_balance: 1000,
         prepare_timeout_ms: 3000,
         decision_timeout_ms: 1000,
         ..StackOptions::default()
     }
+}
+
+/// Which decision log the coordinator writes: every row runs with both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Log {
+    File,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,10 +388,10 @@ async fn run_row(
     Ok((txid, told))
 }
 
-async fn run_role(role: Role) {
+async fn run_role(role: Role, log: Log) {
     let _serial = SERIAL.lock().await;
     let t_all = Instant::now();
-    let mut rig = Rig::start(bins(), opts(), &format!("cm-{}", role.name())).await;
+    let mut rig = Rig::start(bins(), opts(log), &format!("cm-{}", role.name())).await;
     // A transfer before any fault: the stack works.
     let first = rig.transfer(3, 4, 1).await;
     assert_eq!(
@@ -470,7 +482,33 @@ async fn run_role(role: Role) {
         ms: 0,
         note: last.to_string().replace('\n', " "),
     });
-    let total = print_summary(&format!("crash matrix: {}", role.name()), &rows);
+    if let Some(log_pg) = &rig.stack.log_pg {
+        // The rows really ran on the PostgreSQL log: it holds their decisions, and every
+        // coordinator restart claimed the id again at a higher epoch.
+        let out = log_pg
+            .psql_ok(
+                "twopc_log",
+                "SELECT (SELECT count(*) FROM twopc_log.decision) || ' ' ||
+                        (SELECT epoch FROM twopc_log.lease WHERE coordinator_id = 'c1')",
+            )
+            .unwrap();
+        let mut it = out
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().unwrap_or(0));
+        let (decisions, epoch) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        assert!(decisions > 0, "no decision in the PostgreSQL log");
+        if role == Role::Coordinator {
+            assert!(
+                epoch > POINTS.len() as u64,
+                "epoch {epoch}: restarts did not re-claim"
+            );
+        }
+        eprintln!("postgres log: {decisions} decisions, lease epoch {epoch}");
+    }
+    let total = print_summary(
+        &format!("crash matrix: {} ({log:?} log)", role.name()),
+        &rows,
+    );
     eprintln!(
         "crash matrix {}: {} s",
         role.name(),
@@ -484,25 +522,50 @@ async fn run_role(role: Role) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_coordinator() {
-    run_role(Role::Coordinator).await;
+    run_role(Role::Coordinator, Log::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_coordinator_postgres_log() {
+    run_role(Role::Coordinator, Log::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_ledger_process() {
-    run_role(Role::LedgerProcess).await;
+    run_role(Role::LedgerProcess, Log::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_ledger_process_postgres_log() {
+    run_role(Role::LedgerProcess, Log::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_redis_server() {
-    run_role(Role::RedisServer).await;
+    run_role(Role::RedisServer, Log::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_redis_server_postgres_log() {
+    run_role(Role::RedisServer, Log::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_postgres_server() {
-    run_role(Role::PgServer).await;
+    run_role(Role::PgServer, Log::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_postgres_server_postgres_log() {
+    run_role(Role::PgServer, Log::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_postgres_worker() {
-    run_role(Role::PgWorker).await;
+    run_role(Role::PgWorker, Log::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_postgres_worker_postgres_log() {
+    run_role(Role::PgWorker, Log::Postgres).await;
 }

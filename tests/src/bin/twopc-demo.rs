@@ -52,6 +52,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             // The documented example configuration (its ports are the ones above).
             coordinator_config_file: Some(root.join("coordinator/example.toml")),
             coordinator_settings: Vec::new(),
+            postgres_decision_log: None,
         },
     )?;
     let pg_url = stack.pg.url("bank");
