@@ -9,6 +9,10 @@
 //!   `max_prepared_transactions > 0`, optional `shared_preload_libraries` and extra settings,
 //!   a private unix-socket directory. [`PgCluster::crash`] is `pg_ctl stop -m immediate`,
 //!   [`PgCluster::kill9`] sends SIGKILL to the postmaster and every backend.
+//!   [`PgCluster::start_standby`] adds a streaming-replication standby of a running cluster,
+//!   [`PgCluster::set_synchronous_standby`] makes it synchronous and [`PgCluster::promote`]
+//!   turns it into the primary; [`multi_host_url`] lists several clusters for a client that
+//!   must find the writable one.
 //! * [`RedisServer`]: `appendonly yes`, `appendfsync always`, no RDB snapshots, so what Redis
 //!   acknowledged is on disk. [`RedisServer::kill9`] then [`RedisServer::start`] restarts it
 //!   from its AOF on the same port.
@@ -35,7 +39,7 @@ pub mod stack;
 pub mod util;
 pub mod wire_client;
 
-pub use pg::{PgCluster, PgOptions};
+pub use pg::{multi_host_url, PgCluster, PgOptions, StandbyOptions};
 pub use redis_server::RedisServer;
 
 /// Everything the harness can fail with.
