@@ -75,6 +75,10 @@ pub struct StackOptions {
     /// ([`Stack::log_pg`]) instead of the file log, with this lease TTL in milliseconds
     /// (renewed every third of it).
     pub postgres_decision_log: Option<u64>,
+    /// With the PostgreSQL decision log: give its cluster a synchronous streaming standby
+    /// ([`Stack::log_standby`]) and point the coordinator at both with a multi-host URL
+    /// (`target_session_attrs=read-write`), so a promoted standby takes over.
+    pub log_standby: bool,
 }
 
 impl Default for StackOptions {
@@ -95,6 +99,7 @@ impl Default for StackOptions {
             coordinator_config_file: None,
             coordinator_settings: Vec::new(),
             postgres_decision_log: None,
+            log_standby: false,
         }
     }
 }
@@ -259,6 +264,8 @@ pub struct Stack {
     /// The cluster holding the coordinator's decisions (database `twopc_log`), when
     /// [`StackOptions::postgres_decision_log`] asked for one.
     pub log_pg: Option<PgCluster>,
+    /// The synchronous standby of [`Stack::log_pg`], when [`StackOptions::log_standby`].
+    pub log_standby: Option<PgCluster>,
     _dir: tempfile::TempDir,
 }
 
@@ -448,9 +455,23 @@ impl Stack {
             ),
         };
         let mut env = env;
+        let mut log_standby = None;
         if let Some(log) = &log_pg {
+            let url = if opts.log_standby {
+                const NAME: &str = "log_standby";
+                let standby = log.start_standby(crate::pg::StandbyOptions {
+                    application_name: NAME.into(),
+                    ..Default::default()
+                })?;
+                log.set_synchronous_standby(Some(NAME))?;
+                let url = crate::pg::multi_host_url(&[log, &standby], "twopc_log", "postgres");
+                log_standby = Some(standby);
+                url
+            } else {
+                log.url("twopc_log")
+            };
             // Through the environment, as a URL with a password would have to be.
-            env.push(("TWOPC_LOG_URL".into(), log.url("twopc_log")));
+            env.push(("TWOPC_LOG_URL".into(), url));
         }
         let coordinator = Proc::spawn(args, env)?;
         let coordinator_url = coordinator
@@ -470,6 +491,7 @@ impl Stack {
             tokens: (bank_token, ledger_token),
             accounts: opts.accounts,
             log_pg,
+            log_standby,
             _dir: dir,
         };
         stack.wait_connected(Duration::from_secs(30))?;

@@ -177,9 +177,17 @@ pub fn children_of(parent: i32) -> Vec<i32> {
     out
 }
 
-/// True while a process with this pid exists (zombies included).
+/// True while a process with this pid runs (a zombie does not).
 pub fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    // A zombie is dead: it waits only for its parent (often PID 1 here, which reaps slowly)
+    // to collect its exit status.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// A small line diff (longest common subsequence) for mismatch reports.

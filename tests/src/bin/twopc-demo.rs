@@ -53,6 +53,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             coordinator_config_file: Some(root.join("coordinator/example.toml")),
             coordinator_settings: Vec::new(),
             postgres_decision_log: None,
+            log_standby: false,
         },
     )?;
     let pg_url = stack.pg.url("bank");
