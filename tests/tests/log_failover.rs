@@ -25,7 +25,7 @@ async fn round(rig: &mut Rig) -> Vec<Told> {
     let mut told = Vec::new();
     for (tx, h) in hs {
         let t = told_in_time(h).await;
-        rig.record(tx, t.clone());
+        rig.record(tx, t);
         told.push(t);
     }
     told
