@@ -14,7 +14,7 @@
 //! submit TXID P[,P...] [hash=N]           (ops: one SQL statement or one Redis op per P)
 //! vote P TXID yes|no|conflict|read_only [reason]   (conflict: a NO of class conflict)
 //! ack P TXID commit|abort applied|already_applied|not_prepared|conflict [reason]
-//! ask P TXID                              (DecisionRequest)
+//! ask P TXID[@COORD]                       (DecisionRequest, for coordinator COORD)
 //! report P [TXID@COORD ...]               (InDoubtReport)
 //! durable TXID | logfail TXID
 //! unsendable P TXID                       (the connection could not send P's message)
@@ -317,8 +317,16 @@ fn run_script(script: &str) -> String {
                 now,
                 Input::Received {
                     from: p(args[0]),
-                    msg: Message::DecisionRequest {
-                        txid: tx(args[1], &priorities),
+                    // `ask P TXID@COORD`: asked as the transaction of coordinator COORD.
+                    msg: match args[1].split_once('@') {
+                        Some((t, co)) => Message::DecisionRequest {
+                            txid: tx(t, &priorities),
+                            coordinator: Some(CoordinatorId::new(co).unwrap()),
+                        },
+                        None => Message::DecisionRequest {
+                            txid: tx(args[1], &priorities),
+                            coordinator: None,
+                        },
                     },
                 },
             ),

@@ -10,8 +10,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use twopc_participant::memory::MemoryResource;
 use twopc_participant::{Server, ServerConfig};
 use twopc_protocol::{
-    decode_frame, encode_frame, AckResult, Decision, DecisionStatus, Frame, Message, Operations,
-    ParticipantKind, RedisGuard, RedisOp, TxId, Vote,
+    decode_frame, encode_frame, AckResult, CoordinatorId, Decision, DecisionStatus, Frame, Message,
+    Operations, ParticipantKind, RedisGuard, RedisOp, TxId, Vote,
 };
 
 type Ws =
@@ -139,7 +139,13 @@ async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
             break f;
         }
     };
-    assert_eq!(req.msg, Message::DecisionRequest { txid: t("b") });
+    assert_eq!(
+        req.msg,
+        Message::DecisionRequest {
+            txid: t("b"),
+            coordinator: Some(CoordinatorId::new("c1").unwrap())
+        }
+    );
     answer_abort_and_await(&mut ws, req.id, &resource, "b").await;
     server.shutdown().await.unwrap();
 }
@@ -179,7 +185,13 @@ async fn a_vote_whose_connection_closed_asks_for_the_decision_at_once() {
     let req = tokio::time::timeout(Duration::from_secs(10), recv(&mut second))
         .await
         .expect("a DecisionRequest long before decision_timeout");
-    assert_eq!(req.msg, Message::DecisionRequest { txid: t("orphan") });
+    assert_eq!(
+        req.msg,
+        Message::DecisionRequest {
+            txid: t("orphan"),
+            coordinator: Some(CoordinatorId::new("c1").unwrap())
+        }
+    );
     answer_abort_and_await(&mut second, req.id, &resource, "orphan").await;
     server.shutdown().await.unwrap();
 }

@@ -273,6 +273,13 @@ pub enum Message {
     DecisionRequest {
         /// The global transaction id.
         txid: TxId,
+        /// The coordinator the transaction was prepared for. A coordinator answers only for
+        /// the ids it holds, and `pending` for any other: with several coordinators on one
+        /// participant, the request may reach one that never heard of the transaction, and
+        /// presumed abort there would abort what its owner may have committed. Absent from
+        /// older participants (then the receiver answers as the owner, as before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coordinator: Option<CoordinatorId>,
     },
     /// Coordinator → participant: the answer to a DecisionRequest.
     DecisionAnswer {
@@ -327,7 +334,7 @@ impl Message {
             | Message::Commit { txid }
             | Message::Abort { txid, .. }
             | Message::Ack { txid, .. }
-            | Message::DecisionRequest { txid }
+            | Message::DecisionRequest { txid, .. }
             | Message::DecisionAnswer { txid, .. } => Some(txid),
             _ => None,
         }
@@ -363,7 +370,7 @@ impl Message {
             } => {
                 format!("ACK {decision:?} {txid} ({result:?})")
             }
-            Message::DecisionRequest { txid } => format!("DECISION? {txid}"),
+            Message::DecisionRequest { txid, .. } => format!("DECISION? {txid}"),
             Message::DecisionAnswer { txid, status } => format!("DECISION {status:?} {txid}"),
             Message::ListPrepared {} => "LIST PREPARED".into(),
             Message::InDoubtReport {

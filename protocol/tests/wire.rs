@@ -102,7 +102,14 @@ fn every_message() -> Vec<Message> {
             result: AckResult::NotPrepared,
             reason: Some("r".into()),
         },
-        Message::DecisionRequest { txid: tx("t1") },
+        Message::DecisionRequest {
+            txid: tx("t1"),
+            coordinator: None,
+        },
+        Message::DecisionRequest {
+            txid: tx("t1"),
+            coordinator: Some(CoordinatorId::new("c1").unwrap()),
+        },
         Message::DecisionAnswer {
             txid: tx("t1"),
             status: DecisionStatus::Pending,

@@ -966,7 +966,7 @@ async fn participant_asks_for_the_decision_and_applies_the_answer() {
 
     // First answer Pending: it must stay prepared and ask again.
     let req = c
-        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid } if txid.as_str() == "lost-commit"))
+        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid, .. } if txid.as_str() == "lost-commit"))
         .await;
     c.send_frame(Frame::new(
         req.id,
@@ -977,7 +977,7 @@ async fn participant_asks_for_the_decision_and_applies_the_answer() {
     ))
     .await;
     let again = c
-        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid } if txid.as_str() == "lost-commit"))
+        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid, .. } if txid.as_str() == "lost-commit"))
         .await;
     assert_ne!(again.id, req.id);
     assert_eq!(get(&mut r, "k").await, None);
@@ -991,7 +991,7 @@ async fn participant_asks_for_the_decision_and_applies_the_answer() {
     .await;
 
     let req = c
-        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid } if txid.as_str() == "lost-abort"))
+        .recv_matching(|f| matches!(&f.msg, Message::DecisionRequest { txid, .. } if txid.as_str() == "lost-abort"))
         .await;
     c.send_frame(Frame::new(
         req.id,

@@ -38,9 +38,15 @@ impl Core {
                 bounded_opt(reason),
                 out,
             ),
-            Message::DecisionRequest { txid } => {
+            Message::DecisionRequest { txid, coordinator } => {
                 out.push(events::decision_requested(&txid, &from));
-                let status = self.decision_status(&txid);
+                let status = match coordinator {
+                    // Not ours: we know nothing of it, and "abort" would be a guess about
+                    // another coordinator's decision. Its owner (or whoever took its id over)
+                    // answers; the participant asks again.
+                    Some(c) if c != self.cfg.coordinator => DecisionStatus::Pending,
+                    _ => self.decision_status(&txid),
+                };
                 send(
                     out,
                     &txid,

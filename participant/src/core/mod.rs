@@ -678,9 +678,14 @@ impl Participant {
     /// there is one, and schedules the next with backoff.
     fn ask(&mut self, now: Now, txid: &TxId, coordinator: &CoordinatorId, out: &mut Vec<Output>) {
         let reported = || self.conns.iter().filter(|(_, c)| c.reported);
+        // Any other connection answers `pending` for an id it does not hold; taking them in
+        // turn, attempt by attempt, reaches the one that does (a coordinator that took the id
+        // over has spoken on no connection yet for this transaction).
+        let tried = self.asked.get(txid).map_or(0, |a| a.attempts) as usize;
+        let any = reported().count();
         let Some(conn) = reported()
             .find(|(_, c)| c.coordinators.contains(coordinator))
-            .or_else(|| reported().next())
+            .or_else(|| reported().nth(tried % any.max(1)))
             .map(|(id, _)| *id)
         else {
             return;
@@ -699,7 +704,13 @@ impl Participant {
         self.next_request += 1;
         out.push(Output::Send {
             conn,
-            frame: Frame::new(id, Message::DecisionRequest { txid: txid.clone() }),
+            frame: Frame::new(
+                id,
+                Message::DecisionRequest {
+                    txid: txid.clone(),
+                    coordinator: Some(coordinator.clone()),
+                },
+            ),
             if_undelivered: IfUndelivered::AskAgain { txid: txid.clone() },
         });
     }

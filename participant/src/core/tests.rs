@@ -203,7 +203,15 @@ fn requests_beyond_the_permits_are_busy_and_pings_need_none() {
         sent(&out),
         vec![(1, Frame::new(5, Message::Pong { nonce: 9 }))]
     );
-    let out = receive(&mut p, 0, 6, Message::DecisionRequest { txid: t("a") });
+    let out = receive(
+        &mut p,
+        0,
+        6,
+        Message::DecisionRequest {
+            txid: t("a"),
+            coordinator: None,
+        },
+    );
     assert_eq!(error_code(&out), Some((6, ErrorCode::Unexpected)));
 }
 
@@ -240,7 +248,7 @@ fn a_yes_whose_connection_closed_asks_at_once_on_a_live_one() {
     let out = complete(&mut p, 10, call, Answer::Voted(PrepareOutcome::Yes));
     assert!(matches!(
         &sent(&out)[..],
-        [(2, Frame { msg: Message::DecisionRequest { txid }, .. })] if *txid == t("orphan")
+        [(2, Frame { msg: Message::DecisionRequest { txid, .. }, .. })] if *txid == t("orphan")
     ));
 }
 
@@ -300,6 +308,38 @@ fn the_termination_timer_asks_after_the_timeout_with_backoff() {
         Answer::Settled(AckResult::Applied)
     ))
     .is_empty());
+}
+
+#[test]
+fn asks_name_the_owner_and_take_the_connections_in_turn_when_it_never_spoke() {
+    let mut p = connected();
+    let out = p.step(now(0), Input::Connected { conn: 2 });
+    let report = calls(&out)[0].0;
+    complete(&mut p, 0, report, Answer::Listed(vec![]));
+    // Prepared for c9 (taken over by some other process, say): c9 spoke on neither
+    // connection, and the one that answers `pending` must not be the only one ever asked.
+    let held = vec![PreparedTx {
+        txid: t("x"),
+        coordinator: CoordinatorId::new("c9").unwrap(),
+        prepared_at_ms: now(0).unix_ms,
+    }];
+    let mut asked_on = Vec::new();
+    for at in [1000, 1100, 1300, 1700] {
+        let out = p.step(now(at), Input::Tick);
+        let call = calls(&out)[0].0;
+        for (conn, f) in sent(&complete(&mut p, at, call, Answer::Listed(held.clone()))) {
+            let Message::DecisionRequest { coordinator, .. } = f.msg else {
+                panic!("{f:?}")
+            };
+            assert_eq!(coordinator.unwrap().as_str(), "c9");
+            asked_on.push(conn);
+        }
+    }
+    assert_eq!(asked_on.len(), 4, "{asked_on:?}");
+    assert!(
+        asked_on.contains(&1) && asked_on.contains(&2),
+        "{asked_on:?}"
+    );
 }
 
 #[test]

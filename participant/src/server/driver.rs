@@ -140,7 +140,7 @@ impl<R: Resource> Driver<R> {
                             if if_undelivered != IfUndelivered::Drop {
                                 inputs.push_back(Input::Undelivered(if_undelivered));
                             }
-                        } else if let Message::DecisionRequest { txid } = &frame.msg {
+                        } else if let Message::DecisionRequest { txid, .. } = &frame.msg {
                             info!(%txid, conn, "asked the coordinator for the decision");
                         }
                     }
