@@ -55,8 +55,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use twopc_protocol::api::{
-    ApiError, ApiErrorCode, Outcome, ParticipantConfig, ParticipantStatus, PublicConfig,
-    TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX, MAX_PARTICIPANTS_PER_TX,
+    ApiError, ApiErrorCode, CoordinatorLease, CoordinatorsResponse, Outcome, ParticipantConfig,
+    ParticipantStatus, PublicConfig, TransactionRequest, TransactionResponse, GENERATED_ID_PREFIX,
+    MAX_PARTICIPANTS_PER_TX,
 };
 use twopc_protocol::{
     encode_frame, Frame, Operations, ParticipantKind, ParticipantName, TxId, MAX_FRAME_BYTES,
@@ -84,6 +85,11 @@ pub struct AppState {
     pub faults: Arc<Faults>,
     /// `/v1/events` subscribers connected now.
     pub subscribers: Arc<Subscribers>,
+    /// The PostgreSQL decision log, when that is the one in use: new transactions start
+    /// only while its lease is fresh.
+    pub pg_log: Option<Arc<crate::log::PgLog>>,
+    /// Reads every coordinator id's lease, for `GET /v1/coordinators` (PostgreSQL log only).
+    pub leases: Option<Arc<crate::log::LeaseReader>>,
 }
 
 /// The router with every route.
@@ -92,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/{id}", get(lookup))
         .route("/v1/participants", get(participants))
+        .route("/v1/coordinators", get(coordinators))
         .route("/v1/events", get(events::events))
         .route("/v1/faults", post(faults::inject_fault))
         .route("/v1/config", get(public_config))
@@ -265,6 +272,17 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
     if let Some(refusal) = oversized_first_message(&st, &txid, &req.participants, body.len()) {
         return refusal;
     }
+    if st.pg_log.as_ref().is_some_and(|l| !l.lease_fresh()) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::LeaseLost,
+            format!(
+                "coordinator {} cannot be sure it still holds its id's lease in the decision \
+                 log, and starts no transaction; try another coordinator",
+                st.config.coordinator_id
+            ),
+        );
+    }
     let (tx, rx) = oneshot::channel();
     let cmd = Command::Submit {
         txid: txid.clone(),
@@ -418,6 +436,54 @@ async fn participants(State(st): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             ApiErrorCode::ShuttingDown,
             "the coordinator is shutting down",
+        ),
+    }
+}
+
+/// `GET /v1/coordinators`: every coordinator id in the shared decision log, its holder, epoch
+/// and lease (with the file log: this coordinator alone, always live).
+async fn coordinators(State(st): State<AppState>) -> Response {
+    let me = st.config.coordinator_id.clone();
+    let Some(reader) = &st.leases else {
+        return Json(CoordinatorsResponse {
+            coordinator_id: me.clone(),
+            decision_log: "file".into(),
+            coordinators: vec![CoordinatorLease {
+                coordinator_id: me,
+                holder: "this process".into(),
+                epoch: 1,
+                expires_in_ms: i64::MAX,
+                live: true,
+                released: false,
+                address: None,
+            }],
+        })
+        .into_response();
+    };
+    match reader.list().await {
+        Ok(rows) => Json(CoordinatorsResponse {
+            coordinator_id: me,
+            decision_log: "postgres".into(),
+            coordinators: rows
+                .into_iter()
+                .filter_map(|r| {
+                    Some(CoordinatorLease {
+                        live: r.live(),
+                        coordinator_id: twopc_protocol::CoordinatorId::new(r.coordinator).ok()?,
+                        holder: r.holder,
+                        epoch: r.epoch.max(0) as u64,
+                        expires_in_ms: r.expires_in_ms,
+                        released: r.released,
+                        address: r.address.filter(|a| !a.is_empty()),
+                    })
+                })
+                .collect(),
+        })
+        .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::ShuttingDown,
+            format!("cannot read the coordinator leases: {e}"),
         ),
     }
 }

@@ -20,14 +20,14 @@
 use crate::core::{Core, Input, Output, ParticipantStatus, RequestId, SubmitError};
 use crate::faults::Faults;
 use crate::log::{DecisionLog, LogRecord, RecoveredState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use twopc_protocol::api::{TransactionResponse, GENERATED_ID_PREFIX};
 use twopc_protocol::event::{Event, EventKind};
-use twopc_protocol::{Message, Operations, ParticipantName, Priority, TxId};
+use twopc_protocol::{CoordinatorId, Message, Operations, ParticipantName, Priority, TxId};
 
 /// Messages into the driver task.
 #[derive(Debug)]
@@ -55,6 +55,14 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<ParticipantStatus>>,
     },
+    /// Whether this coordinator has nothing left to do for its id: no transaction running
+    /// or owed an ack, and every participant connected and, on its last report, holding
+    /// nothing prepared for it. Also asks every participant for a fresh report, so that the
+    /// next query sees what the last decisions changed.
+    Settled {
+        /// Where the answer goes.
+        reply: oneshot::Sender<bool>,
+    },
     /// `GET /metrics`.
     Metrics {
         /// Where the answer goes.
@@ -78,6 +86,7 @@ pub struct Handle {
     events: broadcast::Sender<Arc<str>>,
     next_id: Arc<AtomicU64>,
     coordinator: String,
+    foreign_asks: Arc<std::sync::Mutex<BTreeSet<CoordinatorId>>>,
 }
 
 impl Handle {
@@ -108,6 +117,12 @@ impl Handle {
     pub fn sender(&self) -> mpsc::Sender<Command> {
         self.tx.clone()
     }
+
+    /// The other coordinator ids that participants asked this coordinator for decisions of
+    /// since the last call (answered `pending`): ids whose transactions wait for a holder.
+    pub fn take_foreign_asks(&self) -> BTreeSet<CoordinatorId> {
+        std::mem::take(&mut *self.foreign_asks.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Outboxes of the participant connection tasks, by participant.
@@ -131,11 +146,13 @@ pub fn spawn(
     let start = Instant::now();
     let wall_start = wall_ms();
     let coordinator = core.config().coordinator.to_string();
+    let foreign_asks = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let handle = Handle {
         tx: tx.clone(),
         events: events.clone(),
         next_id: Arc::new(AtomicU64::new(0)),
         coordinator: coordinator.clone(),
+        foreign_asks: foreign_asks.clone(),
     };
     let run = format!("{coordinator}-{wall_start}");
     let self_tx = tx;
@@ -150,6 +167,7 @@ pub fn spawn(
             next_req: 0,
             self_tx,
             faults,
+            foreign_asks,
         };
         let now_ms = || start.elapsed().as_millis() as u64;
         let outs = core.recover_from_log(now_ms(), &recovered);
@@ -207,6 +225,7 @@ struct Executor {
     next_req: RequestId,
     self_tx: mpsc::Sender<Command>,
     faults: Arc<Faults>,
+    foreign_asks: Arc<std::sync::Mutex<BTreeSet<CoordinatorId>>>,
 }
 
 impl Executor {
@@ -240,6 +259,13 @@ impl Executor {
             Command::Participants { reply } => {
                 let _ = reply.send(core.participant_status(names));
             }
+            Command::Settled { reply } => {
+                let settled = core.settled(names);
+                for ob in self.outboxes.values() {
+                    let _ = ob.try_send(Message::ListPrepared {});
+                }
+                let _ = reply.send(settled);
+            }
             Command::Metrics { reply } => {
                 let stats = self.log.stats();
                 let status = core.participant_status(names);
@@ -256,6 +282,22 @@ impl Executor {
             Command::Input(input) => {
                 if matches!(input, Input::CommitDurable { .. }) {
                     crate::failpoint::hit("after_commit_log");
+                }
+                if let Input::Received {
+                    msg:
+                        Message::DecisionRequest {
+                            coordinator: Some(c),
+                            ..
+                        },
+                    ..
+                } = &input
+                {
+                    if *c != core.config().coordinator {
+                        self.foreign_asks
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(c.clone());
+                    }
                 }
                 let outs = core.step(now_ms, input);
                 self.execute(outs);

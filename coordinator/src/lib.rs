@@ -45,5 +45,6 @@ pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod strict_json;
+pub mod takeover;
 
 pub use twopc_protocol as protocol;

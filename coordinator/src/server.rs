@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use twopc_protocol::event::EventKind;
-use twopc_protocol::ParticipantName;
+use twopc_protocol::{CoordinatorId, ParticipantName};
 
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,21 +81,60 @@ impl RunningCoordinator {
     }
 }
 
+/// What a coordinator instance in this process is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Serves its own id: the client API, the event stream and the web app; with the
+    /// PostgreSQL log it also takes over the ids of coordinators that died ([`crate::takeover`]).
+    Serve,
+    /// Holds another coordinator's id only to finish its transactions: no listener, no new
+    /// transactions, and a lost lease stops this instance, not the process.
+    Takeover,
+}
+
 /// Starts the coordinator described by `config`.
 pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
+    start_as(config, Role::Serve, None).await
+}
+
+/// Starts a takeover instance. Boxed with a named type: a serving instance starts the
+/// watcher that starts these, so the future types would otherwise contain themselves.
+pub(crate) fn start_takeover(
+    config: Config,
+    by: &CoordinatorId,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<RunningCoordinator, StartError>> + Send>,
+> {
+    Box::pin(start_as(config, Role::Takeover, Some(by.to_string())))
+}
+
+/// Starts one coordinator instance.
+/// `takeover_by`: the id of the serving coordinator that runs a takeover instance.
+async fn start_as(
+    config: Config,
+    role: Role,
+    takeover_by: Option<String>,
+) -> Result<RunningCoordinator, StartError> {
     config.validate()?;
     let config = Arc::new(config);
     // Bound first, so the lease can name the address clients reach this coordinator at.
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, addr) = match role {
+        Role::Serve => {
+            let listener =
+                tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+            (Some(listener), addr)
+        }
+        Role::Takeover => (None, config.listen),
+    };
     let (log, pg_log): (Arc<dyn DecisionLog>, Option<Arc<PgLog>>) = match config.decision_log.kind {
         LogKind::File => {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
@@ -108,7 +147,13 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         LogKind::Postgres => {
             let dl = &config.decision_log;
             let mut pg = PgLogConfig::new(dl.resolve_url()?, config.coordinator_id.as_str());
-            pg.address = format!("http://{addr}");
+            if role == Role::Serve {
+                pg.address = format!("http://{addr}");
+            } else {
+                // A takeover claims an expired lease or none: never waits for a live holder.
+                pg.lease_wait = Some(Duration::ZERO);
+                pg.holder_id = takeover_by.clone();
+            }
             pg.lease_ttl = Duration::from_millis(dl.lease_ttl_ms);
             pg.lease_renew = Duration::from_millis(dl.lease_renew_ms);
             let log = Arc::new(PgLog::open(pg).await?);
@@ -206,37 +251,65 @@ pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
         )));
     }
 
-    let app = router(AppState {
-        handle: handle.clone(),
-        config: config.clone(),
-        faults,
-        subscribers: Arc::new(crate::api::Subscribers::default()),
-    });
-    let mut stop = shutdown.subscribe();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.recv().await;
+    if let Some(listener) = listener {
+        let app = router(AppState {
+            handle: handle.clone(),
+            config: config.clone(),
+            faults,
+            subscribers: Arc::new(crate::api::Subscribers::default()),
+            pg_log: pg_log.clone(),
+            leases: pg_log
+                .as_ref()
+                .and_then(|l| l.lease_reader().ok())
+                .map(Arc::new),
         });
-        if let Err(e) = serve.await {
-            tracing::error!("http server: {e}");
-        }
-    }));
-    if let Some(pg) = &pg_log {
-        // A coordinator that lost its id's lease must not go on serving it: it could no
-        // longer log a decision anyway (every write is fenced), and another coordinator now
-        // drives its transactions. Halt as after a failed COMMIT append.
-        let lost = pg.lease_lost();
         let mut stop = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.recv().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("http server: {e}");
+            }
+        }));
+    }
+    if let Some(pg) = &pg_log {
+        let lost = pg.lease_lost();
+        let mut stop = shutdown.subscribe();
+        let stop_all = shutdown.clone();
+        let id = config.coordinator_id.clone();
+        tasks.push(tokio::spawn(async move {
             tokio::select! {
-                why = lost => {
-                    tracing::error!("decision log lease lost: {why}");
-                    eprintln!("twopc coordinator halting: {why}");
-                    std::process::abort();
-                }
+                why = lost => match role {
+                    // A coordinator that lost its id's lease must not go on serving it: it
+                    // could no longer log a decision anyway (every write is fenced), and
+                    // another coordinator now drives its transactions. Halt as after a
+                    // failed COMMIT append.
+                    Role::Serve => {
+                        tracing::error!("decision log lease lost: {why}");
+                        eprintln!("twopc coordinator halting: {why}");
+                        std::process::abort();
+                    }
+                    // Someone else holds the id now; this instance has nothing more to do.
+                    Role::Takeover => {
+                        tracing::warn!("takeover of coordinator id {id} ends: {why}");
+                        let _ = stop_all.send(());
+                    }
+                },
                 _ = stop.recv() => {}
             }
         }));
+        if role == Role::Serve {
+            match pg.lease_reader() {
+                Ok(reader) => tasks.push(tokio::spawn(crate::takeover::watch(
+                    (*config).clone(),
+                    reader,
+                    handle.clone(),
+                    shutdown.subscribe(),
+                ))),
+                Err(e) => tracing::error!("cannot watch the other coordinators' leases: {e}"),
+            }
+        }
     }
     tracing::info!(%addr, "coordinator {} listening", config.coordinator_id);
     Ok(RunningCoordinator {

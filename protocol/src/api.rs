@@ -283,6 +283,9 @@ pub enum ApiErrorCode {
     FaultsDisabled,
     /// The coordinator is stopping.
     ShuttingDown,
+    /// The coordinator cannot be sure it still holds its id's lease (PostgreSQL decision
+    /// log): it starts no transaction; another coordinator may take the id over.
+    LeaseLost,
 }
 
 impl ApiErrorCode {
@@ -307,8 +310,41 @@ impl ApiErrorCode {
             ApiErrorCode::TooManySubscribers => "too_many_subscribers",
             ApiErrorCode::FaultsDisabled => "faults_disabled",
             ApiErrorCode::ShuttingDown => "shutting_down",
+            ApiErrorCode::LeaseLost => "lease_lost",
         }
     }
+}
+
+/// One coordinator id in `GET /v1/coordinators`: who holds it in the shared decision log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorLease {
+    /// The coordinator id.
+    pub coordinator_id: CoordinatorId,
+    /// The process run that holds it (or held it last): `<id>@<host>:<pid>:...`; a survivor
+    /// that took the id over names its own id first.
+    pub holder: String,
+    /// Raised by every new holder; decisions are written only at the current one.
+    pub epoch: u64,
+    /// Milliseconds until the lease expires (negative: expired that long ago).
+    pub expires_in_ms: i64,
+    /// Held now: not expired.
+    pub live: bool,
+    /// Given up cleanly by its last holder (nothing left to do for the id).
+    pub released: bool,
+    /// The holder's API base URL, when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// `GET /v1/coordinators`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorsResponse {
+    /// The id of the coordinator that answered.
+    pub coordinator_id: CoordinatorId,
+    /// `postgres` when the decision log is shared, `file` for a single coordinator.
+    pub decision_log: String,
+    /// Every id in the shared log (only this coordinator's own with the file log).
+    pub coordinators: Vec<CoordinatorLease>,
 }
 
 /// `GET /v1/config`: what the web app needs to know about the coordinator. (Fields in

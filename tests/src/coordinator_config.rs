@@ -37,11 +37,13 @@ impl ParticipantEntry {
     }
 }
 
-/// A coordinator configuration: `coordinator_id = "c1"`, the listen address, the data
+/// A coordinator configuration: `coordinator_id` (`"c1"`), the listen address, the data
 /// directory, timing settings written verbatim (`name = value` lines, in order), and the
 /// participants.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
+    /// `coordinator_id` (`c1` unless set).
+    pub coordinator_id: String,
     /// `listen`, e.g. `127.0.0.1:0`.
     pub listen: String,
     /// `data_dir`.
@@ -58,6 +60,7 @@ impl CoordinatorConfig {
     /// Listening on a free loopback port, keeping its log in `data_dir`.
     pub fn new(data_dir: &Path, participants: Vec<ParticipantEntry>) -> CoordinatorConfig {
         CoordinatorConfig {
+            coordinator_id: "c1".into(),
             listen: "127.0.0.1:0".into(),
             data_dir: data_dir.to_path_buf(),
             settings: Vec::new(),
@@ -75,7 +78,8 @@ impl CoordinatorConfig {
     /// The TOML text.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "coordinator_id = \"c1\"\nlisten = \"{}\"\ndata_dir = \"{}\"\n",
+            "coordinator_id = \"{}\"\nlisten = \"{}\"\ndata_dir = \"{}\"\n",
+            self.coordinator_id,
             self.listen,
             self.data_dir.display()
         );

@@ -65,6 +65,9 @@ pub struct TxRecord {
     pub pg_moves: Vec<(u32, i64)>,
     /// (account, delta) it applies to `balance:<account>` in Redis when it commits.
     pub redis_moves: Vec<(u32, i64)>,
+    /// The coordinator it was submitted to, when not [`CheckOptions::coordinator`] (its id
+    /// is part of the transaction's Postgres gid).
+    pub coordinator: Option<String>,
 }
 
 impl TxRecord {
@@ -84,6 +87,7 @@ impl TxRecord {
             in_redis: true,
             pg_moves: moves.clone(),
             redis_moves: moves,
+            coordinator: None,
         }
     }
 
@@ -97,7 +101,14 @@ impl TxRecord {
             in_redis: true,
             pg_moves: Vec::new(),
             redis_moves: Vec::new(),
+            coordinator: None,
         }
+    }
+
+    /// Submitted to coordinator `id` (not the checker's default one).
+    pub fn via(mut self, id: &str) -> TxRecord {
+        self.coordinator = Some(id.into());
+        self
     }
 
     /// Adds a Postgres balance change.
@@ -450,7 +461,8 @@ pub fn committed_everywhere(
     opts: &CheckOptions,
     tx: &TxRecord,
 ) -> Result<Option<bool>, String> {
-    let coord = CoordinatorId::new(opts.coordinator.clone()).map_err(|e| e.to_string())?;
+    let coord = CoordinatorId::new(tx.coordinator.clone().unwrap_or(opts.coordinator.clone()))
+        .map_err(|e| e.to_string())?;
     let gid = format_gid(
         &coord,
         &TxId::new(tx.txid.clone()).map_err(|e| e.to_string())?,
@@ -598,9 +610,15 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
         .collect();
     let gids: Vec<String> = attempts
         .iter()
-        .map(|(_, t)| match TxId::new(t.clone()) {
-            Ok(id) => format_gid(&coord, &id),
-            Err(_) => String::new(),
+        .map(|(k, t)| {
+            let via = txs[*k]
+                .coordinator
+                .as_ref()
+                .and_then(|c| CoordinatorId::new(c.clone()).ok());
+            match TxId::new(t.clone()) {
+                Ok(id) => format_gid(via.as_ref().unwrap_or(&coord), &id),
+                Err(_) => String::new(),
+            }
         })
         .collect();
     let txids: Vec<String> = attempts.iter().map(|(_, t)| t.clone()).collect();

@@ -266,6 +266,11 @@ pub struct Stack {
     pub log_pg: Option<PgCluster>,
     /// The synchronous standby of [`Stack::log_pg`], when [`StackOptions::log_standby`].
     pub log_standby: Option<PgCluster>,
+    /// The URL the coordinators reach the PostgreSQL decision log at.
+    pub log_url: Option<String>,
+    /// The generated coordinator configuration (participants direct, not through any proxy),
+    /// from which [`Stack::spawn_coordinator`] derives further coordinators' configurations.
+    pub coordinator_settings: CoordinatorConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -421,6 +426,7 @@ impl Stack {
             settings = settings.set(name, value);
         }
         settings.write(&config)?;
+        let coordinator_settings = settings.clone();
         let (args, env) = match &opts.coordinator_config_file {
             // A given configuration file (the demo uses the documented example): tokens come
             // through the environment it names, paths through flags.
@@ -473,6 +479,10 @@ impl Stack {
             // Through the environment, as a URL with a password would have to be.
             env.push(("TWOPC_LOG_URL".into(), url));
         }
+        let log_url = env
+            .iter()
+            .find(|(k, _)| k == "TWOPC_LOG_URL")
+            .map(|(_, v)| v.clone());
         let coordinator = Proc::spawn(args, env)?;
         let coordinator_url = coordinator
             .first_line
@@ -492,10 +502,48 @@ impl Stack {
             accounts: opts.accounts,
             log_pg,
             log_standby,
+            log_url,
+            coordinator_settings,
             _dir: dir,
         };
         stack.wait_connected(Duration::from_secs(30))?;
         Ok(stack)
+    }
+
+    /// Starts one more coordinator, with id `id`, on the same participants (directly, not
+    /// through any proxy) and the same decision log, on a free port and with a data directory
+    /// of its own under `dir`. Returns it with its base URL.
+    pub fn spawn_coordinator(
+        &self,
+        bins: &Binaries,
+        id: &str,
+        dir: &Path,
+    ) -> Result<(Proc, String)> {
+        let mut cfg = self.coordinator_settings.clone();
+        cfg.coordinator_id = id.into();
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.data_dir = dir.join(format!("coordinator-{id}"));
+        let path = dir.join(format!("coordinator-{id}.toml"));
+        cfg.write(&path)?;
+        let mut env = vec![("TWOPC_LOG".to_string(), "warn".to_string())];
+        if let Some(url) = &self.log_url {
+            env.push(("TWOPC_LOG_URL".into(), url.clone()));
+        }
+        let p = Proc::spawn(
+            vec![
+                bins.coordinator.display().to_string(),
+                "serve".into(),
+                "--config".into(),
+                path.display().to_string(),
+            ],
+            env,
+        )?;
+        let url = p
+            .first_line
+            .strip_prefix("listening on ")
+            .unwrap_or(&p.first_line)
+            .to_owned();
+        Ok((p, url))
     }
 
     /// Restarts the coordinator after a crash; with a fixed port the URL stays the same,

@@ -60,6 +60,21 @@ impl Core {
             .collect()
     }
 
+    /// Nothing left to do for this coordinator id: no transaction running, waiting for an
+    /// attempt or owed an ack, and every participant connected and holding, on its last
+    /// InDoubtReport, nothing prepared for this id. A coordinator that took an id over hands
+    /// it back when this holds (the caller refreshes the reports and asks twice).
+    pub fn settled(&self, names: &[ParticipantName]) -> bool {
+        self.active() == 0
+            && names.iter().all(|n| {
+                self.connected.contains(n)
+                    && self
+                        .reported
+                        .get(n)
+                        .is_some_and(|&(total, foreign)| total == foreign)
+            })
+    }
+
     /// Number of transactions not yet finished (attempts in flight or delivering, and
     /// transactions waiting for their next attempt).
     pub fn active(&self) -> usize {

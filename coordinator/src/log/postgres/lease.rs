@@ -55,7 +55,7 @@ pub(super) async fn claim(
              ON CONFLICT (coordinator_id) DO UPDATE
                 SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
                     expires_at = EXCLUDED.expires_at, acquired_at = now(),
-                    address = EXCLUDED.address
+                    address = EXCLUDED.address, released = false
                 WHERE l.expires_at <= now()
              RETURNING epoch",
             &[&coordinator, &holder, &ttl, &address],
@@ -115,10 +115,57 @@ pub(super) async fn renew(
 pub(super) async fn release(client: &Client, lease: &Lease) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE twopc_log.lease SET expires_at = now()
+            "UPDATE twopc_log.lease SET expires_at = now(), released = true
              WHERE coordinator_id = $1 AND holder = $2 AND epoch = $3",
             &[&lease.coordinator, &lease.holder, &lease.epoch],
         )
         .await?;
     Ok(())
+}
+
+/// One row of the lease table, as `GET /v1/coordinators` and the takeover watcher see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseRow {
+    /// The coordinator id.
+    pub coordinator: String,
+    /// Its current (or last) holder.
+    pub holder: String,
+    /// The holder's epoch.
+    pub epoch: i64,
+    /// Milliseconds until the lease expires (negative: expired that long ago).
+    pub expires_in_ms: i64,
+    /// The holder's API address, as it recorded it.
+    pub address: Option<String>,
+    /// The holder gave the id up cleanly.
+    pub released: bool,
+}
+
+impl LeaseRow {
+    /// Held by a live holder: not expired (by the database's clock when it was read).
+    pub fn live(&self) -> bool {
+        self.expires_in_ms > 0
+    }
+}
+
+/// Every coordinator id's lease.
+pub(super) async fn list(client: &Client) -> Result<Vec<LeaseRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT coordinator_id, holder, epoch,
+                    (extract(epoch FROM expires_at - now()) * 1000)::bigint, address, released
+             FROM twopc_log.lease ORDER BY coordinator_id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| LeaseRow {
+            coordinator: r.get(0),
+            holder: r.get(1),
+            epoch: r.get(2),
+            expires_in_ms: r.get(3),
+            address: r.get(4),
+            released: r.get(5),
+        })
+        .collect())
 }

@@ -47,7 +47,7 @@ mod lease;
 mod schema;
 mod writer;
 
-pub use lease::{Lease, LeaseState};
+pub use lease::{Lease, LeaseRow, LeaseState};
 
 use super::state::{LiveState, Window};
 use super::{
@@ -71,6 +71,9 @@ pub struct PgLogConfig {
     pub coordinator: String,
     /// This coordinator's API address, recorded with the lease (who holds the id, where).
     pub address: String,
+    /// The id of the coordinator process that holds the lease, when it is not `coordinator`
+    /// itself (a survivor that takes the id over): the holder name starts with it.
+    pub holder_id: Option<String>,
     /// How long a lease lasts without renewal. Default 3 s.
     pub lease_ttl: Duration,
     /// Renewal interval (well under the TTL). Default 1 s.
@@ -110,6 +113,7 @@ impl PgLogConfig {
             url: url.into(),
             coordinator: coordinator.into(),
             address: String::new(),
+            holder_id: None,
             lease_ttl: Duration::from_secs(3),
             lease_renew: Duration::from_secs(1),
             lease_wait: None,
@@ -196,11 +200,22 @@ pub(super) struct PgShared {
     pub(super) deleted: AtomicU64,
     pub(super) failure: OnceLock<LogError>,
     pub(super) events: broadcast::Sender<LogEvent>,
+    /// The clock of `valid_until_ms`.
+    base: Instant,
+    /// Until when, in ms since `base`, the lease is surely valid by this process's own
+    /// monotonic clock: a TTL after the last successful renewal (or the claim) was sent.
+    valid_until_ms: AtomicU64,
     /// Set once, with why, when the lease is lost.
     lost: watch::Sender<Option<String>>,
 }
 
 impl PgShared {
+    fn valid_from(&self, sent: Instant, ttl: Duration) {
+        let until = sent.saturating_duration_since(self.base) + ttl;
+        self.valid_until_ms
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// The lease is gone: nothing more is written, and whoever watches is told why.
     pub(super) fn lose(&self, lease: &Lease, why: String) -> LogError {
         let e = LogError::Fenced {
@@ -243,8 +258,9 @@ pub struct PgLog {
     keeper: tokio::task::JoinHandle<()>,
 }
 
-/// A name for this process run, unique across machines and restarts: host, pid, start time
-/// and random bits. A lease holder is a process run, never a coordinator id.
+/// A name for this process run, unique across machines and restarts: the id of the
+/// coordinator it serves, host, pid, start time and random bits. A lease holder is a process
+/// run, never a coordinator id.
 fn holder_name(coordinator: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -279,11 +295,14 @@ impl PgLog {
         schema::ensure(&mut client)
             .await
             .map_err(db("create the decision log tables"))?;
-        let holder = holder_name(&config.coordinator);
+        let holder = holder_name(config.holder_id.as_deref().unwrap_or(&config.coordinator));
         let started = Instant::now();
         let mut told = false;
+        let mut claimed_at;
         let lease = loop {
             let ttl = config.lease_ttl.as_millis() as u64;
+            // Before the claim is sent: the database's expiry is a TTL after it arrives.
+            claimed_at = Instant::now();
             match lease::claim(&client, &config.coordinator, &holder, ttl, &config.address)
                 .await
                 .map_err(db("claim the coordinator id's lease"))?
@@ -313,7 +332,6 @@ impl PgLog {
                 }
             }
         };
-        let claimed_at = Instant::now();
         tracing::info!(
             "decision log in PostgreSQL: holding coordinator id {} at epoch {}",
             lease.coordinator,
@@ -337,8 +355,11 @@ impl PgLog {
             deleted: AtomicU64::new(0),
             failure: OnceLock::new(),
             events,
+            base: claimed_at,
+            valid_until_ms: AtomicU64::new(0),
             lost,
         });
+        shared.valid_from(claimed_at, config.lease_ttl);
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             connector: connector.clone(),
@@ -373,6 +394,11 @@ impl PgLog {
         &self.lease
     }
 
+    /// A reader of every coordinator id's lease, on a connection of its own.
+    pub fn lease_reader(&self) -> Result<LeaseReader, LogError> {
+        LeaseReader::new(&self.config.url, &self.config.coordinator)
+    }
+
     /// Lease and table counters.
     pub fn pg_stats(&self) -> PgLogStats {
         let s = &self.shared;
@@ -382,6 +408,18 @@ impl PgLog {
             fenced_writes: s.fenced_writes.load(Ordering::Relaxed),
             deleted: s.deleted.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether this process may start new work under the id: the lease is surely still valid
+    /// by its own monotonic clock (a TTL after the last renewal that succeeded was sent) and
+    /// nothing failed. A process that was paused past its lease sees `false` the moment it
+    /// runs again, before its lease task has noticed anything. Every write is fenced by the
+    /// database anyway; this keeps a paused coordinator from starting transactions that only
+    /// a takeover could then finish.
+    pub fn lease_fresh(&self) -> bool {
+        let s = &self.shared;
+        s.failure.get().is_none()
+            && (s.base.elapsed().as_millis() as u64) < s.valid_until_ms.load(Ordering::Relaxed)
     }
 
     /// Resolves, with the reason, once the lease is lost (another holder has the id, or no
@@ -584,6 +622,7 @@ async fn keep_lease(
             match tokio::time::timeout(config.lease_renew, lease::renew(c, &lease, ttl_ms)).await {
                 Ok(Ok(true)) => {
                     valid_from = sent;
+                    shared.valid_from(sent, config.lease_ttl);
                     shared.renewals.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Ok(false)) => {
@@ -660,4 +699,42 @@ async fn delete_finished(
         }
     }
     Ok(deleted)
+}
+
+/// Reads the lease table (who holds which coordinator id) on a connection of its own, opened
+/// on first use and again after an error.
+pub struct LeaseReader {
+    connector: Connector,
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl LeaseReader {
+    /// A reader of the log database at `url` (nothing is connected yet).
+    pub fn new(url: &str, coordinator: &str) -> Result<Self, LogError> {
+        Ok(LeaseReader {
+            connector: Connector::new(url, coordinator)?,
+            client: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Every coordinator id's lease, by id.
+    pub async fn list(&self) -> Result<Vec<LeaseRow>, LogError> {
+        let mut guard = self.client.lock().await;
+        if guard.is_none() {
+            *guard = Some(
+                self.connector
+                    .connect()
+                    .await
+                    .map_err(db("connect to the decision log database"))?,
+            );
+        }
+        let client = guard.as_ref().expect("connected above");
+        match lease::list(client).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                *guard = None;
+                Err(db("read the coordinator leases")(e))
+            }
+        }
+    }
 }

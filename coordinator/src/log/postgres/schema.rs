@@ -4,7 +4,8 @@
 //!
 //! * `lease`: one row per coordinator id: who holds it (`holder`, a name unique to one
 //!   process run), at which `epoch` (raised by every new holder), until when (`expires_at`, by
-//!   the database's clock, never the coordinators'), and the holder's API address.
+//!   the database's clock, never the coordinators'), the holder's API address, and whether the
+//!   holder gave it up cleanly (`released`).
 //! * `decision`: one row per decided transaction of a coordinator id: its decision and what
 //!   recovery and the outcome index need (the columns of [`super::super::LogRecord`]), `ended`
 //!   once every participant acknowledged, and the `epoch` it was written at. The first decision
@@ -39,6 +40,9 @@ CREATE TABLE IF NOT EXISTS twopc_log.lease (
     acquired_at timestamptz NOT NULL DEFAULT now(),
     address text
 );
+-- Set by a holder that gave the id up cleanly (nothing left to do for it); a lease that
+-- expired without it was lost to a crash or a pause, and survivors take the id over.
+ALTER TABLE twopc_log.lease ADD COLUMN IF NOT EXISTS released boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS twopc_log.decision (
     coordinator_id text NOT NULL,
     txid text NOT NULL,
