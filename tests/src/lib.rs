@@ -19,6 +19,7 @@
 //!
 //! # Layout
 //!
+//! * [`bench`]: load and measurement shared by the benchmark binaries.
 //! * [`browser`]: real headless Chromium over the DevTools protocol (web app tests).
 //! * [`coordinator_config`]: the configuration file tests start coordinators with.
 //! * [`pg`]: the PostgreSQL cluster.
@@ -28,6 +29,7 @@
 //! * [`wire_client`]: a WebSocket client speaking the twopc wire protocol, for driving
 //!   participants the way the coordinator does.
 
+pub mod bench;
 pub mod browser;
 pub mod coordinator_config;
 pub mod fault_proxy;

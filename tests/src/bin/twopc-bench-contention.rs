@@ -36,6 +36,7 @@ use twopc_coordinator::load::SplitMix;
 use twopc_protocol::api::TransactionRequest;
 use twopc_protocol::transfer::{redis_transfer, sql_transfer};
 use twopc_protocol::ParticipantName;
+use twopc_tests::bench::{env_list, env_num, median, pct};
 use twopc_tests::invariants::{wait_settled, Violation};
 use twopc_tests::stack::{Binaries, Stack, StackOptions};
 
@@ -161,22 +162,6 @@ impl Tally {
             kinds: self.kinds,
             phases,
         }
-    }
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[(((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize).min(sorted.len() - 1)]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -569,20 +554,6 @@ fn diagnose(stack: &Stack) {
     for (_, first, n) in seen.iter().take(100) {
         eprintln!("{n:>7}  {first}");
     }
-}
-
-fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
-    std::env::var(name)
-        .ok()
-        .map(|s| s.split(',').filter_map(|c| c.trim().parse().ok()).collect())
-        .unwrap_or_else(|| default.to_vec())
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default)
 }
 
 fn cells() -> Vec<Cell> {

@@ -17,33 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use twopc_tests::bench::{env_list, env_num, metric, summarize, through_coordinator, Level};
 use twopc_tests::stack::{Binaries, Stack, StackOptions};
-
-struct Level {
-    concurrency: usize,
-    tps: f64,
-    p50: f64,
-    p99: f64,
-    errors: u64,
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[(((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize).min(sorted.len() - 1)]
-}
-
-fn summarize(concurrency: usize, elapsed: f64, mut lat: Vec<f64>, errors: u64) -> Level {
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Level {
-        concurrency,
-        tps: lat.len() as f64 / elapsed,
-        p50: pct(&lat, 50.0),
-        p99: pct(&lat, 99.0),
-        errors,
-    }
-}
 
 async fn floor(stack: &Stack, concurrency: usize, secs: f64) -> Level {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -89,73 +64,6 @@ async fn floor(stack: &Stack, concurrency: usize, secs: f64) -> Level {
         all.extend(l);
         errors += e;
     }
-    summarize(concurrency, started.elapsed().as_secs_f64(), all, errors)
-}
-
-async fn through_coordinator(stack: &Stack, concurrency: usize, secs: f64) -> Level {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap();
-    let url = format!("{}/v1/transactions", stack.coordinator_url);
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let client = client.clone();
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let account = w + 1;
-            let body = serde_json::json!({"participants": {
-                "bank": {"sql": [{"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [1, account]}]},
-                "ledger": {"redis": [{"op": "incrby", "key": format!("balance:{account}"), "by": 1}]},
-            }});
-            let mut lat = Vec::new();
-            let mut phases: Vec<[f64; 3]> = Vec::new();
-            let mut errors = 0u64;
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                let ok = match client.post(&url).json(&body).send().await {
-                    Ok(r) => match r.json::<serde_json::Value>().await {
-                        Ok(v) if v["outcome"] == "committed" => {
-                            let t = &v["timings"];
-                            phases.push([
-                                t["prepare_ms"].as_f64().unwrap_or(0.0),
-                                t["decide_ms"].as_f64().unwrap_or(0.0),
-                                t["commit_ms"].as_f64().unwrap_or(0.0),
-                            ]);
-                            true
-                        }
-                        _ => false,
-                    },
-                    Err(_) => false,
-                };
-                if ok {
-                    lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-                } else {
-                    errors += 1;
-                }
-            }
-            (lat, errors, phases)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut phases = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e, p) = t.await.unwrap();
-        all.extend(l);
-        phases.extend(p);
-        errors += e;
-    }
-    let n = phases.len().max(1) as f64;
-    let mean = |i: usize| phases.iter().map(|p| p[i]).sum::<f64>() / n;
-    eprintln!(
-        "  coordinator-reported mean phases at c={concurrency}: prepare {:.2} ms, decide {:.2} ms, commit {:.2} ms",
-        mean(0),
-        mean(1),
-        mean(2)
-    );
     summarize(concurrency, started.elapsed().as_secs_f64(), all, errors)
 }
 
@@ -285,11 +193,7 @@ async fn memory_test(
             .await?
             .text()
             .await?;
-        held = m
-            .lines()
-            .find(|l| l.starts_with("twopc_transactions_in_flight "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0) as usize;
+        held = metric(&m, "twopc_transactions_in_flight").unwrap_or(0.0) as usize;
         if held >= in_flight {
             break;
         }
@@ -316,10 +220,7 @@ async fn memory_test(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secs: f64 = std::env::var("TWOPC_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
+    let secs: f64 = env_num("TWOPC_BENCH_SECS", 10.0);
     let bins = Binaries::next_to_current_exe();
     if std::env::var_os("TWOPC_BENCH_ONLY_MEMORY").is_some() {
         for http2 in [false, true] {
@@ -344,10 +245,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep the stack's own logs quiet while measuring.
     let mut rows: BTreeMap<usize, (Level, Level)> = BTreeMap::new();
     // TWOPC_BENCH_LEVELS=8,64 runs only those levels (for profiling one level).
-    let levels: Vec<usize> = std::env::var("TWOPC_BENCH_LEVELS")
-        .ok()
-        .map(|s| s.split(',').filter_map(|c| c.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 8, 64]);
+    let levels: Vec<usize> = env_list("TWOPC_BENCH_LEVELS", &[1, 8, 64]);
     for c in levels {
         eprintln!("concurrency {c}: floor ...");
         let f = floor(&stack, c, secs).await;
