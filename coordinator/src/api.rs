@@ -298,7 +298,10 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
         );
     }
     match tokio::time::timeout(Duration::from_millis(st.config.client_timeout_ms), rx).await {
-        Ok(Ok(Ok(resp))) => (StatusCode::OK, Json(resp)).into_response(),
+        Ok(Ok(Ok(mut resp))) => {
+            resp.coordinator = Some(st.config.coordinator_id.clone());
+            (StatusCode::OK, Json(resp)).into_response()
+        }
         Ok(Ok(Err(SubmitError::IdConflict { txid }))) => error(
             StatusCode::CONFLICT,
             ApiErrorCode::IdConflict,
@@ -320,6 +323,7 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
                 attempts: 1,
                 decision: None,
                 heuristics: Vec::new(),
+                coordinator: Some(st.config.coordinator_id.clone()),
             };
             (StatusCode::ACCEPTED, Json(resp)).into_response()
         }
@@ -394,11 +398,36 @@ async fn lookup(State(st): State<AppState>, id: Result<Path<String>, PathRejecti
         );
     }
     match rx.await {
-        Ok(Some(r)) => Json(r).into_response(),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            ApiErrorCode::NotFound,
-            format!("no transaction {txid:?} is known here"),
+        Ok(Some(mut r)) => {
+            r.coordinator = Some(st.config.coordinator_id.clone());
+            Json(r).into_response()
+        }
+        Ok(None) => {
+            // Not run here: with a shared decision log, another coordinator's decision for it
+            // may be there (a client asking whichever coordinator it reaches).
+            if let Some(reader) = &st.leases {
+                match reader.find(&txid).await {
+                    Ok(Some(r)) => return Json(r).into_response(),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            ApiErrorCode::ShuttingDown,
+                            format!("cannot read the shared decision log: {e}"),
+                        )
+                    }
+                }
+            }
+            error(
+                StatusCode::NOT_FOUND,
+                ApiErrorCode::NotFound,
+                format!("no transaction {txid:?} is known here"),
+            )
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::ShuttingDown,
+            "the coordinator is shutting down",
         ),
     }
 }

@@ -275,6 +275,11 @@ impl Executor {
                     participants_connected: status.iter().filter(|s| s.connected).count(),
                     log_records: stats.records,
                     log_fsyncs: stats.fsyncs,
+                    lease_epoch: stats.lease_epoch,
+                    lease_renewals: stats.lease_renewals,
+                    fenced_writes: stats.fenced_writes,
+                    takeovers: crate::takeover::TAKEOVERS.load(Ordering::Relaxed),
+                    takeovers_active: crate::takeover::TAKEOVERS_ACTIVE.load(Ordering::Relaxed),
                 };
                 let text = crate::metrics::encode(&core.metrics, &figures);
                 let _ = reply.send(text);

@@ -173,6 +173,16 @@ pub struct DriverFigures {
     pub log_records: u64,
     /// Decision log fsyncs since it was opened.
     pub log_fsyncs: u64,
+    /// The epoch of this coordinator's lease on its id (0: the file log, no lease).
+    pub lease_epoch: u64,
+    /// Lease renewals that succeeded.
+    pub lease_renewals: u64,
+    /// Decision writes refused because the lease was gone.
+    pub fenced_writes: u64,
+    /// Other coordinators' ids this process took over since it started.
+    pub takeovers: u64,
+    /// Of those, the ones it still holds.
+    pub takeovers_active: u64,
 }
 
 /// `twopc_phase_seconds`: one histogram family, one series per phase.
@@ -303,6 +313,31 @@ pub fn encode(m: &Metrics, d: &DriverFigures) -> String {
         "twopc_log_fsyncs",
         "Decision log fsyncs",
         ConstCounter::new(d.log_fsyncs),
+    );
+    r.register(
+        "twopc_lease_epoch",
+        "Epoch of this coordinator's lease on its id (0: file log, no lease)",
+        ConstGauge::new(d.lease_epoch as i64),
+    );
+    r.register(
+        "twopc_lease_renewals",
+        "Lease renewals that succeeded",
+        ConstCounter::new(d.lease_renewals),
+    );
+    r.register(
+        "twopc_fenced_writes",
+        "Decision writes refused because the lease was gone",
+        ConstCounter::new(d.fenced_writes),
+    );
+    r.register(
+        "twopc_takeovers",
+        "Other coordinators' ids taken over by this process",
+        ConstCounter::new(d.takeovers),
+    );
+    r.register(
+        "twopc_takeovers_active",
+        "Other coordinators' ids this process holds now",
+        ConstGauge::new(d.takeovers_active as i64),
     );
     let mut text = String::new();
     // Writing into a String cannot fail, and every name above is valid.

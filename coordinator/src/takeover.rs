@@ -34,9 +34,15 @@ use crate::driver::{Command, Handle};
 use crate::log::{LeaseReader, LogError};
 use crate::server::{start_takeover, StartError};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
 use twopc_protocol::CoordinatorId;
+
+/// Takeover instances this process started (`twopc_takeovers_total`).
+pub(crate) static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
+/// Takeover instances running now (`twopc_takeovers_active`).
+pub(crate) static TAKEOVERS_ACTIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Watches every coordinator id's lease and takes over those whose holder died, until
 /// `shutdown`.
@@ -113,6 +119,8 @@ async fn take_over(config: Config, id: CoordinatorId, mut stop: broadcast::Recei
         }
     };
     tracing::info!("coordinator {own} holds coordinator id {id} now and finishes its transactions");
+    TAKEOVERS.fetch_add(1, Ordering::Relaxed);
+    TAKEOVERS_ACTIVE.fetch_add(1, Ordering::Relaxed);
     let claimed = Instant::now();
     let mut settled_in_a_row = 0;
     loop {
@@ -138,4 +146,5 @@ async fn take_over(config: Config, id: CoordinatorId, mut stop: broadcast::Recei
         }
     }
     instance.shutdown().await;
+    TAKEOVERS_ACTIVE.fetch_sub(1, Ordering::Relaxed);
 }

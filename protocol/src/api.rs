@@ -227,6 +227,10 @@ pub struct TransactionResponse {
     /// For a heuristic outcome: each participant whose acknowledgement did not match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heuristics: Vec<HeuristicReport>,
+    /// The coordinator that ran it: the one answering, or (several coordinators on one
+    /// PostgreSQL decision log) the one whose decision it found in the shared log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorId>,
 }
 
 fn one() -> u32 {

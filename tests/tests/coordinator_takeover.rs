@@ -239,6 +239,18 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
         Some(false),
         "the undecided one is aborted everywhere"
     );
+    // Any coordinator answers for any transaction: c2 reports c1's, from the shared log.
+    let found: serde_json::Value = rig
+        .http
+        .get(format!("{c2_url}/v1/transactions/{}", rig.txs[n - 2].txid))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["outcome"], "committed", "{found}");
+    assert_eq!(found["coordinator"], "c1", "{found}");
     let decisions = rig.stack.log_pg.as_ref().unwrap().query(
         "twopc_log",
         &format!(
@@ -299,6 +311,26 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
         transfer_via(&mut rig, ("c2", &c2_url), 7, 8).await,
         Told::Committed
     );
+
+    let metrics = rig
+        .http
+        .get(format!("{c2_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let takeovers: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("twopc_takeovers_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        takeovers >= 2,
+        "c2 took c1 over {takeovers} times:\n{metrics}"
+    );
+    assert!(metrics.contains("twopc_lease_epoch 1\n"), "{metrics}");
 
     let report = rig.check().await;
     assert!(report.violations.is_empty(), "{report}");

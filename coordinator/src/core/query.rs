@@ -131,5 +131,7 @@ pub(super) fn answer(
         attempts: 1,
         decision: decision.filter(|_| !heuristics.is_empty()),
         heuristics,
+        // The API names the coordinator; the core knows only its own id.
+        coordinator: None,
     }
 }

@@ -229,6 +229,7 @@ impl DecisionLog for FileLog {
             bytes: s.bytes.load(Ordering::Relaxed),
             segments: s.segments.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            ..LogStats::default()
         }
     }
 

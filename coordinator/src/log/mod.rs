@@ -294,6 +294,16 @@ pub struct LogStats {
     pub segments: u64,
     /// Checkpoints written (each one a compaction).
     pub checkpoints: u64,
+    /// The epoch at which this process holds its coordinator id's lease ([`PgLog`]; 0 for
+    /// the file log, which has no lease).
+    #[serde(default)]
+    pub lease_epoch: u64,
+    /// Lease renewals that succeeded ([`PgLog`]).
+    #[serde(default)]
+    pub lease_renewals: u64,
+    /// Decision writes refused because the lease was gone ([`PgLog`]).
+    #[serde(default)]
+    pub fenced_writes: u64,
 }
 
 /// A transaction with a logged COMMIT and no END: recovery must drive it to completion.

@@ -58,8 +58,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use twopc_protocol::api::HeuristicReport;
-use twopc_protocol::{ParticipantName, TxId};
+use twopc_protocol::api::{HeuristicReport, Outcome, TransactionResponse};
+use twopc_protocol::{CoordinatorId, Decision, ParticipantName, TxId};
 use writer::{Request, Writer};
 
 /// Tuning and identity of a [`PgLog`].
@@ -519,6 +519,9 @@ impl DecisionLog for PgLog {
             bytes: 0,
             segments: 0,
             checkpoints: 0,
+            lease_epoch: self.lease.epoch.max(0) as u64,
+            lease_renewals: s.renewals.load(Ordering::Relaxed),
+            fenced_writes: s.fenced_writes.load(Ordering::Relaxed),
         }
     }
 
@@ -720,6 +723,64 @@ impl LeaseReader {
     /// Every coordinator id's lease, by id.
     pub async fn list(&self) -> Result<Vec<LeaseRow>, LogError> {
         let mut guard = self.client.lock().await;
+        let client = self.connected(&mut guard).await?;
+        match lease::list(client).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                *guard = None;
+                Err(db("read the coordinator leases")(e))
+            }
+        }
+    }
+
+    /// The outcome any coordinator logged for client txid `txid` (its own decision, or that of
+    /// the last attempt of a retried transaction), as the API reports it; `None` if no
+    /// coordinator's log holds it (never run, still undecided, aborted and the Abort lost —
+    /// presumed abort — or deleted by retention).
+    pub async fn find(&self, txid: &TxId) -> Result<Option<TransactionResponse>, LogError> {
+        let mut guard = self.client.lock().await;
+        let client = self.connected(&mut guard).await?;
+        let row = client
+            .query_opt(
+                "SELECT coordinator_id, decision, reason, heuristics::text
+                 FROM twopc_log.decision
+                 WHERE txid = $1 OR client = $1
+                 ORDER BY (txid = $1) DESC, seq DESC LIMIT 1",
+                &[&txid.as_str()],
+            )
+            .await;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                *guard = None;
+                return Err(db("read the decision log")(e));
+            }
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let decision = match row.get::<_, &str>(1) {
+            "commit" => Decision::Commit,
+            _ => Decision::Abort,
+        };
+        let heuristics: Vec<HeuristicReport> = serde_json::from_str(row.get(3)).unwrap_or_default();
+        Ok(Some(TransactionResponse {
+            id: txid.clone(),
+            outcome: Outcome::of(decision, &heuristics),
+            reason: row.get(2),
+            abort_class: None,
+            timings: Default::default(),
+            attempts: 1,
+            decision: (!heuristics.is_empty()).then_some(decision),
+            heuristics,
+            coordinator: CoordinatorId::new(row.get::<_, String>(0)).ok(),
+        }))
+    }
+
+    async fn connected<'a>(
+        &self,
+        guard: &'a mut Option<tokio_postgres::Client>,
+    ) -> Result<&'a tokio_postgres::Client, LogError> {
         if guard.is_none() {
             *guard = Some(
                 self.connector
@@ -728,13 +789,6 @@ impl LeaseReader {
                     .map_err(db("connect to the decision log database"))?,
             );
         }
-        let client = guard.as_ref().expect("connected above");
-        match lease::list(client).await {
-            Ok(rows) => Ok(rows),
-            Err(e) => {
-                *guard = None;
-                Err(db("read the coordinator leases")(e))
-            }
-        }
+        Ok(guard.as_ref().expect("connected above"))
     }
 }

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS twopc_log.decision (
 );
 CREATE INDEX IF NOT EXISTS decision_pending
     ON twopc_log.decision (coordinator_id, seq) WHERE decision = 'commit' AND NOT ended;
+-- GET /v1/transactions/{id} on any coordinator finds a decision by txid (or client txid).
+CREATE INDEX IF NOT EXISTS decision_txid ON twopc_log.decision (txid);
+CREATE INDEX IF NOT EXISTS decision_client
+    ON twopc_log.decision (client) WHERE client IS NOT NULL;
 CREATE INDEX IF NOT EXISTS decision_at
     ON twopc_log.decision (coordinator_id, at_ms);
 CREATE INDEX IF NOT EXISTS decision_finished

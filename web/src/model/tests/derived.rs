@@ -121,6 +121,7 @@ fn a_heuristic_ack_is_shown_as_a_heuristic_outcome() {
             result: HeuristicKind::NotPrepared,
         }],
         abort_class: None,
+        coordinator: None,
     };
     assert!(d.resolve(&resp, &[]));
     let t = d.tx("t2").unwrap();
@@ -298,6 +299,7 @@ fn lookups_resolve_transactions_whose_events_were_missed() {
         decision: None,
         heuristics: Vec::new(),
         abort_class: None,
+        coordinator: None,
     };
     let st = |name: &str, connected, awaiting_ack| ParticipantStatus {
         name: name.parse().unwrap(),
