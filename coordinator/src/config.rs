@@ -430,6 +430,42 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_log_is_the_file_log_unless_postgres_is_named() {
+        let cfg = Config::from_toml("coordinator_id = 'c1'").unwrap();
+        assert_eq!(cfg.decision_log.kind, LogKind::File);
+        let cfg = Config::from_toml(
+            "coordinator_id = 'c1'\n[decision_log]\nkind = 'postgres'\nurl = 'postgresql://h/db'",
+        )
+        .unwrap();
+        assert_eq!(cfg.decision_log.kind, LogKind::Postgres);
+        assert_eq!(cfg.decision_log.resolve_url().unwrap(), "postgresql://h/db");
+        assert_eq!(cfg.decision_log.lease_ttl_ms, 3000);
+        for (text, says) in [
+            ("kind = 'postgres'", "exactly one of url"),
+            (
+                "kind = 'postgres'\nurl = 'a'\nurl_env = 'B'",
+                "exactly one of url",
+            ),
+            ("url = 'postgresql://h/db'", "are for kind"),
+            (
+                "kind = 'postgres'\nurl = 'a'\nlease_ttl_ms = 1000\nlease_renew_ms = 500",
+                "a third",
+            ),
+            ("kind = 'etcd'", "unknown variant"),
+        ] {
+            let e = Config::from_toml(&format!("coordinator_id = 'c1'\n[decision_log]\n{text}"))
+                .unwrap_err();
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+        let cfg = Config::from_toml(
+            "coordinator_id = 'c1'\n[decision_log]\nkind = 'postgres'\nurl_env = 'TWOPC_NO_SUCH_VAR'",
+        )
+        .unwrap();
+        let e = cfg.decision_log.resolve_url().unwrap_err();
+        assert!(e.to_string().contains("TWOPC_NO_SUCH_VAR"), "{e}");
+    }
+
+    #[test]
     fn bad_configs_explain_themselves() {
         let e = Config::from_toml("coordinator_id = 'c:1'").unwrap_err();
         assert!(e.to_string().contains("coordinator id"), "{e}");

@@ -55,6 +55,8 @@ pub struct RunningCoordinator {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The PostgreSQL decision log, when that is the one in use (closed at shutdown).
     pg_log: Option<Arc<PgLog>>,
+    /// Commits without End found in the log at start.
+    recovering: usize,
 }
 
 impl RunningCoordinator {
@@ -66,6 +68,16 @@ impl RunningCoordinator {
     /// The driver handle.
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// The epoch of its lease on its id (PostgreSQL decision log only).
+    pub fn lease_epoch(&self) -> Option<u64> {
+        self.pg_log.as_ref().map(|l| l.lease().epoch.max(0) as u64)
+    }
+
+    /// Transactions with a logged COMMIT and no END it found at start.
+    pub fn recovering(&self) -> usize {
+        self.recovering
     }
 
     /// Stops every task and waits for them.
@@ -161,6 +173,7 @@ async fn start_as(
         }
     };
     let state = log.recover()?;
+    let recovering = state.pending.len();
     if let Some(t) = &state.torn_tail {
         tracing::warn!("decision log had a torn tail, truncated: {t:?}");
     }
@@ -318,5 +331,6 @@ async fn start_as(
         shutdown,
         tasks,
         pg_log,
+        recovering,
     })
 }

@@ -37,6 +37,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
+use twopc_protocol::event::EventKind;
 use twopc_protocol::CoordinatorId;
 
 /// Takeover instances this process started (`twopc_takeovers_total`).
@@ -91,7 +92,12 @@ pub(crate) async fn watch(
             );
             running.insert(
                 row.coordinator.clone(),
-                tokio::spawn(take_over(config.clone(), id, stop_all.subscribe())),
+                tokio::spawn(take_over(
+                    config.clone(),
+                    id,
+                    handle.clone(),
+                    stop_all.subscribe(),
+                )),
             );
         }
     }
@@ -101,8 +107,14 @@ pub(crate) async fn watch(
     }
 }
 
-/// Runs a takeover instance for `id` until the id has nothing left to do (or `stop`).
-async fn take_over(config: Config, id: CoordinatorId, mut stop: broadcast::Receiver<()>) {
+/// Runs a takeover instance for `id` until the id has nothing left to do (or `stop`); tells
+/// the event stream of the serving coordinator (`serving`) when it starts and ends.
+async fn take_over(
+    config: Config,
+    id: CoordinatorId,
+    serving: Handle,
+    mut stop: broadcast::Receiver<()>,
+) {
     let own = config.coordinator_id.clone();
     let prepare_timeout = Duration::from_millis(config.prepare_timeout_ms);
     let mut cfg = config;
@@ -121,8 +133,20 @@ async fn take_over(config: Config, id: CoordinatorId, mut stop: broadcast::Recei
     tracing::info!("coordinator {own} holds coordinator id {id} now and finishes its transactions");
     TAKEOVERS.fetch_add(1, Ordering::Relaxed);
     TAKEOVERS_ACTIVE.fetch_add(1, Ordering::Relaxed);
+    let epoch = instance.lease_epoch().unwrap_or(0);
+    serving
+        .send(Command::Event {
+            txid: None,
+            kind: EventKind::Takeover {
+                coordinator: id.to_string(),
+                epoch,
+                recovering: instance.recovering() as u32,
+            },
+        })
+        .await;
     let claimed = Instant::now();
     let mut settled_in_a_row = 0;
+    let mut finished = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -142,9 +166,22 @@ async fn take_over(config: Config, id: CoordinatorId, mut stop: broadcast::Recei
                 "coordinator id {id} has nothing left to do after {} ms; releasing it",
                 claimed.elapsed().as_millis()
             );
+            finished = true;
             break;
         }
     }
     instance.shutdown().await;
     TAKEOVERS_ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    if !finished {
+        return;
+    }
+    serving
+        .send(Command::Event {
+            txid: None,
+            kind: EventKind::TakeoverEnded {
+                coordinator: id.to_string(),
+                epoch,
+            },
+        })
+        .await;
 }

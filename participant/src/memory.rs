@@ -112,11 +112,20 @@ impl Resource for MemoryResource {
         Ok(PrepareOutcome::Yes)
     }
 
-    async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+    // One coordinator per memory resource (the model checker's, the tests'): txids are its.
+    async fn commit(
+        &self,
+        _coordinator: Option<&CoordinatorId>,
+        txid: &TxId,
+    ) -> Result<AckResult, ParticipantError> {
         Ok(self.settle(txid, Decision::Commit))
     }
 
-    async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+    async fn abort(
+        &self,
+        _coordinator: Option<&CoordinatorId>,
+        txid: &TxId,
+    ) -> Result<AckResult, ParticipantError> {
         Ok(self.settle(txid, Decision::Abort))
     }
 

@@ -90,17 +90,21 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Phase 2, COMMIT: apply what `txid` prepared. `NotPrepared` when there is no record of
     /// preparing it (never invent success), `AlreadyApplied` when it was committed before,
-    /// `Conflict` when it was aborted before.
+    /// `Conflict` when it was aborted before. With `coordinator` given, only what was
+    /// prepared for that coordinator counts: another coordinator's transaction of the same
+    /// txid is not this one (`NotPrepared`), and is left alone.
     fn commit(
         &self,
+        coordinator: Option<&CoordinatorId>,
         txid: &TxId,
     ) -> impl Future<Output = Result<AckResult, ParticipantError>> + Send;
 
     /// Phase 2, ABORT: discard what `txid` prepared. `NotPrepared` when there is nothing
     /// (the normal presumed-abort case), `AlreadyApplied` when it was aborted before,
-    /// `Conflict` when it was committed before.
+    /// `Conflict` when it was committed before. `coordinator` as for [`Resource::commit`].
     fn abort(
         &self,
+        coordinator: Option<&CoordinatorId>,
         txid: &TxId,
     ) -> impl Future<Output = Result<AckResult, ParticipantError>> + Send;
 

@@ -119,7 +119,15 @@ async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
             ..
         }
     ));
-    send(&mut ws, 2, Message::Commit { txid: t("a") }).await;
+    send(
+        &mut ws,
+        2,
+        Message::Commit {
+            txid: t("a"),
+            coordinator: None,
+        },
+    )
+    .await;
     let f = recv(&mut ws).await;
     assert_eq!(
         f.msg,

@@ -118,9 +118,6 @@ const LOST_STATEMENT_CLASS: &str = "26";
 pub struct PgResource {
     cfg: PgConfig,
     pool: Pool,
-    /// gids this process prepared, by txid: Commit and Abort carry only the txid, and this
-    /// spares them a scan of pg_prepared_xacts. Lost on restart, then the scan is the fallback.
-    gids: std::sync::Mutex<HashMap<TxId, String>>,
     /// See [`tombstones`].
     tombstones: Tombstones,
     /// The prepares running now, by txid: their backend (to find their lock waits) and how to
@@ -170,7 +167,6 @@ impl PgResource {
         PgResource {
             pool: Pool::new(cfg.clone()),
             cfg,
-            gids: std::sync::Mutex::new(HashMap::new()),
             tombstones: Tombstones::default(),
             running: std::sync::Mutex::new(HashMap::new()),
         }
@@ -294,10 +290,12 @@ impl PgResource {
         }
     }
 
-    /// The gid under which `txid` is prepared in this database, if it is.
+    /// The gid under which `txid` is prepared in this database (for `coordinator`, when
+    /// given), if it is.
     async fn prepared_gid(
         &self,
         c: &mut Conn,
+        coordinator: Option<&CoordinatorId>,
         txid: &TxId,
     ) -> Result<Option<String>, ParticipantError> {
         let rows = c
@@ -310,7 +308,10 @@ impl PgResource {
         let mut found: Vec<String> = rows
             .iter()
             .map(|r| r.get::<_, String>(0))
-            .filter(|g| parse_gid(g).is_some_and(|(_, t)| &t == txid))
+            .filter(|g| {
+                parse_gid(g)
+                    .is_some_and(|(co, t)| &t == txid && coordinator.is_none_or(|w| &co == w))
+            })
             .collect();
         if found.len() > 1 {
             return Err(ParticipantError::resource(format!(
@@ -358,21 +359,22 @@ impl PgResource {
     /// Phase 2: applies the coordinator's decision for `txid` on a pooled connection.
     async fn apply_decision(
         &self,
+        coordinator: Option<&CoordinatorId>,
         txid: &TxId,
         decision: Decision,
     ) -> Result<AckResult, ParticipantError> {
         let mut c = self.pool.checkout(Use::Other).await?;
-        let result = self.apply_decision_on(&mut c, txid, decision).await;
+        let result = self
+            .apply_decision_on(&mut c, coordinator, txid, decision)
+            .await;
         self.pool.checkin(c).await;
-        if result.is_ok() {
-            self.gids.lock().expect("gid cache").remove(txid);
-        }
         result
     }
 
     async fn apply_decision_on(
         &self,
         c: &mut Conn,
+        coordinator: Option<&CoordinatorId>,
         txid: &TxId,
         decision: Decision,
     ) -> Result<AckResult, ParticipantError> {
@@ -380,7 +382,10 @@ impl PgResource {
             Decision::Commit => ("commit", "SELECT twopc.commit_prepared($1, 'coordinator')"),
             Decision::Abort => ("abort", "SELECT twopc.rollback_prepared($1, 'coordinator')"),
         };
-        let known_gid = self.gids.lock().expect("gid cache").get(txid).cloned();
+        // The coordinator names the gid exactly; a message from a coordinator that names
+        // none (an older one) costs a scan of pg_prepared_xacts, which refuses to guess when
+        // two coordinators' transactions of this txid are prepared.
+        let known_gid = coordinator.map(|co| format_gid(co, txid));
         if let Some(gid) = &known_gid {
             // Fast path for a transaction this process prepared: finish it at once. Only when
             // that fails is the decision recorded (below), so in_doubt can show it while the
@@ -393,7 +398,7 @@ impl PgResource {
                 }
             }
         }
-        if let Some(gid) = self.prepared_gid(c, txid).await? {
+        if let Some(gid) = self.prepared_gid(c, coordinator, txid).await? {
             c.query_opt("SELECT twopc.record_decision($1, $2)", &[&gid, &word])
                 .await
                 .map_err(|e| ParticipantError::resource(describe(&e)))?;
@@ -480,13 +485,7 @@ impl Resource for PgResource {
         }
         self.pool.checkin(c).await;
         match r? {
-            Ok(()) => {
-                self.gids
-                    .lock()
-                    .expect("gid cache")
-                    .insert(txid.clone(), gid);
-                Ok(PrepareOutcome::Yes)
-            }
+            Ok(()) => Ok(PrepareOutcome::Yes),
             Err((reason, class)) => {
                 self.tombstones.insert(txid);
                 Ok(PrepareOutcome::No { reason, class })
@@ -494,12 +493,22 @@ impl Resource for PgResource {
         }
     }
 
-    async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
-        self.apply_decision(txid, Decision::Commit).await
+    async fn commit(
+        &self,
+        coordinator: Option<&CoordinatorId>,
+        txid: &TxId,
+    ) -> Result<AckResult, ParticipantError> {
+        self.apply_decision(coordinator, txid, Decision::Commit)
+            .await
     }
 
-    async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
-        self.apply_decision(txid, Decision::Abort).await
+    async fn abort(
+        &self,
+        coordinator: Option<&CoordinatorId>,
+        txid: &TxId,
+    ) -> Result<AckResult, ParticipantError> {
+        self.apply_decision(coordinator, txid, Decision::Abort)
+            .await
     }
 
     async fn commit_one_phase(
@@ -510,7 +519,9 @@ impl Resource for PgResource {
     ) -> Result<OnePhaseOutcome, ParticipantError> {
         match self.prepare(coordinator, txid, ops, None).await? {
             PrepareOutcome::Yes => {
-                let result = self.apply_decision(txid, Decision::Commit).await?;
+                let result = self
+                    .apply_decision(Some(coordinator), txid, Decision::Commit)
+                    .await?;
                 let result = if result == AckResult::Applied {
                     AckResult::Applied
                 } else {

@@ -248,6 +248,25 @@ pub enum EventKind {
         /// What was injected.
         fault: String,
     },
+    /// This coordinator took over another coordinator's id (several coordinators on one
+    /// PostgreSQL decision log): that one's lease expired, and this one now finishes its
+    /// transactions, committing what it logged and aborting the rest.
+    Takeover {
+        /// The id taken over.
+        coordinator: String,
+        /// The epoch it is held at now (one more than its last holder's).
+        epoch: u64,
+        /// Transactions with a logged COMMIT and no END, now being driven to completion.
+        recovering: u32,
+    },
+    /// A taken-over id has nothing left to do, and this coordinator released it (its own
+    /// coordinator claims it at once when it comes back).
+    TakeoverEnded {
+        /// The id released.
+        coordinator: String,
+        /// The epoch it was held at.
+        epoch: u64,
+    },
 }
 
 fn one() -> u32 {

@@ -247,6 +247,11 @@ pub enum Message {
     Commit {
         /// The global transaction id.
         txid: TxId,
+        /// The coordinator whose transaction it is: the participant settles only what it
+        /// prepared for that coordinator (several coordinators may each have run a `txid` of
+        /// the same name). Absent from older coordinators: then whichever is prepared.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coordinator: Option<CoordinatorId>,
     },
     /// Coordinator → participant: roll back (a NO vote, a timeout, or recovery).
     Abort {
@@ -255,6 +260,9 @@ pub enum Message {
         /// Why, for the participant's log.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The coordinator whose transaction it is (see [`Message::Commit`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coordinator: Option<CoordinatorId>,
     },
     /// Participant → coordinator: the answer to Commit, Abort or CommitOnePhase.
     Ack {
@@ -331,7 +339,7 @@ impl Message {
             Message::Prepare { txid, .. }
             | Message::CommitOnePhase { txid, .. }
             | Message::Vote { txid, .. }
-            | Message::Commit { txid }
+            | Message::Commit { txid, .. }
             | Message::Abort { txid, .. }
             | Message::Ack { txid, .. }
             | Message::DecisionRequest { txid, .. }
@@ -360,7 +368,7 @@ impl Message {
                     None => format!("VOTE {vote} {txid}"),
                 }
             }
-            Message::Commit { txid } => format!("COMMIT {txid}"),
+            Message::Commit { txid, .. } => format!("COMMIT {txid}"),
             Message::Abort { txid, .. } => format!("ABORT {txid}"),
             Message::Ack {
                 txid,

@@ -141,6 +141,7 @@ mod tests {
     fn matches_the_frame_type_tag() {
         let m = Message::Commit {
             txid: crate::TxId::new("t1").unwrap(),
+            coordinator: None,
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["type"], m.message_type().as_str());

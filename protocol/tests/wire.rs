@@ -85,10 +85,23 @@ fn every_message() -> Vec<Message> {
             reason: None,
             class: None,
         },
-        Message::Commit { txid: tx("t1") },
+        Message::Commit {
+            txid: tx("t1"),
+            coordinator: None,
+        },
+        Message::Commit {
+            txid: tx("t1"),
+            coordinator: Some(CoordinatorId::new("c1").unwrap()),
+        },
         Message::Abort {
             txid: tx("t1"),
             reason: None,
+            coordinator: None,
+        },
+        Message::Abort {
+            txid: tx("t1"),
+            reason: Some("r".into()),
+            coordinator: Some(CoordinatorId::new("c1").unwrap()),
         },
         Message::Ack {
             txid: tx("t1"),

@@ -376,7 +376,11 @@ impl Resource for RedisResource {
         }
     }
 
-    async fn commit(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+    async fn commit(
+        &self,
+        coordinator: Option<&CoordinatorId>,
+        txid: &TxId,
+    ) -> Result<AckResult, ParticipantError> {
         // An ack lets the coordinator forget the transaction: the outcome must be durable.
         self.ensure_durable().await?;
         let mut c = self.conn.clone();
@@ -387,13 +391,18 @@ impl Resource for RedisResource {
             .arg(now_ms())
             .arg(self.retention.keep_count)
             .arg(self.keep_ms())
+            .arg(coordinator.map_or("", |c| c.as_str()))
             .invoke_async(&mut c)
             .await
             .map_err(err)?;
         ack_result(&reply)
     }
 
-    async fn abort(&self, txid: &TxId) -> Result<AckResult, ParticipantError> {
+    async fn abort(
+        &self,
+        coordinator: Option<&CoordinatorId>,
+        txid: &TxId,
+    ) -> Result<AckResult, ParticipantError> {
         self.ensure_durable().await?;
         let mut c = self.conn.clone();
         let reply: String = self
@@ -404,6 +413,7 @@ impl Resource for RedisResource {
             .arg(self.retention.keep_count)
             .arg(self.keep_ms())
             .arg("aborted by the coordinator")
+            .arg(coordinator.map_or("", |c| c.as_str()))
             .invoke_async(&mut c)
             .await
             .map_err(err)?;

@@ -519,9 +519,20 @@ impl Stack {
         id: &str,
         dir: &Path,
     ) -> Result<(Proc, String)> {
+        self.spawn_coordinator_on(bins, id, 0, dir)
+    }
+
+    /// [`Stack::spawn_coordinator`] on a fixed port (`0`: a free one).
+    pub fn spawn_coordinator_on(
+        &self,
+        bins: &Binaries,
+        id: &str,
+        port: u16,
+        dir: &Path,
+    ) -> Result<(Proc, String)> {
         let mut cfg = self.coordinator_settings.clone();
         cfg.coordinator_id = id.into();
-        cfg.listen = "127.0.0.1:0".into();
+        cfg.listen = format!("127.0.0.1:{port}");
         cfg.data_dir = dir.join(format!("coordinator-{id}"));
         let path = dir.join(format!("coordinator-{id}.toml"));
         cfg.write(&path)?;

@@ -463,6 +463,7 @@ async fn a_commit_acknowledged_conflict_is_a_heuristic_outcome() {
             .request(Message::Abort {
                 txid: TxId::new(id).unwrap(),
                 reason: Some("operator: heuristic rollback".into()),
+                coordinator: None,
             })
             .await;
         assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");

@@ -168,12 +168,26 @@ async fn prepare_commit_and_idempotent_acks() {
     // A duplicated Prepare does not run the statements twice.
     assert_eq!(vote(&mut c, "t1", transfer(10)).await.0, Vote::Yes);
     assert_eq!(
-        finish(&mut c, Message::Commit { txid: tx("t1") }).await,
+        finish(
+            &mut c,
+            Message::Commit {
+                txid: tx("t1"),
+                coordinator: None,
+            }
+        )
+        .await,
         (Decision::Commit, AckResult::Applied)
     );
     assert_eq!(balances(&s.pg), "90,110");
     assert_eq!(
-        finish(&mut c, Message::Commit { txid: tx("t1") }).await,
+        finish(
+            &mut c,
+            Message::Commit {
+                txid: tx("t1"),
+                coordinator: None,
+            }
+        )
+        .await,
         (Decision::Commit, AckResult::AlreadyApplied)
     );
     assert_eq!(
@@ -182,7 +196,14 @@ async fn prepare_commit_and_idempotent_acks() {
         "committed"
     );
     assert_eq!(
-        finish(&mut c, Message::Commit { txid: tx("never") }).await,
+        finish(
+            &mut c,
+            Message::Commit {
+                txid: tx("never"),
+                coordinator: None,
+            }
+        )
+        .await,
         (Decision::Commit, AckResult::NotPrepared)
     );
     // Abort.
@@ -192,7 +213,8 @@ async fn prepare_commit_and_idempotent_acks() {
             &mut c,
             Message::Abort {
                 txid: tx("t2"),
-                reason: None
+                reason: None,
+                coordinator: None,
             }
         )
         .await,
@@ -252,6 +274,7 @@ async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
         Message::Abort {
             txid: tx("t-hostile"),
             reason: None,
+            coordinator: None,
         },
     )
     .await;
@@ -293,7 +316,14 @@ async fn an_older_prepare_waits_for_a_prepared_holder_until_the_lock_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     // SQLSTATE 55P03: another attempt can succeed once the holder is gone.
     assert_eq!(class, Some(NoClass::Conflict));
-    finish(&mut c, Message::Commit { txid: tx("holder") }).await;
+    finish(
+        &mut c,
+        Message::Commit {
+            txid: tx("holder"),
+            coordinator: None,
+        },
+    )
+    .await;
     assert_eq!(balances(&s.pg), "99,101");
 }
 
@@ -326,7 +356,14 @@ async fn a_younger_prepare_gives_way_to_an_older_holder_inside_postgres() {
             .unwrap(),
         "twopc:c1:old"
     );
-    finish(&mut c, Message::Commit { txid: tx("old") }).await;
+    finish(
+        &mut c,
+        Message::Commit {
+            txid: tx("old"),
+            coordinator: None,
+        },
+    )
+    .await;
     assert_eq!(balances(&s.pg), "99,101");
 }
 
@@ -341,12 +378,26 @@ async fn a_waiting_prepare_prepares_when_the_holder_commits() {
     );
     let waiter = c.send(prepare_aged("old", transfer(2), Some(1))).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    finish(&mut c, Message::Commit { txid: tx("young") }).await;
+    finish(
+        &mut c,
+        Message::Commit {
+            txid: tx("young"),
+            coordinator: None,
+        },
+    )
+    .await;
     match c.recv_matching(|f| f.id == waiter).await.msg {
         Message::Vote { vote, reason, .. } => assert_eq!(vote, Vote::Yes, "{reason:?}"),
         other => panic!("expected a vote, got {other:?}"),
     }
-    finish(&mut c, Message::Commit { txid: tx("old") }).await;
+    finish(
+        &mut c,
+        Message::Commit {
+            txid: tx("old"),
+            coordinator: None,
+        },
+    )
+    .await;
     assert_eq!(balances(&s.pg), "97,103");
 }
 
@@ -364,7 +415,8 @@ async fn prepared_transactions_survive_an_immediate_stop_and_are_reported() {
         finish(
             &mut c,
             Message::Commit {
-                txid: tx("t-crash")
+                txid: tx("t-crash"),
+                coordinator: None,
             }
         )
         .await,
@@ -449,7 +501,8 @@ async fn the_worker_is_restarted_after_it_is_killed_and_refuses_bad_tokens() {
             &mut c,
             Message::Abort {
                 txid: tx("t-kill"),
-                reason: None
+                reason: None,
+                coordinator: None,
             }
         )
         .await,
@@ -511,7 +564,14 @@ async fn statements_run_in_the_order_given_also_when_pipelined() {
         ]);
         assert_eq!(vote(&mut c, txid, ops).await.0, Vote::Yes);
         assert_eq!(
-            finish(&mut c, Message::Commit { txid: tx(txid) }).await,
+            finish(
+                &mut c,
+                Message::Commit {
+                    txid: tx(txid),
+                    coordinator: None,
+                }
+            )
+            .await,
             (Decision::Commit, AckResult::Applied)
         );
     }
@@ -548,7 +608,8 @@ async fn a_late_prepare_after_an_abort_or_a_no_vote_is_refused() {
             &mut c,
             Message::Abort {
                 txid: tx("overtaken"),
-                reason: None
+                reason: None,
+                coordinator: None,
             }
         )
         .await,
@@ -566,4 +627,88 @@ async fn a_late_prepare_after_an_abort_or_a_no_vote_is_refused() {
         "0"
     );
     assert_eq!(balances(&s.pg), "100,100");
+}
+
+/// Two coordinators ran a transaction each under the same client txid (their gids differ): a
+/// Commit or Abort names its coordinator and settles exactly that one's gid; one that names
+/// none, with both prepared, is refused rather than guessed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
+    let s = start();
+    let (mut c, _) = connect(s.addr).await;
+    assert_eq!(vote(&mut c, "x", transfer(10)).await, (Vote::Yes, None));
+    let c2 = CoordinatorId::new("c2").unwrap();
+    let (v, reason) = c
+        .vote(Message::Prepare {
+            txid: tx("x"),
+            coordinator: c2.clone(),
+            // Touches no row c1's "x" holds.
+            ops: Operations::Sql(vec![sql(
+                "UPDATE accounts SET balance = balance WHERE id = $1",
+                vec![(-1).into()],
+            )]),
+            timeout_ms: None,
+            priority: None,
+        })
+        .await;
+    assert_eq!(v, Vote::Yes, "{reason:?}");
+    let prepared = || {
+        s.pg.psql_ok(
+            "bank",
+            "SELECT string_agg(gid, ',' ORDER BY gid) FROM pg_prepared_xacts",
+        )
+        .unwrap()
+    };
+    assert_eq!(prepared(), "twopc:c1:x,twopc:c2:x");
+    match c
+        .request(Message::Commit {
+            txid: tx("x"),
+            coordinator: None,
+        })
+        .await
+    {
+        Message::Error { message, .. } => {
+            assert!(message.contains("several coordinators"), "{message}")
+        }
+        other => panic!("an unnamed commit of an ambiguous txid was not refused: {other:?}"),
+    }
+    assert_eq!(
+        finish(
+            &mut c,
+            Message::Abort {
+                txid: tx("x"),
+                reason: None,
+                coordinator: Some(c2.clone()),
+            }
+        )
+        .await,
+        (Decision::Abort, AckResult::Applied)
+    );
+    assert_eq!(prepared(), "twopc:c1:x");
+    assert_eq!(
+        finish(
+            &mut c,
+            Message::Commit {
+                txid: tx("x"),
+                coordinator: Some(c2),
+            }
+        )
+        .await
+        .1,
+        AckResult::Conflict,
+        "c2's x was aborted"
+    );
+    assert_eq!(prepared(), "twopc:c1:x");
+    assert_eq!(
+        finish(
+            &mut c,
+            Message::Commit {
+                txid: tx("x"),
+                coordinator: Some(CoordinatorId::new("c1").unwrap()),
+            }
+        )
+        .await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    assert_eq!(balances(&s.pg), "90,110");
 }

@@ -123,7 +123,7 @@ async fn stops_voting_yes_when_redis_is_reconfigured() {
         PrepareOutcome::Yes
     );
     assert_eq!(
-        r.abort(&t1).await.unwrap(),
+        r.abort(None, &t1).await.unwrap(),
         twopc_protocol::AckResult::Applied
     );
 
@@ -154,7 +154,7 @@ async fn stops_voting_yes_when_redis_is_reconfigured() {
         PrepareOutcome::Yes
     );
     assert_eq!(
-        r.abort(&t2).await.unwrap(),
+        r.abort(None, &t2).await.unwrap(),
         twopc_protocol::AckResult::Applied
     );
 

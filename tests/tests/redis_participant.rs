@@ -122,13 +122,17 @@ async fn ack(c: &mut WireClient, msg: Message) -> (Decision, AckResult) {
 }
 
 fn commit(txid: &str) -> Message {
-    Message::Commit { txid: tx(txid) }
+    Message::Commit {
+        txid: tx(txid),
+        coordinator: None,
+    }
 }
 
 fn abort(txid: &str) -> Message {
     Message::Abort {
         txid: tx(txid),
         reason: None,
+        coordinator: None,
     }
 }
 
@@ -1279,5 +1283,74 @@ async fn outcomes_are_bounded_and_txids_of_other_coordinators_are_not_confused()
         (Vote::Yes, None)
     );
     assert_eq!(get(&mut r, "n").await.as_deref(), Some("3"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_or_abort_naming_another_coordinator_leaves_this_ones_transaction_alone() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    let c2 = CoordinatorId::new("c2").unwrap();
+    // c1's "x" is prepared; c2 (which ran an "x" of its own that never prepared here) aborts
+    // and commits "x": neither touches c1's.
+    assert_eq!(
+        vote(&mut c, "x", vec![incrby("n", 5, None)]).await.0,
+        Vote::Yes
+    );
+    for msg in [
+        Message::Abort {
+            txid: tx("x"),
+            reason: None,
+            coordinator: Some(c2.clone()),
+        },
+        Message::Commit {
+            txid: tx("x"),
+            coordinator: Some(c2.clone()),
+        },
+    ] {
+        let (_, result) = ack(&mut c, msg).await;
+        assert_eq!(result, AckResult::NotPrepared);
+    }
+    assert_eq!(prepared_in_redis(&mut r).await, vec!["x".to_string()]);
+    assert_eq!(get(&mut r, "n").await, None);
+    // c1's own Commit applies it; afterwards c2's Abort still finds nothing of its own, and
+    // does not turn c1's commit into a conflict or a tombstone.
+    assert_eq!(
+        ack(
+            &mut c,
+            Message::Commit {
+                txid: tx("x"),
+                coordinator: Some(c1()),
+            }
+        )
+        .await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    assert_eq!(
+        ack(
+            &mut c,
+            Message::Abort {
+                txid: tx("x"),
+                reason: None,
+                coordinator: Some(c2),
+            }
+        )
+        .await,
+        (Decision::Abort, AckResult::NotPrepared)
+    );
+    assert_eq!(
+        ack(
+            &mut c,
+            Message::Commit {
+                txid: tx("x"),
+                coordinator: Some(c1()),
+            }
+        )
+        .await,
+        (Decision::Commit, AckResult::AlreadyApplied)
+    );
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("5"));
     server.shutdown().await.unwrap();
 }

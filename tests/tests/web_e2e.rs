@@ -253,6 +253,7 @@ async fn the_app_shows_a_heuristic_outcome() {
         .request(Message::Abort {
             txid: TxId::new("web-heuristic").unwrap(),
             reason: Some("operator: heuristic rollback".into()),
+            coordinator: None,
         })
         .await;
     assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");

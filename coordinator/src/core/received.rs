@@ -121,7 +121,15 @@ impl Core {
             DecisionStatus::Commit => {
                 if !self.txs.contains_key(&txid) {
                     // Finished here, yet the participant still holds it: deliver again.
-                    send(out, &txid, from, Message::Commit { txid: txid.clone() });
+                    send(
+                        out,
+                        &txid,
+                        from,
+                        Message::Commit {
+                            txid: txid.clone(),
+                            coordinator: Some(self.cfg.coordinator.clone()),
+                        },
+                    );
                 } else {
                     self.send_decision_now(now_ms, &txid, from, out);
                 }
@@ -139,6 +147,7 @@ impl Core {
                         Message::Abort {
                             txid: txid.clone(),
                             reason,
+                            coordinator: Some(self.cfg.coordinator.clone()),
                         },
                     );
                 }

@@ -40,10 +40,14 @@ impl Core {
             return;
         }
         let msg = match d {
-            Decision::Commit => Message::Commit { txid: txid.clone() },
+            Decision::Commit => Message::Commit {
+                txid: txid.clone(),
+                coordinator: Some(self.cfg.coordinator.clone()),
+            },
             Decision::Abort => Message::Abort {
                 txid: txid.clone(),
                 reason: tx.reason.clone(),
+                coordinator: Some(self.cfg.coordinator.clone()),
             },
         };
         self.next_attempt(now_ms, txid, to);

@@ -194,11 +194,15 @@ impl Core {
             if vote == Vote::Yes {
                 let status = self.decision_status(&txid);
                 let msg = if status == DecisionStatus::Commit {
-                    Message::Commit { txid: txid.clone() }
+                    Message::Commit {
+                        txid: txid.clone(),
+                        coordinator: Some(self.cfg.coordinator.clone()),
+                    }
                 } else {
                     Message::Abort {
                         txid: txid.clone(),
                         reason: Some("late vote".into()),
+                        coordinator: Some(self.cfg.coordinator.clone()),
                     }
                 };
                 send(out, &txid, from, msg);

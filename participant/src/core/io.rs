@@ -106,6 +106,9 @@ pub enum Call {
         txid: TxId,
         /// Commit or abort.
         decision: Decision,
+        /// Whose transaction it is, when the message said (or the participant asked about
+        /// it as that coordinator's).
+        coordinator: Option<CoordinatorId>,
     },
     /// [`Resource::commit_one_phase`](crate::Resource::commit_one_phase).
     CommitOnePhase {

@@ -132,10 +132,12 @@ struct Conn {
     coordinators: BTreeSet<CoordinatorId>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Asking {
     attempts: u32,
     next_at_ms: u64,
+    /// The coordinator the transaction was prepared for: the answer settles its transaction.
+    coordinator: CoordinatorId,
 }
 
 /// The participant's protocol state (see the module docs).
@@ -301,7 +303,12 @@ impl Participant {
                     DecisionStatus::Pending => return,
                 };
                 if self.take_permit(conn) {
-                    let op = Call::Settle { txid, decision };
+                    let coordinator = self.asked.get(&txid).map(|a| a.coordinator.clone());
+                    let op = Call::Settle {
+                        txid,
+                        decision,
+                        coordinator,
+                    };
                     self.start(now, Origin::DecisionAnswer { conn }, op, out);
                 }
                 return;
@@ -319,14 +326,24 @@ impl Participant {
                 timeout_ms,
                 priority,
             },
-            Message::Commit { txid } => Call::Settle {
-                txid,
-                decision: Decision::Commit,
-            },
-            Message::Abort { txid, .. } => Call::Settle {
-                txid,
-                decision: Decision::Abort,
-            },
+            Message::Commit { txid, coordinator } => {
+                self.spoke(conn, coordinator.as_ref());
+                Call::Settle {
+                    txid,
+                    decision: Decision::Commit,
+                    coordinator,
+                }
+            }
+            Message::Abort {
+                txid, coordinator, ..
+            } => {
+                self.spoke(conn, coordinator.as_ref());
+                Call::Settle {
+                    txid,
+                    decision: Decision::Abort,
+                    coordinator,
+                }
+            }
             Message::CommitOnePhase {
                 txid,
                 coordinator,
@@ -620,7 +637,7 @@ impl Participant {
                     class,
                 }
             }
-            (Call::Settle { txid, decision }, Ok(Answer::Settled(result))) => Message::Ack {
+            (Call::Settle { txid, decision, .. }, Ok(Answer::Settled(result))) => Message::Ack {
                 txid,
                 decision,
                 result,
@@ -674,6 +691,16 @@ impl Participant {
         }
     }
 
+    /// Notes that `coordinator` spoke on `conn` (its DecisionRequests go there first): a
+    /// coordinator that took an id over sends that id's Commits and Aborts, never Prepares.
+    fn spoke(&mut self, conn: ConnId, coordinator: Option<&CoordinatorId>) {
+        if let (Some(c), Some(co)) = (self.conns.get_mut(&conn), coordinator) {
+            if !c.coordinators.contains(co) {
+                c.coordinators.insert(co.clone());
+            }
+        }
+    }
+
     /// Sends a DecisionRequest for `txid`, on a connection where `coordinator` has spoken if
     /// there is one, and schedules the next with backoff.
     fn ask(&mut self, now: Now, txid: &TxId, coordinator: &CoordinatorId, out: &mut Vec<Output>) {
@@ -693,6 +720,7 @@ impl Participant {
         let a = self.asked.entry(txid.clone()).or_insert(Asking {
             attempts: 0,
             next_at_ms: now.monotonic_ms,
+            coordinator: coordinator.clone(),
         });
         a.attempts += 1;
         a.next_at_ms = now.monotonic_ms.saturating_add(backoff_ms(

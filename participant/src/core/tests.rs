@@ -146,7 +146,15 @@ fn same_txid_is_serialized_and_entries_are_dropped() {
     // A second copy of the same Prepare waits; another txid is independent.
     let queued = receive(&mut p, 20, 2, prepare("t", Some(500)));
     assert!(queued.is_empty(), "{queued:?}");
-    let other = receive(&mut p, 20, 3, Message::Commit { txid: t("u") });
+    let other = receive(
+        &mut p,
+        20,
+        3,
+        Message::Commit {
+            txid: t("u"),
+            coordinator: None,
+        },
+    );
     assert_eq!(calls(&other).len(), 1);
     let out = complete(&mut p, 110, *first, Answer::Voted(PrepareOutcome::Yes));
     // The queued copy starts now, with the time it waited taken off its timeout.

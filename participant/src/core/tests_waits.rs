@@ -57,7 +57,15 @@ fn a_waiter_runs_again_when_the_holder_settles() {
     assert_eq!(p.waiting(), 1);
     // Younger than the holder: it gives way at 11 + 50 unless the holder settles first.
     assert_eq!(p.next_wake_ms(), Some(61));
-    let out = receive(&mut p, 20, 3, Message::Commit { txid: t("old") });
+    let out = receive(
+        &mut p,
+        20,
+        3,
+        Message::Commit {
+            txid: t("old"),
+            coordinator: None,
+        },
+    );
     let settle = calls(&out)[0].0;
     let out = complete(&mut p, 21, settle, Answer::Settled(AckResult::Applied));
     // The waiter is handed to the resource again, under the same call id.
@@ -129,6 +137,7 @@ fn an_abort_ends_the_wait_at_once_and_runs() {
     let abort = Message::Abort {
         txid: t("young"),
         reason: None,
+        coordinator: None,
     };
     let out = receive(&mut p, 20, 3, abort);
     let (v, reason, _) = vote(&out);

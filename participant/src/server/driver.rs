@@ -197,10 +197,14 @@ impl<R: Resource> Driver<R> {
                 }
                 r.map(Answer::Voted)
             }
-            Call::Settle { txid, decision } => {
+            Call::Settle {
+                txid,
+                decision,
+                coordinator,
+            } => {
                 let r = match decision {
-                    Decision::Commit => self.resource.commit(txid).await,
-                    Decision::Abort => self.resource.abort(txid).await,
+                    Decision::Commit => self.resource.commit(coordinator.as_ref(), txid).await,
+                    Decision::Abort => self.resource.abort(coordinator.as_ref(), txid).await,
                 };
                 match &r {
                     Ok(result)

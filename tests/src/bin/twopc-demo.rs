@@ -8,6 +8,12 @@
 //! addresses to `.demo/connections.env`, and supervises the coordinator: if it dies (the web
 //! app's "crash the coordinator" button does exactly that) it is started again on the same
 //! data directory, which is crash recovery. Ctrl-C stops everything and removes the data.
+//!
+//! `--ha`: three coordinators instead of one (ids c1, c2, c3 on ports 7700, 7701, 7702, each
+//! supervised the same way), their decision log in a PostgreSQL cluster of its own with a
+//! synchronous streaming standby, reached through a multi-host URL that follows a promoted
+//! standby. A coordinator that dies has its id taken over by a survivor, which finishes its
+//! transactions; the restarted one claims its id back.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -18,6 +24,8 @@ const REDIS_PORT: u16 = 63799;
 const BANK_PORT: u16 = 7801;
 const LEDGER_PORT: u16 = 7802;
 const COORDINATOR_PORT: u16 = 7700;
+/// `--ha`: the further coordinators' ids and ports.
+const MORE_COORDINATORS: [(&str, u16); 2] = [("c2", 7701), ("c3", 7702)];
 
 fn main() {
     if let Err(e) = run() {
@@ -27,6 +35,13 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let ha = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--ha") => true,
+        Some(other) => {
+            return Err(format!("unknown argument {other:?} (the one option is --ha)").into())
+        }
+    };
     let root = twopc_tests::repo_root();
     let demo_dir = root.join(".demo");
     std::fs::create_dir_all(&demo_dir)?;
@@ -49,13 +64,28 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             prepare_timeout_ms: 5000,
             decision_timeout_ms: 10_000,
             fault_injection: true,
-            // The documented example configuration (its ports are the ones above).
-            coordinator_config_file: Some(root.join("coordinator/example.toml")),
+            // The documented example configuration (its ports are the ones above); with
+            // --ha a generated one, which adds the shared decision log.
+            coordinator_config_file: (!ha).then(|| root.join("coordinator/example.toml")),
             coordinator_settings: Vec::new(),
-            postgres_decision_log: None,
-            log_standby: false,
+            postgres_decision_log: ha.then_some(3000),
+            log_standby: ha,
         },
     )?;
+    let mut more = Vec::new();
+    // Their configurations hold the participant tokens: in a directory removed at exit.
+    let more_dir = tempfile::Builder::new().prefix("twopc-demo-").tempdir()?;
+    if ha {
+        for (id, port) in MORE_COORDINATORS {
+            let (p, url) = stack.spawn_coordinator_on(
+                &Binaries::next_to_current_exe(),
+                id,
+                port,
+                more_dir.path(),
+            )?;
+            more.push((id, p, url));
+        }
+    }
     let pg_url = stack.pg.url("bank");
     let redis_url = stack.redis.url();
     let coordinator_url = stack.coordinator_url.clone();
@@ -63,6 +93,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(env, "PG_URL={pg_url}")?;
     writeln!(env, "REDIS_URL={redis_url}")?;
     writeln!(env, "COORDINATOR_URL={coordinator_url}")?;
+    if ha {
+        let urls: Vec<&str> = std::iter::once(coordinator_url.as_str())
+            .chain(more.iter().map(|(_, _, u)| u.as_str()))
+            .collect();
+        writeln!(env, "COORDINATOR_URLS={}", urls.join(","))?;
+        if let (Some(log), Some(standby)) = (&stack.log_pg, &stack.log_standby) {
+            writeln!(env, "LOG_PG_URL={}", log.url("twopc_log"))?;
+            writeln!(env, "LOG_STANDBY_URL={}", standby.url("twopc_log"))?;
+        }
+    }
     let env_file = demo_dir.join("connections.env");
     std::fs::write(&env_file, &env)?;
     print_banner(
@@ -71,6 +111,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         &coordinator_url,
         &env_file.display().to_string(),
     );
+    if ha {
+        print_ha_banner(&stack, &more);
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,6 +133,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                             eprintln!("[supervisor] restart failed: {e}; retrying");
                         }
                     }
+                    for (id, p, _) in more.iter_mut() {
+                        if !p.is_running() {
+                            eprintln!("[supervisor] coordinator {id} exited; restarting it (it claims its id back once a survivor has finished its transactions)");
+                            if let Err(e) = p.start() {
+                                eprintln!("[supervisor] restart failed: {e}; retrying");
+                            }
+                        }
+                    }
                     if !stack.ledger.is_running() {
                         eprintln!("[supervisor] the Redis participant exited; restarting it");
                         if let Err(e) = stack.ledger.start() {
@@ -102,6 +153,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     eprintln!("\nstopping ...");
     stack.coordinator.terminate();
+    for (_, p, _) in more.iter_mut() {
+        p.terminate();
+    }
     stack.ledger.terminate();
     let _ = std::fs::remove_file(&env_file);
     drop(stack);
@@ -142,4 +196,31 @@ Look at both stores:
 Load: target/debug/twopc-coordinator load --url {coordinator_url} -n 2000 -c 16 --accounts 2
 "#
     );
+}
+
+fn print_ha_banner(stack: &Stack, more: &[(&str, twopc_tests::stack::Proc, String)]) {
+    let c1 = &stack.coordinator_url;
+    let log = stack
+        .log_pg
+        .as_ref()
+        .map(|p| p.url("twopc_log"))
+        .unwrap_or_default();
+    let standby = stack
+        .log_standby
+        .as_ref()
+        .map(|p| p.url("twopc_log"))
+        .unwrap_or_default();
+    println!("High availability (--ha): three coordinators on one decision log.");
+    println!("  coordinator c1 {c1}");
+    for (id, _, url) in more {
+        println!("  coordinator {id} {url}");
+    }
+    println!("  decision log   {log}   (synchronous standby: {standby})");
+    println!();
+    println!("Who holds which coordinator id (holder, epoch, lease):");
+    println!("  curl -s {c1}/v1/coordinators");
+    println!("Kill one (its id is taken over by a survivor, then given back when it restarts):");
+    println!("  kill -9 $(pgrep -f 'coordinator-c2.toml')");
+    println!("  psql '{log}' -c 'SELECT coordinator_id, holder, epoch, expires_at, released FROM twopc_log.lease'");
+    println!();
 }

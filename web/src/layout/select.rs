@@ -8,6 +8,8 @@ fn context_event(ev: &Event) -> bool {
         ev.kind,
         EventKind::FaultInjected { .. }
             | EventKind::CoordinatorStarted { .. }
+            | EventKind::Takeover { .. }
+            | EventKind::TakeoverEnded { .. }
             | EventKind::ParticipantConnected { .. }
             | EventKind::ParticipantDisconnected { .. }
     )

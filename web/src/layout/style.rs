@@ -302,6 +302,28 @@ pub fn item_for(
                 ev.run
             ),
         ),
+        EventKind::Takeover {
+            coordinator,
+            epoch,
+            recovering,
+        } => (
+            Shape::Banner,
+            ItemKind::Banner,
+            format!("⇄ took over {coordinator} (epoch {epoch}), finishing {recovering}"),
+            "banner-takeover".into(),
+            format!(
+                "the lease of coordinator {coordinator} expired: this coordinator holds its id now (epoch {epoch}) and finishes its transactions, committing the {recovering} it logged COMMIT for and aborting any other it left prepared"
+            ),
+        ),
+        EventKind::TakeoverEnded { coordinator, epoch } => (
+            Shape::Banner,
+            ItemKind::Banner,
+            format!("⇄ {coordinator} handed back (epoch {epoch})"),
+            "banner-takeover".into(),
+            format!(
+                "coordinator {coordinator} has nothing left to do: its id is released (epoch {epoch}), and it claims the id back when it restarts"
+            ),
+        ),
         EventKind::Vote { .. } | EventKind::Ack { .. } | EventKind::DecisionRequested { .. } => {
             return None
         }

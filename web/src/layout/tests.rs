@@ -372,3 +372,44 @@ fn log_events_are_drawn_before_the_commit_decision() {
     let all: Vec<u64> = (0..log.end()).collect();
     assert_eq!(causal_order(&log, all.clone()), all);
 }
+
+#[test]
+fn a_takeover_and_its_end_are_banners_and_counted() {
+    let cfg = config();
+    let mut evs = happy("t1");
+    let n = evs.len() as u64;
+    evs.push(ev(
+        n,
+        None,
+        EventKind::Takeover {
+            coordinator: "c1".into(),
+            epoch: 3,
+            recovering: 2,
+        },
+    ));
+    evs.push(ev(
+        n + 1,
+        None,
+        EventKind::TakeoverEnded {
+            coordinator: "c1".into(),
+            epoch: 3,
+        },
+    ));
+    let (log, d) = setup(evs);
+    assert_eq!(d.counts.takeovers, 1);
+    let dg = diagram(input(&log, &d, &cfg, None));
+    let banners: Vec<(&str, &str)> = dg
+        .items
+        .iter()
+        .filter(|i| i.class == "banner-takeover")
+        .map(|i| (i.label.as_str(), i.tooltip.as_str()))
+        .collect();
+    assert_eq!(banners.len(), 2, "{banners:?}");
+    assert_eq!(banners[0].0, "⇄ took over c1 (epoch 3), finishing 2");
+    assert!(
+        banners[0].1.contains("holds its id now"),
+        "{}",
+        banners[0].1
+    );
+    assert_eq!(banners[1].0, "⇄ c1 handed back (epoch 3)");
+}

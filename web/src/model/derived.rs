@@ -29,6 +29,8 @@ pub struct Counts {
     pub messages: u64,
     /// Coordinator starts seen.
     pub coordinator_starts: u64,
+    /// Other coordinators' ids this coordinator took over.
+    pub takeovers: u64,
 }
 
 /// A fold over the event log.
@@ -130,6 +132,9 @@ impl Derived {
         match &ev.kind {
             EventKind::CoordinatorStarted { .. } => {
                 self.counts.coordinator_starts += 1;
+            }
+            EventKind::Takeover { .. } => {
+                self.counts.takeovers += 1;
             }
             EventKind::ParticipantConnected {
                 participant,

@@ -44,6 +44,11 @@ pub fn status_bar(p: &StatusProps) -> Html {
                     <span class="sep">{ " · " }</span>
                     { format!("{} coordinator start(s)", live.counts.coordinator_starts) }
                 }
+                if live.counts.takeovers > 0 {
+                    <span class="sep">{ " · " }</span>
+                    <span class="count-takeovers" data-testid="count-takeovers" data-value={live.counts.takeovers.to_string()}>
+                        { format!("{} takeover(s)", live.counts.takeovers) }</span>
+                }
             </span>
         </div>
     }
