@@ -177,17 +177,11 @@ pub fn children_of(parent: i32) -> Vec<i32> {
     out
 }
 
-/// True while a process with this pid runs (a zombie does not).
+/// True while a process with this pid exists, zombies included: PostgreSQL refuses to start
+/// while the pid in `postmaster.pid` exists (`kill(pid, 0)` succeeds on a zombie), so a killed
+/// postmaster counts as gone only once it has been reaped.
 pub fn alive(pid: i32) -> bool {
-    // A zombie is dead: it waits only for its parent (often PID 1 here, which reaps slowly)
-    // to collect its exit status.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// A small line diff (longest common subsequence) for mismatch reports.
