@@ -341,7 +341,10 @@ fn oversized_first_message(
     let one_phase = participants.len() == 1;
     for (name, ops) in participants {
         let msg = crate::core::first_message(
-            &st.config.coordinator_id,
+            (
+                &st.config.coordinator_id,
+                st.pg_log.as_ref().map(|l| l.lease().epoch.max(0) as u64),
+            ),
             txid,
             ops.clone(),
             one_phase,

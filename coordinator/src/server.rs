@@ -197,6 +197,7 @@ async fn start_as(
     core_cfg.ack_wait_ms = config.ack_wait_ms;
     core_cfg.conflict_retry = config.conflict_retry();
     core_cfg.ordered_prepare = config.ordered_prepare;
+    core_cfg.epoch = pg_log.as_ref().map(|l| l.lease().epoch.max(0) as u64);
     let core = Core::new(core_cfg);
 
     let mut outboxes: Outboxes = HashMap::new();

@@ -61,6 +61,7 @@ fn prepare(txid: &str) -> Message {
         ops: ops(),
         timeout_ms: None,
         priority: None,
+        epoch: None,
     }
 }
 
@@ -125,6 +126,7 @@ async fn auth_report_two_phase_and_termination_over_the_memory_resource() {
         Message::Commit {
             txid: t("a"),
             coordinator: None,
+            epoch: None,
         },
     )
     .await;

@@ -182,6 +182,9 @@ pub enum ErrorCode {
     Unexpected,
     /// The receiver failed internally; the message had no effect.
     Internal,
+    /// The message came from a holder of its coordinator id that has since been replaced: the
+    /// participant has seen a higher epoch for the id. It had no effect.
+    StaleEpoch,
 }
 
 /// A transaction a participant holds prepared, as reported to the coordinator.
@@ -214,6 +217,12 @@ pub enum Message {
         /// lock (absent from older coordinators: then the youngest of all).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         priority: Option<Priority>,
+        /// The epoch at which the sender holds its coordinator id (PostgreSQL decision log:
+        /// raised by every new holder of the id). A participant that has seen a higher epoch
+        /// for the id refuses the message: it comes from a holder that was replaced. Absent
+        /// with the file log (one holder only) and from older coordinators.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Coordinator → participant: the only participant of a transaction; do `ops` and commit
     /// in one step (one-phase commit, no prepare). Answered by an [`Message::Ack`] whose
@@ -228,6 +237,9 @@ pub enum Message {
         /// The transaction's age (see [`Message::Prepare`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         priority: Option<Priority>,
+        /// See [`Message::Prepare`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Participant → coordinator: the answer to a Prepare.
     Vote {
@@ -252,6 +264,9 @@ pub enum Message {
         /// the same name). Absent from older coordinators: then whichever is prepared.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         coordinator: Option<CoordinatorId>,
+        /// See [`Message::Prepare`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Coordinator → participant: roll back (a NO vote, a timeout, or recovery).
     Abort {
@@ -263,6 +278,9 @@ pub enum Message {
         /// The coordinator whose transaction it is (see [`Message::Commit`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         coordinator: Option<CoordinatorId>,
+        /// See [`Message::Prepare`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Participant → coordinator: the answer to Commit, Abort or CommitOnePhase.
     Ack {

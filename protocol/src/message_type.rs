@@ -142,6 +142,7 @@ mod tests {
         let m = Message::Commit {
             txid: crate::TxId::new("t1").unwrap(),
             coordinator: None,
+            epoch: None,
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["type"], m.message_type().as_str());

@@ -60,12 +60,14 @@ fn every_message() -> Vec<Message> {
             ops: sql,
             timeout_ms: Some(100),
             priority: None,
+            epoch: None,
         },
         Message::CommitOnePhase {
             txid: tx("t 2"),
             coordinator: c1.clone(),
             ops: redis,
             priority: None,
+            epoch: None,
         },
         Message::Vote {
             txid: tx("t1"),
@@ -88,20 +90,24 @@ fn every_message() -> Vec<Message> {
         Message::Commit {
             txid: tx("t1"),
             coordinator: None,
+            epoch: None,
         },
         Message::Commit {
             txid: tx("t1"),
             coordinator: Some(CoordinatorId::new("c1").unwrap()),
+            epoch: Some(7),
         },
         Message::Abort {
             txid: tx("t1"),
             reason: None,
             coordinator: None,
+            epoch: None,
         },
         Message::Abort {
             txid: tx("t1"),
             reason: Some("r".into()),
             coordinator: Some(CoordinatorId::new("c1").unwrap()),
+            epoch: None,
         },
         Message::Ack {
             txid: tx("t1"),
@@ -141,6 +147,10 @@ fn every_message() -> Vec<Message> {
         Message::Pong { nonce: 0 },
         Message::Error {
             code: ErrorCode::Busy,
+            message: "too many in flight".into(),
+        },
+        Message::Error {
+            code: ErrorCode::StaleEpoch,
             message: "too many in flight".into(),
         },
     ]

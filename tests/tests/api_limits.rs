@@ -169,6 +169,7 @@ fn oversized_body(id: &str, with_vault: bool) -> Vec<u8> {
             ops,
             timeout_ms: Some(1500),
             priority: None,
+            epoch: None,
         }
     } else {
         Message::CommitOnePhase {
@@ -176,6 +177,7 @@ fn oversized_body(id: &str, with_vault: bool) -> Vec<u8> {
             coordinator,
             ops,
             priority: None,
+            epoch: None,
         }
     };
     let frame = encode_frame(&Frame::new(1, msg));

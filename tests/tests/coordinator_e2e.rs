@@ -464,6 +464,7 @@ async fn a_commit_acknowledged_conflict_is_a_heuristic_outcome() {
                 txid: TxId::new(id).unwrap(),
                 reason: Some("operator: heuristic rollback".into()),
                 coordinator: None,
+                epoch: None,
             })
             .await;
         assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");

@@ -128,6 +128,7 @@ async fn vote_with_class(
         ops,
         timeout_ms: None,
         priority: None,
+        epoch: None,
     })
     .await
 }
@@ -173,6 +174,7 @@ async fn prepare_commit_and_idempotent_acks() {
             Message::Commit {
                 txid: tx("t1"),
                 coordinator: None,
+                epoch: None,
             }
         )
         .await,
@@ -185,6 +187,7 @@ async fn prepare_commit_and_idempotent_acks() {
             Message::Commit {
                 txid: tx("t1"),
                 coordinator: None,
+                epoch: None,
             }
         )
         .await,
@@ -201,6 +204,7 @@ async fn prepare_commit_and_idempotent_acks() {
             Message::Commit {
                 txid: tx("never"),
                 coordinator: None,
+                epoch: None,
             }
         )
         .await,
@@ -215,6 +219,7 @@ async fn prepare_commit_and_idempotent_acks() {
                 txid: tx("t2"),
                 reason: None,
                 coordinator: None,
+                epoch: None,
             }
         )
         .await,
@@ -275,6 +280,7 @@ async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
             txid: tx("t-hostile"),
             reason: None,
             coordinator: None,
+            epoch: None,
         },
     )
     .await;
@@ -293,6 +299,7 @@ fn prepare_aged(txid: &str, ops: Operations, age: Option<u64>) -> Message {
         ops,
         timeout_ms: None,
         priority: age.map(twopc_protocol::Priority),
+        epoch: None,
     }
 }
 
@@ -321,6 +328,7 @@ async fn an_older_prepare_waits_for_a_prepared_holder_until_the_lock_timeout() {
         Message::Commit {
             txid: tx("holder"),
             coordinator: None,
+            epoch: None,
         },
     )
     .await;
@@ -361,6 +369,7 @@ async fn a_younger_prepare_gives_way_to_an_older_holder_inside_postgres() {
         Message::Commit {
             txid: tx("old"),
             coordinator: None,
+            epoch: None,
         },
     )
     .await;
@@ -383,6 +392,7 @@ async fn a_waiting_prepare_prepares_when_the_holder_commits() {
         Message::Commit {
             txid: tx("young"),
             coordinator: None,
+            epoch: None,
         },
     )
     .await;
@@ -395,6 +405,7 @@ async fn a_waiting_prepare_prepares_when_the_holder_commits() {
         Message::Commit {
             txid: tx("old"),
             coordinator: None,
+            epoch: None,
         },
     )
     .await;
@@ -417,6 +428,7 @@ async fn prepared_transactions_survive_an_immediate_stop_and_are_reported() {
             Message::Commit {
                 txid: tx("t-crash"),
                 coordinator: None,
+                epoch: None,
             }
         )
         .await,
@@ -503,6 +515,7 @@ async fn the_worker_is_restarted_after_it_is_killed_and_refuses_bad_tokens() {
                 txid: tx("t-kill"),
                 reason: None,
                 coordinator: None,
+                epoch: None,
             }
         )
         .await,
@@ -569,6 +582,7 @@ async fn statements_run_in_the_order_given_also_when_pipelined() {
                 Message::Commit {
                     txid: tx(txid),
                     coordinator: None,
+                    epoch: None,
                 }
             )
             .await,
@@ -610,6 +624,7 @@ async fn a_late_prepare_after_an_abort_or_a_no_vote_is_refused() {
                 txid: tx("overtaken"),
                 reason: None,
                 coordinator: None,
+                epoch: None,
             }
         )
         .await,
@@ -649,6 +664,7 @@ async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
             )]),
             timeout_ms: None,
             priority: None,
+            epoch: None,
         })
         .await;
     assert_eq!(v, Vote::Yes, "{reason:?}");
@@ -664,6 +680,7 @@ async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
         .request(Message::Commit {
             txid: tx("x"),
             coordinator: None,
+            epoch: None,
         })
         .await
     {
@@ -679,6 +696,7 @@ async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
                 txid: tx("x"),
                 reason: None,
                 coordinator: Some(c2.clone()),
+                epoch: None,
             }
         )
         .await,
@@ -691,6 +709,7 @@ async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
             Message::Commit {
                 txid: tx("x"),
                 coordinator: Some(c2),
+                epoch: None,
             }
         )
         .await
@@ -705,6 +724,7 @@ async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
             Message::Commit {
                 txid: tx("x"),
                 coordinator: Some(CoordinatorId::new("c1").unwrap()),
+                epoch: None,
             }
         )
         .await,

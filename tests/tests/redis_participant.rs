@@ -105,6 +105,7 @@ fn prepare(txid: &str, ops: Vec<RedisOp>) -> Message {
         ops: Operations::Redis(ops),
         timeout_ms: None,
         priority: None,
+        epoch: None,
     }
 }
 
@@ -125,6 +126,7 @@ fn commit(txid: &str) -> Message {
     Message::Commit {
         txid: tx(txid),
         coordinator: None,
+        epoch: None,
     }
 }
 
@@ -133,6 +135,7 @@ fn abort(txid: &str) -> Message {
         txid: tx(txid),
         reason: None,
         coordinator: None,
+        epoch: None,
     }
 }
 
@@ -331,6 +334,7 @@ fn prepare_aged(txid: &str, ops: Vec<RedisOp>, age: u64) -> Message {
         ops: Operations::Redis(ops),
         timeout_ms: None,
         priority: Some(twopc_protocol::Priority(age)),
+        epoch: None,
     }
 }
 
@@ -502,6 +506,7 @@ async fn one_phase_commit_applies_or_aborts_with_reason() {
         coordinator: c1(),
         ops: Operations::Redis(ops),
         priority: None,
+        epoch: None,
     };
     assert_eq!(
         ack(&mut c, one("p1", vec![incrby("n", 5, None)])).await,
@@ -1265,6 +1270,7 @@ async fn outcomes_are_bounded_and_txids_of_other_coordinators_are_not_confused()
         ops: Operations::Redis(vec![incrby("n", 1, None)]),
         timeout_ms: None,
         priority: None,
+        epoch: None,
     };
     match c.request(other).await {
         Message::Vote {
@@ -1304,10 +1310,12 @@ async fn a_commit_or_abort_naming_another_coordinator_leaves_this_ones_transacti
             txid: tx("x"),
             reason: None,
             coordinator: Some(c2.clone()),
+            epoch: None,
         },
         Message::Commit {
             txid: tx("x"),
             coordinator: Some(c2.clone()),
+            epoch: None,
         },
     ] {
         let (_, result) = ack(&mut c, msg).await;
@@ -1323,6 +1331,7 @@ async fn a_commit_or_abort_naming_another_coordinator_leaves_this_ones_transacti
             Message::Commit {
                 txid: tx("x"),
                 coordinator: Some(c1()),
+                epoch: None,
             }
         )
         .await,
@@ -1335,6 +1344,7 @@ async fn a_commit_or_abort_naming_another_coordinator_leaves_this_ones_transacti
                 txid: tx("x"),
                 reason: None,
                 coordinator: Some(c2),
+                epoch: None,
             }
         )
         .await,
@@ -1346,6 +1356,7 @@ async fn a_commit_or_abort_naming_another_coordinator_leaves_this_ones_transacti
             Message::Commit {
                 txid: tx("x"),
                 coordinator: Some(c1()),
+                epoch: None,
             }
         )
         .await,

@@ -254,6 +254,7 @@ async fn the_app_shows_a_heuristic_outcome() {
             txid: TxId::new("web-heuristic").unwrap(),
             reason: Some("operator: heuristic rollback".into()),
             coordinator: None,
+            epoch: None,
         })
         .await;
     assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");

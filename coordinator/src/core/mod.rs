@@ -141,6 +141,10 @@ pub struct CoreConfig {
     /// transaction but lets concurrent transactions deadlock across stores, which the
     /// participants then break by giving way.
     pub ordered_prepare: bool,
+    /// The epoch at which this coordinator holds its id (PostgreSQL decision log), sent with
+    /// every Prepare, CommitOnePhase, Commit and Abort so that participants refuse the
+    /// messages of a replaced holder; `None` with the file log.
+    pub epoch: Option<u64>,
 }
 
 impl CoreConfig {
@@ -155,6 +159,7 @@ impl CoreConfig {
             outcome_capacity: 100_000,
             conflict_retry: RetryPolicy::default(),
             ordered_prepare: true,
+            epoch: None,
         }
     }
 }

@@ -128,6 +128,7 @@ impl Core {
                         Message::Commit {
                             txid: txid.clone(),
                             coordinator: Some(self.cfg.coordinator.clone()),
+                            epoch: self.cfg.epoch,
                         },
                     );
                 } else {
@@ -148,6 +149,7 @@ impl Core {
                             txid: txid.clone(),
                             reason,
                             coordinator: Some(self.cfg.coordinator.clone()),
+                            epoch: self.cfg.epoch,
                         },
                     );
                 }

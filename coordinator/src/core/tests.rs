@@ -142,3 +142,86 @@ fn a_long_no_reason_is_bounded_everywhere() {
         assert!(r.ends_with(" more bytes]"), "{r}");
     }
 }
+
+/// With the PostgreSQL log the core holds its id at an epoch, and every message that acts on
+/// a transaction carries it (and the coordinator id), so a participant can refuse those of a
+/// replaced holder.
+#[test]
+fn every_message_that_acts_names_the_coordinator_and_its_epoch() {
+    let mut cfg = CoreConfig::new(CoordinatorId::new("c1").unwrap());
+    cfg.epoch = Some(4);
+    cfg.ordered_prepare = false;
+    let mut core = Core::new(cfg);
+    for p in ["bank", "ledger"] {
+        core.step(
+            0,
+            Input::Connected {
+                participant: name(p),
+            },
+        );
+        core.step(
+            0,
+            Input::Received {
+                from: name(p),
+                msg: Message::InDoubtReport {
+                    participant: name(p),
+                    kind: twopc_protocol::message::ParticipantKind::Postgres,
+                    prepared: Vec::new(),
+                },
+            },
+        );
+    }
+    let sent = |outs: &[Output]| -> Vec<Message> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Send { msg, .. } => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let participants = [name("bank"), name("ledger")]
+        .into_iter()
+        .map(|p| (p, Operations::Sql(Vec::new())))
+        .collect();
+    let outs = core.step(
+        0,
+        Input::Submit {
+            req: 1,
+            txid: tx("t1"),
+            body_hash: 7,
+            participants,
+            priority: Priority(1),
+        },
+    );
+    let prepares = sent(&outs);
+    assert_eq!(prepares.len(), 2);
+    assert!(prepares
+        .iter()
+        .all(|m| matches!(m, Message::Prepare { epoch: Some(4), .. })));
+    for p in ["bank", "ledger"] {
+        core.step(
+            1,
+            Input::Received {
+                from: name(p),
+                msg: Message::Vote {
+                    txid: tx("t1"),
+                    vote: twopc_protocol::Vote::Yes,
+                    reason: None,
+                    class: None,
+                },
+            },
+        );
+    }
+    let outs = core.step(1, Input::CommitDurable { txid: tx("t1") });
+    let commits = sent(&outs);
+    assert_eq!(commits.len(), 2);
+    for m in commits {
+        let Message::Commit {
+            coordinator, epoch, ..
+        } = m
+        else {
+            panic!("{m:?}")
+        };
+        assert_eq!((coordinator.unwrap().as_str(), epoch), ("c1", Some(4)));
+    }
+}

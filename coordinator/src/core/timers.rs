@@ -43,11 +43,13 @@ impl Core {
             Decision::Commit => Message::Commit {
                 txid: txid.clone(),
                 coordinator: Some(self.cfg.coordinator.clone()),
+                epoch: self.cfg.epoch,
             },
             Decision::Abort => Message::Abort {
                 txid: txid.clone(),
                 reason: tx.reason.clone(),
                 coordinator: Some(self.cfg.coordinator.clone()),
+                epoch: self.cfg.epoch,
             },
         };
         self.next_attempt(now_ms, txid, to);
@@ -104,6 +106,7 @@ impl Core {
                 coordinator,
                 ops,
                 priority,
+                epoch: self.cfg.epoch,
             },
         );
     }

@@ -35,7 +35,7 @@ impl PartState {
     /// Its first message ([`first_message`] over its operations), marking it asked.
     pub(super) fn ask(
         &mut self,
-        coordinator: &CoordinatorId,
+        (coordinator, epoch): (&CoordinatorId, Option<u64>),
         txid: &TxId,
         one_phase: bool,
         timeout_ms: u64,
@@ -44,7 +44,7 @@ impl PartState {
         self.asked = true;
         let ops = self.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
         first_message(
-            coordinator,
+            (coordinator, epoch),
             txid,
             ops,
             one_phase,
@@ -233,7 +233,7 @@ impl Tx {
 /// is the only participant. The API encodes the same message to check its size before
 /// accepting the transaction, so this is the one place that builds it.
 pub fn first_message(
-    coordinator: &CoordinatorId,
+    (coordinator, epoch): (&CoordinatorId, Option<u64>),
     txid: &TxId,
     ops: Operations,
     one_phase: bool,
@@ -246,6 +246,7 @@ pub fn first_message(
             coordinator: coordinator.clone(),
             ops,
             priority,
+            epoch,
         }
     } else {
         Message::Prepare {
@@ -254,6 +255,7 @@ pub fn first_message(
             ops,
             timeout_ms: Some(prepare_timeout_ms),
             priority,
+            epoch,
         }
     }
 }

@@ -153,7 +153,7 @@ impl Core {
                 p.next_send_ms = now_ms + self.cfg.prepare_timeout_ms;
             }
             let msg = p.ask(
-                &self.cfg.coordinator,
+                (&self.cfg.coordinator, self.cfg.epoch),
                 &txid,
                 one_phase,
                 self.cfg.prepare_timeout_ms,
@@ -197,12 +197,14 @@ impl Core {
                     Message::Commit {
                         txid: txid.clone(),
                         coordinator: Some(self.cfg.coordinator.clone()),
+                        epoch: self.cfg.epoch,
                     }
                 } else {
                     Message::Abort {
                         txid: txid.clone(),
                         reason: Some("late vote".into()),
                         coordinator: Some(self.cfg.coordinator.clone()),
+                        epoch: self.cfg.epoch,
                     }
                 };
                 send(out, &txid, from, msg);
@@ -232,7 +234,13 @@ impl Core {
                     // Ordered prepare: the next participant's turn, with what is left of the
                     // prepare timeout.
                     let left = tx.prepare_deadline_ms.saturating_sub(now_ms).max(1);
-                    let msg = p.ask(&self.cfg.coordinator, &txid, false, left, tx.priority);
+                    let msg = p.ask(
+                        (&self.cfg.coordinator, self.cfg.epoch),
+                        &txid,
+                        false,
+                        left,
+                        tx.priority,
+                    );
                     send(out, &txid, next, msg);
                     return;
                 }

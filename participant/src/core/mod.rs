@@ -150,6 +150,8 @@ pub struct Participant {
     queues: BTreeMap<TxId, VecDeque<CallId>>,
     /// Decision requests sent, by txid (for backoff).
     asked: BTreeMap<TxId, Asking>,
+    /// The highest epoch seen per coordinator id (see [`Participant::stale_epoch`]).
+    epochs: BTreeMap<CoordinatorId, u64>,
     /// When the termination scan first listed each prepared txid (monotonic).
     first_seen: BTreeMap<TxId, u64>,
     scanning: bool,
@@ -201,6 +203,7 @@ impl Participant {
             calls: BTreeMap::new(),
             queues: BTreeMap::new(),
             asked: BTreeMap::new(),
+            epochs: BTreeMap::new(),
             first_seen: BTreeMap::new(),
             scanning: false,
             next_request: 1,
@@ -293,6 +296,12 @@ impl Participant {
             frame: Frame::new(id, msg),
             if_undelivered: IfUndelivered::Drop,
         };
+        if let Some(stale) = self.stale_epoch(&frame.msg) {
+            return out.push(reply(Message::Error {
+                code: ErrorCode::StaleEpoch,
+                message: stale,
+            }));
+        }
         let op = match frame.msg {
             Message::Ping { nonce } => return out.push(reply(Message::Pong { nonce })),
             Message::Pong { .. } | Message::Error { .. } => return,
@@ -319,6 +328,7 @@ impl Participant {
                 ops,
                 timeout_ms,
                 priority,
+                ..
             } => Call::Prepare {
                 coordinator,
                 txid,
@@ -326,7 +336,9 @@ impl Participant {
                 timeout_ms,
                 priority,
             },
-            Message::Commit { txid, coordinator } => {
+            Message::Commit {
+                txid, coordinator, ..
+            } => {
                 self.spoke(conn, coordinator.as_ref());
                 Call::Settle {
                     txid,
@@ -349,6 +361,7 @@ impl Participant {
                 coordinator,
                 ops,
                 priority,
+                ..
             } => Call::CommitOnePhase {
                 coordinator,
                 txid,
@@ -687,6 +700,45 @@ impl Participant {
                 .is_none_or(|a| now.monotonic_ms >= a.next_at_ms);
             if due {
                 self.ask(now, &tx.txid, &tx.coordinator, out);
+            }
+        }
+    }
+
+    /// Why `msg` must be refused, when it comes from a replaced holder of its coordinator id
+    /// (its epoch is below the highest this participant has seen for the id); otherwise
+    /// notes its epoch. Only in memory: after a restart the first message sets it again, and
+    /// the log's fencing is what keeps a replaced holder from deciding anything meanwhile.
+    fn stale_epoch(&mut self, msg: &Message) -> Option<String> {
+        let (coordinator, epoch) = match msg {
+            Message::Prepare {
+                coordinator, epoch, ..
+            }
+            | Message::CommitOnePhase {
+                coordinator, epoch, ..
+            } => (Some(coordinator), *epoch),
+            Message::Commit {
+                coordinator, epoch, ..
+            }
+            | Message::Abort {
+                coordinator, epoch, ..
+            } => (coordinator.as_ref(), *epoch),
+            _ => return None,
+        };
+        let (Some(coordinator), Some(epoch)) = (coordinator, epoch) else {
+            return None;
+        };
+        match self.epochs.get_mut(coordinator) {
+            Some(seen) if epoch < *seen => Some(format!(
+                "coordinator id {coordinator} is held at epoch {seen} now; this message is from \
+                 its holder at epoch {epoch}, which was replaced"
+            )),
+            Some(seen) => {
+                *seen = epoch;
+                None
+            }
+            None => {
+                self.epochs.insert(coordinator.clone(), epoch);
+                None
             }
         }
     }

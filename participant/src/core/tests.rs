@@ -39,6 +39,7 @@ fn prepare(txid: &str, timeout_ms: Option<u64>) -> Message {
         ops: Operations::Redis(vec![]),
         timeout_ms,
         priority: None,
+        epoch: None,
     }
 }
 
@@ -153,6 +154,7 @@ fn same_txid_is_serialized_and_entries_are_dropped() {
         Message::Commit {
             txid: t("u"),
             coordinator: None,
+            epoch: None,
         },
     );
     assert_eq!(calls(&other).len(), 1);
@@ -354,4 +356,84 @@ fn asks_name_the_owner_and_take_the_connections_in_turn_when_it_never_spoke() {
 fn nobody_connected_means_nothing_is_read_or_asked() {
     let mut p = Participant::new(config());
     assert!(p.step(now(10_000), Input::Tick).is_empty());
+}
+
+#[test]
+fn messages_of_a_replaced_holder_of_the_coordinator_id_are_refused() {
+    let mut p = connected();
+    let at_epoch = |txid: &str, epoch: Option<u64>| Message::Prepare {
+        txid: t(txid),
+        coordinator: c1(),
+        ops: Operations::Redis(vec![]),
+        timeout_ms: None,
+        priority: None,
+        epoch,
+    };
+    let refused = |out: &[Output]| {
+        sent(out).iter().any(|(_, f)| {
+            matches!(
+                &f.msg,
+                Message::Error {
+                    code: ErrorCode::StaleEpoch,
+                    message
+                } if message.contains("epoch 3") && message.contains("epoch 2")
+            )
+        })
+    };
+    // Epoch 3 is seen first (the id's new holder after a takeover) ...
+    let out = receive(&mut p, 0, 1, at_epoch("a", Some(3)));
+    assert_eq!(calls(&out).len(), 1, "{out:?}");
+    // ... so the old holder's Commit, Abort and Prepare at epoch 2 are refused, untouched.
+    for (id, msg) in [
+        (
+            2,
+            Message::Commit {
+                txid: t("a"),
+                coordinator: Some(c1()),
+                epoch: Some(2),
+            },
+        ),
+        (
+            3,
+            Message::Abort {
+                txid: t("a"),
+                reason: None,
+                coordinator: Some(c1()),
+                epoch: Some(2),
+            },
+        ),
+        (4, at_epoch("b", Some(2))),
+    ] {
+        let out = receive(&mut p, 0, id, msg);
+        assert!(refused(&out), "{out:?}");
+        assert!(calls(&out).is_empty(), "{out:?}");
+    }
+    // Another coordinator id has epochs of its own; a message without one (file log, older
+    // coordinators) is never refused; a higher epoch raises the mark.
+    let out = receive(
+        &mut p,
+        0,
+        5,
+        Message::Prepare {
+            txid: t("c"),
+            coordinator: CoordinatorId::new("c2").unwrap(),
+            ops: Operations::Redis(vec![]),
+            timeout_ms: None,
+            priority: None,
+            epoch: Some(1),
+        },
+    );
+    assert!(!refused(&out));
+    let out = receive(&mut p, 0, 6, at_epoch("d", None));
+    assert!(!refused(&out));
+    let out = receive(&mut p, 0, 7, at_epoch("e", Some(4)));
+    assert!(!refused(&out));
+    let out = receive(&mut p, 0, 8, at_epoch("f", Some(3)));
+    assert!(sent(&out).iter().any(|(_, f)| matches!(
+        f.msg,
+        Message::Error {
+            code: ErrorCode::StaleEpoch,
+            ..
+        }
+    )));
 }

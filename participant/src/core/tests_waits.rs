@@ -12,6 +12,7 @@ fn prepare_aged(txid: &str, age: u64) -> Message {
         ops: Operations::Redis(vec![]),
         timeout_ms: Some(5_000),
         priority: Some(Priority(age)),
+        epoch: None,
     }
 }
 
@@ -64,6 +65,7 @@ fn a_waiter_runs_again_when_the_holder_settles() {
         Message::Commit {
             txid: t("old"),
             coordinator: None,
+            epoch: None,
         },
     );
     let settle = calls(&out)[0].0;
@@ -138,6 +140,7 @@ fn an_abort_ends_the_wait_at_once_and_runs() {
         txid: t("young"),
         reason: None,
         coordinator: None,
+        epoch: None,
     };
     let out = receive(&mut p, 20, 3, abort);
     let (v, reason, _) = vote(&out);
