@@ -85,7 +85,7 @@ fn lease_of(rig: &Rig, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
     let opts = StackOptions {
-        accounts: 10,
+        accounts: 12,
         initial_balance: 1000,
         postgres_decision_log: Some(1500),
         ..StackOptions::default()
@@ -97,39 +97,38 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
             .spawn_coordinator(&bins(), "c2", extra.path())
             .unwrap()
     });
+    let (mut c3, c3_url) = tokio::task::block_in_place(|| {
+        rig.stack
+            .spawn_coordinator(&bins(), "c3", extra.path())
+            .unwrap()
+    });
     let c1_url = rig.stack.coordinator_url.clone();
-    let t0 = Instant::now();
-    loop {
-        let body = match rig
-            .http
-            .get(format!("{c2_url}/v1/participants"))
-            .send()
-            .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if body.matches("\"connected\":true").count() == 2 {
-            break;
+    for url in [&c2_url, &c3_url] {
+        let t0 = Instant::now();
+        loop {
+            let body = match rig.http.get(format!("{url}/v1/participants")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if body.matches("\"connected\":true").count() == 2 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{url} not connected: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "c2 not connected: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Load on both.
+    // Load spread over all three, each on accounts of its own.
     for k in 0..3 {
-        assert_eq!(
-            transfer_via(&mut rig, ("c1", &c1_url), 5, 6).await,
-            Told::Committed,
-            "c1 #{k}"
-        );
-        assert_eq!(
-            transfer_via(&mut rig, ("c2", &c2_url), 7, 8).await,
-            Told::Committed,
-            "c2 #{k}"
-        );
+        for (id, url, from) in [("c1", &c1_url, 5), ("c2", &c2_url, 7), ("c3", &c3_url, 11)] {
+            assert_eq!(
+                transfer_via(&mut rig, (id, url), from, from + 1).await,
+                Told::Committed,
+                "{id} #{k}"
+            );
+        }
     }
     let listed: serde_json::Value = rig
         .http
@@ -147,7 +146,7 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
         .iter()
         .map(|c| c["coordinator_id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["c1", "c2"], "{listed}");
+    assert_eq!(ids, ["c1", "c2", "c3"], "{listed}");
 
     // c1 decides COMMIT for one transaction but its Commit never reaches the ledger, and has
     // another one prepared at both whose ledger vote it never hears; then it freezes.
@@ -191,7 +190,8 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
     let frozen_at = Instant::now();
     assert_ne!(prepared_anywhere(&rig), ("0".into(), "0".into()));
 
-    // While it is frozen, c2 takes its id over and finishes both.
+    // While it is frozen, a survivor (c2 or c3, whichever claims first) takes its id over and
+    // finishes both.
     until("nothing prepared any more", Duration::from_secs(20), || {
         prepared_anywhere(&rig) == ("0".into(), "0".into())
     })
@@ -203,10 +203,15 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
     );
     let lease = lease_of(&rig, "c1");
     assert!(
-        lease.starts_with(&format!("c2 {} ", epoch + 1)),
+        lease.starts_with(&format!("c2 {} ", epoch + 1))
+            || lease.starts_with(&format!("c3 {} ", epoch + 1)),
         "c1's lease after the takeover: {lease}"
     );
-    // c2 keeps serving its own id meanwhile.
+    // The survivors keep serving their own ids meanwhile.
+    assert_eq!(
+        transfer_via(&mut rig, ("c3", &c3_url), 11, 12).await,
+        Told::Committed
+    );
     assert_eq!(
         transfer_via(&mut rig, ("c2", &c2_url), 7, 8).await,
         Told::Committed
@@ -276,7 +281,8 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
         Told::Committed
     );
 
-    // Killed -9 with its data directory gone: its logged COMMIT still completes, via c2.
+    // Killed -9 with its data directory gone: its logged COMMIT still completes, via a
+    // survivor.
     rig.ledger.add_rule(Rule {
         dir: Dir::ToParticipant,
         msg_type: Some("commit".into()),
@@ -312,27 +318,28 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
         Told::Committed
     );
 
-    let metrics = rig
-        .http
-        .get(format!("{c2_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let takeovers: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("twopc_takeovers_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(
-        takeovers >= 2,
-        "c2 took c1 over {takeovers} times:\n{metrics}"
-    );
-    assert!(metrics.contains("twopc_lease_epoch 1\n"), "{metrics}");
+    let mut takeovers = 0;
+    for url in [&c2_url, &c3_url] {
+        let metrics = rig
+            .http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        takeovers += metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("twopc_takeovers_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(metrics.contains("twopc_lease_epoch 1\n"), "{metrics}");
+    }
+    assert!(takeovers >= 2, "c1 was taken over {takeovers} times");
 
     let report = rig.check().await;
     assert!(report.violations.is_empty(), "{report}");
     c2.kill9();
+    c3.kill9();
 }

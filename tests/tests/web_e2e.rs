@@ -52,6 +52,13 @@ async fn open_app(stack: &Stack, width: u32, height: u32) -> Browser {
     )
     .await
     .unwrap();
+    // The page names the coordinator whose transactions it shows.
+    b.wait_for(
+        "document.querySelector('[data-testid=coordinator-id]')?.dataset.value === 'c1'",
+        SECS,
+    )
+    .await
+    .unwrap();
     b
 }
 

@@ -20,12 +20,29 @@ pub fn status_bar(p: &StatusProps) -> Html {
         SocketState::Retrying(_) => "pill bad",
     };
     let run = live.run.clone().unwrap_or_else(|| "—".into());
+    // Every transaction on this stream is run by the coordinator that serves it (its run id
+    // is `<coordinator id>-<start ms>`); other coordinators' are on their own streams.
+    let coordinator = m
+        .config
+        .as_ref()
+        .map(|c| c.coordinator_id.to_string())
+        .or_else(|| {
+            live.run
+                .as_ref()
+                .and_then(|r| r.rsplit_once('-'))
+                .map(|(id, _)| id.to_string())
+        });
     html! {
         <div class="status">
             <span class={sock_class} id="socket-status" data-testid="socket-status"
                 data-state={match m.socket { SocketState::Open => "open", SocketState::Connecting => "connecting", SocketState::Retrying(_) => "retrying" }}>
                 { m.socket.label() }
             </span>
+            if let Some(id) = coordinator {
+                <span class="pill" data-testid="coordinator-id" data-value={id.clone()}
+                    title="the coordinator that runs the transactions on this page (with several coordinators, each shows its own)">
+                    { format!("coordinator {id}") }</span>
+            }
             <span class="counts" id="counts" data-testid="counts" title={format!("coordinator run {run}")}>
                 <span data-testid="count-events" data-value={m.log.end().to_string()}>
                     { format!("{} events", m.log.end()) }</span>
