@@ -262,7 +262,10 @@ impl Executor {
             Command::Settled { reply } => {
                 let settled = core.settled(names);
                 for ob in self.outboxes.values() {
-                    let _ = ob.try_send(Message::ListPrepared {});
+                    let _ = ob.try_send(Message::ListPrepared {
+                        coordinator: Some(core.config().coordinator.clone()),
+                        epoch: core.config().epoch,
+                    });
                 }
                 let _ = reply.send(settled);
             }

@@ -315,7 +315,16 @@ pub enum Message {
         status: DecisionStatus,
     },
     /// Coordinator → participant: send an InDoubtReport now.
-    ListPrepared {},
+    ListPrepared {
+        /// The asking coordinator's id and epoch (see [`Message::Prepare`]): a participant
+        /// that learns a higher epoch here refuses the replaced holder's messages from then
+        /// on, even for transactions the new holder has no reason to message it about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coordinator: Option<CoordinatorId>,
+        /// See `coordinator`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+    },
     /// Participant → coordinator: who I am and every transaction I hold prepared. Sent first
     /// on every connection and in reply to ListPrepared.
     InDoubtReport {
@@ -398,7 +407,7 @@ impl Message {
             }
             Message::DecisionRequest { txid, .. } => format!("DECISION? {txid}"),
             Message::DecisionAnswer { txid, status } => format!("DECISION {status:?} {txid}"),
-            Message::ListPrepared {} => "LIST PREPARED".into(),
+            Message::ListPrepared { .. } => "LIST PREPARED".into(),
             Message::InDoubtReport {
                 participant,
                 prepared,

@@ -109,7 +109,7 @@ impl Message {
             Message::Ack { .. } => MessageType::Ack,
             Message::DecisionRequest { .. } => MessageType::DecisionRequest,
             Message::DecisionAnswer { .. } => MessageType::DecisionAnswer,
-            Message::ListPrepared {} => MessageType::ListPrepared,
+            Message::ListPrepared { .. } => MessageType::ListPrepared,
             Message::InDoubtReport { .. } => MessageType::InDoubtReport,
             Message::Ping { .. } => MessageType::Ping,
             Message::Pong { .. } => MessageType::Pong,

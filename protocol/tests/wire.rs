@@ -133,7 +133,14 @@ fn every_message() -> Vec<Message> {
             txid: tx("t1"),
             status: DecisionStatus::Pending,
         },
-        Message::ListPrepared {},
+        Message::ListPrepared {
+            coordinator: None,
+            epoch: None,
+        },
+        Message::ListPrepared {
+            coordinator: Some(CoordinatorId::new("c1").unwrap()),
+            epoch: Some(3),
+        },
         Message::InDoubtReport {
             participant: ParticipantName::new("bank").unwrap(),
             kind: ParticipantKind::Redis,

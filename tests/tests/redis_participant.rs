@@ -200,7 +200,13 @@ async fn prepare_commit_happy_path_is_visible_only_after_commit_and_idempotent()
     // A duplicated Prepare answers the same and changes nothing.
     assert_eq!(vote(&mut c, "t1", ops).await, (Vote::Yes, None));
     // ListPrepared reports it.
-    match c.request(Message::ListPrepared {}).await {
+    match c
+        .request(Message::ListPrepared {
+            coordinator: None,
+            epoch: None,
+        })
+        .await
+    {
         Message::InDoubtReport { prepared, .. } => {
             assert_eq!(prepared.len(), 1);
             assert_eq!(prepared[0].txid.as_str(), "t1");

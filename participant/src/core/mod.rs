@@ -368,7 +368,7 @@ impl Participant {
                 ops,
                 priority,
             },
-            Message::ListPrepared {} => Call::ListPrepared,
+            Message::ListPrepared { .. } => Call::ListPrepared,
             other => {
                 let message = format!(
                     "a participant does not accept `{}` messages",
@@ -722,6 +722,15 @@ impl Participant {
             | Message::Abort {
                 coordinator, epoch, ..
             } => (coordinator.as_ref(), *epoch),
+            // Never refused (it changes nothing), but it announces the asker's epoch.
+            Message::ListPrepared {
+                coordinator: Some(c),
+                epoch: Some(e),
+            } => {
+                let seen = self.epochs.entry(c.clone()).or_insert(*e);
+                *seen = (*seen).max(*e);
+                return None;
+            }
             _ => return None,
         };
         let (Some(coordinator), Some(epoch)) = (coordinator, epoch) else {
