@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Decision-log benchmark (not a test): release builds of everything, the whole stack on local
 # servers, once per decision log (the file log; the PostgreSQL log; the PostgreSQL log with a
-# synchronous standby), throughput and latency at concurrency 1 and 64, rounds alternating
+# synchronous standby; the PostgreSQL log with three coordinators sharing it and the load),
+# throughput, latency and coordinator CPU at concurrency 1, 3 and 64, rounds alternating
 # between the logs in the same run. Writes coordinator/bench/DECISION_LOG.md.
 #
 # SKIP_INSTALL=1 skips `cargo pgrx install` (uses the pg_twopc_ext already installed on this

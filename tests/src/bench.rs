@@ -60,17 +60,29 @@ pub fn summarize(concurrency: usize, elapsed: f64, mut lat: Vec<f64>, errors: u6
 /// a loop for `secs` seconds: a 2-participant transfer (one Postgres row update, one Redis
 /// INCRBY) through the stack's coordinator, `POST /v1/transactions`, no retries.
 pub async fn through_coordinator(stack: &Stack, concurrency: usize, secs: f64) -> Level {
+    through_coordinators(
+        std::slice::from_ref(&stack.coordinator_url),
+        concurrency,
+        secs,
+    )
+    .await
+}
+
+/// [`through_coordinator`] spread over several coordinators (base URLs) of one stack: client
+/// `w` sends every transfer to `coordinators[w % coordinators.len()]` (round-robin, each
+/// client sticking to one), still on its own account `w + 1`.
+pub async fn through_coordinators(coordinators: &[String], concurrency: usize, secs: f64) -> Level {
+    assert!(!coordinators.is_empty(), "no coordinator to send to");
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
-    let url = format!("{}/v1/transactions", stack.coordinator_url);
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let client = client.clone();
-        let url = url.clone();
+        let url = format!("{}/v1/transactions", coordinators[w % coordinators.len()]);
         tasks.push(tokio::spawn(async move {
             let account = w + 1;
             let body = serde_json::json!({"participants": {
@@ -137,6 +149,20 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
             None
         }
     })
+}
+
+/// CPU time (user + system, all threads, seconds) the process `pid` has used so far, from
+/// `/proc/<pid>/stat` (`utime` + `stime`); `None` when it is gone or unreadable.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces; the fields after it start
+    // with the state (field 3), so utime (14) and stime (15) are the 12th and 13th after it.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) / if ticks > 0 { ticks as f64 } else { 100.0 })
 }
 
 /// The comma-separated list in the environment variable `name`, or `default`.

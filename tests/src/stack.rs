@@ -581,7 +581,13 @@ impl Stack {
     /// Polls `/v1/participants` (with a plain TCP HTTP/1.0 request: no client dependency) until
     /// both participants are connected.
     pub fn wait_connected(&self, within: Duration) -> Result<()> {
-        let url = self.coordinator_url.clone();
+        self.wait_connected_at(&self.coordinator_url, within)
+    }
+
+    /// [`Stack::wait_connected`] for the coordinator at `url` (one from
+    /// [`Stack::spawn_coordinator`]).
+    pub fn wait_connected_at(&self, url: &str, within: Duration) -> Result<()> {
+        let url = url.to_owned();
         let ok = util::wait_until(within, || {
             http_get(&url, "/v1/participants")
                 .map(|body| body.matches("\"connected\":true").count() == 2)
