@@ -28,6 +28,34 @@ async fn transfer_via(rig: &mut Rig, (id, url): (&str, &str), from: u64, to: u64
     told
 }
 
+/// A transfer through c1 (the rig's coordinator) whose COMMIT is logged and whose Commit to
+/// the ledger is lost, now and on every re-send: returns once that Commit was sent.
+async fn logged_but_undelivered(
+    rig: &Rig,
+    from: u64,
+    to: u64,
+) -> (TxRecord, tokio::task::JoinHandle<Told>) {
+    rig.ledger.add_rule(Rule {
+        dir: Dir::ToParticipant,
+        msg_type: Some("commit".into()),
+        action: Action::Drop,
+        times: 1_000,
+    });
+    let commits = rig.ledger.seen(Dir::ToParticipant, "commit");
+    let started = rig.spawn_transfer(from, to, 1);
+    assert!(
+        rig.ledger
+            .wait_seen(
+                Dir::ToParticipant,
+                "commit",
+                commits + 1,
+                Duration::from_secs(10)
+            )
+            .await
+    );
+    started
+}
+
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a child process of ours.
     unsafe {
@@ -150,24 +178,7 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
 
     // c1 decides COMMIT for one transaction but its Commit never reaches the ledger, and has
     // another one prepared at both whose ledger vote it never hears; then it freezes.
-    rig.ledger.add_rule(Rule {
-        dir: Dir::ToParticipant,
-        msg_type: Some("commit".into()),
-        action: Action::Drop,
-        times: 1_000,
-    });
-    let commits = rig.ledger.seen(Dir::ToParticipant, "commit");
-    let (logged, logged_h) = rig.spawn_transfer(1, 2, 1);
-    assert!(
-        rig.ledger
-            .wait_seen(
-                Dir::ToParticipant,
-                "commit",
-                commits + 1,
-                Duration::from_secs(10)
-            )
-            .await
-    );
+    let (logged, logged_h) = logged_but_undelivered(&rig, 1, 2).await;
     let votes = rig.ledger.seen(Dir::ToCoordinator, "vote");
     rig.ledger
         .add_rule(Rule::once(Dir::ToCoordinator, "vote", Action::Drop));
@@ -283,24 +294,7 @@ async fn a_survivor_takes_over_a_frozen_or_killed_coordinators_id() {
 
     // Killed -9 with its data directory gone: its logged COMMIT still completes, via a
     // survivor.
-    rig.ledger.add_rule(Rule {
-        dir: Dir::ToParticipant,
-        msg_type: Some("commit".into()),
-        action: Action::Drop,
-        times: 1_000,
-    });
-    let seen = rig.ledger.seen(Dir::ToParticipant, "commit");
-    let (killed, killed_h) = rig.spawn_transfer(9, 10, 1);
-    assert!(
-        rig.ledger
-            .wait_seen(
-                Dir::ToParticipant,
-                "commit",
-                seen + 1,
-                Duration::from_secs(10)
-            )
-            .await
-    );
+    let (killed, killed_h) = logged_but_undelivered(&rig, 9, 10).await;
     rig.stack.coordinator.kill9();
     let told = told_in_time(killed_h).await;
     rig.record(killed, told);

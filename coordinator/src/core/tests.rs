@@ -31,7 +31,12 @@ fn submit(core: &mut Core, now: u64, req: RequestId, id: &str) {
 }
 
 fn connected_core() -> Core {
-    let mut core = Core::new(CoreConfig::new(CoordinatorId::new("c1").unwrap()));
+    connected_core_with(CoreConfig::new(CoordinatorId::new("c1").unwrap()))
+}
+
+/// A core with `cfg` and both participants connected, with empty in-doubt reports.
+fn connected_core_with(cfg: CoreConfig) -> Core {
+    let mut core = Core::new(cfg);
     for p in ["bank", "ledger"] {
         core.step(
             0,
@@ -151,26 +156,7 @@ fn every_message_that_acts_names_the_coordinator_and_its_epoch() {
     let mut cfg = CoreConfig::new(CoordinatorId::new("c1").unwrap());
     cfg.epoch = Some(4);
     cfg.ordered_prepare = false;
-    let mut core = Core::new(cfg);
-    for p in ["bank", "ledger"] {
-        core.step(
-            0,
-            Input::Connected {
-                participant: name(p),
-            },
-        );
-        core.step(
-            0,
-            Input::Received {
-                from: name(p),
-                msg: Message::InDoubtReport {
-                    participant: name(p),
-                    kind: twopc_protocol::message::ParticipantKind::Postgres,
-                    prepared: Vec::new(),
-                },
-            },
-        );
-    }
+    let mut core = connected_core_with(cfg);
     let sent = |outs: &[Output]| -> Vec<Message> {
         outs.iter()
             .filter_map(|o| match o {
