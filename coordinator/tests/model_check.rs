@@ -15,7 +15,8 @@
 //! the decision whenever its termination timer fires, and the timer fires when the `asks`
 //! budget says so (or, while healing, every round).
 //!
-//! **The world.** One coordinator; participants `bank` (behaves like the Postgres participant)
+//! **The world.** One coordinator id (`c1`), run by one core at a time except after a
+//! takeover (below); participants `bank` (behaves like the Postgres participant)
 //! and `ledger` (like the Redis participant); one or two transactions `t1`, `t2`, each with a
 //! role per participant: writes, read-only (votes `read_only`, takes no part in phase 2), or
 //! absent (a transaction with a single participant is a one-phase commit). Events, each
@@ -35,6 +36,8 @@
 //!   (only fsynced records survive); a fresh core is started with [`Core::recover`] from what
 //!   the log holds, the way `server.rs` builds it (pending COMMITs without END; finished
 //!   outcomes = ended COMMITs and ABORTs); pending client requests are lost;
+//! * the coordinator's id is **taken over** (budget `takeover`) while its core still runs: the
+//!   core becomes the zombie and a fresh core recovers from the durable log ("Takeover" below);
 //! * a fresh Prepare votes NO `conflict` (budget `conflicts`: a lock wait ran out); the core
 //!   then aborts that attempt and, after a backoff (the next tick), runs the transaction again
 //!   under the attempt's own wire txid, up to `NATT` attempts (see "Retries" below);
@@ -74,6 +77,47 @@
 //! transaction whose COMMIT is in the log or whose client was told `committed` is committed
 //! everywhere, and one whose client was told `aborted` is committed nowhere.
 //!
+//! **Takeover.** With the PostgreSQL decision log a coordinator paused or cut off past its
+//! lease has its id taken over by a survivor, which starts an ordinary core for the id from
+//! what the log holds, while the old process may still run until it notices (the zombie). The
+//! `takeover` event models exactly that. The current core, with its connections, its in-flight
+//! messages (tagged with their connection: every [`Net`] names the participant core's
+//! [`pcore::ConnId`]), its timers and its waiting clients, becomes the [`Zombie`]. A fresh core
+//! is built by the same recovery as after a crash, from the log's **durable** records only: the
+//! claimant reads the log database after its claim, and every decision write is one statement
+//! and one commit that checks the lease row, so it committed before the claim or never commits
+//! (PostgreSQL orders the claim's `UPDATE` after the write's `FOR SHARE` lock, or the write
+//! finds the row changed). In the model's log terms: an fsynced record counts; a written,
+//! unsynced one (its statement still running) is dropped and can never become durable, and a
+//! COMMIT the zombie asked for is never written. The other order, the write committing before
+//! the claim, is the interleaving with the fsync first. (The process-crash rule, "the page
+//! cache survives", would make an uncommitted write count.) The fresh core talks to the
+//! participants on new connections (connection ids `1`, then `2`): each participant core sees
+//! a second connection and sends its in-doubt report there first, and its decision requests
+//! go to the connection where the id spoke first, the zombie's while it is up.
+//!
+//! From then on the zombie is **fenced**: a forced COMMIT of its (asked for, or written but
+//! unsynced at the takeover) is answered [`Input::CommitFailed`] by an event of its own, on
+//! which its core halts ([`Output::Halt`]) and the zombie is removed; its lazy ABORT / END
+//! records are dropped (the batch they ride writes nothing). A COMMIT the database committed
+//! before the claim and the zombie was not told about yet is told to it later (its writer got
+//! the answer). Until it halts the zombie steps like any core: on every message delivered to it
+//! (lost, duplicated and reordered like the others), on its timers (an event whenever one is
+//! due: re-sends, a prepare timeout and its presumed abort, the next attempt of a retried
+//! transaction, which needs no log write), on its connections dropping (budget `disc`, or a
+//! participant crash) and coming up again (its connection task reconnects); it answers decision
+//! requests and in-doubt reports from memory and replies to its waiting clients, and those
+//! replies count for the "client told" properties like the live core's. It halts by itself
+//! (the lease task noticing) when the `zhalt` budget allows, at any point; its connections
+//! close with it and what was still in flight on them is lost (delivering it first is another
+//! interleaving). The zombie takes no client submission (`lease_fresh` refuses it: 503
+//! `lease_lost`); resubmissions go to the live core. Healing begins with the zombie halting (it
+//! always notices in the end). `Bug::ZombieNotFenced` lets its writes succeed, and the
+//! explorer finds the COMMIT it logs for a transaction the new core already presumed aborted.
+//! Not modelled: the takeover instance's release of the id once nothing is left (the new core
+//! simply stays; a re-takeover after a release is another recovery from the same log) and
+//! epochs in messages.
+//!
 //! **Retries.** Whatever participants and the log hold is kept per attempt (a slot per wire
 //! txid), what the client was told per client transaction. Properties 1 and 2 hold per
 //! attempt; property 3 per client transaction over all its attempts; and at most one attempt
@@ -88,7 +132,6 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
 use twopc_coordinator::core::{
@@ -105,6 +148,83 @@ use twopc_protocol::message::{
 use twopc_protocol::{
     CoordinatorId, Operations, ParticipantName, Priority, RedisOp, SqlStatement, TxId,
 };
+
+/// A value whose fingerprint (the hash of its `Debug` text) is kept until it is next borrowed
+/// mutably. Formatting the cores is most of the explorer's time, and most transitions change
+/// at most one of them: a delivery to a participant leaves the coordinator's core alone.
+mod hashed {
+    use std::cell::{Cell, RefCell};
+    use std::collections::hash_map::DefaultHasher;
+    use std::fmt::{Debug, Write as _};
+    use std::hash::{Hash, Hasher};
+    use std::ops::{Deref, DerefMut};
+
+    #[derive(Clone)]
+    pub struct Hashed<T> {
+        value: T,
+        fp: Cell<Option<u64>>,
+    }
+
+    impl<T: Debug> Hashed<T> {
+        pub fn new(value: T) -> Self {
+            Hashed {
+                value,
+                fp: Cell::new(None),
+            }
+        }
+
+        pub fn into_inner(self) -> T {
+            self.value
+        }
+
+        /// The hash of the value's `Debug` text, computed once per version of the value.
+        pub fn fp(&self) -> u64 {
+            if let Some(fp) = self.fp.get() {
+                return fp;
+            }
+            let fp = debug_hash(&self.value);
+            self.fp.set(Some(fp));
+            fp
+        }
+    }
+
+    /// The hash of `v`'s `Debug` text, written into one reused buffer per thread.
+    fn debug_hash(v: &impl Debug) -> u64 {
+        thread_local! {
+            static BUF: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            let _ = write!(buf, "{v:?}");
+            let mut h = DefaultHasher::new();
+            buf.hash(&mut h);
+            h.finish()
+        })
+    }
+
+    impl<T> Deref for Hashed<T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.value
+        }
+    }
+
+    /// Any mutable borrow may change the value: the fingerprint is recomputed next time.
+    impl<T> DerefMut for Hashed<T> {
+        fn deref_mut(&mut self) -> &mut T {
+            self.fp.set(None);
+            &mut self.value
+        }
+    }
+
+    impl<T: Debug> Debug for Hashed<T> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.value.fmt(f)
+        }
+    }
+}
+use hashed::Hashed;
 
 const STEP_MS: u64 = 500;
 const NAMES: [&str; 2] = ["bank", "ledger"];
@@ -218,13 +338,15 @@ struct Part {
     conn: bool,
     /// The modelled resource: what it holds per transaction.
     tx: [PTx; NSLOT],
-    core: Participant,
+    core: Hashed<Participant>,
     /// The core's clock. Its other timeouts are zero, so only lock waits read it, and it moves
     /// only when a lock-wait timer fires (it jumps to that timer's time).
     clock: u64,
 }
 
-/// The connection id a participant's core knows its coordinator by (one at a time).
+/// The connection id a participant's core knows its first coordinator core by. A restarted
+/// core reconnects under the same id (the participant sees the old connection replaced); a core
+/// started by a takeover gets the next one, while the zombie keeps its own ([`Zombie`]).
 const CONN: pcore::ConnId = 1;
 /// The participants' lock-wait bound and give-way time, in model time (two ticks, one tick).
 const LOCK_WAIT_MS: u64 = 2 * STEP_MS;
@@ -275,6 +397,13 @@ struct Budget {
     /// A fresh Prepare meets a conflict (a lock wait ran out) and votes NO `conflict`: the
     /// core retries (see [`World::conflict_no_successor`]).
     conflicts: u8,
+    /// The coordinator's id is taken over while its core still runs: the core becomes the
+    /// zombie and a fresh core recovers from the durable log (see "Takeover" in the module
+    /// docs and [`World::take_over`]).
+    takeover: u8,
+    /// The zombie halts on its own (its lease task noticed), at any point; without, it halts
+    /// only when a log write of its is refused, and at healing.
+    zhalt: u8,
 }
 
 /// A bug planted for the checker's self-tests.
@@ -288,6 +417,9 @@ enum Bug {
     /// `ledger` keeps its state in memory only (Redis without `appendfsync always`): a crash
     /// loses its prepared and committed transactions and its tombstones.
     LedgerNotDurable,
+    /// No fencing: the zombie's log writes succeed after the takeover (a PostgreSQL log whose
+    /// writes did not check the lease row in the same statement).
+    ZombieNotFenced,
 }
 
 /// One configuration: the transactions and what may happen.
@@ -304,6 +436,9 @@ struct Config {
     parallel_prepare: bool,
     durable_tombstones: bool,
     resubmit_after_answer: bool,
+    /// The core's prepare timeout in ticks (two unless a configuration needs it sooner: one
+    /// tick lets a takeover configuration reach a timeout with a small tick budget).
+    prepare_timeout_ticks: u64,
     bug: Bug,
 }
 
@@ -316,6 +451,7 @@ impl Config {
             parallel_prepare: false,
             durable_tombstones: false,
             resubmit_after_answer: false,
+            prepare_timeout_ticks: 2,
             bug: Bug::None,
         }
     }
@@ -349,26 +485,63 @@ struct Rec {
     synced: bool,
 }
 
+/// A message in flight between participant `.0` and the coordinator core at the other end of
+/// connection `.1` (the participant core's [`pcore::ConnId`]: the live core's
+/// [`World::conn_id`] or the zombie's [`Zombie::conn_id`]).
 #[derive(Debug, Clone)]
 enum Net {
-    ToP(usize, Message),
-    ToC(usize, Message),
+    ToP(usize, pcore::ConnId, Message),
+    ToC(usize, pcore::ConnId, Message),
 }
 
 impl Net {
     fn peer(&self) -> usize {
         match self {
-            Net::ToP(p, _) | Net::ToC(p, _) => *p,
+            Net::ToP(p, _, _) | Net::ToC(p, _, _) => *p,
+        }
+    }
+    fn conn(&self) -> pcore::ConnId {
+        match self {
+            Net::ToP(_, c, _) | Net::ToC(_, c, _) => *c,
+        }
+    }
+    fn msg(&self) -> &Message {
+        match self {
+            Net::ToP(_, _, m) | Net::ToC(_, _, m) => m,
         }
     }
 }
 
+/// The coordinator core whose id was taken over, still running until it notices (see
+/// "Takeover" in the module docs). Every log write it makes fails (fenced).
+#[derive(Debug, Clone)]
+struct Zombie {
+    core: Hashed<Core>,
+    /// The participant cores' id of its connections (one per participant).
+    conn_id: pcore::ConnId,
+    /// Its connection to each participant is up.
+    conn: [bool; 2],
+    /// COMMITs it asked the log to write that the log has not answered yet: the answer is a
+    /// refusal (fenced), or with [`Bug::ZombieNotFenced`] a write.
+    force: [Option<Vec<ParticipantName>>; NSLOT],
+    /// COMMIT records committed in the log database before the takeover (or, with the planted
+    /// bug, after), whose writer has not told the zombie yet.
+    unnotified: [bool; NSLOT],
+    /// Its core asked to halt (never true in a stored state: it is removed at once).
+    halted: bool,
+}
+
 #[derive(Clone)]
 struct World {
-    core: Core,
+    core: Hashed<Core>,
+    /// The participant cores' id of the live core's connections.
+    conn_id: pcore::ConnId,
+    /// The previous holder of the id, after a takeover, until it halts.
+    zombie: Option<Zombie>,
     now: u64,
     parts: [Part; 2],
-    net: Vec<Net>,
+    /// In flight (each message's fingerprint kept with it).
+    net: Vec<Hashed<Net>>,
     log: Vec<Rec>,
     /// ForceCommit asked for, not yet written.
     pending_force: [Option<Vec<ParticipantName>>; NSLOT],
@@ -431,49 +604,33 @@ fn ptx_idle() -> PTx {
 
 impl World {
     fn fingerprint(&self) -> u64 {
-        // Fingerprinting is the explorer's hot path: `Debug` output goes into one reused
-        // buffer per thread and is hashed in one call, sparing an allocation and a hasher call
-        // per fragment.
-        thread_local! {
-            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        // Fingerprinting is the explorer's hot path: every core and message is hashed by its
+        // `Debug` text, which is formatted once per version of it ([`Hashed`]).
+        let mut h = DefaultHasher::new();
+        self.core.fp().hash(&mut h);
+        let mut net: Vec<u64> = self.net.iter().map(|n| n.fp()).collect();
+        // The network is a multiset: order does not matter (any message can be delivered).
+        net.sort_unstable();
+        net.hash(&mut h);
+        self.now.hash(&mut h);
+        for p in &self.parts {
+            (p.up, p.conn, p.tx, p.clock).hash(&mut h);
+            p.core.fp().hash(&mut h);
         }
-        BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.clear();
-            let _ = write!(buf, "{:?}", self.core);
-            let mut h = DefaultHasher::new();
-            buf.hash(&mut h);
-            let mut net: Vec<u64> = self
-                .net
-                .iter()
-                .map(|n| {
-                    buf.clear();
-                    let _ = write!(buf, "{n:?}");
-                    let mut hn = DefaultHasher::new();
-                    buf.hash(&mut hn);
-                    hn.finish()
-                })
-                .collect();
-            // The network is a multiset: order does not matter (any message can be delivered).
-            net.sort_unstable();
-            net.hash(&mut h);
-            self.now.hash(&mut h);
-            for p in &self.parts {
-                (p.up, p.conn, p.tx, p.clock).hash(&mut h);
-                buf.clear();
-                let _ = write!(buf, "{:?}", p.core);
-                buf.hash(&mut h);
-            }
-            self.log.hash(&mut h);
-            self.pending_force.hash(&mut h);
-            self.unsynced_commit.hash(&mut h);
-            self.unnotified.hash(&mut h);
-            self.log_failed.hash(&mut h);
-            self.told_committed.hash(&mut h);
-            self.told_aborted.hash(&mut h);
-            self.budget.hash(&mut h);
-            h.finish()
-        })
+        self.log.hash(&mut h);
+        self.pending_force.hash(&mut h);
+        self.unsynced_commit.hash(&mut h);
+        self.unnotified.hash(&mut h);
+        self.log_failed.hash(&mut h);
+        self.told_committed.hash(&mut h);
+        self.told_aborted.hash(&mut h);
+        self.budget.hash(&mut h);
+        self.conn_id.hash(&mut h);
+        if let Some(z) = &self.zombie {
+            z.core.fp().hash(&mut h);
+            (z.conn_id, z.conn, &z.force, z.unnotified).hash(&mut h);
+        }
+        h.finish()
     }
 
     fn step_core(&mut self, input: Input) {
@@ -496,7 +653,7 @@ impl World {
                 Output::Send { to, msg } => {
                     let i = pidx(&to);
                     if self.parts[i].conn {
-                        self.net.push(Net::ToP(i, msg));
+                        self.net.push(Hashed::new(Net::ToP(i, self.conn_id, msg)));
                     }
                 }
                 Output::ForceCommit {
@@ -544,6 +701,111 @@ impl World {
         }
     }
 
+    /// Steps the zombie's core (there must be one) and carries out what it asks. Its log
+    /// writes are fenced: a forced COMMIT waits for the log's refusal ([`Zombie::force`]), a
+    /// lazy record is dropped (the batch it rides writes nothing). With
+    /// [`Bug::ZombieNotFenced`] both are written (and the COMMIT is durable at once). A halt
+    /// removes it ([`World::zombie_halts`]).
+    fn step_zombie(&mut self, cfg: &Config, input: Input) {
+        let z = self.zombie.as_mut().expect("a zombie");
+        let outs = z.core.step(self.now, input);
+        z.core.metrics = Default::default();
+        let fenced = cfg.bug != Bug::ZombieNotFenced;
+        for o in outs {
+            let z = self.zombie.as_mut().expect("a zombie");
+            match o {
+                Output::Halt { .. } => {
+                    z.halted = true;
+                    break;
+                }
+                Output::Send { to, msg } => {
+                    let i = pidx(&to);
+                    if z.conn[i] {
+                        self.net.push(Hashed::new(Net::ToP(i, z.conn_id, msg)));
+                    }
+                }
+                Output::ForceCommit {
+                    txid, participants, ..
+                } => z.force[slot(&txid)] = Some(participants),
+                Output::LogLazy(rec) if !fenced => {
+                    let (t, kind) = match rec {
+                        LazyRecord::Abort { txid, .. } => (slot(&txid), RecKind::Abort),
+                        LazyRecord::OnePhaseCommitted { txid, .. } => {
+                            (slot(&txid), RecKind::OnePhase)
+                        }
+                        LazyRecord::End { txid, .. } => (slot(&txid), RecKind::End),
+                    };
+                    self.log.push(Rec {
+                        t,
+                        kind,
+                        synced: true,
+                    });
+                }
+                Output::Reply { result: Ok(r), .. } => match r.outcome {
+                    Outcome::Committed => self.told_committed[tidx(&r.id)] = true,
+                    Outcome::Aborted => self.told_aborted[tidx(&r.id)] = true,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        if self.zombie.as_ref().is_some_and(|z| z.halted) {
+            self.zombie_halts(cfg);
+        }
+    }
+
+    /// The zombie stops (its lease task noticed, or a refused COMMIT made its core halt): its
+    /// process is gone, and with it its connections and whatever was in flight on them (what
+    /// it had sent may instead be delivered first: another interleaving).
+    fn zombie_halts(&mut self, cfg: &Config) {
+        let Some(z) = self.zombie.take() else {
+            return;
+        };
+        self.net.retain(|n| n.conn() != z.conn_id);
+        for i in 0..2 {
+            if z.conn[i] {
+                let input = pcore::Input::Disconnected { conn: z.conn_id };
+                self.step_participant(cfg, i, input, None);
+            }
+        }
+    }
+
+    /// The zombie's connection to participant `i` comes up (its connection task reconnects):
+    /// the participant's first frame on it is its in-doubt report.
+    fn zombie_connect(&mut self, cfg: &Config, i: usize) {
+        let z = self.zombie.as_mut().expect("a zombie");
+        z.conn[i] = true;
+        let conn = z.conn_id;
+        self.step_zombie(
+            cfg,
+            Input::Connected {
+                participant: pname(i),
+            },
+        );
+        self.step_participant(cfg, i, pcore::Input::Connected { conn }, None);
+    }
+
+    /// The zombie's connection to participant `i` drops (with `tell_participant`: the
+    /// participant's core hears it; not when the participant crashed and starts afresh).
+    fn zombie_disconnect(&mut self, cfg: &Config, i: usize, tell_participant: bool) {
+        let Some(z) = self.zombie.as_mut().filter(|z| z.conn[i]) else {
+            return;
+        };
+        z.conn[i] = false;
+        let conn = z.conn_id;
+        self.net.retain(|n| !(n.peer() == i && n.conn() == conn));
+        self.step_zombie(
+            cfg,
+            Input::Disconnected {
+                participant: pname(i),
+                reason: "model".into(),
+            },
+        );
+        if tell_participant {
+            self.step_participant(cfg, i, pcore::Input::Disconnected { conn }, None);
+        }
+    }
+
     fn submit(&mut self, cfg: &Config, t: usize) {
         let participants: BTreeMap<ParticipantName, Operations> = (0..2)
             .filter(|&i| cfg.roles[t][i] != Role::Absent)
@@ -564,7 +826,8 @@ impl World {
             participant: pname(i),
         });
         // Its core's first frame is the in-doubt report.
-        self.step_participant(cfg, i, pcore::Input::Connected { conn: CONN }, None);
+        let conn = self.conn_id;
+        self.step_participant(cfg, i, pcore::Input::Connected { conn }, None);
     }
 
     fn disconnect(&mut self, cfg: &Config, i: usize) {
@@ -572,12 +835,13 @@ impl World {
             return;
         }
         self.parts[i].conn = false;
-        self.net.retain(|n| n.peer() != i);
+        let conn = self.conn_id;
+        self.net.retain(|n| !(n.peer() == i && n.conn() == conn));
         self.step_core(Input::Disconnected {
             participant: pname(i),
             reason: "model".into(),
         });
-        self.step_participant(cfg, i, pcore::Input::Disconnected { conn: CONN }, None);
+        self.step_participant(cfg, i, pcore::Input::Disconnected { conn }, None);
     }
 
     /// How participant `i` remembers an abort that came about `how`.
@@ -621,12 +885,19 @@ impl World {
             for o in self.parts[i].core.step(now, input) {
                 match o {
                     pcore::Output::Send {
+                        conn,
                         frame,
                         if_undelivered,
-                        ..
                     } => {
-                        if self.parts[i].conn {
-                            self.net.push(Net::ToC(i, frame.msg));
+                        let up = if conn == self.conn_id {
+                            self.parts[i].conn
+                        } else {
+                            self.zombie
+                                .as_ref()
+                                .is_some_and(|z| z.conn_id == conn && z.conn[i])
+                        };
+                        if up {
+                            self.net.push(Hashed::new(Net::ToC(i, conn, frame.msg)));
                         } else if if_undelivered != pcore::IfUndelivered::Drop {
                             inputs.push_back(pcore::Input::Undelivered(if_undelivered));
                         }
@@ -796,17 +1067,24 @@ impl World {
     }
 
     fn deliver(&mut self, cfg: &Config, k: usize, vote_no: Option<NoClass>) {
-        let n = self.net.remove(k);
+        let n = self.net.remove(k).into_inner();
         match n {
-            Net::ToP(i, msg) => {
+            Net::ToP(i, conn, msg) => {
                 let frame = Frame::new(0, msg);
-                let input = pcore::Input::Received { conn: CONN, frame };
+                let input = pcore::Input::Received { conn, frame };
                 self.step_participant(cfg, i, input, vote_no);
             }
-            Net::ToC(i, msg) => self.step_core(Input::Received {
-                from: pname(i),
-                msg,
-            }),
+            Net::ToC(i, conn, msg) => {
+                let input = Input::Received {
+                    from: pname(i),
+                    msg,
+                };
+                if conn == self.conn_id {
+                    self.step_core(input);
+                } else {
+                    self.step_zombie(cfg, input);
+                }
+            }
         }
     }
 
@@ -814,8 +1092,9 @@ impl World {
     /// is not durable (with `lose_wal`, the Postgres server also lost its unflushed WAL).
     fn crash_participant(&mut self, cfg: &Config, i: usize, lose_wal: bool) {
         self.disconnect(cfg, i);
+        self.zombie_disconnect(cfg, i, false);
         self.parts[i].up = false;
-        self.parts[i].core = participant_core(i);
+        self.parts[i].core = Hashed::new(participant_core(i));
         for p in &mut self.parts[i].tx {
             let forget = match (p.st, p.mem) {
                 (_, _) if i == 1 && cfg.bug == Bug::LedgerNotDurable => true,
@@ -841,8 +1120,64 @@ impl World {
         for r in &mut self.log {
             r.synced = true;
         }
-        // What `FileLog::recover` and `server.rs` make of the records: per transaction the
-        // first decision wins; End marks a COMMIT finished.
+        let (core, outs) = self.recovered_core(cfg, template);
+        self.core = Hashed::new(core);
+        self.pending_force = Default::default();
+        self.unsynced_commit = [false; NSLOT];
+        self.unnotified = [false; NSLOT];
+        self.log_failed = false;
+        for p in &mut self.parts {
+            p.conn = false;
+        }
+        // Its connections are gone (a zombie's are not).
+        let conn = self.conn_id;
+        self.net.retain(|n| n.conn() != conn);
+        self.apply(outs);
+    }
+
+    /// The coordinator's id is taken over while its core still runs. The core becomes the
+    /// zombie, with its connections, its in-flight messages, its timers and its waiting
+    /// clients; a fresh core recovers from the log exactly as after a crash, but from the
+    /// **durable** records only: the claimant reads the log database after its claim, and a
+    /// write (one statement, one commit, checking the lease row) either committed before the
+    /// claim or never commits. In the model's terms, a record the log fsynced counts, and one
+    /// only written (its statement still running) is dropped and can never become durable;
+    /// the other order, the write's commit before the claim, is the interleaving with the
+    /// fsync first. The zombie's forced COMMITs in flight (asked for or written, not fsynced)
+    /// are refused from now on; COMMITs that were fsynced but not yet reported to it are
+    /// reported to it later (its writer got the database's answer). The fresh core's
+    /// participants connect to it on new connections.
+    fn take_over(&mut self, cfg: &Config, template: &Core) {
+        let mut force = std::mem::take(&mut self.pending_force);
+        for r in &self.log {
+            if let (false, RecKind::Commit(ps)) = (r.synced, &r.kind) {
+                force[r.t] = Some(ps.clone());
+            }
+        }
+        self.log.retain(|r| r.synced);
+        self.unsynced_commit = [false; NSLOT];
+        let (core, outs) = self.recovered_core(cfg, template);
+        let old = std::mem::replace(&mut self.core, Hashed::new(core));
+        self.zombie = Some(Zombie {
+            core: old,
+            conn_id: self.conn_id,
+            conn: [self.parts[0].conn, self.parts[1].conn],
+            force,
+            unnotified: std::mem::replace(&mut self.unnotified, [false; NSLOT]),
+            halted: false,
+        });
+        self.conn_id += 1;
+        self.log_failed = false;
+        for p in &mut self.parts {
+            p.conn = false;
+        }
+        self.apply(outs);
+    }
+
+    /// A fresh core recovered from what the log holds, with its first outputs.
+    fn recovered_core(&self, cfg: &Config, template: &Core) -> (Core, Vec<Output>) {
+        // What `FileLog::recover` and `server.rs` make of the records (and `PgLog::open`, of
+        // its rows): per transaction the first decision wins; End marks a COMMIT finished.
         let mut decision: [Option<(Decision, Vec<ParticipantName>)>; NSLOT] = Default::default();
         let mut ended = [false; NSLOT];
         for r in &self.log {
@@ -894,18 +1229,10 @@ impl World {
                 None => {}
             }
         }
-        self.core = template.clone();
-        let outs = self.core.recover(self.now, unfinished, finished);
-        self.core.metrics = Default::default();
-        self.pending_force = Default::default();
-        self.unsynced_commit = [false; NSLOT];
-        self.unnotified = [false; NSLOT];
-        self.log_failed = false;
-        for p in &mut self.parts {
-            p.conn = false;
-        }
-        self.net.clear();
-        self.apply(outs);
+        let mut core = template.clone();
+        let outs = core.recover(self.now, unfinished, finished);
+        core.metrics = Default::default();
+        (core, outs)
     }
 
     /// One fsync of the log: every record written so far is durable.
@@ -920,13 +1247,21 @@ impl World {
         }
     }
 
-    fn successors(&self, cfg: &Config, template: &Core) -> Vec<(String, World)> {
+    /// Every successor of this state, with its label (`labels`: spelled out, for a trace;
+    /// else the messages' labels are left empty, sparing their formatting on the hot path).
+    fn successors(&self, cfg: &Config, template: &Core, labels: bool) -> Vec<(String, World)> {
         let mut out = Vec::new();
         let b = self.budget;
         for k in 0..self.net.len() {
-            let fresh = match &self.net[k] {
+            let m = if labels {
+                format!("{:?}", *self.net[k])
+            } else {
+                String::new()
+            };
+            let fresh = match &*self.net[k] {
                 Net::ToP(
                     i,
+                    _,
                     Message::Prepare { txid, .. } | Message::CommitOnePhase { txid, .. },
                 ) => {
                     let t = slot(txid);
@@ -937,27 +1272,27 @@ impl World {
             };
             let mut w = self.clone();
             w.deliver(cfg, k, None);
-            out.push((format!("deliver {:?}", self.net[k]), w));
+            out.push((format!("deliver {m}"), w));
             if fresh && b.noes > 0 {
                 let mut w = self.clone();
                 w.budget.noes -= 1;
                 w.deliver(cfg, k, Some(NoClass::Final));
-                out.push((format!("deliver {:?} (votes NO)", self.net[k]), w));
+                out.push((format!("deliver {m} (votes NO)"), w));
             }
             if fresh {
-                out.extend(self.conflict_no_successor(cfg, k));
+                out.extend(self.conflict_no_successor(cfg, k, &m));
             }
             if b.loss > 0 {
                 let mut w = self.clone();
                 w.budget.loss -= 1;
                 w.net.remove(k);
-                out.push((format!("lose {:?}", self.net[k]), w));
+                out.push((format!("lose {m}"), w));
             }
             if b.dup > 0 {
                 let mut w = self.clone();
                 w.budget.dup -= 1;
                 w.net.push(self.net[k].clone());
-                out.push((format!("duplicate {:?}", self.net[k]), w));
+                out.push((format!("duplicate {m}"), w));
             }
         }
         if b.ticks > 0 {
@@ -1023,7 +1358,8 @@ impl World {
         }
         for (i, p) in self.parts.iter().enumerate() {
             let holds = slots(cfg).any(|t| p.tx[t].st == PState::Prepared);
-            if holds && p.conn && b.asks > 0 {
+            let zombie_conn = self.zombie.as_ref().is_some_and(|z| z.conn[i]);
+            if holds && (p.conn || zombie_conn) && b.asks > 0 {
                 let mut w = self.clone();
                 w.budget.asks -= 1;
                 w.step_participant(cfg, i, pcore::Input::Tick, None);
@@ -1075,6 +1411,18 @@ impl World {
                 out.push((format!("{} connection drops", NAMES[i]), w));
             }
         }
+        if b.takeover > 0 && self.zombie.is_none() {
+            let mut w = self.clone();
+            w.budget.takeover -= 1;
+            w.take_over(cfg, template);
+            out.push((
+                "the coordinator's id is taken over (its core runs on as the zombie)".into(),
+                w,
+            ));
+        }
+        if let Some(z) = &self.zombie {
+            out.extend(self.zombie_successors(cfg, z));
+        }
         if b.ccrash > 0 {
             let mut w = self.clone();
             w.budget.ccrash -= 1;
@@ -1108,17 +1456,90 @@ impl World {
         out
     }
 
+    /// What the zombie `z` (this world's) may do besides receiving messages: hear from the
+    /// log (a refusal, or a COMMIT made durable before the takeover), fire its timers, lose or
+    /// regain a connection, halt.
+    fn zombie_successors(&self, cfg: &Config, z: &Zombie) -> Vec<(String, World)> {
+        let mut out = Vec::new();
+        for t in slots(cfg) {
+            if let Some(ps) = &z.force[t] {
+                let mut w = self.clone();
+                let wz = w.zombie.as_mut().unwrap();
+                wz.force[t] = None;
+                if cfg.bug == Bug::ZombieNotFenced {
+                    wz.unnotified[t] = true;
+                    w.log.push(Rec {
+                        t,
+                        kind: RecKind::Commit(ps.clone()),
+                        synced: true,
+                    });
+                    out.push((
+                        format!("the zombie's log writes COMMIT {} (not fenced)", wire(t)),
+                        w,
+                    ));
+                } else {
+                    w.step_zombie(
+                        cfg,
+                        Input::CommitFailed {
+                            txid: wire(t),
+                            error: "model: fenced (the lease row changed)".into(),
+                        },
+                    );
+                    out.push((
+                        format!(
+                            "the zombie's write of COMMIT {} is fenced (it halts)",
+                            wire(t)
+                        ),
+                        w,
+                    ));
+                }
+            }
+            if z.unnotified[t] {
+                let mut w = self.clone();
+                w.zombie.as_mut().unwrap().unnotified[t] = false;
+                w.step_zombie(cfg, Input::CommitDurable { txid: wire(t) });
+                out.push((format!("the zombie hears COMMIT {} durable", wire(t)), w));
+            }
+        }
+        if z.core.next_due_ms().is_some_and(|due| due <= self.now) {
+            let mut w = self.clone();
+            w.step_zombie(cfg, Input::Tick);
+            out.push(("the zombie's timers fire".into(), w));
+        }
+        for i in 0..2 {
+            if z.conn[i] && self.budget.disc > 0 {
+                let mut w = self.clone();
+                w.budget.disc -= 1;
+                w.zombie_disconnect(cfg, i, true);
+                out.push((format!("the zombie's connection to {} drops", NAMES[i]), w));
+            }
+            if !z.conn[i] && self.parts[i].up {
+                let mut w = self.clone();
+                w.zombie_connect(cfg, i);
+                out.push((format!("the zombie connects to {}", NAMES[i]), w));
+            }
+        }
+        if self.budget.zhalt > 0 {
+            let mut w = self.clone();
+            w.budget.zhalt -= 1;
+            w.zombie_halts(cfg);
+            out.push(("the zombie notices it lost the lease and halts".into(), w));
+        }
+        out
+    }
+
     /// Delivering message `k`, a fresh Prepare, whose participant votes NO `conflict`
-    /// (budget): the lock it needs is held elsewhere and the wait ran out.
-    fn conflict_no_successor(&self, cfg: &Config, k: usize) -> Option<(String, World)> {
-        let fresh_prepare = matches!(self.net[k], Net::ToP(_, Message::Prepare { .. }));
+    /// (budget): the lock it needs is held elsewhere and the wait ran out (`m`: the message's
+    /// label).
+    fn conflict_no_successor(&self, cfg: &Config, k: usize, m: &str) -> Option<(String, World)> {
+        let fresh_prepare = matches!(*self.net[k], Net::ToP(_, _, Message::Prepare { .. }));
         if self.budget.conflicts == 0 || !fresh_prepare {
             return None;
         }
         let mut w = self.clone();
         w.budget.conflicts -= 1;
         w.deliver(cfg, k, Some(NoClass::Conflict));
-        Some((format!("deliver {:?} (votes NO conflict)", self.net[k]), w))
+        Some((format!("deliver {m} (votes NO conflict)"), w))
     }
 
     fn has_commit_record(&self, t: usize, synced_only: bool) -> bool {
@@ -1205,6 +1626,8 @@ impl World {
     /// violation if any.
     fn heal_and_check(&self, cfg: &Config) -> Option<String> {
         let mut w = self.clone();
+        // A zombie always notices in the end (its lease task, or its next log write).
+        w.zombie_halts(cfg);
         for _round in 0..60 {
             for i in 0..2 {
                 w.parts[i].up = true;
@@ -1301,6 +1724,8 @@ struct Stats {
     waiting: usize,
     /// States with a NO vote in flight that gave way to an older transaction.
     gave_way: usize,
+    /// States with a zombie (the id taken over, the old core still running).
+    zombie: usize,
     transitions: usize,
     max_depth: usize,
     end_states: usize,
@@ -1312,16 +1737,19 @@ fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
         config.conflict_retry.max_attempts = 1;
     }
     config.ordered_prepare = !cfg.parallel_prepare;
+    config.prepare_timeout_ms = cfg.prepare_timeout_ticks * STEP_MS;
     let template = Core::new(config);
     let part = |i| Part {
         up: true,
         conn: false,
         tx: [ptx_idle(); NSLOT],
-        core: participant_core(i),
+        core: Hashed::new(participant_core(i)),
         clock: 0,
     };
     let mut w = World {
-        core: template.clone(),
+        core: Hashed::new(template.clone()),
+        conn_id: CONN,
+        zombie: None,
         now: 0,
         parts: [part(0), part(1)],
         net: vec![],
@@ -1352,6 +1780,22 @@ fn initial(cfg: &Config, budget: Budget) -> (World, Core) {
 /// Explores every state reachable within `budget`; a violation comes back with the full
 /// trace of events from the submission.
 fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Result<Stats, String> {
+    explore_with(name, cfg, budget, max_states, true)
+}
+
+/// [`explore`] with the per-state properties only (no healing from each state): a violation
+/// found this way is a reachable state that is itself broken. Returns the state count.
+fn explore_safety_only(cfg: &Config, budget: Budget, max_states: usize) -> Result<usize, String> {
+    explore_with("safety only", cfg, budget, max_states, false).map(|s| s.states)
+}
+
+fn explore_with(
+    name: &str,
+    cfg: &Config,
+    budget: Budget,
+    max_states: usize,
+    heal: bool,
+) -> Result<Stats, String> {
     let t0 = Instant::now();
     let (init, template) = initial(cfg, budget);
     let mut seen: HashSet<u64> = HashSet::new();
@@ -1368,6 +1812,7 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
         states: 1,
         waiting: 0,
         gave_way: 0,
+        zombie: 0,
         transitions: 0,
         max_depth: 0,
         end_states: 0,
@@ -1382,7 +1827,7 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
         let mut w = start.clone();
         let mut steps = vec!["submit".to_string()];
         for k in path {
-            let (label, next) = w.successors(cfg, &template).swap_remove(k);
+            let (label, next) = w.successors(cfg, &template, true).swap_remove(k);
             steps.push(label);
             w = next;
         }
@@ -1396,7 +1841,8 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
                 render(&trace, tr)
             ));
         }
-        if let Some(v) = w.heal_and_check(cfg) {
+        let healed = if heal { w.heal_and_check(cfg) } else { None };
+        if let Some(v) = healed {
             return Err(format!(
                 "[{name}] VIOLATION: {v}\ntrace:\n  {}",
                 render(&trace, tr)
@@ -1405,12 +1851,15 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
         if w.parts.iter().any(|p| p.core.waiting() > 0) {
             stats.waiting += 1;
         }
-        if w.net.iter().any(|n| {
-            matches!(n, Net::ToC(_, Message::Vote { reason: Some(r), .. }) if r.contains("gave way"))
-        }) {
+        if w.net.iter().any(
+            |n| matches!(n.msg(), Message::Vote { reason: Some(r), .. } if r.contains("gave way")),
+        ) {
             stats.gave_way += 1;
         }
-        let succ = w.successors(cfg, &template);
+        if w.zombie.is_some() {
+            stats.zombie += 1;
+        }
+        let succ = w.successors(cfg, &template, false);
         if succ.is_empty() {
             stats.end_states += 1;
         }
@@ -1428,8 +1877,13 @@ fn explore(name: &str, cfg: &Config, budget: Budget, max_states: usize) -> Resul
             }
         }
     }
+    let zombies = if budget.takeover > 0 {
+        format!(" ({} with a zombie)", stats.zombie)
+    } else {
+        String::new()
+    };
     println!(
-        "model check [{name}]: {} states, {} transitions, depth {}, {} end states, {:.1} s, 0 violations",
+        "model check [{name}]: {} states{zombies}, {} transitions, depth {}, {} end states, {:.1} s, 0 violations",
         stats.states,
         stats.transitions,
         stats.max_depth,
@@ -1466,10 +1920,12 @@ fn check(name: &str, cfg: Config, mut budget: Budget) -> Stats {
             resub,
             ticks,
             conflicts,
+            takeover,
+            zhalt,
         } = &mut budget;
         for x in [
             loss, dup, noes, pcrash, ccrash, power, disc, logfail, fsyncfail, asks, resub, ticks,
-            conflicts,
+            conflicts, takeover, zhalt,
         ] {
             if *x > 0 {
                 *x += 1;
@@ -1484,6 +1940,9 @@ fn check(name: &str, cfg: Config, mut budget: Budget) -> Stats {
     };
     let s = explore(&name, &cfg, budget, bound).unwrap_or_else(|v| panic!("{v}"));
     assert!(s.states > 100, "[{name}] suspiciously small state space");
+    if budget.takeover > 0 {
+        assert!(s.zombie > 0, "[{name}] no takeover reached: {s:?}");
+    }
     if cfg.conflict {
         // The lock-wait rules are really explored: prepares wait, and some give way.
         assert!(
@@ -1671,6 +2130,58 @@ configs! {
         { conflicts: 1, resub: 2, ticks: 2 };
 }
 
+// Takeover: the id is taken over while its core still runs (the zombie), which can still
+// re-send, abort (a NO vote, a prepare timeout, a disconnect), run the next attempt of a retried
+// transaction, answer decision requests, in-doubt reports and its waiting clients, but whose
+// every log write is refused (see "Takeover" in the module docs). No resubmissions: a client's
+// retry of an id can reach the id's next holder, and the known hazards below show why that is
+// checked without takeovers (and without coordinator crashes).
+configs! {
+    takeover_while_the_old_holder_runs:
+        "takeover 1 (the old core runs on), zombie halt 1, loss 1, NO vote 1",
+        Config::two_phase(),
+        { takeover: 1, zhalt: 1, loss: 1, noes: 1 };
+    takeover_with_duplication:
+        "takeover 1, zombie halt 1, duplicate 1", Config::two_phase(),
+        { takeover: 1, zhalt: 1, dup: 1 };
+    // A participant asks for the decision on the connection where the id spoke first: the
+    // zombie's, while it runs.
+    takeover_with_decision_requests:
+        "takeover 1, zombie halt 1, decision request 1", Config::two_phase(),
+        { takeover: 1, zhalt: 1, asks: 1 };
+    // A dropped connection of either core (the zombie's connection task reconnects, and the
+    // participant's in-doubt report goes to it too).
+    takeover_with_connection_drops:
+        "takeover 1, zombie halt 1, connection drop 1", Config::two_phase(),
+        { takeover: 1, zhalt: 1, disc: 1 };
+    takeover_with_a_participant_crash:
+        "takeover 1, zombie halt 1, participant crash 1", Config::two_phase(),
+        { takeover: 1, zhalt: 1, pcrash: 1 };
+    // A prepare timeout of one tick: the zombie can time a transaction out (and abort it, with
+    // no record) after the takeover, and both cores re-send.
+    takeover_with_timeouts_and_resends:
+        "takeover 1, ticks 1 (prepare timeout: 1 tick)",
+        Config { prepare_timeout_ticks: 1, ..Config::two_phase() },
+        { takeover: 1, ticks: 1 };
+    // The zombie starts the next attempt of a conflict-aborted transaction (no log write
+    // needed) after the takeover; the new core never heard of the client transaction.
+    takeover_during_a_conflict_retry:
+        "takeover 1, zombie halt 1, conflict NO 1 (retried), ticks 1", Config::two_phase(),
+        { takeover: 1, zhalt: 1, conflicts: 1, ticks: 1 };
+    // A coordinator crash before the takeover, or after it: then the new holder crashes and
+    // restarts (from the log as it stands) beside the zombie.
+    takeover_and_a_coordinator_crash:
+        "takeover 1, coordinator crash 1 (before or after it)", Config::two_phase(),
+        { takeover: 1, ccrash: 1 };
+    takeover_one_phase:
+        "one-phase (bank), takeover 1, zombie halt 1, loss 1, participant crash 1, ticks 2",
+        Config::new(vec![[Role::Writes, Role::Absent]]),
+        { takeover: 1, zhalt: 1, loss: 1, pcrash: 1, ticks: 2 };
+    takeover_of_two_conflicting_transactions:
+        "two transactions (conflicting, retried), takeover 1",
+        Config { retries: true, ..contended() }, { takeover: 1 };
+}
+
 /// The retry configurations above do reach a second attempt: a conflict NO on attempt 1,
 /// then a tick, and attempt 2 commits everywhere while attempt 1 stays aborted.
 #[test]
@@ -1686,9 +2197,9 @@ fn a_conflict_no_is_retried_in_the_model() {
     let k = w
         .net
         .iter()
-        .position(|n| matches!(n, Net::ToP(_, Message::Prepare { .. })))
+        .position(|n| matches!(**n, Net::ToP(_, _, Message::Prepare { .. })))
         .unwrap();
-    let (_, mut w) = w.conflict_no_successor(&cfg, k).unwrap();
+    let (_, mut w) = w.conflict_no_successor(&cfg, k, "").unwrap();
     while !w.net.is_empty() {
         w.deliver(&cfg, 0, None);
     }
@@ -1832,6 +2343,41 @@ fn the_explorer_finds_a_participant_without_durable_state() {
     );
 }
 
+/// Without fencing (the zombie's COMMIT append succeeds after the takeover), the zombie logs a
+/// COMMIT for a transaction the new core has already presumed aborted, having recovered from a
+/// log without it: the log and the participants disagree, and a participant the zombie's
+/// Commit reaches commits what the other rolled back.
+#[test]
+fn the_explorer_finds_a_zombie_that_is_not_fenced() {
+    let mut cfg = Config::two_phase();
+    cfg.bug = Bug::ZombieNotFenced;
+    let v = planted(
+        "planted bug: the zombie's log writes are not fenced",
+        cfg,
+        Budget { takeover: 1, ..b() },
+    );
+    assert!(v.contains("taken over") && v.contains("not fenced"), "{v}");
+    assert!(
+        v.contains("COMMIT logged, but after healing") || v.contains("atomicity"),
+        "{v}"
+    );
+}
+
+/// The same bug seen by the per-state properties alone: the explorer without healing checks
+/// (so that a state must itself be broken) reaches a state where the new core's presumed
+/// Abort rolled one participant back and the zombie's Commit committed the other.
+#[test]
+fn a_zombie_that_is_not_fenced_breaks_atomicity() {
+    let mut cfg = Config::two_phase();
+    cfg.bug = Bug::ZombieNotFenced;
+    let v = match explore_safety_only(&cfg, Budget { takeover: 1, ..b() }, 400_000) {
+        Ok(n) => panic!("the planted bug went unnoticed over {n} states"),
+        Err(v) => v,
+    };
+    println!("[planted bug: not fenced, safety only] {v}\n");
+    assert!(v.contains("atomicity"), "{v}");
+}
+
 /// Runs a configuration that reaches a known hazard of the current code, prints the
 /// counterexample and returns it. These are findings, not planted bugs: each names the fix it
 /// wants (tests/RELIABILITY.md, "What the model found"); once a fix lands, the test fails and
@@ -1887,4 +2433,119 @@ fn known_hazard_presumed_abort_overtakes_a_resubmission() {
         v.contains("writers disagree") || v.contains("atomicity"),
         "{v}"
     );
+}
+
+/// Hazard 3 (an answered abort is not durable) without a power loss: after a takeover the
+/// zombie times a transaction out and tells its waiting client `aborted`, but its lazy ABORT
+/// record is fenced, so the id's next holder (which recovered before) does not know the
+/// answer; a resubmission of the id there runs the transaction again and commits it. (The
+/// same with the ABORT answered before the takeover and still queued in the writer when the
+/// holder was paused: the batch is fenced.) Fix: the one hazard 3 wants, an ABORT record
+/// durable before the client hears `aborted`; the zombie's write would then be refused and
+/// it would halt without answering.
+#[test]
+fn known_hazard_a_zombie_answers_an_abort_it_could_not_log() {
+    let v = known_hazard(
+        "known hazard: a zombie's answered abort is never logged",
+        Config {
+            prepare_timeout_ticks: 1,
+            ..Config::two_phase()
+        },
+        Budget {
+            takeover: 1,
+            resub: 1,
+            ticks: 1,
+            ..b()
+        },
+    );
+    assert!(
+        v.contains("told aborted but a participant committed"),
+        "{v}"
+    );
+}
+
+/// Delivers the first message in flight that `pick` chooses (there must be one).
+fn deliver_where(w: &mut World, cfg: &Config, pick: impl Fn(&Net) -> bool) {
+    let k = w
+        .net
+        .iter()
+        .position(|n| pick(n))
+        .expect("such a message in flight");
+    w.deliver(cfg, k, None);
+}
+
+/// A stale Abort from the zombie overtakes a resubmission that the id's next holder runs (a
+/// scripted counterexample: with resubmissions and a takeover the explorer meets hazard 5
+/// first, [`known_hazard_presumed_abort_overtakes_a_resubmission`]). The zombie's Prepare reaches `bank` after the new holder's
+/// connection came up (its in-doubt report was empty), the zombie times the transaction out
+/// and sends Abort on its own connection; the client's resubmission runs `t1` again at the new
+/// holder, which knows nothing of it (the zombie's ABORT record was fenced), `bank` votes YES
+/// from what it still holds prepared, the COMMIT is logged and `ledger` commits; then the
+/// zombie's Abort arrives and `bank` rolls back what the new holder committed. Unlike hazard 5
+/// the two messages travel on different connections, so no ordering of one connection, and no
+/// bookkeeping of presumed aborts in the new core, can order them: the participant cannot tell
+/// the zombie's `t1` from the new holder's (same id, same txid, same gid). Fix: epochs in
+/// Prepare / Commit / Abort, with a participant that ignores a decision from an older epoch
+/// than the one it prepared (or adopted) the transaction under. The model sends no epochs, so
+/// this test keeps passing until the model learns them.
+#[test]
+fn known_hazard_a_zombies_abort_overtakes_a_resubmission() {
+    let cfg = Config {
+        prepare_timeout_ticks: 1,
+        ..Config::two_phase()
+    };
+    let (mut w, template) = initial(&cfg, Budget { resub: 1, ..b() });
+    let is = |to: bool, i: usize, c: pcore::ConnId, f: fn(&Message) -> bool| {
+        move |n: &Net| match n {
+            Net::ToP(p, k, m) if to => *p == i && *k == c && f(m),
+            Net::ToC(p, k, m) if !to => *p == i && *k == c && f(m),
+            _ => false,
+        }
+    };
+    let prepare = |m: &Message| matches!(m, Message::Prepare { .. });
+    let vote = |m: &Message| matches!(m, Message::Vote { .. });
+    let report = |m: &Message| matches!(m, Message::InDoubtReport { .. });
+    let commit = |m: &Message| matches!(m, Message::Commit { .. });
+    let abort = |m: &Message| matches!(m, Message::Abort { .. });
+    // The id is taken over with the zombie's Prepare to bank still in flight; the new holder
+    // connects to both participants, whose reports list nothing.
+    w.take_over(&cfg, &template);
+    w.connect(&cfg, 0);
+    w.connect(&cfg, 1);
+    deliver_where(&mut w, &cfg, is(false, 0, 2, report));
+    deliver_where(&mut w, &cfg, is(false, 1, 2, report));
+    // bank prepares for the zombie and votes YES; the zombie's Prepare to ledger is lost.
+    deliver_where(&mut w, &cfg, is(true, 0, 1, prepare));
+    deliver_where(&mut w, &cfg, is(false, 0, 1, vote));
+    let k = w
+        .net
+        .iter()
+        .position(|n| is(true, 1, 1, prepare)(n))
+        .unwrap();
+    w.net.remove(k);
+    // The zombie's prepare timeout: it aborts t1 (its ABORT record is fenced) and sends Abort.
+    w.now += STEP_MS;
+    w.step_core(Input::Tick);
+    w.step_zombie(&cfg, Input::Tick);
+    assert!(w.net.iter().any(|n| is(true, 0, 1, abort)(n)));
+    // The client resubmits t1 to the id's new holder, which runs it again and commits.
+    w.submit(&cfg, 0);
+    deliver_where(&mut w, &cfg, is(true, 0, 2, prepare));
+    deliver_where(&mut w, &cfg, is(false, 0, 2, vote));
+    deliver_where(&mut w, &cfg, is(true, 1, 2, prepare));
+    deliver_where(&mut w, &cfg, is(false, 1, 2, vote));
+    let ps = w.pending_force[0].take().expect("a COMMIT to force");
+    w.log.push(Rec {
+        t: 0,
+        kind: RecKind::Commit(ps),
+        synced: true,
+    });
+    w.step_core(Input::CommitDurable { txid: wire(0) });
+    deliver_where(&mut w, &cfg, is(true, 1, 2, commit));
+    assert_eq!(w.parts[1].tx[0].st, PState::Committed);
+    // The zombie's stale Abort reaches bank.
+    deliver_where(&mut w, &cfg, is(true, 0, 1, abort));
+    let v = w.safety(&cfg).expect("a violation");
+    println!("[known hazard: a zombie's Abort overtakes a resubmission] {v}\n");
+    assert!(v.contains("atomicity"), "{v}");
 }
