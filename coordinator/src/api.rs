@@ -343,7 +343,7 @@ fn oversized_first_message(
         let msg = crate::core::first_message(
             (
                 &st.config.coordinator_id,
-                st.pg_log.as_ref().map(|l| l.lease().epoch.max(0) as u64),
+                st.pg_log.as_ref().map(|l| l.epoch()),
             ),
             txid,
             ops.clone(),
@@ -498,16 +498,14 @@ async fn coordinators(State(st): State<AppState>) -> Response {
             decision_log: "postgres".into(),
             coordinators: rows
                 .into_iter()
-                .filter_map(|r| {
-                    Some(CoordinatorLease {
-                        live: r.live(),
-                        coordinator_id: twopc_protocol::CoordinatorId::new(r.coordinator).ok()?,
-                        holder: r.holder,
-                        epoch: r.epoch.max(0) as u64,
-                        expires_in_ms: r.expires_in_ms,
-                        released: r.released,
-                        address: r.address.filter(|a| !a.is_empty()),
-                    })
+                .map(|r| CoordinatorLease {
+                    live: r.live(),
+                    coordinator_id: r.coordinator,
+                    holder: r.holder,
+                    epoch: r.epoch.max(0) as u64,
+                    expires_in_ms: r.expires_in_ms,
+                    released: r.released,
+                    address: r.address.filter(|a| !a.is_empty()),
                 })
                 .collect(),
         })

@@ -71,29 +71,40 @@ pub struct ParticipantConfig {
 impl ParticipantConfig {
     /// The token, from wherever the configuration says it is.
     pub fn resolve_token(&self) -> Result<String, ConfigError> {
-        if let Some(t) = &self.token {
-            return Ok(t.clone());
-        }
-        if let Some(var) = &self.token_env {
-            return std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "participant {}: environment variable {var} is not set",
-                    self.name
-                ))
-            });
-        }
-        if let Some(f) = &self.token_file {
-            return std::fs::read_to_string(f)
-                .map(|s| s.trim().to_owned())
-                .map_err(|e| {
-                    ConfigError::Invalid(format!("participant {}: {}: {e}", self.name, f.display()))
-                });
-        }
-        Err(ConfigError::Invalid(format!(
-            "participant {} has no token (set token, token_env or token_file)",
-            self.name
-        )))
+        resolve_secret(
+            &format!("participant {}", self.name),
+            (&self.token, &self.token_env, &self.token_file),
+        )
+        .unwrap_or_else(|| {
+            Err(ConfigError::Invalid(format!(
+                "participant {} has no token (set token, token_env or token_file)",
+                self.name
+            )))
+        })
     }
+}
+
+/// A secret (a token, a URL with a password) given inline, by environment variable, or by a
+/// file (its content trimmed), whichever is set first in that order; `None` when none is.
+/// `what` names the setting in errors.
+fn resolve_secret(
+    what: &str,
+    (inline, env, file): (&Option<String>, &Option<String>, &Option<PathBuf>),
+) -> Option<Result<String, ConfigError>> {
+    if let Some(v) = inline {
+        return Some(Ok(v.clone()));
+    }
+    if let Some(var) = env {
+        return Some(std::env::var(var).map_err(|_| {
+            ConfigError::Invalid(format!("{what}: environment variable {var} is not set"))
+        }));
+    }
+    let f = file.as_ref()?;
+    Some(
+        std::fs::read_to_string(f)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| ConfigError::Invalid(format!("{what}: {}: {e}", f.display()))),
+    )
 }
 
 fn default_listen() -> SocketAddr {
@@ -200,27 +211,13 @@ impl Default for DecisionLogConfig {
 impl DecisionLogConfig {
     /// The PostgreSQL URI, from wherever the configuration says it is.
     pub fn resolve_url(&self) -> Result<String, ConfigError> {
-        if let Some(u) = &self.url {
-            return Ok(u.clone());
-        }
-        if let Some(var) = &self.url_env {
-            return std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "decision_log: environment variable {var} is not set"
+        resolve_secret("decision_log", (&self.url, &self.url_env, &self.url_file)).unwrap_or_else(
+            || {
+                Err(ConfigError::Invalid(
+                    "decision_log: kind = \"postgres\" needs url, url_env or url_file".into(),
                 ))
-            });
-        }
-        if let Some(path) = &self.url_file {
-            return std::fs::read_to_string(path)
-                .map(|s| s.trim().to_owned())
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                });
-        }
-        Err(ConfigError::Invalid(
-            "decision_log: kind = \"postgres\" needs url, url_env or url_file".into(),
-        ))
+            },
+        )
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -72,7 +72,7 @@ impl RunningCoordinator {
 
     /// The epoch of its lease on its id (PostgreSQL decision log only).
     pub fn lease_epoch(&self) -> Option<u64> {
-        self.pg_log.as_ref().map(|l| l.lease().epoch.max(0) as u64)
+        self.pg_log.as_ref().map(|l| l.epoch())
     }
 
     /// Transactions with a logged COMMIT and no END it found at start.
@@ -197,7 +197,7 @@ async fn start_as(
     core_cfg.ack_wait_ms = config.ack_wait_ms;
     core_cfg.conflict_retry = config.conflict_retry();
     core_cfg.ordered_prepare = config.ordered_prepare;
-    core_cfg.epoch = pg_log.as_ref().map(|l| l.lease().epoch.max(0) as u64);
+    core_cfg.epoch = pg_log.as_ref().map(|l| l.epoch());
     let core = Core::new(core_cfg);
 
     let mut outboxes: Outboxes = HashMap::new();
@@ -265,6 +265,12 @@ async fn start_as(
         )));
     }
 
+    // One reader of the lease table, for `GET /v1/coordinators`, lookups of other
+    // coordinators' transactions and the takeover watcher (a serving coordinator's only).
+    let leases = match (role, &pg_log) {
+        (Role::Serve, Some(pg)) => Some(Arc::new(pg.lease_reader())),
+        _ => None,
+    };
     if let Some(listener) = listener {
         let app = router(AppState {
             handle: handle.clone(),
@@ -272,10 +278,7 @@ async fn start_as(
             faults,
             subscribers: Arc::new(crate::api::Subscribers::default()),
             pg_log: pg_log.clone(),
-            leases: pg_log
-                .as_ref()
-                .and_then(|l| l.lease_reader().ok())
-                .map(Arc::new),
+            leases: leases.clone(),
         });
         let mut stop = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
@@ -313,19 +316,18 @@ async fn start_as(
                 _ = stop.recv() => {}
             }
         }));
-        if role == Role::Serve {
-            match pg.lease_reader() {
-                Ok(reader) => tasks.push(tokio::spawn(crate::takeover::watch(
-                    (*config).clone(),
-                    reader,
-                    handle.clone(),
-                    shutdown.subscribe(),
-                ))),
-                Err(e) => tracing::error!("cannot watch the other coordinators' leases: {e}"),
-            }
-        }
     }
-    tracing::info!(%addr, "coordinator {} listening", config.coordinator_id);
+    if let Some(reader) = leases {
+        tasks.push(tokio::spawn(crate::takeover::watch(
+            (*config).clone(),
+            reader,
+            handle.clone(),
+            shutdown.subscribe(),
+        )));
+    }
+    if role == Role::Serve {
+        tracing::info!(%addr, "coordinator {} listening", config.coordinator_id);
+    }
     Ok(RunningCoordinator {
         addr,
         handle,

@@ -49,13 +49,13 @@ pub(crate) static TAKEOVERS_ACTIVE: AtomicU64 = AtomicU64::new(0);
 /// `shutdown`.
 pub(crate) async fn watch(
     config: Config,
-    reader: LeaseReader,
+    reader: std::sync::Arc<LeaseReader>,
     handle: Handle,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let interval = Duration::from_millis(config.decision_log.lease_renew_ms);
     let (stop_all, _) = broadcast::channel::<()>(1);
-    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut running: HashMap<CoordinatorId, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -71,15 +71,10 @@ pub(crate) async fn watch(
             }
         };
         for row in rows {
-            if row.coordinator == config.coordinator_id.as_str()
-                || row.live()
-                || running.contains_key(&row.coordinator)
-            {
+            let id = row.coordinator.clone();
+            if id == config.coordinator_id || row.live() || running.contains_key(&id) {
                 continue;
             }
-            let Ok(id) = CoordinatorId::new(row.coordinator.clone()) else {
-                continue;
-            };
             if row.released && !asked.contains(&id) {
                 continue;
             }
@@ -91,7 +86,7 @@ pub(crate) async fn watch(
                 if row.released { ", asked about by a participant" } else { "" }
             );
             running.insert(
-                row.coordinator.clone(),
+                id.clone(),
                 tokio::spawn(take_over(
                     config.clone(),
                     id,

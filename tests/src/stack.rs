@@ -462,8 +462,8 @@ impl Stack {
         };
         let mut env = env;
         let mut log_standby = None;
-        if let Some(log) = &log_pg {
-            let url = if opts.log_standby {
+        let log_url = match &log_pg {
+            Some(log) if opts.log_standby => {
                 const NAME: &str = "log_standby";
                 let standby = log.start_standby(crate::pg::StandbyOptions {
                     application_name: NAME.into(),
@@ -472,17 +472,15 @@ impl Stack {
                 log.set_synchronous_standby(Some(NAME))?;
                 let url = crate::pg::multi_host_url(&[log, &standby], "twopc_log", "postgres");
                 log_standby = Some(standby);
-                url
-            } else {
-                log.url("twopc_log")
-            };
+                Some(url)
+            }
+            Some(log) => Some(log.url("twopc_log")),
+            None => None,
+        };
+        if let Some(url) = &log_url {
             // Through the environment, as a URL with a password would have to be.
-            env.push(("TWOPC_LOG_URL".into(), url));
+            env.push(("TWOPC_LOG_URL".into(), url.clone()));
         }
-        let log_url = env
-            .iter()
-            .find(|(k, _)| k == "TWOPC_LOG_URL")
-            .map(|(_, v)| v.clone());
         let coordinator = Proc::spawn(args, env)?;
         let coordinator_url = coordinator
             .first_line

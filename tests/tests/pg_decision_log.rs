@@ -177,7 +177,7 @@ async fn a_holder_past_its_lease_is_fenced_and_writes_nothing() {
     let e = old.append_durable(commit("stale")).await.unwrap_err();
     assert!(matches!(e, LogError::Fenced { epoch: 1, .. }), "{e}");
     assert!(e.to_string().contains("lease"), "{e}");
-    assert_eq!(old.pg_stats().fenced_writes, 1);
+    assert_eq!(old.stats().fenced_writes, 1);
     assert!(matches!(
         old.append_lazy(abort("x")),
         Err(LogError::Fenced { .. })
@@ -260,7 +260,7 @@ async fn finished_rows_outside_the_window_are_deleted_pending_commits_never() {
         ),
         "5"
     );
-    assert_eq!(log.pg_stats().deleted, 40);
+    assert_eq!(log.deleted_rows(), 40);
     log.close().await;
     let st = PgLog::open(c).await.unwrap().recover().unwrap();
     assert_eq!(st.pending.len(), 5);

@@ -156,7 +156,7 @@ mod writer;
 pub use exchange::{LazyRecord, RecoveredCommit};
 pub use file::{FileLog, FileLogConfig};
 pub use mem::MemLog;
-pub use postgres::{Lease, LeaseReader, LeaseRow, LeaseState, PgLog, PgLogConfig, PgLogStats};
+pub use postgres::{Lease, LeaseReader, LeaseRow, LeaseState, PgLog, PgLogConfig};
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

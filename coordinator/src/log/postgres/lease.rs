@@ -15,6 +15,7 @@
 //! row changed and writes nothing.
 
 use tokio_postgres::Client;
+use twopc_protocol::CoordinatorId;
 
 /// A lease this process holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +128,7 @@ pub(super) async fn release(client: &Client, lease: &Lease) -> Result<(), tokio_
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LeaseRow {
     /// The coordinator id.
-    pub coordinator: String,
+    pub coordinator: CoordinatorId,
     /// Its current (or last) holder.
     pub holder: String,
     /// The holder's epoch.
@@ -147,7 +148,8 @@ impl LeaseRow {
     }
 }
 
-/// Every coordinator id's lease.
+/// Every coordinator id's lease (a row whose id is not a valid coordinator id, which no
+/// coordinator could have written, is left out).
 pub(super) async fn list(client: &Client) -> Result<Vec<LeaseRow>, tokio_postgres::Error> {
     let rows = client
         .query(
@@ -159,13 +161,15 @@ pub(super) async fn list(client: &Client) -> Result<Vec<LeaseRow>, tokio_postgre
         .await?;
     Ok(rows
         .iter()
-        .map(|r| LeaseRow {
-            coordinator: r.get(0),
-            holder: r.get(1),
-            epoch: r.get(2),
-            expires_in_ms: r.get(3),
-            address: r.get(4),
-            released: r.get(5),
+        .filter_map(|r| {
+            Some(LeaseRow {
+                coordinator: CoordinatorId::new(r.get::<_, String>(0)).ok()?,
+                holder: r.get(1),
+                epoch: r.get(2),
+                expires_in_ms: r.get(3),
+                address: r.get(4),
+                released: r.get(5),
+            })
         })
         .collect())
 }

@@ -210,10 +210,17 @@ pub(super) struct PgShared {
 }
 
 impl PgShared {
+    /// A renewal (or the claim) sent at `sent` succeeded: the lease is surely valid for a TTL
+    /// from then.
     fn valid_from(&self, sent: Instant, ttl: Duration) {
         let until = sent.saturating_duration_since(self.base) + ttl;
         self.valid_until_ms
             .store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether that TTL has not run out yet, by this process's monotonic clock.
+    fn surely_valid(&self) -> bool {
+        (self.base.elapsed().as_millis() as u64) < self.valid_until_ms.load(Ordering::Relaxed)
     }
 
     /// The lease is gone: nothing more is written, and whoever watches is told why.
@@ -235,26 +242,13 @@ impl PgShared {
     }
 }
 
-/// Counters of the lease and the table, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PgLogStats {
-    /// The epoch this process holds the id at.
-    pub epoch: u64,
-    /// Lease renewals that succeeded.
-    pub renewals: u64,
-    /// Writes refused because the lease was gone.
-    pub fenced_writes: u64,
-    /// Finished rows deleted by retention.
-    pub deleted: u64,
-}
-
 /// The decision log in PostgreSQL (see the module docs).
 pub struct PgLog {
     tx: mpsc::UnboundedSender<Request>,
     shared: Arc<PgShared>,
     lease: Lease,
     recovered: RecoveredState,
-    config: PgLogConfig,
+    connector: Connector,
     keeper: tokio::task::JoinHandle<()>,
 }
 
@@ -372,19 +366,18 @@ impl PgLog {
         };
         tokio::spawn(writer.run(rx));
         let keeper = tokio::spawn(keep_lease(
-            connector,
+            connector.clone(),
             client,
             lease.clone(),
-            config.clone(),
+            config,
             shared.clone(),
-            claimed_at,
         ));
         Ok(PgLog {
             tx,
             shared,
             lease,
             recovered,
-            config,
+            connector,
             keeper,
         })
     }
@@ -394,20 +387,23 @@ impl PgLog {
         &self.lease
     }
 
-    /// A reader of every coordinator id's lease, on a connection of its own.
-    pub fn lease_reader(&self) -> Result<LeaseReader, LogError> {
-        LeaseReader::new(&self.config.url, &self.config.coordinator)
+    /// The epoch this process holds its coordinator id at.
+    pub fn epoch(&self) -> u64 {
+        self.lease.epoch.max(0) as u64
     }
 
-    /// Lease and table counters.
-    pub fn pg_stats(&self) -> PgLogStats {
-        let s = &self.shared;
-        PgLogStats {
-            epoch: self.lease.epoch as u64,
-            renewals: s.renewals.load(Ordering::Relaxed),
-            fenced_writes: s.fenced_writes.load(Ordering::Relaxed),
-            deleted: s.deleted.load(Ordering::Relaxed),
+    /// A reader of every coordinator id's lease, on a connection of its own.
+    pub fn lease_reader(&self) -> LeaseReader {
+        LeaseReader {
+            connector: self.connector.clone(),
+            client: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Finished rows retention deleted since the log was opened (the other counters are in
+    /// [`DecisionLog::stats`]).
+    pub fn deleted_rows(&self) -> u64 {
+        self.shared.deleted.load(Ordering::Relaxed)
     }
 
     /// Whether this process may start new work under the id: the lease is surely still valid
@@ -417,9 +413,7 @@ impl PgLog {
     /// database anyway; this keeps a paused coordinator from starting transactions that only
     /// a takeover could then finish.
     pub fn lease_fresh(&self) -> bool {
-        let s = &self.shared;
-        s.failure.get().is_none()
-            && (s.base.elapsed().as_millis() as u64) < s.valid_until_ms.load(Ordering::Relaxed)
+        self.shared.failure.get().is_none() && self.shared.surely_valid()
     }
 
     /// Resolves, with the reason, once the lease is lost (another holder has the id, or no
@@ -451,16 +445,12 @@ impl PgLog {
             return;
         }
         let _ = self.shared.failure.set(LogError::Closed);
-        if let Ok(connector) = Connector::new(&self.config.url, &self.config.coordinator) {
-            if let Ok(Ok(client)) =
-                tokio::time::timeout(Duration::from_secs(2), connector.connect()).await
-            {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    lease::release(&client, &self.lease),
-                )
-                .await;
-            }
+        if let Ok(Ok(client)) =
+            tokio::time::timeout(Duration::from_secs(2), self.connector.connect()).await
+        {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), lease::release(&client, &self.lease))
+                    .await;
         }
     }
 
@@ -519,7 +509,7 @@ impl DecisionLog for PgLog {
             bytes: 0,
             segments: 0,
             checkpoints: 0,
-            lease_epoch: self.lease.epoch.max(0) as u64,
+            lease_epoch: self.epoch(),
             lease_renewals: s.renewals.load(Ordering::Relaxed),
             fenced_writes: s.fenced_writes.load(Ordering::Relaxed),
         }
@@ -600,13 +590,9 @@ async fn keep_lease(
     lease: Lease,
     config: PgLogConfig,
     shared: Arc<PgShared>,
-    claimed_at: Instant,
 ) {
     let ttl_ms = config.lease_ttl.as_millis() as u64;
     let mut client = Some(client);
-    // When the last successful renewal (or the claim) was *sent*: the database's expiry is
-    // at least a TTL after that.
-    let mut valid_from = claimed_at;
     let mut next_retention = Instant::now() + config.retention_interval;
     let lost = |why: String| {
         shared.lose(&lease, why);
@@ -624,7 +610,6 @@ async fn keep_lease(
             let sent = Instant::now();
             match tokio::time::timeout(config.lease_renew, lease::renew(c, &lease, ttl_ms)).await {
                 Ok(Ok(true)) => {
-                    valid_from = sent;
                     shared.valid_from(sent, config.lease_ttl);
                     shared.renewals.fetch_add(1, Ordering::Relaxed);
                 }
@@ -646,7 +631,7 @@ async fn keep_lease(
                 }
             }
         }
-        if valid_from.elapsed() >= config.lease_ttl {
+        if !shared.surely_valid() {
             lost(format!(
                 "no lease renewal for coordinator id {} succeeded for {} ms: its lease may \
                  have expired",
@@ -712,14 +697,6 @@ pub struct LeaseReader {
 }
 
 impl LeaseReader {
-    /// A reader of the log database at `url` (nothing is connected yet).
-    pub fn new(url: &str, coordinator: &str) -> Result<Self, LogError> {
-        Ok(LeaseReader {
-            connector: Connector::new(url, coordinator)?,
-            client: tokio::sync::Mutex::new(None),
-        })
-    }
-
     /// Every coordinator id's lease, by id.
     pub async fn list(&self) -> Result<Vec<LeaseRow>, LogError> {
         let mut guard = self.client.lock().await;

@@ -79,80 +79,80 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
+/// The row a decision record inserts (`None` for an End).
+fn decision_row(r: &LogRecord) -> Option<Row> {
+    let (decision, participants, body_hash, at_ms, reason, client) = match r {
+        LogRecord::Commit {
+            participants,
+            body_hash,
+            at_ms,
+            client,
+            ..
+        } => ("commit", json(participants), body_hash, at_ms, None, client),
+        LogRecord::Abort {
+            body_hash,
+            reason,
+            at_ms,
+            client,
+            ..
+        } => (
+            "abort",
+            "[]".into(),
+            body_hash,
+            at_ms,
+            reason.clone(),
+            client,
+        ),
+        LogRecord::End { .. } => return None,
+    };
+    Some(Row {
+        txid: r.txid().as_str().to_owned(),
+        decision,
+        participants,
+        body_hash: *body_hash as i64,
+        at_ms: *at_ms as i64,
+        reason,
+        client: client.as_ref().map(|c| c.as_str().to_owned()),
+        ended: false,
+        heuristics: "[]".into(),
+    })
+}
+
 fn fold(records: &[LogRecord]) -> Folded {
     let mut f = Folded::default();
     let mut at: HashMap<String, usize> = HashMap::new();
     let mut end_at: HashMap<String, usize> = HashMap::new();
     for r in records {
-        match r {
-            LogRecord::Commit {
-                txid,
-                participants,
-                body_hash,
-                at_ms,
-                client,
-            } => {
-                let key = txid.as_str().to_owned();
-                if at.contains_key(&key) {
-                    continue; // the first decision wins
-                }
-                at.insert(key.clone(), f.rows.len());
-                f.rows.push(Row {
-                    txid: key,
-                    decision: "commit",
-                    participants: json(participants),
-                    body_hash: *body_hash as i64,
-                    at_ms: *at_ms as i64,
-                    reason: None,
-                    client: client.as_ref().map(|c| c.as_str().to_owned()),
-                    ended: false,
-                    heuristics: "[]".into(),
-                });
+        if let Some(row) = decision_row(r) {
+            // The first decision for a txid wins.
+            if !at.contains_key(&row.txid) {
+                at.insert(row.txid.clone(), f.rows.len());
+                f.rows.push(row);
             }
-            LogRecord::Abort {
-                txid,
-                body_hash,
-                reason,
-                at_ms,
-                client,
-            } => {
-                let key = txid.as_str().to_owned();
-                if at.contains_key(&key) {
-                    continue;
-                }
-                at.insert(key.clone(), f.rows.len());
-                f.rows.push(Row {
-                    txid: key,
-                    decision: "abort",
-                    participants: "[]".into(),
-                    body_hash: *body_hash as i64,
-                    at_ms: *at_ms as i64,
-                    reason: reason.clone(),
-                    client: client.as_ref().map(|c| c.as_str().to_owned()),
-                    ended: false,
-                    heuristics: "[]".into(),
-                });
-            }
-            LogRecord::End { txid, heuristics } => {
-                let key = txid.as_str();
-                if let Some(&i) = at.get(key) {
-                    let row = &mut f.rows[i];
-                    row.ended = true;
-                    row.participants = "[]".into();
-                    row.heuristics = json(heuristics);
-                } else if let Some(&i) = end_at.get(key) {
-                    f.ends[i].1 = json(heuristics);
-                } else {
-                    end_at.insert(key.to_owned(), f.ends.len());
-                    f.ends.push((key.to_owned(), json(heuristics)));
-                }
-            }
+            continue;
+        }
+        let LogRecord::End { txid, heuristics } = r else {
+            continue;
+        };
+        let key = txid.as_str();
+        if let Some(&i) = at.get(key) {
+            let row = &mut f.rows[i];
+            row.ended = true;
+            row.participants = "[]".into();
+            row.heuristics = json(heuristics);
+        } else if let Some(&i) = end_at.get(key) {
+            f.ends[i].1 = json(heuristics);
+        } else {
+            end_at.insert(key.to_owned(), f.ends.len());
+            f.ends.push((key.to_owned(), json(heuristics)));
         }
     }
     f
 }
 
-/// The batch statement: lease check, inserts, Ends; returns (lease rows, inserted, ended).
+/// The batch statement: lease check, inserts, Ends; returns how many lease rows it found (1,
+/// or 0 when fenced). The data-modifying CTEs run to completion whether or not the final
+/// SELECT reads them (PostgreSQL's rule for `WITH`), so nothing else is returned.
 const WRITE: &str = "
 WITH lease AS (
     SELECT epoch FROM twopc_log.lease
@@ -168,15 +168,13 @@ WITH lease AS (
         AS r(txid, decision, participants, body_hash, at_ms, reason, client, ended, heuristics)
     WHERE EXISTS (SELECT 1 FROM lease)
     ON CONFLICT (coordinator_id, txid) DO NOTHING
-    RETURNING 1
 ), fin AS (
     UPDATE twopc_log.decision AS d
     SET ended = true, participants = '[]', heuristics = e.heuristics::jsonb
     FROM unnest($13::text[], $14::text[]) AS e(txid, heuristics)
     WHERE d.coordinator_id = $1 AND d.txid = e.txid AND EXISTS (SELECT 1 FROM lease)
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM ins), (SELECT count(*) FROM fin)";
+SELECT count(*) FROM lease";
 
 /// What one round of the writer collected.
 #[derive(Default)]
