@@ -297,6 +297,7 @@ pub struct Config {
     pub conflict_retry_deadline_ms: u64,
     /// Prepare the participants one at a time in name order (no deadlock across stores can
     /// form) rather than all at once (one participant's prepare time faster per transaction).
+    /// A retried attempt is prepared in order either way.
     #[serde(default = "default_ordered_prepare")]
     pub ordered_prepare: bool,
     /// Heartbeat interval on participant connections.

@@ -139,7 +139,8 @@ pub struct CoreConfig {
     /// same order across the stores, so no wait-for cycle can run through two of them (see
     /// DESIGN.md, "Contention"); all at once saves one participant's prepare time per
     /// transaction but lets concurrent transactions deadlock across stores, which the
-    /// participants then break by giving way.
+    /// participants then break by giving way. A retried attempt is prepared in order either
+    /// way.
     pub ordered_prepare: bool,
     /// The epoch at which this coordinator holds its id (PostgreSQL decision log), sent with
     /// every Prepare, CommitOnePhase, Commit and Abort so that participants refuse the

@@ -102,6 +102,12 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let client = (a.number > 1).then_some(&a.client);
+        // A retried attempt is always prepared in order, whatever `ordered_prepare` says: its
+        // predecessor lost a conflict, often a deadlock across the stores, and prepared all at
+        // once it could take the same locks in the same crossed order again (it did: a retry
+        // 3 ms later re-formed the cycle before the older transaction had its keys back). In
+        // order it waits behind the older one in the first store instead.
+        let retry = a.number > 1;
         out.push(events::tx_begin(
             &txid,
             a.participants.keys(),
@@ -146,7 +152,7 @@ impl Core {
             self.decide_abort(now_ms, &txid, why, out);
             return;
         }
-        let ordered = self.cfg.ordered_prepare && !one_phase;
+        let ordered = (self.cfg.ordered_prepare || retry) && !one_phase;
         for (name, p) in tx.parts.iter_mut() {
             if one_phase {
                 p.owes_ack = true;
