@@ -9,7 +9,9 @@
 //!   re-sends what matters after the participant's next InDoubtReport).
 //! * `ForceCommit` becomes an `append_durable` on the decision log in a task of its own, so
 //!   many transactions wait for the same fsync (group commit); its completion comes back as
-//!   `CommitDurable`. The core sends no Commit before that.
+//!   `CommitDurable`. The core sends no Commit before that. `ForceAbort` is the same for the
+//!   ABORT record of a client's outcome (`AbortDurable`): the Aborts are already out, only
+//!   the client's answer waits.
 //! * `LogLazy` is appended without waiting, as the records
 //!   [`LazyRecord::into_records`](crate::log::LazyRecord::into_records) makes of it.
 //! * `Reply` completes the client's oneshot; `Event` is stamped and broadcast to `/v1/events`.
@@ -73,6 +75,16 @@ pub enum Command {
     /// Publish an event that did not come from the core (fault injection, log fsyncs).
     Event {
         /// The transaction, if any.
+        txid: Option<TxId>,
+        /// What happened.
+        kind: EventKind,
+    },
+    /// Publish, on this coordinator's stream, an event of a takeover instance in this process
+    /// (so that a page watching this coordinator sees the taken-over id's transactions end).
+    Forwarded {
+        /// The id the instance holds.
+        coordinator: CoordinatorId,
+        /// The transaction (that id's), if any.
         txid: Option<TxId>,
         /// What happened.
         kind: EventKind,
@@ -311,16 +323,31 @@ impl Executor {
                 self.execute(outs);
             }
             Command::Event { txid, kind } => self.publish(txid, kind),
+            Command::Forwarded {
+                coordinator,
+                txid,
+                kind,
+            } => self.publish_as(Some(coordinator), txid, kind),
         }
     }
 
     fn publish(&mut self, txid: Option<TxId>, kind: EventKind) {
+        self.publish_as(None, txid, kind)
+    }
+
+    fn publish_as(
+        &mut self,
+        coordinator: Option<CoordinatorId>,
+        txid: Option<TxId>,
+        kind: EventKind,
+    ) {
         let at_ms = wall_ms();
         let ev = Event {
             run: self.run.clone(),
             seq: self.seq,
             at_ms,
             txid,
+            on_behalf_of: coordinator,
             kind,
         };
         self.seq += 1;
@@ -329,6 +356,20 @@ impl Executor {
             let text: Arc<str> = serde_json::to_string(&ev).unwrap_or_default().into();
             let _ = self.events.send(text);
         }
+    }
+
+    /// Waits for a forced record in a task of its own (so that many transactions share one
+    /// fsync: group commit) and feeds the core what became of it.
+    fn when_durable(
+        &self,
+        receipt: crate::log::Receipt,
+        input: impl FnOnce(Result<(), String>) -> Input + Send + 'static,
+    ) {
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            let done = receipt.await.map(|_lsn| ()).map_err(|e| e.to_string());
+            let _ = tx.send(Command::Input(input(done))).await;
+        });
     }
 
     fn execute(&mut self, outs: Vec<Output>) {
@@ -379,16 +420,27 @@ impl Executor {
                         at_ms: wall_ms(),
                         client,
                     });
-                    let tx = self.self_tx.clone();
-                    tokio::spawn(async move {
-                        let input = match receipt.await {
-                            Ok(_lsn) => Input::CommitDurable { txid },
-                            Err(e) => Input::CommitFailed {
-                                txid,
-                                error: e.to_string(),
-                            },
-                        };
-                        let _ = tx.send(Command::Input(input)).await;
+                    self.when_durable(receipt, move |done| match done {
+                        Ok(()) => Input::CommitDurable { txid },
+                        Err(error) => Input::CommitFailed { txid, error },
+                    });
+                }
+                Output::ForceAbort {
+                    txid,
+                    body_hash,
+                    reason,
+                    client,
+                } => {
+                    let receipt = self.log.append_durable(LogRecord::Abort {
+                        txid: txid.clone(),
+                        body_hash,
+                        reason,
+                        at_ms: wall_ms(),
+                        client,
+                    });
+                    self.when_durable(receipt, move |done| match done {
+                        Ok(()) => Input::AbortDurable { txid },
+                        Err(error) => Input::AbortFailed { txid, error },
                     });
                 }
                 Output::LogLazy(rec) => {

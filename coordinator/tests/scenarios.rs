@@ -16,7 +16,7 @@
 //! ack P TXID commit|abort applied|already_applied|not_prepared|conflict [reason]
 //! ask P TXID[@COORD]                       (DecisionRequest, for coordinator COORD)
 //! report P [TXID@COORD ...]               (InDoubtReport)
-//! durable TXID | logfail TXID
+//! durable TXID | logfail TXID               (the record last forced for TXID: COMMIT or ABORT)
 //! unsendable P TXID                       (the connection could not send P's message)
 //! tick MS                                 (advance the clock by MS, then Tick)
 //! recover [TXID:P,P[=CLIENT] ...]         (start-up with logged COMMITs without END; CLIENT:
@@ -84,18 +84,18 @@ fn render(o: &Output) -> Option<String> {
                 ps.join(", ")
             )
         }
-        Output::LogLazy(LazyRecord::Abort {
+        Output::ForceAbort {
             txid,
             reason,
             client,
             ..
-        }) => {
+        } => {
             let client = client
                 .as_ref()
                 .map(|c| format!(" (client {c})"))
                 .unwrap_or_default();
             format!(
-                "log-lazy abort {txid}{client}: {}",
+                "force-abort {txid}{client}: {}",
                 reason.clone().unwrap_or_default()
             )
         }
@@ -163,6 +163,8 @@ fn run_script(script: &str) -> String {
     let mut out = String::new();
     // The priority of each client txid's first submission, for `TXID#N`.
     let mut priorities: BTreeMap<String, Priority> = BTreeMap::new();
+    // The decision of the record last forced per wire txid, for `durable` and `logfail`.
+    let mut forced: BTreeMap<TxId, Decision> = BTreeMap::new();
     let tx = |s: &str, priorities: &BTreeMap<String, Priority>| -> TxId {
         match s.split_once('#') {
             Some((client, n)) => twopc_protocol::attempt::attempt_txid(
@@ -356,12 +358,14 @@ fn run_script(script: &str) -> String {
                     },
                 )
             }
-            "durable" => c.step(
-                now,
-                Input::CommitDurable {
-                    txid: tx(args[0], &priorities),
-                },
-            ),
+            "durable" => {
+                let txid = tx(args[0], &priorities);
+                let input = match forced.get(&txid) {
+                    Some(Decision::Abort) => Input::AbortDurable { txid },
+                    _ => Input::CommitDurable { txid },
+                };
+                c.step(now, input)
+            }
             "unsendable" => c.step(
                 now,
                 Input::Unsendable {
@@ -370,13 +374,15 @@ fn run_script(script: &str) -> String {
                     reason: "frame over the limit".into(),
                 },
             ),
-            "logfail" => c.step(
-                now,
-                Input::CommitFailed {
-                    txid: t(args[0]),
-                    error: "disk full".into(),
-                },
-            ),
+            "logfail" => {
+                let txid = tx(args[0], &priorities);
+                let error = "disk full".to_string();
+                let input = match forced.get(&txid) {
+                    Some(Decision::Abort) => Input::AbortFailed { txid, error },
+                    _ => Input::CommitFailed { txid, error },
+                };
+                c.step(now, input)
+            }
             "tick" => {
                 now += args[0].parse::<u64>().unwrap();
                 let _ = writeln!(out, "  (t = {now} ms)");
@@ -396,6 +402,15 @@ fn run_script(script: &str) -> String {
             other => panic!("unknown command {other:?} in line {line_trim:?}"),
         };
         for o in &outputs {
+            match o {
+                Output::ForceCommit { txid, .. } => {
+                    forced.insert(txid.clone(), Decision::Commit);
+                }
+                Output::ForceAbort { txid, .. } => {
+                    forced.insert(txid.clone(), Decision::Abort);
+                }
+                _ => {}
+            }
             if let Some(s) = render(o) {
                 let _ = writeln!(out, "  {s}");
             }

@@ -13,7 +13,7 @@
 //! ```
 
 use crate::api::HeuristicKind;
-use crate::ids::TxId;
+use crate::ids::{CoordinatorId, TxId};
 use crate::message::{Decision, NoClass, Vote};
 use crate::message_type::MessageType;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,13 @@ pub struct Event {
     /// The transaction the event belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txid: Option<TxId>,
+    /// The coordinator id the event is about when it is not the stream's own: a takeover
+    /// instance in this process finishing the transactions of an id it took over (their txids
+    /// are that id's, and may equal this coordinator's). Absent for the stream's own events.
+    /// (Not `coordinator`: the flattened kinds `coordinator_started` and `takeover` have a
+    /// field of that name.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<CoordinatorId>,
     /// What happened; its `kind` tag is inlined.
     #[serde(flatten)]
     pub kind: EventKind,
@@ -288,6 +295,7 @@ mod tests {
             seq: 3,
             at_ms: 10,
             txid: Some(TxId::new("t1").unwrap()),
+            on_behalf_of: None,
             kind: EventKind::Vote {
                 participant: "bank".into(),
                 vote: Vote::Yes,
@@ -315,8 +323,36 @@ mod tests {
             seq: 7,
             at_ms: 10,
             txid: Some(TxId::new("t1").unwrap()),
+            on_behalf_of: None,
             kind,
         }
+    }
+
+    /// A takeover's events and a forwarded event, side by side: the takeover's `coordinator`
+    /// field and the forwarded event's `on_behalf_of` must not collide in the flattened JSON.
+    #[test]
+    fn takeover_and_forwarded_events_pin_their_json() {
+        pin(
+            &Event {
+                txid: None,
+                ..ev(EventKind::Takeover {
+                    coordinator: "c2".into(),
+                    epoch: 2,
+                    recovering: 1,
+                })
+            },
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"kind":"takeover","coordinator":"c2","epoch":2,"recovering":1}"#,
+        );
+        pin(
+            &Event {
+                on_behalf_of: Some(CoordinatorId::new("c2").unwrap()),
+                ..ev(EventKind::Ack {
+                    participant: "ledger".into(),
+                    decision: Decision::Commit,
+                })
+            },
+            r#"{"run":"c1-1","seq":7,"at_ms":10,"txid":"t1","on_behalf_of":"c2","kind":"ack","participant":"ledger","decision":"commit"}"#,
+        );
     }
 
     #[test]

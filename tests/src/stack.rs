@@ -528,6 +528,18 @@ impl Stack {
         port: u16,
         dir: &Path,
     ) -> Result<(Proc, String)> {
+        self.spawn_coordinator_with_env(bins, id, port, dir, &[])
+    }
+
+    /// [`Stack::spawn_coordinator_on`] with extra environment variables (failpoints, ...).
+    pub fn spawn_coordinator_with_env(
+        &self,
+        bins: &Binaries,
+        id: &str,
+        port: u16,
+        dir: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<(Proc, String)> {
         let mut cfg = self.coordinator_settings.clone();
         cfg.coordinator_id = id.into();
         cfg.listen = format!("127.0.0.1:{port}");
@@ -538,6 +550,11 @@ impl Stack {
         if let Some(url) = &self.log_url {
             env.push(("TWOPC_LOG_URL".into(), url.clone()));
         }
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let p = Proc::spawn(
             vec![
                 bins.coordinator.display().to_string(),

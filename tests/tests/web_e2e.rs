@@ -1,7 +1,8 @@
 //! The web app in real headless Chromium against the real stack (coordinator serving the
 //! built app, the Postgres worker and the Redis participant): load the page, submit a transfer
 //! and see its arrows and the final committed badges, trigger a NO vote and see it aborted, run
-//! a fault scenario and see the recovery, check the narrow layout. Screenshots are saved under
+//! a fault scenario and see the recovery, check the narrow layout, watch the page's coordinator
+//! take over another coordinator's id and finish its transaction. Screenshots are saved under
 //! `tests/artifacts/` as test artefacts.
 //!
 //! Needs `web/dist` (scripts/build-web.sh; scripts/test.sh builds it before the tests).
@@ -15,25 +16,31 @@ fn artifacts() -> PathBuf {
     twopc_tests::repo_root().join("tests/artifacts")
 }
 
+fn bins() -> Binaries {
+    Binaries {
+        coordinator: env!("CARGO_BIN_EXE_twopc-coordinator-under-test").into(),
+        redis_participant: env!("CARGO_BIN_EXE_twopc-redis-participant-under-test").into(),
+    }
+}
+
 fn start_stack() -> Stack {
+    start_stack_with(|_| {})
+}
+
+fn start_stack_with(f: impl FnOnce(&mut StackOptions)) -> Stack {
     let dist = twopc_tests::repo_root().join("web/dist");
     assert!(
         dist.join("index.html").exists(),
         "web/dist is missing: run scripts/build-web.sh first"
     );
-    Stack::start(
-        &Binaries {
-            coordinator: env!("CARGO_BIN_EXE_twopc-coordinator-under-test").into(),
-            redis_participant: env!("CARGO_BIN_EXE_twopc-redis-participant-under-test").into(),
-        },
-        StackOptions {
-            accounts: 2,
-            web_dir: Some(dist),
-            decision_timeout_ms: 20_000,
-            ..StackOptions::default()
-        },
-    )
-    .expect("start the stack")
+    let mut opts = StackOptions {
+        accounts: 2,
+        web_dir: Some(dist),
+        decision_timeout_ms: 20_000,
+        ..StackOptions::default()
+    };
+    f(&mut opts);
+    Stack::start(&bins(), opts).expect("start the stack")
 }
 
 const SECS: Duration = Duration::from_secs(30);
@@ -291,4 +298,126 @@ async fn the_app_shows_a_heuristic_outcome() {
         "page exceptions: {:?}",
         b.console
     );
+}
+
+/// Two coordinators on one PostgreSQL decision log; the page watches c1. c2 crashes right
+/// after sending the first Commit of a transfer (a failpoint), leaving the transfer committed
+/// in its log and prepared at a participant. c1 takes c2's id over and finishes it: the page
+/// draws the takeover banner and the transfer as a row of its own, marked as c2's, committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_draws_a_takeover_and_the_transaction_it_finishes() {
+    let stack = start_stack_with(|o| o.postgres_decision_log = Some(1500));
+    let mut b = open_app(&stack, 1280, 800).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c2, c2_url) = tokio::task::block_in_place(|| {
+        let spawned = stack
+            .spawn_coordinator_with_env(
+                &bins(),
+                "c2",
+                0,
+                dir.path(),
+                &[("TWOPC_FAILPOINTS", "after_first_commit_send")],
+            )
+            .unwrap();
+        stack.wait_connected_at(&spawned.1, SECS).unwrap();
+        spawned
+    });
+    let mut body = twopc_tests::reliability::bank_ledger_transfer(1, 2, 10);
+    body.id = Some(twopc_protocol::TxId::new("web-takeover").unwrap());
+    // c2 dies before it can answer.
+    let answer = reqwest::Client::new()
+        .post(format!("{c2_url}/v1/transactions"))
+        .json(&body)
+        .send()
+        .await;
+    assert!(
+        answer.is_err() || !answer.unwrap().status().is_success(),
+        "c2 answered"
+    );
+    let died =
+        tokio::task::block_in_place(|| twopc_tests::util::wait_until(SECS, || !c2.is_running()));
+    assert!(died, "c2 did not hit its failpoint");
+    let lease = || {
+        stack.log_pg.as_ref().unwrap().query(
+            "twopc_log",
+            "SELECT split_part(holder, '@', 1) || ' ' || epoch FROM twopc_log.lease WHERE coordinator_id = 'c2'",
+        )
+    };
+    let taken = tokio::task::block_in_place(|| {
+        twopc_tests::util::wait_until(SECS, || lease().trim().starts_with("c1 "))
+    });
+    assert!(taken, "c1 did not take c2's id over: lease {:?}", lease());
+    // c1 claims c2's expired lease and finishes the transfer; the page shows both.
+    b.wait_for(
+        "document.querySelectorAll('.banner-takeover').length >= 1",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "[...document.querySelectorAll('[data-testid=tx-row]')].some(r => r.dataset.outcome === 'committed' && r.querySelector('[data-testid=tx-taken-over][data-coordinator=c2]'))",
+        SECS,
+    )
+    .await
+    .unwrap();
+    let shown = b
+        .eval("document.querySelector('[data-testid=tx-taken-over]').closest('tr').dataset.tx")
+        .await
+        .unwrap();
+    assert_eq!(shown, serde_json::json!("web-takeover \u{b7} c2"));
+    b.wait_for(
+        "document.querySelector('[data-testid=count-takeovers]')?.dataset.value === '1'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.screenshot(&artifacts().join("web-8-takeover.png"))
+        .await
+        .unwrap();
+    b.eval("document.querySelector('[data-testid=tx-list]').scrollIntoView()")
+        .await
+        .unwrap();
+    b.screenshot(&artifacts().join("web-8-takeover-list.png"))
+        .await
+        .unwrap();
+    b.eval("window.scrollTo(0, 0)").await.unwrap();
+    // Selected, its diagram shows the Commits the new holder sent and their acks.
+    b.eval("document.querySelector('[data-testid=tx-taken-over]').closest('tr').click()")
+        .await
+        .unwrap();
+    b.wait_for(
+        "[...document.querySelectorAll('[data-testid=mark]')].some(i => (i.dataset.label || '').startsWith('COMMITTED (for c2)'))",
+        SECS,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.screenshot(&artifacts().join("web-9-takeover-selected.png"))
+        .await
+        .unwrap();
+    // Committed in both stores.
+    assert_eq!(stack.pg_balances().unwrap(), vec![(1, 90), (2, 110)]);
+    let redis = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &stack.redis.port().to_string(),
+            "MGET",
+            "balance:1",
+            "balance:2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&redis.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["90", "110"]
+    );
+    assert!(
+        b.console.iter().all(|c| !c.starts_with("exception")),
+        "page exceptions: {:?}",
+        b.console
+    );
+    c2.kill9();
 }

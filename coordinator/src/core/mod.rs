@@ -18,10 +18,16 @@
 //!   force a COMMIT record ([`Output::ForceCommit`]) and sends nothing until the driver reports
 //!   it durable ([`Input::CommitDurable`]). Only then does any Commit leave. All read-only:
 //!   committed with no log write at all.
-//! * **Presumed abort.** An ABORT decision is never forced: a lazy record is appended for the
-//!   transaction history, but if it is lost in a crash, a participant that later asks (or
-//!   reports the transaction as prepared on reconnect) hears "abort", because a transaction
-//!   without a durable COMMIT record is aborted by definition.
+//! * **Presumed abort.** Participants never wait for an ABORT record: Abort goes out at once,
+//!   and a participant that later asks (or reports the transaction as prepared on reconnect)
+//!   hears "abort" for any transaction without a durable COMMIT record, because such a
+//!   transaction is aborted by definition. The *client* is different: its id stays idempotent
+//!   only while the log remembers the answer, so the ABORT record of a client's outcome is
+//!   forced ([`Output::ForceAbort`]) and nobody hears "aborted" (reply or lookup) before the
+//!   driver reports it durable ([`Input::AbortDurable`]). Answered before, a lost record (a
+//!   power loss, or a replaced holder whose writes are fenced) would let a resubmission of the
+//!   id run again and commit after the client was told "aborted". A retried attempt's abort is
+//!   not the client's outcome and is not logged at all.
 //! * **Phase 2.** Commit/Abort is re-sent with exponential backoff until every participant that
 //!   voted YES acknowledges, across reconnects (a reconnect re-sends at once) and coordinator
 //!   restarts (the driver feeds logged COMMITs without END back in via [`Core::recover`]).
@@ -229,6 +235,21 @@ pub enum Input {
         /// The log error's text (only ever shown: the core halts whatever it says).
         error: String,
     },
+    /// The ABORT record requested by [`Output::ForceAbort`] is durable: the client may hear it.
+    AbortDurable {
+        /// The transaction.
+        txid: TxId,
+    },
+    /// The ABORT record could not be made durable. The decision stays ABORT (presumed abort
+    /// needs no record), but the client must not be told an answer the log may forget, and a
+    /// log that cannot make records durable cannot commit anything either: the core asks the
+    /// driver to halt, as for a COMMIT; a fenced write (the id was taken over) ends the same way.
+    AbortFailed {
+        /// The transaction.
+        txid: TxId,
+        /// The log error's text.
+        error: String,
+    },
     /// The connection task could not send a message for `txid` because its frame is over the
     /// participant's limit (the API refuses such bodies first; this is the last line of
     /// defence, so that one transaction's frame never costs the connection). The transaction
@@ -266,6 +287,19 @@ pub enum Output {
         body_hash: u64,
         /// The client's txid when `txid` is a later attempt's (logged with the record, so that
         /// the client's txid finds the outcome after a restart).
+        client: Option<TxId>,
+    },
+    /// Append the ABORT record of a client's outcome and fsync it; report back with
+    /// [`Input::AbortDurable`]. Abort messages do not wait for it (presumed abort); only the
+    /// client's answer does.
+    ForceAbort {
+        /// The transaction (the wire txid of the last attempt).
+        txid: TxId,
+        /// Body hash, for idempotent resubmission after a restart.
+        body_hash: u64,
+        /// Why (shown to the client and kept in the history).
+        reason: Option<String>,
+        /// The client's txid when `txid` is a later attempt's.
         client: Option<TxId>,
     },
     /// Append a record without waiting for it to be durable.
@@ -420,6 +454,8 @@ impl Core {
             } => self.disconnected(now_ms, participant, reason, &mut out),
             Input::CommitDurable { txid } => self.commit_durable(now_ms, &txid, &mut out),
             Input::CommitFailed { txid, error } => self.commit_failed(&txid, &error, &mut out),
+            Input::AbortDurable { txid } => self.abort_durable(now_ms, &txid, &mut out),
+            Input::AbortFailed { txid, error } => self.abort_failed(&txid, &error, &mut out),
             Input::Unsendable { to, txid, reason } => {
                 self.unsendable(now_ms, to, txid, reason, &mut out)
             }

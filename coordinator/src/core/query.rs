@@ -33,7 +33,7 @@ impl Core {
             Some(ClientTx::Backoff(b)) => return Some(b.response(txid, now_ms)),
             None => {}
         }
-        if let Some(tx) = self.txs.get(txid).filter(|t| !t.superseded) {
+        if let Some(tx) = self.txs.get(txid).filter(|t| !t.superseded && !t.presumed) {
             return Some(tx.response(now_ms));
         }
         self.outcomes.get(txid).map(|o| o.response(txid))

@@ -2,12 +2,24 @@
 //! and in-doubt reports are answered here (the termination protocol, presumed abort).
 
 use super::events::{self, send};
-use super::{Core, Output, Stage};
+use super::{Core, Output, PartState, Stage, Tx};
 use twopc_protocol::message::{Decision, DecisionStatus, Message};
 use twopc_protocol::reason::bounded_opt;
 use twopc_protocol::{ParticipantName, TxId};
 
+/// Why a transaction the log does not know is aborted.
+const PRESUMED: &str = "presumed abort: no COMMIT decision is logged";
+
 impl Core {
+    fn abort_message(&self, txid: &TxId, reason: &str) -> Message {
+        Message::Abort {
+            txid: txid.clone(),
+            reason: Some(reason.to_string()),
+            coordinator: Some(self.cfg.coordinator.clone()),
+            epoch: self.cfg.epoch,
+        }
+    }
+
     pub(super) fn received(
         &mut self,
         now_ms: u64,
@@ -136,22 +148,26 @@ impl Core {
                 }
             }
             DecisionStatus::Abort => {
-                if self.txs.contains_key(&txid) {
+                if let Some(tx) = self.txs.get_mut(&txid) {
+                    // A presumed abort reported by one more participant owes it an ack too.
+                    if tx.presumed {
+                        tx.parts
+                            .entry(from.clone())
+                            .or_insert_with(|| PartState::recovered(now_ms));
+                    }
                     self.send_decision_now(now_ms, &txid, from, out);
+                } else if self.outcomes.get(&txid).is_some() {
+                    // Known aborted: a resubmission is answered from the outcome cache, so a
+                    // single Abort is enough (the participant reports it again if it is lost).
+                    send(out, &txid, from, self.abort_message(&txid, PRESUMED));
                 } else {
+                    // Unknown (lost before any decision): delivered until acknowledged, and a
+                    // resubmission of the id attaches to it (a new run beside the stale
+                    // prepared state could get YES from it, then see it rolled back).
                     self.metrics.presumed_aborts += 1;
-                    let reason = Some("presumed abort: no COMMIT decision is logged".to_string());
-                    send(
-                        out,
-                        &txid,
-                        from,
-                        Message::Abort {
-                            txid: txid.clone(),
-                            reason,
-                            coordinator: Some(self.cfg.coordinator.clone()),
-                            epoch: self.cfg.epoch,
-                        },
-                    );
+                    let tx = Tx::presumed_abort(&txid, from, PRESUMED.into(), now_ms);
+                    self.txs.insert(txid.clone(), tx);
+                    self.send_decision_now(now_ms, &txid, from, out);
                 }
             }
         }

@@ -93,7 +93,7 @@ fn disconnect_aborts_in_txid_order() {
     let aborted: Vec<String> = out
         .iter()
         .filter_map(|o| match o {
-            Output::LogLazy(LazyRecord::Abort { txid, .. }) => Some(txid.to_string()),
+            Output::ForceAbort { txid, .. } => Some(txid.to_string()),
             _ => None,
         })
         .collect();
@@ -107,7 +107,7 @@ fn a_long_no_reason_is_bounded_everywhere() {
     let mut core = connected_core();
     submit(&mut core, 0, 1, "t1");
     let long = "e".repeat(20_000);
-    let out = core.step(
+    let mut out = core.step(
         1,
         Input::Received {
             from: name("bank"),
@@ -119,13 +119,15 @@ fn a_long_no_reason_is_bounded_everywhere() {
             },
         },
     );
+    // The client hears once the ABORT record is durable.
+    out.extend(core.step(1, Input::AbortDurable { txid: tx("t1") }));
     let mut reasons = Vec::new();
     for o in &out {
         match o {
             Output::Reply {
                 result: Ok(resp), ..
             } => reasons.extend(resp.reason.clone()),
-            Output::LogLazy(LazyRecord::Abort { reason, .. }) => reasons.extend(reason.clone()),
+            Output::ForceAbort { reason, .. } => reasons.extend(reason.clone()),
             Output::Event { kind, .. } => {
                 let text = serde_json::to_string(kind).unwrap();
                 assert!(

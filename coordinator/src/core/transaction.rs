@@ -101,6 +101,16 @@ pub(super) struct Tx {
     pub(super) prepare_deadline_ms: u64,
     /// Client already answered (committed but acks still outstanding).
     pub(super) replied: bool,
+    /// Decided ABORT as the client's outcome, its record asked for ([`super::Output::ForceAbort`])
+    /// and not yet durable: nobody may hear "aborted" until it is (a lost record would let a
+    /// resubmission of the id run again and commit), and the transaction is not retired.
+    pub(super) abort_unlogged: bool,
+    /// Not a client's transaction: a txid of this coordinator that a participant reported
+    /// prepared and neither the log nor memory knows (a restart lost it before any decision),
+    /// kept while its presumed Abort is delivered so that a resubmission of the id attaches
+    /// to it instead of running again beside the stale prepared state. Never answered as such
+    /// and never remembered.
+    pub(super) presumed: bool,
     /// Acknowledgements that did not match the decision (heuristic hazards).
     pub(super) heuristics: Vec<HeuristicReport>,
 }
@@ -166,7 +176,27 @@ impl Tx {
             decided_ms: None,
             prepare_deadline_ms: now_ms + prepare_timeout_ms,
             replied: false,
+            abort_unlogged: false,
+            presumed: false,
             heuristics: Vec::new(),
+        }
+    }
+
+    /// A presumed abort to deliver to `participant`, which reported `txid` prepared although
+    /// nothing here knows it.
+    pub(super) fn presumed_abort(
+        txid: &TxId,
+        participant: &ParticipantName,
+        reason: String,
+        now_ms: u64,
+    ) -> Self {
+        let attempt = twopc_protocol::attempt::attempt_number(txid);
+        let parts = BTreeMap::from([(participant.clone(), PartState::recovered(now_ms))]);
+        Tx {
+            stage: Stage::Delivering(Decision::Abort),
+            reason: Some(reason),
+            presumed: true,
+            ..Tx::recovered(txid.clone(), attempt, 0, parts, now_ms)
         }
     }
 
@@ -195,13 +225,17 @@ impl Tx {
             decided_ms: Some(now_ms),
             prepare_deadline_ms: now_ms,
             replied: true,
+            abort_unlogged: false,
+            presumed: false,
             heuristics: Vec::new(),
         }
     }
 
     /// What a client is told about this transaction now (under the client's txid).
     pub(super) fn response(&self, now_ms: u64) -> TransactionResponse {
+        // An ABORT is the client's answer only once its record is durable.
         let decision = match self.stage {
+            Stage::Delivering(Decision::Abort) if self.abort_unlogged => None,
             Stage::Delivering(d) => Some(d),
             _ => None,
         };

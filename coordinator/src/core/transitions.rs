@@ -54,6 +54,22 @@ impl Core {
             None => Some(txid.clone()),
         };
         if let Some(tx) = running.and_then(|w| self.txs.get_mut(&w)) {
+            if tx.presumed {
+                // The id ran here before a restart that lost it undecided, and a participant
+                // still holds it prepared: that run is aborted (presumed abort), and the
+                // resubmission is told so once the record says it too.
+                tx.presumed = false;
+                tx.body_hash = body_hash;
+                tx.waiters.push(req);
+                tx.abort_unlogged = true;
+                out.push(Output::ForceAbort {
+                    txid: txid.clone(),
+                    body_hash,
+                    reason: tx.reason.clone(),
+                    client: None,
+                });
+                return;
+            }
             if tx.body_hash != body_hash {
                 out.push(Output::Reply {
                     req,
@@ -334,14 +350,17 @@ impl Core {
         out.push(events::decision(txid, Decision::Abort, Some(why)));
         if !self.retry_instead(now_ms, txid, out) {
             // Only the client's outcome is logged: an attempt that is retried is not one, and
-            // presumed abort answers for it.
-            let Some(tx) = self.txs.get(txid) else { return };
-            out.push(Output::LogLazy(LazyRecord::Abort {
+            // presumed abort answers for it. The client's is forced before it is answered.
+            let Some(tx) = self.txs.get_mut(txid) else {
+                return;
+            };
+            tx.abort_unlogged = true;
+            out.push(Output::ForceAbort {
                 txid: txid.clone(),
                 body_hash: tx.body_hash,
                 reason: tx.reason.clone(),
                 client: (tx.client != *txid).then(|| tx.client.clone()),
-            }));
+            });
         }
         let Some(tx) = self.txs.get_mut(txid) else {
             return;
@@ -358,7 +377,9 @@ impl Core {
                 n.clone()
             })
             .collect();
-        // Presumed abort: the client can be told at once; no log write to wait for.
+        // Presumed abort: the participants need no record, so the Aborts go out now (the
+        // client hears once the record is durable; at once for a retried attempt, which
+        // answers nobody).
         self.reply_waiters(now_ms, txid, out);
         for n in names {
             self.send_decision_now(now_ms, txid, &n, out);
@@ -445,7 +466,7 @@ impl Core {
         let Stage::Delivering(d) = tx.stage else {
             return;
         };
-        if tx.parts.values().any(|p| p.owes_ack) {
+        if tx.parts.values().any(|p| p.owes_ack) || tx.abort_unlogged {
             return;
         }
         // An abort needs no END (presumed abort), unless it carries heuristics to keep.
@@ -483,6 +504,9 @@ impl Core {
         let Some(tx) = self.txs.remove(txid) else {
             return;
         };
+        if tx.presumed {
+            return; // nobody's transaction: nothing to remember or count
+        }
         let timings = tx.timings(now_ms);
         out.push(events::tx_end(txid, d, &timings, &tx));
         if tx.superseded {
@@ -527,6 +551,9 @@ impl Core {
         }
         if tx.superseded {
             return; // its waiters moved on to the next attempt
+        }
+        if tx.abort_unlogged {
+            return; // answered when the ABORT record is durable
         }
         tx.replied = true;
         let resp = tx.response(now_ms);
@@ -574,6 +601,32 @@ impl Core {
             out.push(Output::Halt {
                 reason: format!(
                     "the COMMIT record of {txid} may or may not be durable ({error}); halting so that recovery decides from the log"
+                ),
+            });
+        }
+    }
+
+    /// The client's ABORT record is durable: answer it, and retire the transaction if every
+    /// Abort was acknowledged meanwhile.
+    pub(super) fn abort_durable(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
+        let Some(tx) = self.txs.get_mut(txid) else {
+            return;
+        };
+        if !tx.abort_unlogged {
+            return;
+        }
+        tx.abort_unlogged = false;
+        self.reply_waiters(now_ms, txid, out);
+        self.maybe_end(now_ms, txid, out);
+    }
+
+    pub(super) fn abort_failed(&mut self, txid: &TxId, error: &str, out: &mut Vec<Output>) {
+        if self.txs.get(txid).is_some_and(|t| t.abort_unlogged) {
+            // The Aborts are out and stay right (presumed abort); what cannot be given is an
+            // answer the log keeps. The next process answers the id from what the log holds.
+            out.push(Output::Halt {
+                reason: format!(
+                    "the ABORT record of {txid} could not be made durable ({error}); halting before the client is told"
                 ),
             });
         }

@@ -1,8 +1,8 @@
 //! What the protocol core and the decision log hand each other: the one vocabulary of the
 //! seam between [`crate::core`], [`crate::driver`] and this module.
 //!
-//! The core decides *what* must be recorded ([`crate::core::Output::ForceCommit`] and
-//! [`LazyRecord`]) but knows no wall clock and no record format; the log stores
+//! The core decides *what* must be recorded ([`crate::core::Output::ForceCommit`],
+//! [`crate::core::Output::ForceAbort`] and [`LazyRecord`]) but knows no wall clock and no record format; the log stores
 //! [`LogRecord`]s. [`LazyRecord::into_records`] is the one translation between the two. At
 //! start-up the log's [`RecoveredState`] gives back, through [`RecoveredState::unfinished`] and
 //! [`RecoveredState::concluded`], exactly what [`crate::core::Core::recover`] takes.
@@ -14,17 +14,6 @@ use twopc_protocol::{Decision, ParticipantName, TxId};
 /// Records the core asks for without an fsync of their own.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LazyRecord {
-    /// An abort decision (presumed abort: losing it is safe).
-    Abort {
-        /// The transaction.
-        txid: TxId,
-        /// Body hash.
-        body_hash: u64,
-        /// Why.
-        reason: Option<String>,
-        /// The client's txid, when `txid` is the last attempt of a retried transaction.
-        client: Option<TxId>,
-    },
     /// A one-phase commit's outcome, as reported by its single participant.
     OnePhaseCommitted {
         /// The transaction.
@@ -48,18 +37,6 @@ impl LazyRecord {
     /// The log records that say this, stamped with the wall-clock time `at_ms`.
     pub fn into_records(self, at_ms: u64) -> Vec<LogRecord> {
         match self {
-            LazyRecord::Abort {
-                txid,
-                body_hash,
-                reason,
-                client,
-            } => vec![LogRecord::Abort {
-                txid,
-                body_hash,
-                reason,
-                at_ms,
-                client,
-            }],
             LazyRecord::End { txid, heuristics } => vec![LogRecord::End { txid, heuristics }],
             // The log has no one-phase record, and needs none: a Commit alone would make
             // recovery drive a commit that the participant already decided by itself, so the

@@ -16,11 +16,13 @@
 //!   the returned [`Receipt`] resolves, i.e. before the record has been fsynced. If the
 //!   coordinator crashes after that, recovery finds the record and commits again; if it crashes
 //!   before, no participant can have heard "commit", so aborting is safe.
-//! * `Abort { txid, body_hash, reason, at_ms, client }`: the ABORT decision. It is **not forced**
-//!   ([`DecisionLog::append_lazy`]): it is written with the next group flush and may be lost in
-//!   a crash. That is the *presumed abort* rule: a transaction the log does not know is
-//!   answered "abort", so losing an Abort record changes no answer. The record exists so that
-//!   `GET /v1/transactions/{id}` and idempotent client retries can report the outcome.
+//! * `Abort { txid, body_hash, reason, at_ms, client }`: the ABORT decision. No participant
+//!   waits for it: that is the *presumed abort* rule, a transaction the log does not know is
+//!   answered "abort" to a participant, so Abort messages go out before the record is written.
+//!   The record is for the client: it is forced ([`DecisionLog::append_durable`], sharing the
+//!   group commit) and the client hears "aborted" only once it is durable, so that
+//!   `GET /v1/transactions/{id}` and a resubmission of the id answer the same after a crash or
+//!   a takeover (a lost record would let a resubmission run the transaction again).
 //! * `End { txid }`: every participant acknowledged the decision; the transaction needs no more
 //!   work. Also lazy: if it is lost, recovery sends Commit once more and the participants,
 //!   which are idempotent by (txid, kind), answer `already_applied`.
@@ -194,7 +196,9 @@ pub enum LogRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<TxId>,
     },
-    /// The ABORT decision. Append it with [`DecisionLog::append_lazy`]: presumed abort.
+    /// The ABORT decision of a client's transaction. Append it with
+    /// [`DecisionLog::append_durable`] before the client is told; participants do not wait
+    /// for it (presumed abort).
     Abort {
         /// The global transaction id.
         txid: TxId,
@@ -557,13 +561,14 @@ impl std::fmt::Debug for Receipt {
 /// durable makes every earlier record durable too.
 pub trait DecisionLog: Send + Sync {
     /// Appends `record` and returns a receipt that resolves with its LSN once it (and every
-    /// record appended before it) is durable. Use it for [`LogRecord::Commit`]: no Commit
-    /// message may leave the coordinator before the receipt resolves `Ok`.
+    /// record appended before it) is durable. Use it for [`LogRecord::Commit`] (no Commit
+    /// message may leave the coordinator before the receipt resolves `Ok`) and for the
+    /// [`LogRecord::Abort`] of a client's outcome (the client is told only after it resolves).
     fn append_durable(&self, record: LogRecord) -> Receipt;
 
     /// Appends `record` without waiting for durability; it becomes durable with the next
     /// forced append, flush or periodic sync, and may be lost in a crash before that. Use it
-    /// for [`LogRecord::Abort`] (presumed abort) and [`LogRecord::End`]. Fails only when the
+    /// for [`LogRecord::End`] (a lost End costs one repeated Commit). Fails only when the
     /// log is closed or has failed.
     fn append_lazy(&self, record: LogRecord) -> Result<(), LogError>;
 

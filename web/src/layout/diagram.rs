@@ -56,7 +56,7 @@ pub fn diagram(input: DiagramInput<'_>) -> Diagram {
             label,
             class,
             tooltip,
-            txid: ev.txid.as_ref().map(|t| t.as_str().to_string()),
+            txid: crate::model::tx_key(ev),
             rel_ms: ev.at_ms.saturating_sub(first_ms),
             new_rank: rank,
         });

@@ -33,10 +33,7 @@ pub fn select_events(
             let mut fsync_due = false;
             for (i, e) in log.range(tx.first_index, position) {
                 // Every attempt of a retried transaction is drawn with it.
-                let mine = e
-                    .txid
-                    .as_ref()
-                    .is_some_and(|t| t.as_str() == sel || tx.owns(t.as_str()));
+                let mine = crate::model::tx_key(e).is_some_and(|k| k == sel || tx.owns(&k));
                 let take = if mine {
                     if matches!(e.kind, EventKind::LogWrite { .. }) {
                         fsync_due = true;

@@ -78,7 +78,8 @@ pub fn item_for(
     let client = lane_of("client")?;
     let log = lane_of("log")?;
     let coord = lane_of("coordinator")?;
-    let txid = ev.txid.as_ref().map(|t| t.as_str()).unwrap_or("");
+    let key = crate::model::tx_key(ev);
+    let txid = key.as_deref().unwrap_or("");
     let arrow = |from: usize, to: usize| {
         let (x1, x2) = (lane_x(from), lane_x(to));
         Shape::Arrow {
@@ -252,6 +253,19 @@ pub fn item_for(
                 Decision::Commit => ("COMMITTED", "msg-end-commit"),
                 Decision::Abort => ("ABORTED", "msg-end-abort"),
             };
+            if let Some(c) = &ev.on_behalf_of {
+                // A taken-over id's transaction: its client was the old holder's, so the end
+                // is a mark where this coordinator finished it, not an answer.
+                return Some((
+                    mark(coord),
+                    ItemKind::Mark,
+                    format!("{label} (for {c})"),
+                    class.replace("msg-end", "mark-end"),
+                    format!(
+                        "{txid} finished {label} by this coordinator, which holds the id of {c} now"
+                    ),
+                ));
+            }
             (
                 arrow(coord, client),
                 ItemKind::Client,

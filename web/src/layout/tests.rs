@@ -413,3 +413,78 @@ fn a_takeover_and_its_end_are_banners_and_counted() {
     );
     assert_eq!(banners[1].0, "⇄ c1 handed back (epoch 3)");
 }
+
+/// A takeover instance's events, forwarded with the id it holds, make a transaction of their
+/// own (even with a txid this coordinator also used), marked with that id, drawn and
+/// selectable under its own key.
+#[test]
+fn a_taken_over_ids_transactions_are_their_own_rows() {
+    let cfg = config();
+    let mut evs = happy("t1");
+    let mut n = evs.len() as u64;
+    evs.push(ev(
+        n,
+        None,
+        EventKind::Takeover {
+            coordinator: "c2".into(),
+            epoch: 2,
+            recovering: 1,
+        },
+    ));
+    // c2's t1, logged COMMIT without END: the instance delivers the Commit and ends it.
+    for kind in [
+        sent("ledger", "commit"),
+        recv("ledger", "ack", "ACK Commit t1 (Applied)"),
+        EventKind::Ack {
+            participant: "ledger".into(),
+            decision: Decision::Commit,
+        },
+        EventKind::TxEnd {
+            decision: Decision::Commit,
+            prepare_ms: 0.0,
+            decide_ms: 0.0,
+            commit_ms: 3.0,
+            heuristic: false,
+            attempt: 1,
+            retried: false,
+        },
+    ] {
+        n += 1;
+        let mut e = ev(n, Some("t1"), kind);
+        e.on_behalf_of = Some("c2".parse().unwrap());
+        evs.push(e);
+    }
+    let (log, d) = setup(evs);
+    assert_eq!(d.tx_count(), 2);
+    let own = d.tx("t1").expect("this coordinator's t1");
+    assert_eq!(own.taken_over_from, None);
+    let key = "t1 \u{b7} c2";
+    let theirs = d.tx(key).expect("c2's t1");
+    assert_eq!(theirs.taken_over_from.as_deref(), Some("c2"));
+    assert_eq!(theirs.decision, Some(Decision::Commit));
+    assert!(theirs.ended);
+    // Its client was c2's: nobody here was told anything.
+    assert_eq!(theirs.client.text, "c2's client, not told here");
+    assert_eq!(theirs.coordinator.text, "done for c2");
+    // This coordinator's t1 is untouched by c2's events.
+    assert_eq!(own.last_index, happy("t1").len() as u64 - 1);
+    // Selected, only c2's t1 is drawn (and the takeover banner around it).
+    let dg = diagram(input(&log, &d, &cfg, Some(key)));
+    let arrows: Vec<&str> = dg
+        .items
+        .iter()
+        .filter(|i| matches!(i.shape, Shape::Arrow { .. }))
+        .map(|i| i.label.as_str())
+        .collect();
+    assert_eq!(arrows, ["COMMIT", "ACK COMMIT"]);
+    // Its end is a mark where this coordinator finished it: its client was c2's.
+    assert!(dg
+        .items
+        .iter()
+        .any(|i| i.label == "COMMITTED (for c2)" && i.class == "mark-end-commit"));
+    assert!(dg
+        .items
+        .iter()
+        .filter(|i| matches!(i.shape, Shape::Arrow { .. }))
+        .all(|i| i.txid.as_deref() == Some(key)));
+}

@@ -59,6 +59,17 @@ pub struct Derived {
     pub(super) attempt_of: HashMap<String, String>,
 }
 
+/// The key (and shown id) of the transaction an event belongs to: its txid, or for an event a
+/// takeover instance forwarded, the txid and the id it belongs to (`t5 · c2`; the separator is
+/// not ASCII, which no txid contains, so the key never meets one of this coordinator's).
+pub fn tx_key(ev: &Event) -> Option<String> {
+    let txid = ev.txid.as_ref()?.as_str();
+    Some(match &ev.on_behalf_of {
+        Some(c) => format!("{txid} \u{b7} {c}"),
+        None => txid.to_string(),
+    })
+}
+
 impl Derived {
     /// An empty fold starting at absolute index `position`.
     pub fn starting_at(position: u64) -> Self {
@@ -128,7 +139,7 @@ impl Derived {
         self.last_at_ms = ev.at_ms;
         self.observe_run(&ev.run);
         let at = ev.at_ms;
-        let txid = ev.txid.as_ref().map(|t| t.as_str().to_string());
+        let txid = tx_key(ev);
         match &ev.kind {
             EventKind::CoordinatorStarted { .. } => {
                 self.counts.coordinator_starts += 1;
@@ -188,6 +199,9 @@ impl Derived {
         }
         let id = self.attempt_of.get(&wire).cloned().unwrap_or(wire.clone());
         let t = self.tx_mut(&id, index, at);
+        if let Some(c) = &ev.on_behalf_of {
+            t.taken_over_from = Some(c.to_string());
+        }
         let begins_attempt = matches!(ev.kind, EventKind::TxBegin { .. });
         if !t.is_current(&wire) && !begins_attempt {
             // An earlier attempt winding down (its abort's acks): the badges follow the current
@@ -395,15 +409,19 @@ impl Derived {
                     Decision::Commit => Badge::Committed,
                     Decision::Abort => Badge::Aborted,
                 };
-                t.client = if t.heuristics.is_empty() {
+                t.client = if let Some(c) = &t.taken_over_from {
+                    // Its client asked the old holder, not this coordinator: it finds the
+                    // outcome by asking any coordinator for the id.
+                    NodeBadge::new(Badge::Idle, format!("{c}'s client, not told here"))
+                } else if t.heuristics.is_empty() {
                     NodeBadge::new(b, format!("told {}", finished_word(*decision)))
                 } else {
                     NodeBadge::new(b, "told HEURISTIC")
                 };
-                t.coordinator = if t.heuristics.is_empty() {
-                    NodeBadge::new(b, "done")
-                } else {
-                    NodeBadge::new(b, "done: heuristic outcome")
+                t.coordinator = match &t.taken_over_from {
+                    Some(c) => NodeBadge::new(b, format!("done for {c}")),
+                    None if t.heuristics.is_empty() => NodeBadge::new(b, "done"),
+                    None => NodeBadge::new(b, "done: heuristic outcome"),
                 };
                 finished = Some((*decision, !t.heuristics.is_empty()));
             }
@@ -480,7 +498,10 @@ impl Derived {
     pub fn stale_unfinished(&self, now_ms: u64, quiet_ms: u64, limit: usize) -> Vec<String> {
         self.txs()
             .filter(|t| {
+                // A taken-over id's transactions are not this coordinator's to look up: the
+                // takeover instance's own events end them.
                 !t.ended
+                    && t.taken_over_from.is_none()
                     && !t.unknown_to_coordinator
                     && now_ms.saturating_sub(t.last_at_ms) >= quiet_ms
             })

@@ -216,6 +216,9 @@ pub struct TxView {
     pub heuristics: Vec<HeuristicReport>,
     /// Its attempts, once it was retried (empty for a transaction run once).
     pub attempts: Vec<AttemptView>,
+    /// The coordinator id that ran it, when not the page's coordinator: an id this
+    /// coordinator took over and finishes (its events are forwarded with that id).
+    pub taken_over_from: Option<String>,
 }
 
 impl TxView {
@@ -240,6 +243,7 @@ impl TxView {
             log_pending: false,
             heuristics: Vec::new(),
             attempts: Vec::new(),
+            taken_over_from: None,
         }
     }
 

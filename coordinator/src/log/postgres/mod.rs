@@ -13,9 +13,10 @@
 //!
 //! One row per decided transaction in `twopc_log.decision` ([`schema`]), keyed by
 //! (coordinator id, txid): the same facts the file log's records carry, with the same rules.
-//! COMMIT is forced: its receipt resolves only after the database committed the row. Abort and
-//! End are lazy: written with the next batch, within `linger` when nothing forces one, and may
-//! be lost in a crash before that (presumed abort; a lost End only costs a repeated Commit).
+//! COMMIT is forced: its receipt resolves only after the database committed the row; so is a
+//! client's ABORT, before the client is told (participants never wait for it: presumed abort).
+//! End is lazy: written with the next batch, within `linger` when nothing forces one, and may
+//! be lost in a crash before that (a lost End only costs a repeated Commit).
 //! The first decision for a txid wins. Rows of finished transactions (ended commits, aborts)
 //! outside the outcome window (newest `max_outcomes`, none older than `max_outcome_age_ms`) are
 //! deleted in batches by the lease task, so the table does not grow without bound (Citus's

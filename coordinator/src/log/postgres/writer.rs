@@ -5,8 +5,8 @@
 //! one row that is already ended) and writes the batch as **one statement**, so one round
 //! trip and one commit (one WAL flush, and with synchronous replication one standby
 //! confirmation) make a whole batch durable. While that statement runs, new appends queue up
-//! and ride the next one. A batch of lazy records only (Abort, End) waits up to `linger` for
-//! company first, so an idle log does not spend a commit per lazy record.
+//! and ride the next one. A batch of lazy records only (End) waits up to `linger` for company
+//! first, so an idle log does not spend a commit per lazy record.
 //!
 //! The statement's first CTE locks the lease row `FOR SHARE` at this holder's epoch; the
 //! inserts and updates happen only if it found the row, and the statement reports whether it

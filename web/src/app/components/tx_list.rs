@@ -42,7 +42,15 @@ pub fn tx_list(p: &StateProps) -> Html {
                         <tr key={id.clone()} class={classes!("tx-row", is_sel.then_some("selected"))}
                             data-testid="tx-row" data-tx={id.clone()} data-outcome={o.badge().class()} onclick={onclick}
                             title={t.reason.clone().unwrap_or_default()}>
-                            <td class="mono">{ &t.id }</td>
+                            <td class="mono">{ &t.id }
+                                { if let Some(c) = &t.taken_over_from {
+                                    // Run by another coordinator whose id this one took over.
+                                    html! { <span class="chip taken-over" data-testid="tx-taken-over"
+                                        data-coordinator={c.clone()}
+                                        title={format!("run by coordinator {c}; this coordinator took its id over and finished it")}>
+                                        { format!("taken over from {c}") }</span> }
+                                } else { html! {} } }
+                            </td>
                             <td><span class={classes!("chip", format!("badge-{}", o.badge().class()))}>{ o.label() }</span>
                                 { if t.attempt_count() > 1 {
                                     // A retried transaction: one row, its attempts on the chip.

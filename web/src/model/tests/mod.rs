@@ -11,6 +11,7 @@ pub fn ev(seq: u64, txid: Option<&str>, kind: EventKind) -> Event {
         seq,
         at_ms: 1_000 + seq,
         txid: txid.map(|t| TxId::new(t).unwrap()),
+        on_behalf_of: None,
         kind,
     }
 }
