@@ -8,6 +8,8 @@
 //! | `GET /metrics` | OpenMetrics text (prometheus-client) |
 //! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s (at most `max_event_subscribers` at once, else 503 `too_many_subscribers`; a subscriber more than `event_buffer` events behind gets `{"lagged": n}` for what it missed) |
 //! | `POST /v1/faults` | fault injection, refused unless enabled |
+//! | `GET /v1/whoami` | the client the token stands for and its scopes ([`twopc_protocol::api::ClientIdentity`]) |
+//! | `GET /healthz` | `ok`; the only endpoint that never wants a client token |
 //! | `GET /` | the web app |
 //!
 //! Every client error is a 4xx with a JSON body `{"error": code, "message": text}`; the body
@@ -37,6 +39,7 @@
 //!   `/v1/config`, `/metrics`.
 //! * `events`: the `/v1/events` stream and its subscriber limits.
 //! * `faults`: `POST /v1/faults`.
+//! * `auth`: the client-token check in front of every route ([`crate::clients`]).
 //!
 //! The bodies are the types of [`twopc_protocol::api`].
 
@@ -63,6 +66,7 @@ use twopc_protocol::{
     encode_frame, Frame, Operations, ParticipantKind, ParticipantName, TxId, MAX_FRAME_BYTES,
 };
 
+mod auth;
 mod events;
 mod faults;
 
@@ -90,6 +94,8 @@ pub struct AppState {
     pub pg_log: Option<Arc<crate::log::PgLog>>,
     /// Reads every coordinator id's lease, for `GET /v1/coordinators` (PostgreSQL log only).
     pub leases: Option<Arc<crate::log::LeaseReader>>,
+    /// The configured API clients (none: the API is open).
+    pub clients: Arc<crate::clients::Clients>,
 }
 
 /// The router with every route.
@@ -102,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/faults", post(faults::inject_fault))
         .route("/v1/config", get(public_config))
+        .route("/v1/whoami", get(whoami))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         // Below /v1/ every path is API: an unknown one is a JSON 404, never the web app's
@@ -121,7 +128,12 @@ pub fn router(state: AppState) -> Router {
         None => app.fallback(unknown_endpoint),
     };
     // The submit handler enforces its own limit so that the error is the API's JSON error.
-    app.layer(DefaultBodyLimit::disable()).with_state(state)
+    app.layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .with_state(state)
 }
 
 fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Response {
@@ -133,6 +145,20 @@ fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> 
         }),
     )
         .into_response()
+}
+
+/// `GET /v1/whoami`: the client the request's token stands for (open API: every scope).
+async fn whoami(client: Option<axum::Extension<Arc<crate::clients::Client>>>) -> Response {
+    let identity = match client {
+        Some(c) => c.identity(),
+        None => twopc_protocol::api::ClientIdentity {
+            authenticated: false,
+            client: None,
+            scopes: twopc_protocol::api::Scope::ALL.to_vec(),
+            participants: None,
+        },
+    };
+    Json(identity).into_response()
 }
 
 async fn unknown_endpoint(uri: Uri) -> Response {
@@ -165,7 +191,11 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response {
+async fn submit(
+    State(st): State<AppState>,
+    client: Option<axum::Extension<Arc<crate::clients::Client>>>,
+    body: axum::body::Body,
+) -> Response {
     // Reads at most the limit: an oversized body is refused without buffering all of it.
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -265,6 +295,36 @@ async fn submit(State(st): State<AppState>, body: axum::body::Body) -> Response 
             );
         }
     }
+    // The client's rights: which participants, how many transactions at once. The guard is
+    // held until the answer (a 202 ends it too: the transaction runs on, but the client may
+    // look it up and start others).
+    let _in_flight = match client.as_deref() {
+        Some(c) => {
+            if let Some(p) = req.participants.keys().find(|p| !c.may_use(p)) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    ApiErrorCode::Forbidden,
+                    format!("client {} may not use participant {p}", c.name),
+                );
+            }
+            match c.begin_transaction() {
+                Some(guard) => Some(guard),
+                None => {
+                    return auth::too_many(
+                        ApiErrorCode::TooManyInFlight,
+                        Duration::from_secs(1),
+                        format!(
+                            "client {} has {} transactions running, its limit; retry when one \
+                             has finished",
+                            c.name,
+                            c.max_in_flight()
+                        ),
+                    )
+                }
+            }
+        }
+        None => None,
+    };
     // The canonical body: BTreeMap order and struct field order make this deterministic.
     let canonical = serde_json::to_vec(&req.participants).unwrap_or_default();
     let body_hash = fnv1a(&canonical);

@@ -12,12 +12,45 @@ use twopc_protocol::{Operations, ParticipantName, RedisOp, SqlStatement, TxId};
 /// What a client subcommand ends with.
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
-/// Where the coordinator is.
+/// Where the coordinator is, and who is asking.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
     /// The coordinator's base URL.
     #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:7700")]
     pub url: String,
+    /// The client token, when the coordinator has clients configured. Prefer `TWOPC_TOKEN`
+    /// or `--token-file`: a flag's value is visible to every user in `ps`.
+    #[arg(long, env = "TWOPC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file whose first line is the client token.
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The HTTP client of every subcommand (two minutes per request), sending the token.
+    pub fn http(&self) -> Result<reqwest::Client, Box<dyn std::error::Error>> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+                Some(text.lines().next().unwrap_or("").trim().to_string())
+            }
+            (None, None) => None,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| "the token has characters no HTTP header may hold")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        Ok(reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .default_headers(headers)
+            .build()?)
+    }
 }
 
 /// `submit`.
@@ -50,14 +83,6 @@ pub struct ShowArgs {
     id: String,
 }
 
-/// The HTTP client of every subcommand (two minutes per request).
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("http client")
-}
-
 /// Prints an answer (pretty JSON when it is JSON); success iff the status is 2xx.
 pub async fn print_response(resp: reqwest::Response) -> CliResult {
     let status = resp.status();
@@ -87,7 +112,9 @@ pub async fn submit(a: SubmitArgs) -> CliResult {
     } else {
         serde_json::to_value(request_from_flags(a.id, &a.sql, &a.redis)?)?
     };
-    let resp = http()
+    let resp = a
+        .client
+        .http()?
         .post(format!("{}/v1/transactions", a.client.url))
         .json(&body)
         .send()
@@ -97,7 +124,9 @@ pub async fn submit(a: SubmitArgs) -> CliResult {
 
 /// `show`: GET one transaction.
 pub async fn show(a: ShowArgs) -> CliResult {
-    let resp = http()
+    let resp = a
+        .client
+        .http()?
         .get(format!("{}/v1/transactions/{}", a.client.url, a.id))
         .send()
         .await?;
@@ -106,7 +135,8 @@ pub async fn show(a: ShowArgs) -> CliResult {
 
 /// `in-doubt`: participants' connection state and what they hold prepared.
 pub async fn in_doubt(a: ClientArgs) -> CliResult {
-    let resp = http()
+    let resp = a
+        .http()?
         .get(format!("{}/v1/participants", a.url))
         .send()
         .await?;

@@ -30,6 +30,43 @@ enum Cmd {
     InDoubt(client::ClientArgs),
     /// Generate bank-transfer load: N transactions at concurrency C, then a summary table.
     Load(load::LoadArgs),
+    /// Print the SHA-256 of a client token read from standard input (its first line), for a
+    /// `[[client]]`'s `token_sha256`; with `--new`, make a random token first and print both.
+    HashToken(HashTokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct HashTokenArgs {
+    /// Generate a new random token (32 bytes, hex) instead of reading one.
+    #[arg(long)]
+    new: bool,
+}
+
+fn hash_token(a: HashTokenArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let token = if a.new {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        let t: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        println!("token        {t}");
+        t
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let t = line.trim().to_string();
+        if t.is_empty() {
+            return Err("no token on standard input".into());
+        }
+        t
+    };
+    let digest = crate::clients::token_digest_hex(&token);
+    if a.new {
+        println!("token_sha256 {digest}");
+    } else {
+        println!("{digest}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +117,7 @@ pub fn main() -> ExitCode {
             Cmd::Show(a) => client::show(a).await,
             Cmd::InDoubt(a) => client::in_doubt(a).await,
             Cmd::Load(a) => load::load(a).await,
+            Cmd::HashToken(a) => hash_token(a),
         }
     });
     match result {

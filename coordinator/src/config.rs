@@ -319,6 +319,13 @@ pub struct Config {
     /// The participants.
     #[serde(default, rename = "participant")]
     pub participants: Vec<ParticipantConfig>,
+    /// The API's clients (`[[client]]`, see [`crate::clients`]); none: the API is open to
+    /// whoever reaches it, which only a loopback listener allows.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<crate::clients::ClientConfig>,
+    /// Serve an open API (no `[[client]]`) on a listener other than loopback anyway.
+    #[serde(default)]
+    pub allow_open_api_off_loopback: bool,
 }
 
 impl Config {
@@ -365,6 +372,22 @@ impl Config {
             }
         }
         self.decision_log.validate()?;
+        let loopback = self.listen.ip().is_loopback();
+        if self.fault_injection && !loopback {
+            return Err(ConfigError::Invalid(format!(
+                "fault_injection is for the demo and tests: it is never enabled on a listener \
+                 other than loopback (listen = {})",
+                self.listen
+            )));
+        }
+        if self.clients.is_empty() && !loopback && !self.allow_open_api_off_loopback {
+            return Err(ConfigError::Invalid(format!(
+                "listen = {} is not loopback, and no [[client]] is configured: anybody who \
+                 reaches the port could run transactions; configure clients, or set \
+                 allow_open_api_off_loopback = true to serve it open anyway",
+                self.listen
+            )));
+        }
         if self.event_buffer == 0 {
             return Err(ConfigError::Invalid(
                 "event_buffer must be at least 1 event".into(),
@@ -474,5 +497,26 @@ mod tests {
         assert!(e.to_string().contains("ws://"), "{e}");
         let e = Config::from_toml("coordinator_id = 'c1'\nlisten_port = 3").unwrap_err();
         assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    /// Off loopback the API must have clients (or be opened explicitly), and fault injection
+    /// is refused outright.
+    #[test]
+    fn a_listener_off_loopback_wants_clients_and_no_faults() {
+        let open = "coordinator_id = 'c1'\nlisten = '0.0.0.0:7700'\n";
+        let e = Config::from_toml(open).unwrap_err();
+        assert!(e.to_string().contains("no [[client]] is configured"), "{e}");
+        assert!(Config::from_toml(&format!("{open}allow_open_api_off_loopback = true\n")).is_ok());
+        let with_client = format!(
+            "{open}[[client]]\nname = 'ops'\ntoken_sha256 = ['{}']\nscopes = ['read']\n",
+            crate::clients::token_digest_hex("t")
+        );
+        assert!(Config::from_toml(&with_client).is_ok());
+        let e = Config::from_toml(&format!("fault_injection = true\n{with_client}")).unwrap_err();
+        assert!(e.to_string().contains("never enabled"), "{e}");
+        // Loopback stays as it was: open, faults allowed.
+        assert!(Config::from_toml("coordinator_id = 'c1'\nfault_injection = true\n").is_ok());
+        let e = Config::from_toml(&with_client.replace("['read']", "['nap']")).unwrap_err();
+        assert!(e.to_string().contains("scopes"), "{e}");
     }
 }

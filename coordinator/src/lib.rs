@@ -18,10 +18,13 @@
 //! * [`log`]: the durable decision log (checksummed segments, group commit, checkpoints).
 //! * [`driver`]: the task that owns the core and carries out its outputs.
 //! * [`conn`]: one WebSocket connection task per participant.
-//! * [`api`]: the HTTP API, event stream and web app.
+//! * [`api`]: the HTTP API, event stream and web app (and, with clients configured, the
+//!   bearer-token check in front of them).
 //! * [`faults`]: fault injection for the demo and tests.
 //! * [`server`]: wiring and graceful shutdown.
 //! * [`config`]: the TOML configuration.
+//! * [`clients`]: the API's clients: token digests, scopes, participants, rate and in-flight
+//!   limits.
 //! * [`command_line`]: the command line: argument parsing, `serve`, subcommand dispatch.
 //! * [`client`]: the HTTP client subcommands (`submit`, `show`, `in-doubt`).
 //! * [`load`]: the bank-transfer load generator (`load`).
@@ -33,6 +36,7 @@
 
 pub mod api;
 pub mod client;
+pub mod clients;
 pub mod command_line;
 pub mod config;
 pub mod conn;

@@ -1,7 +1,7 @@
 //! The `load` subcommand: bank transfers ([`twopc_protocol::transfer`]) between random
 //! accounts at a given concurrency, then a latency summary per outcome.
 
-use crate::client::{http, CliResult};
+use crate::client::CliResult;
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -109,7 +109,7 @@ pub async fn load(a: LoadArgs) -> CliResult {
     if a.accounts < 2 || a.concurrency == 0 {
         return Err("need at least 2 accounts and concurrency >= 1".into());
     }
-    let client = http();
+    let client = a.client.http()?;
     let bar = if a.quiet {
         indicatif::ProgressBar::hidden()
     } else {

@@ -128,6 +128,11 @@ async fn start_as(
     takeover_by: Option<String>,
 ) -> Result<RunningCoordinator, StartError> {
     config.validate()?;
+    let known: Vec<_> = config.participants.iter().map(|p| p.name.clone()).collect();
+    let clients = Arc::new(crate::clients::Clients::from_config(
+        &config.clients,
+        &known,
+    )?);
     let config = Arc::new(config);
     // Bound first, so the lease can name the address clients reach this coordinator at.
     let (listener, addr) = match role {
@@ -279,6 +284,7 @@ async fn start_as(
             subscribers: Arc::new(crate::api::Subscribers::default()),
             pg_log: pg_log.clone(),
             leases: leases.clone(),
+            clients: clients.clone(),
         });
         let mut stop = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {

@@ -290,6 +290,15 @@ pub enum ApiErrorCode {
     /// The coordinator cannot be sure it still holds its id's lease (PostgreSQL decision
     /// log): it starts no transaction; another coordinator may take the id over.
     LeaseLost,
+    /// No bearer token, or one no configured client has (401).
+    Unauthorized,
+    /// The client's token is good but its scope does not cover this (403): the endpoint, or a
+    /// participant the transaction names.
+    Forbidden,
+    /// The client sent more requests than its rate allows (429, with `Retry-After`).
+    RateLimited,
+    /// The client has as many transactions running as it may (429, with `Retry-After`).
+    TooManyInFlight,
 }
 
 impl ApiErrorCode {
@@ -315,6 +324,10 @@ impl ApiErrorCode {
             ApiErrorCode::FaultsDisabled => "faults_disabled",
             ApiErrorCode::ShuttingDown => "shutting_down",
             ApiErrorCode::LeaseLost => "lease_lost",
+            ApiErrorCode::Unauthorized => "unauthorized",
+            ApiErrorCode::Forbidden => "forbidden",
+            ApiErrorCode::RateLimited => "rate_limited",
+            ApiErrorCode::TooManyInFlight => "too_many_in_flight",
         }
     }
 }
@@ -349,6 +362,53 @@ pub struct CoordinatorsResponse {
     pub decision_log: String,
     /// Every id in the shared log (only this coordinator's own with the file log).
     pub coordinators: Vec<CoordinatorLease>,
+}
+
+/// What an API client may do: the scopes of a `[[client]]` in the coordinator's
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// `POST /v1/transactions`.
+    Submit,
+    /// `GET /v1/transactions/{id}`, `/v1/participants`, `/v1/coordinators`, `/v1/config`,
+    /// `/metrics`.
+    Read,
+    /// `GET /v1/events` (every statement's summary and every key goes by on it).
+    Events,
+    /// `POST /v1/faults` (and only where fault injection is enabled at all).
+    Faults,
+}
+
+impl Scope {
+    /// Every scope, in order.
+    pub const ALL: [Scope; 4] = [Scope::Submit, Scope::Read, Scope::Events, Scope::Faults];
+
+    /// The wire and configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Submit => "submit",
+            Scope::Read => "read",
+            Scope::Events => "events",
+            Scope::Faults => "faults",
+        }
+    }
+}
+
+/// `GET /v1/whoami`: the client a token stands for, and what it may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientIdentity {
+    /// Whether the coordinator authenticates clients at all (no `[[client]]`: open to
+    /// whoever reaches it, every scope, loopback only).
+    pub authenticated: bool,
+    /// The client's name (`None` when the API is open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// The participants its transactions may name (`None`: every participant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participants: Option<Vec<ParticipantName>>,
 }
 
 /// `GET /v1/config`: what the web app needs to know about the coordinator. (Fields in

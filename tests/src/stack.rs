@@ -71,6 +71,10 @@ pub struct StackOptions {
     pub coordinator_config_file: Option<PathBuf>,
     /// Extra settings for the generated coordinator configuration (name, TOML value).
     pub coordinator_settings: Vec<(String, String)>,
+    /// Extra TOML tables for the generated coordinator configuration (`[[client]]`, ...).
+    pub coordinator_tables: String,
+    /// The client token the harness itself uses for the API (with `[[client]]`s configured).
+    pub api_token: Option<String>,
     /// Keep the coordinator's decisions in a PostgreSQL cluster of their own
     /// ([`Stack::log_pg`]) instead of the file log, with this lease TTL in milliseconds
     /// (renewed every third of it).
@@ -98,6 +102,8 @@ impl Default for StackOptions {
             fault_injection: true,
             coordinator_config_file: None,
             coordinator_settings: Vec::new(),
+            coordinator_tables: String::new(),
+            api_token: None,
             postgres_decision_log: None,
             log_standby: false,
         }
@@ -271,6 +277,8 @@ pub struct Stack {
     /// The generated coordinator configuration (participants direct, not through any proxy),
     /// from which [`Stack::spawn_coordinator`] derives further coordinators' configurations.
     pub coordinator_settings: CoordinatorConfig,
+    /// The client token the harness uses for the API ([`StackOptions::api_token`]).
+    pub api_token: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -425,6 +433,7 @@ impl Stack {
         for (name, value) in &opts.coordinator_settings {
             settings = settings.set(name, value);
         }
+        settings.extra.push_str(&opts.coordinator_tables);
         settings.write(&config)?;
         let coordinator_settings = settings.clone();
         let (args, env) = match &opts.coordinator_config_file {
@@ -502,6 +511,7 @@ impl Stack {
             log_standby,
             log_url,
             coordinator_settings,
+            api_token: opts.api_token.clone(),
             _dir: dir,
         };
         stack.wait_connected(Duration::from_secs(30))?;
@@ -603,8 +613,9 @@ impl Stack {
     /// [`Stack::spawn_coordinator`]).
     pub fn wait_connected_at(&self, url: &str, within: Duration) -> Result<()> {
         let url = url.to_owned();
+        let token = self.api_token.as_deref();
         let ok = util::wait_until(within, || {
-            http_get(&url, "/v1/participants")
+            http_get_as(&url, "/v1/participants", token)
                 .map(|body| body.matches("\"connected\":true").count() == 2)
                 .unwrap_or(false)
         });
@@ -613,7 +624,7 @@ impl Stack {
         } else {
             Err(crate::HarnessError::NotReady {
                 what: "coordinator with both participants connected".into(),
-                log: http_get(&url, "/v1/participants").unwrap_or_default(),
+                log: http_get_as(&url, "/v1/participants", token).unwrap_or_default(),
             })
         }
     }
@@ -657,11 +668,19 @@ impl Stack {
 
 /// A minimal HTTP GET over TCP (the harness stays free of an HTTP client).
 pub fn http_get(base: &str, path: &str) -> std::io::Result<String> {
+    http_get_as(base, path, None)
+}
+
+/// [`http_get`] with a client token.
+pub fn http_get_as(base: &str, path: &str, token: Option<&str>) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = std::net::TcpStream::connect(hostport)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n{auth}\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     Ok(resp

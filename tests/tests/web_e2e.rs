@@ -421,3 +421,78 @@ async fn the_app_draws_a_takeover_and_the_transaction_it_finishes() {
     );
     c2.kill9();
 }
+
+/// A coordinator with a `[[client]]`: the page asks for a token, refuses a wrong one (asks
+/// again), and with the right one shows the client and its scopes and runs a transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
+    const TOKEN: &str = "tok-web-3b9e1c7a5d20";
+    let tables = format!(
+        "\n[[client]]\nname = \"ops\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"submit\", \"read\", \"events\", \"faults\"]\n",
+        twopc_coordinator::clients::token_digest_hex(TOKEN)
+    );
+    let stack = start_stack_with(|o| {
+        o.coordinator_tables = tables;
+        o.api_token = Some(TOKEN.into());
+    });
+    let mut b = Browser::launch(1280, 800).await.expect("launch chromium");
+    b.goto(&format!("{}/", stack.coordinator_url))
+        .await
+        .unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=token-prompt]') !== null",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.screenshot(&artifacts().join("web-10-token-prompt.png"))
+        .await
+        .unwrap();
+    let enter = |token: &str| {
+        format!(
+            "(() => {{ document.querySelector('[data-testid=token-input]').value = {}; \
+             document.querySelector('[data-testid=token-submit]').click(); return true; }})()",
+            serde_json::to_string(token).unwrap()
+        )
+    };
+    // A wrong token: the page reloads and asks again.
+    b.eval(&enter("not-the-token")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.wait_for(
+        "document.querySelector('[data-testid=token-prompt]') !== null && sessionStorage.getItem('twopc-client-token') === 'not-the-token'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    // The right one: the stream opens, the page names the client and what it may do.
+    b.eval(&enter(TOKEN)).await.unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=client-identity]')?.dataset.value === 'ops' && document.querySelector('[data-testid=token-prompt]') === null",
+        SECS,
+    )
+    .await
+    .unwrap();
+    let scopes = b
+        .eval("document.querySelector('[data-testid=client-identity]').dataset.scopes")
+        .await
+        .unwrap();
+    assert_eq!(scopes, serde_json::json!("submit,read,events,faults"));
+    b.click("submit-transfer").await.unwrap();
+    wait_rows(&mut b, "committed", 1).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.screenshot(&artifacts().join("web-11-client-token.png"))
+        .await
+        .unwrap();
+    assert_eq!(stack.pg_balances().unwrap(), vec![(1, 90), (2, 110)]);
+    assert!(
+        b.console.iter().all(|c| !c.starts_with("exception")),
+        "page exceptions: {:?}",
+        b.console
+    );
+}

@@ -740,7 +740,7 @@ async fn group_commit_under_a_closed_loop_load() {
 }
 
 #[tokio::test]
-async fn aborts_are_not_forced() {
+async fn lazy_records_are_not_forced() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), cfg());
     let mut events = log.subscribe();

@@ -70,6 +70,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             coordinator_settings: Vec::new(),
             postgres_decision_log: ha.then_some(3000),
             log_standby: ha,
+            coordinator_tables: String::new(),
+            api_token: None,
         },
     )?;
     let mut more = Vec::new();

@@ -191,6 +191,16 @@ impl Ctx {
     fn load_config(&self) {
         let d = self.dispatch.clone();
         wasm_bindgen_futures::spawn_local(async move {
+            // A coordinator with clients configured answers 401 without a (good) token: the
+            // page then asks for one.
+            if let Ok((401, text)) = net::http("GET", "/v1/whoami", None).await {
+                d.emit(Action::TokenNeeded(crate::model::error_text(401, &text)));
+                return;
+            }
+            match net::get_json("/v1/whoami").await {
+                Ok(who) => d.emit(Action::IdentityLoaded(who)),
+                Err(e) => d.emit(Action::Notify(Level::Error, format!("GET /v1/whoami: {e}"))),
+            }
             match net::get_json("/v1/config").await {
                 Ok(c) => d.emit(Action::ConfigLoaded(c)),
                 Err(e) => d.emit(Action::Notify(Level::Error, format!("GET /v1/config: {e}"))),
@@ -355,6 +365,7 @@ fn app() -> Html {
     let help = model.help;
     let fault_error = model.fault_error.clone();
     let notices: Vec<_> = model.notices.iter().cloned().collect();
+    let token_needed = model.token_needed.clone();
     drop(model);
 
     let toggle_help = {
@@ -387,6 +398,9 @@ fn app() -> Html {
             </main>
             if help {
                 <HelpOverlay dispatch={ctx.dispatch.clone()} />
+            }
+            if let Some(why) = token_needed {
+                <TokenPrompt why={why} />
             }
         </div>
     }

@@ -18,7 +18,42 @@ fn js_err(v: JsValue) -> String {
         .unwrap_or_else(|| "unknown error".into())
 }
 
-/// One HTTP request on the page's origin: (status, body text).
+/// Where the page keeps its client token: the tab's session storage (gone with the tab, never
+/// shared with other tabs or written to disk by the page).
+const TOKEN_KEY: &str = "twopc-client-token";
+
+fn session_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.session_storage().ok().flatten()
+}
+
+/// The client token this tab was given, if any.
+pub fn token() -> Option<String> {
+    session_storage()?
+        .get_item(TOKEN_KEY)
+        .ok()
+        .flatten()
+        .filter(|t| !t.is_empty())
+}
+
+/// Keeps `token` for this tab (an empty one forgets it).
+pub fn set_token(token: &str) {
+    if let Some(s) = session_storage() {
+        let _ = if token.is_empty() {
+            s.remove_item(TOKEN_KEY)
+        } else {
+            s.set_item(TOKEN_KEY, token)
+        };
+    }
+}
+
+/// Reloads the page (after the token changed: every request and the socket start over).
+pub fn reload() {
+    if let Some(w) = web_sys::window() {
+        let _ = w.location().reload();
+    }
+}
+
+/// One HTTP request on the page's origin, with the tab's client token: (status, body text).
 pub async fn http(method: &str, path: &str, body: Option<String>) -> Result<(u16, String), String> {
     let init = RequestInit::new();
     init.set_method(method);
@@ -26,6 +61,11 @@ pub async fn http(method: &str, path: &str, body: Option<String>) -> Result<(u16
         init.set_body(&JsValue::from_str(b));
     }
     let req = Request::new_with_str_and_init(path, &init).map_err(js_err)?;
+    if let Some(t) = token() {
+        req.headers()
+            .set("authorization", &format!("Bearer {t}"))
+            .map_err(js_err)?;
+    }
     if body.is_some() {
         req.headers()
             .set("content-type", "application/json")
@@ -79,7 +119,15 @@ pub fn events_url() -> String {
         })
         .unwrap_or_else(|| ("http:".into(), String::new()));
     let ws = if proto == "https:" { "wss:" } else { "ws:" };
-    format!("{ws}//{host}/v1/events")
+    // A browser's WebSocket cannot send an Authorization header: the token goes as a query
+    // parameter, which the coordinator accepts on this path only.
+    match token() {
+        Some(t) => format!(
+            "{ws}//{host}/v1/events?access_token={}",
+            String::from(js_sys::encode_uri_component(&t))
+        ),
+        None => format!("{ws}//{host}/v1/events"),
+    }
 }
 
 const BACKOFF_MIN_MS: u32 = 250;

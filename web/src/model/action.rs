@@ -73,6 +73,10 @@ pub enum Action {
     Ingest(Vec<Incoming>),
     /// `GET /v1/config` answered.
     ConfigLoaded(PublicConfig),
+    /// The coordinator answered 401: the page needs a client token (what it said).
+    TokenNeeded(String),
+    /// `GET /v1/whoami` answered.
+    IdentityLoaded(ClientIdentity),
     /// `GET /v1/participants` answered.
     ParticipantsLoaded(Vec<ParticipantStatus>),
     /// The event socket changed state.

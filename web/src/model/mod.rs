@@ -48,7 +48,7 @@ pub const LIVE_STEP_MS_AT_1X: f64 = 160.0;
 pub const LIVE_LAG_MAX: u64 = 48;
 
 /// The coordinator's `GET /v1/config`, `GET /v1/participants` rows, as the API defines them.
-pub use twopc_protocol::api::{ParticipantConfig, ParticipantStatus, PublicConfig};
+pub use twopc_protocol::api::{ClientIdentity, ParticipantConfig, ParticipantStatus, PublicConfig};
 
 pub mod action;
 pub mod derived;

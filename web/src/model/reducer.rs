@@ -52,6 +52,11 @@ pub struct Model {
     pub scenario: Option<ScenarioRun>,
     /// Help overlay open.
     pub help: bool,
+    /// The coordinator wants a client token this page does not have (or has a wrong one):
+    /// what it said. The page then asks for one.
+    pub token_needed: Option<String>,
+    /// `GET /v1/whoami`: the client the page's token stands for, and what it may do.
+    pub identity: Option<ClientIdentity>,
     /// Transactions submitted from this page: id → label.
     pub submitted: HashMap<String, String>,
     /// Total time of the page's transactions as answered by the coordinator (the answer may
@@ -70,6 +75,8 @@ impl Model {
     pub fn with_log(log: EventLog) -> Self {
         Model {
             config: None,
+            token_needed: None,
+            identity: None,
             statuses: Vec::new(),
             live: Derived::starting_at(log.base()),
             log,
@@ -208,6 +215,8 @@ impl Model {
         match action {
             Action::Ingest(batch) => self.ingest(batch),
             Action::ConfigLoaded(c) => self.config = Some(c),
+            Action::TokenNeeded(why) => self.token_needed = Some(why),
+            Action::IdentityLoaded(who) => self.identity = Some(who),
             Action::ParticipantsLoaded(s) => self.statuses = s,
             Action::Socket(s) => {
                 if s == SocketState::Open && self.socket != SocketState::Open {

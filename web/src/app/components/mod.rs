@@ -15,6 +15,7 @@
 //! * [`in_doubt_panel`]: the in-doubt panel: what participants hold prepared.
 //! * [`notices`]: the notices: API answers and errors.
 //! * [`help_overlay`]: the keyboard-shortcut overlay.
+//! * [`token_prompt`]: the client-token prompt (a coordinator with clients configured).
 
 use super::{AppState, Ctx};
 use crate::keys::SHORTCUTS;
@@ -54,6 +55,7 @@ mod notices;
 mod scenario_panel;
 mod status_bar;
 mod timeline;
+mod token_prompt;
 mod tx_list;
 
 pub use controls::*;
@@ -65,4 +67,5 @@ pub use notices::*;
 pub use scenario_panel::*;
 pub use status_bar::*;
 pub use timeline::*;
+pub use token_prompt::*;
 pub use tx_list::*;

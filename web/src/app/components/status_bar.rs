@@ -43,6 +43,16 @@ pub fn status_bar(p: &StatusProps) -> Html {
                     title="the coordinator that runs the transactions on this page (with several coordinators, each shows its own)">
                     { format!("coordinator {id}") }</span>
             }
+            if let Some(who) = m.identity.as_ref().filter(|w| w.authenticated) {
+                <span class="pill" data-testid="client-identity"
+                    data-value={who.client.clone().unwrap_or_default()}
+                    data-scopes={who.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")}
+                    title={format!("this tab's client token: may {}{}",
+                        who.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                        who.participants.as_ref().map(|ps| format!("; participants {}", ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))).unwrap_or_default())}>
+                    { format!("client {} · {}", who.client.as_deref().unwrap_or("?"),
+                        who.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) }</span>
+            }
             <span class="counts" id="counts" data-testid="counts" title={format!("coordinator run {run}")}>
                 <span data-testid="count-events" data-value={m.log.end().to_string()}>
                     { format!("{} events", m.log.end()) }</span>

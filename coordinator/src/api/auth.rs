@@ -1,0 +1,203 @@
+//! Who is calling: the bearer-token check in front of every endpoint ([`crate::clients`]).
+//!
+//! With no `[[client]]` configured the API is open, as it always was (the configuration
+//! refuses that on a listener other than loopback). With clients, every request but
+//! `/healthz` and the web app's files is authenticated before any handler runs:
+//!
+//! | request | answer |
+//! |---|---|
+//! | no `Authorization: Bearer` (or `?access_token=` on `/v1/events`) | 401 `unauthorized`, `WWW-Authenticate: Bearer` |
+//! | a token no client has | 401 `unauthorized` (the same words: which part was wrong is not said) |
+//! | the endpoint is outside the client's scopes | 403 `forbidden`, naming the scope it lacks |
+//! | `/v1/whoami` | any client's token will do: it says who the client is and what it may do |
+//! | over its request rate | 429 `rate_limited`, `Retry-After` in whole seconds |
+//!
+//! The handler then finds the [`Client`] in the request's extensions: the submit handler
+//! refuses participants outside its list (403) and transactions beyond its `max_in_flight`
+//! (429 `too_many_in_flight`). The token itself is never logged, echoed or stored: what the
+//! coordinator keeps is the client's name.
+
+use super::{error, AppState};
+use crate::clients::{Client, Scope};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use twopc_protocol::api::ApiErrorCode;
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Nothing: the health check, the web app's files.
+    Nobody,
+    /// A client, whatever its scopes (`/v1/whoami`).
+    AnyClient,
+    /// A client with this scope.
+    Scope(Scope),
+}
+
+fn need_for(method: &Method, path: &str) -> Need {
+    match path {
+        "/healthz" => Need::Nobody,
+        "/v1/whoami" => Need::AnyClient,
+        "/v1/transactions" if method == Method::POST => Need::Scope(Scope::Submit),
+        "/v1/events" => Need::Scope(Scope::Events),
+        "/v1/faults" => Need::Scope(Scope::Faults),
+        "/metrics" => Need::Scope(Scope::Read),
+        // Every other API path reads (an unknown one still wants a client: no probing).
+        p if p == "/v1" || p.starts_with("/v1/") => Need::Scope(Scope::Read),
+        _ => Need::Nobody,
+    }
+}
+
+/// The bearer token of the request: the `Authorization` header, or for the event stream an
+/// `access_token` query parameter (a browser cannot set headers on a WebSocket).
+fn presented_token(req: &Request) -> Option<String> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
+    }
+    if req.uri().path() == "/v1/events" {
+        let query = req.uri().query()?;
+        return query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "access_token").then(|| percent_decode(v))
+        });
+    }
+    None
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        match bytes[i] {
+            b'%' => {
+                match (
+                    bytes.get(i + 1).and_then(|&b| hex(b)),
+                    bytes.get(i + 2).and_then(|&b| hex(b)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        ApiErrorCode::Unauthorized,
+        message,
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// A 429 with `Retry-After` (whole seconds, at least 1, as HTTP wants).
+pub(super) fn too_many(code: ApiErrorCode, wait: Duration, message: String) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, code, message);
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The middleware: authenticates, checks the scope and the rate, and hands the client to the
+/// handler.
+pub(super) async fn authenticate(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !st.clients.enabled() {
+        return next.run(req).await;
+    }
+    let need = need_for(req.method(), req.uri().path());
+    if need == Need::Nobody {
+        return next.run(req).await;
+    }
+    let Some(token) = presented_token(&req) else {
+        return unauthorized(
+            "this coordinator wants a client token: send Authorization: Bearer <token>",
+        );
+    };
+    let Some(client) = st.clients.authenticate(&token) else {
+        return unauthorized("the token is not one of this coordinator's clients");
+    };
+    if let Need::Scope(scope) = need {
+        if !client.allows(scope) {
+            return error(
+                StatusCode::FORBIDDEN,
+                ApiErrorCode::Forbidden,
+                format!(
+                    "client {} may not do this: it needs the {:?} scope",
+                    client.name,
+                    scope.as_str()
+                ),
+            );
+        }
+    }
+    if let Err(wait) = client.take_request(Instant::now()) {
+        return too_many(
+            ApiErrorCode::RateLimited,
+            wait,
+            format!(
+                "client {} is over its request rate; retry after the Retry-After seconds",
+                client.name
+            ),
+        );
+    }
+    req.extensions_mut().insert::<Arc<Client>>(client);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_endpoint_wants_its_scope() {
+        let get = Method::GET;
+        let post = Method::POST;
+        let scope = |m: &Method, p: &str| need_for(m, p);
+        assert_eq!(scope(&post, "/v1/transactions"), Need::Scope(Scope::Submit));
+        assert_eq!(scope(&get, "/v1/transactions/t1"), Need::Scope(Scope::Read));
+        assert_eq!(scope(&get, "/v1/participants"), Need::Scope(Scope::Read));
+        assert_eq!(scope(&get, "/v1/coordinators"), Need::Scope(Scope::Read));
+        assert_eq!(scope(&get, "/v1/config"), Need::Scope(Scope::Read));
+        assert_eq!(scope(&get, "/metrics"), Need::Scope(Scope::Read));
+        assert_eq!(scope(&get, "/v1/events"), Need::Scope(Scope::Events));
+        assert_eq!(scope(&post, "/v1/faults"), Need::Scope(Scope::Faults));
+        assert_eq!(scope(&get, "/v1/nope"), Need::Scope(Scope::Read));
+        assert_eq!(scope(&get, "/v1/whoami"), Need::AnyClient);
+        assert_eq!(scope(&get, "/healthz"), Need::Nobody);
+        assert_eq!(scope(&get, "/"), Need::Nobody);
+        assert_eq!(scope(&get, "/index.html"), Need::Nobody);
+    }
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb%20c+d"), "a+b c d");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
