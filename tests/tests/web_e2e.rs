@@ -69,6 +69,27 @@ async fn open_app(stack: &Stack, width: u32, height: u32) -> Browser {
     b
 }
 
+/// Accounts 1 and 2 hold `one` and `two` in both stores.
+fn assert_balances(stack: &Stack, one: i64, two: i64) {
+    assert_eq!(stack.pg_balances().unwrap(), vec![(1, one), (2, two)]);
+    let redis = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &stack.redis.port().to_string(),
+            "MGET",
+            "balance:1",
+            "balance:2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&redis.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec![one.to_string(), two.to_string()]
+    );
+}
+
 /// Waits until exactly `n` transaction rows show `outcome`.
 async fn wait_rows(b: &mut Browser, outcome: &str, n: usize) {
     b.wait_for(
@@ -150,24 +171,7 @@ async fn the_app_shows_commits_aborts_and_recovery_live() {
         .await
         .unwrap();
     // Both stores agree after the recovery.
-    let pg = stack.pg_balances().unwrap();
-    assert_eq!(pg, vec![(1, 80), (2, 120)]);
-    let redis = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &stack.redis.port().to_string(),
-            "MGET",
-            "balance:1",
-            "balance:2",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&redis.stdout)
-            .split_whitespace()
-            .collect::<Vec<_>>(),
-        vec!["80", "120"]
-    );
+    assert_balances(&stack, 80, 120);
 
     // Replay: step back through the recorded history and forward again.
     b.click("timeline-play").await.unwrap();
@@ -397,23 +401,7 @@ async fn the_app_draws_a_takeover_and_the_transaction_it_finishes() {
         .await
         .unwrap();
     // Committed in both stores.
-    assert_eq!(stack.pg_balances().unwrap(), vec![(1, 90), (2, 110)]);
-    let redis = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &stack.redis.port().to_string(),
-            "MGET",
-            "balance:1",
-            "balance:2",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&redis.stdout)
-            .split_whitespace()
-            .collect::<Vec<_>>(),
-        vec!["90", "110"]
-    );
+    assert_balances(&stack, 90, 110);
     assert!(
         b.console.iter().all(|c| !c.starts_with("exception")),
         "page exceptions: {:?}",
@@ -427,9 +415,13 @@ async fn the_app_draws_a_takeover_and_the_transaction_it_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
     const TOKEN: &str = "tok-web-3b9e1c7a5d20";
+    const WATCHER: &str = "tok-web-watch-8e2a4f61";
+    let digest = twopc_coordinator::clients::token_digest_hex;
     let tables = format!(
-        "\n[[client]]\nname = \"ops\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"submit\", \"read\", \"events\", \"faults\"]\n",
-        twopc_coordinator::clients::token_digest_hex(TOKEN)
+        "\n[[client]]\nname = \"ops\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"submit\", \"read\", \"events\", \"faults\"]\n\
+         \n[[client]]\nname = \"watcher\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"read\", \"events\"]\n",
+        digest(TOKEN),
+        digest(WATCHER)
     );
     let stack = start_stack_with(|o| {
         o.coordinator_tables = tables;
@@ -489,7 +481,28 @@ async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
     b.screenshot(&artifacts().join("web-11-client-token.png"))
         .await
         .unwrap();
-    assert_eq!(stack.pg_balances().unwrap(), vec![(1, 90), (2, 110)]);
+    assert_balances(&stack, 90, 110);
+    // A client that may only watch: the stream opens, submitting and faults are switched off.
+    b.eval(&format!(
+        "sessionStorage.setItem('twopc-client-token', '{WATCHER}'); location.reload(); true"
+    ))
+    .await
+    .unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=client-identity]')?.dataset.value === 'watcher' && document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    let off = b
+        .eval(
+            "[!!document.querySelector('[data-testid=submit-out-of-scope]'), \
+              document.querySelector('[data-testid=submit-transfer]').closest('fieldset').disabled, \
+              document.querySelector('[data-testid=fault-crash]').closest('fieldset').disabled]",
+        )
+        .await
+        .unwrap();
+    assert_eq!(off, serde_json::json!([true, true, true]));
     assert!(
         b.console.iter().all(|c| !c.starts_with("exception")),
         "page exceptions: {:?}",

@@ -48,6 +48,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let coordinator_data = demo_dir.join("coordinator");
     // A fresh demo every time: the seeded balances and the decision log start together.
     let _ = std::fs::remove_dir_all(&coordinator_data);
+    // One API client with every scope: its token is printed and written to connections.env;
+    // the configuration holds only its digest.
+    let token = random_token()?;
+    let client = format!(
+        "\n# The demo's client (its token is COORDINATOR_TOKEN in .demo/connections.env).\n\
+         [[client]]\nname = \"demo\"\ntoken_sha256 = [\"{}\"]\n\
+         scopes = [\"submit\", \"read\", \"events\", \"faults\"]\n\
+         requests_per_sec = 0\nmax_in_flight = 4096\n",
+        twopc_coordinator::clients::token_digest_hex(&token)
+    );
+    // The documented example configuration with that client added.
+    let example = std::fs::read_to_string(root.join("coordinator/example.toml"))?;
+    let demo_config = demo_dir.join("coordinator.toml");
+    std::fs::write(&demo_config, format!("{example}{client}"))?;
     eprintln!("starting PostgreSQL, Redis, both participants and the coordinator ...");
     let mut stack = Stack::start(
         &Binaries::next_to_current_exe(),
@@ -66,12 +80,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             fault_injection: true,
             // The documented example configuration (its ports are the ones above); with
             // --ha a generated one, which adds the shared decision log.
-            coordinator_config_file: (!ha).then(|| root.join("coordinator/example.toml")),
+            coordinator_config_file: (!ha).then(|| demo_config.clone()),
             coordinator_settings: Vec::new(),
             postgres_decision_log: ha.then_some(3000),
             log_standby: ha,
-            coordinator_tables: String::new(),
-            api_token: None,
+            coordinator_tables: if ha { client.clone() } else { String::new() },
+            api_token: Some(token.clone()),
         },
     )?;
     let mut more = Vec::new();
@@ -95,6 +109,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(env, "PG_URL={pg_url}")?;
     writeln!(env, "REDIS_URL={redis_url}")?;
     writeln!(env, "COORDINATOR_URL={coordinator_url}")?;
+    writeln!(env, "COORDINATOR_TOKEN={token}")?;
     if ha {
         let urls: Vec<&str> = std::iter::once(coordinator_url.as_str())
             .chain(more.iter().map(|(_, _, u)| u.as_str()))
@@ -112,6 +127,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         &redis_url,
         &coordinator_url,
         &env_file.display().to_string(),
+        &token,
     );
     if ha {
         print_ha_banner(&stack, &more);
@@ -165,7 +181,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn print_banner(pg_url: &str, redis_url: &str, coordinator_url: &str, env_file: &str) {
+/// 32 random bytes as hex.
+fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn print_banner(pg_url: &str, redis_url: &str, coordinator_url: &str, env_file: &str, token: &str) {
     println!(
         r#"
 twopc demo is running. Ctrl-C stops everything.
@@ -175,9 +198,14 @@ twopc demo is running. Ctrl-C stops everything.
   PostgreSQL 15  {pg_url}   (pg_twopc_ext preloaded; table accounts)
   Redis          {redis_url}   (appendonly yes, appendfsync always; keys balance:1, balance:2)
   addresses      {env_file}
+  client token   {token}
+                 (every scope; the web app asks for it once per tab)
+
+The lines below read the token from the environment; load it first:
+  set -a; . {env_file}; set +a
 
 A transfer of 10 from account 1 to account 2, atomically in both stores:
-  curl -s {coordinator_url}/v1/transactions -H 'content-type: application/json' -d '{{
+  curl -s {coordinator_url}/v1/transactions -H "authorization: Bearer $COORDINATOR_TOKEN" -H 'content-type: application/json' -d '{{
     "participants": {{
       "bank":   {{"sql": [{{"query": "UPDATE accounts SET balance = balance - $1 WHERE id = $2", "params": [10, 1]}},
                           {{"query": "UPDATE accounts SET balance = balance + $1 WHERE id = $2", "params": [10, 2]}}]}},
@@ -185,17 +213,17 @@ A transfer of 10 from account 1 to account 2, atomically in both stores:
                            {{"op": "incrby", "key": "balance:2", "by": 10}}]}}}}}}'
 
 One that fails a guard (the ledger votes NO, nothing changes anywhere):
-  curl -s {coordinator_url}/v1/transactions -H 'content-type: application/json' -d '{{
+  curl -s {coordinator_url}/v1/transactions -H "authorization: Bearer $COORDINATOR_TOKEN" -H 'content-type: application/json' -d '{{
     "participants": {{"bank": {{"sql": [{{"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 1"}}]}},
                       "ledger": {{"redis": [{{"op": "incrby", "key": "balance:1", "by": -1000, "min": 0}}]}}}}}}'
 
 Look at both stores:
   psql '{pg_url}' -c 'SELECT * FROM accounts ORDER BY id' -c 'SELECT * FROM twopc.in_doubt' -c 'SELECT * FROM twopc.history'
   redis-cli -u {redis_url} MGET balance:1 balance:2
-  curl -s {coordinator_url}/v1/participants
-  curl -s {coordinator_url}/metrics | grep ^twopc_
+  curl -s {coordinator_url}/v1/participants -H "authorization: Bearer $COORDINATOR_TOKEN"
+  curl -s {coordinator_url}/metrics -H "authorization: Bearer $COORDINATOR_TOKEN" | grep ^twopc_
 
-Load: target/debug/twopc-coordinator load --url {coordinator_url} -n 2000 -c 16 --accounts 2
+Load: TWOPC_TOKEN=$COORDINATOR_TOKEN target/debug/twopc-coordinator load --url {coordinator_url} -n 2000 -c 16 --accounts 2
 "#
     );
 }
@@ -220,7 +248,7 @@ fn print_ha_banner(stack: &Stack, more: &[(&str, twopc_tests::stack::Proc, Strin
     println!("  decision log   {log}   (synchronous standby: {standby})");
     println!();
     println!("Who holds which coordinator id (holder, epoch, lease):");
-    println!("  curl -s {c1}/v1/coordinators");
+    println!("  curl -s {c1}/v1/coordinators -H \"authorization: Bearer $COORDINATOR_TOKEN\"");
     println!("Kill one (its id is taken over by a survivor, then given back when it restarts):");
     println!("  kill -9 $(pgrep -f 'coordinator-c2.toml')");
     println!("  psql '{log}' -c 'SELECT coordinator_id, holder, epoch, expires_at, released FROM twopc_log.lease'");

@@ -366,6 +366,7 @@ fn app() -> Html {
     let fault_error = model.fault_error.clone();
     let notices: Vec<_> = model.notices.iter().cloned().collect();
     let token_needed = model.token_needed.clone();
+    let identity = model.identity.clone();
     drop(model);
 
     let toggle_help = {
@@ -390,7 +391,7 @@ fn app() -> Html {
                 </section>
                 <aside class="col-side">
                     <Controls ctx={ctx.clone()} config={config.clone()} statuses={statuses.clone()}
-                        fault_error={fault_error} />
+                        fault_error={fault_error} identity={identity} />
                     <ScenarioPanel ctx={ctx.clone()} config={config.clone()} scenario={scenario} />
                     <InDoubtPanel state={(*state).clone()} />
                     <Notices notices={notices} />

@@ -13,6 +13,8 @@ pub struct ControlsProps {
     pub statuses: Vec<ParticipantStatus>,
     /// The latest fault-API error.
     pub fault_error: Option<String>,
+    /// The client this tab's token stands for (`None` until known).
+    pub identity: Option<ClientIdentity>,
 }
 
 /// Submit buttons and fault injection.
@@ -54,6 +56,10 @@ pub fn controls(p: &ControlsProps) -> Html {
         })
     };
     let mt = *msg_type;
+    // What the tab's client may do (every scope until the coordinator said otherwise: an open
+    // API allows everything, and an answer outside the scope is a 403 notice anyway).
+    let may = |s: Scope| p.identity.as_ref().is_none_or(|w| w.scopes.contains(&s));
+    let (may_submit, may_fault) = (may(Scope::Submit), may(Scope::Faults));
     let enabled = p.config.as_ref().map(|c| c.fault_injection);
     let parts: Vec<ParticipantName> = p
         .config
@@ -63,13 +69,24 @@ pub fn controls(p: &ControlsProps) -> Html {
     html! {
         <div class="panel controls">
             <h2>{ "Submit" }</h2>
+            if !may_submit {
+                <p class="warn-text" data-testid="submit-out-of-scope">
+                    { "This tab's client token has no submit scope." }</p>
+            }
+            <fieldset class="plain" disabled={!may_submit}>
             <div class="row">
                 <button class="primary" id="submit-transfer" data-testid="submit-transfer" title="S"
                     onclick={submit(SubmitKind::Transfer)}>{ "Transfer 10 (S)" }</button>
                 <button class="danger" id="submit-failing" data-testid="submit-failing" title="F"
                     onclick={submit(SubmitKind::Failing)}>{ "Transfer that fails a guard (F)" }</button>
             </div>
+            </fieldset>
             <h2>{ "Faults" }</h2>
+            if !may_fault {
+                <p class="warn-text" data-testid="faults-out-of-scope">
+                    { "This tab's client token has no faults scope." }</p>
+            }
+            <fieldset class="plain" disabled={!may_fault}>
             if enabled == Some(false) {
                 <p class="warn-text" data-testid="faults-disabled">
                     { "Fault injection is disabled on this coordinator: POST /v1/faults answers 403 (start it with fault_injection = true)." }
@@ -122,6 +139,7 @@ pub fn controls(p: &ControlsProps) -> Html {
                 <button class="danger" data-testid="fault-crash" title="the coordinator exits; its supervisor restarts it"
                     onclick={fault(crash())}>{ "Crash the coordinator" }</button>
             </div>
+            </fieldset>
             if let Some(e) = &p.fault_error {
                 <p class="error-text" id="fault-error" data-testid="fault-error">{ e }</p>
             }

@@ -23,11 +23,11 @@ use crate::layout::{
     diagram, human_ms, recent_txs, DiagramInput, ItemKind, Shape, Stagger, MAX_ROWS, SLANT,
 };
 use crate::model::{
-    held_prepared, Action, Badge, Level, Notice, ParticipantStatus, PublicConfig, ScenarioRun,
-    SocketState, SPEEDS,
+    held_prepared, Action, Badge, ClientIdentity, Level, Notice, ParticipantStatus, PublicConfig,
+    ScenarioRun, SocketState, SPEEDS,
 };
 use crate::scenarios::{crash, delay_next, drop_next, heal, partition, scenarios, SubmitKind};
-use twopc_protocol::api::FaultRequest;
+use twopc_protocol::api::{FaultRequest, Scope};
 use twopc_protocol::{MessageType, ParticipantName};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
