@@ -9,7 +9,7 @@
 //! | `GET /v1/events` | WebSocket: every protocol step as JSON [`Event`](twopc_protocol::Event)s (at most `max_event_subscribers` at once, else 503 `too_many_subscribers`; a subscriber more than `event_buffer` events behind gets `{"lagged": n}` for what it missed) |
 //! | `POST /v1/faults` | fault injection, refused unless enabled |
 //! | `GET /v1/whoami` | the client the token stands for and its scopes ([`twopc_protocol::api::ClientIdentity`]) |
-//! | `GET /healthz` | `ok`; the only endpoint that never wants a client token |
+//! | `GET /healthz` | `ok`; like the web app's files, never wants a client token |
 //! | `GET /` | the web app |
 //!
 //! Every client error is a 4xx with a JSON body `{"error": code, "message": text}`; the body
@@ -295,10 +295,8 @@ async fn submit(
             );
         }
     }
-    // The client's rights: which participants, how many transactions at once. The guard is
-    // held until the answer (a 202 ends it too: the transaction runs on, but the client may
-    // look it up and start others).
-    let _in_flight = match client.as_deref() {
+    // The client's rights: which participants, how many transactions at once.
+    let in_flight = match client.as_deref() {
         Some(c) => {
             if let Some(p) = req.participants.keys().find(|p| !c.may_use(p)) {
                 return error(
@@ -357,6 +355,22 @@ async fn submit(
             "the coordinator is shutting down",
         );
     }
+    // The client's count of running transactions covers the transaction, not this request:
+    // a task keeps its guard until the core has answered, whether or not anyone still waits
+    // for that answer here (a 202 after the client timeout, a client that hung up).
+    let rx = match in_flight {
+        Some(guard) => {
+            let (forward, answer) = oneshot::channel();
+            tokio::spawn(async move {
+                if let Ok(a) = rx.await {
+                    let _ = forward.send(a);
+                }
+                drop(guard);
+            });
+            answer
+        }
+        None => rx,
+    };
     match tokio::time::timeout(Duration::from_millis(st.config.client_timeout_ms), rx).await {
         Ok(Ok(Ok(mut resp))) => {
             resp.coordinator = Some(st.config.coordinator_id.clone());

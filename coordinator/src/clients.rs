@@ -82,7 +82,7 @@ fn parse_digest(client: &str, hex: &str) -> Result<[u8; 32], ConfigError> {
              `twopc-coordinator hash-token` prints it)"
         ))
     };
-    if hex.len() != 64 {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut out = [0u8; 32];

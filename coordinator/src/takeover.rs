@@ -208,8 +208,11 @@ async fn take_over(
     }
     instance.shutdown().await;
     TAKEOVERS_ACTIVE.fetch_sub(1, Ordering::Relaxed);
-    // The instance's stream closed with it: its last events are forwarded before the end.
+    // The instance's stream closed with it: its last events are forwarded before the end
+    // (and the forwarder stops for good even if some sender of that stream outlived it).
+    let stop_forwarding = forwarding.abort_handle();
     let _ = tokio::time::timeout(Duration::from_secs(2), forwarding).await;
+    stop_forwarding.abort();
     if !finished {
         return;
     }

@@ -7,8 +7,9 @@
 //! * a client limited to `bank` cannot name `ledger`; a rotated token's old and new values
 //!   both work;
 //! * the event stream takes `?access_token=` and refuses a client without the `events` scope;
-//! * request-rate and in-flight limits answer 429 with `Retry-After`, and the transaction that
-//!   was running meanwhile commits (nothing in flight is lost);
+//! * request-rate and in-flight limits answer 429 with `Retry-After`; a transaction counts
+//!   against the in-flight limit until it ends, even when its client hung up, and it commits
+//!   (nothing in flight is lost);
 //! * no answer and no event carries a token.
 
 use futures_util::StreamExt;
@@ -133,43 +134,71 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
     let (st, _, _) = seen.send(http.get(format!("{base}/healthz")), None).await;
     assert_eq!(st, 200);
 
-    // Every other endpoint: no token or a wrong one is 401, the right one gets through.
-    let endpoints: Vec<(&str, reqwest::RequestBuilder)> = vec![
+    // Every other endpoint (a HEAD, a trailing slash or a percent-encoded path too): no token
+    // or a wrong one is 401, the right one gets through.
+    // (And what each answers with the right token.)
+    let endpoints: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
         (
             "GET /v1/participants",
             http.get(format!("{base}/v1/participants")),
+            200,
         ),
         (
             "GET /v1/coordinators",
             http.get(format!("{base}/v1/coordinators")),
+            200,
         ),
-        ("GET /v1/config", http.get(format!("{base}/v1/config"))),
-        ("GET /metrics", http.get(format!("{base}/metrics"))),
+        ("GET /v1/config", http.get(format!("{base}/v1/config")), 200),
+        ("GET /metrics", http.get(format!("{base}/metrics")), 200),
         (
             "GET /v1/transactions/none",
             http.get(format!("{base}/v1/transactions/none")),
+            404,
         ),
         (
             "POST /v1/transactions",
             http.post(format!("{base}/v1/transactions"))
                 .json(&transfer("a1", 1, 2)),
+            200,
         ),
         (
             "POST /v1/faults",
             http.post(format!("{base}/v1/faults"))
                 .body(r#"{"fault":"heal","participant":"ledger"}"#),
+            200,
         ),
-        ("GET /v1/nowhere", http.get(format!("{base}/v1/nowhere"))),
+        (
+            "GET /v1/nowhere",
+            http.get(format!("{base}/v1/nowhere")),
+            404,
+        ),
+        (
+            "HEAD /v1/participants",
+            http.head(format!("{base}/v1/participants")),
+            200,
+        ),
+        (
+            "GET /v1/events/",
+            http.get(format!("{base}/v1/events/")),
+            404,
+        ),
+        (
+            "GET /v1/%65vents",
+            http.get(format!("{base}/v1/%65vents")),
+            404,
+        ),
     ];
-    for (what, req) in endpoints {
+    for (what, req, want) in endpoints {
         for token in [None, Some("not-a-token"), Some("")] {
             let (st, body, headers) = seen.send(req.try_clone().unwrap(), token).await;
             assert_eq!(st, 401, "{what} with {token:?}: {body}");
-            assert_eq!(body["error"], "unauthorized", "{what}: {body}");
+            if !what.starts_with("HEAD") {
+                assert_eq!(body["error"], "unauthorized", "{what}: {body}");
+            }
             assert_eq!(headers["www-authenticate"], "Bearer", "{what}");
         }
         let (st, body, _) = seen.send(req, Some(OPS)).await;
-        assert!(st != 401 && st != 403, "{what} as ops: {st} {body}");
+        assert_eq!(st, want, "{what} as ops: {body}");
     }
     // That transfer (a1) ran, as ops.
     let (st, body, _) = seen
@@ -310,8 +339,8 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
     seen.0.extend(frames);
 
     // Limits. In flight: one transaction of `slow` is held in phase 1 (its Prepare to the
-    // ledger delayed), so a second one is refused with 429 until the first has finished; the
-    // first commits.
+    // ledger delayed) and its client hangs up at once; the transaction still counts, so a
+    // second one is refused with 429 until the first has finished. The first commits.
     let (st, body, _) = seen
         .send(
             http.post(format!("{base}/v1/faults")).body(
@@ -321,25 +350,17 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
         )
         .await;
     assert_eq!(st, 200, "{body}");
-    let held = {
-        let http = http.clone();
-        let url = format!("{base}/v1/transactions");
-        let body = transfer("s1", 3, 4);
-        tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(SLOW)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (
-                r.status().as_u16(),
-                r.json::<serde_json::Value>().await.unwrap(),
-            )
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let hasty = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = hasty
+        .post(format!("{base}/v1/transactions"))
+        .bearer_auth(SLOW)
+        .json(&transfer("s1", 3, 4))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the hasty client was answered: {gone:?}");
     let (st, body, headers) = seen
         .send(
             http.post(format!("{base}/v1/transactions"))
@@ -350,13 +371,17 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
     assert_eq!(st, 429, "{body}");
     assert_eq!(body["error"], "too_many_in_flight", "{body}");
     assert_eq!(headers["retry-after"], "1");
-    let (st, body) = held.await.unwrap();
-    assert_eq!(
-        (st, body["outcome"].as_str()),
-        (200, Some("committed")),
-        "{body}"
-    );
-    seen.0.push(body.to_string());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body, _) = seen
+            .send(http.get(format!("{base}/v1/transactions/s1")), Some(OPS))
+            .await;
+        if body["outcome"] == "committed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "s1: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Rate: 5 a second with a burst of 5; ten lookups at once run out.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut limited = 0;

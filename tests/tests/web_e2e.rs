@@ -447,17 +447,19 @@ async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
             serde_json::to_string(token).unwrap()
         )
     };
-    // A wrong token: the page reloads and asks again.
-    b.eval(&enter("not-the-token")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A wrong token: the page reloads (the marker set on this page is gone) and asks again.
+    b.eval("window.beforeTheToken = true").await.unwrap();
+    // (Each of these evaluations reloads the page, which may end the evaluation's context
+    // before it answers: its result does not matter, the waits after it do.)
+    let _ = b.eval(&enter("not-the-token")).await;
     b.wait_for(
-        "document.querySelector('[data-testid=token-prompt]') !== null && sessionStorage.getItem('twopc-client-token') === 'not-the-token'",
+        "window.beforeTheToken === undefined && document.querySelector('[data-testid=token-prompt]') !== null && sessionStorage.getItem('twopc-client-token') === 'not-the-token'",
         SECS,
     )
     .await
     .unwrap();
     // The right one: the stream opens, the page names the client and what it may do.
-    b.eval(&enter(TOKEN)).await.unwrap();
+    let _ = b.eval(&enter(TOKEN)).await;
     b.wait_for(
         "document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
         SECS,
@@ -483,11 +485,11 @@ async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
         .unwrap();
     assert_balances(&stack, 90, 110);
     // A client that may only watch: the stream opens, submitting and faults are switched off.
-    b.eval(&format!(
-        "sessionStorage.setItem('twopc-client-token', '{WATCHER}'); location.reload(); true"
-    ))
-    .await
-    .unwrap();
+    let _ = b
+        .eval(&format!(
+            "sessionStorage.setItem('twopc-client-token', '{WATCHER}'); location.reload(); true"
+        ))
+        .await;
     b.wait_for(
         "document.querySelector('[data-testid=client-identity]')?.dataset.value === 'watcher' && document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
         SECS,

@@ -149,12 +149,11 @@ impl Core {
             }
             DecisionStatus::Abort => {
                 if let Some(tx) = self.txs.get_mut(&txid) {
-                    // A presumed abort reported by one more participant owes it an ack too.
-                    if tx.presumed {
-                        tx.parts
-                            .entry(from.clone())
-                            .or_insert_with(|| PartState::recovered(now_ms));
-                    }
+                    // An abort reported by one more participant (a presumed one, whether or not
+                    // a resubmission has attached to it since) owes it an ack too.
+                    tx.parts
+                        .entry(from.clone())
+                        .or_insert_with(|| PartState::recovered(now_ms));
                     self.send_decision_now(now_ms, &txid, from, out);
                 } else if self.outcomes.get(&txid).is_some() {
                     // Known aborted: a resubmission is answered from the outcome cache, so a

@@ -239,10 +239,12 @@ impl Tx {
             Stage::Delivering(d) => Some(d),
             _ => None,
         };
+        // Nor its reason, which would say as much.
+        let reason = self.reason.clone().filter(|_| !self.abort_unlogged);
         let mut r = answer(
             &self.client,
             decision,
-            self.reason.clone(),
+            reason,
             self.abort_class,
             self.timings(now_ms),
             self.heuristics.clone(),

@@ -57,8 +57,10 @@ impl Core {
             if tx.presumed {
                 // The id ran here before a restart that lost it undecided, and a participant
                 // still holds it prepared: that run is aborted (presumed abort), and the
-                // resubmission is told so once the record says it too.
+                // resubmission is told so once the record says it too (a further one waits
+                // with it: nobody has been answered yet).
                 tx.presumed = false;
+                tx.replied = false;
                 tx.body_hash = body_hash;
                 tx.waiters.push(req);
                 tx.abort_unlogged = true;
@@ -234,6 +236,12 @@ impl Core {
             return;
         };
         let Some(part) = tx.parts.get_mut(from) else {
+            // A YES from a participant this abort does not know of yet (a presumed abort that
+            // only another participant reported): it must not stay prepared either.
+            if vote == Vote::Yes && tx.stage == Stage::Delivering(Decision::Abort) {
+                tx.parts.insert(from.clone(), PartState::recovered(now_ms));
+                self.send_decision_now(now_ms, &txid, from, out);
+            }
             return;
         };
         match tx.stage {

@@ -193,12 +193,22 @@ impl Ctx {
         wasm_bindgen_futures::spawn_local(async move {
             // A coordinator with clients configured answers 401 without a (good) token: the
             // page then asks for one.
-            if let Ok((401, text)) = net::http("GET", "/v1/whoami", None).await {
-                d.emit(Action::TokenNeeded(crate::model::error_text(401, &text)));
-                return;
-            }
-            match net::get_json("/v1/whoami").await {
-                Ok(who) => d.emit(Action::IdentityLoaded(who)),
+            match net::http("GET", "/v1/whoami", None).await {
+                Ok((401, text)) => {
+                    d.emit(Action::TokenNeeded(crate::model::error_text(401, &text)));
+                    return;
+                }
+                Ok((200, text)) => match serde_json::from_str(&text) {
+                    Ok(who) => d.emit(Action::IdentityLoaded(who)),
+                    Err(e) => d.emit(Action::Notify(Level::Error, format!("GET /v1/whoami: {e}"))),
+                },
+                Ok((status, text)) => d.emit(Action::Notify(
+                    Level::Error,
+                    format!(
+                        "GET /v1/whoami: {}",
+                        crate::model::error_text(status, &text)
+                    ),
+                )),
                 Err(e) => d.emit(Action::Notify(Level::Error, format!("GET /v1/whoami: {e}"))),
             }
             match net::get_json("/v1/config").await {
