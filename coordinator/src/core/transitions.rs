@@ -64,6 +64,15 @@ impl Core {
                 tx.body_hash = body_hash;
                 tx.waiters.push(req);
                 tx.abort_unlogged = true;
+                // From here on it is a client's transaction: begun (for the event stream and
+                // the metrics) as it ends.
+                self.metrics.started += 1;
+                out.push(events::tx_begin(
+                    &txid,
+                    participants.keys(),
+                    tx.attempt,
+                    None,
+                ));
                 out.push(Output::ForceAbort {
                     txid: txid.clone(),
                     body_hash,

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use twopc_protocol::api::{
-    HeuristicKind, HeuristicReport, Outcome, PhaseTimings, TransactionResponse,
+    HeuristicKind, HeuristicReport, Outcome, PhaseTimings, Scope, TransactionResponse,
 };
 use twopc_protocol::event::Lagged;
 use twopc_protocol::{Decision, Event, EventKind, LogRecordKind, MessageType, Vote};

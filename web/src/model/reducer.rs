@@ -216,7 +216,21 @@ impl Model {
             Action::Ingest(batch) => self.ingest(batch),
             Action::ConfigLoaded(c) => self.config = Some(c),
             Action::TokenNeeded(why) => self.token_needed = Some(why),
-            Action::IdentityLoaded(who) => self.identity = Some(who),
+            Action::IdentityLoaded(who) => {
+                // The stream's refusal (403 on the WebSocket upgrade) is invisible to a page:
+                // say why it stays empty.
+                if who.authenticated && !who.scopes.contains(&Scope::Events) {
+                    self.notify(
+                        Level::Error,
+                        format!(
+                            "client {} has no events scope: the live event stream is refused, \
+                             so nothing is drawn",
+                            who.client.as_deref().unwrap_or("?")
+                        ),
+                    );
+                }
+                self.identity = Some(who);
+            }
             Action::ParticipantsLoaded(s) => self.statuses = s,
             Action::Socket(s) => {
                 if s == SocketState::Open && self.socket != SocketState::Open {

@@ -203,3 +203,31 @@ fn lagged_notices_submissions_and_scenarios() {
     m.reduce(Action::Socket(SocketState::Retrying(500)));
     assert!(m.notices.back().unwrap().text.contains("dropped"));
 }
+
+/// A client without the events scope is told why the page stays empty; one with it is not.
+#[test]
+fn a_client_without_the_events_scope_is_told_why_nothing_is_drawn() {
+    use twopc_protocol::api::{ClientIdentity, Scope};
+    let who = |scopes: Vec<Scope>| ClientIdentity {
+        authenticated: true,
+        client: Some("teller".into()),
+        scopes,
+        participants: None,
+    };
+    let mut m = Model::default();
+    m.reduce(Action::IdentityLoaded(who(vec![
+        Scope::Submit,
+        Scope::Events,
+    ])));
+    assert!(m.notices.is_empty());
+    m.reduce(Action::IdentityLoaded(who(vec![
+        Scope::Submit,
+        Scope::Read,
+    ])));
+    let last = m.notices.back().expect("a notice");
+    assert!(last.text.contains("no events scope"), "{last:?}");
+    assert_eq!(
+        m.identity.as_ref().unwrap().scopes,
+        [Scope::Submit, Scope::Read]
+    );
+}
