@@ -2,7 +2,7 @@
 //! and in-doubt reports are answered here (the termination protocol, presumed abort).
 
 use super::events::{self, send};
-use super::{Core, Output, PartState, Stage, Tx};
+use super::{Core, Output, Stage, Tx};
 use twopc_protocol::message::{Decision, DecisionStatus, Message};
 use twopc_protocol::reason::bounded_opt;
 use twopc_protocol::{ParticipantName, TxId};
@@ -11,15 +11,6 @@ use twopc_protocol::{ParticipantName, TxId};
 const PRESUMED: &str = "presumed abort: no COMMIT decision is logged";
 
 impl Core {
-    fn abort_message(&self, txid: &TxId, reason: &str) -> Message {
-        Message::Abort {
-            txid: txid.clone(),
-            reason: Some(reason.to_string()),
-            coordinator: Some(self.cfg.coordinator.clone()),
-            epoch: self.cfg.epoch,
-        }
-    }
-
     pub(super) fn received(
         &mut self,
         now_ms: u64,
@@ -133,32 +124,22 @@ impl Core {
             DecisionStatus::Commit => {
                 if !self.txs.contains_key(&txid) {
                     // Finished here, yet the participant still holds it: deliver again.
-                    send(
-                        out,
-                        &txid,
-                        from,
-                        Message::Commit {
-                            txid: txid.clone(),
-                            coordinator: Some(self.cfg.coordinator.clone()),
-                            epoch: self.cfg.epoch,
-                        },
-                    );
+                    let msg = self.decision_message(&txid, Decision::Commit, None);
+                    send(out, &txid, from, msg);
                 } else {
                     self.send_decision_now(now_ms, &txid, from, out);
                 }
             }
             DecisionStatus::Abort => {
-                if let Some(tx) = self.txs.get_mut(&txid) {
+                if self.txs.contains_key(&txid) {
                     // An abort reported by one more participant (a presumed one, whether or not
                     // a resubmission has attached to it since) owes it an ack too.
-                    tx.parts
-                        .entry(from.clone())
-                        .or_insert_with(|| PartState::recovered(now_ms));
-                    self.send_decision_now(now_ms, &txid, from, out);
+                    self.deliver_to_newcomer(now_ms, &txid, from, out);
                 } else if self.outcomes.get(&txid).is_some() {
                     // Known aborted: a resubmission is answered from the outcome cache, so a
                     // single Abort is enough (the participant reports it again if it is lost).
-                    send(out, &txid, from, self.abort_message(&txid, PRESUMED));
+                    let msg = self.decision_message(&txid, Decision::Abort, Some(PRESUMED.into()));
+                    send(out, &txid, from, msg);
                 } else {
                     // Unknown (lost before any decision): delivered until acknowledged, and a
                     // resubmission of the id attaches to it (a new run beside the stale

@@ -39,21 +39,55 @@ impl Core {
         if !tx.parts.get(to).is_some_and(|p| p.owes_ack) {
             return;
         }
-        let msg = match d {
-            Decision::Commit => Message::Commit {
-                txid: txid.clone(),
-                coordinator: Some(self.cfg.coordinator.clone()),
-                epoch: self.cfg.epoch,
-            },
-            Decision::Abort => Message::Abort {
-                txid: txid.clone(),
-                reason: tx.reason.clone(),
-                coordinator: Some(self.cfg.coordinator.clone()),
-                epoch: self.cfg.epoch,
-            },
-        };
+        let msg = self.decision_message(txid, d, tx.reason.clone());
         self.next_attempt(now_ms, txid, to);
         send(out, txid, to, msg);
+    }
+
+    /// The Commit or Abort of `txid`, naming this coordinator at its epoch: every phase-2
+    /// message the core sends is built here.
+    pub(super) fn decision_message(
+        &self,
+        txid: &TxId,
+        decision: Decision,
+        reason: Option<String>,
+    ) -> Message {
+        let (txid, coordinator, epoch) = (
+            txid.clone(),
+            Some(self.cfg.coordinator.clone()),
+            self.cfg.epoch,
+        );
+        match decision {
+            Decision::Commit => Message::Commit {
+                txid,
+                coordinator,
+                epoch,
+            },
+            Decision::Abort => Message::Abort {
+                txid,
+                reason,
+                coordinator,
+                epoch,
+            },
+        }
+    }
+
+    /// Sends the decision of `txid` to `from`, first making it a participant that owes an ack
+    /// if the transaction does not know it yet (it reported the transaction prepared, or voted
+    /// YES, after the decision: a presumed abort that another participant reported first).
+    pub(super) fn deliver_to_newcomer(
+        &mut self,
+        now_ms: u64,
+        txid: &TxId,
+        from: &ParticipantName,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(tx) = self.txs.get_mut(txid) {
+            tx.parts
+                .entry(from.clone())
+                .or_insert_with(|| PartState::recovered(now_ms));
+        }
+        self.send_decision_now(now_ms, txid, from, out);
     }
 
     pub(super) fn resend_all_to(

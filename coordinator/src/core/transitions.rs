@@ -8,7 +8,7 @@ use super::{
 };
 use std::collections::BTreeMap;
 use twopc_protocol::api::{HeuristicKind, HeuristicReport};
-use twopc_protocol::message::{AckResult, Decision, DecisionStatus, Message, NoClass, Vote};
+use twopc_protocol::message::{AckResult, Decision, DecisionStatus, NoClass, Vote};
 use twopc_protocol::{Operations, ParticipantName, Priority, TxId};
 
 /// One attempt to start: the client's transaction as submitted, and which attempt it is.
@@ -225,20 +225,9 @@ impl Core {
             // A vote for a transaction this coordinator has finished or never knew: if it
             // prepared, it must not stay prepared (presumed abort unless COMMIT was logged).
             if vote == Vote::Yes {
-                let status = self.decision_status(&txid);
-                let msg = if status == DecisionStatus::Commit {
-                    Message::Commit {
-                        txid: txid.clone(),
-                        coordinator: Some(self.cfg.coordinator.clone()),
-                        epoch: self.cfg.epoch,
-                    }
-                } else {
-                    Message::Abort {
-                        txid: txid.clone(),
-                        reason: Some("late vote".into()),
-                        coordinator: Some(self.cfg.coordinator.clone()),
-                        epoch: self.cfg.epoch,
-                    }
+                let msg = match self.decision_status(&txid) {
+                    DecisionStatus::Commit => self.decision_message(&txid, Decision::Commit, None),
+                    _ => self.decision_message(&txid, Decision::Abort, Some("late vote".into())),
                 };
                 send(out, &txid, from, msg);
             }
@@ -248,8 +237,7 @@ impl Core {
             // A YES from a participant this abort does not know of yet (a presumed abort that
             // only another participant reported): it must not stay prepared either.
             if vote == Vote::Yes && tx.stage == Stage::Delivering(Decision::Abort) {
-                tx.parts.insert(from.clone(), PartState::recovered(now_ms));
-                self.send_decision_now(now_ms, &txid, from, out);
+                self.deliver_to_newcomer(now_ms, &txid, from, out);
             }
             return;
         };
