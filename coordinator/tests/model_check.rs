@@ -148,7 +148,7 @@ use twopc_coordinator::core::{
 use twopc_coordinator::log::LoggedOutcome;
 use twopc_participant::core::{self as pcore, Answer, Call, Participant};
 use twopc_participant::{Blocked, OnePhaseOutcome, PrepareOutcome};
-use twopc_protocol::api::Outcome;
+use twopc_protocol::api::{Outcome, TransactionResponse};
 use twopc_protocol::attempt::attempt_txid;
 use twopc_protocol::message::{
     AckResult, Decision, Frame, Message, NoClass, ParticipantKind, PreparedTx,
@@ -496,6 +496,13 @@ impl RecKind {
             _ => None,
         }
     }
+    /// The lazy record the core asked for.
+    fn lazy(rec: &LazyRecord) -> (usize, RecKind) {
+        match rec {
+            LazyRecord::OnePhaseCommitted { txid, .. } => (slot(txid), RecKind::OnePhase),
+            LazyRecord::End { txid, .. } => (slot(txid), RecKind::End),
+        }
+    }
     /// What the log tells the core once this forced record of slot `t` is durable.
     fn durable(&self, t: usize) -> Input {
         match self {
@@ -680,6 +687,15 @@ impl World {
         h.finish()
     }
 
+    /// What a core's answer told the client (the live core's or the zombie's: both count).
+    fn note_told(&mut self, r: &TransactionResponse) {
+        match r.outcome {
+            Outcome::Committed => self.told_committed[tidx(&r.id)] = true,
+            Outcome::Aborted => self.told_aborted[tidx(&r.id)] = true,
+            _ => {}
+        }
+    }
+
     fn step_core(&mut self, input: Input) {
         let outs = self.core.step(self.now, input);
         // The model does not read metrics; resetting them keeps fingerprints small and
@@ -712,12 +728,7 @@ impl World {
                     }
                 }
                 Output::LogLazy(rec) => {
-                    let (t, kind) = match rec {
-                        LazyRecord::OnePhaseCommitted { txid, .. } => {
-                            (slot(&txid), RecKind::OnePhase)
-                        }
-                        LazyRecord::End { txid, .. } => (slot(&txid), RecKind::End),
-                    };
+                    let (t, kind) = RecKind::lazy(&rec);
                     if !self.log_failed {
                         self.log.push(Rec {
                             t,
@@ -726,11 +737,7 @@ impl World {
                         });
                     }
                 }
-                Output::Reply { result: Ok(r), .. } => match r.outcome {
-                    Outcome::Committed => self.told_committed[tidx(&r.id)] = true,
-                    Outcome::Aborted => self.told_aborted[tidx(&r.id)] = true,
-                    _ => {}
-                },
+                Output::Reply { result: Ok(r), .. } => self.note_told(&r),
                 _ => {}
             }
         }
@@ -771,23 +778,14 @@ impl World {
                     z.force[t] = Some(kind);
                 }
                 Output::LogLazy(rec) if !fenced => {
-                    let (t, kind) = match rec {
-                        LazyRecord::OnePhaseCommitted { txid, .. } => {
-                            (slot(&txid), RecKind::OnePhase)
-                        }
-                        LazyRecord::End { txid, .. } => (slot(&txid), RecKind::End),
-                    };
+                    let (t, kind) = RecKind::lazy(&rec);
                     self.log.push(Rec {
                         t,
                         kind,
                         synced: true,
                     });
                 }
-                Output::Reply { result: Ok(r), .. } => match r.outcome {
-                    Outcome::Committed => self.told_committed[tidx(&r.id)] = true,
-                    Outcome::Aborted => self.told_aborted[tidx(&r.id)] = true,
-                    _ => {}
-                },
+                Output::Reply { result: Ok(r), .. } => self.note_told(&r),
                 _ => {}
             }
         }
