@@ -67,12 +67,20 @@ pub struct ClientConfig {
     pub max_in_flight: usize,
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The SHA-256 of `token`, as the 64 lowercase hex digits the configuration holds.
 pub fn token_digest_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token: 32 bytes from the kernel's random source, as hex.
+pub fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(hex(&bytes))
 }
 
 fn parse_digest(client: &str, hex: &str) -> Result<[u8; 32], ConfigError> {

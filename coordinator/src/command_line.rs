@@ -44,11 +44,8 @@ struct HashTokenArgs {
 
 fn hash_token(a: HashTokenArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let token = if a.new {
-        let mut bytes = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-            .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-        let t: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let t =
+            crate::clients::random_token().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
         println!("token        {t}");
         t
     } else {

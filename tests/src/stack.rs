@@ -283,12 +283,7 @@ pub struct Stack {
 }
 
 fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    twopc_coordinator::clients::random_token().expect("random bytes from /dev/urandom")
 }
 
 impl Stack {

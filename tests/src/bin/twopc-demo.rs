@@ -50,7 +50,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&coordinator_data);
     // One API client with every scope: its token is printed and written to connections.env;
     // the configuration holds only its digest.
-    let token = random_token()?;
+    let token = twopc_coordinator::clients::random_token()?;
     let client = format!(
         "\n# The demo's client (its token is COORDINATOR_TOKEN in .demo/connections.env).\n\
          [[client]]\nname = \"demo\"\ntoken_sha256 = [\"{}\"]\n\
@@ -179,13 +179,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     drop(stack);
     eprintln!("stopped; all demo data removed");
     Ok(())
-}
-
-/// 32 random bytes as hex.
-fn random_token() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn print_banner(pg_url: &str, redis_url: &str, coordinator_url: &str, env_file: &str, token: &str) {
