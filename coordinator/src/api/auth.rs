@@ -63,41 +63,14 @@ fn presented_token(req: &Request) -> Option<String> {
             .then(|| token.trim().to_string());
     }
     if req.uri().path() == "/v1/events" {
-        let query = req.uri().query()?;
-        return query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == "access_token").then(|| percent_decode(v))
-        });
+        #[derive(serde::Deserialize)]
+        struct EventsQuery {
+            access_token: Option<String>,
+        }
+        let q = axum::extract::Query::<EventsQuery>::try_from_uri(req.uri()).ok()?;
+        return q.0.access_token;
     }
     None
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-        match bytes[i] {
-            b'%' => {
-                match (
-                    bytes.get(i + 1).and_then(|&b| hex(b)),
-                    bytes.get(i + 2).and_then(|&b| hex(b)),
-                ) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -195,9 +168,37 @@ mod tests {
     }
 
     #[test]
-    fn query_tokens_are_percent_decoded() {
-        assert_eq!(percent_decode("a%2Bb%20c+d"), "a+b c d");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
+    fn the_event_stream_takes_its_token_from_the_header_or_the_query() {
+        let token = |uri: &str, header: Option<&str>| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = header {
+                b = b.header(header::AUTHORIZATION, h);
+            }
+            presented_token(&b.body(axum::body::Body::empty()).unwrap())
+        };
+        assert_eq!(
+            token("/v1/events?access_token=a%2Bb%20c+d", None).as_deref(),
+            Some("a+b c d")
+        );
+        assert_eq!(
+            token("/v1/events?access_token=100%", None).as_deref(),
+            Some("100%")
+        );
+        assert_eq!(
+            token("/v1/events?access_token=%zz", None).as_deref(),
+            Some("%zz")
+        );
+        assert_eq!(token("/v1/events?x=1", None), None);
+        assert_eq!(
+            token("/v1/events?access_token=t", Some("Bearer h")).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            token("/v1/events", Some("bearer  h ")).as_deref(),
+            Some("h")
+        );
+        assert_eq!(token("/v1/events", Some("Basic h")), None);
+        // Only the event stream takes a query token.
+        assert_eq!(token("/v1/participants?access_token=t", None), None);
     }
 }
