@@ -99,9 +99,17 @@ pub struct Handle {
     next_id: Arc<AtomicU64>,
     coordinator: String,
     foreign_asks: Arc<std::sync::Mutex<BTreeSet<CoordinatorId>>>,
+    forward_to: Arc<std::sync::OnceLock<Handle>>,
 }
 
 impl Handle {
+    /// Publishes this driver's transaction events on `serving`'s event stream too, marked
+    /// `on_behalf_of` this driver's id (a takeover instance, so that a page watching the
+    /// coordinator that runs it sees the taken-over id's transactions end). Set once.
+    pub fn forward_events_to(&self, serving: &Handle) {
+        let _ = self.forward_to.set(serving.clone());
+    }
+
     /// Sends a command to the driver task; false when it has stopped.
     pub async fn send(&self, cmd: Command) -> bool {
         self.tx.send(cmd).await.is_ok()
@@ -165,7 +173,10 @@ pub fn spawn(
         next_id: Arc::new(AtomicU64::new(0)),
         coordinator: coordinator.clone(),
         foreign_asks: foreign_asks.clone(),
+        forward_to: Arc::new(std::sync::OnceLock::new()),
     };
+    let forward_to = handle.forward_to.clone();
+    let id = core.config().coordinator.clone();
     let run = format!("{coordinator}-{wall_start}");
     let self_tx = tx;
     let task = tokio::spawn(async move {
@@ -180,6 +191,8 @@ pub fn spawn(
             self_tx,
             faults,
             foreign_asks,
+            forward_to,
+            id,
         };
         let now_ms = || start.elapsed().as_millis() as u64;
         let outs = core.recover_from_log(now_ms(), &recovered);
@@ -238,6 +251,10 @@ struct Executor {
     self_tx: mpsc::Sender<Command>,
     faults: Arc<Faults>,
     foreign_asks: Arc<std::sync::Mutex<BTreeSet<CoordinatorId>>>,
+    /// Where this driver's transaction events are forwarded ([`Handle::forward_events_to`]).
+    forward_to: Arc<std::sync::OnceLock<Handle>>,
+    /// This driver's coordinator id.
+    id: CoordinatorId,
 }
 
 impl Executor {
@@ -332,6 +349,17 @@ impl Executor {
     }
 
     fn publish(&mut self, txid: Option<TxId>, kind: EventKind) {
+        // Typed, and only while someone watches there; a full queue drops it, as a lagging
+        // subscriber's events are dropped.
+        if let (Some(serving), Some(t)) = (self.forward_to.get(), &txid) {
+            if serving.events.receiver_count() > 0 {
+                let _ = serving.tx.try_send(Command::Forwarded {
+                    coordinator: self.id.clone(),
+                    txid: Some(t.clone()),
+                    kind: kind.clone(),
+                });
+            }
+        }
         self.publish_as(None, txid, kind)
     }
 

@@ -29,7 +29,8 @@
 //! Recovery of a taken-over id runs beside this coordinator's own work and never blocks it:
 //! separate core, separate connections, separate lease (Citus #1669). Only its transaction
 //! events cross over: they are published on the serving coordinator's event stream, marked
-//! `on_behalf_of` the id ([`forward`]), so its web page draws what the takeover finishes.
+//! `on_behalf_of` the id ([`Handle::forward_events_to`]), so its web page draws what the
+//! takeover finishes.
 
 use crate::config::Config;
 use crate::driver::{Command, Handle};
@@ -39,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
-use twopc_protocol::event::{Event, EventKind};
+use twopc_protocol::event::EventKind;
 use twopc_protocol::CoordinatorId;
 
 /// Takeover instances this process started (`twopc_takeovers_total`).
@@ -104,40 +105,6 @@ pub(crate) async fn watch(
     }
 }
 
-/// Publishes the takeover instance's transaction events on the serving coordinator's stream,
-/// marked with the id they belong to, until the instance's stream closes. (Its connection
-/// events stay its own: they describe its connections, not the serving coordinator's.)
-async fn forward(
-    mut events: broadcast::Receiver<std::sync::Arc<str>>,
-    id: CoordinatorId,
-    serving: Handle,
-) {
-    loop {
-        let text = match events.recv().await {
-            Ok(text) => text,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!("takeover of {id}: {n} events not forwarded (too many at once)");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let Ok(ev) = serde_json::from_str::<Event>(&text) else {
-            continue;
-        };
-        if ev.txid.is_none() {
-            continue;
-        }
-        let cmd = Command::Forwarded {
-            coordinator: id.clone(),
-            txid: ev.txid,
-            kind: ev.kind,
-        };
-        if !serving.send(cmd).await {
-            return;
-        }
-    }
-}
-
 /// Runs a takeover instance for `id` until the id has nothing left to do (or `stop`); tells
 /// the event stream of the serving coordinator (`serving`) when it starts and ends.
 async fn take_over(
@@ -165,11 +132,7 @@ async fn take_over(
     TAKEOVERS.fetch_add(1, Ordering::Relaxed);
     TAKEOVERS_ACTIVE.fetch_add(1, Ordering::Relaxed);
     let epoch = instance.lease_epoch().unwrap_or(0);
-    let forwarding = tokio::spawn(forward(
-        instance.handle().subscribe(),
-        id.clone(),
-        serving.clone(),
-    ));
+    instance.handle().forward_events_to(&serving);
     serving
         .send(Command::Event {
             txid: None,
@@ -208,11 +171,6 @@ async fn take_over(
     }
     instance.shutdown().await;
     TAKEOVERS_ACTIVE.fetch_sub(1, Ordering::Relaxed);
-    // The instance's stream closed with it: its last events are forwarded before the end
-    // (and the forwarder stops for good even if some sender of that stream outlived it).
-    let stop_forwarding = forwarding.abort_handle();
-    let _ = tokio::time::timeout(Duration::from_secs(2), forwarding).await;
-    stop_forwarding.abort();
     if !finished {
         return;
     }
