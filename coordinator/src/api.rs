@@ -69,6 +69,7 @@ use twopc_protocol::{
 mod auth;
 mod events;
 mod faults;
+pub(crate) mod tls_listener;
 
 pub use events::{
     SubscriberSlot, Subscribers, EVENTS_MAX_CLIENT_MESSAGE, EVENTS_SEND_TIMEOUT,
@@ -96,6 +97,8 @@ pub struct AppState {
     pub leases: Option<Arc<crate::log::LeaseReader>>,
     /// The configured API clients (none: the API is open).
     pub clients: Arc<crate::clients::Clients>,
+    /// Why disconnected participants are (`last_error` in `GET /v1/participants`).
+    pub dial_errors: Arc<crate::conn::DialErrors>,
 }
 
 /// The router with every route.
@@ -105,7 +108,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions/{id}", get(lookup))
         .route("/v1/participants", get(participants))
         .route("/v1/coordinators", get(coordinators))
-        .route("/v1/events", get(events::events))
+        // CONNECT too: a WebSocket over HTTP/2 is an extended CONNECT (RFC 8441).
+        .route("/v1/events", get(events::events).connect(events::events))
         .route("/v1/faults", post(faults::inject_fault))
         .route("/v1/config", get(public_config))
         .route("/v1/whoami", get(whoami))
@@ -527,6 +531,9 @@ async fn participants(State(st): State<AppState>) -> Response {
                     let p = st.config.participant(&s.name)?;
                     Some(ParticipantStatus {
                         awaiting_ack: s.awaiting_ack as u64,
+                        last_error: (!s.connected)
+                            .then(|| st.dial_errors.get(&s.name))
+                            .flatten(),
                         connected: s.connected,
                         foreign_prepared: s.foreign_prepared as u64,
                         kind: p.kind,

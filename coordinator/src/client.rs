@@ -25,6 +25,9 @@ pub struct ClientArgs {
     /// A file whose first line is the client token.
     #[arg(long, conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
+    /// PEM file with the CA that an https:// coordinator's certificate must chain to.
+    #[arg(long, env = "TWOPC_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -46,10 +49,30 @@ impl ClientArgs {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        Ok(reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
-            .default_headers(headers)
-            .build()?)
+            .default_headers(headers);
+        if let Some(path) = &self.ca_file {
+            twopc_tls::install_default_provider();
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: holds no PEM certificate", path.display()).into());
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        } else if self.url.starts_with("https://") {
+            return Err(
+                "an https:// coordinator needs --ca-file (or TWOPC_CA_FILE): the CA its \
+                 certificate is checked against"
+                    .into(),
+            );
+        }
+        Ok(builder.build()?)
     }
 }
 

@@ -151,10 +151,15 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(v) = a.fault_injection {
         config.fault_injection = v;
     }
+    let scheme = if config.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let running = crate::server::start(config).await?;
     crate::failpoint::announce();
     // Scripts wait for this line to learn the bound address.
-    println!("listening on http://{}", running.local_addr());
+    println!("listening on {scheme}://{}", running.local_addr());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

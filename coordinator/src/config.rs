@@ -326,6 +326,43 @@ pub struct Config {
     /// Serve an open API (no `[[client]]`) on a listener other than loopback anyway.
     #[serde(default)]
     pub allow_open_api_off_loopback: bool,
+    /// `[api_tls]`: HTTPS (HTTP/1.1 and HTTP/2) for the client API, the event stream (`wss://`)
+    /// and the web app. Without it the listener speaks plain HTTP.
+    #[serde(default)]
+    pub api_tls: Option<twopc_tls::ServerTlsFiles>,
+    /// `[participant_tls]`: the CA `wss://` participants' certificates must chain to (and name
+    /// the URL's host), and the client certificate to present to participants that demand
+    /// one (mutual TLS).
+    #[serde(default)]
+    pub participant_tls: Option<twopc_tls::ClientTlsFiles>,
+    /// Speak plain text (an HTTP listener, a `ws://` participant, a PostgreSQL decision log
+    /// without TLS) with addresses other than loopback anyway. Off: the coordinator refuses to
+    /// start with any of them.
+    #[serde(default)]
+    pub allow_plain_text_off_loopback: bool,
+}
+
+/// Whether `host` (from a URL, possibly a bracketed IPv6 literal) is this machine's loopback,
+/// where plain text never leaves the machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of a `scheme://[user@]host[:port]/...` URL.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if hostport.starts_with('[') {
+        &hostport[..hostport.find(']').map_or(hostport.len(), |i| i + 1)]
+    } else {
+        hostport.split(':').next().unwrap_or(hostport)
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 impl Config {
@@ -370,9 +407,49 @@ impl Config {
                     p.name, p.url
                 )));
             }
+            let Some(host) = url_host(&p.url) else {
+                return Err(ConfigError::Invalid(format!(
+                    "participant {}: url {:?} has no host",
+                    p.name, p.url
+                )));
+            };
+            if p.url.starts_with("wss://") && self.participant_tls.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "participant {}: a wss:// url needs [participant_tls] ca_file (the CA its \
+                     certificate is verified against)",
+                    p.name
+                )));
+            }
+            if p.url.starts_with("ws://")
+                && !is_loopback_host(host)
+                && !self.allow_plain_text_off_loopback
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "participant {}: url {:?} is plain text to a host other than loopback: its \
+                     token and every statement would cross the network readable; use wss:// \
+                     with [participant_tls], or set allow_plain_text_off_loopback = true",
+                    p.name, p.url
+                )));
+            }
+        }
+        if let Some(t) = &self.participant_tls {
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                return Err(ConfigError::Invalid(
+                    "[participant_tls]: a client certificate needs both cert_file and key_file"
+                        .into(),
+                ));
+            }
         }
         self.decision_log.validate()?;
         let loopback = self.listen.ip().is_loopback();
+        if !loopback && self.api_tls.is_none() && !self.allow_plain_text_off_loopback {
+            return Err(ConfigError::Invalid(format!(
+                "listen = {} is not loopback and [api_tls] is not configured: clients' tokens \
+                 and transactions would cross the network in plain HTTP; configure [api_tls] \
+                 cert_file and key_file, or set allow_plain_text_off_loopback = true",
+                self.listen
+            )));
+        }
         if self.fault_injection && !loopback {
             return Err(ConfigError::Invalid(format!(
                 "fault_injection is for the demo and tests: it is never enabled on a listener \
@@ -503,7 +580,8 @@ mod tests {
     /// is refused outright.
     #[test]
     fn a_listener_off_loopback_wants_clients_and_no_faults() {
-        let open = "coordinator_id = 'c1'\nlisten = '0.0.0.0:7700'\n";
+        let open =
+            "coordinator_id = 'c1'\nlisten = '0.0.0.0:7700'\nallow_plain_text_off_loopback = true\n";
         let e = Config::from_toml(open).unwrap_err();
         assert!(e.to_string().contains("no [[client]] is configured"), "{e}");
         assert!(Config::from_toml(&format!("{open}allow_open_api_off_loopback = true\n")).is_ok());
@@ -518,5 +596,73 @@ mod tests {
         assert!(Config::from_toml("coordinator_id = 'c1'\nfault_injection = true\n").is_ok());
         let e = Config::from_toml(&with_client.replace("['read']", "['nap']")).unwrap_err();
         assert!(e.to_string().contains("scopes"), "{e}");
+    }
+
+    /// Plain text leaves the machine only when the configuration says so explicitly.
+    #[test]
+    fn plain_text_off_loopback_is_refused_unless_allowed() {
+        let client = format!(
+            "[[client]]\nname = 'ops'\ntoken_sha256 = ['{}']\nscopes = ['read']\n",
+            crate::clients::token_digest_hex("t")
+        );
+        let http = format!("coordinator_id = 'c1'\nlisten = '10.0.0.5:7700'\n{client}");
+        let e = Config::from_toml(&http).unwrap_err().to_string();
+        assert!(
+            e.contains("[api_tls]") && e.contains("allow_plain_text_off_loopback"),
+            "{e}"
+        );
+        let https = format!(
+            "coordinator_id = 'c1'\nlisten = '10.0.0.5:7700'\n\
+             [api_tls]\ncert_file = 'c.pem'\nkey_file = 'c.key'\n{client}"
+        );
+        assert!(Config::from_toml(&https).is_ok());
+
+        let participant = |url: &str| {
+            format!(
+                "coordinator_id = 'c1'\n[[participant]]\nname = 'bank'\nkind = 'postgres'\n\
+                 url = '{url}'\ntoken = 't'\n"
+            )
+        };
+        for url in [
+            "ws://127.0.0.1:7801/",
+            "ws://localhost:7801/",
+            "ws://[::1]:7801/",
+        ] {
+            assert!(Config::from_toml(&participant(url)).is_ok(), "{url}");
+        }
+        let e = Config::from_toml(&participant("ws://db.internal:7801/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain text") && e.contains("wss://"), "{e}");
+        assert!(Config::from_toml(&format!(
+            "allow_plain_text_off_loopback = true\n{}",
+            participant("ws://db.internal:7801/")
+        ))
+        .is_ok());
+        let e = Config::from_toml(&participant("wss://db.internal:7801/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[participant_tls]"), "{e}");
+        let with_ca = |extra: &str| {
+            format!(
+                "{}[participant_tls]\nca_file = 'ca.pem'\n{extra}",
+                participant("wss://db.internal:7801/")
+            )
+        };
+        assert!(Config::from_toml(&with_ca("")).is_ok());
+        let e = Config::from_toml(&with_ca("cert_file = 'c.pem'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both cert_file and key_file"), "{e}");
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(url_host("wss://db.internal:7801/"), Some("db.internal"));
+        assert_eq!(url_host("ws://[::1]:7801/x"), Some("[::1]"));
+        assert_eq!(url_host("postgresql://u:p@10.0.0.1/db"), Some("10.0.0.1"));
+        assert_eq!(url_host("postgresql:///db?host=/tmp"), None);
+        assert!(is_loopback_host("[::1]") && is_loopback_host("LOCALHOST"));
+        assert!(!is_loopback_host("10.0.0.1"));
     }
 }

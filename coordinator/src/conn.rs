@@ -1,6 +1,9 @@
 //! One long-lived WebSocket connection per participant, kept up forever.
 //!
-//! The task dials the participant with its bearer token, reports `Connected`, then forwards
+//! The task dials the participant with its bearer token (over TLS for a `wss://` URL: the
+//! participant's certificate verified against `[participant_tls] ca_file` and the URL's host,
+//! the coordinator's own certificate presented when one is configured), reports `Connected`,
+//! then forwards
 //! frames both ways: messages from the driver's outbox go out as frames with fresh request
 //! ids; frames that arrive are decoded and handed to the driver as `Received`. A frame that
 //! does not decode is answered with an error frame and the connection stays up. Heartbeats:
@@ -91,8 +94,35 @@ pub struct Dial {
     pub url: String,
     /// The bearer token.
     pub token: String,
+    /// For a `wss://` URL: how the participant's certificate is checked (and ours presented).
+    pub tls: Option<Arc<twopc_tls::rustls::ClientConfig>>,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+}
+
+/// Why each participant's connection is down, while it is: the last dial failure or the
+/// reason the last connection ended (`GET /v1/participants` shows it as `last_error`, so an
+/// operator sees "certificate not signed by the configured CA" without reading logs).
+#[derive(Debug, Default)]
+pub struct DialErrors(std::sync::Mutex<std::collections::HashMap<ParticipantName, String>>);
+
+impl DialErrors {
+    fn set(&self, name: &ParticipantName, why: Option<String>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match why {
+            Some(w) => m.insert(name.clone(), w),
+            None => m.remove(name),
+        };
+    }
+
+    /// The reason `name` is not connected, if it failed.
+    pub fn get(&self, name: &ParticipantName) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
 }
 
 /// Runs the connection loop until shutdown.
@@ -101,6 +131,7 @@ pub async fn run(
     mut outbox: mpsc::Receiver<Message>,
     driver: mpsc::Sender<Command>,
     faults: Arc<Faults>,
+    errors: Arc<DialErrors>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -121,6 +152,7 @@ pub async fn run(
         let ws = match attempt {
             Ok(ws) => ws,
             Err(e) => {
+                errors.set(&dial.name, Some(format!("connect failed: {e}")));
                 if last_error.as_ref() != Some(&e) {
                     tracing::warn!(participant = %dial.name, "cannot connect: {e}");
                     let _ = driver
@@ -143,6 +175,7 @@ pub async fn run(
             }
         };
         last_error = None;
+        errors.set(&dial.name, None);
         // Stale messages from before this connection are not sent (see module docs).
         while outbox.try_recv().is_ok() {}
         tracing::info!(participant = %dial.name, "connected");
@@ -167,6 +200,7 @@ pub async fn run(
         )
         .await;
         tracing::info!(participant = %dial.name, "disconnected: {reason}");
+        errors.set(&dial.name, Some(format!("disconnected: {reason}")));
         let _ = driver
             .send(Command::Input(Input::Disconnected {
                 participant: dial.name.clone(),
@@ -190,8 +224,7 @@ pub async fn run(
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<twopc_tls::Stream>;
 
 async fn connect(dial: &Dial) -> Result<Ws, ConnectError> {
     let mut req = dial
@@ -199,6 +232,24 @@ async fn connect(dial: &Dial) -> Result<Ws, ConnectError> {
         .as_str()
         .into_client_request()
         .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+    let uri = req.uri().clone();
+    let wss = uri.scheme_str() == Some("wss");
+    let host = uri
+        .host()
+        .ok_or_else(|| ConnectError::BadUrl(format!("{}: no host", dial.url)))?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if wss { 443 } else { 80 });
+    let tls = match (wss, &dial.tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls),
+        // The configuration check refuses this; never fall back to an unverified connection.
+        (true, None) => {
+            return Err(ConnectError::BadUrl(format!(
+                "{}: wss:// needs [participant_tls] ca_file",
+                dial.url
+            )))
+        }
+    };
     let value = format!("Bearer {}", dial.token)
         .parse()
         .map_err(|_| ConnectError::BadToken)?;
@@ -206,7 +257,12 @@ async fn connect(dial: &Dial) -> Result<Ws, ConnectError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+    let connect = async {
+        let stream = twopc_tls::connect(&host, port, tls)
+            .await
+            .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
+        tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await
+    };
     match tokio::time::timeout(Duration::from_secs(5), connect).await {
         Err(_) => Err(ConnectError::TimedOut),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
@@ -220,6 +276,9 @@ async fn connect(dial: &Dial) -> Result<Ws, ConnectError> {
                 body: body.trim().to_string(),
             })
         }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Io(e))) => Err(ConnectError::Failed(
+            twopc_tls::explain_if_tls(&e).unwrap_or_else(|| e.to_string()),
+        )),
         Ok(Err(e)) => Err(ConnectError::Failed(e.to_string())),
         Ok(Ok((ws, _))) => Ok(ws),
     }

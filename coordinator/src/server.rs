@@ -37,6 +37,14 @@ pub enum StartError {
     /// The decision log could not be opened or recovered.
     #[error("decision log: {0}")]
     Log(#[from] LogError),
+    /// A certificate, key or CA file of `[api_tls]` or `[participant_tls]` is unusable.
+    #[error("{section}: {source}")]
+    Tls {
+        /// Which section named the files.
+        section: &'static str,
+        /// What is wrong.
+        source: twopc_tls::TlsError,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -104,6 +112,20 @@ pub(crate) enum Role {
     Takeover,
 }
 
+/// Serves the API on `listener` until shutdown.
+async fn serve_http<L>(listener: L, app: axum::Router, mut stop: broadcast::Receiver<()>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.recv().await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!("http server: {e}");
+    }
+}
+
 /// Starts the coordinator described by `config`.
 pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
     start_as(config, Role::Serve, None).await
@@ -134,6 +156,27 @@ async fn start_as(
         &known,
     )?);
     let config = Arc::new(config);
+    // TLS material is read before anything else starts: a bad file stops the start-up here.
+    let participant_tls = match &config.participant_tls {
+        None => None,
+        Some(files) => Some(
+            twopc_tls::client_config(files).map_err(|source| StartError::Tls {
+                section: "[participant_tls]",
+                source,
+            })?,
+        ),
+    };
+    let api_tls = match (&config.api_tls, role) {
+        (Some(files), Role::Serve) => Some(
+            twopc_tls::server_config(files, &[b"h2", b"http/1.1"]).map_err(|source| {
+                StartError::Tls {
+                    section: "[api_tls]",
+                    source,
+                }
+            })?,
+        ),
+        _ => None,
+    };
     // Bound first, so the lease can name the address clients reach this coordinator at.
     let (listener, addr) = match role {
         Role::Serve => {
@@ -165,12 +208,14 @@ async fn start_as(
             let dl = &config.decision_log;
             let mut pg = PgLogConfig::new(dl.resolve_url()?, config.coordinator_id.as_str());
             if role == Role::Serve {
-                pg.address = format!("http://{addr}");
+                let scheme = if api_tls.is_some() { "https" } else { "http" };
+                pg.address = format!("{scheme}://{addr}");
             } else {
                 // A takeover claims an expired lease or none: never waits for a live holder.
                 pg.lease_wait = Some(Duration::ZERO);
                 pg.holder_id = takeover_by.clone();
             }
+            pg.allow_plain_text_off_loopback = config.allow_plain_text_off_loopback;
             pg.lease_ttl = Duration::from_millis(dl.lease_ttl_ms);
             pg.lease_renew = Duration::from_millis(dl.lease_renew_ms);
             let log = Arc::new(PgLog::open(pg).await?);
@@ -254,11 +299,13 @@ async fn start_as(
         }));
     }
 
+    let dial_errors = Arc::new(conn::DialErrors::default());
     for (p, rx) in inboxes {
         let dial = Dial {
             token: tokens.remove(&p.name).unwrap_or_default(),
             name: p.name,
             url: p.url,
+            tls: participant_tls.clone(),
             heartbeat: Duration::from_millis(config.heartbeat_ms),
         };
         tasks.push(tokio::spawn(conn::run(
@@ -266,6 +313,7 @@ async fn start_as(
             rx,
             handle.sender(),
             faults.clone(),
+            dial_errors.clone(),
             shutdown.subscribe(),
         )));
     }
@@ -285,16 +333,17 @@ async fn start_as(
             pg_log: pg_log.clone(),
             leases: leases.clone(),
             clients: clients.clone(),
+            dial_errors,
         });
-        let mut stop = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop.recv().await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!("http server: {e}");
+        let stop = shutdown.subscribe();
+        tasks.push(match api_tls {
+            None => tokio::spawn(serve_http(listener, app, stop)),
+            Some(tls) => {
+                let listener = crate::api::tls_listener::TlsListener::new(listener, tls)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                tokio::spawn(serve_http(listener, app, stop))
             }
-        }));
+        });
     }
     if let Some(pg) = &pg_log {
         let lost = pg.lease_lost();

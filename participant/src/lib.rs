@@ -34,6 +34,7 @@ pub mod memory;
 pub mod resource;
 pub mod server;
 
+pub use auth::Tokens;
 pub use error::ParticipantError;
 pub use resource::{Blocked, OnePhaseOutcome, PrepareOutcome, Resource, Wait};
 pub use server::{websocket_config, RunningServer, Server, ServerConfig};

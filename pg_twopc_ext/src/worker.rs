@@ -23,7 +23,9 @@
 //! | `twopc.database` | the database transactions run in (and the retention worker purges, see `retention`) |
 //! | `twopc.role` | the (non-superuser) role the participant logs in as; needs EXECUTE on the `twopc` functions |
 //! | `twopc.client_role` | the role clients' statements run as (not a superuser, not `twopc.role`, no EXECUTE on the writing `twopc` functions; `twopc.role` must be a member of it) |
-//! | `twopc.auth_token` | the bearer token the coordinator must present |
+//! | `twopc.auth_token` | the bearer token the coordinator must present; two (comma-separated) while it is rotated; re-read on a configuration reload (`pg_reload_conf()`) |
+//! | `twopc.tls_cert_file`, `twopc.tls_key_file` | PEM certificate and key of the endpoint: set, the coordinator must connect with `wss://` |
+//! | `twopc.tls_client_ca_file` | PEM CA certificates a coordinator's client certificate must chain to (mutual TLS) |
 //! | `twopc.participant_name` | the name reported to the coordinator |
 //! | `twopc.decision_timeout` | ms a transaction may stay prepared before the worker asks for the decision |
 
@@ -48,6 +50,9 @@ static AUTH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::
 static PARTICIPANT_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static DECISION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static TLS_CERT_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static TLS_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static TLS_CLIENT_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Defines the GUCs and, when loaded from `shared_preload_libraries` with a listen address,
 /// registers the worker. Called from `_PG_init`.
@@ -96,11 +101,30 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"twopc.auth_token",
         c"Bearer token the coordinator must present",
-        c"",
+        c"Two tokens, comma-separated, while it is being rotated; re-read on a configuration reload.",
         &AUTH_TOKEN,
-        GucContext::Postmaster,
+        GucContext::Sighup,
         su | GucFlags::NO_SHOW_ALL,
     );
+    for (name, short, setting) in [
+        (
+            c"twopc.tls_cert_file",
+            c"PEM certificate of the twopc participant endpoint (set: wss:// only)",
+            &TLS_CERT_FILE,
+        ),
+        (
+            c"twopc.tls_key_file",
+            c"PEM private key of twopc.tls_cert_file",
+            &TLS_KEY_FILE,
+        ),
+        (
+            c"twopc.tls_client_ca_file",
+            c"PEM CA certificates a coordinator's client certificate must chain to (mutual TLS)",
+            &TLS_CLIENT_CA_FILE,
+        ),
+    ] {
+        GucRegistry::define_string_guc(name, short, c"", setting, GucContext::Postmaster, su);
+    }
     GucRegistry::define_string_guc(
         c"twopc.participant_name",
         c"Name this participant reports to the coordinator",
@@ -160,8 +184,43 @@ struct Settings {
     conninfo: String,
     client_role: String,
     name: String,
-    token: String,
+    tokens: Vec<String>,
+    tls: Option<twopc_tls::ServerTlsFiles>,
     decision_timeout: Duration,
+}
+
+/// `twopc.auth_token` as a token list (one, or two during a rotation).
+fn auth_tokens() -> Result<Vec<String>, String> {
+    let tokens = twopc_participant::Tokens::parse(&guc_string(&AUTH_TOKEN));
+    if tokens.is_empty() {
+        return Err("twopc.auth_token is not set: refusing to serve without authentication".into());
+    }
+    twopc_participant::Tokens::check(&tokens).map_err(|e| format!("twopc.auth_token: {e}"))?;
+    Ok(tokens)
+}
+
+/// The endpoint's TLS files from their GUCs; `None` when neither certificate nor key is set.
+fn tls_files() -> Result<Option<twopc_tls::ServerTlsFiles>, String> {
+    let opt = |g| {
+        Some(guc_string(g))
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    match (
+        opt(&TLS_CERT_FILE),
+        opt(&TLS_KEY_FILE),
+        opt(&TLS_CLIENT_CA_FILE),
+    ) {
+        (None, None, None) => Ok(None),
+        (Some(cert_file), Some(key_file), client_ca_file) => Ok(Some(twopc_tls::ServerTlsFiles {
+            cert_file,
+            key_file,
+            client_ca_file,
+        })),
+        _ => Err("TLS needs both twopc.tls_cert_file and twopc.tls_key_file \
+                  (twopc.tls_client_ca_file adds mutual TLS)"
+            .into()),
+    }
 }
 
 fn read_settings() -> Result<Settings, String> {
@@ -187,10 +246,8 @@ fn read_settings() -> Result<Settings, String> {
             "twopc.client_role is {client_role:?}, the same as twopc.role: clients' statements need a role of their own, without the participant's rights"
         ));
     }
-    let token = guc_string(&AUTH_TOKEN);
-    if token.is_empty() {
-        return Err("twopc.auth_token is not set: refusing to serve without authentication".into());
-    }
+    let tokens = auth_tokens()?;
+    let tls = tls_files()?;
     let socket_dir = config_option(c"unix_socket_directories")
         .split(',')
         .map(|s| s.trim().to_owned())
@@ -211,7 +268,8 @@ fn read_settings() -> Result<Settings, String> {
         conninfo,
         client_role,
         name: guc_string(&PARTICIPANT_NAME),
-        token,
+        tokens,
+        tls,
         decision_timeout: Duration::from_millis(DECISION_TIMEOUT_MS.get().max(100) as u64),
     })
 }
@@ -236,6 +294,17 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::proc_exit(1) };
         }
     };
+    // Shared with the server: a configuration reload replaces them (a token rotation).
+    let tokens = match twopc_participant::Tokens::new(settings.tokens.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            log!("twopc participant: twopc.auth_token: {e}; endpoint not started");
+            // SAFETY: main thread; ends the worker process with a code that means "restart".
+            unsafe { pg_sys::proc_exit(1) };
+        }
+    };
+    let tokens_for_server = tokens.clone();
+    let scheme = if settings.tls.is_some() { "wss" } else { "ws" };
     let (status_tx, status_rx) = mpsc::channel::<Status>();
     let (stop_tx, stop_rx) = tokio_oneshot();
     let thread = std::thread::Builder::new()
@@ -260,7 +329,9 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
                     .name
                     .parse()
                     .map_err(|e| format!("twopc.participant_name: {e}"))?;
-                let mut server = twopc_participant::ServerConfig::new(name, settings.token.clone());
+                let mut server = twopc_participant::ServerConfig::new(name, String::new());
+                server.tokens = tokens_for_server;
+                server.tls = settings.tls.clone();
                 server.decision_timeout = settings.decision_timeout;
                 // One coordinator connection carries every transaction; each needs a Prepare and a
                 // Commit in flight at some point, so the default of 64 would throttle a busy
@@ -307,7 +378,7 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
     let mut report = |status: Result<Status, mpsc::TryRecvError>| -> bool {
         match status {
             Ok(Status::Listening(addr)) => {
-                log!("twopc participant listening on ws://{addr}/");
+                log!("twopc participant listening on {scheme}://{addr}/");
                 true
             }
             Ok(Status::Failed(e)) => {
@@ -323,6 +394,9 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
         }
     };
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+        if BackgroundWorker::sighup_received() {
+            reload_tokens(&tokens);
+        }
         if !report(status_rx.try_recv()) {
             break;
         }
@@ -347,6 +421,22 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
     // SAFETY: main thread. Exit code 1 asks the postmaster to restart the worker; on SIGTERM
     // (shutdown) it will not be restarted anyway.
     unsafe { pg_sys::proc_exit(exit_code) };
+}
+
+/// A configuration reload: re-reads `twopc.auth_token` and hands the tokens to the server
+/// (new connections are checked against them; connections already up stay up). A value the
+/// server would refuse is logged and changes nothing.
+fn reload_tokens(tokens: &twopc_participant::Tokens) {
+    // SAFETY: main thread, in the worker's main loop (not inside a transaction), which is
+    // where PostgreSQL's own processes handle a SIGHUP.
+    unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    match auth_tokens().and_then(|list| {
+        let n = list.len();
+        tokens.set(list).map(|()| n).map_err(|e| e.to_string())
+    }) {
+        Ok(n) => log!("twopc participant: configuration reloaded, {n} token(s) accepted"),
+        Err(e) => log!("twopc participant: configuration reloaded, tokens kept: {e}"),
+    }
 }
 
 fn tokio_oneshot() -> (

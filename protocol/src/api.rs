@@ -466,6 +466,10 @@ pub struct ParticipantStatus {
     /// Whether the coordinator's connection is up.
     #[serde(default)]
     pub connected: bool,
+    /// While it is not: why the last dial failed or the last connection ended (a refused
+    /// token, a TLS certificate the other side does not trust, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// Of the reported prepared transactions, those of other coordinators (left alone).
     #[serde(default)]
     pub foreign_prepared: u64,

@@ -1,7 +1,7 @@
 //! The `twopc-redis-participant` binary's entry point (kept in the library so the test crate
 //! can run exactly the same code; `src/main.rs` is one line).
 
-use crate::config::{Cli, Settings};
+use crate::config::{read_token_file, redact_url, Cli, Settings};
 use crate::resource::RedisResource;
 use crate::RedisParticipantError;
 use clap::{CommandFactory, FromArgMatches};
@@ -59,8 +59,12 @@ pub fn main() -> ExitCode {
 
 /// Runs the participant with resolved settings until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> Result<(), RedisParticipantError> {
-    let resource = RedisResource::new(&settings.redis_url, settings.retention)?
-        .allow_unsafe_durability(settings.allow_unsafe_durability);
+    let resource = RedisResource::new(
+        &settings.redis_url,
+        settings.redis_tls.as_ref(),
+        settings.retention,
+    )?
+    .allow_unsafe_durability(settings.allow_unsafe_durability);
     if settings.allow_unsafe_durability {
         tracing::warn!(
             "--allow-unsafe-durability: redis-server's persistence settings are not checked; \
@@ -69,15 +73,16 @@ pub async fn run(settings: Settings) -> Result<(), RedisParticipantError> {
     }
     match resource.ping().await {
         Ok(()) => {
-            tracing::info!(url = %settings.redis_url, "Redis reachable");
+            tracing::info!(url = %redact_url(&settings.redis_url), "Redis reachable");
             // Refuse to start on a server that would lose acknowledged writes in a crash.
             // While Redis is unreachable the same check runs before the first request that
             // writes (and again every second: the server can be reconfigured under us).
             resource.check_durability().await?;
         }
-        Err(e) => tracing::warn!(url = %settings.redis_url,
+        Err(e) => tracing::warn!(url = %redact_url(&settings.redis_url),
             "Redis not reachable yet ({e}); requests fail until it is"),
     }
+    let tokens = settings.server.tokens.clone();
     let running = Server::new(resource, settings.server)?
         .bind(settings.listen)
         .await?;
@@ -88,12 +93,36 @@ pub async fn run(settings: Settings) -> Result<(), RedisParticipantError> {
     );
     let _ = std::io::stdout().flush();
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => reload_tokens(settings.token_file.as_deref(), &tokens),
+        }
     }
     tracing::info!("shutting down");
     running.shutdown().await?;
     Ok(())
+}
+
+/// SIGHUP: re-reads the token file (one token, or two during a rotation) and makes the new
+/// upgrades check against it; a file that cannot be read or holds no valid tokens changes
+/// nothing. Connections already up stay up.
+fn reload_tokens(file: Option<&std::path::Path>, tokens: &twopc_participant::Tokens) {
+    let Some(file) = file else {
+        tracing::warn!(
+            "SIGHUP: the token did not come from a token file, so there is nothing to reload"
+        );
+        return;
+    };
+    match read_token_file(file).and_then(|list| {
+        let n = list.len();
+        tokens.set(list).map(|()| n).map_err(Into::into)
+    }) {
+        Ok(n) => tracing::info!(tokens = n, file = %file.display(), "SIGHUP: tokens reloaded"),
+        Err(e) => tracing::warn!(file = %file.display(), "SIGHUP: tokens not reloaded: {e}"),
+    }
 }

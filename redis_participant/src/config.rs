@@ -8,8 +8,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use twopc_participant::ServerConfig;
+use twopc_participant::{ServerConfig, Tokens};
 use twopc_protocol::ParticipantName;
+use twopc_tls::{ClientTlsFiles, ServerTlsFiles};
 
 use crate::resource::Retention;
 use crate::RedisParticipantError;
@@ -78,6 +79,27 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, env = "TWOPC_REDIS_LOG", value_name = "LEVEL")]
     pub log: Option<String>,
+    /// PEM certificate (chain) of this endpoint: with it (and --tls-key-file) the coordinator
+    /// must connect with wss://; without, the endpoint is plain ws:// (loopback, the demo).
+    #[arg(long, env = "TWOPC_REDIS_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "TWOPC_REDIS_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: a coordinator must present a client certificate signed by one of
+    /// them (mutual TLS).
+    #[arg(long, env = "TWOPC_REDIS_TLS_CLIENT_CA_FILE", value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// PEM CA certificates redis-server's certificate must chain to; needed for a rediss://
+    /// URL (the certificate must also name the URL's host).
+    #[arg(long, env = "TWOPC_REDIS_REDIS_CA_FILE", value_name = "FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to redis-server (for `tls-auth-clients yes`).
+    #[arg(long, env = "TWOPC_REDIS_REDIS_CERT_FILE", value_name = "FILE")]
+    pub redis_cert_file: Option<PathBuf>,
+    /// PEM private key of --redis-cert-file.
+    #[arg(long, env = "TWOPC_REDIS_REDIS_KEY_FILE", value_name = "FILE")]
+    pub redis_key_file: Option<PathBuf>,
     /// Serve even if redis-server does not fsync every write before replying. Without this
     /// the participant checks (CONFIG GET) that redis-server runs with `appendonly yes` and
     /// `appendfsync always`, and refuses to serve otherwise: a crash could lose a prepared
@@ -126,6 +148,19 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// See `--allow-unsafe-durability`.
     pub allow_unsafe_durability: Option<bool>,
+    /// See `--tls-cert-file` (paths relative to the config file's directory, as for all
+    /// files below).
+    pub tls_cert_file: Option<PathBuf>,
+    /// See `--tls-key-file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// See `--tls-client-ca-file`.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// See `--redis-ca-file`.
+    pub redis_ca_file: Option<PathBuf>,
+    /// See `--redis-cert-file`.
+    pub redis_cert_file: Option<PathBuf>,
+    /// See `--redis-key-file`.
+    pub redis_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -136,9 +171,19 @@ impl FileConfig {
         })?;
         let mut f: FileConfig = toml::from_str(&text)
             .map_err(|e| RedisParticipantError::Config(format!("{}: {e}", path.display())))?;
-        if let (Some(tf), Some(dir)) = (&f.token_file, path.parent()) {
-            if tf.is_relative() {
-                f.token_file = Some(dir.join(tf));
+        if let Some(dir) = path.parent() {
+            for file in [
+                &mut f.token_file,
+                &mut f.tls_cert_file,
+                &mut f.tls_key_file,
+                &mut f.tls_client_ca_file,
+                &mut f.redis_ca_file,
+                &mut f.redis_cert_file,
+                &mut f.redis_key_file,
+            ] {
+                if let Some(p) = file.as_ref().filter(|p| p.is_relative()) {
+                    *file = Some(dir.join(p));
+                }
             }
         }
         Ok(f)
@@ -150,10 +195,15 @@ impl FileConfig {
 pub struct Settings {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Redis URL.
+    /// Redis URL (may hold a password: log it with [`redact_url`] only).
     pub redis_url: String,
-    /// Server behaviour (name, token, timings, limits).
+    /// TLS to redis-server (a rediss:// URL): the CA and an optional client certificate.
+    pub redis_tls: Option<ClientTlsFiles>,
+    /// Server behaviour (name, tokens, TLS, timings, limits).
     pub server: ServerConfig,
+    /// The file the tokens were read from, re-read on SIGHUP (a rotation); `None` when they
+    /// came from the environment or the config file itself.
+    pub token_file: Option<PathBuf>,
     /// Outcome retention.
     pub retention: Retention,
     /// Log level.
@@ -172,11 +222,34 @@ fn rank(m: Option<&ArgMatches>, id: &str) -> u8 {
     }
 }
 
-fn read_token_file(path: &Path) -> Result<String, RedisParticipantError> {
+/// The tokens in a token file: one, or two (one per line) while it is being rotated.
+pub fn read_token_file(path: &Path) -> Result<Vec<String>, RedisParticipantError> {
     let t = std::fs::read_to_string(path).map_err(|e| {
         RedisParticipantError::Config(format!("cannot read token file {}: {e}", path.display()))
     })?;
-    Ok(t.trim().to_string())
+    Ok(Tokens::parse(&t))
+}
+
+/// `url` with any password replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else if user.is_empty() {
+                format!("{scheme}://{host}{path}")
+            } else {
+                // `redis://secret@host` is a password without a user name.
+                format!("{scheme}://***@{host}{path}")
+            }
+        }
+        None => url.to_string(),
+    }
 }
 
 impl Settings {
@@ -212,6 +285,74 @@ impl Settings {
             .clone()
             .or(file.redis_url)
             .unwrap_or_else(|| DEFAULT_REDIS_URL.into());
+        if rank(matches, "redis_url") == 3 && redact_url(&redis_url) != redis_url {
+            return Err(cfg(
+                "--redis-url holds a password, and the command line is visible to every local \
+                 user (ps); put the URL in the environment variable TWOPC_REDIS_URL or in the \
+                 config file's `redis_url` instead"
+                    .into(),
+            ));
+        }
+        let pick = |flag: &Option<PathBuf>, file: Option<PathBuf>| flag.clone().or(file);
+        let redis_tls = match (
+            pick(&cli.redis_ca_file, file.redis_ca_file),
+            pick(&cli.redis_cert_file, file.redis_cert_file),
+            pick(&cli.redis_key_file, file.redis_key_file),
+        ) {
+            (Some(ca_file), cert_file, key_file) => Some(ClientTlsFiles {
+                ca_file,
+                cert_file,
+                key_file,
+            }),
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(cfg(
+                    "--redis-cert-file and --redis-key-file need --redis-ca-file (the CA that \
+                     redis-server's certificate is checked against)"
+                        .into(),
+                ))
+            }
+        };
+        let url_tls = redis_url.starts_with("rediss://");
+        if url_tls && redis_tls.is_none() {
+            return Err(cfg(format!(
+                "{}: a rediss:// URL needs --redis-ca-file (redis-server's certificate is always \
+                 verified)",
+                redact_url(&redis_url)
+            )));
+        }
+        if !url_tls && redis_tls.is_some() {
+            return Err(cfg(format!(
+                "{}: --redis-ca-file is set but the URL is not rediss://",
+                redact_url(&redis_url)
+            )));
+        }
+        if redis_url.contains('#') {
+            return Err(cfg(format!(
+                "{}: URL fragments (such as #insecure) are not accepted: redis-server's \
+                 certificate is always verified",
+                redact_url(&redis_url)
+            )));
+        }
+        let tls = match (
+            pick(&cli.tls_cert_file, file.tls_cert_file),
+            pick(&cli.tls_key_file, file.tls_key_file),
+            pick(&cli.tls_client_ca_file, file.tls_client_ca_file),
+        ) {
+            (None, None, None) => None,
+            (Some(cert_file), Some(key_file), client_ca_file) => Some(ServerTlsFiles {
+                cert_file,
+                key_file,
+                client_ca_file,
+            }),
+            _ => {
+                return Err(cfg(
+                    "TLS for the endpoint needs both --tls-cert-file and --tls-key-file \
+                     (--tls-client-ca-file adds mutual TLS)"
+                        .into(),
+                ))
+            }
+        };
 
         if cli.token_on_command_line.is_some() {
             return Err(cfg(format!(
@@ -236,9 +377,9 @@ impl Settings {
             candidates.push((0, 0, Err(p)));
         }
         candidates.sort_by_key(|c| std::cmp::Reverse((c.0, c.1)));
-        let token = match candidates.into_iter().next() {
-            Some((_, _, Ok(t))) => t,
-            Some((_, _, Err(p))) => read_token_file(&p)?,
+        let (tokens, token_file) = match candidates.into_iter().next() {
+            Some((_, _, Ok(t))) => (Tokens::parse(&t), None),
+            Some((_, _, Err(p))) => (read_token_file(&p)?, Some(p)),
             None => {
                 return Err(cfg(
                     "no token configured: set TWOPC_REDIS_TOKEN, or name a file with \
@@ -249,7 +390,9 @@ impl Settings {
             }
         };
 
-        let mut server = ServerConfig::new(name, token);
+        let mut server = ServerConfig::new(name, String::new());
+        server.tokens = Tokens::new(tokens).map_err(|e| cfg(e.to_string()))?;
+        server.tls = tls;
         if let Some(ms) = cli.decision_timeout_ms.or(file.decision_timeout_ms) {
             server.decision_timeout = Duration::from_millis(ms);
             // Look a little more often than the timeout, but not in a tight loop.
@@ -287,7 +430,9 @@ impl Settings {
         Ok(Settings {
             listen,
             redis_url,
+            redis_tls,
             server,
+            token_file,
             retention,
             log,
             allow_unsafe_durability,
@@ -319,7 +464,7 @@ mod tests {
         .unwrap();
         let s = Settings::merge(&cli, Some(&m), file).unwrap();
         assert_eq!(s.server.name.as_str(), "cache");
-        assert_eq!(s.server.token, "flagtok");
+        assert_eq!(s.server.tokens.current(), ["flagtok"]);
         assert_eq!(s.redis_url, "redis://127.0.0.1:1/");
         assert_eq!(s.server.max_in_flight, 3);
         assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
@@ -334,7 +479,11 @@ mod tests {
         let (cli, m) = parse(&["--token-file", tf.to_str().unwrap()]);
         let file: FileConfig = toml::from_str("token = \"filetok\"").unwrap();
         let s = Settings::merge(&cli, Some(&m), file).unwrap();
-        assert_eq!(s.server.token, "fromfile-flag");
+        assert_eq!(s.server.tokens.current(), ["fromfile-flag"]);
+        assert_eq!(s.token_file.as_deref(), Some(tf.as_path()));
+        // During a rotation the file holds the old and the new token, one per line.
+        std::fs::write(&tf, "old\nnew\n").unwrap();
+        assert_eq!(read_token_file(&tf).unwrap(), ["old", "new"]);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -352,6 +501,50 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(!help.contains("--token <"), "{help}");
         assert!(help.contains("TWOPC_REDIS_TOKEN"), "{help}");
+    }
+
+    #[test]
+    fn passwords_are_redacted_and_refused_on_the_command_line() {
+        assert_eq!(
+            redact_url("rediss://twopc:hunter2@db:6380/0"),
+            "rediss://twopc:***@db:6380/0"
+        );
+        assert_eq!(redact_url("redis://hunter2@db/"), "redis://***@db/");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
+        let (mut cli, m) = parse(&["--redis-url", "redis://u:hunter2@h/"]);
+        cli.token = Some("t".into());
+        let e = Settings::merge(&cli, Some(&m), FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TWOPC_REDIS_URL") && !e.contains("hunter2"),
+            "{e}"
+        );
+        // From the file (or the environment) it is fine, but rediss:// needs a CA.
+        let (mut cli, m) = parse(&[]);
+        cli.token = Some("t".into());
+        let file: FileConfig = toml::from_str("redis_url = 'rediss://u:hunter2@h/'").unwrap();
+        let e = Settings::merge(&cli, Some(&m), file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--redis-ca-file") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let file: FileConfig =
+            toml::from_str("redis_url = 'rediss://h/#insecure'\nredis_ca_file = 'ca.pem'").unwrap();
+        let e = Settings::merge(&cli, Some(&m), file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("always verified"), "{e}");
+        let file: FileConfig = toml::from_str("tls_cert_file = 'c.pem'").unwrap();
+        let e = Settings::merge(&cli, Some(&m), file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-key-file"), "{e}");
     }
 
     #[test]

@@ -102,9 +102,42 @@ impl RedisResource {
     /// A resource for the Redis server at `url`. Connects lazily and reconnects by itself,
     /// so the participant can start (and keep running) while Redis is down; requests fail
     /// with an `internal` error until it is back.
-    pub fn new(url: &str, retention: Retention) -> Result<Self, ParticipantError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| ParticipantError::Config(format!("bad Redis URL {url:?}: {e}")))?;
+    /// A `rediss://` URL needs `tls`: the CA redis-server's certificate is verified against
+    /// (with the URL's host), and optionally the client certificate to present.
+    pub fn new(
+        url: &str,
+        tls: Option<&twopc_tls::ClientTlsFiles>,
+        retention: Retention,
+    ) -> Result<Self, ParticipantError> {
+        let bad_url = |e: redis::RedisError| {
+            ParticipantError::Config(format!(
+                "bad Redis URL {:?}: {e}",
+                crate::config::redact_url(url)
+            ))
+        };
+        let client = match tls {
+            None => redis::Client::open(url).map_err(bad_url)?,
+            Some(files) => {
+                twopc_tls::install_default_provider();
+                let read = |what: &str, p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| {
+                        ParticipantError::Config(format!("{what} {}: {e}", p.display()))
+                    })
+                };
+                let client_tls = match (&files.cert_file, &files.key_file) {
+                    (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                        client_cert: read("redis_cert_file", c)?,
+                        client_key: read("redis_key_file", k)?,
+                    }),
+                    _ => None,
+                };
+                let certs = redis::TlsCertificates {
+                    client_tls,
+                    root_cert: Some(read("redis_ca_file", &files.ca_file)?),
+                };
+                redis::Client::build_with_tls(url, certs).map_err(bad_url)?
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(10)))

@@ -54,6 +54,8 @@ pub struct CoordinatorConfig {
     pub extra: String,
     /// The participants.
     pub participants: Vec<ParticipantEntry>,
+    /// `ws` or `wss`, for every participant URL.
+    pub participant_scheme: &'static str,
 }
 
 impl CoordinatorConfig {
@@ -66,6 +68,7 @@ impl CoordinatorConfig {
             settings: Vec::new(),
             extra: String::new(),
             participants,
+            participant_scheme: "ws",
         }
     }
 
@@ -90,8 +93,8 @@ impl CoordinatorConfig {
         for p in &self.participants {
             write!(
                 s,
-                "\n[[participant]]\nname = \"{}\"\nkind = \"{}\"\nurl = \"ws://{}/\"\ntoken = \"{}\"\n",
-                p.name, p.kind, p.addr, p.token
+                "\n[[participant]]\nname = \"{}\"\nkind = \"{}\"\nurl = \"{}://{}/\"\ntoken = \"{}\"\n",
+                p.name, p.kind, self.participant_scheme, p.addr, p.token
             )
             .ok();
         }

@@ -38,6 +38,7 @@ pub mod pg;
 pub mod redis_server;
 pub mod reliability;
 pub mod stack;
+pub mod stack_tls;
 pub mod util;
 pub mod wire_client;
 

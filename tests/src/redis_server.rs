@@ -15,6 +15,8 @@ pub struct RedisServer {
     path: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Further `redis-server` arguments (TLS, ACL users), on every start.
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -26,6 +28,15 @@ impl RedisServer {
 
     /// Like [`start_new`](Self::start_new), on a fixed port when one is given.
     pub fn start_on(fixed_port: Option<u16>) -> Result<RedisServer> {
+        Self::start_with_args(fixed_port, Vec::new())
+    }
+
+    /// Like [`start_on`](Self::start_on), with further arguments on every start (a TLS port,
+    /// ACL users).
+    pub fn start_with_args(
+        fixed_port: Option<u16>,
+        extra_args: Vec<String>,
+    ) -> Result<RedisServer> {
         let mut last = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
@@ -41,6 +52,7 @@ impl RedisServer {
                 path,
                 port,
                 child: None,
+                extra_args: extra_args.clone(),
             };
             match s.start() {
                 Ok(()) => return Ok(s),
@@ -69,6 +81,7 @@ impl RedisServer {
                 "",
             ])
             .args(["--daemonize", "no", "--protected-mode", "yes"])
+            .args(&self.extra_args)
             .arg("--logfile")
             .arg(&log)
             .stdin(Stdio::null())

@@ -34,7 +34,7 @@ const TRANSFERS: usize = 24;
 
 async fn serve(redis: &RedisServer, name: &str, token: &str) -> RunningServer {
     let cfg = ServerConfig::new(name.parse().unwrap(), token);
-    let resource = RedisResource::new(&redis.url(), Retention::default()).unwrap();
+    let resource = RedisResource::new(&redis.url(), None, Retention::default()).unwrap();
     Server::new(resource, cfg)
         .unwrap()
         .bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())

@@ -114,7 +114,7 @@ fn prepare_ops() -> Operations {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stops_voting_yes_when_redis_is_reconfigured() {
     let redis = RedisServer::start_new().unwrap();
-    let r = RedisResource::new(&redis.url(), Retention::default()).unwrap();
+    let r = RedisResource::new(&redis.url(), None, Retention::default()).unwrap();
     let c = CoordinatorId::new("c1").unwrap();
     let ops = prepare_ops();
     let t1 = TxId::new("d1").unwrap();
@@ -161,7 +161,7 @@ async fn stops_voting_yes_when_redis_is_reconfigured() {
     // Allowed explicitly: no check at all.
     config_set(&redis, "appendfsync", "everysec");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let lax = RedisResource::new(&redis.url(), Retention::default())
+    let lax = RedisResource::new(&redis.url(), None, Retention::default())
         .unwrap()
         .allow_unsafe_durability(true);
     let t3 = TxId::new("d3").unwrap();

@@ -45,7 +45,7 @@ fn config() -> ServerConfig {
 async fn start(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
     let mut cfg = config();
     tweak(&mut cfg);
-    let resource = RedisResource::new(&redis.url(), Retention::default()).unwrap();
+    let resource = RedisResource::new(&redis.url(), None, Retention::default()).unwrap();
     Server::new(resource, cfg)
         .unwrap()
         .bind("127.0.0.1:0".parse().unwrap())
@@ -1237,7 +1237,7 @@ async fn outcomes_are_bounded_and_txids_of_other_coordinators_are_not_confused()
         keep_count: 2,
         keep_for: Duration::from_secs(3600),
     };
-    let resource = RedisResource::new(&redis.url(), retention).unwrap();
+    let resource = RedisResource::new(&redis.url(), None, retention).unwrap();
     let server = Server::new(resource, config())
         .unwrap()
         .bind("127.0.0.1:0".parse().unwrap())

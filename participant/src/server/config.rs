@@ -1,6 +1,7 @@
 //! What a participant server is configured with, and the checks that refuse values that would
 //! make it misbehave.
 
+use crate::auth::Tokens;
 use crate::core::CoreConfig;
 use crate::ParticipantError;
 use std::time::Duration;
@@ -12,8 +13,13 @@ use twopc_protocol::{ParticipantKind, ParticipantName, MAX_FRAME_BYTES};
 pub struct ServerConfig {
     /// The participant's name, reported in every in-doubt report.
     pub name: ParticipantName,
-    /// The shared secret the coordinator presents as `Authorization: Bearer <token>`.
-    pub token: String,
+    /// The shared secrets the coordinator may present as `Authorization: Bearer <token>`: one,
+    /// or two while it is being rotated. A clone shares them, so they can be replaced while
+    /// the server runs ([`Tokens::set`]).
+    pub tokens: Tokens,
+    /// TLS for the endpoint (`wss://`): its certificate and key, and with `client_ca_file` the
+    /// CA a coordinator's client certificate must chain to (mutual TLS). `None`: plain `ws://`.
+    pub tls: Option<twopc_tls::ServerTlsFiles>,
     /// Requests that may use the resource at once on one connection; more get `busy`.
     pub max_in_flight: usize,
     /// How often the server pings each connection.
@@ -41,14 +47,15 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// A configuration with the given name and token and default timings: heartbeat 10 s,
+    /// A configuration with the given name and token, no TLS, and default timings: heartbeat 10 s,
     /// idle timeout 30 s, decision timeout 30 s, retries from 1 s up to 30 s, 64 requests in
     /// flight per connection; lock waits bounded at 1 s, giving way to an older transaction
     /// after 200 ms, waits inside PostgreSQL looked at every 25 ms.
     pub fn new(name: ParticipantName, token: impl Into<String>) -> Self {
         ServerConfig {
             name,
-            token: token.into(),
+            tokens: Tokens::unchecked(vec![token.into()]),
+            tls: None,
             max_in_flight: 64,
             heartbeat_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
@@ -66,16 +73,7 @@ impl ServerConfig {
     /// Checks the values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), ParticipantError> {
         let bad = |m: &str| Err(ParticipantError::Config(m.to_string()));
-        if self.token.trim().is_empty() {
-            return bad("the token must not be empty");
-        }
-        if self
-            .token
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return bad("the token must not contain whitespace or control characters");
-        }
+        Tokens::check(&self.tokens.current())?;
         if self.max_in_flight == 0 {
             return bad("max_in_flight must be at least 1");
         }
@@ -132,6 +130,10 @@ mod tests {
         assert!(ServerConfig::new(name.clone(), "t").validate().is_ok());
         let e = ServerConfig::new(name.clone(), " ").validate().unwrap_err();
         assert!(e.to_string().contains("token"), "{e}");
+        let e = ServerConfig::new(name.clone(), "a b")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("whitespace"), "{e}");
         let mut c = ServerConfig::new(name, "t");
         c.max_in_flight = 0;
         assert!(c

@@ -26,21 +26,30 @@ use twopc_protocol::{decode_frame, ErrorCode, Frame, Message, MAX_FRAME_BYTES};
 /// the close), so shutdown never waits long for a peer that stopped reading.
 const CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
-/// Upgrades, authenticates and serves one connection.
+/// Runs the TLS handshake (when configured), then upgrades, authenticates and serves one
+/// connection. The handshake timeout covers TLS and the WebSocket upgrade together.
 #[allow(clippy::result_large_err)] // the callback's error *is* the HTTP response tungstenite sends
 pub(super) async fn serve<R: Resource>(
     shared: Arc<Shared<R>>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let token = shared.config.token.clone();
+    let tokens = shared.config.tokens.clone();
     let callback =
-        move |req: &Request, resp: Response| auth::check_bearer(req, &token).map(|()| resp);
-    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(super::websocket_config()),
-    );
+        move |req: &Request, resp: Response| auth::check_bearer(req, &tokens).map(|()| resp);
+    let acceptor = shared.tls.clone();
+    let upgrade = async move {
+        let stream = twopc_tls::accept(stream, acceptor.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            callback,
+            Some(super::websocket_config()),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    };
     let ws = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
         r = tokio::time::timeout(shared.config.handshake_timeout, upgrade) => match r {

@@ -14,9 +14,13 @@
 //!
 //! # The connection
 //!
+//! * **TLS.** With [`ServerConfig::tls`] the endpoint speaks only `wss://`: the TLS handshake
+//!   comes first (within the handshake timeout), and with a `client_ca_file` a coordinator
+//!   without a client certificate from that CA is refused before any HTTP is read. A `ws://`
+//!   client is refused by the handshake and nothing of its request is served.
 //! * **Authentication.** The upgrade request must carry `Authorization: Bearer <token>`. The
 //!   token is compared in constant time; a missing or wrong token gets HTTP 401 with a plain
-//!   text reason and no WebSocket (see [`crate::auth`]).
+//!   text reason and no WebSocket (see [`crate::auth`], which also explains rotation).
 //! * **First frame.** Right after the upgrade the participant sends an
 //!   [`Message::InDoubtReport`](twopc_protocol::Message::InDoubtReport) (request id 0) listing
 //!   every transaction the resource holds prepared, read from durable state. A coordinator that has
@@ -99,9 +103,17 @@ impl<R: Resource> Server<R> {
     /// A server for `resource`; fails when the configuration is unusable.
     pub fn new(resource: R, config: ServerConfig) -> Result<Self, ParticipantError> {
         config.validate()?;
+        let tls = match &config.tls {
+            None => None,
+            Some(files) => Some(twopc_tls::TlsAcceptor::from(
+                twopc_tls::server_config(files, &[])
+                    .map_err(|e| ParticipantError::Config(e.to_string()))?,
+            )),
+        };
         let core = config.core_config(resource.kind(), resource.waits_inside());
         Ok(Server {
             shared: Arc::new(Shared {
+                tls,
                 driver: Arc::new(Driver::new(resource, core)),
                 config,
                 next_conn: AtomicU64::new(1),
@@ -123,8 +135,9 @@ impl<R: Resource> Server<R> {
         let local_addr = listener.local_addr()?;
         let shared = self.shared;
         let shutdown = shared.shutdown.clone();
+        let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
         let task = tokio::spawn(accept_loop(shared, listener));
-        info!(%local_addr, "participant listening");
+        info!(%local_addr, scheme, "participant listening");
         Ok(RunningServer {
             local_addr,
             shutdown,
@@ -160,6 +173,8 @@ impl RunningServer {
 
 /// State shared by the accept loop, every connection and the termination timer.
 struct Shared<R> {
+    /// The TLS handshake every connection starts with; `None`: plain WebSocket.
+    tls: Option<twopc_tls::TlsAcceptor>,
     driver: Arc<Driver<R>>,
     config: ServerConfig,
     next_conn: AtomicU64,

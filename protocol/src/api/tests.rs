@@ -161,6 +161,7 @@ fn participant_status_pins_its_json() {
         name: name("ledger"),
         reported_prepared: 3,
         url: "ws://h:1".into(),
+        last_error: None,
     };
     // The old body: the core's status patched with the configured kind and url.
     let mut old = serde_json::json!({"name": "ledger", "connected": true,
@@ -172,6 +173,13 @@ fn participant_status_pins_its_json() {
         r#"{"awaiting_ack":1,"connected":true,"foreign_prepared":2,"kind":"redis","name":"ledger","reported_prepared":3,"url":"ws://h:1"}"#,
         old,
     );
+    let down = ParticipantStatus {
+        connected: false,
+        last_error: Some("connect failed: HTTP 401".into()),
+        ..st
+    };
+    let json = serde_json::to_value(&down).unwrap();
+    assert_eq!(json["last_error"], "connect failed: HTTP 401");
 }
 
 #[test]

@@ -86,6 +86,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             log_standby: ha,
             coordinator_tables: if ha { client.clone() } else { String::new() },
             api_token: Some(token.clone()),
+            tls: false,
         },
     )?;
     let mut more = Vec::new();

@@ -83,7 +83,7 @@ pub async fn serve(
 ) -> RunningServer {
     let mut cfg = ServerConfig::new(name.parse().unwrap(), token);
     cfg.decision_timeout = Duration::from_millis(500);
-    let resource = RedisResource::new(&redis.url(), Retention::default()).unwrap();
+    let resource = RedisResource::new(&redis.url(), None, Retention::default()).unwrap();
     let mut last = None;
     for _ in 0..50 {
         match Server::new(resource.clone(), cfg.clone())

@@ -46,6 +46,7 @@
 
 mod lease;
 mod schema;
+pub(crate) mod tls;
 mod writer;
 
 pub use lease::{Lease, LeaseRow, LeaseState};
@@ -95,6 +96,8 @@ pub struct PgLogConfig {
     pub retention_interval: Duration,
     /// Rows deleted per statement (each its own short transaction). Default 1000.
     pub retention_batch: i64,
+    /// Connect in plain text to a host other than loopback (no verifying `sslmode`) anyway.
+    pub allow_plain_text_off_loopback: bool,
 }
 
 impl std::fmt::Debug for PgLogConfig {
@@ -124,6 +127,7 @@ impl PgLogConfig {
             max_outcome_age_ms: 24 * 60 * 60 * 1000,
             retention_interval: Duration::from_secs(10),
             retention_batch: 1000,
+            allow_plain_text_off_loopback: false,
         }
     }
 }
@@ -132,30 +136,83 @@ impl PgLogConfig {
 #[derive(Clone)]
 pub(super) struct Connector {
     config: tokio_postgres::Config,
+    /// TLS as the URL's `sslmode` asked (see [`tls`]); `None`: plain text.
+    tls: Option<tls::RustlsConnect>,
 }
 
 impl Connector {
     fn new(url: &str, coordinator: &str) -> Result<Self, LogError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| LogError::Database {
-            op: "parse the decision log URL",
-            // The parser's message names the offending part, never the whole string (which
-            // may carry a password).
-            detail: e.to_string(),
-        })?;
+        let (url, mode) = tls::split_url(url)?;
+        let tls = match &mode {
+            tls::PgTlsMode::Plain => None,
+            tls::PgTlsMode::Verify { full, files } => Some(tls::RustlsConnect::new(*full, files)?),
+        };
+        let mut config =
+            tokio_postgres::Config::from_str(&url).map_err(|e| LogError::Database {
+                op: "parse the decision log URL",
+                // The parser's message names the offending part, never the whole string (which
+                // may carry a password).
+                detail: e.to_string(),
+            })?;
         if config.get_application_name().is_none() {
             config.application_name(format!("twopc-coordinator {coordinator}"));
         }
         config.connect_timeout(Duration::from_secs(5));
-        Ok(Connector { config })
+        if tls.is_some() {
+            if config
+                .get_hosts()
+                .iter()
+                .any(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)))
+            {
+                return Err(LogError::Database {
+                    op: "parse the decision log URL",
+                    detail: "sslmode asks for TLS, which PostgreSQL does not offer on a Unix \
+                             socket; use a TCP host, or no sslmode for a socket"
+                        .into(),
+                });
+            }
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        } else {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        Ok(Connector { config, tls })
+    }
+
+    /// Whether the connections are encrypted and the server verified.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether every host is this machine: loopback or a Unix socket.
+    pub(crate) fn is_local(&self) -> bool {
+        self.config.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => crate::config::is_loopback_host(name),
+            #[allow(unreachable_patterns)]
+            _ => true,
+        })
     }
 
     pub(super) async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("decision log connection ended: {e}");
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("decision log connection ended: {e}");
+                    }
+                });
+                client
             }
-        });
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("decision log connection ended: {e}");
+                    }
+                });
+                client
+            }
+        };
         Ok(client)
     }
 }
@@ -181,7 +238,12 @@ pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
 pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => e.to_string(),
+        // tokio-postgres says only "error performing TLS handshake"; the cause (an untrusted
+        // certificate, say) is its source, which names neither the URL nor a password.
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -283,6 +345,16 @@ impl PgLog {
     /// writer and the lease task. Needs a tokio runtime.
     pub async fn open(config: PgLogConfig) -> Result<PgLog, LogError> {
         let connector = Connector::new(&config.url, &config.coordinator)?;
+        if !connector.is_tls() && !connector.is_local() && !config.allow_plain_text_off_loopback {
+            return Err(LogError::Database {
+                op: "open the decision log",
+                detail: "the URL names a host other than loopback without sslmode=verify-full \
+                         (or verify-ca): decisions and the password would cross the network \
+                         readable; add sslmode=verify-full&sslrootcert=<CA file>, or set \
+                         allow_plain_text_off_loopback = true"
+                    .into(),
+            });
+        }
         let mut client = connector
             .connect()
             .await

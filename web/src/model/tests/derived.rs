@@ -309,6 +309,7 @@ fn lookups_resolve_transactions_whose_events_were_missed() {
         awaiting_ack,
         kind: twopc_protocol::ParticipantKind::Redis,
         url: String::new(),
+        last_error: None,
     };
     // Still running: nothing changes.
     assert!(!m.live.clone().resolve(&resp(Outcome::InProgress), &[]));
