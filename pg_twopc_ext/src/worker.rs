@@ -23,7 +23,8 @@
 //! | `twopc.database` | the database transactions run in (and the retention worker purges, see `retention`) |
 //! | `twopc.role` | the (non-superuser) role the participant logs in as; needs EXECUTE on the `twopc` functions |
 //! | `twopc.client_role` | the role clients' statements run as (not a superuser, not `twopc.role`, no EXECUTE on the writing `twopc` functions; `twopc.role` must be a member of it) |
-//! | `twopc.auth_token` | the bearer token the coordinator must present; two (comma-separated) while it is rotated; re-read on a configuration reload (`pg_reload_conf()`) |
+//! | `twopc.auth_token` | the bearer token the coordinator must present (read at start) |
+//! | `twopc.auth_token_file` | instead: a file (readable by the server's user) holding the token, or two while it is rotated; re-read on every configuration reload (`pg_reload_conf()`), so a token is rotated without a restart. Set, it replaces `twopc.auth_token` |
 //! | `twopc.tls_cert_file`, `twopc.tls_key_file` | PEM certificate and key of the endpoint: set, the coordinator must connect with `wss://` |
 //! | `twopc.tls_client_ca_file` | PEM CA certificates a coordinator's client certificate must chain to (mutual TLS) |
 //! | `twopc.participant_name` | the name reported to the coordinator |
@@ -47,6 +48,7 @@ static DATABASE: GucSetting<Option<CString>> =
 static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLIENT_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AUTH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AUTH_TOKEN_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static PARTICIPANT_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static DECISION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
@@ -98,13 +100,24 @@ pub fn init() {
         GucContext::Postmaster,
         su,
     );
+    // A reload logs every changed value of a reloadable parameter ("parameter ... changed to
+    // ..."): the token itself is therefore fixed at start, and what a reload re-reads is a
+    // file, whose name is all the log can show.
     GucRegistry::define_string_guc(
         c"twopc.auth_token",
         c"Bearer token the coordinator must present",
-        c"Two tokens, comma-separated, while it is being rotated; re-read on a configuration reload.",
+        c"Fixed at start; use twopc.auth_token_file to rotate it without a restart.",
         &AUTH_TOKEN,
-        GucContext::Sighup,
+        GucContext::Postmaster,
         su | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"twopc.auth_token_file",
+        c"File holding the bearer token(s) the coordinator must present",
+        c"One token, or two (whitespace-separated) while it is rotated; re-read on every configuration reload. Set, it replaces twopc.auth_token.",
+        &AUTH_TOKEN_FILE,
+        GucContext::Sighup,
+        su,
     );
     for (name, short, setting) in [
         (
@@ -189,13 +202,36 @@ struct Settings {
     decision_timeout: Duration,
 }
 
-/// `twopc.auth_token` as a token list (one, or two during a rotation).
-fn auth_tokens() -> Result<Vec<String>, String> {
-    let tokens = twopc_participant::Tokens::parse(&guc_string(&AUTH_TOKEN));
-    if tokens.is_empty() {
-        return Err("twopc.auth_token is not set: refusing to serve without authentication".into());
+/// Where the tokens come from, for the log (a file name, never a token).
+fn token_source() -> String {
+    match guc_string(&AUTH_TOKEN_FILE) {
+        f if f.is_empty() => "twopc.auth_token".into(),
+        f => format!("twopc.auth_token_file {f}"),
     }
-    twopc_participant::Tokens::check(&tokens).map_err(|e| format!("twopc.auth_token: {e}"))?;
+}
+
+/// The tokens from `twopc.auth_token_file` when it is set, else `twopc.auth_token`.
+fn auth_tokens() -> Result<Vec<String>, String> {
+    let file = guc_string(&AUTH_TOKEN_FILE);
+    let (what, tokens) = if file.is_empty() {
+        (
+            "twopc.auth_token",
+            twopc_participant::Tokens::parse(&guc_string(&AUTH_TOKEN)),
+        )
+    } else {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("twopc.auth_token_file {file}: {e}"))?;
+        (
+            "twopc.auth_token_file",
+            twopc_participant::Tokens::parse(&text),
+        )
+    };
+    if tokens.is_empty() {
+        return Err(format!(
+            "{what} is not set or empty: refusing to serve without authentication"
+        ));
+    }
+    twopc_participant::Tokens::check(&tokens).map_err(|e| format!("{what}: {e}"))?;
     Ok(tokens)
 }
 
@@ -423,7 +459,7 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(exit_code) };
 }
 
-/// A configuration reload: re-reads `twopc.auth_token` and hands the tokens to the server
+/// A configuration reload: re-reads `twopc.auth_token_file` and hands the tokens to the server
 /// (new connections are checked against them; connections already up stay up). A value the
 /// server would refuse is logged and changes nothing.
 fn reload_tokens(tokens: &twopc_participant::Tokens) {
@@ -434,7 +470,10 @@ fn reload_tokens(tokens: &twopc_participant::Tokens) {
         let n = list.len();
         tokens.set(list).map(|()| n).map_err(|e| e.to_string())
     }) {
-        Ok(n) => log!("twopc participant: configuration reloaded, {n} token(s) accepted"),
+        Ok(n) => log!(
+            "twopc participant: configuration reloaded, {n} token(s) accepted from {}",
+            token_source()
+        ),
         Err(e) => log!("twopc participant: configuration reloaded, tokens kept: {e}"),
     }
 }
