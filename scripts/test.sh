@@ -11,6 +11,15 @@ PGRX_PGDATA=/tmp/twopc-pgrx-test-data
 
 step() { printf '\n=== %s ===\n' "$*" >&2; }
 
+# Every secret the end-to-end tests make, and every log they write, for the last step's search
+# (tests/src/secrets.rs, scripts/check-secrets.sh).
+SUITE_DIR="$(pwd)/target/twopc-suite"
+rm -rf "$SUITE_DIR"
+mkdir -p "$SUITE_DIR/logs"
+export TWOPC_SECRETS_FILE="$SUITE_DIR/secrets.txt"
+export TWOPC_SUITE_LOGS="$SUITE_DIR/logs"
+: > "$TWOPC_SECRETS_FILE"
+
 step "setup"
 bash scripts/setup.sh
 
@@ -43,6 +52,10 @@ step "build the web app (wasm32 + wasm-bindgen)"
 bash scripts/build-web.sh
 
 step "workspace tests (unit, golden, end-to-end against real servers)"
-cargo test --workspace --exclude pg_twopc_ext --exclude twopc-web
+# The output carries every coordinator's and participant's log (their stderr is the tests').
+cargo test --workspace --exclude pg_twopc_ext --exclude twopc-web 2>&1 | tee "$SUITE_DIR/logs/cargo-test.log"
+
+step "no test secret in any log, event or answer of the suite"
+bash scripts/check-secrets.sh "$TWOPC_SECRETS_FILE" "$TWOPC_SUITE_LOGS"
 
 step "all tests passed"

@@ -200,6 +200,8 @@ async fn submit(
     client: Option<axum::Extension<Arc<crate::clients::Client>>>,
     body: axum::body::Body,
 ) -> Response {
+    // Recorded with the transaction: in its answers, its events and the participants' history.
+    let submitted_by = client.as_ref().map(|c| c.name.clone());
     // Reads at most the limit: an oversized body is refused without buffering all of it.
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -331,7 +333,12 @@ async fn submit(
     let canonical = serde_json::to_vec(&req.participants).unwrap_or_default();
     let body_hash = fnv1a(&canonical);
     let txid = req.id.unwrap_or_else(|| st.handle.generate_txid());
-    if let Some(refusal) = oversized_first_message(&st, &txid, &req.participants, body.len()) {
+    if let Some(refusal) = oversized_first_message(
+        &st,
+        &txid,
+        &req.participants,
+        (body.len(), submitted_by.as_deref()),
+    ) {
         return refusal;
     }
     if st.pg_log.as_ref().is_some_and(|l| !l.lease_fresh()) {
@@ -350,6 +357,7 @@ async fn submit(
         txid: txid.clone(),
         body_hash,
         participants: req.participants,
+        submitted_by: submitted_by.clone(),
         reply: tx,
     };
     if !st.handle.send(cmd).await {
@@ -402,6 +410,7 @@ async fn submit(
                 decision: None,
                 heuristics: Vec::new(),
                 coordinator: Some(st.config.coordinator_id.clone()),
+                submitted_by: submitted_by.clone(),
             };
             (StatusCode::ACCEPTED, Json(resp)).into_response()
         }
@@ -414,7 +423,7 @@ fn oversized_first_message(
     st: &AppState,
     txid: &TxId,
     participants: &std::collections::BTreeMap<ParticipantName, Operations>,
-    body_len: usize,
+    (body_len, submitted_by): (usize, Option<&str>),
 ) -> Option<Response> {
     let one_phase = participants.len() == 1;
     for (name, ops) in participants {
@@ -428,7 +437,7 @@ fn oversized_first_message(
             one_phase,
             st.config.prepare_timeout_ms,
             // The largest priority: the size is an upper bound.
-            Some(twopc_protocol::Priority(u64::MAX)),
+            (Some(twopc_protocol::Priority(u64::MAX)), submitted_by),
         );
         // The largest request id the connection could give it: the size is an upper bound.
         let len = encode_frame(&Frame::new(u64::MAX, msg)).len();

@@ -42,6 +42,8 @@ pub enum Command {
         body_hash: u64,
         /// Operations per participant.
         participants: BTreeMap<ParticipantName, Operations>,
+        /// The API client submitting it (its configured name).
+        submitted_by: Option<String>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<TransactionResponse, SubmitError>>,
     },
@@ -264,6 +266,7 @@ impl Executor {
                 txid,
                 body_hash,
                 participants,
+                submitted_by,
                 reply,
             } => {
                 self.next_req += 1;
@@ -278,6 +281,7 @@ impl Executor {
                         body_hash,
                         participants,
                         priority,
+                        submitted_by,
                     },
                 );
                 self.execute(outs);

@@ -852,6 +852,7 @@ impl World {
             .map(|i| (pname(i), ops(i, cfg.roles[t][i])))
             .collect();
         self.step_core(Input::Submit {
+            submitted_by: None,
             req: t as u64 + 1,
             txid: txid(t),
             body_hash: body_hash(t),

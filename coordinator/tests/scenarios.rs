@@ -258,6 +258,7 @@ fn run_script(script: &str) -> String {
                 c.step(
                     now,
                     Input::Submit {
+                        submitted_by: None,
                         req,
                         txid: t(args[0]),
                         body_hash,

@@ -78,7 +78,7 @@ impl Resource for MemoryResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
-        _timeout: Option<std::time::Duration>,
+        _cx: crate::resource::PrepareContext<'_>,
     ) -> Result<PrepareOutcome, ParticipantError> {
         if let Some(g) = &self.gate {
             g.acquire()
@@ -134,6 +134,7 @@ impl Resource for MemoryResource {
         _coordinator: &CoordinatorId,
         txid: &TxId,
         _ops: &Operations,
+        _submitted_by: Option<&str>,
     ) -> Result<OnePhaseOutcome, ParticipantError> {
         let mut st = self.lock();
         let result = match st.outcomes.get(txid) {

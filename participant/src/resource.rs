@@ -70,6 +70,16 @@ pub struct OnePhaseOutcome {
 /// changes nothing twice. An `Err` means "the resource failed": the server answers the peer
 /// with an `internal` error and the coordinator retries; it is never turned into a vote.
 ///
+/// What a Prepare says about its transaction besides the operations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrepareContext<'a> {
+    /// How long the coordinator still waits for the vote.
+    pub timeout: Option<Duration>,
+    /// The API client that submitted the transaction (its name in the coordinator's
+    /// configuration), for the resource's own records (the extension's history).
+    pub submitted_by: Option<&'a str>,
+}
+
 /// The methods return `impl Future + Send` so that implementors can simply write `async fn`.
 pub trait Resource: Send + Sync + 'static {
     /// What kind of participant this is (reported in the in-doubt report).
@@ -77,15 +87,15 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Phase 1: check and stage `ops` under `txid` and make the prepared state durable
     /// before answering [`PrepareOutcome::Yes`]. A repeated Prepare of a transaction that is
-    /// already prepared answers `Yes` again. `timeout` is how long the coordinator still waits
-    /// for the vote: work that outlives it should be cancelled (the coordinator aborts then)
-    /// rather than waited for, and must then end either prepared (`Yes`) or not at all.
+    /// already prepared answers `Yes` again. `cx.timeout` is how long the coordinator still
+    /// waits for the vote: work that outlives it should be cancelled (the coordinator aborts
+    /// then) rather than waited for, and must then end either prepared (`Yes`) or not at all.
     fn prepare(
         &self,
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
-        timeout: Option<Duration>,
+        cx: PrepareContext<'_>,
     ) -> impl Future<Output = Result<PrepareOutcome, ParticipantError>> + Send;
 
     /// Phase 2, COMMIT: apply what `txid` prepared. `NotPrepared` when there is no record of
@@ -109,11 +119,13 @@ pub trait Resource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<AckResult, ParticipantError>> + Send;
 
     /// The only participant of a transaction: do `ops` and commit in one step.
+    /// `submitted_by` as in [`PrepareContext`].
     fn commit_one_phase(
         &self,
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
+        submitted_by: Option<&str>,
     ) -> impl Future<Output = Result<OnePhaseOutcome, ParticipantError>> + Send;
 
     /// Every transaction currently held prepared, whatever coordinator it belongs to, read

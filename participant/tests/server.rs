@@ -56,6 +56,7 @@ fn ops() -> Operations {
 
 fn prepare(txid: &str) -> Message {
     Message::Prepare {
+        submitted_by: None,
         txid: t(txid),
         coordinator: "c1".parse().unwrap(),
         ops: ops(),

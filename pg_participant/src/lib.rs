@@ -192,11 +192,11 @@ impl PgResource {
         &self,
         c: &mut Conn,
         gid: &str,
-        coordinator: &CoordinatorId,
-        txid: &TxId,
+        (coordinator, txid): (&CoordinatorId, &TxId),
         stmts: &[SqlStatement],
-        timeout: Option<Duration>,
+        cx: twopc_participant::PrepareContext<'_>,
     ) -> Result<Result<(), (String, NoClass)>, ParticipantError> {
+        let timeout = cx.timeout;
         let (begin, run) = match (
             c.statement("BEGIN").await,
             c.statement(RUN_AND_PREPARE).await,
@@ -218,6 +218,8 @@ impl PgResource {
             .collect();
         let (coordinator, txid) = (coordinator.as_str(), txid.as_str());
         let role = self.cfg.client_role.as_str();
+        // Who submitted it (cx.submitted_by) is not recorded here yet: twopc.tracking cannot
+        // take a column while any transaction is in doubt (see DESIGN.md, TLS and clients).
         let args: [&(dyn ToSql + Sync); 7] =
             [&gid, &coordinator, &txid, &role, &queries, &counts, &params];
         let (began, ran) = {
@@ -436,7 +438,7 @@ impl Resource for PgResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
-        timeout: Option<Duration>,
+        cx: twopc_participant::PrepareContext<'_>,
     ) -> Result<PrepareOutcome, ParticipantError> {
         let Operations::Sql(stmts) = ops else {
             return Ok(PrepareOutcome::No {
@@ -477,7 +479,7 @@ impl Resource for PgResource {
             },
         );
         let r = self
-            .run_and_prepare(&mut c, &gid, coordinator, txid, stmts, timeout)
+            .run_and_prepare(&mut c, &gid, (coordinator, txid), stmts, cx)
             .await;
         let running = self.running.lock().expect("running prepares").remove(txid);
         if running.is_some_and(|r| r.cancelled) {
@@ -516,8 +518,13 @@ impl Resource for PgResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
+        submitted_by: Option<&str>,
     ) -> Result<OnePhaseOutcome, ParticipantError> {
-        match self.prepare(coordinator, txid, ops, None).await? {
+        let cx = twopc_participant::PrepareContext {
+            timeout: None,
+            submitted_by,
+        };
+        match self.prepare(coordinator, txid, ops, cx).await? {
             PrepareOutcome::Yes => {
                 let result = self
                     .apply_decision(Some(coordinator), txid, Decision::Commit)

@@ -231,6 +231,10 @@ pub struct TransactionResponse {
     /// PostgreSQL decision log) the one whose decision it found in the shared log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<CoordinatorId>,
+    /// The API client that submitted it (its configured name; absent with an open API, and
+    /// for an outcome read back from the decision log after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 fn one() -> u32 {

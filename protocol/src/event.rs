@@ -111,6 +111,9 @@ pub enum EventKind {
         /// attempts as one transaction.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<TxId>,
+        /// The API client that submitted it (its configured name; absent with an open API).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        submitted_by: Option<String>,
     },
     /// An attempt was aborted by retryable (`conflict`) NO votes only, and the transaction
     /// will run again as attempt `next_attempt` after `backoff_ms` (the event's `txid` is the
@@ -404,6 +407,7 @@ mod tests {
         // Attempt 1 looks as before retries existed.
         pin(
             &ev(EventKind::TxBegin {
+                submitted_by: None,
                 participants: vec!["bank".into()],
                 attempt: 1,
                 client: None,
@@ -412,6 +416,7 @@ mod tests {
         );
         pin(
             &ev(EventKind::TxBegin {
+                submitted_by: None,
                 participants: vec!["bank".into()],
                 attempt: 2,
                 client: Some(TxId::new("t0").unwrap()),

@@ -223,6 +223,11 @@ pub enum Message {
         /// with the file log (one holder only) and from older coordinators.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<u64>,
+        /// The API client that submitted the transaction (its configured name), kept for the
+        /// participant's records (the extension's history); absent with an open API and from
+        /// older coordinators.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        submitted_by: Option<String>,
     },
     /// Coordinator → participant: the only participant of a transaction; do `ops` and commit
     /// in one step (one-phase commit, no prepare). Answered by an [`Message::Ack`] whose
@@ -240,6 +245,9 @@ pub enum Message {
         /// See [`Message::Prepare`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<u64>,
+        /// See [`Message::Prepare`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        submitted_by: Option<String>,
     },
     /// Participant → coordinator: the answer to a Prepare.
     Vote {

@@ -55,6 +55,7 @@ fn every_message() -> Vec<Message> {
     ]);
     vec![
         Message::Prepare {
+            submitted_by: None,
             txid: tx("t1"),
             coordinator: c1.clone(),
             ops: sql,
@@ -63,6 +64,7 @@ fn every_message() -> Vec<Message> {
             epoch: None,
         },
         Message::CommitOnePhase {
+            submitted_by: None,
             txid: tx("t 2"),
             coordinator: c1.clone(),
             ops: redis,

@@ -367,7 +367,9 @@ impl Resource for RedisResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
-        _timeout: Option<std::time::Duration>,
+        // Redis keeps no history of who submitted what; the coordinator's answers and events
+        // carry the client's name.
+        _cx: twopc_participant::PrepareContext<'_>,
     ) -> Result<PrepareOutcome, ParticipantError> {
         let ops = match Self::redis_ops(ops) {
             Ok(Some(ops)) => ops,
@@ -458,6 +460,7 @@ impl Resource for RedisResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
+        _submitted_by: Option<&str>,
     ) -> Result<OnePhaseOutcome, ParticipantError> {
         let ops = match Self::redis_ops(ops) {
             Ok(Some(ops)) => ops,

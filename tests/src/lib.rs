@@ -37,6 +37,7 @@ pub mod invariants;
 pub mod pg;
 pub mod redis_server;
 pub mod reliability;
+pub mod secrets;
 pub mod stack;
 pub mod stack_tls;
 pub mod util;

@@ -691,6 +691,7 @@ impl Drop for PgCluster {
                 let _ = self.kill9();
             }
         }
+        crate::secrets::keep_log("postgres", &self.log);
         if std::env::var_os("TWOPC_KEEP_CLUSTERS").is_some() {
             if let Some(dir) = self.dir.take() {
                 eprintln!("keeping {}", dir.keep().display());

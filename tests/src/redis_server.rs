@@ -165,6 +165,7 @@ fn ping(port: u16) -> bool {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill9();
+        crate::secrets::keep_log("redis", &self.log_path());
         if std::env::var_os("TWOPC_KEEP_CLUSTERS").is_some() {
             if let Some(dir) = self.dir.take() {
                 eprintln!("keeping {}", dir.keep().display());

@@ -292,7 +292,7 @@ pub struct Stack {
 }
 
 fn random_token() -> String {
-    twopc_coordinator::clients::random_token().expect("random bytes from /dev/urandom")
+    crate::secrets::new_token()
 }
 
 impl Stack {
@@ -311,6 +311,9 @@ impl Stack {
             None => util::free_port()?,
         };
         let (bank_token, ledger_token) = (random_token(), random_token());
+        if let Some(t) = &opts.api_token {
+            crate::secrets::register(t);
+        }
         let bank_addr = format!("127.0.0.1:{bank_port}");
         let tls = if opts.tls {
             Some(crate::stack_tls::StackTls::new()?)

@@ -104,12 +104,7 @@ impl StackTls {
             redis: ca.issue("redis", &names)?,
             coordinator: ca.issue("coordinator", &names)?,
             ledger_client: ca.issue("ledger-client", &["ledger"])?,
-            redis_password: twopc_coordinator::clients::random_token().map_err(|e| {
-                crate::HarnessError::Command {
-                    command: "random_token".into(),
-                    detail: e.to_string(),
-                }
-            })?,
+            redis_password: crate::secrets::new_token(),
             bank,
             log_pg,
             ca,

@@ -10,6 +10,8 @@
 //! * request-rate and in-flight limits answer 429 with `Retry-After`; a transaction counts
 //!   against the in-flight limit until it ends, even when its client hung up, and it commits
 //!   (nothing in flight is lost);
+//! * each transaction is recorded with the name of the client that submitted it: in its
+//!   answer and lookups and in its `tx_begin` event (`submitted_by`);
 //! * no answer and no event carries a token.
 
 use futures_util::StreamExt;
@@ -107,6 +109,9 @@ impl Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
+    for token in ALL {
+        twopc_tests::secrets::register(token);
+    }
     let tables = clients();
     let stack = tokio::task::block_in_place(|| {
         Stack::start(
@@ -200,13 +205,13 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
         let (st, body, _) = seen.send(req, Some(OPS)).await;
         assert_eq!(st, want, "{what} as ops: {body}");
     }
-    // That transfer (a1) ran, as ops.
+    // That transfer (a1) ran, as ops, and says so.
     let (st, body, _) = seen
         .send(http.get(format!("{base}/v1/transactions/a1")), Some(OPS))
         .await;
     assert_eq!(
-        (st, body["outcome"].as_str()),
-        (200, Some("committed")),
+        (st, body["outcome"].as_str(), body["submitted_by"].as_str()),
+        (200, Some("committed"), Some("ops")),
         "{body}"
     );
 
@@ -290,8 +295,8 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
             )
             .await;
         assert_eq!(
-            (st, body["outcome"].as_str()),
-            (200, Some("committed")),
+            (st, body["outcome"].as_str(), body["submitted_by"].as_str()),
+            (200, Some("committed"), Some("bank-teller")),
             "{body}"
         );
     }
@@ -336,6 +341,11 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
             frames.push(t.to_string());
         }
     }
+    let begin = frames
+        .iter()
+        .find(|f| f.contains("\"tx_begin\"") && f.contains("\"e1\""))
+        .expect("e1's tx_begin");
+    assert!(begin.contains(r#""submitted_by":"ops""#), "{begin}");
     seen.0.extend(frames);
 
     // Limits. In flight: one transaction of `slow` is held in phase 1 (its Prepare to the

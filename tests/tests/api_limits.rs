@@ -164,6 +164,7 @@ fn oversized_body(id: &str, with_vault: bool) -> Vec<u8> {
     let (txid, coordinator) = (req.id.unwrap(), "c1".parse().unwrap());
     let msg = if with_vault {
         Message::Prepare {
+            submitted_by: None,
             txid,
             coordinator,
             ops,
@@ -173,6 +174,7 @@ fn oversized_body(id: &str, with_vault: bool) -> Vec<u8> {
         }
     } else {
         Message::CommitOnePhase {
+            submitted_by: None,
             txid,
             coordinator,
             ops,

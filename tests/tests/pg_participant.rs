@@ -33,6 +33,7 @@ struct Stack {
 }
 
 fn start() -> Stack {
+    twopc_tests::secrets::register(TOKEN);
     let ext = std::path::Path::new("/usr/share/postgresql/15/extension/pg_twopc_ext.control");
     assert!(
         ext.exists(),
@@ -123,6 +124,7 @@ async fn vote_with_class(
     ops: Operations,
 ) -> (Vote, Option<String>, Option<NoClass>) {
     c.vote_with_class(Message::Prepare {
+        submitted_by: None,
         txid: tx(txid),
         coordinator: CoordinatorId::new("c1").unwrap(),
         ops,
@@ -294,6 +296,7 @@ async fn sql_errors_vote_no_with_the_postgres_message_and_leave_nothing() {
 
 fn prepare_aged(txid: &str, ops: Operations, age: Option<u64>) -> Message {
     Message::Prepare {
+        submitted_by: None,
         txid: tx(txid),
         coordinator: CoordinatorId::new("c1").unwrap(),
         ops,
@@ -655,6 +658,7 @@ async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
     let c2 = CoordinatorId::new("c2").unwrap();
     let (v, reason) = c
         .vote(Message::Prepare {
+            submitted_by: None,
             txid: tx("x"),
             coordinator: c2.clone(),
             // Touches no row c1's "x" holds.

@@ -119,7 +119,7 @@ async fn stops_voting_yes_when_redis_is_reconfigured() {
     let ops = prepare_ops();
     let t1 = TxId::new("d1").unwrap();
     assert_eq!(
-        r.prepare(&c, &t1, &ops, None).await.unwrap(),
+        r.prepare(&c, &t1, &ops, Default::default()).await.unwrap(),
         PrepareOutcome::Yes
     );
     assert_eq!(
@@ -131,7 +131,7 @@ async fn stops_voting_yes_when_redis_is_reconfigured() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t2 = TxId::new("d2").unwrap();
     let e = r
-        .prepare(&c, &t2, &ops, None)
+        .prepare(&c, &t2, &ops, Default::default())
         .await
         .expect_err("no YES vote on a server that does not fsync");
     assert!(e.to_string().contains("appendfsync \"no\""), "{e}");
@@ -150,7 +150,7 @@ async fn stops_voting_yes_when_redis_is_reconfigured() {
 
     config_set(&redis, "appendfsync", "always");
     assert_eq!(
-        r.prepare(&c, &t2, &ops, None).await.unwrap(),
+        r.prepare(&c, &t2, &ops, Default::default()).await.unwrap(),
         PrepareOutcome::Yes
     );
     assert_eq!(
@@ -166,7 +166,9 @@ async fn stops_voting_yes_when_redis_is_reconfigured() {
         .allow_unsafe_durability(true);
     let t3 = TxId::new("d3").unwrap();
     assert_eq!(
-        lax.prepare(&c, &t3, &ops, None).await.unwrap(),
+        lax.prepare(&c, &t3, &ops, Default::default())
+            .await
+            .unwrap(),
         PrepareOutcome::Yes
     );
 }

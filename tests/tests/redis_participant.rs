@@ -39,6 +39,7 @@ fn c1() -> CoordinatorId {
 }
 
 fn config() -> ServerConfig {
+    twopc_tests::secrets::register(TOKEN);
     ServerConfig::new("cache".parse().unwrap(), TOKEN)
 }
 
@@ -100,6 +101,7 @@ fn incrby(key: &str, by: i64, min: Option<i64>) -> RedisOp {
 
 fn prepare(txid: &str, ops: Vec<RedisOp>) -> Message {
     Message::Prepare {
+        submitted_by: None,
         txid: tx(txid),
         coordinator: c1(),
         ops: Operations::Redis(ops),
@@ -335,6 +337,7 @@ async fn failed_guards_bounds_and_type_errors_vote_no_with_reasons() {
 
 fn prepare_aged(txid: &str, ops: Vec<RedisOp>, age: u64) -> Message {
     Message::Prepare {
+        submitted_by: None,
         txid: tx(txid),
         coordinator: c1(),
         ops: Operations::Redis(ops),
@@ -508,6 +511,7 @@ async fn one_phase_commit_applies_or_aborts_with_reason() {
     let mut r = redis_conn(&redis).await;
     let (mut c, _) = connect(server.local_addr()).await;
     let one = |txid: &str, ops| Message::CommitOnePhase {
+        submitted_by: None,
         txid: tx(txid),
         coordinator: c1(),
         ops: Operations::Redis(ops),
@@ -1271,6 +1275,7 @@ async fn outcomes_are_bounded_and_txids_of_other_coordinators_are_not_confused()
 
     // Another coordinator reusing a finished txid gets a NO, not a stale YES.
     let other = Message::Prepare {
+        submitted_by: None,
         txid: tx("new"),
         coordinator: CoordinatorId::new("c2").unwrap(),
         ops: Operations::Redis(vec![incrby("n", 1, None)]),

@@ -39,6 +39,22 @@ fn https(stack: &Stack, http1_only: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// Submits a bank-ledger transfer `(from, to, amount)` and checks that it committed.
+async fn assert_committed(http: &reqwest::Client, base: &str, (from, to, amount): (u64, u64, i64)) {
+    let body: TransactionResponse = http
+        .post(format!("{base}/v1/transactions"))
+        .json(&twopc_tests::reliability::bank_ledger_transfer(
+            from, to, amount,
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body.outcome, Outcome::Committed, "{body:?}");
+}
+
 async fn redis_get(stack: &Stack, key: &str) -> Option<i64> {
     let client = redis::Client::open(stack.redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
@@ -261,16 +277,7 @@ async fn every_connection_is_tls_and_strangers_are_refused() {
     // Through all of that the stack's own coordinator stayed connected, and commits.
     let list = participants(&h2, &base).await;
     assert!(list.iter().all(|p| p.connected), "{list:?}");
-    let body: TransactionResponse = h2
-        .post(format!("{base}/v1/transactions"))
-        .json(&twopc_tests::reliability::bank_ledger_transfer(2, 1, 7))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body.outcome, Outcome::Committed, "{body:?}");
+    assert_committed(&h2, &base, (2, 1, 7)).await;
 
     // The Redis participant's ACL user, over TLS with a client certificate: what the
     // participant needs works, FLUSHALL and keys outside its patterns are refused.
@@ -342,16 +349,7 @@ async fn the_decision_log_is_reached_over_verified_tls() {
     assert!(url.contains("sslmode=verify-full"), "{url}");
     let base = stack.coordinator_url.clone();
     let http = https(&stack, false);
-    let body: TransactionResponse = http
-        .post(format!("{base}/v1/transactions"))
-        .json(&twopc_tests::reliability::bank_ledger_transfer(1, 2, 5))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body.outcome, Outcome::Committed, "{body:?}");
+    assert_committed(&http, &base, (1, 2, 5)).await;
     let log = stack.log_pg.as_ref().unwrap();
     let out = tokio::task::block_in_place(|| {
         log.psql_ok(

@@ -56,7 +56,7 @@ async fn the_postgres_participant_takes_a_new_token_on_a_configuration_reload() 
     });
     let bank: SocketAddr = stack.bank_addr.parse().unwrap();
     let old = stack.tokens.0.clone();
-    let new = twopc_coordinator::clients::random_token().unwrap();
+    let new = twopc_tests::secrets::new_token();
     // The token file, in a directory the postgres user can reach, readable by it alone.
     let dir = tempfile::Builder::new()
         .prefix("twopc-tok-")

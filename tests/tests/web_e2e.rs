@@ -417,6 +417,7 @@ async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
     const TOKEN: &str = "tok-web-3b9e1c7a5d20";
     const WATCHER: &str = "tok-web-watch-8e2a4f61";
     let digest = twopc_coordinator::clients::token_digest_hex;
+    twopc_tests::secrets::register(WATCHER);
     let tables = format!(
         "\n[[client]]\nname = \"ops\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"submit\", \"read\", \"events\", \"faults\"]\n\
          \n[[client]]\nname = \"watcher\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"read\", \"events\"]\n",

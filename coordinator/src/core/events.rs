@@ -48,6 +48,7 @@ pub(super) fn tx_begin<'a>(
     participants: impl Iterator<Item = &'a ParticipantName>,
     attempt: u32,
     client: Option<&TxId>,
+    submitted_by: Option<&str>,
 ) -> Output {
     about(
         txid,
@@ -55,6 +56,7 @@ pub(super) fn tx_begin<'a>(
             participants: participants.map(|p| p.to_string()).collect(),
             attempt,
             client: client.cloned(),
+            submitted_by: submitted_by.map(str::to_owned),
         },
     )
 }

@@ -200,6 +200,9 @@ pub enum Input {
         /// The transaction's age, sent with every Prepare (see [`twopc_protocol::priority`]):
         /// the driver stamps it from the wall clock, the core keeps it across attempts.
         priority: Priority,
+        /// The API client that submitted it (its configured name), told to the participants
+        /// with the Prepare and to whoever asks about it; `None` with an open API.
+        submitted_by: Option<String>,
     },
     /// A message arrived from a participant.
     Received {
@@ -433,13 +436,14 @@ impl Core {
                 body_hash,
                 participants,
                 priority,
+                submitted_by,
             } => self.submit(
                 now_ms,
                 req,
                 txid,
                 body_hash,
                 participants,
-                priority,
+                (priority, submitted_by),
                 &mut out,
             ),
             Input::Received { from, msg } => self.received(now_ms, from, msg, &mut out),

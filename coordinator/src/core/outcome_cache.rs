@@ -32,6 +32,8 @@ pub struct RecordedOutcome {
     /// then that attempt's, not the client txid's own (attempt 1 aborted), which is what a
     /// participant asking about the client txid must hear.
     pub decided_by: Option<TxId>,
+    /// The API client that submitted it (not logged: `None` after a restart).
+    pub submitted_by: Option<String>,
 }
 
 impl RecordedOutcome {
@@ -46,6 +48,7 @@ impl RecordedOutcome {
             self.heuristics.clone(),
         );
         r.attempts = self.attempts;
+        r.submitted_by = self.submitted_by.clone();
         r
     }
 
@@ -72,6 +75,7 @@ impl RecordedOutcome {
             heuristics: o.heuristics.clone(),
             attempts: twopc_protocol::attempt::attempt_number(txid),
             decided_by: None,
+            submitted_by: None,
         };
         let mut v = vec![(txid.clone(), own.clone())];
         if let Some(client) = &o.client {

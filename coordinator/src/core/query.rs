@@ -122,6 +122,7 @@ pub(super) fn answer(
         None => Outcome::InProgress,
     };
     TransactionResponse {
+        submitted_by: None,
         id: txid.clone(),
         outcome,
         reason,

@@ -99,6 +99,7 @@ pub(super) struct Backoff {
     pub(super) priority: Priority,
     pub(super) waiters: Vec<RequestId>,
     pub(super) first_ms: u64,
+    pub(super) submitted_by: Option<String>,
 }
 
 impl Backoff {
@@ -112,6 +113,7 @@ impl Backoff {
         };
         let mut r = answer(client, None, None, None, timings, Vec::new());
         r.attempts = self.next_attempt - 1;
+        r.submitted_by = self.submitted_by.clone();
         r
     }
 }
@@ -183,6 +185,7 @@ impl Core {
             priority: tx.priority,
             waiters: std::mem::take(&mut tx.waiters),
             first_ms: tx.started_ms,
+            submitted_by: tx.submitted_by.clone(),
         };
         let client = tx.client.clone();
         out.push(events::retry_scheduled(
@@ -222,6 +225,7 @@ impl Core {
                 participants: b.participants,
                 priority: b.priority,
                 waiters: b.waiters,
+                submitted_by: b.submitted_by,
             },
             out,
         );

@@ -21,6 +21,7 @@ fn submit(core: &mut Core, now: u64, req: RequestId, id: &str) {
     core.step(
         now,
         Input::Submit {
+            submitted_by: None,
             req,
             txid: tx(id),
             body_hash: 7,
@@ -174,6 +175,7 @@ fn every_message_that_acts_names_the_coordinator_and_its_epoch() {
     let outs = core.step(
         0,
         Input::Submit {
+            submitted_by: None,
             req: 1,
             txid: tx("t1"),
             body_hash: 7,

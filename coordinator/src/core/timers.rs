@@ -127,7 +127,9 @@ impl Core {
             return;
         };
         let (attempt, ops) = (p.attempts, p.ops.clone());
-        let priority = self.txs.get(txid).map(|t| t.priority);
+        let tx = self.txs.get(txid);
+        let priority = tx.map(|t| t.priority);
+        let submitted_by = tx.and_then(|t| t.submitted_by.clone());
         self.metrics.retries += 1;
         out.push(events::retry(txid, to, attempt));
         let ops = ops.unwrap_or(Operations::Sql(Vec::new()));
@@ -141,6 +143,7 @@ impl Core {
                 ops,
                 priority,
                 epoch: self.cfg.epoch,
+                submitted_by,
             },
         );
     }

@@ -39,7 +39,7 @@ impl PartState {
         txid: &TxId,
         one_phase: bool,
         timeout_ms: u64,
-        priority: Priority,
+        (priority, submitted_by): (Priority, Option<&str>),
     ) -> Message {
         self.asked = true;
         let ops = self.ops.clone().unwrap_or(Operations::Sql(Vec::new()));
@@ -49,7 +49,7 @@ impl PartState {
             ops,
             one_phase,
             timeout_ms,
-            Some(priority),
+            (Some(priority), submitted_by),
         )
     }
 
@@ -96,6 +96,8 @@ pub(super) struct Tx {
     pub(super) started_ms: u64,
     /// Its age (sent with every Prepare; decides who waits for whom on a lock).
     pub(super) priority: Priority,
+    /// The API client that submitted it (sent with every Prepare, told in every answer).
+    pub(super) submitted_by: Option<String>,
     pub(super) prepared_ms: Option<u64>,
     pub(super) decided_ms: Option<u64>,
     pub(super) prepare_deadline_ms: u64,
@@ -155,8 +157,10 @@ impl Tx {
         now_ms: u64,
         prepare_timeout_ms: u64,
         priority: Priority,
+        submitted_by: Option<String>,
     ) -> Self {
         Tx {
+            submitted_by,
             client,
             attempt,
             superseded: false,
@@ -221,6 +225,7 @@ impl Tx {
             started_ms: now_ms,
             // Delivering a decision takes no locks, so its age plays no part any more.
             priority: Priority(u64::MAX),
+            submitted_by: None,
             prepared_ms: Some(now_ms),
             decided_ms: Some(now_ms),
             prepare_deadline_ms: now_ms,
@@ -250,6 +255,7 @@ impl Tx {
             self.heuristics.clone(),
         );
         r.attempts = self.attempt;
+        r.submitted_by = self.submitted_by.clone();
         r
     }
 
@@ -274,8 +280,9 @@ pub fn first_message(
     ops: Operations,
     one_phase: bool,
     prepare_timeout_ms: u64,
-    priority: Option<Priority>,
+    (priority, submitted_by): (Option<Priority>, Option<&str>),
 ) -> Message {
+    let submitted_by = submitted_by.map(str::to_owned);
     if one_phase {
         Message::CommitOnePhase {
             txid: txid.clone(),
@@ -283,6 +290,7 @@ pub fn first_message(
             ops,
             priority,
             epoch,
+            submitted_by,
         }
     } else {
         Message::Prepare {
@@ -292,6 +300,7 @@ pub fn first_message(
             timeout_ms: Some(prepare_timeout_ms),
             priority,
             epoch,
+            submitted_by,
         }
     }
 }

@@ -20,6 +20,7 @@ pub(super) struct Attempt {
     pub(super) participants: BTreeMap<ParticipantName, Operations>,
     pub(super) priority: Priority,
     pub(super) waiters: Vec<RequestId>,
+    pub(super) submitted_by: Option<String>,
 }
 
 impl Core {
@@ -31,7 +32,7 @@ impl Core {
         txid: TxId,
         body_hash: u64,
         participants: BTreeMap<ParticipantName, Operations>,
-        priority: Priority,
+        (priority, submitted_by): (Priority, Option<String>),
         out: &mut Vec<Output>,
     ) {
         // A transaction being retried answers under its client txid, whichever attempt runs.
@@ -64,6 +65,7 @@ impl Core {
                 tx.body_hash = body_hash;
                 tx.waiters.push(req);
                 tx.abort_unlogged = true;
+                tx.submitted_by = submitted_by;
                 // From here on it is a client's transaction: begun (for the event stream and
                 // the metrics) as it ends.
                 self.metrics.started += 1;
@@ -72,6 +74,7 @@ impl Core {
                     participants.keys(),
                     tx.attempt,
                     None,
+                    tx.submitted_by.as_deref(),
                 ));
                 out.push(Output::ForceAbort {
                     txid: txid.clone(),
@@ -115,6 +118,7 @@ impl Core {
             participants,
             priority,
             waiters: vec![req],
+            submitted_by,
         };
         self.start_attempt(now_ms, txid, attempt, out);
     }
@@ -140,6 +144,7 @@ impl Core {
             a.participants.keys(),
             a.number,
             client,
+            a.submitted_by.as_deref(),
         ));
         let one_phase = a.participants.len() == 1;
         let parts: BTreeMap<ParticipantName, PartState> = a
@@ -157,6 +162,7 @@ impl Core {
             now_ms,
             self.cfg.prepare_timeout_ms,
             a.priority,
+            a.submitted_by,
         );
         let missing: Vec<String> = tx
             .parts
@@ -190,7 +196,7 @@ impl Core {
                 &txid,
                 one_phase,
                 self.cfg.prepare_timeout_ms,
-                tx.priority,
+                (tx.priority, tx.submitted_by.as_deref()),
             );
             send(out, &txid, name, msg);
             if ordered {
@@ -266,7 +272,7 @@ impl Core {
                         &txid,
                         false,
                         left,
-                        tx.priority,
+                        (tx.priority, tx.submitted_by.as_deref()),
                     );
                     send(out, &txid, next, msg);
                     return;
@@ -530,6 +536,7 @@ impl Core {
             heuristics: tx.heuristics,
             attempts: tx.attempt,
             decided_by: None,
+            submitted_by: tx.submitted_by,
         };
         if tx.client != *txid {
             self.clients.remove(&tx.client);

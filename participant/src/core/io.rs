@@ -98,6 +98,8 @@ pub enum Call {
         timeout_ms: Option<u64>,
         /// The transaction's age (who may wait for whom on a lock).
         priority: Option<Priority>,
+        /// The API client that submitted it, for the resource's records.
+        submitted_by: Option<String>,
     },
     /// [`Resource::commit`](crate::Resource::commit) or
     /// [`Resource::abort`](crate::Resource::abort): apply the coordinator's decision.
@@ -120,6 +122,8 @@ pub enum Call {
         ops: Operations,
         /// The transaction's age.
         priority: Option<Priority>,
+        /// The API client that submitted it, for the resource's records.
+        submitted_by: Option<String>,
     },
     /// [`Resource::list_prepared`](crate::Resource::list_prepared).
     ListPrepared,

@@ -328,6 +328,7 @@ impl Participant {
                 ops,
                 timeout_ms,
                 priority,
+                submitted_by,
                 ..
             } => Call::Prepare {
                 coordinator,
@@ -335,6 +336,7 @@ impl Participant {
                 ops,
                 timeout_ms,
                 priority,
+                submitted_by,
             },
             Message::Commit {
                 txid, coordinator, ..
@@ -361,12 +363,14 @@ impl Participant {
                 coordinator,
                 ops,
                 priority,
+                submitted_by,
                 ..
             } => Call::CommitOnePhase {
                 coordinator,
                 txid,
                 ops,
                 priority,
+                submitted_by,
             },
             Message::ListPrepared { .. } => Call::ListPrepared,
             other => {

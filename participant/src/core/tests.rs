@@ -34,6 +34,7 @@ pub(super) fn config() -> CoreConfig {
 
 fn prepare(txid: &str, timeout_ms: Option<u64>) -> Message {
     Message::Prepare {
+        submitted_by: None,
         txid: t(txid),
         coordinator: c1(),
         ops: Operations::Redis(vec![]),
@@ -362,6 +363,7 @@ fn nobody_connected_means_nothing_is_read_or_asked() {
 fn messages_of_a_replaced_holder_of_the_coordinator_id_are_refused() {
     let mut p = connected();
     let at_epoch = |txid: &str, epoch: Option<u64>| Message::Prepare {
+        submitted_by: None,
         txid: t(txid),
         coordinator: c1(),
         ops: Operations::Redis(vec![]),
@@ -415,6 +417,7 @@ fn messages_of_a_replaced_holder_of_the_coordinator_id_are_refused() {
         0,
         5,
         Message::Prepare {
+            submitted_by: None,
             txid: t("c"),
             coordinator: CoordinatorId::new("c2").unwrap(),
             ops: Operations::Redis(vec![]),

@@ -7,6 +7,7 @@ use twopc_protocol::{AckResult, NoClass, Operations};
 
 fn prepare_aged(txid: &str, age: u64) -> Message {
     Message::Prepare {
+        submitted_by: None,
         txid: t(txid),
         coordinator: CoordinatorId::new("c1").unwrap(),
         ops: Operations::Redis(vec![]),

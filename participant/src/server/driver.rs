@@ -187,10 +187,22 @@ impl<R: Resource> Driver<R> {
                 txid,
                 ops,
                 timeout_ms,
+                submitted_by,
                 ..
             } => {
                 let timeout = timeout_ms.map(Duration::from_millis);
-                let r = self.resource.prepare(coordinator, txid, ops, timeout).await;
+                let r = self
+                    .resource
+                    .prepare(
+                        coordinator,
+                        txid,
+                        ops,
+                        crate::resource::PrepareContext {
+                            timeout,
+                            submitted_by: submitted_by.as_deref(),
+                        },
+                    )
+                    .await;
                 match &r {
                     Ok(vote) => debug!(%txid, ?vote, "prepare"),
                     Err(e) => warn!(%txid, "prepare failed: {e}"),
@@ -223,9 +235,13 @@ impl<R: Resource> Driver<R> {
                 coordinator,
                 txid,
                 ops,
+                submitted_by,
                 ..
             } => {
-                let r = self.resource.commit_one_phase(coordinator, txid, ops).await;
+                let r = self
+                    .resource
+                    .commit_one_phase(coordinator, txid, ops, submitted_by.as_deref())
+                    .await;
                 if let Err(e) = &r {
                     warn!(%txid, "one-phase commit failed: {e}");
                 }

@@ -99,18 +99,26 @@ pub fn item_for(
         EventKind::TxBegin {
             participants,
             attempt: 1,
+            submitted_by,
             ..
         } => (
             arrow(client, coord),
             ItemKind::Client,
             "BEGIN".into(),
             "msg-begin".into(),
-            format!("client submits {txid} to {}", participants.join(", ")),
+            match submitted_by {
+                Some(name) => format!(
+                    "client {name} submits {txid} to {}",
+                    participants.join(", ")
+                ),
+                None => format!("client submits {txid} to {}", participants.join(", ")),
+            },
         ),
         EventKind::TxBegin {
             participants,
             attempt,
             client: c,
+            ..
         } => (
             mark(coord),
             ItemKind::Mark,

@@ -62,6 +62,7 @@ fn lanes_are_ordered_and_spaced() {
             0,
             Some("t9"),
             EventKind::TxBegin {
+                submitted_by: None,
                 participants: vec!["zeta".into(), "bank".into()],
                 attempt: 1,
                 client: None,

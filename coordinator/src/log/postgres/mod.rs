@@ -815,6 +815,7 @@ impl LeaseReader {
         };
         let heuristics: Vec<HeuristicReport> = serde_json::from_str(row.get(3)).unwrap_or_default();
         Ok(Some(TransactionResponse {
+            submitted_by: None,
             id: txid.clone(),
             outcome: Outcome::of(decision, &heuristics),
             reason: row.get(2),

@@ -110,6 +110,7 @@ fn a_heuristic_ack_is_shown_as_a_heuristic_outcome() {
         d.apply(i as u64, e);
     }
     let resp = TransactionResponse {
+        submitted_by: None,
         id: TxId::new("t2").unwrap(),
         outcome: Outcome::HeuristicHazard,
         reason: None,
@@ -139,6 +140,7 @@ fn no_vote_aborts() {
             0,
             t,
             EventKind::TxBegin {
+                submitted_by: None,
                 participants: vec!["bank".into(), "ledger".into()],
                 attempt: 1,
                 client: None,
@@ -286,6 +288,7 @@ fn lookups_resolve_transactions_whose_events_were_missed() {
         vec!["t1".to_string()]
     );
     let resp = |outcome| TransactionResponse {
+        submitted_by: None,
         id: TxId::new("t1").unwrap(),
         outcome,
         reason: None,
@@ -358,6 +361,7 @@ fn derived_caps_transactions() {
                 i,
                 Some(&id),
                 EventKind::TxBegin {
+                    submitted_by: None,
                     participants: vec!["bank".into()],
                     attempt: 1,
                     client: None,
@@ -383,6 +387,7 @@ fn a_retried_transaction_is_one_view_with_its_attempts() {
         (
             Some("t1"),
             EventKind::TxBegin {
+                submitted_by: None,
                 participants: vec!["bank".into(), "ledger".into()],
                 attempt: 1,
                 client: None,
@@ -416,6 +421,7 @@ fn a_retried_transaction_is_one_view_with_its_attempts() {
         (
             Some(a2),
             EventKind::TxBegin {
+                submitted_by: None,
                 participants: vec!["bank".into(), "ledger".into()],
                 attempt: 2,
                 client: Some(TxId::new("t1").unwrap()),

@@ -37,6 +37,7 @@ pub fn happy(txid: &str) -> Vec<Event> {
     let t = Some(txid);
     let kinds = vec![
         EventKind::TxBegin {
+            submitted_by: None,
             participants: vec!["bank".into(), "ledger".into()],
             attempt: 1,
             client: None,
