@@ -352,17 +352,11 @@ pub fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The host of a `scheme://[user@]host[:port]/...` URL.
-pub fn url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if hostport.starts_with('[') {
-        &hostport[..hostport.find(']').map_or(hostport.len(), |i| i + 1)]
-    } else {
-        hostport.split(':').next().unwrap_or(hostport)
-    };
-    (!host.is_empty()).then_some(host)
+/// The host of a `scheme://[user@]host[:port]/...` URL, parsed as the participant dialer
+/// parses it (an `http::Uri`), so the check and the connection agree on the host.
+pub fn url_host(url: &str) -> Option<String> {
+    let uri: axum::http::Uri = url.parse().ok()?;
+    uri.host().filter(|h| !h.is_empty()).map(str::to_owned)
 }
 
 impl Config {
@@ -421,7 +415,7 @@ impl Config {
                 )));
             }
             if p.url.starts_with("ws://")
-                && !is_loopback_host(host)
+                && !is_loopback_host(&host)
                 && !self.allow_plain_text_off_loopback
             {
                 return Err(ConfigError::Invalid(format!(
@@ -658,10 +652,16 @@ mod tests {
 
     #[test]
     fn url_hosts() {
-        assert_eq!(url_host("wss://db.internal:7801/"), Some("db.internal"));
-        assert_eq!(url_host("ws://[::1]:7801/x"), Some("[::1]"));
-        assert_eq!(url_host("postgresql://u:p@10.0.0.1/db"), Some("10.0.0.1"));
-        assert_eq!(url_host("postgresql:///db?host=/tmp"), None);
+        assert_eq!(
+            url_host("wss://db.internal:7801/").as_deref(),
+            Some("db.internal")
+        );
+        assert_eq!(url_host("ws://[::1]:7801/x").as_deref(), Some("[::1]"));
+        assert_eq!(
+            url_host("postgresql://u:p@10.0.0.1/db").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(url_host("postgresql:///db?host=/tmp").as_deref(), None);
         assert!(is_loopback_host("[::1]") && is_loopback_host("LOCALHOST"));
         assert!(!is_loopback_host("10.0.0.1"));
     }

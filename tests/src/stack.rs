@@ -728,21 +728,18 @@ pub fn http_get(base: &str, path: &str) -> std::io::Result<String> {
 /// [`crate::stack_tls::trust`] (a TLS stack does that for its coordinator).
 pub fn http_get_as(base: &str, path: &str, token: Option<&str>) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s: Box<dyn ReadWrite> = match base.strip_prefix("https://") {
-        Some(rest) => Box::new(crate::stack_tls::connect_blocking(
-            rest.trim_end_matches('/'),
-        )?),
-        None => {
-            let hostport = base.trim_start_matches("http://").trim_end_matches('/');
-            let s = std::net::TcpStream::connect(hostport)?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            Box::new(s)
-        }
+    let (tls, hostport) = match base.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, base.trim_start_matches("http://")),
     };
-    let hostport = base
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
+    let hostport = hostport.trim_end_matches('/');
+    let mut s: Box<dyn ReadWrite> = if tls {
+        Box::new(crate::stack_tls::connect_blocking(hostport)?)
+    } else {
+        let s = std::net::TcpStream::connect(hostport)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Box::new(s)
+    };
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();

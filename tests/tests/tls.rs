@@ -76,14 +76,14 @@ async fn participants(http: &reqwest::Client, base: &str) -> Vec<ParticipantStat
 }
 
 /// Starts another coordinator on the stack's participants with the given `[participant_tls]`
-/// CA and client certificate, and returns what it says about them once both have failed.
+/// CA and client certificate, waits until both have failed, and checks that each says why:
+/// its `last_error` contains `says`.
 async fn refused_by(
     stack: &Stack,
     dir: &std::path::Path,
-    id: &str,
-    ca: &std::path::Path,
-    client: &twopc_tls::pki::IssuedCert,
-) -> Vec<ParticipantStatus> {
+    (id, ca, client): (&str, &std::path::Path, &twopc_tls::pki::IssuedCert),
+    says: &str,
+) {
     let tls = stack.tls.as_ref().unwrap();
     let mut cfg = stack.coordinator_settings.clone();
     cfg.coordinator_id = id.into();
@@ -112,7 +112,11 @@ async fn refused_by(
         let list = participants(&http, &base).await;
         if list.iter().all(|p| !p.connected && p.last_error.is_some()) {
             drop(proc);
-            return list;
+            for p in &list {
+                let e = p.last_error.as_deref().unwrap_or_default();
+                assert!(e.contains(says), "{}: {e}", p.name);
+            }
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -244,35 +248,24 @@ async fn every_connection_is_tls_and_strangers_are_refused() {
     // A coordinator that trusts another CA refuses the participants' certificates; one whose
     // client certificate comes from another CA is refused by the participants.
     let dir = tempfile::tempdir().unwrap();
-    let list = refused_by(
+    refused_by(
         &stack,
         dir.path(),
-        "c-wrong-ca",
-        &tls.stranger.ca_file,
-        &tls.coordinator,
+        ("c-wrong-ca", &tls.stranger.ca_file, &tls.coordinator),
+        "not signed by the configured CA",
     )
     .await;
-    for p in &list {
-        let e = p.last_error.as_deref().unwrap();
-        assert!(
-            e.contains("not signed by the configured CA"),
-            "{}: {e}",
-            p.name
-        );
-    }
     let stranger = tls
         .stranger
         .issue("stranger-coordinator", &["127.0.0.1"])
         .unwrap();
-    let list = refused_by(&stack, dir.path(), "c-stranger", &tls.ca.ca_file, &stranger).await;
-    for p in &list {
-        let e = p.last_error.as_deref().unwrap();
-        assert!(
-            e.contains("refused this side's certificate"),
-            "{}: {e}",
-            p.name
-        );
-    }
+    refused_by(
+        &stack,
+        dir.path(),
+        ("c-stranger", &tls.ca.ca_file, &stranger),
+        "refused this side's certificate",
+    )
+    .await;
 
     // Through all of that the stack's own coordinator stayed connected, and commits.
     let list = participants(&h2, &base).await;
