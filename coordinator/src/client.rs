@@ -28,6 +28,23 @@ pub struct ClientArgs {
     /// PEM file with the CA that an https:// coordinator's certificate must chain to.
     #[arg(long, env = "TWOPC_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate to present to an https:// coordinator that knows
+    /// this client by its certificate (`[[client]] certificate_cn`), instead of a token.
+    #[arg(
+        long,
+        env = "TWOPC_CERT_FILE",
+        value_name = "FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the client certificate's private key.
+    #[arg(
+        long,
+        env = "TWOPC_KEY_FILE",
+        value_name = "FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -64,6 +81,24 @@ impl ClientArgs {
             builder = builder.tls_built_in_root_certs(false);
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
+            }
+            if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+                let read = |p: &PathBuf, what: &str| {
+                    std::fs::read(p)
+                        .map_err(|e| format!("cannot read the {what} {}: {e}", p.display()))
+                };
+                let mut pem = read(cert, "client certificate file")?;
+                pem.push(b'\n');
+                pem.extend(read(key, "client key file")?);
+                // The error names neither file's content (the key's least of all).
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                    format!(
+                        "{} and {}: not a PEM certificate and its private key",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+                builder = builder.identity(identity);
             }
         } else if self.url.starts_with("https://") {
             return Err(

@@ -20,6 +20,12 @@
 //! `Authorization: Bearer <token>` (`/v1/events` also takes `?access_token=`, since a
 //! browser's WebSocket cannot send headers); see `api::auth` for the answers.
 //!
+//! Instead of (or beside) a token, a client can be known by its TLS client certificate:
+//! `certificate_cn = "payments"` names the subject common name of a certificate signed by
+//! `[api_tls] client_ca_file`, as PostgreSQL's `cert` authentication maps a certificate's CN
+//! to a role. The handshake has verified the chain before the name is read; a request that
+//! carries a bearer token is judged by the token alone.
+//!
 //! Why digests: a configuration file ends up in backups, tickets and repositories; a SHA-256
 //! of a random token is useless to whoever reads it (tokens are random, so no salt or slow
 //! hash is needed: there is nothing to guess). Every configured digest is compared with the
@@ -52,8 +58,13 @@ pub struct ClientConfig {
     /// The client's name (letters, digits, `-`, `_`, `.`; at most 64).
     pub name: String,
     /// SHA-256 digests (64 hex digits) of the bearer tokens that identify it: one, or two
-    /// while its token is rotated.
+    /// while its token is rotated; none for a client known by its certificate only.
+    #[serde(default)]
     pub token_sha256: Vec<String>,
+    /// The subject common name of the TLS client certificate that identifies it (signed by
+    /// `[api_tls] client_ca_file`).
+    #[serde(default)]
+    pub certificate_cn: Option<String>,
     /// What it may do.
     pub scopes: Vec<Scope>,
     /// The participants its transactions may name (all when absent).
@@ -117,6 +128,7 @@ pub struct Client {
     requests_per_sec: u32,
     max_in_flight: usize,
     digests: Vec<[u8; 32]>,
+    certificate_cn: Option<String>,
     bucket: Mutex<Bucket>,
     in_flight: AtomicUsize,
 }
@@ -215,6 +227,7 @@ impl Clients {
     ) -> Result<Clients, ConfigError> {
         let mut names = BTreeSet::new();
         let mut digests = BTreeSet::new();
+        let mut common_names = BTreeSet::new();
         let mut clients = Vec::new();
         for c in configs {
             let valid = !c.name.is_empty()
@@ -234,11 +247,31 @@ impl Clients {
                     c.name
                 )));
             }
-            if c.token_sha256.is_empty() || c.token_sha256.len() > 2 {
+            if c.token_sha256.len() > 2 {
                 return Err(ConfigError::Invalid(format!(
                     "client {}: token_sha256 lists one digest, or two while a token is rotated",
                     c.name
                 )));
+            }
+            if c.token_sha256.is_empty() && c.certificate_cn.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "client {}: give it a token_sha256, a certificate_cn, or both",
+                    c.name
+                )));
+            }
+            if let Some(cn) = &c.certificate_cn {
+                if cn.is_empty() || cn.len() > 255 || cn.chars().any(char::is_control) {
+                    return Err(ConfigError::Invalid(format!(
+                        "client {}: certificate_cn must be 1 to 255 printable characters",
+                        c.name
+                    )));
+                }
+                if !common_names.insert(cn.clone()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "client {}: certificate_cn {cn:?} names another client too",
+                        c.name
+                    )));
+                }
             }
             if c.scopes.is_empty() {
                 return Err(ConfigError::Invalid(format!(
@@ -280,6 +313,7 @@ impl Clients {
                 requests_per_sec: c.requests_per_sec,
                 max_in_flight: c.max_in_flight,
                 digests: own,
+                certificate_cn: c.certificate_cn.clone(),
                 bucket: Mutex::new(Bucket {
                     tokens: rate,
                     at: Instant::now(),
@@ -293,6 +327,20 @@ impl Clients {
     /// Whether any client is configured (then the API authenticates every request).
     pub fn enabled(&self) -> bool {
         !self.clients.is_empty()
+    }
+
+    /// Whether some client is known by a certificate (then `[api_tls]` needs a
+    /// `client_ca_file`).
+    pub fn want_certificates(&self) -> bool {
+        self.clients.iter().any(|c| c.certificate_cn.is_some())
+    }
+
+    /// The client whose `certificate_cn` is this verified certificate's common name.
+    pub fn authenticate_certificate(&self, common_name: &str) -> Option<Arc<Client>> {
+        self.clients
+            .iter()
+            .find(|c| c.certificate_cn.as_deref() == Some(common_name))
+            .cloned()
     }
 
     /// The client whose token this is. Every digest of every client is compared, in constant
@@ -320,6 +368,7 @@ mod tests {
         ClientConfig {
             name: name.into(),
             token_sha256: vec![token_digest_hex(token)],
+            certificate_cn: None,
             scopes: scopes.to_vec(),
             participants: None,
             requests_per_sec: 10,
@@ -360,13 +409,50 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_name_finds_its_client_and_no_token_does() {
+        let mut by_cert = cfg("svc", "unused", &[Scope::Submit]);
+        by_cert.token_sha256.clear();
+        by_cert.certificate_cn = Some("svc.clients".into());
+        let clients =
+            Clients::from_config(&[by_cert, cfg("b", "token-b", &[Scope::Read])], &names())
+                .unwrap();
+        assert!(clients.want_certificates());
+        assert_eq!(
+            clients
+                .authenticate_certificate("svc.clients")
+                .unwrap()
+                .name,
+            "svc"
+        );
+        assert!(clients.authenticate_certificate("b").is_none());
+        assert!(clients.authenticate_certificate("svc.clients ").is_none());
+        assert!(clients.authenticate("unused").is_none());
+        assert!(
+            !Clients::from_config(&[cfg("b", "t", &[Scope::Read])], &names())
+                .unwrap()
+                .want_certificates()
+        );
+    }
+
+    #[test]
     fn bad_client_configurations_are_refused_with_a_reason() {
         let mut bad_digest = cfg("a", "t", &[Scope::Read]);
         bad_digest.token_sha256 = vec!["abc".into()];
+        let mut no_way_in = cfg("a", "t", &[Scope::Read]);
+        no_way_in.token_sha256.clear();
+        let mut cn_a = cfg("a", "t", &[Scope::Read]);
+        cn_a.certificate_cn = Some("same".into());
+        let mut cn_b = cfg("b", "u", &[Scope::Read]);
+        cn_b.certificate_cn = Some("same".into());
+        let mut bad_cn = cfg("a", "t", &[Scope::Read]);
+        bad_cn.certificate_cn = Some("x\ny".into());
         let mut unknown = cfg("a", "t", &[Scope::Read]);
         unknown.participants = Some(vec!["vault".parse().unwrap()]);
         let cases = [
             (vec![bad_digest], "64 hex digits"),
+            (vec![no_way_in], "a token_sha256, a certificate_cn, or both"),
+            (vec![cn_a, cn_b], "names another client too"),
+            (vec![bad_cn], "printable characters"),
             (vec![cfg("a b", "t", &[Scope::Read])], "client name"),
             (vec![cfg("a", "t", &[])], "nothing it may do"),
             (vec![unknown], "vault is not configured"),

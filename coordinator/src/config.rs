@@ -327,7 +327,9 @@ pub struct Config {
     #[serde(default)]
     pub allow_open_api_off_loopback: bool,
     /// `[api_tls]`: HTTPS (HTTP/1.1 and HTTP/2) for the client API, the event stream (`wss://`)
-    /// and the web app. Without it the listener speaks plain HTTP.
+    /// and the web app. Without it the listener speaks plain HTTP. Its `client_ca_file`
+    /// verifies the client certificates that `[[client]] certificate_cn` names; a client
+    /// without a certificate is still let in to present a token.
     #[serde(default)]
     pub api_tls: Option<twopc_tls::ServerTlsFiles>,
     /// `[participant_tls]`: the CA `wss://` participants' certificates must chain to (and name
@@ -450,6 +452,25 @@ impl Config {
                  other than loopback (listen = {})",
                 self.listen
             )));
+        }
+        let cert_clients = self.clients.iter().filter(|c| c.certificate_cn.is_some());
+        let client_ca = self
+            .api_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some());
+        if let (Some(c), false) = (cert_clients.clone().next(), client_ca) {
+            return Err(ConfigError::Invalid(format!(
+                "client {} has a certificate_cn, but [api_tls] has no client_ca_file to verify \
+                 client certificates with",
+                c.name
+            )));
+        }
+        if client_ca && cert_clients.count() == 0 {
+            return Err(ConfigError::Invalid(
+                "[api_tls] client_ca_file is set, but no [[client]] has a certificate_cn: a \
+                 certificate would name nobody"
+                    .into(),
+            ));
         }
         if self.clients.is_empty() && !loopback && !self.allow_open_api_off_loopback {
             return Err(ConfigError::Invalid(format!(
@@ -590,6 +611,36 @@ mod tests {
         assert!(Config::from_toml("coordinator_id = 'c1'\nfault_injection = true\n").is_ok());
         let e = Config::from_toml(&with_client.replace("['read']", "['nap']")).unwrap_err();
         assert!(e.to_string().contains("scopes"), "{e}");
+    }
+
+    /// A certificate client needs a CA to verify its certificate with, and a CA needs a
+    /// client its certificates can name.
+    #[test]
+    fn certificate_clients_and_the_client_ca_come_together() {
+        let cert_client = "[[client]]\nname = 'svc'\ncertificate_cn = 'svc'\nscopes = ['read']\n";
+        let tls = |ca: &str| {
+            format!(
+                "coordinator_id = 'c1'\n[api_tls]\ncert_file = 'c.pem'\nkey_file = 'c.key'\n{ca}"
+            )
+        };
+        let e = Config::from_toml(&format!("{}{cert_client}", tls("")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no client_ca_file"), "{e}");
+        let e = Config::from_toml(&format!("coordinator_id = 'c1'\n{cert_client}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no client_ca_file"), "{e}");
+        let with_ca = tls("client_ca_file = 'ca.pem'\n");
+        assert!(Config::from_toml(&format!("{with_ca}{cert_client}")).is_ok());
+        let token_client = format!(
+            "[[client]]\nname = 'ops'\ntoken_sha256 = ['{}']\nscopes = ['read']\n",
+            crate::clients::token_digest_hex("t")
+        );
+        let e = Config::from_toml(&format!("{with_ca}{token_client}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("would name nobody"), "{e}");
     }
 
     /// Plain text leaves the machine only when the configuration says so explicitly.

@@ -126,6 +126,22 @@ where
     }
 }
 
+/// Serves the API over TLS until shutdown, each request carrying its connection's
+/// [`crate::api::tls_listener::ApiPeer`] (the client certificate's name).
+async fn serve_https(
+    listener: crate::api::tls_listener::TlsListener,
+    app: axum::Router,
+    mut stop: broadcast::Receiver<()>,
+) {
+    let app = app.into_make_service_with_connect_info::<crate::api::tls_listener::ApiPeer>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.recv().await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!("https server: {e}");
+    }
+}
+
 /// Starts the coordinator described by `config`.
 pub async fn start(config: Config) -> Result<RunningCoordinator, StartError> {
     start_as(config, Role::Serve, None).await
@@ -168,11 +184,14 @@ async fn start_as(
     };
     let api_tls = match (&config.api_tls, role) {
         (Some(files), Role::Serve) => Some(
-            twopc_tls::server_config(files, &[b"h2", b"http/1.1"]).map_err(|source| {
-                StartError::Tls {
-                    section: "[api_tls]",
-                    source,
-                }
+            twopc_tls::server_config_with(
+                files,
+                &[b"h2", b"http/1.1"],
+                twopc_tls::ClientCerts::Optional,
+            )
+            .map_err(|source| StartError::Tls {
+                section: "[api_tls]",
+                source,
             })?,
         ),
         _ => None,
@@ -341,7 +360,7 @@ async fn start_as(
             Some(tls) => {
                 let listener = crate::api::tls_listener::TlsListener::new(listener, tls)
                     .map_err(|source| StartError::Bind { addr, source })?;
-                tokio::spawn(serve_http(listener, app, stop))
+                tokio::spawn(serve_https(listener, app, stop))
             }
         });
     }

@@ -109,6 +109,22 @@ impl PgConfig {
 const RUN_AND_PREPARE: &str =
     "SELECT twopc.run_and_prepare($1, $2, $3, $4, $5::text[], $6::int4[], $7::text[])";
 
+/// [`RUN_AND_PREPARE`] that also records who submitted the transaction (the coordinator's API
+/// client; extension 0.3.0 and later).
+const RUN_AND_PREPARE_SUBMITTED: &str =
+    "SELECT twopc.run_and_prepare($1, $2, $3, $4, $5::text[], $6::int4[], $7::text[], $8)";
+
+/// How long a connection that found the extension's schema too old to record submitters
+/// waits before it looks again (`ALTER EXTENSION pg_twopc_ext UPDATE` may have run since).
+const SCHEMA_RECHECK: Duration = Duration::from_secs(30);
+
+/// Whether the schema has [`RUN_AND_PREPARE_SUBMITTED`]'s function, and whether this role may
+/// call it (asked without raising an error, which the server would log).
+const HAS_SUBMITTERS: &str = "SELECT p IS NOT NULL, \
+     coalesce(pg_catalog.has_function_privilege(p, 'EXECUTE'), false) \
+     FROM (SELECT pg_catalog.to_regprocedure('twopc.run_and_prepare(text, text, text, text, \
+     text[], integer[], text[], text)') AS p) f";
+
 /// SQLSTATE class 26, "invalid SQL statement name": a statement this connection prepared is
 /// gone. Nothing a client sends can do that any more, but a connection it happens on is
 /// replaced rather than reused.
@@ -197,10 +213,18 @@ impl PgResource {
         cx: twopc_participant::PrepareContext<'_>,
     ) -> Result<Result<(), (String, NoClass)>, ParticipantError> {
         let timeout = cx.timeout;
-        let (begin, run) = match (
-            c.statement("BEGIN").await,
-            c.statement(RUN_AND_PREPARE).await,
-        ) {
+        let submitted_by = match cx.submitted_by {
+            Some(name) if self.records_submitters(c).await? => Some(name),
+            _ => None,
+        };
+        let run = c
+            .statement(if submitted_by.is_some() {
+                RUN_AND_PREPARE_SUBMITTED
+            } else {
+                RUN_AND_PREPARE
+            })
+            .await;
+        let (begin, run) = match (c.statement("BEGIN").await, run) {
             (Ok(b), Ok(r)) => (b, r),
             (Err(e), _) | (_, Err(e)) => {
                 c.broken = true;
@@ -218,16 +242,27 @@ impl PgResource {
             .collect();
         let (coordinator, txid) = (coordinator.as_str(), txid.as_str());
         let role = self.cfg.client_role.as_str();
-        // Who submitted it (cx.submitted_by) is not recorded here yet: twopc.tracking cannot
-        // take a column while any transaction is in doubt (see DESIGN.md, TLS and clients).
-        let args: [&(dyn ToSql + Sync); 7] =
-            [&gid, &coordinator, &txid, &role, &queries, &counts, &params];
+        let all: [&(dyn ToSql + Sync); 8] = [
+            &gid,
+            &coordinator,
+            &txid,
+            &role,
+            &queries,
+            &counts,
+            &params,
+            &submitted_by,
+        ];
+        let args = if submitted_by.is_some() {
+            &all[..]
+        } else {
+            &all[..7]
+        };
         let (began, ran) = {
             let client = &c.client;
             // BEGIN is polled first, so it is written first; if it failed, run_and_prepare()
             // finds no transaction block and refuses to run anything (never in autocommit).
             let work = async {
-                futures_util::join!(client.execute(&begin, &[]), client.query_one(&run, &args))
+                futures_util::join!(client.execute(&begin, &[]), client.query_one(&run, args))
             };
             tokio::pin!(work);
             match timeout {
@@ -282,6 +317,39 @@ impl PgResource {
                 )))
             }
         }
+    }
+
+    /// Whether this connection can record who submitted a transaction (the schema has the
+    /// eight-argument function and the role may call it): asked on the first transaction that
+    /// names its client and, while the answer is no, again after [`SCHEMA_RECHECK`]. A no is a
+    /// warning, not a refusal: the transaction runs unnamed.
+    async fn records_submitters(&self, c: &mut Conn) -> Result<bool, ParticipantError> {
+        if let Some((known, at)) = c.records_submitters {
+            if known || at.elapsed() < SCHEMA_RECHECK {
+                return Ok(known);
+            }
+        }
+        let row = c.client.query_one(HAS_SUBMITTERS, &[]).await.map_err(|e| {
+            c.broken = true;
+            ParticipantError::resource(describe(&e))
+        })?;
+        let (exists, allowed): (bool, bool) = (row.get(0), row.get(1));
+        if !allowed && c.records_submitters.is_none() {
+            if exists {
+                tracing::warn!(
+                    "the participant's role may not execute the eight-argument \
+                     twopc.run_and_prepare(): client names are not recorded in twopc.history \
+                     until it is granted EXECUTE"
+                );
+            } else {
+                tracing::warn!(
+                    "pg_twopc_ext's SQL is older than its library: client names are not \
+                     recorded in twopc.history until ALTER EXTENSION pg_twopc_ext UPDATE"
+                );
+            }
+        }
+        c.records_submitters = Some((allowed, std::time::Instant::now()));
+        Ok(allowed)
     }
 
     /// Ends an open (or failed) transaction block; a connection where even that fails is not

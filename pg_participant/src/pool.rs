@@ -31,6 +31,11 @@ pub(crate) struct Conn {
     pub(crate) backend_pid: i32,
     /// Its place in the pool's limits while checked out.
     permits: Vec<OwnedSemaphorePermit>,
+    /// Whether the extension's schema has the eight-argument `twopc.run_and_prepare()` (it
+    /// lacks it while the library is upgraded and `ALTER EXTENSION ... UPDATE` has not run),
+    /// and when this connection looked; unknown until the first transaction that names its
+    /// client.
+    pub(crate) records_submitters: Option<(bool, std::time::Instant)>,
 }
 
 /// What a connection is checked out for (see the module docs).
@@ -138,6 +143,7 @@ impl Pool {
             broken: false,
             backend_pid,
             permits: Vec::new(),
+            records_submitters: None,
         })
     }
 

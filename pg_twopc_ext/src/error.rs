@@ -121,6 +121,12 @@ pub enum TwopcError {
         /// Why.
         detail: String,
     },
+    /// The `submitted_by` given to `twopc.run_and_prepare()` is empty, too long or holds
+    /// control characters.
+    BadSubmitter {
+        /// How.
+        detail: &'static str,
+    },
     /// The statement arrays given to `twopc.run_and_prepare()` do not fit together.
     BadStatementList {
         /// How.
@@ -178,7 +184,9 @@ impl TwopcError {
             | TwopcError::SessionSetting { .. }
             | TwopcError::ClientRole { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TwopcError::ClientTransactionControl => ERRCODE_INVALID_TRANSACTION_TERMINATION,
-            TwopcError::BadStatementList { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            TwopcError::BadStatementList { .. } | TwopcError::BadSubmitter { .. } => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
             TwopcError::ParameterCount { .. } => ERRCODE_PROTOCOL_VIOLATION,
             TwopcError::ParameterType { .. } => ERRCODE_INDETERMINATE_DATATYPE,
             TwopcError::NotOneCommand { .. } => ERRCODE_SYNTAX_ERROR,
@@ -317,6 +325,7 @@ impl fmt::Display for TwopcError {
                 "setting \"{name}\" was changed for the session; a participant transaction may only change settings for itself"
             ),
             TwopcError::ClientRole { detail } => write!(f, "client role: {detail}"),
+            TwopcError::BadSubmitter { detail } => write!(f, "invalid submitted_by: {detail}"),
             TwopcError::BadStatementList { detail } => {
                 write!(f, "invalid statement list: {detail}")
             }

@@ -21,6 +21,7 @@
 //! * [`error`]: the crate's one error type.
 //! * [`worker`]: the Postgres participant endpoint (a background worker, only with
 //!   `shared_preload_libraries`).
+//! * [`participant_log`]: the endpoint's warnings, from its tokio threads into the server log.
 
 use pgrx::prelude::*;
 
@@ -30,6 +31,7 @@ pub mod error;
 pub mod guard;
 pub mod native;
 pub mod outcome;
+pub mod participant_log;
 pub mod retention;
 pub mod sql_api;
 pub mod tracking;
@@ -215,7 +217,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             cols.as_deref(),
-            Some("gid,global_id,coordinator,decision,finished_at,finished_by,via")
+            Some("gid,global_id,coordinator,decision,finished_at,finished_by,via,submitted_by")
         );
         let n = Spi::get_one::<i64>("SELECT in_doubt FROM twopc.stats()").unwrap();
         assert_eq!(n, Some(0));

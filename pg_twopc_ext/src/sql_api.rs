@@ -19,9 +19,11 @@ extension_sql!(
 -- finished by an untracked native COMMIT PREPARED (twopc.track_native off, or the library not
 -- preloaded) or its stamp was lost in a crash: finished_at, finished_by and via are NULL there
 -- (also for the microseconds between a COMMIT PREPARED and its stamp). Rows are only ever
--- added; retention (twopc.purge(), twopc.forget()) trims old ones.
+-- added; retention (twopc.purge(), twopc.forget()) trims old ones. submitted_by: the
+-- coordinator's API client, where the Postgres participant was told one.
 CREATE VIEW twopc.history AS
-SELECT l.gid, l.global_id, l.coordinator, l.decision, l.finished_at, l.finished_by, l.via
+SELECT l.gid, l.global_id, l.coordinator, l.decision, l.finished_at, l.finished_by, l.via,
+       l.submitted_by
   FROM twopc.finish_log l
 UNION ALL
 SELECT t.gid, t.global_id, t.coordinator, 'commit'::text,
@@ -29,10 +31,13 @@ SELECT t.gid, t.global_id, t.coordinator, 'commit'::text,
        CASE WHEN t.finished_via OPERATOR(pg_catalog.<>) '-'
             THEN pg_catalog.pg_get_userbyid(t.finished_by)::text END,
        CASE t.finished_via WHEN 'c' THEN 'coordinator'::text WHEN 'm' THEN 'manual'::text
-                           WHEN 'r' THEN 'resolver'::text WHEN 'n' THEN 'native'::text END
-  FROM twopc.tracking t;
+                           WHEN 'r' THEN 'resolver'::text WHEN 'n' THEN 'native'::text END,
+       s.submitted_by
+  FROM twopc.tracking t
+  LEFT JOIN twopc.submitters s ON s.gid OPERATOR(pg_catalog.=) t.gid
+                              AND s.xid OPERATOR(pg_catalog.=) t.xid;
 COMMENT ON VIEW twopc.history IS
-  'Finished transactions: gid, global_id, decision, finished_at, finished_by, via';
+  'Finished transactions: gid, global_id, decision, finished_at, finished_by, via, submitted_by';
 
 CREATE VIEW twopc.in_doubt AS
 SELECT p.gid,
@@ -75,10 +80,12 @@ AS $$
          (SELECT count(*) FROM twopc.finish_log),
          (SELECT count(*) FROM twopc.decisions),
          pg_total_relation_size('twopc.tracking') + pg_total_relation_size('twopc.finish_log')
-           + pg_total_relation_size('twopc.decisions'),
+           + pg_total_relation_size('twopc.decisions')
+           + pg_total_relation_size('twopc.submitters'),
          (SELECT min(at) FROM (SELECT min(prepared_at) FROM twopc.tracking
                                UNION ALL SELECT min(finished_at) FROM twopc.finish_log
-                               UNION ALL SELECT min(recorded_at) FROM twopc.decisions) m(at))
+                               UNION ALL SELECT min(recorded_at) FROM twopc.decisions
+                               UNION ALL SELECT min(recorded_at) FROM twopc.submitters) m(at))
     FROM n
 $$;
 COMMENT ON FUNCTION twopc.stats() IS
@@ -121,6 +128,13 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts p WHERE p.gid = dd.gid)
      LIMIT batch_size));
   GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  -- A submitter goes with its tracking row (deleted above, or earlier); only committed ones
+  -- are visible to delete.
+  DELETE FROM twopc.submitters WHERE ctid = ANY (ARRAY(
+    SELECT s.ctid FROM twopc.submitters s WHERE s.recorded_at < cutoff
+       AND NOT EXISTS (SELECT 1 FROM twopc.tracking t WHERE t.gid = s.gid AND t.xid = s.xid)
+     LIMIT batch_size));
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
   RETURN total;
 END
 $$;
@@ -146,6 +160,9 @@ BEGIN
   DELETE FROM twopc.decisions dd WHERE recorded_at < now() - older_than
      AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts p WHERE p.gid = dd.gid);
   GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  DELETE FROM twopc.submitters s WHERE recorded_at < now() - older_than
+     AND NOT EXISTS (SELECT 1 FROM twopc.tracking t WHERE t.gid = s.gid AND t.xid = s.xid);
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
   RETURN total;
 END
 $$;
@@ -155,11 +172,13 @@ COMMENT ON FUNCTION twopc.forget(interval) IS
 -- Security model (README "Security"): reading is public like pg_prepared_xacts; changing
 -- anything needs EXECUTE, granted explicitly by an administrator.
 GRANT USAGE ON SCHEMA twopc TO PUBLIC;
-GRANT SELECT ON twopc.tracking, twopc.finish_log, twopc.history, twopc.decisions, twopc.in_doubt
-  TO PUBLIC;
+GRANT SELECT ON twopc.tracking, twopc.finish_log, twopc.history, twopc.decisions, twopc.in_doubt,
+  twopc.submitters TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.prepare(text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.run_and_prepare(text, text, text, text, text[], integer[], text[])
   FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION
+  twopc.run_and_prepare(text, text, text, text, text[], integer[], text[], text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.commit_prepared(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.rollback_prepared(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION twopc.record_decision(text, text) FROM PUBLIC;
@@ -217,6 +236,40 @@ fn run_and_prepare(
         coordinator,
         global_id,
         client_role,
+        None,
+        &stmts,
+    ))
+    .as_str()
+}
+
+/// `twopc.run_and_prepare()` that also records who submitted the transaction (the
+/// coordinator's API client) in `twopc.submitters`, shown by `twopc.history.submitted_by`. An
+/// overload rather than a new argument with a default: the seven-argument function and its
+/// grants stay exactly as they were.
+#[pg_extern(name = "run_and_prepare", volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn run_and_prepare_submitted(
+    gid: Option<&str>,
+    coordinator: Option<&str>,
+    global_id: Option<&str>,
+    client_role: Option<&str>,
+    queries: Option<Vec<Option<String>>>,
+    param_counts: Option<Vec<Option<i32>>>,
+    params: Option<Vec<Option<String>>>,
+    submitted_by: Option<&str>,
+) -> &'static str {
+    let (queries, counts, params) = (
+        queries.unwrap_or_default(),
+        param_counts.unwrap_or_default(),
+        params.unwrap_or_default(),
+    );
+    let stmts = ok(crate::client::statements(&queries, &counts, &params));
+    ok(twophase::run_and_prepare(
+        gid,
+        coordinator,
+        global_id,
+        client_role,
+        submitted_by,
         &stmts,
     ))
     .as_str()

@@ -161,12 +161,14 @@ impl RunOutcome {
 /// `client_role` behind the trust boundary ([`crate::boundary`], [`crate::client`]) and marks
 /// the transaction for PREPARE. The statements run only after every check passed, and the
 /// prepare is marked only after every statement succeeded: any failure is one ERROR, which
-/// rolls the whole transaction back.
+/// rolls the whole transaction back. `submitted_by` (the coordinator's API client) is recorded
+/// in `twopc.submitters`, inside the transaction like the tracking row.
 pub fn run_and_prepare(
     gid: Option<&str>,
     coordinator: Option<&str>,
     global_id: Option<&str>,
     client_role: Option<&str>,
+    submitted_by: Option<&str>,
     stmts: &[crate::client::Statement<'_>],
 ) -> Result<RunOutcome> {
     boundary::refuse_in_client_mode("twopc.run_and_prepare()")?;
@@ -179,10 +181,16 @@ pub fn run_and_prepare(
     }
     let (coordinator, global_id) = validate::reconcile_identity(gid, coordinator, global_id)?;
     let role = client_role_oid(client_role.unwrap_or(""))?;
+    if let Some(name) = submitted_by {
+        validate::check_submitter(name)?;
+    }
     // First, so that a transaction that fails from here on leaves a dead tracking row:
     // gid_state() then answers "aborted" to a late repeat of the same Prepare. (gid_state()
     // has just looked the gid up among the prepared transactions.)
     track(gid, coordinator.as_deref(), global_id.as_deref())?;
+    if let Some(name) = submitted_by {
+        tracking::insert_submitter(gid, name)?;
+    }
     crate::client::run(role, stmts)?;
     check_no_temp_objects()?;
     mark_for_prepare(gid, None)?;
@@ -388,6 +396,8 @@ pub struct FinishRecord {
     /// earlier use of the gid is never the one), a rollback kills it, so who it was prepared
     /// for is read now.
     rows: Vec<tracking::PreparedRow>,
+    /// Its `twopc.submitters` row's name, read now for the same reason.
+    submitted_by: Option<String>,
 }
 
 impl FinishRecord {
@@ -400,6 +410,7 @@ impl FinishRecord {
             gid: gid.to_owned(),
             wrote_before,
             rows: tracking::prepared_rows(gid)?,
+            submitted_by: tracking::submitter_in_progress(gid)?,
         })
     }
 
@@ -424,8 +435,7 @@ impl FinishRecord {
         };
         log_finish(
             gid,
-            coordinator,
-            global_id,
+            (coordinator, global_id, self.submitted_by),
             decision,
             via,
             self.wrote_before,
@@ -445,8 +455,7 @@ fn gid_identity(gid: &str) -> (Option<String>, Option<String>) {
 /// surrounding transaction had written something of its own before (see the module docs).
 fn log_finish(
     gid: &str,
-    coordinator: Option<String>,
-    global_id: Option<String>,
+    (coordinator, global_id, submitted_by): (Option<String>, Option<String>, Option<String>),
     decision: Decision,
     via: Via,
     wrote_before: bool,
@@ -472,6 +481,7 @@ fn log_finish(
         coordinator.as_deref(),
         decision.as_str(),
         via.as_str(),
+        submitted_by.as_deref(),
     )
 }
 

@@ -17,6 +17,24 @@ pub fn check_gid(gid: &str) -> Result<()> {
     Ok(())
 }
 
+/// The longest `submitted_by` recorded (a coordinator's client names are at most 64).
+pub const MAX_SUBMITTER_LEN: usize = 128;
+
+/// Checks who a transaction is recorded as submitted by: a name to show in the history, not
+/// a place for arbitrary text.
+pub fn check_submitter(name: &str) -> Result<()> {
+    let detail = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_SUBMITTER_LEN {
+        "it is longer than 128 bytes"
+    } else if name.chars().any(char::is_control) {
+        "it holds control characters"
+    } else {
+        return Ok(());
+    };
+    Err(TwopcError::BadSubmitter { detail })
+}
+
 /// Which path finished a prepared transaction (recorded in `twopc.history.via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {

@@ -342,6 +342,7 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
     let tokens_for_server = tokens.clone();
     let scheme = if settings.tls.is_some() { "wss" } else { "ws" };
     let (status_tx, status_rx) = mpsc::channel::<Status>();
+    let warnings = crate::participant_log::install();
     let (stop_tx, stop_rx) = tokio_oneshot();
     let thread = std::thread::Builder::new()
         .name("twopc-participant".into())
@@ -429,10 +430,13 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
             Err(mpsc::TryRecvError::Empty) => true,
         }
     };
+    let log_warnings =
+        || crate::participant_log::drain(&warnings, |line| log!("twopc participant: {line}"));
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
         if BackgroundWorker::sighup_received() {
             reload_tokens(&tokens);
         }
+        log_warnings();
         if !report(status_rx.try_recv()) {
             break;
         }
@@ -451,6 +455,7 @@ pub extern "C-unwind" fn twopc_participant_main(_arg: pg_sys::Datum) {
     while !thread.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    log_warnings();
     if exit_code == 0 {
         log!("twopc participant stopped");
     }

@@ -11,7 +11,8 @@
 //!   against the in-flight limit until it ends, even when its client hung up, and it commits
 //!   (nothing in flight is lost);
 //! * each transaction is recorded with the name of the client that submitted it: in its
-//!   answer and lookups and in its `tx_begin` event (`submitted_by`);
+//!   answer and lookups, in its `tx_begin` event, and in the extension's `twopc.history` on the
+//!   PostgreSQL participant, committed or rolled back (`submitted_by`);
 //! * no answer and no event carries a token.
 
 use futures_util::StreamExt;
@@ -214,6 +215,48 @@ async fn clients_need_their_token_and_stay_within_their_scope_and_limits() {
         (200, Some("committed"), Some("ops")),
         "{body}"
     );
+    // The extension's history names the client too, committed or aborted: a2's bank branch
+    // prepares (the ledger's Prepare is held back), then the ledger's guard votes no and the
+    // bank rolls back, which writes the finish-log row.
+    let (st, body, _) = seen
+        .send(
+            http.post(format!("{base}/v1/faults")).body(
+                r#"{"fault":"delay_next","participant":"ledger","ms":400,"msg_type":"prepare"}"#,
+            ),
+            Some(OPS),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let refused = serde_json::json!({"id": "a2", "participants": {
+        "bank": {"sql": [{"query": "UPDATE accounts SET balance = balance - 1 WHERE id = 1"}]},
+        "ledger": {"redis": [
+            {"op": "set", "key": "ledger:a2", "value": "w", "guard": {"expect": "not-v"}}]}}});
+    let (st, body, _) = seen
+        .send(
+            http.post(format!("{base}/v1/transactions")).json(&refused),
+            Some(OPS),
+        )
+        .await;
+    assert_eq!(
+        (st, body["outcome"].as_str()),
+        (200, Some("aborted")),
+        "{body}"
+    );
+    let history = "SELECT string_agg(global_id || ' ' || decision || ' ' || \
+                   coalesce(submitted_by, '-'), ', ' ORDER BY global_id) \
+                   FROM twopc.history WHERE global_id IN ('a1', 'a2')";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen_rows = tokio::task::block_in_place(|| stack.pg.query("bank", history));
+        if seen_rows == "a1 commit ops, a2 abort ops" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bank's history: {seen_rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Who am I: any client's token will do.
     let (st, body, _) = seen

@@ -13,8 +13,9 @@
 //!   `twopc.history`, and not when `twopc.track_native` is off.
 //! * [`retention_purges_finished_history_in_batches_and_never_in_doubt_work`]:
 //!   `twopc.purge()` and the retention worker.
-//! * [`upgrade_from_0_1_0_keeps_in_doubt_transactions`]: `ALTER EXTENSION ... UPDATE` on a
-//!   cluster with tracked in-doubt transactions, and the upgraded schema equals a fresh one.
+//! * [`upgrades_keep_in_doubt_transactions`]: `ALTER EXTENSION ... UPDATE` from every earlier
+//!   version (0.1.0, 0.2.0) on a cluster with tracked in-doubt transactions, and the upgraded
+//!   schema equals a fresh one.
 //!
 //! Every cluster runs with `RUST_BACKTRACE=1` (the harness sets it), and no output may carry a
 //! Rust source path.
@@ -492,6 +493,17 @@ fn install_frozen(version: &str) {
     }
 }
 
+/// The extension's version in this tree (its Cargo.toml), which `ALTER EXTENSION ... UPDATE`
+/// must arrive at.
+fn current_version() -> String {
+    let toml = std::fs::read_to_string(repo_root().join("pg_twopc_ext/Cargo.toml")).unwrap();
+    toml.lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("pg_twopc_ext/Cargo.toml names its version")
+        .to_owned()
+}
+
 /// Everything about schema `twopc` that an upgrade must get right, as text.
 const DESCRIBE_SCHEMA: &str = r#"
 SELECT string_agg(line, E'\n' ORDER BY line) FROM (
@@ -525,21 +537,41 @@ SELECT string_agg(line, E'\n' ORDER BY line) FROM (
 "#;
 
 #[test]
-fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
-    install_frozen("0.1.0");
+fn upgrades_keep_in_doubt_transactions() {
     let cluster = preloaded(&[]);
-    for db in ["upgraded", "fresh"] {
-        cluster.query("postgres", &format!("CREATE DATABASE {db}"));
+    cluster.query("postgres", "CREATE DATABASE fresh");
+    cluster.query("fresh", "CREATE EXTENSION pg_twopc_ext");
+    let fresh = cluster.query("fresh", DESCRIBE_SCHEMA);
+    for from in ["0.1.0", "0.2.0"] {
+        install_frozen(from);
+        upgrade_from(&cluster, from, &fresh);
     }
-    let db = "upgraded";
+    cluster.assert_clean_log();
+}
+
+/// Creates the extension at `from` in a new database, leaves tracked work in doubt, updates
+/// to the current version, finishes the work, and compares the schema with `fresh`.
+fn upgrade_from(cluster: &PgCluster, from: &str, fresh: &str) {
+    let db = format!("upgraded_{}", from.replace('.', "_"));
+    cluster.query("postgres", &format!("CREATE DATABASE {db}"));
+    let db = db.as_str();
+    // Gids are cluster-wide: each run has its own coordinator name.
+    let c = format!("c{}", from.replace('.', ""));
     cluster.query(
         db,
-        "CREATE EXTENSION pg_twopc_ext VERSION '0.1.0'; \
+        &format!(
+            "CREATE EXTENSION pg_twopc_ext VERSION '{from}'; \
          CREATE TABLE acct (id int PRIMARY KEY, bal int); \
-         INSERT INTO acct SELECT g, 100 FROM generate_series(1, 3) g",
+         INSERT INTO acct SELECT g, 100 FROM generate_series(1, 3) g"
+        ),
     );
     // Tracked work of every kind, left in doubt across the upgrade.
-    for (id, gid) in [(1, "twopc:c1:to-commit"), (2, "twopc:c1:to-abort")] {
+    let (to_commit, to_abort, done) = (
+        format!("twopc:{c}:to-commit"),
+        format!("twopc:{c}:to-abort"),
+        format!("done-{c}"),
+    );
+    for (id, gid) in [(1, &to_commit), (2, &to_abort)] {
         cluster.query(
             db,
             &format!(
@@ -550,9 +582,11 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     }
     cluster.query(
         db,
-        "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 3; SELECT twopc.prepare('done'); \
-         SELECT twopc.commit_prepared('done'); \
-         SELECT twopc.record_decision('twopc:c1:to-commit', 'commit')",
+        &format!(
+            "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 3; SELECT twopc.prepare('{done}'); \
+             SELECT twopc.commit_prepared('{done}'); \
+             SELECT twopc.record_decision('{to_commit}', 'commit')"
+        ),
     );
     let in_doubt = "SELECT string_agg(gid || ' ' || global_id || ' ' || coordinator || ' ' \
                     || tracked || ' ' || coalesce(decision, '-'), ', ' ORDER BY gid) \
@@ -560,16 +594,28 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     let before = cluster.query(db, in_doubt);
     assert_eq!(
         before,
-        "twopc:c1:to-abort to-abort c1 true -, twopc:c1:to-commit to-commit c1 true commit"
+        format!("{to_abort} to-abort {c} true -, {to_commit} to-commit {c} true commit")
     );
 
-    cluster.query(db, "ALTER EXTENSION pg_twopc_ext UPDATE TO '0.2.0'");
+    // This library on the old schema: a rollback's finish-log row leaves out the column that
+    // schema lacks (finish_log.submitted_by) instead of failing after the rollback happened.
+    let early = format!("twopc:{c}:early");
+    cluster.query(
+        db,
+        &format!(
+            "BEGIN; UPDATE acct SET bal = bal + 50 WHERE id = 3; SELECT twopc.prepare('{early}'); \
+             SELECT twopc.rollback_prepared('{early}')"
+        ),
+    );
+
+    // From 0.1.0 that runs both scripts, one after the other.
+    cluster.query(db, "ALTER EXTENSION pg_twopc_ext UPDATE");
     assert_eq!(
         cluster.query(
             db,
             "SELECT extversion FROM pg_extension WHERE extname = 'pg_twopc_ext'"
         ),
-        "0.2.0"
+        current_version()
     );
     assert_eq!(
         cluster.query(db, in_doubt),
@@ -578,24 +624,29 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
     );
     cluster.query(
         db,
-        "SELECT twopc.commit_prepared('twopc:c1:to-commit', 'coordinator')",
+        &format!("SELECT twopc.commit_prepared('{to_commit}', 'coordinator')"),
     );
-    cluster.query(db, "ROLLBACK PREPARED 'twopc:c1:to-abort'");
+    cluster.query(db, &format!("ROLLBACK PREPARED '{to_abort}'"));
     assert_eq!(
         cluster.query(
             db,
-            "SELECT twopc.outcome('twopc:c1:to-commit') || ' ' \
-             || twopc.outcome('twopc:c1:to-abort') || ' ' || twopc.outcome('done')"
+            &format!(
+                "SELECT twopc.outcome('{to_commit}') || ' ' || twopc.outcome('{to_abort}') \
+                 || ' ' || twopc.outcome('{done}') || ' ' || twopc.outcome('{early}')"
+            )
         ),
-        "committed aborted committed"
+        "committed aborted committed aborted"
     );
     assert_eq!(
         cluster.query(
             db,
-            "SELECT string_agg(gid || ' ' || decision || ' ' || via, ', ' ORDER BY gid) \
-             FROM twopc.history"
+            "SELECT string_agg(gid || ' ' || decision || ' ' || via || ' ' \
+             || coalesce(submitted_by, '-'), ', ' ORDER BY gid) FROM twopc.history"
         ),
-        "done commit manual, twopc:c1:to-abort abort native, twopc:c1:to-commit commit coordinator"
+        format!(
+            "{done} commit manual -, {early} abort manual -, {to_abort} abort native -, \
+             {to_commit} commit coordinator -"
+        )
     );
     assert_eq!(
         cluster.query(
@@ -610,20 +661,41 @@ fn upgrade_from_0_1_0_keeps_in_doubt_transactions() {
             db,
             "SELECT tracking_rows || ' ' || finish_log_rows FROM twopc.stats()"
         ),
-        "2 1"
+        "2 2"
+    );
+    // 0.3.0's: who submitted a transaction, committed and rolled back, through the new
+    // run_and_prepare() overload (the Postgres participant's call).
+    let role = format!("client_{c}");
+    cluster.query(
+        db,
+        &format!("CREATE ROLE {role} NOLOGIN; GRANT ALL ON acct TO {role}"),
+    );
+    for (tx, decision) in [("named-commit", "COMMIT"), ("named-abort", "ROLLBACK")] {
+        let gid = format!("twopc:{c}:{tx}");
+        cluster.query(
+            db,
+            &format!(
+                "BEGIN; SELECT twopc.run_and_prepare('{gid}', '{c}', '{tx}', '{role}', \
+                 ARRAY['UPDATE acct SET bal = bal + 1 WHERE id = 1'], ARRAY[0], '{{}}', \
+                 'payments'); {decision} PREPARED '{gid}'"
+            ),
+        );
+    }
+    assert_eq!(
+        cluster.query(
+            db,
+            "SELECT string_agg(global_id || ' ' || decision || ' ' || submitted_by, ', ' \
+             ORDER BY global_id) FROM twopc.history WHERE submitted_by IS NOT NULL"
+        ),
+        "named-abort abort payments, named-commit commit payments"
     );
 
     // The upgraded schema is exactly a fresh install's.
-    cluster.query("fresh", "CREATE EXTENSION pg_twopc_ext");
-    let (upgraded, fresh) = (
-        cluster.query(db, DESCRIBE_SCHEMA),
-        cluster.query("fresh", DESCRIBE_SCHEMA),
-    );
+    let upgraded = cluster.query(db, DESCRIBE_SCHEMA);
     assert_eq!(
         upgraded,
         fresh,
-        "upgraded vs fresh schema:\n{}",
-        line_diff(&fresh, &upgraded)
+        "upgraded from {from} vs fresh schema:\n{}",
+        line_diff(fresh, &upgraded)
     );
-    cluster.assert_clean_log();
 }

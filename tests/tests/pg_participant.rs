@@ -33,6 +33,11 @@ struct Stack {
 }
 
 fn start() -> Stack {
+    start_with("CREATE EXTENSION pg_twopc_ext")
+}
+
+/// [`start`], creating the extension with `create_extension`.
+fn start_with(create_extension: &str) -> Stack {
     twopc_tests::secrets::register(TOKEN);
     let ext = std::path::Path::new("/usr/share/postgresql/15/extension/pg_twopc_ext.control");
     assert!(
@@ -58,17 +63,19 @@ fn start() -> Stack {
     .expect("start postgres with the extension preloaded");
     pg.psql_ok(
         "bank",
-        "CREATE ROLE app LOGIN;
+        &format!(
+            "CREATE ROLE app LOGIN;
                  CREATE ROLE app_client NOLOGIN;
                  GRANT app_client TO app;
-         CREATE EXTENSION pg_twopc_ext;
+         {create_extension};
          GRANT USAGE ON SCHEMA twopc TO app;
          GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app;
          GRANT SELECT ON ALL TABLES IN SCHEMA twopc TO app;
          GRANT SELECT ON twopc.in_doubt TO app;
          CREATE TABLE accounts(id int PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
          INSERT INTO accounts VALUES (1, 100), (2, 100);
-         GRANT SELECT, UPDATE, INSERT ON accounts TO app_client;",
+         GRANT SELECT, UPDATE, INSERT ON accounts TO app_client;"
+        ),
     )
     .expect("set up the bank database");
     Stack { pg, addr }
@@ -735,4 +742,135 @@ async fn commit_and_abort_settle_the_named_coordinators_gid_only() {
         (Decision::Commit, AckResult::Applied)
     );
     assert_eq!(balances(&s.pg), "90,110");
+}
+
+/// The library one version ahead of the schema (the package upgraded, `ALTER EXTENSION ...
+/// UPDATE` not run yet): a transaction that names its client still prepares, commits and
+/// rolls back, with one warning in the log and without the name; once the schema is updated,
+/// a fresh connection records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_one_version_behind_still_takes_named_transactions() {
+    let name = "pg_twopc_ext--0.2.0.sql";
+    let frozen = twopc_tests::repo_root()
+        .join("pg_twopc_ext/sql/frozen")
+        .join(name);
+    let target = std::path::Path::new("/usr/share/postgresql/15/extension").join(name);
+    std::fs::copy(&frozen, &target).expect("install the frozen 0.2.0 script (run as root)");
+    let s = start_with("CREATE EXTENSION pg_twopc_ext VERSION '0.2.0'");
+    let (mut c, _) = connect(s.addr).await;
+    let named = |txid: &str| Message::Prepare {
+        submitted_by: Some("payments".into()),
+        txid: tx(txid),
+        coordinator: CoordinatorId::new("c1").unwrap(),
+        ops: transfer(5),
+        timeout_ms: None,
+        priority: None,
+        epoch: None,
+    };
+    for (txid, decision) in [("n1", Decision::Commit), ("n2", Decision::Abort)] {
+        let (v, reason, _) = c.vote_with_class(named(txid)).await;
+        assert_eq!((v, reason), (Vote::Yes, None), "{txid}");
+        let msg = match decision {
+            Decision::Commit => Message::Commit {
+                txid: tx(txid),
+                coordinator: None,
+                epoch: None,
+            },
+            Decision::Abort => Message::Abort {
+                txid: tx(txid),
+                reason: None,
+                coordinator: None,
+                epoch: None,
+            },
+        };
+        assert_eq!(finish(&mut c, msg).await, (decision, AckResult::Applied));
+    }
+    assert_eq!(balances(&s.pg), "95,105");
+    let history = "SELECT string_agg(global_id || ' ' || decision, ', ' ORDER BY global_id) \
+                   FROM twopc.history";
+    assert_eq!(
+        s.pg.psql_ok("bank", history).unwrap(),
+        "n1 commit, n2 abort"
+    );
+    // The worker's main thread logs the endpoint's warnings (every 100 ms).
+    let log = logged(
+        &s,
+        "twopc participant: WARN pg_twopc_ext's SQL is older than its library",
+    )
+    .await;
+    assert!(
+        !log.contains("ERROR"),
+        "asking the schema raises no error:\n{log}"
+    );
+
+    // Updated: the role was granted EXECUTE on the functions there were, not on the new one,
+    // so names are still not recorded (and the transactions still run); granted, they are.
+    // The worker's connections are ended each time so that the next ones look afresh.
+    let replace_connections = "SELECT count(pg_terminate_backend(pid)) >= 0 \
+         FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'";
+    s.pg.psql_ok(
+        "bank",
+        &format!("ALTER EXTENSION pg_twopc_ext UPDATE; {replace_connections}"),
+    )
+    .unwrap();
+    assert_eq!(named_commit(&s, &mut c, "n3", &named).await, "-");
+    logged(&s, "may not execute").await;
+    s.pg.psql_ok(
+        "bank",
+        &format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app; {replace_connections}"),
+    )
+    .unwrap();
+    assert_eq!(named_commit(&s, &mut c, "n4", &named).await, "payments");
+}
+
+/// Waits until the server log contains `text`; returns the log.
+async fn logged(s: &Stack, text: &str) -> String {
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(s.pg.log_path()).unwrap();
+        if log.contains(text) {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(s.pg.log_path()).unwrap();
+    panic!("the server log never said {text:?}:\n{log}");
+}
+
+/// Prepares and commits a transaction that names its client, retrying (under new txids) past
+/// the failures of connections ended under the participant; returns its history's
+/// `submitted_by` (`-` for none).
+async fn named_commit(
+    s: &Stack,
+    c: &mut WireClient,
+    stem: &str,
+    named: &impl Fn(&str) -> Message,
+) -> String {
+    for attempt in 0..50 {
+        let txid = format!("{stem}-{attempt}");
+        let (v, _, _) = c.vote_with_class(named(&txid)).await;
+        if v != Vote::Yes {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let commit = Message::Commit {
+            txid: tx(&txid),
+            coordinator: None,
+            epoch: None,
+        };
+        assert_eq!(
+            finish(c, commit).await,
+            (Decision::Commit, AckResult::Applied)
+        );
+        return s
+            .pg
+            .psql_ok(
+                "bank",
+                &format!(
+                    "SELECT coalesce(submitted_by, '-') FROM twopc.history \
+                     WHERE global_id = '{txid}'"
+                ),
+            )
+            .unwrap();
+    }
+    panic!("{stem}: no attempt prepared");
 }

@@ -406,3 +406,212 @@ async fn the_decision_log_is_reached_over_verified_tls() {
         );
     }
 }
+
+/// An HTTPS client trusting the stack's CA that presents `cert` as its client certificate.
+fn https_as(stack: &Stack, cert: &twopc_tls::pki::IssuedCert) -> reqwest::Client {
+    let tls = stack.tls.as_ref().unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca.ca_file).unwrap()).unwrap();
+    let mut pem = std::fs::read(&cert.cert_file).unwrap();
+    pem.extend(std::fs::read(&cert.key_file).unwrap());
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Clients known by their TLS client certificate (`[[client]] certificate_cn`, verified
+/// against `[api_tls] client_ca_file`): such a client needs no token, its transactions carry
+/// its name, and the CLI signs in with `--cert-file`; a certificate whose name is no client's,
+/// one from another CA with a client's name, and no certificate at all are refused; a token
+/// beside a certificate decides alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_signs_a_client_in_without_a_token() {
+    let stack = tokio::task::block_in_place(|| {
+        Stack::start(
+            &bins(),
+            StackOptions {
+                accounts: 2,
+                tls: true,
+                ..StackOptions::default()
+            },
+        )
+        .expect("start the TLS stack")
+    });
+    let tls = stack.tls.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ops = tls.ca.issue("api-ops", &["api-ops"]).unwrap();
+    let nobody = tls.ca.issue("api-nobody", &["api-nobody"]).unwrap();
+    // Another CA's certificate with exactly the configured name.
+    let evil = twopc_tls::pki::TestPki::new(dir.path(), "evil").unwrap();
+    let forged = evil.issue("api-ops", &["api-ops"]).unwrap();
+    let reader_token = twopc_tests::secrets::new_token();
+
+    let mut cfg = stack.coordinator_settings.clone();
+    cfg.coordinator_id = "c-certs".into();
+    cfg.data_dir = dir.path().join("c-certs");
+    cfg.extra = tls
+        .coordinator_tables(&tls.ca.ca_file, &tls.coordinator)
+        .replace(
+            "\n[participant_tls]",
+            &format!(
+                "client_ca_file = \"{}\"\n\n[participant_tls]",
+                tls.ca.ca_file.display()
+            ),
+        )
+        + &format!(
+            "\n[[client]]\nname = \"ops-cert\"\ncertificate_cn = \"api-ops\"\n\
+             scopes = [\"submit\", \"read\"]\n\
+             \n[[client]]\nname = \"reader\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"read\"]\n",
+            twopc_coordinator::clients::token_digest_hex(&reader_token)
+        );
+    let path = dir.path().join("c-certs.toml");
+    cfg.write(&path).unwrap();
+    let proc = Proc::spawn(
+        vec![
+            bins().coordinator.display().to_string(),
+            "serve".into(),
+            "--config".into(),
+            path.display().to_string(),
+        ],
+        vec![("TWOPC_LOG".into(), "warn".into())],
+    )
+    .unwrap();
+    let base = proc
+        .first_line
+        .trim_start_matches("listening on ")
+        .to_owned();
+    assert!(base.starts_with("https://"), "{base}");
+
+    // The certificate alone signs ops-cert in, and its transactions carry its name.
+    let as_ops = https_as(&stack, &ops);
+    let whoami: serde_json::Value = as_ops
+        .get(format!("{base}/v1/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whoami["client"], "ops-cert", "{whoami}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !participants(&as_ops, &base)
+        .await
+        .iter()
+        .all(|p| p.connected)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "participants never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body: TransactionResponse = as_ops
+        .post(format!("{base}/v1/transactions"))
+        .json(&twopc_tests::reliability::bank_ledger_transfer(1, 2, 3))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body.outcome, Outcome::Committed, "{body:?}");
+    assert_eq!(body.submitted_by.as_deref(), Some("ops-cert"));
+
+    // Refused: no certificate and no token; a certificate naming no client; another CA's
+    // certificate with ops-cert's name (refused by the handshake itself).
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let anonymous = https(&stack, false);
+    let r = anonymous
+        .get(format!("{base}/v1/participants"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 401);
+    let r = https_as(&stack, &nobody)
+        .get(format!("{base}/v1/participants"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("names none of this coordinator's clients"),
+        "{text}"
+    );
+    let forged_client = {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca.ca_file).unwrap()).unwrap();
+        let mut pem = std::fs::read(&forged.cert_file).unwrap();
+        pem.extend(std::fs::read(&forged.key_file).unwrap());
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let r = forged_client.get(format!("{base}/v1/whoami")).send().await;
+    assert!(
+        r.is_err(),
+        "another CA's certificate must be refused: {r:?}"
+    );
+
+    // A token beside the certificate decides alone: reader may read, not submit.
+    let r = as_ops
+        .post(format!("{base}/v1/transactions"))
+        .bearer_auth(&reader_token)
+        .json(&twopc_tests::reliability::bank_ledger_transfer(2, 1, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 403);
+    let who: serde_json::Value = as_ops
+        .get(format!("{base}/v1/whoami"))
+        .bearer_auth(&reader_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["client"], "reader", "{who}");
+
+    // The CLI signs in with its certificate; without one it is refused.
+    let cli = |with_cert: bool| {
+        let mut cmd = std::process::Command::new(bins().coordinator);
+        cmd.args(["in-doubt", "--url", &base, "--ca-file"])
+            .arg(&tls.ca.ca_file)
+            .env_remove("TWOPC_TOKEN")
+            .env("RUST_BACKTRACE", "1");
+        if with_cert {
+            cmd.arg("--cert-file")
+                .arg(&ops.cert_file)
+                .arg("--key-file")
+                .arg(&ops.key_file);
+        }
+        tokio::task::block_in_place(|| cmd.output().unwrap())
+    };
+    let said = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let out = cli(true);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("bank"), "{}", said(&out));
+    let out = cli(false);
+    assert!(!out.status.success());
+    let text = said(&out);
+    assert!(text.contains("token or certificate"), "{text}");
+    assert!(
+        !twopc_tests::reliability::shows_rust_internals(&text),
+        "{text}"
+    );
+
+    // Both stores agree on the one transfer.
+    let pg = tokio::task::block_in_place(|| stack.pg_balances().unwrap());
+    assert_eq!(pg, vec![(1, 97), (2, 103)]);
+    assert_eq!(redis_get(&stack, "balance:1").await, Some(97));
+    drop(proc);
+}

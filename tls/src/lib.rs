@@ -145,11 +145,32 @@ pub fn load_roots(what: &'static str, path: &Path) -> Result<RootCertStore, TlsE
     Ok(roots)
 }
 
+/// Whether a server with a `client_ca_file` insists on a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// A client without a certificate signed by the CA is refused during the handshake (the
+    /// participants' endpoints: mutual TLS).
+    Required,
+    /// A client may present one (then it must be signed by the CA) or none; the application
+    /// decides what an anonymous connection may do (the API: a bearer token instead).
+    Optional,
+}
+
 /// A server configuration; `alpn` lists the application protocols offered, in preference
-/// order (empty: none).
+/// order (empty: none). A `client_ca_file` makes client certificates required.
 pub fn server_config(
     files: &ServerTlsFiles,
     alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(files, alpn, ClientCerts::Required)
+}
+
+/// [`server_config`], saying whether a client certificate is required or only verified when
+/// presented.
+pub fn server_config_with(
+    files: &ServerTlsFiles,
+    alpn: &[&[u8]],
+    client_certs: ClientCerts,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs("cert_file", &files.cert_file)?;
     let key = load_key("key_file", &files.key_file)?;
@@ -160,10 +181,14 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let roots = Arc::new(load_roots("client_ca_file", ca)?);
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-                    .build()
-                    .map_err(|e| TlsError::Config(format!("client_ca_file: {e}")))?;
+            let mut verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
+            if client_certs == ClientCerts::Optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::Config(format!("client_ca_file: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -312,6 +337,19 @@ impl Stream {
             Stream::Server(s) => s.get_ref().1.peer_certificates(),
         }
     }
+}
+
+/// The subject common name (CN) of a certificate, if it has exactly one that is a string.
+///
+/// Called on a client certificate the handshake has already verified against the configured
+/// CA, to say which configured client it is (as PostgreSQL's `cert` authentication maps the
+/// CN to a role). A certificate with several CNs names nobody: which one counts would be a
+/// guess.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let mut names = parsed.subject().iter_common_name();
+    let first = names.next()?.as_str().ok()?.to_owned();
+    names.next().is_none().then_some(first)
 }
 
 /// Dials `host:port`; with `tls`, runs the TLS handshake, verifying the server as the

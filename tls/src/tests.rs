@@ -172,6 +172,51 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_or_from_another_ca() 
 }
 
 #[tokio::test]
+async fn optional_client_certificates_are_verified_when_presented_and_name_the_client() {
+    let s = setup();
+    let leaf = s.ca.issue("server", &["127.0.0.1"]).unwrap();
+    let server = server_config_with(
+        &server_files(&leaf, Some(&s.ca.ca_file)),
+        &[],
+        ClientCerts::Optional,
+    )
+    .unwrap();
+    let ours = s.ca.issue("payments", &["payments"]).unwrap();
+    let theirs = s.other.issue("stranger", &["payments"]).unwrap();
+    let with = |cert: Option<&pki::IssuedCert>| {
+        client_config(&ClientTlsFiles {
+            ca_file: s.ca.ca_file.clone(),
+            cert_file: cert.map(|c| c.cert_file.clone()),
+            key_file: cert.map(|c| c.key_file.clone()),
+        })
+        .unwrap()
+    };
+    // No certificate: let in, anonymous.
+    let (dialled, served) = round_trip(server.clone(), with(None), "127.0.0.1").await;
+    assert!(dialled.is_ok(), "{:?}", dialled.err());
+    assert_eq!(served, Ok(false));
+    // Ours: let in, and its CN is the name.
+    let (dialled, served) = round_trip(server.clone(), with(Some(&ours)), "127.0.0.1").await;
+    assert!(dialled.is_ok(), "{:?}", dialled.err());
+    assert_eq!(served, Ok(true));
+    let pem = std::fs::read(&ours.cert_file).unwrap();
+    let der = CertificateDer::from_pem_slice(&pem).unwrap();
+    assert_eq!(common_name(&der).as_deref(), Some("payments"));
+    // Another CA's: still refused, optional or not.
+    let (dialled, served) = round_trip(server, with(Some(&theirs)), "127.0.0.1").await;
+    assert!(dialled.is_err());
+    assert!(served
+        .unwrap_err()
+        .contains("not signed by the configured CA"));
+    // Not a certificate at all: no name, no panic.
+    assert_eq!(
+        common_name(&CertificateDer::from(vec![0x30, 0x03, 1, 2])),
+        None
+    );
+    assert_eq!(common_name(&CertificateDer::from(Vec::new())), None);
+}
+
+#[tokio::test]
 async fn a_plain_text_peer_is_explained() {
     let s = setup();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,20 +6,25 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | no `Authorization: Bearer` (or `?access_token=` on `/v1/events`) | 401 `unauthorized`, `WWW-Authenticate: Bearer` |
+//! | no `Authorization: Bearer` (or `?access_token=` on `/v1/events`), and no client certificate that names a client | 401 `unauthorized`, `WWW-Authenticate: Bearer` |
 //! | a token no client has | 401 `unauthorized` (the same words: which part was wrong is not said) |
 //! | the endpoint is outside the client's scopes | 403 `forbidden`, naming the scope it lacks |
 //! | `/v1/whoami` | any client's token will do: it says who the client is and what it may do |
 //! | over its request rate | 429 `rate_limited`, `Retry-After` in whole seconds |
+//!
+//! A client known by its certificate (`certificate_cn`) needs no token: the connection's
+//! verified client certificate ([`ApiPeer`]) says who it is. A request that carries a token is
+//! judged by the token alone, so a shared machine certificate never widens what a token may do.
 //!
 //! The handler then finds the [`Client`] in the request's extensions: the submit handler
 //! refuses participants outside its list (403) and transactions beyond its `max_in_flight`
 //! (429 `too_many_in_flight`). The token itself is never logged, echoed or stored: what the
 //! coordinator keeps is the client's name.
 
+use super::tls_listener::ApiPeer;
 use super::{error, AppState};
 use crate::clients::{Client, Scope};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -108,13 +113,34 @@ pub(super) async fn authenticate(
     if need == Need::Nobody {
         return next.run(req).await;
     }
-    let Some(token) = presented_token(&req) else {
-        return unauthorized(
-            "this coordinator wants a client token: send Authorization: Bearer <token>",
-        );
-    };
-    let Some(client) = st.clients.authenticate(&token) else {
-        return unauthorized("the token is not one of this coordinator's clients");
+    let client = match presented_token(&req) {
+        Some(token) => match st.clients.authenticate(&token) {
+            Some(client) => client,
+            None => return unauthorized("the token is not one of this coordinator's clients"),
+        },
+        None => {
+            let peer = req.extensions().get::<ConnectInfo<ApiPeer>>().map(|c| &c.0);
+            match peer.and_then(|p| Some((p.addr, p.certificate_cn.as_deref()?))) {
+                Some((addr, cn)) => match st.clients.authenticate_certificate(cn) {
+                    Some(client) => client,
+                    None => {
+                        // The CA signed it, so whoever runs the CA may want to know.
+                        tracing::info!(%addr, certificate_cn = cn, "client certificate names no client");
+                        return unauthorized(
+                            "the client certificate names none of this coordinator's clients",
+                        );
+                    }
+                },
+                None => {
+                    return unauthorized(if st.clients.want_certificates() {
+                        "this coordinator wants a client token or certificate: send \
+                         Authorization: Bearer <token>, or connect with a client certificate"
+                    } else {
+                        "this coordinator wants a client token: send Authorization: Bearer <token>"
+                    })
+                }
+            }
+        }
     };
     if let Need::Scope(scope) = need {
         if !client.allows(scope) {

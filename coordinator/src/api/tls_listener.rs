@@ -6,6 +6,10 @@
 //! ([`MAX_HANDSHAKES`]) and in time ([`HANDSHAKE_TIMEOUT`]), and queues the finished ones.
 //! ALPN offers `h2` and `http/1.1`; hyper serves whichever the client picked (browsers use
 //! HTTP/2, and open the event stream's WebSocket over it with an extended CONNECT).
+//!
+//! Each connection comes with its [`ApiPeer`]: the address, and the common name of the client
+//! certificate the handshake verified, if one was presented. axum hands it to every request of
+//! the connection as `ConnectInfo`, where the authentication middleware reads it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,9 +24,18 @@ pub const MAX_HANDSHAKES: usize = 256;
 /// A client that has not finished its handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Who is at the other end of an API connection.
+#[derive(Debug, Clone)]
+pub struct ApiPeer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The subject common name of its verified client certificate, if it presented one.
+    pub certificate_cn: Option<String>,
+}
+
 /// A TCP listener whose connections come out TLS-terminated.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(Stream, SocketAddr)>,
+    ready: mpsc::Receiver<(Stream, ApiPeer)>,
     local: SocketAddr,
     accept_task: tokio::task::JoinHandle<()>,
 }
@@ -50,7 +63,7 @@ impl Drop for TlsListener {
 async fn accept_loop(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(Stream, SocketAddr)>,
+    ready: mpsc::Sender<(Stream, ApiPeer)>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -74,6 +87,16 @@ async fn accept_loop(
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => {
                     drop(permit);
+                    // The chain was verified against client_ca_file by the handshake; the
+                    // leaf comes first.
+                    let certificate_cn = stream
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(twopc_tls::common_name);
+                    let peer = ApiPeer {
+                        addr: peer,
+                        certificate_cn,
+                    };
                     let _ = ready.send((stream, peer)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, "API connection refused: {e}"),
@@ -85,9 +108,9 @@ async fn accept_loop(
 
 impl axum::serve::Listener for TlsListener {
     type Io = Stream;
-    type Addr = SocketAddr;
+    type Addr = ApiPeer;
 
-    async fn accept(&mut self) -> (Stream, SocketAddr) {
+    async fn accept(&mut self) -> (Stream, ApiPeer) {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept task only ends when the runtime does.
@@ -95,7 +118,18 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
+    fn local_addr(&self) -> io::Result<ApiPeer> {
+        Ok(ApiPeer {
+            addr: self.local,
+            certificate_cn: None,
+        })
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for ApiPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
     }
 }

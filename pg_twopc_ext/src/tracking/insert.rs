@@ -78,7 +78,15 @@ fn insert_row(
     unsafe {
         let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
-        if (*desc).natts as usize != values.len() {
+        // A schema one version behind the library (ALTER EXTENSION ... UPDATE not run yet)
+        // lacks the columns added since, which are always nullable and at the end: drop them
+        // from the row when they are NULL anyway.
+        let natts = (*desc).natts as usize;
+        let values = match values.split_at_checked(natts) {
+            Some((kept, added)) if added.iter().all(Option::is_none) => kept,
+            _ => values,
+        };
+        if natts != values.len() {
             pg_sys::table_close(rel, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             return Err(TwopcError::MissingObject {
                 name: format!("twopc.{table} with {} columns", values.len()),
@@ -208,6 +216,7 @@ pub fn insert_finish_log(
     coordinator: Option<&str>,
     decision: &str,
     via: &str,
+    submitted_by: Option<&str>,
 ) -> Result<()> {
     // SAFETY: GetCurrentTimestamp has no preconditions.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
@@ -221,6 +230,31 @@ pub fn insert_finish_log(
             Some(pg_sys::Datum::from(now)),
             current_user_text_datum(),
             text_datum(Some(via)),
+            text_datum(submitted_by),
+        ],
+        UniqueCheck::Enforce,
+        &[],
+    )
+    .map(|_| ())
+}
+
+/// Records who submitted the current (top-level) transaction, about to be prepared under
+/// `gid`, in `twopc.submitters`: part of the transaction, like its tracking row.
+pub fn insert_submitter(gid: &str, submitted_by: &str) -> Result<()> {
+    // SAFETY: as in insert_tracking (the xid is assigned by then anyway).
+    let (fxid, now) = unsafe {
+        (
+            pg_sys::GetTopFullTransactionId(),
+            pg_sys::GetCurrentTimestamp(),
+        )
+    };
+    insert_row(
+        "submitters",
+        &[
+            Some(pg_sys::Datum::from(fxid.value)),
+            text_datum(Some(gid)),
+            text_datum(Some(submitted_by)),
+            Some(pg_sys::Datum::from(now)),
         ],
         UniqueCheck::Enforce,
         &[],

@@ -35,7 +35,7 @@
 //!
 //! * `tables`: the table definitions (the extension script's `CREATE TABLE`s) beside the
 //!   column numbers the code below SQL uses, and the per-backend cache of their oids.
-//! * `insert`: one heap + index insert for all three tables, and a writer per table.
+//! * `insert`: one heap + index insert for all four tables, and a writer per table.
 //! * `stamp`: the in-place finish stamp on a committed tracking row.
 //! * `scan`: `SnapshotAny` and MVCC scans by gid, and how a tuple's xmin is classified.
 
@@ -44,7 +44,7 @@ mod scan;
 mod stamp;
 mod tables;
 
-pub use insert::{insert_decision, insert_finish_log, insert_tracking};
-pub use scan::{history_decision, scan, TrackedTuple, XminStatus};
+pub use insert::{insert_decision, insert_finish_log, insert_submitter, insert_tracking};
+pub use scan::{history_decision, scan, submitter_in_progress, TrackedTuple, XminStatus};
 pub use stamp::{prepared_rows, stamp_commit, PreparedRow};
 pub use tables::{relid, schema_generation, SCHEMA};

@@ -1,7 +1,8 @@
 //! Reading the extension's tables below SQL: `SnapshotAny` scans of `twopc.tracking` (in-doubt
-//! and dead rows included, each classified by its xmin) and the MVCC probe of the finish log.
+//! and dead rows included, each classified by its xmin), the MVCC probe of the finish log, and
+//! the in-progress submitter of a prepared transaction.
 
-use super::tables::{finish_log_col, relid, tracking_col};
+use super::tables::{finish_log_col, relid, submitters_col, tracking_col};
 use crate::error::{Result, TwopcError};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
@@ -114,7 +115,8 @@ struct GidKey<'a> {
 /// Runs a `systable` scan over `twopc.<table>` — by gid through the key's index when a key is
 /// given, the whole table otherwise — and hands every tuple it returns to `each` with the
 /// table's descriptor. The one place that opens, scans and closes the extension's tables below
-/// SQL; `natts` guards against a table of another shape (an older or damaged install).
+/// SQL; `natts` (the columns the caller's arrays hold, and the fewest it can work with) guards
+/// against a table of another shape (an older or damaged install).
 ///
 /// # Safety
 /// `snapshot` must stay valid for the scan (a static such as `SnapshotAnyData`, or null for a
@@ -122,7 +124,7 @@ struct GidKey<'a> {
 /// copy out what it keeps.
 unsafe fn each_tuple(
     table: &'static str,
-    natts: usize,
+    natts: std::ops::RangeInclusive<usize>,
     key: Option<GidKey<'_>>,
     snapshot: pg_sys::Snapshot,
     mut each: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc),
@@ -138,10 +140,10 @@ unsafe fn each_tuple(
     unsafe {
         let rel = pg_sys::table_open(table_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
-        if (*desc).natts as usize != natts {
+        if !natts.contains(&((*desc).natts as usize)) {
             pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             return Err(TwopcError::MissingObject {
-                name: format!("twopc.{table} with {natts} columns"),
+                name: format!("twopc.{table} with {} columns", natts.end()),
             });
         }
         let mut scan_key: pg_sys::ScanKeyData = std::mem::zeroed();
@@ -260,7 +262,7 @@ pub(super) unsafe fn each_tracking_tuple(
     unsafe {
         each_tuple(
             "tracking",
-            tracking_col::COUNT,
+            tracking_col::COUNT..=tracking_col::COUNT,
             key,
             &raw mut pg_sys::SnapshotAnyData,
             each,
@@ -273,7 +275,7 @@ pub(super) unsafe fn each_tracking_tuple(
 /// Postgres participant's per-transaction path ([`crate::twophase::gid_state`]), where a parsed and planned query
 /// would cost more than the probe itself.
 pub fn history_decision(gid: &str) -> Result<Option<String>> {
-    use finish_log_col::{COUNT, DECISION, FINISHED_AT, GID};
+    use finish_log_col::{COUNT, DECISION, FINISHED_AT, GID, SUBMITTED_BY};
     let key = GidKey {
         index: "finish_log_gid_idx",
         column: GID,
@@ -285,7 +287,8 @@ pub fn history_decision(gid: &str) -> Result<Option<String>> {
     unsafe {
         each_tuple(
             "finish_log",
-            COUNT,
+            // A 0.2.0 schema lacks submitted_by; the arrays below hold every column.
+            SUBMITTED_BY - 1..=COUNT,
             Some(key),
             std::ptr::null_mut(),
             |tuple, desc| {
@@ -310,4 +313,42 @@ pub fn history_decision(gid: &str) -> Result<Option<String>> {
         )?;
     }
     Ok(latest.map(|(_, d)| d))
+}
+
+/// Who submitted the transaction prepared under `gid` (its `twopc.submitters` row, written
+/// inside it and still in progress: read with `SnapshotAny` by a rollback before it kills the
+/// row). `None` for a transaction without one, or on a schema without the table (0.2.0).
+pub fn submitter_in_progress(gid: &str) -> Result<Option<String>> {
+    use submitters_col::{COUNT, GID, SUBMITTED_BY};
+    if relid("submitters").is_err() {
+        return Ok(None);
+    }
+    let key = GidKey {
+        index: "submitters_gid_idx",
+        column: GID,
+        gid,
+    };
+    let mut found = None;
+    // SAFETY: SnapshotAnyData is a static; the closure copies what it keeps before the scan
+    // moves on.
+    unsafe {
+        each_tuple(
+            "submitters",
+            COUNT..=COUNT,
+            Some(key),
+            &raw mut pg_sys::SnapshotAnyData,
+            |tuple, desc| {
+                if classify(tuple).1 != XminStatus::InProgress {
+                    return;
+                }
+                let mut values = [pg_sys::Datum::from(0usize); COUNT];
+                let mut nulls = [true; COUNT];
+                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                if text_of(values[GID - 1], nulls[GID - 1]).as_deref() == Some(gid) {
+                    found = text_of(values[SUBMITTED_BY - 1], nulls[SUBMITTED_BY - 1]);
+                }
+            },
+        )?;
+    }
+    Ok(found)
 }

@@ -42,11 +42,27 @@ CREATE TABLE twopc.finish_log (
     decision    text        NOT NULL CHECK (decision IN ('commit', 'abort')),
     finished_at timestamptz NOT NULL,
     finished_by text        NOT NULL,
-    via         text        NOT NULL CHECK (via IN ('coordinator', 'manual', 'resolver', 'native'))
+    via         text        NOT NULL CHECK (via IN ('coordinator', 'manual', 'resolver', 'native')),
+    submitted_by text
 );
 CREATE INDEX finish_log_gid_idx ON twopc.finish_log (gid);
 COMMENT ON TABLE twopc.finish_log IS
   'Rollbacks, and commits of untracked gids, finished through the twopc functions (see twopc.history)';
+
+-- Who asked for a transaction: the coordinator's API client (its configured name), given to
+-- twopc.run_and_prepare() by the Postgres participant. Written inside the prepared
+-- transaction like its tracking row (same xid), so it is visible iff that commits; a rollback
+-- copies it into its finish_log row first. A table of its own, not a tracking column: adding
+-- a column to twopc.tracking would wait for every transaction in doubt (they hold its lock).
+CREATE TABLE twopc.submitters (
+    xid          xid8        NOT NULL,
+    gid          text        NOT NULL,
+    submitted_by text        NOT NULL,
+    recorded_at  timestamptz NOT NULL
+);
+CREATE INDEX submitters_gid_idx ON twopc.submitters (gid);
+COMMENT ON TABLE twopc.submitters IS
+  'The API client that submitted a transaction prepared by the Postgres participant (see twopc.history)';
 
 -- The coordinator's decision, recorded by the Postgres participant before it finishes.
 CREATE TABLE twopc.decisions (
@@ -59,6 +75,7 @@ CREATE TABLE twopc.decisions (
 SELECT pg_catalog.pg_extension_config_dump('twopc.tracking', '');
 SELECT pg_catalog.pg_extension_config_dump('twopc.finish_log', '');
 SELECT pg_catalog.pg_extension_config_dump('twopc.decisions', '');
+SELECT pg_catalog.pg_extension_config_dump('twopc.submitters', '');
 "#,
     name = "tables",
     bootstrap
@@ -86,7 +103,17 @@ pub(super) mod finish_log_col {
     pub const GID: usize = 1;
     pub const DECISION: usize = 4;
     pub const FINISHED_AT: usize = 5;
-    pub const COUNT: usize = 7;
+    /// Added in 0.3.0: a 0.2.0 schema (the library upgraded, `ALTER EXTENSION ... UPDATE`
+    /// not run yet) has the columns before it only.
+    pub const SUBMITTED_BY: usize = 8;
+    pub const COUNT: usize = 8;
+}
+
+/// `twopc.submitters` column numbers (1-based).
+pub(super) mod submitters_col {
+    pub const GID: usize = 2;
+    pub const SUBMITTED_BY: usize = 3;
+    pub const COUNT: usize = 4;
 }
 
 /// The `twopc.tracking` columns [`super::stamp_commit`] overwrites in place.

@@ -261,6 +261,32 @@ SELECT twopc.run_and_prepare('twopc:c1:r5', 'c1', 'r5', 'twopc_cli',
   ARRAY['UPDATE acct SET bal = 0'], ARRAY[0], ARRAY[]::text[]);
 SELECT id, bal FROM acct ORDER BY id;
 
+-- Who submitted it (the coordinator's API client): recorded with the transaction, shown by
+-- the history whether it commits or rolls back; a name that is no name is refused.
+BEGIN;
+SELECT twopc.run_and_prepare('twopc:c1:n1', 'c1', 'n1', 'twopc_cli',
+  ARRAY['UPDATE acct SET bal = bal + 1 WHERE id = 1'], ARRAY[0], ARRAY[]::text[], 'payments');
+SELECT twopc.commit_prepared('twopc:c1:n1', 'coordinator');
+BEGIN;
+SELECT twopc.run_and_prepare('twopc:c1:n2', 'c1', 'n2', 'twopc_cli',
+  ARRAY['UPDATE acct SET bal = bal + 1 WHERE id = 2'], ARRAY[0], ARRAY[]::text[], 'batch.eu-1');
+SELECT twopc.rollback_prepared('twopc:c1:n2', 'coordinator');
+SELECT global_id, decision, via, submitted_by FROM twopc.history
+ WHERE global_id IN ('n1', 'n2') ORDER BY global_id;
+BEGIN;
+SELECT twopc.run_and_prepare('twopc:c1:n3', 'c1', 'n3', 'twopc_cli',
+  ARRAY['UPDATE acct SET bal = 0'], ARRAY[0], ARRAY[]::text[], '');
+ROLLBACK;
+BEGIN;
+SELECT twopc.run_and_prepare('twopc:c1:n4', 'c1', 'n4', 'twopc_cli',
+  ARRAY['UPDATE acct SET bal = 0'], ARRAY[0], ARRAY[]::text[], E'evil\nname');
+ROLLBACK;
+BEGIN;
+SELECT twopc.run_and_prepare('twopc:c1:n5', 'c1', 'n5', 'twopc_cli',
+  ARRAY['UPDATE acct SET bal = 0'], ARRAY[0], ARRAY[]::text[], repeat('x', 129));
+ROLLBACK;
+SELECT id, bal FROM acct ORDER BY id;
+
 \c - postgres
 SELECT count(*) AS prepared FROM pg_prepared_xacts;
 DROP TABLE owed, acct;
