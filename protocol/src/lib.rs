@@ -28,6 +28,7 @@
 //! * [`reason`]: the 1 KiB bound on every reason that reaches a client.
 //! * [`priority`]: a transaction's age, which breaks wait-for cycles across stores.
 //! * [`attempt`]: the wire txid of each attempt of a retried transaction, and its inverse.
+//! * [`shard`]: which shard of a sharded participant a key lives on (consistent hashing).
 //!
 //! Every message has a documented JSON example under `protocol/messages/`; the tests decode
 //! each of them, so the examples cannot go stale.
@@ -42,6 +43,7 @@ pub mod message_type;
 pub mod ops;
 pub mod priority;
 pub mod reason;
+pub mod shard;
 pub mod transfer;
 
 pub use event::{Event, EventKind, LogRecordKind};
