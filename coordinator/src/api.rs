@@ -264,29 +264,37 @@ async fn submit(
         );
     }
     for (name, ops) in &req.participants {
-        let Some(p) = st.config.participant(name) else {
+        if !name.is_plain() {
+            let e = crate::shards::SplitError::NamedAShard(name.clone());
+            return error(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::UnknownParticipant,
+                e.to_string(),
+            );
+        }
+        let Some(kind) = st.config.client_participant_kind(name) else {
             let known: Vec<String> = st
                 .config
-                .participants
+                .client_names()
                 .iter()
-                .map(|p| p.name.to_string())
+                .map(|p| p.to_string())
                 .collect();
             return error(
                 StatusCode::BAD_REQUEST,
                 ApiErrorCode::UnknownParticipant,
                 format!(
-                    "no participant named {name:?}; configured: {}",
+                    "no participant named \"{name}\"; configured: {}",
                     known.join(", ")
                 ),
             );
         };
         let fits = matches!(
-            (p.kind, ops),
+            (kind, ops),
             (ParticipantKind::Postgres, Operations::Sql(_))
                 | (ParticipantKind::Redis, Operations::Redis(_))
         );
         if !fits {
-            let want = if p.kind == ParticipantKind::Postgres {
+            let want = if kind == ParticipantKind::Postgres {
                 "\"sql\""
             } else {
                 "\"redis\""
@@ -294,12 +302,31 @@ async fn submit(
             return error(
                 StatusCode::BAD_REQUEST,
                 ApiErrorCode::WrongOperations,
-                format!(
-                    "participant {name} is a {:?} participant and takes {want} operations",
-                    p.kind
-                ),
+                format!("participant {name} is a {kind:?} participant and takes {want} operations"),
             );
         }
+    }
+    // The branches: a sharded participant's operations go to the shards their keys live on.
+    let branches = match crate::shards::split(&st.config.sharded, &req.participants) {
+        Ok(b) => b,
+        Err(e) => {
+            let code = match e {
+                crate::shards::SplitError::NamedAShard(_) => ApiErrorCode::UnknownParticipant,
+                _ => ApiErrorCode::ShardKey,
+            };
+            return error(StatusCode::BAD_REQUEST, code, e.to_string());
+        }
+    };
+    if branches.len() > MAX_PARTICIPANTS_PER_TX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::TooManyParticipants,
+            format!(
+                "{} branches over the participants' shards; the limit is \
+                 {MAX_PARTICIPANTS_PER_TX}",
+                branches.len()
+            ),
+        );
     }
     // The client's rights: which participants, how many transactions at once.
     let in_flight = match client.as_deref() {
@@ -333,12 +360,9 @@ async fn submit(
     let canonical = serde_json::to_vec(&req.participants).unwrap_or_default();
     let body_hash = fnv1a(&canonical);
     let txid = req.id.unwrap_or_else(|| st.handle.generate_txid());
-    if let Some(refusal) = oversized_first_message(
-        &st,
-        &txid,
-        &req.participants,
-        (body.len(), submitted_by.as_deref()),
-    ) {
+    if let Some(refusal) =
+        oversized_first_message(&st, &txid, &branches, (body.len(), submitted_by.as_deref()))
+    {
         return refusal;
     }
     if st.pg_log.as_ref().is_some_and(|l| !l.lease_fresh()) {
@@ -356,7 +380,7 @@ async fn submit(
     let cmd = Command::Submit {
         txid: txid.clone(),
         body_hash,
-        participants: req.participants,
+        participants: branches,
         submitted_by: submitted_by.clone(),
         reply: tx,
     };

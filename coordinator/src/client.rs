@@ -240,6 +240,7 @@ fn request_from_flags(
         stmts.push(SqlStatement {
             query: q.to_owned(),
             params: Vec::new(),
+            shard_key: None,
         });
     }
     for s in redis {

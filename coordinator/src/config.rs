@@ -55,7 +55,8 @@ pub struct ParticipantConfig {
     pub name: ParticipantName,
     /// Postgres or Redis (decides which operations it accepts).
     pub kind: ParticipantKind,
-    /// Its WebSocket URL (`ws://host:port/`).
+    /// Its WebSocket URL (`ws://host:port/`); empty for a participant with shards.
+    #[serde(default)]
     pub url: String,
     /// The shared bearer token, inline.
     #[serde(default)]
@@ -66,6 +67,10 @@ pub struct ParticipantConfig {
     /// A file holding the token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Its shards, when it stands for several endpoints (see [`crate::shards`]); replaced by
+    /// one participant per shard when the configuration is read.
+    #[serde(default)]
+    pub shards: Vec<crate::shards::ShardConfig>,
 }
 
 impl ParticipantConfig {
@@ -342,6 +347,9 @@ pub struct Config {
     /// start with any of them.
     #[serde(default)]
     pub allow_plain_text_off_loopback: bool,
+    /// The participants with shards, for routing (their shards are in `participants`).
+    #[serde(skip)]
+    pub sharded: Vec<crate::shards::Sharded>,
 }
 
 /// Whether `host` (from a URL, possibly a bracketed IPv6 literal) is this machine's loopback,
@@ -379,10 +387,13 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<text>"),
             detail: e.to_string(),
         })?;
+        let (endpoints, sharded) = crate::shards::expand(std::mem::take(&mut cfg.participants))?;
+        cfg.participants = endpoints;
+        cfg.sharded = sharded;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -514,6 +525,29 @@ impl Config {
     /// The participant named `name`.
     pub fn participant(&self, name: &ParticipantName) -> Option<&ParticipantConfig> {
         self.participants.iter().find(|p| &p.name == name)
+    }
+
+    /// The names clients use: every participant without shards and every one with them
+    /// (not its shards).
+    pub fn client_names(&self) -> Vec<ParticipantName> {
+        self.participants
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(ParticipantName::is_plain)
+            .chain(self.sharded.iter().map(|s| s.name.clone()))
+            .collect()
+    }
+
+    /// The kind of the participant a client names, sharded or not.
+    pub fn client_participant_kind(&self, name: &ParticipantName) -> Option<ParticipantKind> {
+        if !name.is_plain() {
+            return None;
+        }
+        self.sharded
+            .iter()
+            .find(|s| &s.name == name)
+            .map(|s| s.kind)
+            .or_else(|| self.participant(name).map(|p| p.kind))
     }
 }
 

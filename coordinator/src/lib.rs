@@ -23,6 +23,8 @@
 //! * [`faults`]: fault injection for the demo and tests.
 //! * [`server`]: wiring and graceful shutdown.
 //! * [`config`]: the TOML configuration.
+//! * [`shards`]: participants with shards: each shard a participant, operations routed to
+//!   them when a transaction is submitted.
 //! * [`clients`]: the API's clients: token digests, scopes, participants, rate and in-flight
 //!   limits.
 //! * [`command_line`]: the command line: argument parsing, `serve`, subcommand dispatch.
@@ -48,6 +50,7 @@ pub mod load;
 pub mod log;
 pub mod metrics;
 pub mod server;
+pub mod shards;
 pub mod strict_json;
 pub mod takeover;
 

@@ -166,7 +166,7 @@ async fn start_as(
     takeover_by: Option<String>,
 ) -> Result<RunningCoordinator, StartError> {
     config.validate()?;
-    let known: Vec<_> = config.participants.iter().map(|p| p.name.clone()).collect();
+    let known = config.client_names();
     let clients = Arc::new(crate::clients::Clients::from_config(
         &config.clients,
         &known,

@@ -636,6 +636,7 @@ fn ops(i: usize, role: Role) -> Operations {
         (0, _) => Operations::Sql(vec![SqlStatement {
             query: "UPDATE accounts SET balance = balance - 1 WHERE id = 1".into(),
             params: vec![],
+            shard_key: None,
         }]),
         (_, Role::ReadOnly) => Operations::Redis(vec![]),
         _ => Operations::Redis(vec![RedisOp::Incrby {

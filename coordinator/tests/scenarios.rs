@@ -52,6 +52,7 @@ fn ops_for(name: &str) -> Operations {
         Operations::Sql(vec![SqlStatement {
             query: "UPDATE accounts SET balance = balance - 1".into(),
             params: vec![],
+            shard_key: None,
         }])
     } else {
         Operations::Redis(vec![RedisOp::Incrby {

@@ -96,7 +96,7 @@ pub unsafe fn before_utility(stmt: *mut pg_sys::Node) -> Option<Native> {
             guard::set_pending(&gid, Some(AtPrepare::Track));
             Some(Native::Prepare)
         }
-        Some(d) => match FinishRecord::before(&gid) {
+        Some(d) => match FinishRecord::before(&gid, d) {
             Ok(r) => Some(Native::Finish(r, d)),
             Err(e) => e.raise(),
         },

@@ -225,21 +225,16 @@ fn run_and_prepare(
     param_counts: Option<Vec<Option<i32>>>,
     params: Option<Vec<Option<String>>>,
 ) -> &'static str {
-    let (queries, counts, params) = (
-        queries.unwrap_or_default(),
-        param_counts.unwrap_or_default(),
-        params.unwrap_or_default(),
-    );
-    let stmts = ok(crate::client::statements(&queries, &counts, &params));
-    ok(twophase::run_and_prepare(
+    run_and_prepare_submitted(
         gid,
         coordinator,
         global_id,
         client_role,
+        queries,
+        param_counts,
+        params,
         None,
-        &stmts,
-    ))
-    .as_str()
+    )
 }
 
 /// `twopc.run_and_prepare()` that also records who submitted the transaction (the

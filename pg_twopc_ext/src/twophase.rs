@@ -373,7 +373,7 @@ pub fn finish(gid: Option<&str>, decision: Decision, via: Option<&str>) -> Resul
     let gid = gid.unwrap_or("");
     validate::check_gid(gid)?;
     let cgid = CString::new(gid).map_err(|_| TwopcError::EmptyGid)?;
-    let record = FinishRecord::before(gid)?;
+    let record = FinishRecord::before(gid, decision)?;
     // SAFETY: FinishPreparedTransaction raises ordinary ERRORs (unknown gid, permission
     // denied, another database, busy); the boundary turns them into Rust unwinding and back.
     unsafe {
@@ -396,21 +396,27 @@ pub struct FinishRecord {
     /// earlier use of the gid is never the one), a rollback kills it, so who it was prepared
     /// for is read now.
     rows: Vec<tracking::PreparedRow>,
-    /// Its `twopc.submitters` row's name, read now for the same reason.
+    /// A rollback's: its `twopc.submitters` row's name, read now for the same reason. (A
+    /// commit makes that row visible, and the history reads it there: commits, the hot path,
+    /// skip the probe.)
     submitted_by: Option<String>,
 }
 
 impl FinishRecord {
-    /// Reads what [`FinishRecord::after`] needs; call right before the finish.
-    pub fn before(gid: &str) -> Result<FinishRecord> {
+    /// Reads what [`FinishRecord::after`] needs for `decision`; call right before the finish.
+    pub fn before(gid: &str, decision: Decision) -> Result<FinishRecord> {
         // SAFETY: a plain read of backend state.
         let wrote_before =
             unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId };
+        let submitted_by = match decision {
+            Decision::Abort => tracking::submitter_in_progress(gid)?,
+            Decision::Commit => None,
+        };
         Ok(FinishRecord {
             gid: gid.to_owned(),
             wrote_before,
             rows: tracking::prepared_rows(gid)?,
-            submitted_by: tracking::submitter_in_progress(gid)?,
+            submitted_by,
         })
     }
 

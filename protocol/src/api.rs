@@ -273,6 +273,8 @@ pub enum ApiErrorCode {
     UnknownParticipant,
     /// SQL for a Redis participant or the other way round.
     WrongOperations,
+    /// A statement for a participant with several shards lacks a usable `shard_key`.
+    ShardKey,
     /// The body is over the limit.
     PayloadTooLarge,
     /// A participant's first message would be over the frame limit.
@@ -318,6 +320,7 @@ impl ApiErrorCode {
             ApiErrorCode::TooManyParticipants => "too_many_participants",
             ApiErrorCode::UnknownParticipant => "unknown_participant",
             ApiErrorCode::WrongOperations => "wrong_operations",
+            ApiErrorCode::ShardKey => "shard_key",
             ApiErrorCode::PayloadTooLarge => "payload_too_large",
             ApiErrorCode::FrameTooLarge => "frame_too_large",
             ApiErrorCode::IdConflict => "id_conflict",

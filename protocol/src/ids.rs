@@ -150,13 +150,31 @@ string_id!(
 
 string_id!(
     /// A participant name from the coordinator's configuration: 1 to 64 bytes of
-    /// `[A-Za-z0-9_.-]`.
+    /// `[A-Za-z0-9_.-]`, or, for one shard of a sharded participant, `logical/shard` (see
+    /// [`ParticipantName::shard_of`]).
     ParticipantName,
     "participant name",
     MAX_PARTICIPANT_NAME_LEN,
-    |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.',
-    "ASCII letters, digits, '_', '-' and '.'"
+    |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == '/',
+    "ASCII letters, digits, '_', '-', '.' and '/' (logical/shard)"
 );
+
+impl ParticipantName {
+    /// The name of shard `shard` of the sharded participant `logical`: `logical/shard`.
+    pub fn shard_of(logical: &ParticipantName, shard: &str) -> Result<ParticipantName, IdError> {
+        ParticipantName::new(format!("{}/{shard}", logical.as_str()))
+    }
+
+    /// `(logical, shard)` for a shard's name, `None` for a participant of its own.
+    pub fn split_shard(&self) -> Option<(&str, &str)> {
+        self.as_str().split_once('/')
+    }
+
+    /// Whether it is a plain name (no `/`): what a configuration and a client may name.
+    pub fn is_plain(&self) -> bool {
+        !self.as_str().contains('/')
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -96,6 +96,11 @@ pub struct SqlStatement {
     /// Parameter values in placeholder order; strings, numbers, booleans, null, or JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<serde_json::Value>,
+    /// For a participant with several shards: the JSON scalar that says which shard the
+    /// statement runs on (see [`crate::shard`]). The coordinator routes by it and does not
+    /// pass it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_key: Option<serde_json::Value>,
 }
 
 impl SqlStatement {

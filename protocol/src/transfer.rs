@@ -9,11 +9,14 @@ use crate::ops::{Operations, RedisGuard, RedisOp, SqlStatement};
 
 /// The Postgres side: two bound `UPDATE`s of `accounts`, the lower account id first, as any
 /// careful transfer does: two transfers over the same pair of accounts then lock the rows in
-/// the same order and cannot deadlock inside PostgreSQL.
+/// the same order and cannot deadlock inside PostgreSQL. Each carries its account id as its
+/// `shard_key`, so the same transfer works against a sharded bank.
 pub fn sql_transfer(from: u64, to: u64, amount: i64) -> Operations {
     let update = |sign: char, id: u64| SqlStatement {
         query: format!("UPDATE accounts SET balance = balance {sign} $1 WHERE id = $2"),
         params: vec![amount.into(), id.into()],
+        // The account: where its row lives when the participant is sharded.
+        shard_key: Some(id.into()),
     };
     let mut updates = vec![update('-', from), update('+', to)];
     if to < from {
@@ -45,7 +48,7 @@ mod tests {
     fn transfers_pin_their_json() {
         assert_eq!(
             serde_json::to_string(&sql_transfer(1, 2, 10)).unwrap(),
-            r#"{"sql":[{"query":"UPDATE accounts SET balance = balance - $1 WHERE id = $2","params":[10,1]},{"query":"UPDATE accounts SET balance = balance + $1 WHERE id = $2","params":[10,2]}]}"#
+            r#"{"sql":[{"query":"UPDATE accounts SET balance = balance - $1 WHERE id = $2","params":[10,1],"shard_key":1},{"query":"UPDATE accounts SET balance = balance + $1 WHERE id = $2","params":[10,2],"shard_key":2}]}"#
         );
         assert_eq!(
             serde_json::to_string(&redis_transfer(3, 4, 5)).unwrap(),

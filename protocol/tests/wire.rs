@@ -17,6 +17,7 @@ fn every_message() -> Vec<Message> {
             serde_json::json!("7"),
             serde_json::Value::Null,
         ],
+        shard_key: None,
     }]);
     let redis = Operations::Redis(vec![
         RedisOp::Incrby {

@@ -25,6 +25,7 @@
 //! * [`pg`]: the PostgreSQL cluster.
 //! * [`redis_server`]: the Redis server.
 //! * [`stack`]: the whole twopc stack as real processes (demo, end-to-end and fault tests).
+//! * [`sharded`]: a stack whose bank and ledger each run on several shards.
 //! * [`util`]: free ports, waiting, running commands as the `postgres` user.
 //! * [`wire_client`]: a WebSocket client speaking the twopc wire protocol, for driving
 //!   participants the way the coordinator does.
@@ -38,6 +39,7 @@ pub mod pg;
 pub mod redis_server;
 pub mod reliability;
 pub mod secrets;
+pub mod sharded;
 pub mod stack;
 pub mod stack_tls;
 pub mod util;

@@ -370,30 +370,7 @@ impl Stack {
             }
             _ => RedisServer::start_on(opts.redis_port)?,
         };
-        {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port()))?;
-            let mut cmd = String::new();
-            for i in 1..=opts.accounts {
-                let key = format!("balance:{i}");
-                let val = opts.initial_balance.to_string();
-                cmd.push_str(&format!(
-                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n",
-                    key.len(),
-                    val.len()
-                ));
-            }
-            s.write_all(cmd.as_bytes())?;
-            let mut got = 0;
-            let mut buf = [0u8; 4096];
-            while got < opts.accounts as usize * 5 {
-                let n = s.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                got += n;
-            }
-        }
+        seed_balances(redis.port(), 1..=opts.accounts, opts.initial_balance)?;
         let ledger_addr = format!("127.0.0.1:{ledger_port}");
         // The URL through the environment: with TLS it holds the ACL user's password.
         let mut ledger_env = vec![("TWOPC_REDIS_TOKEN".to_string(), ledger_token.clone())];
@@ -717,6 +694,41 @@ impl Stack {
             })
             .collect())
     }
+}
+
+/// Sets `balance:<id>` to `balance` for every id, on the plain-text redis-server at `port`
+/// (one pipelined write, then the replies).
+pub fn seed_balances(
+    port: u16,
+    ids: impl IntoIterator<Item = u32>,
+    balance: i64,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let mut cmd = String::new();
+    let mut count = 0;
+    for i in ids {
+        let key = format!("balance:{i}");
+        let val = balance.to_string();
+        cmd.push_str(&format!(
+            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n",
+            key.len(),
+            val.len()
+        ));
+        count += 1;
+    }
+    s.write_all(cmd.as_bytes())?;
+    // Each reply is "+OK\r\n".
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    while got < count * 5 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(())
 }
 
 /// A minimal HTTP GET over TCP (the harness stays free of an HTTP client).

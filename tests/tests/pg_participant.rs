@@ -24,6 +24,7 @@ fn sql(q: &str, params: Vec<serde_json::Value>) -> SqlStatement {
     SqlStatement {
         query: q.into(),
         params,
+        shard_key: None,
     }
 }
 

@@ -75,6 +75,39 @@ async fn participants(http: &reqwest::Client, base: &str) -> Vec<ParticipantStat
         .unwrap()
 }
 
+/// Starts another coordinator `id` on the stack's participants, its configuration's tables
+/// `extra` (TLS, clients), logging at `log`; returns it and its `https://` base URL.
+fn spawn_coordinator(
+    stack: &Stack,
+    dir: &std::path::Path,
+    id: &str,
+    extra: String,
+    log: &str,
+) -> (Proc, String) {
+    let mut cfg = stack.coordinator_settings.clone();
+    cfg.coordinator_id = id.into();
+    cfg.data_dir = dir.join(id);
+    cfg.extra = extra;
+    let path = dir.join(format!("{id}.toml"));
+    cfg.write(&path).unwrap();
+    let proc = Proc::spawn(
+        vec![
+            bins().coordinator.display().to_string(),
+            "serve".into(),
+            "--config".into(),
+            path.display().to_string(),
+        ],
+        vec![("TWOPC_LOG".into(), log.into())],
+    )
+    .unwrap();
+    let base = proc
+        .first_line
+        .trim_start_matches("listening on ")
+        .to_owned();
+    assert!(base.starts_with("https://"), "{base}");
+    (proc, base)
+}
+
 /// Starts another coordinator on the stack's participants with the given `[participant_tls]`
 /// CA and client certificate, waits until both have failed, and checks that each says why:
 /// its `last_error` contains `says`.
@@ -85,27 +118,8 @@ async fn refused_by(
     says: &str,
 ) {
     let tls = stack.tls.as_ref().unwrap();
-    let mut cfg = stack.coordinator_settings.clone();
-    cfg.coordinator_id = id.into();
-    cfg.data_dir = dir.join(id);
-    cfg.extra = tls.coordinator_tables(ca, client);
-    let path = dir.join(format!("{id}.toml"));
-    cfg.write(&path).unwrap();
-    let proc = Proc::spawn(
-        vec![
-            bins().coordinator.display().to_string(),
-            "serve".into(),
-            "--config".into(),
-            path.display().to_string(),
-        ],
-        vec![("TWOPC_LOG".into(), "error".into())],
-    )
-    .unwrap();
-    let base = proc
-        .first_line
-        .trim_start_matches("listening on ")
-        .to_owned();
-    assert!(base.starts_with("https://"), "{base}");
+    let extra = tls.coordinator_tables(ca, client);
+    let (proc, base) = spawn_coordinator(stack, dir, id, extra, "error");
     let http = https(stack, false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -449,10 +463,7 @@ async fn a_client_certificate_signs_a_client_in_without_a_token() {
     let forged = evil.issue("api-ops", &["api-ops"]).unwrap();
     let reader_token = twopc_tests::secrets::new_token();
 
-    let mut cfg = stack.coordinator_settings.clone();
-    cfg.coordinator_id = "c-certs".into();
-    cfg.data_dir = dir.path().join("c-certs");
-    cfg.extra = tls
+    let extra = tls
         .coordinator_tables(&tls.ca.ca_file, &tls.coordinator)
         .replace(
             "\n[participant_tls]",
@@ -467,23 +478,7 @@ async fn a_client_certificate_signs_a_client_in_without_a_token() {
              \n[[client]]\nname = \"reader\"\ntoken_sha256 = [\"{}\"]\nscopes = [\"read\"]\n",
             twopc_coordinator::clients::token_digest_hex(&reader_token)
         );
-    let path = dir.path().join("c-certs.toml");
-    cfg.write(&path).unwrap();
-    let proc = Proc::spawn(
-        vec![
-            bins().coordinator.display().to_string(),
-            "serve".into(),
-            "--config".into(),
-            path.display().to_string(),
-        ],
-        vec![("TWOPC_LOG".into(), "warn".into())],
-    )
-    .unwrap();
-    let base = proc
-        .first_line
-        .trim_start_matches("listening on ")
-        .to_owned();
-    assert!(base.starts_with("https://"), "{base}");
+    let (proc, base) = spawn_coordinator(&stack, dir.path(), "c-certs", extra, "warn");
 
     // The certificate alone signs ops-cert in, and its transactions carry its name.
     let as_ops = https_as(&stack, &ops);
@@ -541,19 +536,10 @@ async fn a_client_certificate_signs_a_client_in_without_a_token() {
         text.contains("names none of this coordinator's clients"),
         "{text}"
     );
-    let forged_client = {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca.ca_file).unwrap()).unwrap();
-        let mut pem = std::fs::read(&forged.cert_file).unwrap();
-        pem.extend(std::fs::read(&forged.key_file).unwrap());
-        reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .identity(reqwest::Identity::from_pem(&pem).unwrap())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
-    };
-    let r = forged_client.get(format!("{base}/v1/whoami")).send().await;
+    let r = https_as(&stack, &forged)
+        .get(format!("{base}/v1/whoami"))
+        .send()
+        .await;
     assert!(
         r.is_err(),
         "another CA's certificate must be refused: {r:?}"

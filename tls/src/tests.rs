@@ -65,6 +65,16 @@ async fn round_trip(
     (dialled, served)
 }
 
+/// A client configuration trusting our CA, presenting `cert` if given.
+fn trusting_ours(s: &Setup, cert: Option<&pki::IssuedCert>) -> Arc<ClientConfig> {
+    client_config(&ClientTlsFiles {
+        ca_file: s.ca.ca_file.clone(),
+        cert_file: cert.map(|c| c.cert_file.clone()),
+        key_file: cert.map(|c| c.key_file.clone()),
+    })
+    .unwrap()
+}
+
 fn server_files(leaf: &pki::IssuedCert, client_ca: Option<&Path>) -> ServerTlsFiles {
     ServerTlsFiles {
         cert_file: leaf.cert_file.clone(),
@@ -144,14 +154,7 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_or_from_another_ca() 
     let server = server_config(&server_files(&leaf, Some(&s.ca.ca_file)), &[]).unwrap();
     let ours = s.ca.issue("client", &["coordinator"]).unwrap();
     let theirs = s.other.issue("stranger", &["coordinator"]).unwrap();
-    let with = |cert: Option<&pki::IssuedCert>| {
-        client_config(&ClientTlsFiles {
-            ca_file: s.ca.ca_file.clone(),
-            cert_file: cert.map(|c| c.cert_file.clone()),
-            key_file: cert.map(|c| c.key_file.clone()),
-        })
-        .unwrap()
-    };
+    let with = |cert: Option<&pki::IssuedCert>| trusting_ours(&s, cert);
     let (dialled, served) = round_trip(server.clone(), with(Some(&ours)), "127.0.0.1").await;
     assert!(dialled.is_ok(), "{:?}", dialled.err());
     assert_eq!(served, Ok(true));
@@ -183,14 +186,7 @@ async fn optional_client_certificates_are_verified_when_presented_and_name_the_c
     .unwrap();
     let ours = s.ca.issue("payments", &["payments"]).unwrap();
     let theirs = s.other.issue("stranger", &["payments"]).unwrap();
-    let with = |cert: Option<&pki::IssuedCert>| {
-        client_config(&ClientTlsFiles {
-            ca_file: s.ca.ca_file.clone(),
-            cert_file: cert.map(|c| c.cert_file.clone()),
-            key_file: cert.map(|c| c.key_file.clone()),
-        })
-        .unwrap()
-    };
+    let with = |cert: Option<&pki::IssuedCert>| trusting_ours(&s, cert);
     // No certificate: let in, anonymous.
     let (dialled, served) = round_trip(server.clone(), with(None), "127.0.0.1").await;
     assert!(dialled.is_ok(), "{:?}", dialled.err());

@@ -131,6 +131,7 @@ pub fn transaction_body(
                 Operations::Sql(vec![SqlStatement {
                     query: "SELECT 1 / 0".into(),
                     params: Vec::new(),
+                    shard_key: None,
                 }])
             }
             _ => sql_transfer(1, 2, 10),

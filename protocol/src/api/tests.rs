@@ -99,6 +99,7 @@ fn api_error_pins_its_json() {
         ApiErrorCode::TooManyParticipants,
         ApiErrorCode::UnknownParticipant,
         ApiErrorCode::WrongOperations,
+        ApiErrorCode::ShardKey,
         ApiErrorCode::PayloadTooLarge,
         ApiErrorCode::FrameTooLarge,
         ApiErrorCode::IdConflict,
