@@ -33,6 +33,8 @@ enum Cmd {
     /// Print the SHA-256 of a client token read from standard input (its first line), for a
     /// `[[client]]`'s `token_sha256`; with `--new`, make a random token first and print both.
     HashToken(HashTokenArgs),
+    /// Plan adding a shard to a sharded participant: print which keys would move to it.
+    Reshard(crate::reshard::ReshardArgs),
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +115,7 @@ pub fn main() -> ExitCode {
             Cmd::Submit(a) => client::submit(a).await,
             Cmd::Show(a) => client::show(a).await,
             Cmd::InDoubt(a) => client::in_doubt(a).await,
+            Cmd::Reshard(a) => crate::reshard::reshard(a).await,
             Cmd::Load(a) => load::load(a).await,
             Cmd::HashToken(a) => hash_token(a),
         }

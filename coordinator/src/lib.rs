@@ -30,6 +30,7 @@
 //! * [`command_line`]: the command line: argument parsing, `serve`, subcommand dispatch.
 //! * [`client`]: the HTTP client subcommands (`submit`, `show`, `in-doubt`).
 //! * [`load`]: the bank-transfer load generator (`load`).
+//! * [`reshard`]: `reshard --plan`, the keys adding a shard would move.
 //! * [`failpoint`]: crash points for the fault tests, armed by an environment variable.
 //! * [`metrics`]: counters and latency histograms, OpenMetrics text (`prometheus-client`).
 //! * [`strict_json`]: JSON parsing that refuses duplicate keys (client bodies).
@@ -49,6 +50,7 @@ pub mod faults;
 pub mod load;
 pub mod log;
 pub mod metrics;
+pub mod reshard;
 pub mod server;
 pub mod shards;
 pub mod strict_json;

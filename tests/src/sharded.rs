@@ -51,6 +51,8 @@ pub struct ShardedStack {
     pub coordinator: Proc,
     /// Its base URL.
     pub coordinator_url: String,
+    /// Its configuration file.
+    pub config_path: std::path::PathBuf,
     /// Accounts `1..=accounts`.
     pub accounts: u32,
     /// Every account's starting balance.
@@ -169,7 +171,8 @@ impl ShardedStack {
             .set("client_timeout_ms", 30000)
             .set("retry_base_ms", 100)
             .set("retry_max_ms", 1000)
-            .set("heartbeat_ms", 1000);
+            .set("heartbeat_ms", 1000)
+            .set("fault_injection", true);
         let shard_list = |shards: Vec<(&str, &str, &str)>| -> String {
             let entries: Vec<String> = shards
                 .into_iter()
@@ -216,6 +219,7 @@ impl ShardedStack {
             ledger_ring,
             coordinator,
             coordinator_url,
+            config_path: path,
             accounts,
             initial_balance,
             _dir: dir,

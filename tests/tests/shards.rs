@@ -7,8 +7,11 @@
 //!   four places, and so do the load generator's transfers (its statements carry the account
 //!   as `shard_key`): money is conserved over the PostgreSQL shards and every Redis key equals
 //!   its row;
+//! * `reshard --plan` lists exactly the keys and rows a new shard would take, and where from;
 //! * what cannot be routed is refused: a statement without `shard_key`, a shard named directly;
-//! * one shard down: only the transactions touching it abort; back up, they commit again.
+//! * one shard down: only the transactions touching it abort; back up, they commit again;
+//! * a shard killed after its yes vote, before the Commit: the transaction commits there when
+//!   the shard is back (it reports the transaction in doubt and is told the decision).
 
 use std::time::Duration;
 use twopc_protocol::api::{Outcome, ParticipantStatus, TransactionResponse};
@@ -140,6 +143,73 @@ async fn transfers_across_shards_commit_everywhere_and_a_shard_down_hurts_only_i
     );
     tokio::task::block_in_place(|| assert_consistent(&stack));
 
+    // reshard --plan: exactly the keys and rows the ring with a fourth (third) shard gives the
+    // new shard, each listed with where it is now.
+    let plan = |participant: &str, add: &str, data: Vec<String>, extra: &[&str]| {
+        let mut cmd = std::process::Command::new(bins().coordinator);
+        cmd.args(["reshard", "--plan", "--config"])
+            .arg(&stack.config_path)
+            .args(["--participant", participant, "--add", add])
+            .args(extra);
+        for d in data {
+            cmd.arg("--data").arg(d);
+        }
+        let out = tokio::task::block_in_place(|| cmd.output().unwrap());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("misplaced"), "{stderr}");
+        let mut moves: Vec<(String, String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
+            })
+            .collect();
+        moves.sort();
+        (moves, stderr)
+    };
+    let redis_data: Vec<String> = stack
+        .ledger
+        .iter()
+        .map(|l| format!("{}={}", l.name, l.redis.url()))
+        .collect();
+    let (moves, summary) = plan("ledger", "r4", redis_data, &["--match", "balance:*"]);
+    let with_r4 = twopc_protocol::shard::Ring::new(&["r1", "r2", "r3", "r4"]).unwrap();
+    let mut want: Vec<(String, String, String)> = (1..=12)
+        .map(|id| format!("balance:{id}"))
+        .filter(|k| with_r4.route_redis(k) == "r4")
+        .map(|k| {
+            let from = stack.ledger_ring.route_redis(&k).to_owned();
+            (k, from, "r4".to_owned())
+        })
+        .collect();
+    want.sort();
+    assert!(!want.is_empty(), "some key moves to r4");
+    assert_eq!(moves, want, "{summary}");
+    assert!(summary.contains(&format!(
+        "{} of 12 keys of ledger would move to r4",
+        want.len()
+    )));
+    let pg_data: Vec<String> = stack
+        .bank
+        .iter()
+        .map(|b| format!("{}={}", b.name, b.pg.url("bank")))
+        .collect();
+    let (moves, summary) = plan(
+        "bank",
+        "pg3",
+        pg_data,
+        &["--table", "accounts", "--column", "id"],
+    );
+    let with_pg3 = twopc_protocol::shard::Ring::new(&["pg1", "pg2", "pg3"]).unwrap();
+    let mut want: Vec<(String, String, String)> = (1..=12u32)
+        .filter(|&id| ShardedStack::shard_of_row(&with_pg3, id) == "pg3")
+        .map(|id| (id.to_string(), row_shard(id), "pg3".to_owned()))
+        .collect();
+    want.sort();
+    assert!(!want.is_empty(), "some row moves to pg3");
+    assert_eq!(moves, want, "{summary}");
+
     // What cannot be routed is refused, with a reason.
     for (body, code, says) in [
         (
@@ -192,5 +262,75 @@ async fn transfers_across_shards_commit_everywhere_and_a_shard_down_hurts_only_i
     tokio::task::block_in_place(|| stack.wait_connected(5, Duration::from_secs(30))).unwrap();
     let r = transfer(&http, &base, (there[0], elsewhere[0], 3)).await;
     assert_eq!(r.outcome, Outcome::Committed, "{r:?}");
+    tokio::task::block_in_place(|| assert_consistent(&stack));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_killed_in_doubt_commits_when_it_returns() {
+    let mut stack = tokio::task::block_in_place(|| ShardedStack::start(&bins(), 1, 2, 8))
+        .expect("start the sharded stack");
+    let base = stack.coordinator_url.clone();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let key_shard = |id: u32| {
+        stack
+            .ledger_ring
+            .route_redis(&format!("balance:{id}"))
+            .to_owned()
+    };
+    let from = (1..=8)
+        .find(|&id| key_shard(id) == "r2")
+        .expect("a key on r2");
+    let to = (1..=8)
+        .find(|&id| key_shard(id) == "r1")
+        .expect("a key on r1");
+    let victim = stack
+        .ledger
+        .iter()
+        .position(|l| l.name == "r1")
+        .expect("shard r1");
+
+    // Branches are prepared in name order (ordered_prepare): r1 votes yes, then r2's Prepare
+    // is held back, so the decision waits; r1 is killed in that window and is down when the
+    // Commit goes out.
+    let r = http
+        .post(format!("{base}/v1/faults"))
+        .body(r#"{"fault":"delay_next","participant":"ledger/r2","ms":1500,"msg_type":"prepare"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let submit = {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move { transfer(&http, &base, (from, to, 9)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stack.ledger[victim].participant.kill9();
+    let answer = submit.await.unwrap();
+    assert_eq!(answer.outcome, Outcome::Committed, "{answer:?}");
+    // Committed, but not yet on r1, which is down with the transaction prepared.
+    let pending = tokio::task::block_in_place(|| stack.redis_balance(to).unwrap());
+    assert_eq!(
+        pending,
+        Some(stack.initial_balance),
+        "r1 has not committed yet"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.ledger[victim].participant.start().unwrap();
+    // Back: it reports the transaction in doubt, is told to commit, and the stores agree.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let to_balance = tokio::task::block_in_place(|| stack.redis_balance(to).unwrap());
+        if to_balance == Some(stack.initial_balance + 9) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "balance:{to} on the returned shard is {to_balance:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::task::block_in_place(|| assert_consistent(&stack));
 }
