@@ -3,7 +3,8 @@
 # and its participant endpoint), redis-server with the Redis participant, and the coordinator
 # serving the web app, until Ctrl-C. Runs scripts/setup.sh first, so this is the only command a
 # new machine needs. `--ha`: three coordinators (7700, 7701, 7702) on a decision log in a
-# PostgreSQL cluster of its own with a synchronous streaming standby.
+# PostgreSQL cluster of its own with a synchronous streaming standby. `--sharded`: bank on two
+# PostgreSQL clusters and ledger on three redis-servers, as shards (PG_URLS, REDIS_URLS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -164,7 +164,11 @@ fn data_urls(a: &ReshardArgs, shards: &[String]) -> Result<BTreeMap<String, Stri
     Ok(urls)
 }
 
-/// Every key matching `pattern` on the redis-server at `url`.
+/// The Redis participant's own keys (prepared transactions, outcomes, locks) on each server:
+/// they belong to the participant in front of that server and never move.
+const PARTICIPANT_NAMESPACE: &str = "twopc:";
+
+/// Every key matching `pattern` on the redis-server at `url`, but the participant's own.
 async fn redis_keys(url: &str, pattern: &str) -> Result<Vec<String>, String> {
     let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
     let mut c = client
@@ -183,7 +187,11 @@ async fn redis_keys(url: &str, pattern: &str) -> Result<Vec<String>, String> {
             .query_async(&mut c)
             .await
             .map_err(|e| format!("{url}: SCAN: {e}"))?;
-        keys.extend(batch);
+        keys.extend(
+            batch
+                .into_iter()
+                .filter(|k| !k.starts_with(PARTICIPANT_NAMESPACE)),
+        );
         if next == 0 {
             return Ok(keys);
         }

@@ -8,7 +8,7 @@
 //! routes to ([`twopc_protocol::shard`], the same function the coordinator routes with).
 
 use crate::coordinator_config::CoordinatorConfig;
-use crate::stack::{http_get, seed_balances, Binaries, Proc};
+use crate::stack::{http_get, http_get_as, seed_balances, Binaries, Proc};
 use crate::{util, PgCluster, PgOptions, RedisServer, Result};
 use std::time::Duration;
 use twopc_protocol::shard::{Ring, RouteKey};
@@ -57,7 +57,21 @@ pub struct ShardedStack {
     pub accounts: u32,
     /// Every account's starting balance.
     pub initial_balance: i64,
+    api_token: Option<String>,
     _dir: tempfile::TempDir,
+}
+
+/// What [`ShardedStack::start_with`] starts beyond the shards (the demo's needs).
+#[derive(Debug, Clone, Default)]
+pub struct ShardedOptions {
+    /// The coordinator's port (0: any free one).
+    pub coordinator_port: u16,
+    /// The web app the coordinator serves.
+    pub web_dir: Option<std::path::PathBuf>,
+    /// Extra TOML tables for the coordinator (`[[client]]`, ...).
+    pub coordinator_tables: String,
+    /// The API token the stack's own requests send (with clients configured).
+    pub api_token: Option<String>,
 }
 
 impl ShardedStack {
@@ -69,6 +83,19 @@ impl ShardedStack {
         bank_shards: usize,
         ledger_shards: usize,
         accounts: u32,
+    ) -> Result<ShardedStack> {
+        Self::start_with(
+            bins,
+            (bank_shards, ledger_shards, accounts),
+            ShardedOptions::default(),
+        )
+    }
+
+    /// [`ShardedStack::start`] with options.
+    pub fn start_with(
+        bins: &Binaries,
+        (bank_shards, ledger_shards, accounts): (usize, usize, u32),
+        opts: ShardedOptions,
     ) -> Result<ShardedStack> {
         let dir = tempfile::Builder::new()
             .prefix("twopc-sharded-")
@@ -173,6 +200,10 @@ impl ShardedStack {
             .set("retry_max_ms", 1000)
             .set("heartbeat_ms", 1000)
             .set("fault_injection", true);
+        cfg.listen = format!("127.0.0.1:{}", opts.coordinator_port);
+        if let Some(w) = &opts.web_dir {
+            cfg = cfg.set("web_dir", format!("\"{}\"", w.display()));
+        }
         let shard_list = |shards: Vec<(&str, &str, &str)>| -> String {
             let entries: Vec<String> = shards
                 .into_iter()
@@ -196,7 +227,7 @@ impl ShardedStack {
                     .map(|s| (s.name.as_str(), s.addr.as_str(), s.token.as_str()))
                     .collect()
             ),
-        );
+        ) + &opts.coordinator_tables;
         let path = dir.path().join("coordinator.toml");
         cfg.write(&path)?;
         let coordinator = Proc::spawn(
@@ -222,6 +253,7 @@ impl ShardedStack {
             config_path: path,
             accounts,
             initial_balance,
+            api_token: opts.api_token,
             _dir: dir,
         };
         stack.wait_connected(bank_shards + ledger_shards, Duration::from_secs(30))?;
@@ -249,9 +281,13 @@ impl ShardedStack {
 
     /// How many participants (shards) the coordinator reports connected.
     pub fn connected(&self) -> usize {
-        http_get(&self.coordinator_url, "/v1/participants")
-            .map(|body| body.matches("\"connected\":true").count())
-            .unwrap_or(0)
+        http_get_as(
+            &self.coordinator_url,
+            "/v1/participants",
+            self.api_token.as_deref(),
+        )
+        .map(|body| body.matches("\"connected\":true").count())
+        .unwrap_or(0)
     }
 
     /// Every account's balance in PostgreSQL, from whichever shard holds its row, and on

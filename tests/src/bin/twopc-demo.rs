@@ -14,6 +14,11 @@
 //! synchronous streaming standby, reached through a multi-host URL that follows a promoted
 //! standby. A coordinator that dies has its id taken over by a survivor, which finishes its
 //! transactions; the restarted one claims its id back.
+//!
+//! `--sharded`: `bank` on two PostgreSQL clusters and `ledger` on three redis-servers, as the
+//! shards of two logical participants (issue 18), on ports the system picks; every account's
+//! row and key seeded on the shard it routes to; `PG_URLS` and `REDIS_URLS` in
+//! `connections.env`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -35,11 +40,14 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let ha = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("--ha") => true,
+    let (ha, sharded) = match std::env::args().nth(1).as_deref() {
+        None => (false, false),
+        Some("--ha") => (true, false),
+        Some("--sharded") => (false, true),
         Some(other) => {
-            return Err(format!("unknown argument {other:?} (the one option is --ha)").into())
+            return Err(
+                format!("unknown argument {other:?} (the options are --ha and --sharded)").into(),
+            )
         }
     };
     let root = twopc_tests::repo_root();
@@ -58,6 +66,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
          requests_per_sec = 0\nmax_in_flight = 4096\n",
         twopc_coordinator::clients::token_digest_hex(&token)
     );
+    if sharded {
+        return run_sharded(&root, &demo_dir, &token, &client);
+    }
     // The documented example configuration with that client added.
     let example = std::fs::read_to_string(root.join("coordinator/example.toml"))?;
     let demo_config = demo_dir.join("coordinator.toml");
@@ -247,4 +258,108 @@ fn print_ha_banner(stack: &Stack, more: &[(&str, twopc_tests::stack::Proc, Strin
     println!("  kill -9 $(pgrep -f 'coordinator-c2.toml')");
     println!("  psql '{log}' -c 'SELECT coordinator_id, holder, epoch, expires_at, released FROM twopc_log.lease'");
     println!();
+}
+
+/// `--sharded`: the sharded stack, until Ctrl-C.
+fn run_sharded(
+    root: &std::path::Path,
+    demo_dir: &std::path::Path,
+    token: &str,
+    client: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use twopc_tests::sharded::{ShardedOptions, ShardedStack};
+    const ACCOUNTS: u32 = 10;
+    eprintln!("starting 2 PostgreSQL shards, 3 Redis shards with their participants, and the coordinator ...");
+    let stack = ShardedStack::start_with(
+        &Binaries::next_to_current_exe(),
+        (2, 3, ACCOUNTS),
+        ShardedOptions {
+            coordinator_port: COORDINATOR_PORT,
+            web_dir: Some(root.join("web/dist")),
+            coordinator_tables: client.to_owned(),
+            api_token: Some(token.to_owned()),
+        },
+    )?;
+    let pg_urls: Vec<String> = stack.bank.iter().map(|b| b.pg.url("bank")).collect();
+    let redis_urls: Vec<String> = stack.ledger.iter().map(|l| l.redis.url()).collect();
+    let url = stack.coordinator_url.clone();
+    let mut env = String::new();
+    writeln!(env, "PG_URLS={}", pg_urls.join(","))?;
+    writeln!(env, "REDIS_URLS={}", redis_urls.join(","))?;
+    writeln!(env, "COORDINATOR_URL={url}")?;
+    writeln!(env, "COORDINATOR_TOKEN={token}")?;
+    let env_file = demo_dir.join("connections.env");
+    std::fs::write(&env_file, &env)?;
+    // Two accounts whose rows and keys sit on different shards, for the printed transfer.
+    let row = |id: u32| ShardedStack::shard_of_row(&stack.bank_ring, id).to_owned();
+    let key = |id: u32| {
+        stack
+            .ledger_ring
+            .route_redis(&format!("balance:{id}"))
+            .to_owned()
+    };
+    let (a, b) = (1..=ACCOUNTS)
+        .flat_map(|a| (1..=ACCOUNTS).map(move |b| (a, b)))
+        .find(|&(a, b)| row(a) != row(b) && key(a) != key(b))
+        .ok_or("no two accounts on different shards")?;
+    println!("\ntwopc demo (sharded) is running. Ctrl-C stops everything.\n");
+    println!("  web app        {url}/");
+    println!("  coordinator    {url}   (bank = 2 PostgreSQL shards, ledger = 3 Redis shards)");
+    for (b, u) in stack.bank.iter().zip(&pg_urls) {
+        println!("  bank/{}       {u}", b.name);
+    }
+    for (l, u) in stack.ledger.iter().zip(&redis_urls) {
+        println!("  ledger/{}      {u}", l.name);
+    }
+    println!("  addresses      {}", env_file.display());
+    println!("  client token   {token}");
+    println!("\nAccounts 1..{ACCOUNTS}: each row and each balance:<id> on the shard it routes to.");
+    println!("The lines below read the token from the environment; load it first:");
+    println!("  set -a; . {}; set +a", env_file.display());
+    println!(
+        "\nA transfer of 10 from account {a} (bank/{}, ledger/{}) to account {b} (bank/{}, ledger/{}):",
+        row(a),
+        key(a),
+        row(b),
+        key(b)
+    );
+    println!(
+        "  curl -s {url}/v1/transactions -H \"authorization: Bearer $COORDINATOR_TOKEN\" -H 'content-type: application/json' -d '{{
+    \"participants\": {{
+      \"bank\":   {{\"sql\": [{{\"query\": \"UPDATE accounts SET balance = balance - $1 WHERE id = $2\", \"params\": [10, {a}], \"shard_key\": {a}}},
+                          {{\"query\": \"UPDATE accounts SET balance = balance + $1 WHERE id = $2\", \"params\": [10, {b}], \"shard_key\": {b}}}]}},
+      \"ledger\": {{\"redis\": [{{\"op\": \"incrby\", \"key\": \"balance:{a}\", \"by\": -10, \"min\": 0}},
+                           {{\"op\": \"incrby\", \"key\": \"balance:{b}\", \"by\": 10}}]}}}}}}'"
+    );
+    println!("\nWhere each shard stands:");
+    println!("  curl -s {url}/v1/participants -H \"authorization: Bearer $COORDINATOR_TOKEN\"");
+    println!(
+        "\nLoad: TWOPC_TOKEN=$COORDINATOR_TOKEN target/debug/twopc-coordinator load --url {url} -n 2000 -c 16 --accounts {ACCOUNTS}"
+    );
+    let data: Vec<String> = stack
+        .ledger
+        .iter()
+        .zip(&redis_urls)
+        .map(|(l, u)| format!("--data {}={u}", l.name))
+        .collect();
+    println!(
+        "What a fourth ledger shard would take (README, Sharded participants):\n  target/debug/twopc-coordinator reshard --plan --config {} --participant ledger --add r4 {}\n",
+        stack.config_path.display(),
+        data.join(" ")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    eprintln!("\nstopping ...");
+    let _ = std::fs::remove_file(&env_file);
+    drop(stack);
+    eprintln!("stopped; all demo data removed");
+    Ok(())
 }
