@@ -512,3 +512,90 @@ async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
         b.console
     );
 }
+
+/// A sharded stack (bank on two PostgreSQL clusters, ledger on three redis-servers): every
+/// shard has its lane, the shards of one participant are boxed together under its name, and
+/// the page's transfer is drawn to, and ends committed on, exactly the shards its accounts
+/// live on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_lanes_are_boxed_under_their_participant() {
+    use twopc_tests::sharded::{ShardedOptions, ShardedStack};
+    let dist = twopc_tests::repo_root().join("web/dist");
+    let stack = tokio::task::block_in_place(|| {
+        ShardedStack::start_with(
+            &bins(),
+            (2, 3, 4),
+            ShardedOptions {
+                web_dir: Some(dist),
+                ..ShardedOptions::default()
+            },
+        )
+    })
+    .expect("start the sharded stack");
+    let mut b = Browser::launch(1600, 800).await.expect("launch chromium");
+    b.goto(&format!("{}/", stack.coordinator_url))
+        .await
+        .unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=socket-status]')?.dataset.state === 'open'",
+        SECS,
+    )
+    .await
+    .unwrap();
+    for (group, shards) in [("bank", 2), ("ledger", 3)] {
+        b.wait_for(
+            &format!(
+                "document.querySelector('[data-testid=lane-group-{group}]')?.dataset.shards === '{shards}'"
+            ),
+            SECS,
+        )
+        .await
+        .unwrap();
+    }
+    for lane in [
+        "bank/pg1",
+        "bank/pg2",
+        "ledger/r1",
+        "ledger/r2",
+        "ledger/r3",
+    ] {
+        assert_eq!(
+            b.count(&format!("[data-testid=\"lane-{lane}\"]"))
+                .await
+                .unwrap(),
+            1,
+            "lane {lane}"
+        );
+    }
+    // The page's transfer (account 1 to account 2) ends committed on the shards those
+    // accounts live on.
+    let touched: Vec<String> = [1u32, 2]
+        .iter()
+        .flat_map(|&id| {
+            [
+                format!("bank/{}", ShardedStack::shard_of_row(&stack.bank_ring, id)),
+                format!(
+                    "ledger/{}",
+                    stack.ledger_ring.route_redis(&format!("balance:{id}"))
+                ),
+            ]
+        })
+        .collect();
+    b.click("submit-transfer").await.unwrap();
+    let names = touched
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    b.wait_for(
+        &format!(
+            "[{names}].every(n => document.querySelector(`[data-testid=\"badge-${{n}}\"]`)?.dataset.state === 'committed')"
+        ),
+        SECS,
+    )
+    .await
+    .unwrap();
+    b.screenshot(&artifacts().join("web-9-sharded.png"))
+        .await
+        .unwrap();
+}

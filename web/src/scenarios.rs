@@ -136,7 +136,13 @@ pub fn transaction_body(
             }
             _ => sql_transfer(1, 2, 10),
         };
-        parts.insert(p.name.clone(), ops);
+        // A shard (`bank/pg1`) is addressed through its participant, which routes the
+        // operations to the shards their accounts live on.
+        let name = match p.name.split_shard() {
+            Some((logical, _)) => ParticipantName::new(logical).map_err(|e| e.to_string())?,
+            None => p.name.clone(),
+        };
+        parts.entry(name).or_insert(ops);
     }
     Ok(TransactionRequest {
         id: Some(TxId::new(id).map_err(|e| e.to_string())?),
@@ -383,6 +389,21 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn sample_bodies_address_a_sharded_participant_not_its_shards() {
+        let c = cfg(&[
+            ("bank/pg1", "postgres"),
+            ("bank/pg2", "postgres"),
+            ("ledger/r1", "redis"),
+            ("ledger/r2", "redis"),
+        ]);
+        let req = transaction_body(&c, SubmitKind::Transfer, "web-1-2").unwrap();
+        let names: Vec<&str> = req.participants.keys().map(|p| p.as_str()).collect();
+        assert_eq!(names, ["bank", "ledger"]);
+        let ok = body(req);
+        assert_eq!(ok["participants"]["bank"]["sql"][0]["shard_key"], 1);
     }
 
     #[test]

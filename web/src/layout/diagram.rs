@@ -112,6 +112,7 @@ pub fn diagram(input: DiagramInput<'_>) -> Diagram {
     Diagram {
         width: diagram_width(lanes.len()),
         height: diagram_height(),
+        groups: lane_groups(&lanes),
         lanes,
         items,
         focus,

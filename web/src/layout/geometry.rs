@@ -79,6 +79,47 @@ pub fn lane_names(config: Option<&PublicConfig>, view: &Derived) -> Vec<(String,
     out
 }
 
+/// The lanes of one sharded participant's shards (`bank/pg1`, `bank/pg2`, ...), which the
+/// coordinator lists side by side: the diagram boxes them together under the participant's
+/// name, since a client addressed them as one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneGroup {
+    /// The logical participant (`bank`).
+    pub name: String,
+    /// The x of its first and last shard lane.
+    pub x_from: f64,
+    /// See `x_from`.
+    pub x_to: f64,
+    /// How many shard lanes.
+    pub shards: usize,
+}
+
+/// The runs of adjacent participant lanes named `logical/shard` with the same `logical`.
+pub fn lane_groups(lanes: &[Lane]) -> Vec<LaneGroup> {
+    let mut groups: Vec<LaneGroup> = Vec::new();
+    let mut last: Option<&str> = None;
+    for lane in lanes {
+        let logical = (lane.role == Role::Participant)
+            .then(|| lane.name.split_once('/').map(|(l, _)| l))
+            .flatten();
+        match (logical, groups.last_mut()) {
+            (Some(l), Some(g)) if last == Some(l) => {
+                g.x_to = lane.x;
+                g.shards += 1;
+            }
+            (Some(l), _) => groups.push(LaneGroup {
+                name: l.to_owned(),
+                x_from: lane.x,
+                x_to: lane.x,
+                shards: 1,
+            }),
+            (None, _) => {}
+        }
+        last = logical;
+    }
+    groups
+}
+
 /// The x coordinate of lane `i`.
 pub fn lane_x(i: usize) -> f64 {
     MARGIN_X + i as f64 * LANE_GAP

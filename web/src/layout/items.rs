@@ -82,6 +82,8 @@ pub struct Diagram {
     pub height: f64,
     /// Lanes.
     pub lanes: Vec<Lane>,
+    /// The shards of each sharded participant, drawn as one box behind their lanes.
+    pub groups: Vec<LaneGroup>,
     /// Items, oldest first.
     pub items: Vec<Item>,
     /// The transaction whose badges are shown.

@@ -489,3 +489,47 @@ fn a_taken_over_ids_transactions_are_their_own_rows() {
         .filter(|i| matches!(i.shape, Shape::Arrow { .. }))
         .all(|i| i.txid.as_deref() == Some(key)));
 }
+
+#[test]
+fn the_shards_of_a_participant_are_boxed_together() {
+    let mut cfg = config();
+    cfg.participants = [
+        "bank/pg1",
+        "bank/pg2",
+        "cache",
+        "ledger/r1",
+        "ledger/r2",
+        "ledger/r3",
+    ]
+    .iter()
+    .map(|n| ParticipantConfig {
+        name: n.parse().unwrap(),
+        kind: ParticipantKind::Redis,
+        url: String::new(),
+    })
+    .collect();
+    let (log, d) = setup(vec![]);
+    let dg = diagram(input(&log, &d, &cfg, None));
+    let x = |name: &str| dg.lanes.iter().find(|l| l.name == name).unwrap().x;
+    assert_eq!(
+        dg.groups,
+        vec![
+            LaneGroup {
+                name: "bank".into(),
+                x_from: x("bank/pg1"),
+                x_to: x("bank/pg2"),
+                shards: 2,
+            },
+            LaneGroup {
+                name: "ledger".into(),
+                x_from: x("ledger/r1"),
+                x_to: x("ledger/r3"),
+                shards: 3,
+            },
+        ]
+    );
+    // Without shards, no boxes.
+    let (log, d) = setup(vec![]);
+    let plain = config();
+    assert!(diagram(input(&log, &d, &plain, None)).groups.is_empty());
+}

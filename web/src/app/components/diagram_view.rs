@@ -39,6 +39,16 @@ pub fn diagram_view(p: &StateProps) -> Html {
             .find(|it| it.index == *idx)
             .map(|it| (it.tooltip.clone(), *x, *y))
     });
+    let groups = dg.groups.iter().map(|g| {
+        let (x, width) = (g.x_from - 82.0, g.x_to - g.x_from + 164.0);
+        html! {
+            <g class="lane-group" key={g.name.clone()} data-testid={format!("lane-group-{}", g.name)}
+               data-shards={g.shards.to_string()}>
+                <rect x={x.to_string()} y="0" width={width.to_string()} height="66" rx="10" />
+                <title>{ format!("{}: {} shards (the coordinator routes each key to one)", g.name, g.shards) }</title>
+            </g>
+        }
+    });
     let lanes = dg.lanes.iter().map(|l| {
         let b = &l.badge;
         html! {
@@ -150,6 +160,7 @@ pub fn diagram_view(p: &StateProps) -> Html {
                 viewBox={format!("0 0 {} {}", dg.width, dg.height)}
                 preserveAspectRatio="xMidYMin meet"
                 style={format!("--dur: {dur_ms:.0}ms")}>
+                <g class="lane-groups">{ for groups }</g>
                 <g class="lanes">{ for lanes }</g>
                 <g class="rows">{ for items }</g>
                 if dg.items.is_empty() {
