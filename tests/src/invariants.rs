@@ -27,7 +27,15 @@
 //!
 //! The checker is synchronous (psql and a blocking Redis connection) and returns a structured
 //! [`Report`]; callers assert `report.violations.is_empty()` and print it otherwise.
+//!
+//! It reads its stores through [`Stores`]: one PostgreSQL cluster and one redis-server
+//! ([`Stack`]), or the shards of each ([`crate::sharded::ShardedStack`]). With shards, a
+//! store's view of a transaction is the union of its shards' views: committed when some
+//! shard committed it and none aborted it, split (a violation of its own, reported as not
+//! committed) when one shard committed it and another aborted it; an account's balance is read
+//! from whichever shard holds it, and the totals are summed over all of them.
 
+use crate::pg::PgCluster;
 use crate::stack::Stack;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -316,36 +324,119 @@ impl Default for CheckOptions {
     }
 }
 
-fn redis_conn(stack: &Stack) -> Result<redis::Connection, String> {
-    let client = redis::Client::open(stack.redis.url()).map_err(|e| e.to_string())?;
+/// What the checker reads: the bank's PostgreSQL clusters (database `bank`), the ledger's
+/// redis-servers, and the accounts.
+pub trait Stores {
+    /// Accounts `1..=accounts()`.
+    fn accounts(&self) -> u32;
+    /// Every PostgreSQL cluster holding bank rows.
+    fn pg_clusters(&self) -> Vec<&PgCluster>;
+    /// Every redis-server holding ledger keys, by URL.
+    fn redis_urls(&self) -> Vec<String>;
+}
+
+impl Stores for Stack {
+    fn accounts(&self) -> u32 {
+        self.accounts
+    }
+    fn pg_clusters(&self) -> Vec<&PgCluster> {
+        vec![&self.pg]
+    }
+    fn redis_urls(&self) -> Vec<String> {
+        vec![self.redis.url()]
+    }
+}
+
+impl Stores for crate::sharded::ShardedStack {
+    fn accounts(&self) -> u32 {
+        self.accounts
+    }
+    fn pg_clusters(&self) -> Vec<&PgCluster> {
+        self.bank.iter().map(|b| &b.pg).collect()
+    }
+    fn redis_urls(&self) -> Vec<String> {
+        self.ledger.iter().map(|l| l.redis.url()).collect()
+    }
+}
+
+fn redis_conn(url: &str) -> Result<redis::Connection, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     client
         .get_connection_with_timeout(Duration::from_secs(5))
         .map_err(|e| e.to_string())
 }
 
+/// Every redis-server's connection.
+fn redis_conns<S: Stores + ?Sized>(stack: &S) -> Result<Vec<redis::Connection>, String> {
+    stack.redis_urls().iter().map(|u| redis_conn(u)).collect()
+}
+
+/// Every account's balance in PostgreSQL, from whichever cluster holds its row.
+fn pg_balances<S: Stores + ?Sized>(stack: &S) -> Result<Vec<(u32, i64)>, String> {
+    let mut out = Vec::new();
+    for pg in stack.pg_clusters() {
+        let text = pg
+            .psql_ok(
+                "bank",
+                "SELECT id || '=' || balance FROM accounts ORDER BY id",
+            )
+            .map_err(|e| e.to_string())?;
+        out.extend(text.lines().filter_map(|l| {
+            let (a, b) = l.split_once('=')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        }));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Prepared transactions in Postgres (gids) and Redis (txids).
-pub fn in_doubt(stack: &Stack) -> Result<(Vec<String>, Vec<String>), String> {
-    let pg = stack
-        .pg
-        .psql_ok("bank", "SELECT gid FROM pg_prepared_xacts ORDER BY gid")
-        .map_err(|e| e.to_string())?;
-    let pg: Vec<String> = pg
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let mut con = redis_conn(stack)?;
-    let rd: Vec<String> = redis::cmd("ZRANGE")
-        .arg("twopc:prepared")
-        .arg(0)
-        .arg(-1)
-        .query(&mut con)
-        .map_err(|e| e.to_string())?;
+pub fn in_doubt<S: Stores + ?Sized>(stack: &S) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut pg = Vec::new();
+    for cluster in stack.pg_clusters() {
+        let text = cluster
+            .psql_ok("bank", "SELECT gid FROM pg_prepared_xacts ORDER BY gid")
+            .map_err(|e| e.to_string())?;
+        pg.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+    }
+    let mut rd = Vec::new();
+    for mut con in redis_conns(stack)? {
+        let items: Vec<String> = redis::cmd("ZRANGE")
+            .arg("twopc:prepared")
+            .arg(0)
+            .arg(-1)
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        rd.extend(items);
+    }
     Ok((pg, rd))
 }
 
+/// One store's view of a transaction from its shards' views (see the module docs).
+fn merge_shards(views: Vec<Seen>) -> Seen {
+    if views.iter().any(|v| matches!(v, Seen::InDoubt)) {
+        return Seen::InDoubt;
+    }
+    let committed = views.iter().any(Seen::committed);
+    let aborted = views.iter().find_map(|v| match v {
+        Seen::NotCommitted(why) if why != "unknown" && why != "absent" => Some(why.clone()),
+        _ => None,
+    });
+    match (committed, aborted) {
+        (true, None) => Seen::Committed,
+        (true, Some(why)) => {
+            Seen::NotCommitted(format!("split: committed on one shard, {why} on another"))
+        }
+        (false, Some(why)) => Seen::NotCommitted(why),
+        (false, None) => views
+            .into_iter()
+            .next()
+            .unwrap_or(Seen::NotCommitted("absent".into())),
+    }
+}
+
 /// Waits until nothing is in doubt in either store; returns what is left otherwise.
-pub fn wait_settled(stack: &Stack, within: Duration) -> (Duration, Vec<Violation>) {
+pub fn wait_settled<S: Stores + ?Sized>(stack: &S, within: Duration) -> (Duration, Vec<Violation>) {
     let t0 = Instant::now();
     let mut last = (Vec::new(), Vec::new());
     loop {
@@ -383,8 +474,19 @@ fn sql_lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Postgres' view of each gid: `twopc.outcome(gid)`.
-fn pg_outcomes(stack: &Stack, gids: &[String]) -> Result<Vec<Seen>, String> {
+/// Postgres' view of each gid: `twopc.outcome(gid)` on every cluster, merged.
+fn pg_outcomes<S: Stores + ?Sized>(stack: &S, gids: &[String]) -> Result<Vec<Seen>, String> {
+    let mut per: Vec<Vec<Seen>> = vec![Vec::new(); gids.len()];
+    for cluster in stack.pg_clusters() {
+        for (i, seen) in pg_outcomes_on(cluster, gids)?.into_iter().enumerate() {
+            per[i].push(seen);
+        }
+    }
+    Ok(per.into_iter().map(merge_shards).collect())
+}
+
+/// [`pg_outcomes`] on one cluster.
+fn pg_outcomes_on(cluster: &PgCluster, gids: &[String]) -> Result<Vec<Seen>, String> {
     let mut out = Vec::with_capacity(gids.len());
     for chunk in gids.chunks(500) {
         let arr: Vec<String> = chunk.iter().map(|g| sql_lit(g)).collect();
@@ -392,7 +494,7 @@ fn pg_outcomes(stack: &Stack, gids: &[String]) -> Result<Vec<Seen>, String> {
             "SELECT twopc.outcome(g) FROM unnest(ARRAY[{}]::text[]) WITH ORDINALITY AS u(g, n) ORDER BY n",
             arr.join(",")
         );
-        let text = stack.pg.psql_ok("bank", &sql).map_err(|e| e.to_string())?;
+        let text = cluster.psql_ok("bank", &sql).map_err(|e| e.to_string())?;
         let lines: Vec<&str> = text.lines().collect();
         if lines.len() != chunk.len() {
             return Err(format!(
@@ -412,19 +514,30 @@ fn pg_outcomes(stack: &Stack, gids: &[String]) -> Result<Vec<Seen>, String> {
     Ok(out)
 }
 
-fn redis_outcomes(stack: &Stack, txids: &[String]) -> Result<Vec<Seen>, String> {
-    let mut con = redis_conn(stack)?;
+/// Redis's view of each txid on every server, merged.
+fn redis_outcomes<S: Stores + ?Sized>(stack: &S, txids: &[String]) -> Result<Vec<Seen>, String> {
+    let mut per: Vec<Vec<Seen>> = vec![Vec::new(); txids.len()];
+    for mut con in redis_conns(stack)? {
+        for (i, seen) in redis_outcomes_on(&mut con, txids)?.into_iter().enumerate() {
+            per[i].push(seen);
+        }
+    }
+    Ok(per.into_iter().map(merge_shards).collect())
+}
+
+/// [`redis_outcomes`] on one server.
+fn redis_outcomes_on(con: &mut redis::Connection, txids: &[String]) -> Result<Vec<Seen>, String> {
     let mut out = Vec::with_capacity(txids.len());
     for chunk in txids.chunks(500) {
         let vals: Vec<Option<String>> = redis::cmd("HMGET")
             .arg("twopc:outcome")
             .arg(chunk)
-            .query(&mut con)
+            .query(con)
             .map_err(|e| e.to_string())?;
         let prepared: Vec<Option<f64>> = redis::cmd("ZMSCORE")
             .arg("twopc:prepared")
             .arg(chunk)
-            .query(&mut con)
+            .query(con)
             .map_err(|e| e.to_string())?;
         for (v, p) in vals.into_iter().zip(prepared) {
             out.push(match (v.as_deref(), p) {
@@ -438,26 +551,30 @@ fn redis_outcomes(stack: &Stack, txids: &[String]) -> Result<Vec<Seen>, String> 
     Ok(out)
 }
 
-/// Balances per account in Redis.
-fn redis_balances(stack: &Stack) -> Result<Vec<Option<i64>>, String> {
-    let mut con = redis_conn(stack)?;
-    let keys: Vec<String> = (1..=stack.accounts)
+/// Balances per account in Redis, from whichever server holds the key.
+fn redis_balances<S: Stores + ?Sized>(stack: &S) -> Result<Vec<Option<i64>>, String> {
+    let keys: Vec<String> = (1..=stack.accounts())
         .map(|i| format!("balance:{i}"))
         .collect();
-    let vals: Vec<Option<String>> = redis::cmd("MGET")
-        .arg(&keys)
-        .query(&mut con)
-        .map_err(|e| e.to_string())?;
-    Ok(vals
-        .into_iter()
-        .map(|v| v.and_then(|s| s.parse().ok()))
-        .collect())
+    let mut out: Vec<Option<i64>> = vec![None; keys.len()];
+    for mut con in redis_conns(stack)? {
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        for (slot, v) in out.iter_mut().zip(vals) {
+            if let Some(n) = v.and_then(|s| s.parse::<i64>().ok()) {
+                *slot = Some(slot.unwrap_or(0) + n);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `tx` committed on every participant it names (`Some(true)`), on none
 /// (`Some(false)`), or only on some or is still in doubt (`None`), by the stores' markers.
-pub fn committed_everywhere(
-    stack: &Stack,
+pub fn committed_everywhere<S: Stores + ?Sized>(
+    stack: &S,
     opts: &CheckOptions,
     tx: &TxRecord,
 ) -> Result<Option<bool>, String> {
@@ -492,27 +609,33 @@ fn atomic_outcome(tx: &TxRecord, pg: &Seen, rd: &Seen) -> Option<bool> {
 
 /// The later attempts (2, 3, ...) the stores have any record of, by client txid: Redis's
 /// outcome hash and prepared set, Postgres's tracked transactions and prepared ones.
-fn later_attempts(stack: &Stack) -> Result<std::collections::HashMap<String, Vec<String>>, String> {
-    let mut con = redis_conn(stack)?;
-    let mut wires: Vec<String> = redis::cmd("HKEYS")
-        .arg("twopc:outcome")
-        .query(&mut con)
-        .map_err(|e| e.to_string())?;
-    let prepared: Vec<String> = redis::cmd("ZRANGE")
-        .arg("twopc:prepared")
-        .arg(0)
-        .arg(-1)
-        .query(&mut con)
-        .map_err(|e| e.to_string())?;
-    wires.extend(prepared);
-    let pg = stack
-        .pg
-        .psql_ok(
-            "bank",
-            "SELECT DISTINCT global_id FROM twopc.history WHERE global_id LIKE '~%'",
-        )
-        .map_err(|e| e.to_string())?;
-    wires.extend(pg.lines().map(str::to_owned));
+fn later_attempts<S: Stores + ?Sized>(
+    stack: &S,
+) -> Result<std::collections::HashMap<String, Vec<String>>, String> {
+    let mut wires: Vec<String> = Vec::new();
+    for mut con in redis_conns(stack)? {
+        let outcomes: Vec<String> = redis::cmd("HKEYS")
+            .arg("twopc:outcome")
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        let prepared: Vec<String> = redis::cmd("ZRANGE")
+            .arg("twopc:prepared")
+            .arg(0)
+            .arg(-1)
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        wires.extend(outcomes);
+        wires.extend(prepared);
+    }
+    for cluster in stack.pg_clusters() {
+        let pg = cluster
+            .psql_ok(
+                "bank",
+                "SELECT DISTINCT global_id FROM twopc.history WHERE global_id LIKE '~%'",
+            )
+            .map_err(|e| e.to_string())?;
+        wires.extend(pg.lines().map(str::to_owned));
+    }
     let mut by_client: std::collections::HashMap<String, Vec<String>> = Default::default();
     wires.sort();
     wires.dedup();
@@ -530,7 +653,7 @@ fn later_attempts(stack: &Stack) -> Result<std::collections::HashMap<String, Vec
 }
 
 /// Runs every check. `txs` are the transactions of the scenario (possibly all so far).
-pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
+pub fn check<S: Stores + ?Sized>(stack: &S, txs: &[TxRecord], opts: &CheckOptions) -> Report {
     let mut report = Report {
         transactions: txs.len(),
         ..Report::default()
@@ -540,8 +663,8 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
     report.violations.extend(v);
 
     // Balances.
-    let expected = i64::from(stack.accounts) * opts.initial_balance;
-    let balances = (stack.pg_balances(), redis_balances(stack));
+    let expected = i64::from(stack.accounts()) * opts.initial_balance;
+    let balances = (pg_balances(stack), redis_balances(stack));
     match &balances {
         (Ok(pg), Ok(rd)) => {
             let pg_sum: i64 = pg.iter().map(|(_, b)| b).sum();
@@ -560,7 +683,7 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
                     actual: rd_sum,
                 });
             }
-            for i in 1..=stack.accounts {
+            for i in 1..=stack.accounts() {
                 let p = pg.iter().find(|(a, _)| *a == i).map(|(_, b)| *b);
                 let r = rd.get(i as usize - 1).copied().flatten();
                 if p != r || p.is_none() {
@@ -694,7 +817,7 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
         }
     }
     if let (Ok(pg), Ok(rd)) = &balances {
-        let pg_now: Vec<Option<i64>> = (1..=stack.accounts)
+        let pg_now: Vec<Option<i64>> = (1..=stack.accounts())
             .map(|i| pg.iter().find(|(a, _)| *a == i).map(|(_, b)| *b))
             .collect();
         let replayed = [
@@ -702,7 +825,7 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
                 "postgres",
                 pg_now.as_slice(),
                 replay(
-                    stack.accounts,
+                    stack.accounts(),
                     opts.initial_balance,
                     committed.iter().flat_map(|t| &t.pg_moves),
                 ),
@@ -711,7 +834,7 @@ pub fn check(stack: &Stack, txs: &[TxRecord], opts: &CheckOptions) -> Report {
                 "redis",
                 rd.as_slice(),
                 replay(
-                    stack.accounts,
+                    stack.accounts(),
                     opts.initial_balance,
                     committed.iter().flat_map(|t| &t.redis_moves),
                 ),

@@ -11,7 +11,8 @@
 //! * what cannot be routed is refused: a statement without `shard_key`, a shard named directly;
 //! * one shard down: only the transactions touching it abort; back up, they commit again;
 //! * a shard killed after its yes vote, before the Commit: the transaction commits there when
-//!   the shard is back (it reports the transaction in doubt and is told the decision).
+//!   the shard is back (it reports the transaction in doubt and is told the decision), and the
+//!   reliability suite's invariant checker, run over all the shards, finds nothing wrong.
 
 use std::time::Duration;
 use twopc_protocol::api::{Outcome, ParticipantStatus, TransactionResponse};
@@ -334,4 +335,16 @@ async fn a_shard_killed_in_doubt_commits_when_it_returns() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::task::block_in_place(|| assert_consistent(&stack));
+    // The reliability suite's invariant checker over the shards: nothing in doubt on any of
+    // them, money conserved, the transfer's effects replayed, atomic and told truthfully.
+    use twopc_tests::invariants::{check, CheckOptions, Told, TxRecord};
+    let record = TxRecord::transfer(
+        answer.id.as_str(),
+        Told::Committed,
+        from.into(),
+        to.into(),
+        9,
+    );
+    let report = tokio::task::block_in_place(|| check(&stack, &[record], &CheckOptions::default()));
+    assert!(report.ok(), "{report}");
 }
