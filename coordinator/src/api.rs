@@ -306,8 +306,15 @@ async fn submit(
             );
         }
     }
+    // What the request itself says, before its operations move into the branches: the
+    // canonical body (BTreeMap order and struct field order make it deterministic) and the
+    // first participant its client may not use.
+    let body_hash = fnv1a(&serde_json::to_vec(&req.participants).unwrap_or_default());
+    let forbidden = client
+        .as_deref()
+        .and_then(|c| req.participants.keys().find(|p| !c.may_use(p)).cloned());
     // The branches: a sharded participant's operations go to the shards their keys live on.
-    let branches = match crate::shards::split(&st.config.sharded, &req.participants) {
+    let branches = match crate::shards::split(&st.config.sharded, req.participants) {
         Ok(b) => b,
         Err(e) => {
             let code = match e {
@@ -331,7 +338,7 @@ async fn submit(
     // The client's rights: which participants, how many transactions at once.
     let in_flight = match client.as_deref() {
         Some(c) => {
-            if let Some(p) = req.participants.keys().find(|p| !c.may_use(p)) {
+            if let Some(p) = forbidden {
                 return error(
                     StatusCode::FORBIDDEN,
                     ApiErrorCode::Forbidden,
@@ -356,9 +363,6 @@ async fn submit(
         }
         None => None,
     };
-    // The canonical body: BTreeMap order and struct field order make this deterministic.
-    let canonical = serde_json::to_vec(&req.participants).unwrap_or_default();
-    let body_hash = fnv1a(&canonical);
     let txid = req.id.unwrap_or_else(|| st.handle.generate_txid());
     if let Some(refusal) =
         oversized_first_message(&st, &txid, &branches, (body.len(), submitted_by.as_deref()))

@@ -17,6 +17,7 @@
 
 use crate::client::CliResult;
 use crate::config::Config;
+use crate::log::describe_pg_error as describe;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -197,12 +198,6 @@ async fn redis_keys(url: &str, pattern: &str) -> Result<Vec<String>, String> {
         }
         cursor = next;
     }
-}
-
-/// A PostgreSQL error as the server said it.
-fn describe(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
 }
 
 /// A SQL identifier, quoted.

@@ -76,11 +76,6 @@ impl Sharded {
     fn branch(&self, shard: &str) -> ParticipantName {
         self.shards[shard].clone()
     }
-
-    /// The participant names of all its shards.
-    pub fn branches(&self) -> impl Iterator<Item = &ParticipantName> {
-        self.shards.values()
-    }
 }
 
 /// Replaces every participant that lists shards by one participant per shard
@@ -216,18 +211,24 @@ impl std::fmt::Display for SplitError {
 
 /// The branches of a transaction: the operations addressed to a sharded participant go to the
 /// shards their keys live on (in the order given, per shard), the others stay as they are;
-/// every statement's `shard_key` is dropped.
+/// every statement's `shard_key` is dropped. The operations are moved, not copied: this runs
+/// for every submitted transaction.
 pub fn split(
     sharded: &[Sharded],
-    participants: &BTreeMap<ParticipantName, Operations>,
+    participants: BTreeMap<ParticipantName, Operations>,
 ) -> Result<BTreeMap<ParticipantName, Operations>, SplitError> {
     let mut branches: BTreeMap<ParticipantName, Operations> = BTreeMap::new();
-    for (name, ops) in participants {
+    for (name, mut ops) in participants {
         if !name.is_plain() {
-            return Err(SplitError::NamedAShard(name.clone()));
+            return Err(SplitError::NamedAShard(name));
         }
-        let Some(s) = sharded.iter().find(|s| &s.name == name) else {
-            branches.insert(name.clone(), without_shard_keys(ops));
+        let Some(s) = sharded.iter().find(|s| s.name == name) else {
+            if let Operations::Sql(stmts) = &mut ops {
+                for stmt in stmts {
+                    stmt.shard_key = None;
+                }
+            }
+            branches.insert(name, ops);
             continue;
         };
         match ops {
@@ -235,14 +236,14 @@ pub fn split(
                 let mut per: BTreeMap<ParticipantName, Vec<RedisOp>> = BTreeMap::new();
                 for op in redis {
                     let shard = s.ring.route_redis(op.key());
-                    per.entry(s.branch(shard)).or_default().push(op.clone());
+                    per.entry(s.branch(shard)).or_default().push(op);
                 }
                 branches.extend(per.into_iter().map(|(b, ops)| (b, Operations::Redis(ops))));
             }
             Operations::Sql(stmts) => {
                 let mut per: BTreeMap<ParticipantName, Vec<SqlStatement>> = BTreeMap::new();
                 let only = (s.ring.shards().len() == 1).then(|| s.ring.shards()[0].as_str());
-                for (i, stmt) in stmts.iter().enumerate() {
+                for (i, mut stmt) in stmts.into_iter().enumerate() {
                     let shard = match (&stmt.shard_key, only) {
                         (Some(key), _) => s.ring.route(RouteKey::ShardKey(key)).map_err(|_| {
                             SplitError::BadShardKey {
@@ -258,31 +259,15 @@ pub fn split(
                             })
                         }
                     };
-                    let mut stmt = stmt.clone();
+                    let branch = s.branch(shard);
                     stmt.shard_key = None;
-                    per.entry(s.branch(shard)).or_default().push(stmt);
+                    per.entry(branch).or_default().push(stmt);
                 }
                 branches.extend(per.into_iter().map(|(b, ops)| (b, Operations::Sql(ops))));
             }
         }
     }
     Ok(branches)
-}
-
-/// `ops` with every statement's `shard_key` dropped: participants never see it.
-fn without_shard_keys(ops: &Operations) -> Operations {
-    match ops {
-        Operations::Sql(stmts) => Operations::Sql(
-            stmts
-                .iter()
-                .map(|s| SqlStatement {
-                    shard_key: None,
-                    ..s.clone()
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 #[cfg(test)]
@@ -375,7 +360,7 @@ token = "t"
             (name("cache"), Operations::Redis(vec![incr("anything")])),
         ]
         .into();
-        let branches = split(&c.sharded, &req).unwrap();
+        let branches = split(&c.sharded, req).unwrap();
         // Every key went where the ring says, in order, and nothing was lost or doubled.
         let mut seen = 0;
         for (b, ops) in &branches {
@@ -423,17 +408,17 @@ token = "t"
         let one = |n: &str, ops: Operations| -> BTreeMap<ParticipantName, Operations> {
             [(name(n), ops)].into()
         };
-        let e = split(&c.sharded, &one("bank", sql(None))).unwrap_err();
+        let e = split(&c.sharded, one("bank", sql(None))).unwrap_err();
         assert!(e.to_string().contains("needs a \"shard_key\""), "{e}");
-        let e = split(&c.sharded, &one("bank", sql(Some(json!([1]))))).unwrap_err();
+        let e = split(&c.sharded, one("bank", sql(Some(json!([1]))))).unwrap_err();
         assert!(e.to_string().contains("JSON scalar"), "{e}");
-        let e = split(&c.sharded, &one("ledger/r1", Operations::Redis(vec![]))).unwrap_err();
+        let e = split(&c.sharded, one("ledger/r1", Operations::Redis(vec![]))).unwrap_err();
         assert!(
             e.to_string().contains("name its participant (ledger)"),
             "{e}"
         );
         // Unsharded: a shard_key is dropped, nothing else changes.
-        let b = split(&c.sharded, &one("cache", Operations::Redis(vec![]))).unwrap();
+        let b = split(&c.sharded, one("cache", Operations::Redis(vec![]))).unwrap();
         assert_eq!(b.keys().next().unwrap().as_str(), "cache");
     }
 

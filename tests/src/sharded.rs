@@ -8,7 +8,9 @@
 //! routes to ([`twopc_protocol::shard`], the same function the coordinator routes with).
 
 use crate::coordinator_config::CoordinatorConfig;
-use crate::stack::{http_get, http_get_as, seed_balances, Binaries, Proc};
+use crate::stack::{
+    bank_worker_settings, http_get, http_get_as, seed_balances, seed_bank, Binaries, Proc,
+};
 use crate::{util, PgCluster, PgOptions, RedisServer, Result};
 use std::time::Duration;
 use twopc_protocol::shard::{Ring, RouteKey};
@@ -112,15 +114,7 @@ impl ShardedStack {
             let token = crate::secrets::new_token();
             let pg = PgCluster::start(PgOptions {
                 shared_preload_libraries: Some("pg_twopc_ext".into()),
-                settings: vec![
-                    ("twopc.listen_addr".into(), format!("'{addr}'")),
-                    ("twopc.database".into(), "'bank'".into()),
-                    ("twopc.role".into(), "'app'".into()),
-                    ("twopc.client_role".into(), "'app_client'".into()),
-                    ("twopc.auth_token".into(), format!("'{token}'")),
-                    ("twopc.participant_name".into(), format!("'bank-{name}'")),
-                    ("twopc.decision_timeout".into(), "60000".into()),
-                ],
+                settings: bank_worker_settings(&addr, &token, &format!("bank-{name}"), 60_000),
                 databases: vec!["bank".into()],
                 ..PgOptions::default()
             })?;
@@ -128,27 +122,10 @@ impl ShardedStack {
                 .filter(|id| Self::shard_of_row(&bank_ring, *id) == name)
                 .map(|id| id.to_string())
                 .collect();
-            let ids = if ids.is_empty() {
-                "NULL".to_string()
-            } else {
-                ids.join(",")
-            };
-            pg.psql_ok(
-                "bank",
-                &format!(
-                    "CREATE ROLE app LOGIN;
-                     CREATE ROLE app_client NOLOGIN;
-                     GRANT app_client TO app;
-                     CREATE EXTENSION pg_twopc_ext;
-                     GRANT USAGE ON SCHEMA twopc TO app;
-                     GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app;
-                     GRANT SELECT ON ALL TABLES IN SCHEMA twopc TO app;
-                     CREATE TABLE accounts(id int PRIMARY KEY, owner text NOT NULL,
-                                           balance bigint NOT NULL CHECK (balance >= 0));
-                     INSERT INTO accounts SELECT i, 'owner-' || i, {initial_balance}
-                       FROM unnest(ARRAY[{ids}]::int[]) i WHERE i IS NOT NULL;
-                     GRANT SELECT, UPDATE ON accounts TO app_client;"
-                ),
+            seed_bank(
+                &pg,
+                &format!("unnest('{{{}}}'::int[])", ids.join(",")),
+                initial_balance,
             )?;
             bank.push(BankShard {
                 name: name.clone(),

@@ -326,39 +326,20 @@ impl Stack {
             settings: tls
                 .iter()
                 .flat_map(|t| t.bank_settings())
-                .chain(vec![
-                    ("twopc.listen_addr".into(), format!("'{bank_addr}'")),
-                    ("twopc.database".into(), "'bank'".into()),
-                    ("twopc.role".into(), "'app'".into()),
-                    ("twopc.client_role".into(), "'app_client'".into()),
-                    ("twopc.auth_token".into(), format!("'{bank_token}'")),
-                    ("twopc.participant_name".into(), "'bank'".into()),
-                    (
-                        "twopc.decision_timeout".into(),
-                        format!("{}", opts.decision_timeout_ms),
-                    ),
-                ])
+                .chain(bank_worker_settings(
+                    &bank_addr,
+                    &bank_token,
+                    "bank",
+                    opts.decision_timeout_ms,
+                ))
                 .collect(),
             databases: vec!["bank".into()],
             ..PgOptions::default()
         })?;
-        pg.psql_ok(
-            "bank",
-            &format!(
-                "CREATE ROLE app LOGIN;
-                 CREATE ROLE app_client NOLOGIN;
-                 GRANT app_client TO app;
-                 CREATE EXTENSION pg_twopc_ext;
-                 GRANT USAGE ON SCHEMA twopc TO app;
-                 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app;
-                 GRANT SELECT ON ALL TABLES IN SCHEMA twopc TO app;
-                 CREATE TABLE accounts(id int PRIMARY KEY, owner text NOT NULL,
-                                       balance bigint NOT NULL CHECK (balance >= 0));
-                 INSERT INTO accounts SELECT i, 'owner-' || i, {b} FROM generate_series(1, {n}) i;
-                 GRANT SELECT, UPDATE ON accounts TO app_client;",
-                b = opts.initial_balance,
-                n = opts.accounts
-            ),
+        seed_bank(
+            &pg,
+            &format!("generate_series(1, {})", opts.accounts),
+            opts.initial_balance,
         )?;
         let redis_tls_port = match &tls {
             Some(_) => Some(util::free_port()?),
@@ -580,10 +561,23 @@ impl Stack {
         dir: &Path,
         extra_env: &[(&str, &str)],
     ) -> Result<(Proc, String)> {
+        self.spawn_coordinator_configured(bins, (id, port, dir), extra_env, |_| {})
+    }
+
+    /// [`Stack::spawn_coordinator_with_env`], its configuration changed by `configure` first
+    /// (other TLS tables, clients, ...); a later `extra_env` entry overrides an earlier one.
+    pub fn spawn_coordinator_configured(
+        &self,
+        bins: &Binaries,
+        (id, port, dir): (&str, u16, &Path),
+        extra_env: &[(&str, &str)],
+        configure: impl FnOnce(&mut CoordinatorConfig),
+    ) -> Result<(Proc, String)> {
         let mut cfg = self.coordinator_settings.clone();
         cfg.coordinator_id = id.into();
         cfg.listen = format!("127.0.0.1:{port}");
         cfg.data_dir = dir.join(format!("coordinator-{id}"));
+        configure(&mut cfg);
         let path = dir.join(format!("coordinator-{id}.toml"));
         cfg.write(&path)?;
         let mut env = vec![("TWOPC_LOG".to_string(), "warn".to_string())];
@@ -694,6 +688,51 @@ impl Stack {
             })
             .collect())
     }
+}
+
+/// The settings that make a cluster's pg_twopc_ext worker a bank participant at `addr`,
+/// reporting itself as `name`, for database `bank` as role `app` (client role `app_client`).
+pub fn bank_worker_settings(
+    addr: &str,
+    token: &str,
+    name: &str,
+    decision_timeout_ms: u64,
+) -> Vec<(String, String)> {
+    vec![
+        ("twopc.listen_addr".into(), format!("'{addr}'")),
+        ("twopc.database".into(), "'bank'".into()),
+        ("twopc.role".into(), "'app'".into()),
+        ("twopc.client_role".into(), "'app_client'".into()),
+        ("twopc.auth_token".into(), format!("'{token}'")),
+        ("twopc.participant_name".into(), format!("'{name}'")),
+        (
+            "twopc.decision_timeout".into(),
+            decision_timeout_ms.to_string(),
+        ),
+    ]
+}
+
+/// Sets database `bank` up for the worker of [`bank_worker_settings`]: its roles and grants,
+/// the extension, and `accounts` with one row of `balance` per id that the SQL set-returning
+/// expression `ids` yields (`generate_series(1, 4)`, `unnest('{1,3}'::int[])`).
+pub fn seed_bank(pg: &PgCluster, ids: &str, balance: i64) -> Result<()> {
+    pg.psql_ok(
+        "bank",
+        &format!(
+            "CREATE ROLE app LOGIN;
+             CREATE ROLE app_client NOLOGIN;
+             GRANT app_client TO app;
+             CREATE EXTENSION pg_twopc_ext;
+             GRANT USAGE ON SCHEMA twopc TO app;
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA twopc TO app;
+             GRANT SELECT ON ALL TABLES IN SCHEMA twopc TO app;
+             CREATE TABLE accounts(id int PRIMARY KEY, owner text NOT NULL,
+                                   balance bigint NOT NULL CHECK (balance >= 0));
+             INSERT INTO accounts SELECT i, 'owner-' || i, {balance} FROM {ids} i;
+             GRANT SELECT, UPDATE ON accounts TO app_client;"
+        ),
+    )?;
+    Ok(())
 }
 
 /// Sets `balance:<id>` to `balance` for every id, on the plain-text redis-server at `port`

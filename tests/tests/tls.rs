@@ -84,26 +84,11 @@ fn spawn_coordinator(
     extra: String,
     log: &str,
 ) -> (Proc, String) {
-    let mut cfg = stack.coordinator_settings.clone();
-    cfg.coordinator_id = id.into();
-    cfg.data_dir = dir.join(id);
-    cfg.extra = extra;
-    let path = dir.join(format!("{id}.toml"));
-    cfg.write(&path).unwrap();
-    let proc = Proc::spawn(
-        vec![
-            bins().coordinator.display().to_string(),
-            "serve".into(),
-            "--config".into(),
-            path.display().to_string(),
-        ],
-        vec![("TWOPC_LOG".into(), log.into())],
-    )
-    .unwrap();
-    let base = proc
-        .first_line
-        .trim_start_matches("listening on ")
-        .to_owned();
+    let (proc, base) = stack
+        .spawn_coordinator_configured(&bins(), (id, 0, dir), &[("TWOPC_LOG", log)], |c| {
+            c.extra = extra
+        })
+        .unwrap();
     assert!(base.starts_with("https://"), "{base}");
     (proc, base)
 }

@@ -158,6 +158,8 @@ mod writer;
 pub use exchange::{LazyRecord, RecoveredCommit};
 pub use file::{FileLog, FileLogConfig};
 pub use mem::MemLog;
+/// A PostgreSQL error for people (the log's wording, shared with `reshard`).
+pub(crate) use postgres::describe as describe_pg_error;
 pub use postgres::{Lease, LeaseReader, LeaseRow, LeaseState, PgLog, PgLogConfig};
 
 use serde::{Deserialize, Serialize};

@@ -235,7 +235,7 @@ pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
 }
 
 /// A database error for people: SQLSTATE and message, no connection details.
-pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
         // tokio-postgres says only "error performing TLS handshake"; the cause (an untrusted
