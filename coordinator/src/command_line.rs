@@ -159,11 +159,12 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         "http"
     };
+    // Installed before anybody can reach the API, so a SIGTERM is always a graceful shutdown.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let running = crate::server::start(config).await?;
     crate::failpoint::announce();
     // Scripts wait for this line to learn the bound address.
     println!("listening on {scheme}://{}", running.local_addr());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

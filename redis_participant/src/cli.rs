@@ -82,6 +82,12 @@ pub async fn run(settings: Settings) -> Result<(), RedisParticipantError> {
         Err(e) => tracing::warn!(url = %redact_url(&settings.redis_url),
             "Redis not reachable yet ({e}); requests fail until it is"),
     }
+    // The handlers are installed before the listener accepts anybody: a SIGHUP that arrives
+    // once a client could have connected must reload the tokens, never take SIGHUP's default
+    // action (the process ends).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let tokens = settings.server.tokens.clone();
     let running = Server::new(resource, settings.server)?
         .bind(settings.listen)
@@ -93,9 +99,6 @@ pub async fn run(settings: Settings) -> Result<(), RedisParticipantError> {
     );
     let _ = std::io::stdout().flush();
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
