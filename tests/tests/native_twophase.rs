@@ -396,23 +396,43 @@ fn a_real_xa_client_is_tracked() {
 
 #[test]
 fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
-    // Retention off while the rows are made, so that the worker cannot race the manual purge.
-    let cluster = preloaded(&[("twopc.history_retention", "0")]);
+    // twopc.database is created after the cluster starts, as the demo and the harness do:
+    // the launcher waits for it (a LOG line), and never tries to connect to it while it is
+    // missing, which would put a FATAL in the server log (checked at the end).
+    let cluster = preloaded(&[
+        ("twopc.history_retention", "0"),
+        ("twopc.database", "retained"),
+    ]);
+    // A reload makes the launcher look at once; retention of a day cannot race the manual
+    // purge below (its rows are an hour old).
     cluster.query(
         "postgres",
+        "ALTER SYSTEM SET twopc.history_retention = '1d'; SELECT pg_reload_conf()",
+    );
+    let log = || std::fs::read_to_string(cluster.log_path()).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || log().contains(
+            r#"twopc retention: database "retained" (twopc.database) does not exist"#
+        )),
+        "the launcher never said it waits for the database:\n{}",
+        log()
+    );
+    cluster.query("postgres", "CREATE DATABASE retained");
+    cluster.query(
+        "retained",
         "CREATE EXTENSION pg_twopc_ext; CREATE TABLE acct (id int PRIMARY KEY, bal int)",
     );
     // 2,500 finish-log rows (more than two batches), a committed tracked transaction, and an
     // in-doubt one that must survive every purge.
     cluster.query(
-        "postgres",
+        "retained",
         "INSERT INTO twopc.finish_log \
          SELECT 'old-' || g, NULL, NULL, 'abort', now() - interval '1 hour', 'postgres', 'manual' \
            FROM generate_series(1, 2500) g",
     );
     for (gid, finish) in [("kept-in-doubt", false), ("committed", true)] {
         cluster.query(
-            "postgres",
+            "retained",
             &format!(
                 "BEGIN; INSERT INTO acct VALUES ({}, 1); SELECT twopc.prepare('{gid}');",
                 u8::from(finish)
@@ -420,7 +440,7 @@ fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
         );
         if finish {
             cluster.query(
-                "postgres",
+                "retained",
                 &format!("SELECT twopc.commit_prepared('{gid}')"),
             );
         }
@@ -428,19 +448,19 @@ fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
     // One call deletes at most a batch per table.
     assert_eq!(
         cluster.query(
-            "postgres",
+            "retained",
             "SELECT twopc.purge(interval '30 minutes', 1000)"
         ),
         "1000"
     );
     // The worker purges the rest once they are past twopc.history_retention.
     cluster.query(
-        "postgres",
+        "retained",
         "ALTER SYSTEM SET twopc.history_retention = '2s'; SELECT pg_reload_conf()",
     );
     let rows = || {
         cluster.query(
-            "postgres",
+            "retained",
             "SELECT tracking_rows || ' ' || finish_log_rows || ' ' || in_doubt FROM twopc.stats()",
         )
     };
@@ -451,20 +471,20 @@ fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
     );
     assert_eq!(
         cluster.query(
-            "postgres",
+            "retained",
             "SELECT gid || ' ' || tracked FROM twopc.in_doubt"
         ),
         "kept-in-doubt true"
     );
-    cluster.query("postgres", "SELECT twopc.commit_prepared('kept-in-doubt')");
+    cluster.query("retained", "SELECT twopc.commit_prepared('kept-in-doubt')");
     assert_eq!(
-        cluster.query("postgres", "SELECT twopc.outcome('kept-in-doubt')"),
+        cluster.query("retained", "SELECT twopc.outcome('kept-in-doubt')"),
         "committed"
     );
     // stats() reports the tables' size and oldest row.
     assert_eq!(
         cluster.query(
-            "postgres",
+            "retained",
             "SELECT tracking_rows, total_bytes > 0, oldest_row IS NOT NULL FROM twopc.stats()"
         ),
         "1|t|t"
@@ -472,7 +492,7 @@ fn retention_purges_finished_history_in_batches_and_never_in_doubt_work() {
     // Bad arguments are clean errors.
     let err = cluster
         .psql_raw(
-            "postgres",
+            "retained",
             &["-v", "ON_ERROR_STOP=1", "-At", "-q"],
             "SELECT twopc.purge(interval '1 day', 0)",
         )
