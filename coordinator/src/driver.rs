@@ -196,8 +196,9 @@ pub fn spawn(
             forward_to,
             id,
         };
-        let now_ms = || start.elapsed().as_millis() as u64;
-        let outs = core.recover_from_log(now_ms(), &recovered);
+        // Microseconds: the phase timings keep them (the core's timers use whole ms).
+        let now_us = || start.elapsed().as_micros() as u64;
+        let outs = core.recover_from_log_us(now_us(), &recovered);
         drop(recovered);
         ex.execute(outs);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -218,21 +219,21 @@ pub fn spawn(
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    ex.handle(&mut core, now_ms(), cmd, &participant_names);
+                    ex.handle(&mut core, now_us(), cmd, &participant_names);
                     // Drain what else is queued before the next tick: fewer wake-ups under load.
                     for _ in 0..256 {
                         match rx.try_recv() {
-                            Ok(cmd) => ex.handle(&mut core, now_ms(), cmd, &participant_names),
+                            Ok(cmd) => ex.handle(&mut core, now_us(), cmd, &participant_names),
                             Err(_) => break,
                         }
                     }
                 }
                 _ = tick.tick() => {
-                    let outs = core.step(now_ms(), Input::Tick);
+                    let outs = core.step_us(now_us(), Input::Tick);
                     ex.execute(outs);
                 }
                 _ = timer => {
-                    let outs = core.step(now_ms(), Input::Tick);
+                    let outs = core.step_us(now_us(), Input::Tick);
                     ex.execute(outs);
                 }
                 _ = shutdown.recv() => break,
@@ -260,7 +261,7 @@ struct Executor {
 }
 
 impl Executor {
-    fn handle(&mut self, core: &mut Core, now_ms: u64, cmd: Command, names: &[ParticipantName]) {
+    fn handle(&mut self, core: &mut Core, now_us: u64, cmd: Command, names: &[ParticipantName]) {
         match cmd {
             Command::Submit {
                 txid,
@@ -273,8 +274,8 @@ impl Executor {
                 let req = self.next_req;
                 self.waiters.insert(req, reply);
                 let priority = Priority::at(wall_ms(), req);
-                let outs = core.step(
-                    now_ms,
+                let outs = core.step_us(
+                    now_us,
                     Input::Submit {
                         req,
                         txid,
@@ -287,7 +288,7 @@ impl Executor {
                 self.execute(outs);
             }
             Command::Lookup { txid, reply } => {
-                let _ = reply.send(core.lookup(now_ms, &txid));
+                let _ = reply.send(core.lookup_us(now_us, &txid));
             }
             Command::Participants { reply } => {
                 let _ = reply.send(core.participant_status(names));
@@ -340,7 +341,7 @@ impl Executor {
                             .insert(c.clone());
                     }
                 }
-                let outs = core.step(now_ms, input);
+                let outs = core.step_us(now_us, input);
                 self.execute(outs);
             }
             Command::Event { txid, kind } => self.publish(txid, kind),

@@ -352,6 +352,9 @@ pub struct Core {
     timers: BTreeSet<(u64, TxId)>,
     /// Metrics maintained by the core (the driver renders them).
     pub metrics: Metrics,
+    /// The time of the input being handled, in µs: what the phase timings are stamped with
+    /// (timers and deadlines run on the same clock in whole milliseconds).
+    clock_us: u64,
 }
 
 impl Core {
@@ -374,6 +377,7 @@ impl Core {
             reported: BTreeMap::new(),
             timers: BTreeSet::new(),
             metrics: Metrics::default(),
+            clock_us: 0,
         }
     }
 
@@ -418,6 +422,13 @@ impl Core {
 
     /// [`Core::recover`] from what the decision log held when it was opened.
     pub fn recover_from_log(&mut self, now_ms: u64, state: &RecoveredState) -> Vec<Output> {
+        self.recover_from_log_us(now_ms.saturating_mul(1000), state)
+    }
+
+    /// [`Core::recover_from_log`] on a microsecond clock.
+    pub fn recover_from_log_us(&mut self, now_us: u64, state: &RecoveredState) -> Vec<Output> {
+        self.clock_us = now_us;
+        let now_ms = now_us / 1000;
         let concluded = state
             .concluded()
             .into_iter()
@@ -428,6 +439,14 @@ impl Core {
 
     /// Feeds one input and returns what to do, in order.
     pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        self.step_us(now_ms.saturating_mul(1000), input)
+    }
+
+    /// [`Core::step`] on a microsecond clock (the driver's): the phase timings in answers and
+    /// events keep the microseconds, timers the whole milliseconds.
+    pub fn step_us(&mut self, now_us: u64, input: Input) -> Vec<Output> {
+        self.clock_us = now_us;
+        let now_ms = now_us / 1000;
         let mut out = Vec::new();
         match input {
             Input::Submit {
@@ -458,7 +477,7 @@ impl Core {
             } => self.disconnected(now_ms, participant, reason, &mut out),
             Input::CommitDurable { txid } => self.commit_durable(now_ms, &txid, &mut out),
             Input::CommitFailed { txid, error } => self.commit_failed(&txid, &error, &mut out),
-            Input::AbortDurable { txid } => self.abort_durable(now_ms, &txid, &mut out),
+            Input::AbortDurable { txid } => self.abort_durable(&txid, &mut out),
             Input::AbortFailed { txid, error } => self.abort_failed(&txid, &error, &mut out),
             Input::Unsendable { to, txid, reason } => {
                 self.unsendable(now_ms, to, txid, reason, &mut out)

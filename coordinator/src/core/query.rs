@@ -26,15 +26,20 @@ impl Core {
     /// The state of a transaction, for `GET /v1/transactions/{id}`: by the client's txid,
     /// the current (or final) attempt's state, with the number of attempts.
     pub fn lookup(&self, now_ms: u64, txid: &TxId) -> Option<TransactionResponse> {
+        self.lookup_us(now_ms.saturating_mul(1000), txid)
+    }
+
+    /// [`Core::lookup`] on a microsecond clock.
+    pub fn lookup_us(&self, now_us: u64, txid: &TxId) -> Option<TransactionResponse> {
         match self.clients.get(txid) {
             Some(ClientTx::Running(wire)) => {
-                return self.txs.get(wire).map(|tx| tx.response(now_ms));
+                return self.txs.get(wire).map(|tx| tx.response(now_us));
             }
-            Some(ClientTx::Backoff(b)) => return Some(b.response(txid, now_ms)),
+            Some(ClientTx::Backoff(b)) => return Some(b.response(txid, now_us)),
             None => {}
         }
         if let Some(tx) = self.txs.get(txid).filter(|t| !t.superseded && !t.presumed) {
-            return Some(tx.response(now_ms));
+            return Some(tx.response(now_us));
         }
         self.outcomes.get(txid).map(|o| o.response(txid))
     }

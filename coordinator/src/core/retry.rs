@@ -98,14 +98,14 @@ pub(super) struct Backoff {
     pub(super) participants: BTreeMap<ParticipantName, Operations>,
     pub(super) priority: Priority,
     pub(super) waiters: Vec<RequestId>,
-    pub(super) first_ms: u64,
+    pub(super) first_us: u64,
     pub(super) submitted_by: Option<String>,
 }
 
 impl Backoff {
     /// What a client is told while the next attempt has not started.
-    pub(super) fn response(&self, client: &TxId, now_ms: u64) -> TransactionResponse {
-        let waited = now_ms.saturating_sub(self.first_ms) as f64;
+    pub(super) fn response(&self, client: &TxId, now_us: u64) -> TransactionResponse {
+        let waited = super::transaction::ms(now_us.saturating_sub(self.first_us));
         let timings = PhaseTimings {
             prepare_ms: waited,
             total_ms: waited,
@@ -123,7 +123,7 @@ fn refusal(p: &RetryPolicy, tx: &Tx, now_ms: u64, delay: u64) -> Option<String> 
     if tx.attempt >= p.max_attempts {
         return Some(format!("{} attempts is the limit", p.max_attempts));
     }
-    if now_ms + delay > tx.started_ms + p.deadline_ms {
+    if now_ms + delay > tx.started_us / 1000 + p.deadline_ms {
         return Some(format!(
             "the retry deadline of {} ms would pass",
             p.deadline_ms
@@ -184,7 +184,7 @@ impl Core {
                 .collect(),
             priority: tx.priority,
             waiters: std::mem::take(&mut tx.waiters),
-            first_ms: tx.started_ms,
+            first_us: tx.started_us,
             submitted_by: tx.submitted_by.clone(),
         };
         let client = tx.client.clone();
@@ -220,7 +220,7 @@ impl Core {
             super::transitions::Attempt {
                 client: client.clone(),
                 number: b.next_attempt,
-                first_ms: b.first_ms,
+                first_us: b.first_us,
                 body_hash: b.body_hash,
                 participants: b.participants,
                 priority: b.priority,

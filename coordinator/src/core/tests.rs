@@ -215,3 +215,102 @@ fn every_message_that_acts_names_the_coordinator_and_its_epoch() {
         assert_eq!((coordinator.unwrap().as_str(), epoch), ("c1", Some(4)));
     }
 }
+
+/// The phase timings keep the microseconds of the driver's clock (issue 16: a client sees
+/// where sub-millisecond time went), in the answer and in the end event alike, while the
+/// timers still run on whole milliseconds.
+#[test]
+fn phase_timings_keep_microseconds() {
+    let mut cfg = CoreConfig::new(CoordinatorId::new("c1").unwrap());
+    cfg.ordered_prepare = false;
+    let mut core = connected_core_with(cfg);
+    let participants = [name("bank"), name("ledger")]
+        .into_iter()
+        .map(|p| (p, Operations::Sql(Vec::new())))
+        .collect();
+    core.step_us(
+        10_000_250,
+        Input::Submit {
+            submitted_by: None,
+            req: 1,
+            txid: tx("t1"),
+            body_hash: 7,
+            participants,
+            priority: Priority(1),
+        },
+    );
+    for (at, p) in [(10_000_980, "bank"), (10_001_480, "ledger")] {
+        core.step_us(
+            at,
+            Input::Received {
+                from: name(p),
+                msg: Message::Vote {
+                    txid: tx("t1"),
+                    vote: twopc_protocol::Vote::Yes,
+                    reason: None,
+                    class: None,
+                },
+            },
+        );
+    }
+    core.step_us(10_001_790, Input::CommitDurable { txid: tx("t1") });
+    let mut outs = core.step_us(
+        10_001_900,
+        Input::Received {
+            from: name("bank"),
+            msg: Message::Ack {
+                txid: tx("t1"),
+                decision: twopc_protocol::message::Decision::Commit,
+                result: twopc_protocol::message::AckResult::Applied,
+                reason: None,
+            },
+        },
+    );
+    outs.extend(core.step_us(
+        10_002_005,
+        Input::Received {
+            from: name("ledger"),
+            msg: Message::Ack {
+                txid: tx("t1"),
+                decision: twopc_protocol::message::Decision::Commit,
+                result: twopc_protocol::message::AckResult::Applied,
+                reason: None,
+            },
+        },
+    ));
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let reply = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Reply { result: Ok(r), .. } => Some(r.timings),
+            _ => None,
+        })
+        .expect("the client is answered once both acks are in");
+    assert!(close(reply.prepare_ms, 1.230), "{reply:?}");
+    assert!(close(reply.decide_ms, 0.310), "{reply:?}");
+    assert!(close(reply.commit_ms, 0.215), "{reply:?}");
+    assert!(close(reply.total_ms, 1.755), "{reply:?}");
+    let end = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Event {
+                kind:
+                    EventKind::TxEnd {
+                        prepare_ms,
+                        decide_ms,
+                        commit_ms,
+                        ..
+                    },
+                ..
+            } => Some((*prepare_ms, *decide_ms, *commit_ms)),
+            _ => None,
+        })
+        .expect("an end event");
+    assert!(
+        close(end.0, 1.230) && close(end.1, 0.310) && close(end.2, 0.215),
+        "{end:?}"
+    );
+    // The same transaction looked up later: its timings are final.
+    let looked_up = core.lookup_us(20_000_000, &tx("t1")).expect("remembered");
+    assert!(close(looked_up.timings.total_ms, 1.755), "{looked_up:?}");
+}

@@ -192,10 +192,10 @@ impl Core {
                 Stage::Delivering(_) => {
                     if !tx.replied
                         && tx
-                            .decided_ms
-                            .is_some_and(|d| d + self.cfg.ack_wait_ms <= now_ms)
+                            .decided_us
+                            .is_some_and(|d| d / 1000 + self.cfg.ack_wait_ms <= now_ms)
                     {
-                        self.reply_waiters(now_ms, &txid, out);
+                        self.reply_waiters(&txid, out);
                     }
                     let due_parts: Vec<(ParticipantName, u32)> = self
                         .txs

@@ -91,15 +91,17 @@ pub(super) struct Tx {
     pub(super) reason: Option<String>,
     /// The class of the NO that aborted it (`None`: aborted for another reason).
     pub(super) abort_class: Option<NoClass>,
-    /// When the client's transaction was first submitted (attempt 1's start): the timings
+    /// When the client's transaction was first submitted (attempt 1's start), µs: the timings
     /// and the retry deadline count from here.
-    pub(super) started_ms: u64,
+    pub(super) started_us: u64,
     /// Its age (sent with every Prepare; decides who waits for whom on a lock).
     pub(super) priority: Priority,
     /// The API client that submitted it (sent with every Prepare, told in every answer).
     pub(super) submitted_by: Option<String>,
-    pub(super) prepared_ms: Option<u64>,
-    pub(super) decided_ms: Option<u64>,
+    /// When every vote was in, µs.
+    pub(super) prepared_us: Option<u64>,
+    /// When the decision was taken, µs.
+    pub(super) decided_us: Option<u64>,
     pub(super) prepare_deadline_ms: u64,
     /// Client already answered (committed but acks still outstanding).
     pub(super) replied: bool,
@@ -150,7 +152,7 @@ impl Tx {
     pub(super) fn new(
         client: TxId,
         attempt: u32,
-        first_ms: u64,
+        first_us: u64,
         body_hash: u64,
         parts: BTreeMap<ParticipantName, PartState>,
         waiters: Vec<RequestId>,
@@ -174,10 +176,10 @@ impl Tx {
             waiters,
             reason: None,
             abort_class: None,
-            started_ms: first_ms,
+            started_us: first_us,
             priority,
-            prepared_ms: None,
-            decided_ms: None,
+            prepared_us: None,
+            decided_us: None,
             prepare_deadline_ms: now_ms + prepare_timeout_ms,
             replied: false,
             abort_unlogged: false,
@@ -222,12 +224,12 @@ impl Tx {
             waiters: Vec::new(),
             reason: None,
             abort_class: None,
-            started_ms: now_ms,
+            started_us: now_ms * 1000,
             // Delivering a decision takes no locks, so its age plays no part any more.
             priority: Priority(u64::MAX),
             submitted_by: None,
-            prepared_ms: Some(now_ms),
-            decided_ms: Some(now_ms),
+            prepared_us: Some(now_ms * 1000),
+            decided_us: Some(now_ms * 1000),
             prepare_deadline_ms: now_ms,
             replied: true,
             abort_unlogged: false,
@@ -237,7 +239,7 @@ impl Tx {
     }
 
     /// What a client is told about this transaction now (under the client's txid).
-    pub(super) fn response(&self, now_ms: u64) -> TransactionResponse {
+    pub(super) fn response(&self, now_us: u64) -> TransactionResponse {
         // An ABORT is the client's answer only once its record is durable.
         let decision = match self.stage {
             Stage::Delivering(Decision::Abort) if self.abort_unlogged => None,
@@ -251,7 +253,7 @@ impl Tx {
             decision,
             reason,
             self.abort_class,
-            self.timings(now_ms),
+            self.timings(now_us),
             self.heuristics.clone(),
         );
         r.attempts = self.attempt;
@@ -259,16 +261,22 @@ impl Tx {
         r
     }
 
-    pub(super) fn timings(&self, now_ms: u64) -> PhaseTimings {
-        let prep_end = self.prepared_ms.unwrap_or(now_ms);
-        let dec_end = self.decided_ms.unwrap_or(prep_end);
+    /// Where its time went until `now_us`: milliseconds with the microseconds kept.
+    pub(super) fn timings(&self, now_us: u64) -> PhaseTimings {
+        let prep_end = self.prepared_us.unwrap_or(now_us);
+        let dec_end = self.decided_us.unwrap_or(prep_end);
         PhaseTimings {
-            prepare_ms: prep_end.saturating_sub(self.started_ms) as f64,
-            decide_ms: dec_end.saturating_sub(prep_end) as f64,
-            commit_ms: now_ms.saturating_sub(dec_end) as f64,
-            total_ms: now_ms.saturating_sub(self.started_ms) as f64,
+            prepare_ms: ms(prep_end.saturating_sub(self.started_us)),
+            decide_ms: ms(dec_end.saturating_sub(prep_end)),
+            commit_ms: ms(now_us.saturating_sub(dec_end)),
+            total_ms: ms(now_us.saturating_sub(self.started_us)),
         }
     }
+}
+
+/// Microseconds as (fractional) milliseconds, the unit of the wire's timings.
+pub(super) fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
 }
 
 /// The first message a participant gets for a transaction: Prepare, or CommitOnePhase when it

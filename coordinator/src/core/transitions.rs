@@ -15,7 +15,7 @@ use twopc_protocol::{Operations, ParticipantName, Priority, TxId};
 pub(super) struct Attempt {
     pub(super) client: TxId,
     pub(super) number: u32,
-    pub(super) first_ms: u64,
+    pub(super) first_us: u64,
     pub(super) body_hash: u64,
     pub(super) participants: BTreeMap<ParticipantName, Operations>,
     pub(super) priority: Priority,
@@ -90,7 +90,7 @@ impl Core {
                     result: Err(SubmitError::IdConflict { txid }),
                 });
             } else if tx.replied {
-                let resp = tx.response(now_ms);
+                let resp = tx.response(self.clock_us);
                 out.push(Output::Reply {
                     req,
                     result: Ok(resp),
@@ -113,7 +113,7 @@ impl Core {
         let attempt = Attempt {
             client: txid.clone(),
             number: 1,
-            first_ms: now_ms,
+            first_us: self.clock_us,
             body_hash,
             participants,
             priority,
@@ -155,7 +155,7 @@ impl Core {
         let mut tx = Tx::new(
             a.client,
             a.number,
-            a.first_ms,
+            a.first_us,
             a.body_hash,
             parts,
             a.waiters,
@@ -278,7 +278,7 @@ impl Core {
                     return;
                 }
                 if tx.parts.values().all(|p| p.vote.is_some()) {
-                    tx.prepared_ms = Some(now_ms);
+                    tx.prepared_us = Some(self.clock_us);
                     let yes: Vec<ParticipantName> = tx
                         .parts
                         .iter()
@@ -290,7 +290,7 @@ impl Core {
                         // The stage says "decided" so that retire() answers the client now
                         // (it only answers decided transactions; left at Preparing, the client
                         // heard nothing until its own timeout).
-                        self.committed_without_log(now_ms, &txid, "all read-only", out);
+                        self.committed_without_log(&txid, "all read-only", out);
                     } else {
                         tx.stage = Stage::Deciding;
                         out.push(Output::ForceCommit {
@@ -320,7 +320,7 @@ impl Core {
             return;
         }
         tx.stage = Stage::Delivering(Decision::Commit);
-        tx.decided_ms = Some(now_ms);
+        tx.decided_us = Some(self.clock_us);
         out.push(events::decision(txid, Decision::Commit, None));
         let names: Vec<ParticipantName> = tx
             .parts
@@ -355,8 +355,8 @@ impl Core {
             return;
         }
         tx.stage = Stage::Delivering(Decision::Abort);
-        tx.prepared_ms.get_or_insert(now_ms);
-        tx.decided_ms = Some(now_ms);
+        tx.prepared_us.get_or_insert(self.clock_us);
+        tx.decided_us = Some(self.clock_us);
         tx.reason = Some(why.clone());
         out.push(events::decision(txid, Decision::Abort, Some(why)));
         if !self.retry_instead(now_ms, txid, out) {
@@ -391,11 +391,11 @@ impl Core {
         // Presumed abort: the participants need no record, so the Aborts go out now (the
         // client hears once the record is durable; at once for a retried attempt, which
         // answers nobody).
-        self.reply_waiters(now_ms, txid, out);
+        self.reply_waiters(txid, out);
         for n in names {
             self.send_decision_now(now_ms, txid, &n, out);
         }
-        self.maybe_end(now_ms, txid, out);
+        self.maybe_end(txid, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -418,8 +418,8 @@ impl Core {
                     return;
                 };
                 p.owes_ack = false;
-                tx.prepared_ms = Some(now_ms);
-                tx.decided_ms = Some(now_ms);
+                tx.prepared_us = Some(self.clock_us);
+                tx.decided_us = Some(self.clock_us);
                 if decision == Decision::Commit && result != AckResult::NotPrepared {
                     out.push(events::ack(&txid, from, decision));
                     out.push(Output::LogLazy(LazyRecord::OnePhaseCommitted {
@@ -427,7 +427,7 @@ impl Core {
                         participant: from.clone(),
                         body_hash: tx.body_hash,
                     }));
-                    self.committed_without_log(now_ms, &txid, "one-phase commit", out);
+                    self.committed_without_log(&txid, "one-phase commit", out);
                 } else {
                     let why = format!(
                         "participant {from} aborted the one-phase commit: {}",
@@ -466,13 +466,13 @@ impl Core {
                     });
                     out.push(events::heuristic(&txid, from, decision, kind));
                 }
-                self.maybe_end(now_ms, &txid, out);
+                self.maybe_end(&txid, out);
             }
             _ => {}
         }
     }
 
-    pub(super) fn maybe_end(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
+    pub(super) fn maybe_end(&mut self, txid: &TxId, out: &mut Vec<Output>) {
         let Some(tx) = self.txs.get(txid) else { return };
         let Stage::Delivering(d) = tx.stage else {
             return;
@@ -487,38 +487,32 @@ impl Core {
                 heuristics: tx.heuristics.clone(),
             }));
         }
-        self.retire(now_ms, txid, d, out);
+        self.retire(txid, d, out);
     }
 
     /// Committed with nothing for this coordinator to force or deliver (every vote read-only,
     /// or the one participant committed by itself): decided and over at once.
-    fn committed_without_log(
-        &mut self,
-        now_ms: u64,
-        txid: &TxId,
-        why: &str,
-        out: &mut Vec<Output>,
-    ) {
+    fn committed_without_log(&mut self, txid: &TxId, why: &str, out: &mut Vec<Output>) {
         let Some(tx) = self.txs.get_mut(txid) else {
             return;
         };
-        tx.decided_ms = Some(now_ms);
+        tx.decided_us = Some(self.clock_us);
         tx.stage = Stage::Delivering(Decision::Commit);
         out.push(events::decision(txid, Decision::Commit, Some(why.into())));
-        self.retire(now_ms, txid, Decision::Commit, out);
+        self.retire(txid, Decision::Commit, out);
     }
 
     /// The transaction is over: answer waiters, move its outcome to the outcome cache, forget
     /// its state.
-    pub(super) fn retire(&mut self, now_ms: u64, txid: &TxId, d: Decision, out: &mut Vec<Output>) {
-        self.reply_waiters(now_ms, txid, out);
+    pub(super) fn retire(&mut self, txid: &TxId, d: Decision, out: &mut Vec<Output>) {
+        self.reply_waiters(txid, out);
         let Some(tx) = self.txs.remove(txid) else {
             return;
         };
         if tx.presumed {
             return; // nobody's transaction: nothing to remember or count
         }
-        let timings = tx.timings(now_ms);
+        let timings = tx.timings(self.clock_us);
         out.push(events::tx_end(txid, d, &timings, &tx));
         if tx.superseded {
             return;
@@ -554,7 +548,7 @@ impl Core {
         }
     }
 
-    pub(super) fn reply_waiters(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
+    pub(super) fn reply_waiters(&mut self, txid: &TxId, out: &mut Vec<Output>) {
         let Some(tx) = self.txs.get_mut(txid) else {
             return;
         };
@@ -568,7 +562,7 @@ impl Core {
             return; // answered when the ABORT record is durable
         }
         tx.replied = true;
-        let resp = tx.response(now_ms);
+        let resp = tx.response(self.clock_us);
         for req in tx.waiters.drain(..) {
             out.push(Output::Reply {
                 req,
@@ -620,7 +614,7 @@ impl Core {
 
     /// The client's ABORT record is durable: answer it, and retire the transaction if every
     /// Abort was acknowledged meanwhile.
-    pub(super) fn abort_durable(&mut self, now_ms: u64, txid: &TxId, out: &mut Vec<Output>) {
+    pub(super) fn abort_durable(&mut self, txid: &TxId, out: &mut Vec<Output>) {
         let Some(tx) = self.txs.get_mut(txid) else {
             return;
         };
@@ -628,8 +622,8 @@ impl Core {
             return;
         }
         tx.abort_unlogged = false;
-        self.reply_waiters(now_ms, txid, out);
-        self.maybe_end(now_ms, txid, out);
+        self.reply_waiters(txid, out);
+        self.maybe_end(txid, out);
     }
 
     pub(super) fn abort_failed(&mut self, txid: &TxId, error: &str, out: &mut Vec<Output>) {
