@@ -219,6 +219,36 @@ $(nproc) cores: the runs are CPU-bound, and single rounds are noisy).
 After the runs: $LEFT prepared transactions left, $TRACKING_ROWS tracking rows ($STAMPED of them with a
 commit stamp), $HIST history rows, $FATALS FATAL/PANIC lines in the server log.
 
+## What native tracking costs, and what the commit's shortcut bought (2026-12-02)
+
+Instructions per transaction (valgrind callgrind, counts that do not drift with the machine's
+speed), one backend in single-user mode running the native script's statements 200 and 1,000
+times against a cluster like the benchmark's, the difference of the two runs divided by 800;
+the tracking's own functions from the 1,000-transaction profile (inclusive):
+
+| | before | after |
+|---|---|---|
+| whole backend, untracked | ~229,000 | ~230,000 |
+| the tracking row at PREPARE (\`track_prepare\`: heap insert, unique gid index entry) | 28,800 | 28,100 |
+| the row looked up at COMMIT PREPARED (\`prepared_rows\`) | 27,300 | 6,300 |
+| the stamp (\`stamp_commit\`) | 6,700 | 6,700 |
+
+The lookup used to descend \`tracking_gid_idx\` with a \`SnapshotAny\` scan on every commit,
+and under eight clients that scan also shared the index's rightmost leaf page, where every
+prepare inserts its increasing gid. Now the backend that wrote a tracking row remembers where
+(\`src/tracking/recent.rs\`), and a finish on the same session (pgbench, psycopg's
+\`tpc_commit()\` after \`tpc_prepare()\`, an XA resource committing on its own connection) reads
+the row at that position, checked against the remembered xid, its in-progress state and its
+gid; anything else goes through the index as before. In a paired run of the two builds
+(9 rounds of 8 s, two clusters, builds alternating, same machine, same minutes) the median
+tracked/untracked ratio went from 0.903 to 0.958. The full run above measures the new build
+alone, on a machine running at about half its usual speed that day; its rounds spread from
+0.90 to 1.00. What remains is the row itself: a heap insert and a unique index entry at
+PREPARE (written in the transaction, so that the row commits or dies with it) and the
+in-place stamp, plus the lock on \`twopc.tracking\` that the prepared transaction holds (moved
+from the backend's fast-path slots to the shared lock table at PREPARE, as PostgreSQL does
+for every lock a prepared transaction keeps).
+
 ## Where the difference comes from (measured 2026-11-23 with \`perf\`)
 
 One pgbench client against the same build with \`fsync = off\` (so that only CPU is left), \`perf

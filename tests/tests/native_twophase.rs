@@ -11,6 +11,9 @@
 //! * [`a_real_xa_client_is_tracked`]: psycopg's `tpc_*` API (XA-format gids) against a
 //!   preloaded cluster: its transactions show in `twopc.in_doubt`, `twopc.outcome()` and
 //!   `twopc.history`, and not when `twopc.track_native` is off.
+//! * [`a_finish_on_the_preparing_session_stamps_the_right_row_whatever_happened_meanwhile`]:
+//!   the finish's shortcut to the row its own session's prepare wrote, and every way that row
+//!   can have changed meanwhile.
 //! * [`retention_purges_finished_history_in_batches_and_never_in_doubt_work`]:
 //!   `twopc.purge()` and the retention worker.
 //! * [`upgrades_keep_in_doubt_transactions`]: `ALTER EXTENSION ... UPDATE` from every earlier
@@ -391,6 +394,99 @@ fn a_real_xa_client_is_tracked() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    cluster.assert_clean_log();
+}
+
+/// One session that prepares and finishes its own transactions natively, with a second
+/// session (dblink) finishing some of them behind its back. A finish on the preparing session
+/// reads the tracking row at the position the prepare remembered; each case below makes that
+/// position stale in another way, and the finish must then behave exactly as without the
+/// shortcut: the right row stamped, or PostgreSQL's own error and nothing recorded.
+#[test]
+fn a_finish_on_the_preparing_session_stamps_the_right_row_whatever_happened_meanwhile() {
+    let cluster = preloaded(&[]);
+    cluster.query("postgres", "CREATE DATABASE same");
+    cluster.query(
+        "same",
+        "CREATE EXTENSION pg_twopc_ext; CREATE EXTENSION dblink; CREATE TABLE t (id int)",
+    );
+    let other = format!(
+        "host={} port={} dbname=same user=postgres",
+        cluster.socket_dir().display(),
+        cluster.port()
+    );
+    let elsewhere = |stmt: &str| format!("SELECT dblink_exec('{other}', '{stmt}');\n");
+    let mut script = String::new();
+    // 1. The only tracking row, rolled back elsewhere and vacuumed away with the table's only
+    //    page: the remembered position is past the end of the table.
+    script += "BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'gone';\n";
+    script += &elsewhere("ROLLBACK PREPARED ''gone''");
+    script += "VACUUM twopc.tracking;\n";
+    script += "SELECT 'pages ' || pg_relation_size('twopc.tracking');\n";
+    script += "COMMIT PREPARED 'gone';\n";
+    // 2. Prepared and committed here: the remembered row.
+    script += "BEGIN; INSERT INTO t VALUES (2); PREPARE TRANSACTION 'here';\n";
+    script += "COMMIT PREPARED 'here';\n";
+    // 3. Rolled back elsewhere, then prepared again here under the same gid: the second
+    //    prepare's row, not the dead one, is stamped.
+    script += "BEGIN; INSERT INTO t VALUES (3); PREPARE TRANSACTION 'again';\n";
+    script += &elsewhere("ROLLBACK PREPARED ''again''");
+    script += "BEGIN; INSERT INTO t VALUES (4); PREPARE TRANSACTION 'again';\n";
+    script += "COMMIT PREPARED 'again';\n";
+    // 4. Committed elsewhere: finishing it here is PostgreSQL's "does not exist".
+    script += "BEGIN; INSERT INTO t VALUES (5); PREPARE TRANSACTION 'theirs';\n";
+    script += &elsewhere("COMMIT PREPARED ''theirs''");
+    script += "COMMIT PREPARED 'theirs';\n";
+    script += "SELECT 'rows ' || string_agg(id::text, ',' ORDER BY id) FROM t;\n";
+    let out = cluster.psql_script("same", "postgres", &["-At", "-q"], &script);
+    assert!(
+        !out.contains(".rs:") && !out.contains("panicked"),
+        "Rust internals in psql output:\n{out}"
+    );
+    let errors: Vec<&str> = out.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 2, "exactly two refusals:\n{out}");
+    for gid in ["gone", "theirs"] {
+        assert!(
+            errors.iter().any(|e| e.ends_with(&format!(
+                "ERROR:  prepared transaction with identifier \"{gid}\" does not exist"
+            ))),
+            "PostgreSQL's own error for {gid}:\n{out}"
+        );
+    }
+    assert!(out.contains("pages 0"), "the table was truncated:\n{out}");
+    assert!(out.contains("rows 2,4,5"), "{out}");
+
+    // Each committed gid has one visible tracking row, stamped by the COMMIT PREPARED that
+    // committed it (the other session's for 'theirs'), and the history says so once.
+    assert_eq!(
+        cluster.query(
+            "same",
+            "SELECT string_agg(gid || ':' || finished_via::text || ':' || (finished_at > prepared_at), \
+             ' ' ORDER BY gid) FROM twopc.tracking"
+        ),
+        "again:n:true here:n:true theirs:n:true"
+    );
+    assert_eq!(
+        cluster.query(
+            "same",
+            "SELECT string_agg(gid || ':' || decision || ':' || via, ' ' ORDER BY gid, decision) \
+             FROM twopc.history"
+        ),
+        "again:abort:native again:commit:native gone:abort:native here:commit:native \
+         theirs:commit:native"
+    );
+    for (gid, outcome) in [
+        ("gone", "aborted"),
+        ("here", "committed"),
+        ("again", "committed"),
+        ("theirs", "committed"),
+    ] {
+        assert_eq!(
+            cluster.query("same", &format!("SELECT twopc.outcome('{gid}')")),
+            outcome,
+            "{gid}"
+        );
+    }
     cluster.assert_clean_log();
 }
 

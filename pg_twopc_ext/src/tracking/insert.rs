@@ -50,8 +50,17 @@ pub enum UniqueCheck {
     },
 }
 
-/// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`; `false` when a unique
-/// index flagged a possible conflict under [`UniqueCheck::Flag`].
+/// Where [`insert_row`] put a row, and whether a unique index flagged it.
+struct Inserted {
+    /// `false` when a unique index flagged a possible conflict under [`UniqueCheck::Flag`].
+    clean: bool,
+    /// The heap tuple's position.
+    tid: pg_sys::ItemPointerData,
+    /// The inserting (sub)transaction: the tuple's xmin.
+    xmin: pg_sys::TransactionId,
+}
+
+/// Inserts one row (heap + indexes, WAL-logged) into `twopc.<table>`.
 ///
 /// What `CatalogTupleInsert` does, minus two things it cannot be told: a unique check that
 /// neither waits nor raises, and building every index's `IndexInfo` through the executor's
@@ -64,7 +73,7 @@ fn insert_row(
     values: &[Option<pg_sys::Datum>],
     unique: UniqueCheck,
     rewritten: &[usize],
-) -> Result<bool> {
+) -> Result<Inserted> {
     let oid = relid(table)?;
     let flagged = match unique {
         UniqueCheck::Flag { index } => relid(index)?,
@@ -99,6 +108,9 @@ fn insert_row(
         let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
         let tuple = pg_sys::heap_form_tuple(desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(rel, tuple);
+        // heap_insert stamped the header of `tuple` itself and set its t_self.
+        let tid = (*tuple).t_self;
+        let xmin = (*(*tuple).t_data).t_choice.t_heap.t_xmin;
 
         let indexes = pg_sys::RelationGetIndexList(rel);
         let count = if indexes.is_null() {
@@ -166,8 +178,8 @@ fn insert_row(
         pg_sys::list_free(indexes);
         pg_sys::heap_freetuple(tuple);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        Ok(Inserted { clean, tid, xmin })
     }
-    Ok(clean)
 }
 
 /// Writes the tracking row of the current (top-level) transaction. Called by `twopc.prepare()`
@@ -187,7 +199,7 @@ pub fn insert_tracking(
             pg_sys::GetCurrentTimestamp(),
         )
     };
-    insert_row(
+    let inserted = insert_row(
         "tracking",
         &[
             Some(pg_sys::Datum::from(fxid.value)),
@@ -205,7 +217,11 @@ pub fn insert_tracking(
             index: "tracking_gid_idx",
         },
         &STAMP_COLUMNS,
-    )
+    )?;
+    if inserted.clean {
+        super::recent::remember(gid, inserted.xmin, inserted.tid);
+    }
+    Ok(inserted.clean)
 }
 
 /// Appends a row to `twopc.finish_log` (who finished which gid, how, and when): rollbacks, and

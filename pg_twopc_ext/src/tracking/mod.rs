@@ -37,9 +37,12 @@
 //!   column numbers the code below SQL uses, and the per-backend cache of their oids.
 //! * `insert`: one heap + index insert for all four tables, and a writer per table.
 //! * `stamp`: the in-place finish stamp on a committed tracking row.
+//! * `recent`: where this backend put the tracking rows of the transactions it prepared, so
+//!   that finishing one on the same session reads its row without an index scan.
 //! * `scan`: `SnapshotAny` and MVCC scans by gid, and how a tuple's xmin is classified.
 
 mod insert;
+mod recent;
 mod scan;
 mod stamp;
 mod tables;

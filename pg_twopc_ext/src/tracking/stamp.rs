@@ -21,7 +21,9 @@ pub struct PreparedRow {
 /// and, for a moment, one another session is trying to prepare under the same gid (it will be
 /// refused) — read by `twopc.commit_prepared()` / `rollback_prepared()` before they finish the
 /// transaction: a commit stamps one of them ([`stamp_commit`]), a rollback (which kills the
-/// row) and a commit that cannot be stamped log the identity they carry.
+/// row) and a commit that cannot be stamped log the identity they carry. When this backend
+/// prepared the gid itself, the row it remembers ([`super::recent`]) is the answer, read by its
+/// position; otherwise, or when that row is not what it was, the gid index is scanned.
 ///
 /// Takes RowExclusiveLock on `twopc.tracking` (kept until the end of the transaction, as the
 /// stamp needs it anyway) before looking, so that nothing that moves rows (VACUUM FULL,
@@ -29,10 +31,16 @@ pub struct PreparedRow {
 /// position.
 pub fn prepared_rows(gid: &str) -> Result<Vec<PreparedRow>> {
     let oid = relid("tracking")?;
-    // SAFETY: a lock taken and kept (NoLock at close) like an INSERT's.
+    // SAFETY: a lock taken and kept (NoLock at close) like an INSERT's; the remembered
+    // position is checked by remembered_row before its tuple is used.
     unsafe {
         let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let remembered =
+            super::recent::take(gid).and_then(|(xmin, tid)| remembered_row(rel, gid, xmin, tid));
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if let Some(row) = remembered {
+            return Ok(vec![row]);
+        }
     }
     let mut rows = Vec::new();
     // SAFETY: the closure copies what it keeps (a palloc'd tuple, Rust Strings) before the
@@ -42,18 +50,81 @@ pub fn prepared_rows(gid: &str) -> Result<Vec<PreparedRow>> {
             if classify(tuple).1 != XminStatus::InProgress {
                 return;
             }
-            let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
-            let mut nulls = [true; tracking_col::COUNT];
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let text = |col: usize| text_of(values[col - 1], nulls[col - 1]);
-            rows.push(PreparedRow {
-                tuple: pg_sys::heap_copytuple(tuple),
-                coordinator: text(tracking_col::COORDINATOR),
-                global_id: text(tracking_col::GLOBAL_ID),
-            });
+            rows.push(prepared_row(tuple, desc).0);
         })?;
     }
     Ok(rows)
+}
+
+/// A [`PreparedRow`] copied from a pinned tracking tuple, and its gid.
+///
+/// # Safety
+/// `tuple` is a pinned tuple of `twopc.tracking`, `desc` that table's descriptor with
+/// [`tracking_col::COUNT`] columns.
+unsafe fn prepared_row(
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+) -> (PreparedRow, Option<String>) {
+    let mut values = [pg_sys::Datum::from(0usize); tracking_col::COUNT];
+    let mut nulls = [true; tracking_col::COUNT];
+    // SAFETY: the caller's contract; text_of copies the strings out.
+    unsafe {
+        pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let text = |col: usize| text_of(values[col - 1], nulls[col - 1]);
+        let row = PreparedRow {
+            tuple: pg_sys::heap_copytuple(tuple),
+            coordinator: text(tracking_col::COORDINATOR),
+            global_id: text(tracking_col::GLOBAL_ID),
+        };
+        (row, text(tracking_col::GID))
+    }
+}
+
+/// The tracking row this backend inserted for `gid` in transaction `xmin` at `tid`
+/// ([`super::recent`]), if it is still there and still in progress; `None` sends the caller to
+/// the index scan.
+///
+/// # Safety
+/// `rel` is `twopc.tracking`, open and locked.
+unsafe fn remembered_row(
+    rel: pg_sys::Relation,
+    gid: &str,
+    xmin: pg_sys::TransactionId,
+    tid: pg_sys::ItemPointerData,
+) -> Option<PreparedRow> {
+    // SAFETY: the block is checked against the relation's size before it is read (a vacuum
+    // may have truncated the table since); heap_fetch pins the buffer it returns the tuple in
+    // and checks the offset itself; the tuple is copied out before the buffer is released.
+    unsafe {
+        let desc = (*rel).rd_att;
+        if (*desc).natts as usize != tracking_col::COUNT {
+            return None;
+        }
+        let block = u32::from(tid.ip_blkid.bi_hi) << 16 | u32::from(tid.ip_blkid.bi_lo);
+        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        if block >= blocks {
+            return None;
+        }
+        let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+        tuple.t_self = tid;
+        let mut buffer: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
+        if !pg_sys::heap_fetch(
+            rel,
+            &raw mut pg_sys::SnapshotAnyData,
+            &mut tuple,
+            &mut buffer,
+            false,
+        ) {
+            return None;
+        }
+        let (found_xmin, status, _) = classify(&mut tuple);
+        let row = (found_xmin == xmin && status == XminStatus::InProgress)
+            .then(|| prepared_row(&mut tuple, desc))
+            .filter(|(_, found_gid)| found_gid.as_deref() == Some(gid))
+            .map(|(row, _)| row);
+        pg_sys::ReleaseBuffer(buffer);
+        row
+    }
 }
 
 /// Stamps who committed, when and how onto the tracking row that the `COMMIT PREPARED` just
