@@ -243,7 +243,11 @@ gid; anything else goes through the index as before. In a paired run of the two 
 (9 rounds of 8 s, two clusters, builds alternating, same machine, same minutes) the median
 tracked/untracked ratio went from 0.903 to 0.958. The full run above measures the new build
 alone, on a machine running at about half its usual speed that day; its rounds spread from
-0.90 to 1.00. What remains is the row itself: a heap insert and a unique index entry at
+0.90 to 1.00, and a quick run right after it (\`ONLY=native ROUNDS=9 DURATION=10\`) had a
+median of 0.903 with rounds from 0.83 to 1.08. On such a day single-build runs cannot tell
+0.92 from 0.96; the paired run, where both builds meet the same minutes, is the comparison
+to trust, and the instruction counts say the same: tracking went from ~66,000 to ~44,000
+instructions per transaction, against ~230,000 for the whole untracked transaction. What remains is the row itself: a heap insert and a unique index entry at
 PREPARE (written in the transaction, so that the row commits or dies with it) and the
 in-place stamp, plus the lock on \`twopc.tracking\` that the prepared transaction holds (moved
 from the backend's fast-path slots to the shared lock table at PREPARE, as PostgreSQL does
