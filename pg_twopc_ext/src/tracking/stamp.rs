@@ -100,7 +100,7 @@ unsafe fn remembered_row(
         if (*desc).natts as usize != tracking_col::COUNT {
             return None;
         }
-        let block = u32::from(tid.ip_blkid.bi_hi) << 16 | u32::from(tid.ip_blkid.bi_lo);
+        let block = pgrx::itemptr::item_pointer_get_block_number_no_check(tid);
         let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
         if block >= blocks {
             return None;
