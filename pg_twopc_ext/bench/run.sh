@@ -91,9 +91,14 @@ run plain.sql "$WARMUP" prepared >/dev/null
 
 declare -a NATIVE TRACKED TWOPC ALLARGS BOUND RANDGID PLAIN PLAINP
 for r in $(seq 1 "$ROUNDS"); do
-  n="$(run native.sql "$DURATION")"; echo "[bench] round $r native: $n tps" >&2; NATIVE+=("$n")
-  k="$(run native.sql "$DURATION" simple on)"
-  echo "[bench] round $r native, tracked: $k tps" >&2; TRACKED+=("$k")
+  # The untracked / tracked pair swaps order every round, so that neither always runs second
+  # (into the WAL and dirty pages the other left).
+  if [ $((r % 2)) = 1 ]; then
+    n="$(run native.sql "$DURATION")"; k="$(run native.sql "$DURATION" simple on)"
+  else
+    k="$(run native.sql "$DURATION" simple on)"; n="$(run native.sql "$DURATION")"
+  fi
+  echo "[bench] round $r native: $n tps, tracked: $k tps" >&2; NATIVE+=("$n"); TRACKED+=("$k")
   [ "${ONLY:-}" = native ] && continue
   t="$(run twopc.sql "$DURATION")";  echo "[bench] round $r twopc:  $t tps" >&2; TWOPC+=("$t")
   a="$(run twopc-all-args.sql "$DURATION")"
@@ -252,6 +257,28 @@ PREPARE (written in the transaction, so that the row commits or dies with it) an
 in-place stamp, plus the lock on \`twopc.tracking\` that the prepared transaction holds (moved
 from the backend's fast-path slots to the shared lock table at PREPARE, as PostgreSQL does
 for every lock a prepared transaction keeps).
+
+### The index's lock, and a fairer count (2026-12-02, evening)
+
+The tracking row's index entry no longer keeps its index locked until the transaction ends:
+\`insert_row\` releases it right after the insert, as the executor's \`ExecCloseIndices\` does
+(the lock on the table, kept, is what holds off \`DROP INDEX\` and \`REINDEX\`: both lock the table
+first). A prepared transaction now carries one lock fewer into the shared lock table, its
+state file and COMMIT PREPARED's release.
+
+Counted again with callgrind, now with every run starting from a copy of the same warmed data
+directory (the earlier counts let the tracked runs prune pages that the untracked runs before
+them had left dirty, about 5,000 instructions of the difference): tracking costs ~45,500
+instructions per transaction against ~218,000 for the whole untracked transaction; the index
+lock's release took ~2,000 off. What is left, from the two profiles' difference: the gid's
+btree insert (~11,500: descent, unique check, WAL record), the heap insert, the stamp, the lock
+on \`twopc.tracking\` at PREPARE and again at COMMIT PREPARED (lock-manager hash lookups and
+LWLocks, ~8,000 together), and pgrx's error boundary around each call into PostgreSQL (a
+\`sigsetjmp\` per call, ~4,000).
+
+With the machine at its usual speed (~3,900 tps native), the untracked / tracked pair now swaps
+order every round. The run above: median 0.962 over 7 rounds (the ratio of the means 0.942);
+a separate \`ONLY=native ROUNDS=7\` run minutes before it: median 0.958, rounds from 0.88 to 1.05.
 
 ## Where the difference comes from (measured 2026-11-23 with \`perf\`)
 

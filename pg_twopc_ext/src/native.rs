@@ -30,7 +30,7 @@ use crate::twophase::FinishRecord;
 use crate::validate::{Decision, Via};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
-use pgrx::spi::Spi;
+use pgrx::FromDatum;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -137,14 +137,58 @@ fn extension_installed() -> bool {
             return ready;
         }
     }
-    let version = Spi::get_one::<String>(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_twopc_ext'",
-    )
-    .ok()
-    .flatten();
-    let ready = version.as_deref().and_then(parse_version) >= Some(NATIVE_SINCE);
+    let ready = installed_version().as_deref().and_then(parse_version) >= Some(NATIVE_SINCE);
     READY.with(|r| r.set(Some((generation, ready))));
     ready
+}
+
+/// `pg_extension.extversion` of pg_twopc_ext in this database, read the way PostgreSQL's own
+/// `get_extension_oid()` reads the catalog: through its name index, with the catalog's lock
+/// released at once. An SQL query would keep `AccessShareLock` on `pg_extension` and its index
+/// until the transaction ends, and the first tracked PREPARE of every backend would carry
+/// those locks for as long as it stays in doubt (holding off `VACUUM FULL pg_extension`, say).
+fn installed_version() -> Option<String> {
+    // SAFETY: the catalog is opened and closed here under AccessShareLock; the scan key
+    // compares the `name` column with a NUL-terminated string as get_extension_oid() does;
+    // the tuple is deformed with the catalog's own descriptor, and the version is copied into
+    // a Rust String before the scan ends.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(pg_sys::ExtensionRelationId, lock);
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            pg_sys::Anum_pg_extension_extname as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_NAMEEQ),
+            pg_sys::Datum::from(c"pg_twopc_ext".as_ptr()),
+        );
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::Oid::from(pg_sys::ExtensionNameIndexId),
+            true,
+            std::ptr::null_mut(),
+            1,
+            &mut key,
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        let version = if tuple.is_null() {
+            None
+        } else {
+            let desc = (*rel).rd_att;
+            let natts = (*desc).natts as usize;
+            let at = pg_sys::Anum_pg_extension_extversion as usize - 1;
+            let mut values = vec![pg_sys::Datum::from(0usize); natts];
+            let mut nulls = vec![true; natts];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            (at < natts)
+                .then(|| String::from_datum(values[at], nulls[at]))
+                .flatten()
+        };
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, lock);
+        version
+    }
 }
 
 /// `major.minor.patch` of an extension version string.

@@ -14,6 +14,8 @@
 //! * [`a_finish_on_the_preparing_session_stamps_the_right_row_whatever_happened_meanwhile`]:
 //!   the finish's shortcut to the row its own session's prepare wrote, and every way that row
 //!   can have changed meanwhile.
+//! * [`a_prepared_transaction_keeps_the_tracking_tables_lock_but_not_its_indexs`]: which locks
+//!   a tracked prepared transaction carries.
 //! * [`retention_purges_finished_history_in_batches_and_never_in_doubt_work`]:
 //!   `twopc.purge()` and the retention worker.
 //! * [`upgrades_keep_in_doubt_transactions`]: `ALTER EXTENSION ... UPDATE` from every earlier
@@ -487,6 +489,84 @@ fn a_finish_on_the_preparing_session_stamps_the_right_row_whatever_happened_mean
             "{gid}"
         );
     }
+    cluster.assert_clean_log();
+}
+
+/// A prepared transaction, tracked natively or through `twopc.prepare()`, keeps its lock on
+/// `twopc.tracking` (which holds off whatever would move or drop its row, and the index's
+/// REINDEX / DROP INDEX, which lock the table first) but not one on `tracking_gid_idx`: the
+/// index's lock is released after the insert, as PostgreSQL's executor releases its index
+/// locks, so that each prepared transaction carries one lock fewer. Nor does it keep a lock on
+/// the `pg_extension` catalog, read once per backend to know whether to track at all.
+#[test]
+fn a_prepared_transaction_keeps_the_tracking_tables_lock_but_not_its_indexs() {
+    let cluster = preloaded(&[]);
+    cluster.query("postgres", "CREATE DATABASE locks");
+    cluster.query(
+        "locks",
+        "CREATE EXTENSION pg_twopc_ext; CREATE TABLE t (id int)",
+    );
+    cluster.query(
+        "locks",
+        "BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'native-held'",
+    );
+    cluster.query(
+        "locks",
+        "BEGIN; INSERT INTO t VALUES (2); SELECT twopc.prepare('twopc:c1:fn-held'); COMMIT",
+    );
+    let held = |relation: &str| {
+        cluster.query(
+            "locks",
+            &format!(
+                "SELECT coalesce(string_agg(mode, ','), '-') FROM pg_catalog.pg_locks \
+                 WHERE pid IS NULL AND relation = '{relation}'::regclass"
+            ),
+        )
+    };
+    // Prepared transactions' locks are the ones without a backend (pid NULL).
+    assert_eq!(
+        cluster.query(
+            "locks",
+            "SELECT count(DISTINCT virtualtransaction) FROM pg_catalog.pg_locks WHERE pid IS NULL"
+        ),
+        "2"
+    );
+    assert_eq!(held("t"), "RowExclusiveLock,RowExclusiveLock");
+    assert_eq!(held("twopc.tracking"), "RowExclusiveLock,RowExclusiveLock");
+    assert_eq!(held("twopc.tracking_gid_idx"), "-");
+    // Nor a catalog's: the native prepare, the first of its backend, looked up the
+    // extension's version, and that lookup's locks are released at once.
+    assert_eq!(held("pg_catalog.pg_extension"), "-");
+    assert_eq!(held("pg_catalog.pg_extension_name_index"), "-");
+    // The table's lock still keeps the index where the prepared rows' entries are.
+    for stmt in [
+        "REINDEX INDEX twopc.tracking_gid_idx",
+        "DROP INDEX twopc.tracking_gid_idx",
+    ] {
+        let out = cluster.psql_script(
+            "locks",
+            "postgres",
+            &["-At", "-q"],
+            &format!("SET lock_timeout = '200ms';\n{stmt};\n"),
+        );
+        assert!(
+            out.contains("canceling statement due to lock timeout"),
+            "{stmt} while prepared:\n{out}"
+        );
+    }
+    cluster.query("locks", "COMMIT PREPARED 'native-held'");
+    cluster.query(
+        "locks",
+        "SELECT twopc.commit_prepared('twopc:c1:fn-held', 'coordinator')",
+    );
+    cluster.query("locks", "REINDEX INDEX twopc.tracking_gid_idx");
+    assert_eq!(
+        cluster.query(
+            "locks",
+            "SELECT string_agg(gid || ':' || twopc.outcome(gid), ' ' ORDER BY gid) FROM twopc.tracking"
+        ),
+        "native-held:committed twopc:c1:fn-held:committed"
+    );
     cluster.assert_clean_log();
 }
 

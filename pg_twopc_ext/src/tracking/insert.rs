@@ -80,8 +80,9 @@ fn insert_row(
         UniqueCheck::Enforce => pg_sys::InvalidOid,
     };
     let mut clean = true;
-    // SAFETY: the relation and its indexes are opened here with RowExclusiveLock, kept until
-    // the end of the transaction (NoLock at close), like any INSERT; the tuple is formed from
+    // SAFETY: the relation is opened here with RowExclusiveLock, kept until the end of the
+    // transaction (NoLock at close), and its indexes with RowExclusiveLock released after the
+    // insert, like any INSERT; the tuple is formed from
     // exactly `natts` datums, which we check against the descriptor first; index key columns
     // are attribute numbers of that same descriptor (checked before use).
     unsafe {
@@ -124,7 +125,7 @@ fn insert_row(
             let info = pg_sys::BuildIndexInfo(index);
             if !(*info).ii_ReadyForInserts {
                 // Being built concurrently: CREATE INDEX CONCURRENTLY picks the row up itself.
-                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+                pg_sys::index_close(index, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
                 continue;
             }
             let keys = (*info).ii_NumIndexAttrs as usize;
@@ -138,7 +139,7 @@ fn insert_row(
                 let name = CStr::from_ptr(pg_sys::get_rel_name(index_oid))
                     .to_string_lossy()
                     .into_owned();
-                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+                pg_sys::index_close(index, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
                 pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
                 return Err(TwopcError::UnsupportedIndex {
                     table: format!("twopc.{table}"),
@@ -173,7 +174,11 @@ fn insert_row(
             if check == pg_sys::IndexUniqueCheck::UNIQUE_CHECK_PARTIAL && !no_conflict {
                 clean = false;
             }
-            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            // Released at once, as the executor's ExecCloseIndices does: the table's lock,
+            // kept, is what holds off DROP INDEX and REINDEX (they lock the table first), and a
+            // prepared transaction that kept the index's lock too would carry one lock more
+            // into the shared lock table, its state file and COMMIT PREPARED's release.
+            pg_sys::index_close(index, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         }
         pg_sys::list_free(indexes);
         pg_sys::heap_freetuple(tuple);
