@@ -19,6 +19,8 @@ pub struct Level {
     pub p99: f64,
     /// Transactions that did not commit (errors, aborts).
     pub errors: u64,
+    /// Transactions committed.
+    pub committed: u64,
     /// Through the coordinator: the coordinator-reported mean prepare / decide / commit ms of
     /// the committed transactions (zeros for the floor).
     pub phases: [f64; 3],
@@ -48,6 +50,7 @@ pub fn summarize(concurrency: usize, elapsed: f64, mut lat: Vec<f64>, errors: u6
     lat.sort_by(|a, b| a.total_cmp(b));
     Level {
         concurrency,
+        committed: lat.len() as u64,
         tps: lat.len() as f64 / elapsed,
         p50: pct(&lat, 50.0),
         p99: pct(&lat, 99.0),
@@ -154,15 +157,7 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 /// CPU time (user + system, all threads, seconds) the process `pid` has used so far, from
 /// `/proc/<pid>/stat` (`utime` + `stime`); `None` when it is gone or unreadable.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces; the fields after it start
-    // with the state (field 3), so utime (14) and stime (15) are the 12th and 13th after it.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some((utime + stime) / if ticks > 0 { ticks as f64 } else { 100.0 })
+    crate::proc_cpu::times(pid).map(|(own, _)| own)
 }
 
 /// The comma-separated list in the environment variable `name`, or `default`.

@@ -23,6 +23,7 @@
 //! * [`browser`]: real headless Chromium over the DevTools protocol (web app tests).
 //! * [`coordinator_config`]: the configuration file tests start coordinators with.
 //! * [`pg`]: the PostgreSQL cluster.
+//! * [`proc_cpu`]: CPU time per process of a stack, from `/proc` (the benchmarks' CPU tables).
 //! * [`redis_server`]: the Redis server.
 //! * [`stack`]: the whole twopc stack as real processes (demo, end-to-end and fault tests).
 //! * [`sharded`]: a stack whose bank and ledger each run on several shards.
@@ -36,6 +37,7 @@ pub mod coordinator_config;
 pub mod fault_proxy;
 pub mod invariants;
 pub mod pg;
+pub mod proc_cpu;
 pub mod redis_server;
 pub mod reliability;
 pub mod secrets;

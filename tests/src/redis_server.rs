@@ -130,6 +130,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's pid while this handle runs it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
