@@ -82,9 +82,9 @@ fn insert_row(
     let mut clean = true;
     // SAFETY: the relation is opened here with RowExclusiveLock, kept until the end of the
     // transaction (NoLock at close), and its indexes with RowExclusiveLock released after the
-    // insert, like any INSERT; the tuple is formed from
-    // exactly `natts` datums, which we check against the descriptor first; index key columns
-    // are attribute numbers of that same descriptor (checked before use).
+    // insert, like any INSERT; the tuple is formed from exactly `natts` datums, which we check
+    // against the descriptor first; index key columns are attribute numbers of that same
+    // descriptor (checked before use).
     unsafe {
         let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
