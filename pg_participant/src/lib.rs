@@ -28,6 +28,13 @@
 //!   outcome awaited, so a NO is never left prepared. A connection whose state is in doubt
 //!   (an error outside SQL, a lost prepared statement, a failed ROLLBACK) is dropped, never
 //!   pooled.
+//! * **A lost connection.** One that the server or the network ended (a restart, an
+//!   administrator ending the role's sessions) is dropped with every idle one, and the work
+//!   settled on a new connection: a decision or a read is simply made again; a prepare is
+//!   looked up by its gid once the lost session is surely gone (found prepared: YES; never
+//!   started: run again; rolled back with the session: a retryable NO, the gid staying
+//!   refused as after any failed prepare). A client sees an error only when the database
+//!   stays unreachable.
 //! * **Commit / Abort.** `twopc.commit_prepared(gid, 'coordinator')` or
 //!   `twopc.rollback_prepared(...)`. Only when finishing fails is the decision recorded with
 //!   `twopc.record_decision(gid, ...)`, so it shows in `twopc.in_doubt` while the transaction
@@ -55,7 +62,7 @@ mod tombstones;
 
 pub use screen::refuse_statement;
 
-use pg_error::{class, describe, reason};
+use pg_error::{class, connection_lost, describe, reason};
 use pool::{Conn, Pool, Use};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -141,6 +148,16 @@ pub struct PgResource {
     running: std::sync::Mutex<HashMap<TxId, Running>>,
 }
 
+/// What a prepare whose connection was lost turned out to have done.
+enum LostPrepare {
+    /// Prepared (or even committed since): a YES.
+    Prepared,
+    /// Ran and was rolled back with the session: the gid is used up.
+    RolledBack,
+    /// Never started: it can be made again.
+    NothingRan,
+}
+
 /// A prepare running on a pooled connection.
 struct Running {
     backend_pid: i32,
@@ -190,15 +207,29 @@ impl PgResource {
 
     /// Checks that the database is reachable and the extension installed.
     pub async fn ping(&self) -> Result<(), ParticipantError> {
-        let c = self.pool.checkout(Use::Other).await?;
-        c.client
-            .query_one("SELECT twopc.protocol_version()", &[])
-            .await
-            .map_err(|e| {
-                ParticipantError::resource(format!("pg_twopc_ext not usable: {}", describe(&e)))
-            })?;
-        self.pool.checkin(c).await;
-        Ok(())
+        for attempt in 0.. {
+            let mut c = self.pool.checkout(Use::Other).await?;
+            let r = match c
+                .client
+                .query_one("SELECT twopc.protocol_version()", &[])
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    c.failed(&e);
+                    Err(ParticipantError::resource(format!(
+                        "pg_twopc_ext not usable: {}",
+                        describe(&e)
+                    )))
+                }
+            };
+            let again = c.lost && attempt == 0;
+            self.pool.checkin(c).await;
+            if !again {
+                return r;
+            }
+        }
+        unreachable!("the loop returns on its second attempt at the latest")
     }
 
     /// BEGIN and `twopc.run_and_prepare()`, pipelined (one round trip), bounded by `timeout`:
@@ -228,7 +259,7 @@ impl PgResource {
             (Ok(b), Ok(r)) => (b, r),
             (Err(e), _) | (_, Err(e)) => {
                 c.broken = true;
-                return Err(ParticipantError::resource(describe(&e)));
+                return Err(c.failed(&e));
             }
         };
         let queries: Vec<&str> = stmts.iter().map(|s| s.query.as_str()).collect();
@@ -281,10 +312,13 @@ impl PgResource {
         };
         if let Err(e) = began {
             c.broken = true;
-            return Err(ParticipantError::resource(describe(&e)));
+            return Err(c.failed(&e));
         }
         let outcome = match ran {
             Ok(row) => row.get::<_, String>(0),
+            // Nothing to roll back: the server ends a lost session's transaction itself (or,
+            // had PREPARE already run, keeps it under the gid, which the retry then finds).
+            Err(e) if connection_lost(&e) => return Err(c.failed(&e)),
             Err(e) => {
                 self.rollback(c).await;
                 if e.as_db_error().is_none()
@@ -331,7 +365,7 @@ impl PgResource {
         }
         let row = c.client.query_one(HAS_SUBMITTERS, &[]).await.map_err(|e| {
             c.broken = true;
-            ParticipantError::resource(describe(&e))
+            c.failed(&e)
         })?;
         let (exists, allowed): (bool, bool) = (row.get(0), row.get(1));
         if !allowed && c.records_submitters.is_none() {
@@ -350,6 +384,61 @@ impl PgResource {
         }
         c.records_submitters = Some((allowed, std::time::Instant::now()));
         Ok(allowed)
+    }
+
+    /// What became of the prepare of `gid` whose connection was lost, asked on another
+    /// connection `c`. The lost session is ended first if it is still there (a dropped network
+    /// connection can leave it running, able to prepare later): with it gone, the extension's
+    /// own record of the gid is final. That record starts with the call (its tracking row is
+    /// written first), so no record means the call never ran, and the prepare can simply be
+    /// made again; a dead one means it ran and was rolled back, and the gid stays refused (a
+    /// late repeat of a failed Prepare must never prepare), so the vote is a retryable NO.
+    async fn settle_lost_prepare(
+        &self,
+        c: &mut Conn,
+        gid: &str,
+        (pid, started_us): (i32, i64),
+    ) -> Result<LostPrepare, ParticipantError> {
+        c.query(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+             WHERE pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2",
+            &[&pid, &started_us],
+        )
+        .await
+        .map_err(|e| c.failed(&e))?;
+        let outcome: String = c
+            .query_opt("SELECT twopc.outcome($1)", &[&gid])
+            .await
+            .map_err(|e| c.failed(&e))?
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        Ok(match outcome.as_str() {
+            "in_doubt" | "committed" => LostPrepare::Prepared,
+            "unknown" => LostPrepare::NothingRan,
+            _ => LostPrepare::RolledBack,
+        })
+    }
+
+    /// A read-only query on a pooled connection, asked once more on a new one when the
+    /// connection was lost under it.
+    async fn read_retrying(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, ParticipantError> {
+        for attempt in 0.. {
+            let mut c = self.pool.checkout(Use::Other).await?;
+            let rows = match c.query(sql, params).await {
+                Ok(rows) => Ok(rows),
+                Err(e) => Err(c.failed(&e)),
+            };
+            let again = c.lost && attempt == 0;
+            self.pool.checkin(c).await;
+            if !again {
+                return rows;
+            }
+        }
+        unreachable!("the loop returns on its second attempt at the latest")
     }
 
     /// Ends an open (or failed) transaction block; a connection where even that fails is not
@@ -374,7 +463,7 @@ impl PgResource {
                 &[],
             )
             .await
-            .map_err(|e| ParticipantError::resource(describe(&e)))?;
+            .map_err(|e| c.failed(&e))?;
         let mut found: Vec<String> = rows
             .iter()
             .map(|r| r.get::<_, String>(0))
@@ -415,7 +504,7 @@ impl PgResource {
                 .await
             }
         }
-        .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        .map_err(|e| c.failed(&e))?;
         let answers: Vec<String> = answers.iter().map(|r| r.get(0)).collect();
         Ok(if answers.iter().any(|a| a == "committed") {
             Some(Decision::Commit)
@@ -433,12 +522,20 @@ impl PgResource {
         txid: &TxId,
         decision: Decision,
     ) -> Result<AckResult, ParticipantError> {
-        let mut c = self.pool.checkout(Use::Other).await?;
-        let result = self
-            .apply_decision_on(&mut c, coordinator, txid, decision)
-            .await;
-        self.pool.checkin(c).await;
-        result
+        // A decision is idempotent here (a repeat answers AlreadyApplied), so a lost
+        // connection's attempt, whatever became of it, can be made again.
+        for attempt in 0.. {
+            let mut c = self.pool.checkout(Use::Other).await?;
+            let result = self
+                .apply_decision_on(&mut c, coordinator, txid, decision)
+                .await;
+            let again = c.lost && attempt == 0;
+            self.pool.checkin(c).await;
+            if !again {
+                return result;
+            }
+        }
+        unreachable!("the loop returns on its second attempt at the latest")
     }
 
     async fn apply_decision_on(
@@ -461,17 +558,26 @@ impl PgResource {
             // that fails is the decision recorded (below), so in_doubt can show it while the
             // transaction stays prepared; a decision row for a finished gid would only be
             // bookkeeping to purge later.
-            if let Ok(finish) = c.statement(sql).await {
-                let finish_params: [&(dyn ToSql + Sync); 1] = [gid];
-                if c.client.query_opt(&finish, &finish_params).await.is_ok() {
-                    return Ok(AckResult::Applied);
+            let finished = match c.statement(sql).await {
+                Ok(finish) => {
+                    let finish_params: [&(dyn ToSql + Sync); 1] = [gid];
+                    c.client
+                        .query_opt(&finish, &finish_params)
+                        .await
+                        .map(|_| ())
                 }
+                Err(e) => Err(e),
+            };
+            match finished {
+                Ok(()) => return Ok(AckResult::Applied),
+                Err(e) if connection_lost(&e) => return Err(c.failed(&e)),
+                Err(_) => {}
             }
         }
         if let Some(gid) = self.prepared_gid(c, coordinator, txid).await? {
             c.query_opt("SELECT twopc.record_decision($1, $2)", &[&gid, &word])
                 .await
-                .map_err(|e| ParticipantError::resource(describe(&e)))?;
+                .map_err(|e| c.failed(&e))?;
             return match c.query_opt(sql, &[&gid]).await {
                 Ok(_) => Ok(AckResult::Applied),
                 Err(e) => {
@@ -479,7 +585,7 @@ impl PgResource {
                     match self.settled_decision(c, txid, Some(&gid)).await? {
                         Some(d) if d == decision => Ok(AckResult::AlreadyApplied),
                         Some(_) => Ok(AckResult::Conflict),
-                        None => Err(ParticipantError::resource(describe(&e))),
+                        None => Err(c.failed(&e)),
                     }
                 }
             };
@@ -537,23 +643,55 @@ impl Resource for PgResource {
             }
         }
         let gid = format_gid(coordinator, txid);
-        let mut c = self.pool.checkout(Use::Prepare).await?;
-        self.running.lock().expect("running prepares").insert(
-            txid.clone(),
-            Running {
-                backend_pid: c.backend_pid,
-                cancel: c.client.cancel_token(),
-                cancelled: false,
-            },
-        );
-        let r = self
-            .run_and_prepare(&mut c, &gid, (coordinator, txid), stmts, cx)
-            .await;
-        let running = self.running.lock().expect("running prepares").remove(txid);
-        if running.is_some_and(|r| r.cancelled) {
-            c.broken = true;
-        }
-        self.pool.checkin(c).await;
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        let r = loop {
+            let mut c = self.pool.checkout(Use::Prepare).await?;
+            self.running.lock().expect("running prepares").insert(
+                txid.clone(),
+                Running {
+                    backend_pid: c.backend_pid,
+                    cancel: c.client.cancel_token(),
+                    cancelled: false,
+                },
+            );
+            let cx = twopc_participant::PrepareContext {
+                timeout: cx.timeout.map(|t| t.saturating_sub(started.elapsed())),
+                ..cx
+            };
+            let r = self
+                .run_and_prepare(&mut c, &gid, (coordinator, txid), stmts, cx)
+                .await;
+            let running = self.running.lock().expect("running prepares").remove(txid);
+            let cancelled = running.is_some_and(|r| r.cancelled);
+            if cancelled {
+                c.broken = true;
+            }
+            let lost = c.lost.then_some((c.backend_pid, c.backend_start_us));
+            self.pool.checkin(c).await;
+            let Some(session) = lost else { break r };
+            if cancelled || attempt > 0 || cx.timeout.is_some_and(|t| t.is_zero()) {
+                break r;
+            }
+            attempt += 1;
+            let why = r.err().map(|e| e.to_string()).unwrap_or_default();
+            let mut c = self.pool.checkout(Use::Other).await?;
+            let settled = self.settle_lost_prepare(&mut c, &gid, session).await;
+            self.pool.checkin(c).await;
+            match settled? {
+                LostPrepare::Prepared => break Ok(Ok(())),
+                LostPrepare::RolledBack => {
+                    break Ok(Err((
+                        format!(
+                            "the connection to PostgreSQL was lost while the statements ran \
+                             ({why}); they were rolled back"
+                        ),
+                        NoClass::Conflict,
+                    )))
+                }
+                LostPrepare::NothingRan => continue,
+            }
+        };
         match r? {
             Ok(()) => Ok(PrepareOutcome::Yes),
             Err((reason, class)) => {
@@ -643,13 +781,8 @@ impl Resource for PgResource {
             return Ok(Vec::new());
         }
         let pids: Vec<i32> = by_pid.keys().copied().collect();
-        let mut c = self.pool.checkout(Use::Other).await?;
-        let rows = c
-            .query(LOCK_WAITS, &[&pids])
-            .await
-            .map_err(|e| ParticipantError::resource(describe(&e)));
-        self.pool.checkin(c).await;
-        Ok(rows?
+        let rows = self.read_retrying(LOCK_WAITS, &[&pids]).await?;
+        Ok(rows
             .iter()
             .filter_map(|r| {
                 let waiter = by_pid.get(&r.get::<_, i32>(0))?.clone();
@@ -681,18 +814,15 @@ impl Resource for PgResource {
     }
 
     async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {
-        let mut c = self.pool.checkout(Use::Other).await?;
-        let rows = c
-            .query(
+        let rows = self
+            .read_retrying(
                 "SELECT gid, (extract(epoch FROM prepared) * 1000)::bigint \
                  FROM pg_prepared_xacts WHERE database = current_database() ORDER BY prepared",
                 &[],
             )
-            .await
-            .map_err(|e| ParticipantError::resource(describe(&e)));
-        self.pool.checkin(c).await;
+            .await?;
         let now = now_ms();
-        Ok(rows?
+        Ok(rows
             .iter()
             .filter_map(|r| {
                 let gid: String = r.get(0);

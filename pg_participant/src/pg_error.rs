@@ -44,3 +44,20 @@ pub(crate) fn class(e: &tokio_postgres::Error) -> NoClass {
         _ => NoClass::Final,
     }
 }
+
+/// Whether `e` says the connection itself is gone rather than that a statement failed: closed,
+/// an I/O error on its socket, a connection exception (class 08), or the server ending the
+/// session (57P01 terminated by an administrator, 57P02 crash of another backend, 57P03 not
+/// accepting connections yet). Whatever the session had open is then rolled back (or, for a
+/// statement whose answer was lost, settled by the server alone), so work that is idempotent
+/// here (a prepare under its gid, a decision, a read) can run again on a new connection.
+pub(crate) fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}

@@ -7,8 +7,14 @@
 //! long time for a row lock, and the Commit that would release that lock must still find a
 //! connection (otherwise waiting prepares could hold every connection while the holders they
 //! wait for cannot commit).
+//!
+//! A connection found lost (the server restarted, an administrator ended the role's sessions,
+//! the network dropped it) takes the idle ones with it: they are most likely victims of the
+//! same event, and a dead idle connection is otherwise only found by the next transaction
+//! that sends on it. The caller runs its (idempotent) work once more on a new connection, so
+//! a client never sees a connection the pool should have replaced.
 
-use crate::pg_error::describe;
+use crate::pg_error::{connection_lost, describe};
 use crate::PgConfig;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +33,14 @@ pub(crate) struct Conn {
     statements: HashMap<String, Statement>,
     /// Its session can no longer be trusted to be clean and idle: dropped, not pooled.
     pub(crate) broken: bool,
+    /// The connection itself is gone (see [`connection_lost`]): dropped with the idle ones,
+    /// and the work retried elsewhere.
+    pub(crate) lost: bool,
     /// The backend's process id (to find its lock waits in `pg_locks`).
     pub(crate) backend_pid: i32,
+    /// When the backend started, in microseconds since the epoch: with the pid, names this
+    /// session and no later one that reuses the pid.
+    pub(crate) backend_start_us: i64,
     /// Its place in the pool's limits while checked out.
     permits: Vec<OwnedSemaphorePermit>,
     /// Whether the extension's schema has the eight-argument `twopc.run_and_prepare()` (it
@@ -48,6 +60,16 @@ pub(crate) enum Use {
 }
 
 impl Conn {
+    /// `e` as the error a participant reports, noting on the way whether it lost the
+    /// connection.
+    pub(crate) fn failed(&mut self, e: &tokio_postgres::Error) -> ParticipantError {
+        if connection_lost(e) {
+            self.lost = true;
+            self.broken = true;
+        }
+        ParticipantError::resource(describe(e))
+    }
+
     pub(crate) async fn statement(
         &mut self,
         sql: &str,
@@ -132,16 +154,22 @@ impl Pool {
             .batch_execute(&settings)
             .await
             .map_err(|e| ParticipantError::resource(describe(&e)))?;
-        let backend_pid = client
-            .query_one("SELECT pg_backend_pid()", &[])
+        let me = client
+            .query_one(
+                "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::bigint \
+                 FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                &[],
+            )
             .await
-            .map_err(|e| ParticipantError::resource(describe(&e)))?
-            .get(0);
+            .map_err(|e| ParticipantError::resource(describe(&e)))?;
+        let (backend_pid, backend_start_us) = (me.get(0), me.get(1));
         Ok(Conn {
             client,
             statements: HashMap::new(),
             broken: false,
+            lost: false,
             backend_pid,
+            backend_start_us,
             permits: Vec::new(),
             records_submitters: None,
         })
@@ -173,9 +201,20 @@ impl Pool {
         Ok(c)
     }
 
-    /// Back to the pool, unless its session is in doubt or the pool is full.
+    /// Back to the pool, unless its session is in doubt or the pool is full. A lost
+    /// connection empties the idle list (see the module docs).
     pub(crate) async fn checkin(&self, mut c: Conn) {
         c.permits.clear();
+        if c.lost {
+            let dropped = std::mem::take(&mut *self.idle.lock().await);
+            if !dropped.is_empty() {
+                tracing::info!(
+                    "a PostgreSQL connection was lost: {} idle ones are replaced too",
+                    dropped.len()
+                );
+            }
+            return;
+        }
         if c.broken || c.client.is_closed() {
             return;
         }

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use twopc_protocol::gid::format_gid;
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, Message, NoClass, Operations, ParticipantKind,
     SqlStatement, TxId, Vote,
@@ -423,6 +424,85 @@ async fn a_waiting_prepare_prepares_when_the_holder_commits() {
     assert_eq!(balances(&s.pg), "97,103");
 }
 
+/// A prepare whose connection is ended under it (here by an administrator while it waits for
+/// a row lock; a server restart or a dropped network connection look the same) is settled on
+/// another connection: its statements were rolled back with the session, so the vote is a
+/// retryable NO (the gid stays refused, as after any failed prepare), never an error reply or
+/// a gid left prepared, and the next attempt prepares on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_whose_connection_is_ended_votes_a_retryable_no() {
+    let s = start();
+    let (mut c, _) = connect(s.addr).await;
+    assert_eq!(
+        c.vote(prepare_aged("young", transfer(1), Some(9))).await.0,
+        Vote::Yes
+    );
+    let waiter = c.send(prepare_aged("old", transfer(2), Some(1))).await;
+    let lock_waiter = "SELECT pid FROM pg_stat_activity \
+         WHERE usename = 'app' AND wait_event_type = 'Lock'";
+    let mut pid = String::new();
+    for _ in 0..100 {
+        pid = s.pg.psql_ok("bank", lock_waiter).unwrap();
+        if !pid.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !pid.is_empty(),
+        "the older prepare never waited for the row"
+    );
+    assert_eq!(
+        s.pg.psql_ok("bank", &format!("SELECT pg_terminate_backend({pid})"))
+            .unwrap(),
+        "t"
+    );
+    match c.recv_matching(|f| f.id == waiter).await.msg {
+        Message::Vote {
+            vote,
+            reason,
+            class,
+            ..
+        } => {
+            assert_eq!(vote, Vote::No);
+            assert_eq!(class, Some(NoClass::Conflict), "{reason:?}");
+            let reason = reason.unwrap();
+            assert!(
+                reason.contains("connection to PostgreSQL was lost"),
+                "{reason}"
+            );
+            assert!(!reason.contains(".rs:"), "{reason}");
+        }
+        other => panic!("expected a vote, got {other:?}"),
+    }
+    let prepared = "SELECT string_agg(gid, ',' ORDER BY gid) FROM pg_prepared_xacts";
+    assert_eq!(
+        s.pg.psql_ok("bank", prepared).unwrap(),
+        format_gid(&CoordinatorId::new("c1").unwrap(), &tx("young"))
+    );
+    // The same Prepare again is refused: its gid was used by the rolled-back attempt.
+    assert_eq!(
+        c.vote(prepare_aged("old", transfer(2), Some(1))).await.0,
+        Vote::No
+    );
+    for (txid, amount) in [("young", 0), ("old-2", 2)] {
+        if amount > 0 {
+            let (v, reason) = vote(&mut c, txid, transfer(amount)).await;
+            assert_eq!(v, Vote::Yes, "{reason:?}");
+        }
+        let commit = Message::Commit {
+            txid: tx(txid),
+            coordinator: None,
+            epoch: None,
+        };
+        assert_eq!(
+            finish(&mut c, commit).await,
+            (Decision::Commit, AckResult::Applied)
+        );
+    }
+    assert_eq!(balances(&s.pg), "97,103");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_transactions_survive_an_immediate_stop_and_are_reported() {
     let s = start();
@@ -807,7 +887,7 @@ async fn a_schema_one_version_behind_still_takes_named_transactions() {
     // Updated: the role was granted EXECUTE on the functions there were, not on the new one,
     // so names are still not recorded (and the transactions still run); granted, they are.
     // The worker's connections are ended each time so that the next ones look afresh.
-    let replace_connections = "SELECT count(pg_terminate_backend(pid)) >= 0 \
+    let replace_connections = "SELECT count(pg_terminate_backend(pid, 5000)) >= 0 \
          FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'";
     s.pg.psql_ok(
         "bank",
@@ -837,41 +917,31 @@ async fn logged(s: &Stack, text: &str) -> String {
     panic!("the server log never said {text:?}:\n{log}");
 }
 
-/// Prepares and commits a transaction that names its client, retrying (under new txids) past
-/// the failures of connections ended under the participant; returns its history's
-/// `submitted_by` (`-` for none).
+/// Prepares and commits a transaction that names its client; returns its history's
+/// `submitted_by` (`-` for none). The first attempt must prepare: the connections ended under
+/// the participant just before are the pool's to replace, never the client's failure.
 async fn named_commit(
     s: &Stack,
     c: &mut WireClient,
-    stem: &str,
+    txid: &str,
     named: &impl Fn(&str) -> Message,
 ) -> String {
-    for attempt in 0..50 {
-        let txid = format!("{stem}-{attempt}");
-        let (v, _, _) = c.vote_with_class(named(&txid)).await;
-        if v != Vote::Yes {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        let commit = Message::Commit {
-            txid: tx(&txid),
-            coordinator: None,
-            epoch: None,
-        };
-        assert_eq!(
-            finish(c, commit).await,
-            (Decision::Commit, AckResult::Applied)
-        );
-        return s
-            .pg
-            .psql_ok(
-                "bank",
-                &format!(
-                    "SELECT coalesce(submitted_by, '-') FROM twopc.history \
-                     WHERE global_id = '{txid}'"
-                ),
-            )
-            .unwrap();
-    }
-    panic!("{stem}: no attempt prepared");
+    let (v, reason, _) = c.vote_with_class(named(txid)).await;
+    assert_eq!(v, Vote::Yes, "{txid}: {reason:?}");
+    let commit = Message::Commit {
+        txid: tx(txid),
+        coordinator: None,
+        epoch: None,
+    };
+    assert_eq!(
+        finish(c, commit).await,
+        (Decision::Commit, AckResult::Applied)
+    );
+    s.pg.psql_ok(
+        "bank",
+        &format!(
+            "SELECT coalesce(submitted_by, '-') FROM twopc.history WHERE global_id = '{txid}'"
+        ),
+    )
+    .unwrap()
 }
