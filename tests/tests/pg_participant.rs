@@ -388,16 +388,22 @@ async fn a_younger_prepare_gives_way_to_an_older_holder_inside_postgres() {
     assert_eq!(balances(&s.pg), "99,101");
 }
 
+/// Prepares "young" (younger, holding account 1's row), then sends an older "old" that needs
+/// the same row and so waits for it: the waiter's request id.
+async fn old_waits_for_young(c: &mut WireClient) -> u64 {
+    assert_eq!(
+        c.vote(prepare_aged("young", transfer(1), Some(9))).await.0,
+        Vote::Yes
+    );
+    c.send(prepare_aged("old", transfer(2), Some(1))).await
+}
+
 /// A prepare waiting for a prepared holder's row prepares as soon as the holder commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_prepare_prepares_when_the_holder_commits() {
     let s = start();
     let (mut c, _) = connect(s.addr).await;
-    assert_eq!(
-        c.vote(prepare_aged("young", transfer(1), Some(9))).await.0,
-        Vote::Yes
-    );
-    let waiter = c.send(prepare_aged("old", transfer(2), Some(1))).await;
+    let waiter = old_waits_for_young(&mut c).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     finish(
         &mut c,
@@ -433,11 +439,7 @@ async fn a_waiting_prepare_prepares_when_the_holder_commits() {
 async fn a_prepare_whose_connection_is_ended_votes_a_retryable_no() {
     let s = start();
     let (mut c, _) = connect(s.addr).await;
-    assert_eq!(
-        c.vote(prepare_aged("young", transfer(1), Some(9))).await.0,
-        Vote::Yes
-    );
-    let waiter = c.send(prepare_aged("old", transfer(2), Some(1))).await;
+    let waiter = old_waits_for_young(&mut c).await;
     let lock_waiter = "SELECT pid FROM pg_stat_activity \
          WHERE usename = 'app' AND wait_event_type = 'Lock'";
     let mut pid = String::new();
