@@ -168,6 +168,21 @@ pub fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<
         .unwrap_or_else(|| default.to_vec())
 }
 
+/// `name=value` pairs, comma-separated, from the environment variable `name` (e.g.
+/// `TWOPC_BENCH_COORDINATOR=ordered_prepare=false`): settings for the coordinator's
+/// configuration file, so that one run can compare a setting against the default.
+pub fn env_settings(name: &str) -> Vec<(String, String)> {
+    std::env::var(name)
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The number in the environment variable `name`, or `default`.
 pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -27,6 +27,7 @@
 //! 10), `TWOPC_BENCH_SEED` (default 1), `TWOPC_BENCH_DEADLOCK_TIMEOUT` (e.g. `100ms`: set on
 //! the cluster for both sides; default the server's own, 1 s), `TWOPC_BENCH_FLOOR_ORDERED=0`
 //! (a floor that updates the debited account first whatever its id, deadlocks and all), `TWOPC_BENCH_ONLY` (`floor` or `twopc`: one side only),
+//! `TWOPC_BENCH_COORDINATOR` (e.g. `ordered_prepare=false`: coordinator settings, comma-separated),
 //! `TWOPC_BENCH_OUT` (where to write the Markdown results).
 
 use std::collections::BTreeMap;
@@ -803,6 +804,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             accounts: u32::try_from(accounts)?,
             initial_balance: INITIAL_BALANCE,
             fault_injection: false,
+            coordinator_settings: twopc_tests::bench::env_settings("TWOPC_BENCH_COORDINATOR"),
             ..StackOptions::default()
         },
     )?;

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use twopc_tests::bench::{env_list, env_num, metric, summarize, through_coordinator, Level};
+use twopc_tests::bench::{
+    env_list, env_num, env_settings, metric, summarize, through_coordinator, Level,
+};
 use twopc_tests::proc_cpu::{CpuPerTransaction, CpuSample, Part};
 use twopc_tests::stack::{Binaries, Stack, StackOptions};
 
@@ -269,6 +271,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             accounts: 64,
             initial_balance: 1_000_000,
             fault_injection: false,
+            coordinator_settings: env_settings("TWOPC_BENCH_COORDINATOR"),
             ..StackOptions::default()
         },
     )?;
