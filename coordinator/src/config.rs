@@ -136,6 +136,9 @@ fn default_retry_max() -> u64 {
 fn default_ordered_prepare() -> bool {
     true
 }
+fn default_parallel_prepare_when_idle() -> bool {
+    true
+}
 fn default_conflict_retry_max_attempts() -> u32 {
     crate::core::RetryPolicy::default().max_attempts
 }
@@ -305,6 +308,11 @@ pub struct Config {
     /// A retried attempt is prepared in order either way.
     #[serde(default = "default_ordered_prepare")]
     pub ordered_prepare: bool,
+    /// With `ordered_prepare`, a transaction that starts while no other is in flight at this
+    /// coordinator is prepared all at once anyway (none of this coordinator's can close a
+    /// cycle with it; the lone client saves one participant's prepare time).
+    #[serde(default = "default_parallel_prepare_when_idle")]
+    pub parallel_prepare_when_idle: bool,
     /// Heartbeat interval on participant connections.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,

@@ -442,6 +442,10 @@ struct Config {
     retries: bool,
     /// The coordinator sends all Prepares at once instead of one participant at a time.
     parallel_prepare: bool,
+    /// Ordered, except that a transaction starting while no other is in flight is prepared
+    /// all at once (`parallel_when_idle`, the default; off in the other configurations so
+    /// that "ordered" means every transaction).
+    parallel_when_idle: bool,
     durable_tombstones: bool,
     resubmit_after_answer: bool,
     /// The core's prepare timeout in ticks (two unless a configuration needs it sooner: one
@@ -457,6 +461,7 @@ impl Config {
             conflict: false,
             retries: true,
             parallel_prepare: false,
+            parallel_when_idle: false,
             durable_tombstones: false,
             resubmit_after_answer: false,
             prepare_timeout_ticks: 2,
@@ -1783,6 +1788,7 @@ fn initial(cfg: &Config, budget: Budget) -> World {
         config.conflict_retry.max_attempts = 1;
     }
     config.ordered_prepare = !cfg.parallel_prepare;
+    config.parallel_when_idle = cfg.parallel_when_idle;
     config.prepare_timeout_ms = cfg.prepare_timeout_ticks * STEP_MS;
     let core = Core::new(config);
     let part = |i| Part {
@@ -2121,6 +2127,17 @@ configs! {
     two_conflicting_transactions_prepared_in_parallel:
         "two transactions (conflicting, prepared in parallel), ticks 1",
         Config { parallel_prepare: true, ..contended() }, { ticks: 1 };
+    // The default: the first transaction, starting alone, is prepared all at once, the
+    // second (starting while the first runs) in order; the two can still close a cycle
+    // across the stores (the second overtakes the first at bank), which giving way breaks.
+    two_conflicting_transactions_parallel_when_idle:
+        "two transactions (conflicting, all at once when idle), ticks 1",
+        Config { parallel_when_idle: true, ..contended() }, { ticks: 1 };
+    two_conflicting_transactions_parallel_when_idle_with_a_coordinator_crash:
+        "two transactions (conflicting, all at once when idle), coordinator crash 1",
+        Config { parallel_when_idle: true, ..contended() }, { ccrash: 1 };
+    // (One transaction alone is prepared all at once, as `message_loss_with_parallel_prepares`
+    // checks with faults; its retry in order, as every retry.)
     message_loss_with_parallel_prepares:
         "prepared in parallel: loss 1, duplicate 1, NO vote 1, ticks 2",
         Config { parallel_prepare: true, ..Config::two_phase() },

@@ -10,6 +10,7 @@
 //! ```text
 //! config prepare_timeout=N retry_base=N retry_max=N ack_wait=N
 //!        attempts=N backoff=N backoff_max=N deadline=N   (retries after conflict NO votes)
+//!        ordered=0|1 idle_parallel=0|1   (prepare order; all at once when nothing else runs)
 //! connect P | disconnect P
 //! submit TXID P[,P...] [hash=N]           (ops: one SQL statement or one Redis op per P)
 //! vote P TXID yes|no|conflict|read_only [reason]   (conflict: a NO of class conflict)
@@ -156,8 +157,10 @@ fn run_script(script: &str) -> String {
     cfg.retry_max_ms = 800;
     cfg.ack_wait_ms = 500;
     // The scripts below were written for prepares sent all at once; `config ordered=1` turns
-    // on the default, one participant at a time in name order.
+    // on the default, one participant at a time in name order, and `idle_parallel=1` the
+    // default's exception for a transaction that starts alone.
     cfg.ordered_prepare = false;
+    cfg.parallel_when_idle = false;
     let mut core: Option<Core> = None;
     let mut now = 0u64;
     let mut req = 0u64;
@@ -204,6 +207,7 @@ fn run_script(script: &str) -> String {
                     "backoff_max" => cfg.conflict_retry.backoff_max_ms = v,
                     "deadline" => cfg.conflict_retry.deadline_ms = v,
                     "ordered" => cfg.ordered_prepare = v == 1,
+                    "idle_parallel" => cfg.parallel_when_idle = v == 1,
                     _ => panic!("unknown config {k}"),
                 }
             }

@@ -148,6 +148,14 @@ pub struct CoreConfig {
     /// participants then break by giving way. A retried attempt is prepared in order either
     /// way.
     pub ordered_prepare: bool,
+    /// With `ordered_prepare`, a transaction that starts while this coordinator has no other
+    /// transaction in flight is prepared all at once anyway: no transaction of this coordinator
+    /// holds or waits for a lock, so none can close a cycle with it, and the lone client (the
+    /// common case at low load) saves one participant's prepare time. Every later transaction
+    /// that starts while it runs is ordered. A cycle with another coordinator's transaction, or
+    /// one whose Prepare overtook this one's, is broken by giving way, as with
+    /// `ordered_prepare = false`.
+    pub parallel_when_idle: bool,
     /// The epoch at which this coordinator holds its id (PostgreSQL decision log), sent with
     /// every Prepare, CommitOnePhase, Commit and Abort so that participants refuse the
     /// messages of a replaced holder; `None` with the file log.
@@ -166,6 +174,7 @@ impl CoreConfig {
             outcome_capacity: 100_000,
             conflict_retry: RetryPolicy::default(),
             ordered_prepare: true,
+            parallel_when_idle: true,
             epoch: None,
         }
     }

@@ -64,8 +64,15 @@ fn connected_core_with(cfg: CoreConfig) -> Core {
 /// in a different order must print the same, or equal states count as different ones.
 #[test]
 fn equal_states_print_alike_whatever_the_history() {
-    let mut a = connected_core();
-    let mut b = connected_core();
+    // Every transaction prepared in order: with `parallel_when_idle` the first one submitted
+    // (a different one in each history) would be asked everywhere at once.
+    let ordered = || {
+        let mut cfg = CoreConfig::new(CoordinatorId::new("c1").unwrap());
+        cfg.parallel_when_idle = false;
+        connected_core_with(cfg)
+    };
+    let mut a = ordered();
+    let mut b = ordered();
     let ids = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"];
     for (i, id) in ids.iter().enumerate() {
         submit(&mut a, 0, i as u64, id);

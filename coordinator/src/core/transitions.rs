@@ -185,7 +185,9 @@ impl Core {
             self.decide_abort(now_ms, &txid, why, out);
             return;
         }
-        let ordered = (self.cfg.ordered_prepare || retry) && !one_phase;
+        // Asked before this one joins `txs`: idle means no other transaction in any stage.
+        let idle = self.txs.is_empty() && self.cfg.parallel_when_idle;
+        let ordered = ((self.cfg.ordered_prepare && !idle) || retry) && !one_phase;
         for (name, p) in tx.parts.iter_mut() {
             if one_phase {
                 p.owes_ack = true;
