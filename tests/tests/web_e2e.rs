@@ -478,6 +478,15 @@ async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
         .await
         .unwrap();
     assert_eq!(scopes, serde_json::json!("submit,read,events,faults"));
+    // The lanes are drawn from GET /v1/config, which the reloaded page fetches beside the
+    // identity: a click before it has arrived submits nothing ("the configuration is not
+    // loaded yet"), and the committed row never came (seen once in the full suite).
+    b.wait_for(
+        "document.querySelectorAll('[data-testid^=lane-]').length >= 4",
+        SECS,
+    )
+    .await
+    .unwrap();
     b.click("submit-transfer").await.unwrap();
     wait_rows(&mut b, "committed", 1).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;

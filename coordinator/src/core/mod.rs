@@ -149,7 +149,8 @@ pub struct CoreConfig {
     /// way.
     pub ordered_prepare: bool,
     /// With `ordered_prepare`, a transaction that starts while this coordinator has no other
-    /// transaction in flight is prepared all at once anyway: no transaction of this coordinator
+    /// transaction in flight (nor one waiting for its next attempt) is prepared all at once
+    /// anyway: no transaction of this coordinator
     /// holds or waits for a lock, so none can close a cycle with it, and the lone client (the
     /// common case at low load) saves one participant's prepare time. Every later transaction
     /// that starts while it runs is ordered. A cycle with another coordinator's transaction, or

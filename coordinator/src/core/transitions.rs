@@ -185,8 +185,10 @@ impl Core {
             self.decide_abort(now_ms, &txid, why, out);
             return;
         }
-        // Asked before this one joins `txs`: idle means no other transaction in any stage.
-        let idle = self.txs.is_empty() && self.cfg.parallel_when_idle;
+        // Asked before this one joins `txs`: idle means no other attempt in any stage, and no
+        // client transaction waiting to run its next attempt (which would start in order,
+        // possibly overtaking this one at the first store).
+        let idle = self.txs.is_empty() && self.clients.is_empty() && self.cfg.parallel_when_idle;
         let ordered = ((self.cfg.ordered_prepare && !idle) || retry) && !one_phase;
         for (name, p) in tx.parts.iter_mut() {
             if one_phase {
