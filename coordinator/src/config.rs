@@ -137,7 +137,7 @@ fn default_ordered_prepare() -> bool {
     true
 }
 fn default_parallel_prepare_when_idle() -> bool {
-    true
+    false
 }
 fn default_conflict_retry_max_attempts() -> u32 {
     crate::core::RetryPolicy::default().max_attempts
@@ -309,8 +309,9 @@ pub struct Config {
     #[serde(default = "default_ordered_prepare")]
     pub ordered_prepare: bool,
     /// With `ordered_prepare`, a transaction that starts while no other is in flight at this
-    /// coordinator is prepared all at once anyway (none of this coordinator's can close a
-    /// cycle with it; the lone client saves one participant's prepare time).
+    /// coordinator is prepared all at once anyway (the lone client saves one participant's
+    /// prepare time). Off by default: a burst on hot rows right after an idle moment can then
+    /// deadlock across the stores until the younger gives way (DESIGN.md, "Contention").
     #[serde(default = "default_parallel_prepare_when_idle")]
     pub parallel_prepare_when_idle: bool,
     /// Heartbeat interval on participant connections.

@@ -443,8 +443,7 @@ struct Config {
     /// The coordinator sends all Prepares at once instead of one participant at a time.
     parallel_prepare: bool,
     /// Ordered, except that a transaction starting while no other is in flight is prepared
-    /// all at once (`parallel_when_idle`, the default; off in the other configurations so
-    /// that "ordered" means every transaction).
+    /// all at once (`parallel_when_idle`, off by default).
     parallel_when_idle: bool,
     durable_tombstones: bool,
     resubmit_after_answer: bool,
@@ -2127,7 +2126,7 @@ configs! {
     two_conflicting_transactions_prepared_in_parallel:
         "two transactions (conflicting, prepared in parallel), ticks 1",
         Config { parallel_prepare: true, ..contended() }, { ticks: 1 };
-    // The default: the first transaction, starting alone, is prepared all at once, the
+    // `parallel_when_idle`: the first transaction, starting alone, is prepared all at once, the
     // second (starting while the first runs) in order; the two can still close a cycle
     // across the stores (the second overtakes the first at bank), which giving way breaks.
     two_conflicting_transactions_parallel_when_idle:

@@ -157,8 +157,8 @@ fn run_script(script: &str) -> String {
     cfg.retry_max_ms = 800;
     cfg.ack_wait_ms = 500;
     // The scripts below were written for prepares sent all at once; `config ordered=1` turns
-    // on the default, one participant at a time in name order, and `idle_parallel=1` the
-    // default's exception for a transaction that starts alone.
+    // on the default, one participant at a time in name order, and `idle_parallel=1` its
+    // optional exception for a transaction that starts alone.
     cfg.ordered_prepare = false;
     cfg.parallel_when_idle = false;
     let mut core: Option<Core> = None;

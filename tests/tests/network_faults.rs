@@ -266,9 +266,8 @@ async fn run(rig: &mut Rig, f: Fault) -> RowResult {
         Fault::DropAbortToBank => {
             // The bank prepares and votes YES; then the ledger votes NO (account 1 holds far
             // less than a million, and the debit has a floor of 0): the abort must reach a
-            // prepared bank, and its first Abort is lost. (Alone, the transaction is prepared
-            // everywhere at once, so the NO may come before the bank's YES: the Abort sent to
-            // the still-voting bank is lost, and the one its late YES earns rolls it back.)
+            // prepared bank, and its first Abort is lost. (The coordinator asks the bank
+            // first: prepares go one participant at a time, in name order.)
             rig.bank
                 .add_rule(ps(Dir::ToParticipant, "abort", Action::Drop));
             let aborts = rig.bank.seen(Dir::ToParticipant, "abort");

@@ -150,12 +150,11 @@ pub struct CoreConfig {
     pub ordered_prepare: bool,
     /// With `ordered_prepare`, a transaction that starts while this coordinator has no other
     /// transaction in flight (nor one waiting for its next attempt) is prepared all at once
-    /// anyway: no transaction of this coordinator
-    /// holds or waits for a lock, so none can close a cycle with it, and the lone client (the
-    /// common case at low load) saves one participant's prepare time. Every later transaction
-    /// that starts while it runs is ordered. A cycle with another coordinator's transaction, or
-    /// one whose Prepare overtook this one's, is broken by giving way, as with
-    /// `ordered_prepare = false`.
+    /// anyway: the lone client (the common case at low load) saves one participant's prepare
+    /// time. Every transaction that starts while it runs is ordered. Off by default: in a
+    /// burst after an idle moment the next, ordered transaction can take a lock at the first
+    /// store before the lone one does, closing a cycle across the stores that only giving way
+    /// breaks (DESIGN.md, "Contention").
     pub parallel_when_idle: bool,
     /// The epoch at which this coordinator holds its id (PostgreSQL decision log), sent with
     /// every Prepare, CommitOnePhase, Commit and Abort so that participants refuse the
@@ -175,7 +174,7 @@ impl CoreConfig {
             outcome_capacity: 100_000,
             conflict_retry: RetryPolicy::default(),
             ordered_prepare: true,
-            parallel_when_idle: true,
+            parallel_when_idle: false,
             epoch: None,
         }
     }

@@ -64,8 +64,9 @@ fn connected_core_with(cfg: CoreConfig) -> Core {
 /// in a different order must print the same, or equal states count as different ones.
 #[test]
 fn equal_states_print_alike_whatever_the_history() {
-    // Every transaction prepared in order: with `parallel_when_idle` the first one submitted
-    // (a different one in each history) would be asked everywhere at once.
+    // Every transaction prepared in order (stated, not left to the default): with
+    // `parallel_when_idle` the first one submitted (a different one in each history) would be
+    // asked everywhere at once.
     let ordered = || {
         let mut cfg = CoreConfig::new(CoordinatorId::new("c1").unwrap());
         cfg.parallel_when_idle = false;
