@@ -90,6 +90,17 @@ fn assert_balances(stack: &Stack, one: i64, two: i64) {
     );
 }
 
+/// Waits until the participants' lanes are drawn: the configuration (GET /v1/config) has
+/// arrived, without which a submit click sends nothing.
+async fn wait_lanes(b: &mut Browser) {
+    b.wait_for(
+        "document.querySelectorAll('[data-testid^=lane-]').length >= 4",
+        SECS,
+    )
+    .await
+    .unwrap();
+}
+
 /// Waits until exactly `n` transaction rows show `outcome`.
 async fn wait_rows(b: &mut Browser, outcome: &str, n: usize) {
     b.wait_for(
@@ -104,12 +115,7 @@ async fn wait_rows(b: &mut Browser, outcome: &str, n: usize) {
 async fn the_app_shows_commits_aborts_and_recovery_live() {
     let stack = start_stack();
     let mut b = open_app(&stack, 1280, 800).await;
-    b.wait_for(
-        "document.querySelectorAll('[data-testid^=lane-]').length >= 4",
-        SECS,
-    )
-    .await
-    .unwrap();
+    wait_lanes(&mut b).await;
     for lane in ["bank", "ledger"] {
         assert_eq!(
             b.count(&format!("[data-testid=lane-{lane}]"))
@@ -478,15 +484,9 @@ async fn the_app_asks_for_a_client_token_and_shows_its_scope() {
         .await
         .unwrap();
     assert_eq!(scopes, serde_json::json!("submit,read,events,faults"));
-    // The lanes are drawn from GET /v1/config, which the reloaded page fetches beside the
-    // identity: a click before it has arrived submits nothing ("the configuration is not
-    // loaded yet"), and the committed row never came (seen once in the full suite).
-    b.wait_for(
-        "document.querySelectorAll('[data-testid^=lane-]').length >= 4",
-        SECS,
-    )
-    .await
-    .unwrap();
+    // The reloaded page fetches GET /v1/config beside the identity: a click before it has
+    // arrived submits nothing, and the committed row never came (seen once in the full suite).
+    wait_lanes(&mut b).await;
     b.click("submit-transfer").await.unwrap();
     wait_rows(&mut b, "committed", 1).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
