@@ -137,7 +137,10 @@ fn default_ordered_prepare() -> bool {
     true
 }
 fn default_parallel_prepare_when_idle() -> bool {
-    false
+    true
+}
+fn default_parallel_prepare_hold() -> u64 {
+    100
 }
 fn default_conflict_retry_max_attempts() -> u32 {
     crate::core::RetryPolicy::default().max_attempts
@@ -310,10 +313,14 @@ pub struct Config {
     pub ordered_prepare: bool,
     /// With `ordered_prepare`, a transaction that starts while no other is in flight at this
     /// coordinator is prepared all at once anyway (the lone client saves one participant's
-    /// prepare time). Off by default: a burst on hot rows right after an idle moment can then
-    /// deadlock across the stores until the younger gives way (DESIGN.md, "Contention").
+    /// prepare time); one starting while the lone one still waits for votes is held until
+    /// they are in, then prepared in order (DESIGN.md, "Contention").
     #[serde(default = "default_parallel_prepare_when_idle")]
     pub parallel_prepare_when_idle: bool,
+    /// The longest a transaction waits, asking nobody, behind a lone one prepared all at once
+    /// (`parallel_prepare_when_idle`) that still waits for votes; then it is prepared in order.
+    #[serde(default = "default_parallel_prepare_hold")]
+    pub parallel_prepare_hold_ms: u64,
     /// Heartbeat interval on participant connections.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,

@@ -267,6 +267,7 @@ async fn start_as(
     core_cfg.conflict_retry = config.conflict_retry();
     core_cfg.ordered_prepare = config.ordered_prepare;
     core_cfg.parallel_when_idle = config.parallel_prepare_when_idle;
+    core_cfg.parallel_hold_ms = config.parallel_prepare_hold_ms;
     core_cfg.epoch = pg_log.as_ref().map(|l| l.epoch());
     let core = Core::new(core_cfg);
 

@@ -2126,17 +2126,36 @@ configs! {
     two_conflicting_transactions_prepared_in_parallel:
         "two transactions (conflicting, prepared in parallel), ticks 1",
         Config { parallel_prepare: true, ..contended() }, { ticks: 1 };
-    // `parallel_when_idle`: the first transaction, starting alone, is prepared all at once, the
-    // second (starting while the first runs) in order; the two can still close a cycle
-    // across the stores (the second overtakes the first at bank), which giving way breaks.
+    // `parallel_when_idle` (the default): the first transaction, starting alone, is prepared
+    // all at once; the second, starting while the first still waits for votes, is held
+    // (nothing sent) until those votes are in or the hold runs out (one tick), then prepared
+    // in order. Held, it cannot overtake the first at bank; after the hold it can, and
+    // giving way breaks the cycle.
     two_conflicting_transactions_parallel_when_idle:
         "two transactions (conflicting, all at once when idle), ticks 1",
         Config { parallel_when_idle: true, ..contended() }, { ticks: 1 };
     two_conflicting_transactions_parallel_when_idle_with_a_coordinator_crash:
         "two transactions (conflicting, all at once when idle), coordinator crash 1",
         Config { parallel_when_idle: true, ..contended() }, { ccrash: 1 };
+    two_conflicting_transactions_parallel_when_idle_with_loss_and_retries:
+        "two transactions (conflicting, retried, all at once when idle), loss 1, ticks 1",
+        Config { parallel_when_idle: true, retries: true, ..contended() },
+        { loss: 1, ticks: 1 };
     // (One transaction alone is prepared all at once, as `message_loss_with_parallel_prepares`
-    // checks with faults; its retry in order, as every retry.)
+    // checks with faults; its retry in order, as every retry. With `parallel_when_idle`, the
+    // default, a lone transaction is prepared so under the faults below.)
+    parallel_when_idle_coordinator_crash_with_loss_and_duplication:
+        "alone, all at once: coordinator crash 1, loss 1, duplicate 1, ticks 1",
+        with(|c| c.parallel_when_idle = true),
+        { ccrash: 1, loss: 1, dup: 1, ticks: 1 };
+    parallel_when_idle_participant_and_coordinator_crash:
+        "alone, all at once: coordinator crash 1, participant crash 1, NO vote 1, ticks 1",
+        with(|c| c.parallel_when_idle = true),
+        { ccrash: 1, pcrash: 1, noes: 1, ticks: 1 };
+    parallel_when_idle_power_loss_and_decision_requests:
+        "alone, all at once: power loss 1, decision request 1, connection drop 1, ticks 1",
+        with(|c| c.parallel_when_idle = true),
+        { power: 1, asks: 1, disc: 1, ticks: 1 };
     message_loss_with_parallel_prepares:
         "prepared in parallel: loss 1, duplicate 1, NO vote 1, ticks 2",
         Config { parallel_prepare: true, ..Config::two_phase() },

@@ -10,7 +10,8 @@
 //! ```text
 //! config prepare_timeout=N retry_base=N retry_max=N ack_wait=N
 //!        attempts=N backoff=N backoff_max=N deadline=N   (retries after conflict NO votes)
-//!        ordered=0|1 idle_parallel=0|1   (prepare order; all at once when nothing else runs)
+//!        ordered=0|1 idle_parallel=0|1 hold=N   (prepare order; all at once when nothing
+//!        else runs, and how long an attempt is held behind such a lone one)
 //! connect P | disconnect P
 //! submit TXID P[,P...] [hash=N]           (ops: one SQL statement or one Redis op per P)
 //! vote P TXID yes|no|conflict|read_only [reason]   (conflict: a NO of class conflict)
@@ -208,6 +209,7 @@ fn run_script(script: &str) -> String {
                     "deadline" => cfg.conflict_retry.deadline_ms = v,
                     "ordered" => cfg.ordered_prepare = v == 1,
                     "idle_parallel" => cfg.parallel_when_idle = v == 1,
+                    "hold" => cfg.parallel_hold_ms = v,
                     _ => panic!("unknown config {k}"),
                 }
             }

@@ -139,6 +139,18 @@ async fn sixteen_clients_on_two_accounts_commit_nearly_everything() {
     );
 }
 
+/// How the coordinator sends a crossed pair's Prepares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PrepareOrder {
+    /// `ordered_prepare = false`: every transaction's Prepares at once.
+    AllAtOnce,
+    /// `ordered_prepare = true`, `parallel_prepare_when_idle = false`: one at a time, always.
+    Ordered,
+    /// The defaults: T1 starts alone and is prepared all at once, T2 is held until T1 has
+    /// voted everywhere, then prepared in order.
+    Default,
+}
+
 /// A crossed pair, with the coordinator sending its Prepares all at once (`ordered_prepare =
 /// false`): T1 takes Postgres rows 1 and 2 and then waits for the Redis keys, which T2 took
 /// before waiting in Postgres for T1's rows. Neither store sees the cycle; the younger (T2)
@@ -146,36 +158,61 @@ async fn sixteen_clients_on_two_accounts_commit_nearly_everything() {
 /// within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deadlock_across_the_stores_resolves_with_one_retry() {
-    crossed_pair(false).await;
+    crossed_pair(PrepareOrder::AllAtOnce).await;
 }
 
-/// The same interleaving with ordered prepares (the default): T2 is asked to prepare in Redis
-/// only after Postgres, where it waits for T1; no cycle can form, T1 commits as soon as its
-/// Redis Prepare arrives, and T2 right after it.
+/// The same interleaving with every Prepare ordered: T2 is asked to prepare in Redis only
+/// after Postgres, where it waits for T1; no cycle can form, T1 commits as soon as its Redis
+/// Prepare arrives, and T2 right after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ordered_prepares_cannot_deadlock_across_the_stores() {
-    crossed_pair(true).await;
+    crossed_pair(PrepareOrder::Ordered).await;
 }
 
-async fn crossed_pair(ordered: bool) {
+/// With the defaults, the crossed interleaving a lone transaction prepared all at once invites:
+/// T1, alone, is prepared everywhere at once, but its Postgres Prepare arrives 40 ms late,
+/// after it has taken the Redis keys. T2, submitted meanwhile, asked Postgres first, would
+/// take the rows there and wait for T1's keys while T1 waits for its rows (a cycle only giving
+/// way breaks: a retry). Held instead (it asks nobody until T1 has voted everywhere), it waits
+/// for T1's rows in Postgres, and both commit with no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_held_behind_a_lone_parallel_one_cannot_deadlock_with_it() {
+    crossed_pair(PrepareOrder::Default).await;
+}
+
+async fn crossed_pair(order: PrepareOrder) {
     let _serial = ONE_AT_A_TIME.lock().await;
+    let coordinator_settings = match order {
+        PrepareOrder::AllAtOnce => vec![("ordered_prepare".into(), "false".into())],
+        PrepareOrder::Ordered => vec![
+            ("ordered_prepare".into(), "true".into()),
+            ("parallel_prepare_when_idle".into(), "false".into()),
+        ],
+        PrepareOrder::Default => vec![],
+    };
     let stack = Stack::start(
         &bins(),
         StackOptions {
             accounts: 2,
-            coordinator_settings: vec![("ordered_prepare".into(), ordered.to_string())],
+            coordinator_settings,
             ..StackOptions::default()
         },
     )
     .expect("start the stack");
     let client = reqwest::Client::new();
     let faults = format!("{}/v1/faults", stack.coordinator_url);
-    // T1's Prepare to the ledger arrives 40 ms late: by then T1 holds the rows in Postgres
-    // and (prepared in parallel) T2 has taken the keys in Redis and waits for T1's rows; T2
-    // gives way 200 ms after it began to wait, so the cycle has formed before it does.
+    // All at once or ordered: T1's Prepare to the ledger arrives 40 ms late; by then T1 holds
+    // the rows in Postgres and (prepared in parallel) T2 has taken the keys in Redis and waits
+    // for T1's rows; T2 gives way 200 ms after it began to wait, so the cycle has formed
+    // before it does. Default: T1's Prepare to the bank is the late one (above).
+    let late = if order == PrepareOrder::Default {
+        "bank"
+    } else {
+        "ledger"
+    };
     let r = client
         .post(&faults)
-        .json(&json!({"fault": "delay_next", "participant": "ledger", "ms": 40, "msg_type": "prepare"}))
+        .json(&json!({"fault": "delay_next", "participant": late, "ms": 40, "msg_type": "prepare"}))
         .send()
         .await
         .unwrap();
@@ -193,7 +230,7 @@ async fn crossed_pair(ordered: bool) {
             r.json::<Value>().await.unwrap()
         })
     };
-    // Let T1's Postgres prepare take the rows before T2 starts.
+    // Let T1 take its first locks before T2 starts (the rows; with the defaults the keys).
     tokio::time::sleep(Duration::from_millis(15)).await;
     let (told2, r2) = post(
         &client,
@@ -205,7 +242,7 @@ async fn crossed_pair(ordered: bool) {
     let elapsed = started.elapsed();
     assert_eq!(r1["outcome"], "committed", "{r1}");
     assert_eq!(told2, Told::Committed, "{r2}");
-    if ordered {
+    if order != PrepareOrder::AllAtOnce {
         assert_eq!(
             (attempts(&r1), attempts(&r2)),
             (1, 1),

@@ -10,10 +10,16 @@
 //!
 //! # The protocol as implemented
 //!
-//! * **Phase 1.** Prepare goes to every named participant at once. A participant that is not
-//!   connected when the transaction starts, disconnects before voting, votes NO, or does not
-//!   vote within the prepare timeout makes the decision ABORT (and a `conflict` NO may make the
-//!   transaction run again: **Retries** below).
+//! * **Phase 1.** Prepare goes to one participant at a time in name order, each after the one
+//!   before voted (`ordered_prepare`), so no lock cycle runs across the stores. A transaction
+//!   that starts while nothing else is in flight is prepared everywhere at once
+//!   (`parallel_when_idle`), and a two-phase one starting while that lone one still waits for
+//!   votes is *held*, asking nobody, until the votes are in or `parallel_hold_ms` passed
+//!   ([`Core`]'s `release_held`, after every input): it cannot take a lock the lone one is
+//!   about to ask for. A participant that is not connected when the transaction starts,
+//!   disconnects before voting, votes NO, or does not vote within the prepare timeout makes
+//!   the decision ABORT (and a `conflict` NO may make the transaction run again: **Retries**
+//!   below).
 //! * **Decision.** All YES (read-only votes drop out of phase 2): the core asks the driver to
 //!   force a COMMIT record ([`Output::ForceCommit`]) and sends nothing until the driver reports
 //!   it durable ([`Input::CommitDurable`]). Only then does any Commit leave. All read-only:
@@ -151,11 +157,17 @@ pub struct CoreConfig {
     /// With `ordered_prepare`, a transaction that starts while this coordinator has no other
     /// transaction in flight (nor one waiting for its next attempt) is prepared all at once
     /// anyway: the lone client (the common case at low load) saves one participant's prepare
-    /// time. Every transaction that starts while it runs is ordered. Off by default: in a
-    /// burst after an idle moment the next, ordered transaction can take a lock at the first
-    /// store before the lone one does, closing a cycle across the stores that only giving way
-    /// breaks (DESIGN.md, "Contention").
+    /// time. A two-phase transaction that starts while the lone one still waits for votes is
+    /// held (nothing sent) until those votes are in, or for `parallel_hold_ms` at most, and
+    /// then prepared in order: the lone one never waits for a lock a later transaction of
+    /// this coordinator took first, so no cycle across the stores runs through it
+    /// (DESIGN.md, "Contention").
     pub parallel_when_idle: bool,
+    /// The longest a transaction is held behind a lone one prepared all at once (see
+    /// `parallel_when_idle`). Only a lone prepare that waits for somebody else's lock (another
+    /// coordinator's transaction, one prepared before a restart) lasts that long; past it the
+    /// held ones start in order and a cycle, should one form, is broken by giving way.
+    pub parallel_hold_ms: u64,
     /// The epoch at which this coordinator holds its id (PostgreSQL decision log), sent with
     /// every Prepare, CommitOnePhase, Commit and Abort so that participants refuse the
     /// messages of a replaced holder; `None` with the file log.
@@ -174,7 +186,8 @@ impl CoreConfig {
             outcome_capacity: 100_000,
             conflict_retry: RetryPolicy::default(),
             ordered_prepare: true,
-            parallel_when_idle: false,
+            parallel_when_idle: true,
+            parallel_hold_ms: 100,
             epoch: None,
         }
     }
@@ -359,6 +372,9 @@ pub struct Core {
     /// (due time, txid): prepare deadlines, phase-2 re-sends (wire txid) and the start of a
     /// retry (client txid); stale entries are skipped.
     timers: BTreeSet<(u64, TxId)>,
+    /// The lone attempt prepared all at once (`parallel_when_idle`) while it still waits for
+    /// votes, and when it started (ms): every two-phase attempt starting meanwhile is held.
+    parallel: Option<(TxId, u64)>,
     /// Metrics maintained by the core (the driver renders them).
     pub metrics: Metrics,
     /// The time of the input being handled, in µs: what the phase timings are stamped with
@@ -385,6 +401,7 @@ impl Core {
             connected: BTreeSet::new(),
             reported: BTreeMap::new(),
             timers: BTreeSet::new(),
+            parallel: None,
             metrics: Metrics::default(),
             clock_us: 0,
         }
@@ -493,6 +510,7 @@ impl Core {
             }
             Input::Tick => self.tick(now_ms, &mut out),
         }
+        self.release_held(now_ms, &mut out);
         out
     }
 }

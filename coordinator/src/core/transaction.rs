@@ -147,6 +147,11 @@ impl PartState {
 }
 
 impl Tx {
+    /// Held behind a lone attempt prepared all at once: preparing, and nobody asked yet.
+    pub(super) fn held(&self) -> bool {
+        self.stage == Stage::Preparing && !self.parts.values().any(|p| p.asked)
+    }
+
     /// An attempt just started: Preparing (or OnePhase with a single participant).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(

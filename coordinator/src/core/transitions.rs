@@ -190,7 +190,22 @@ impl Core {
         // possibly overtaking this one at the first store).
         let idle = self.txs.is_empty() && self.clients.is_empty() && self.cfg.parallel_when_idle;
         let ordered = ((self.cfg.ordered_prepare && !idle) || retry) && !one_phase;
+        // Behind a lone attempt prepared all at once that still waits for votes, a two-phase
+        // attempt is held: asked first, it could take a lock at the first store before the
+        // lone one and then wait for the lone one's lock at the next (a cycle only giving way
+        // breaks). Held, it asks nobody until `release_held`. A one-phase transaction locks at
+        // one store only and waits for nothing elsewhere, so it closes no cycle.
+        let held = !one_phase && self.parallel.is_some();
+        if held {
+            self.timers
+                .insert((now_ms + self.cfg.parallel_hold_ms, txid.clone()));
+        } else if self.cfg.ordered_prepare && !ordered && !one_phase {
+            self.parallel = Some((txid.clone(), now_ms));
+        }
         for (name, p) in tx.parts.iter_mut() {
+            if held {
+                break;
+            }
             if one_phase {
                 p.owes_ack = true;
                 p.next_send_ms = now_ms + self.cfg.prepare_timeout_ms;
@@ -215,6 +230,48 @@ impl Core {
         };
         self.timers.insert((due, txid.clone()));
         self.txs.insert(txid, tx);
+    }
+
+    /// Ends the hold behind the lone attempt prepared all at once (`parallel_when_idle`) once
+    /// it has every vote (or was decided, or is gone), or `parallel_hold_ms` after it started:
+    /// every held attempt then asks its first participant, oldest priority first, and the
+    /// rest in order as the votes come in. Run after every input.
+    pub(super) fn release_held(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let Some((lone, since)) = &self.parallel else {
+            return;
+        };
+        let voting = self.txs.get(lone).is_some_and(|t| {
+            t.stage == Stage::Preparing && t.parts.values().any(|p| p.vote.is_none())
+        });
+        if voting && now_ms < since + self.cfg.parallel_hold_ms {
+            return;
+        }
+        self.parallel = None;
+        let mut held: Vec<(Priority, TxId)> = self
+            .txs
+            .iter()
+            .filter(|(_, t)| t.held())
+            .map(|(id, t)| (t.priority, id.clone()))
+            .collect();
+        held.sort();
+        for (_, txid) in held {
+            let Some(tx) = self.txs.get_mut(&txid) else {
+                continue;
+            };
+            let left = tx.prepare_deadline_ms.saturating_sub(now_ms).max(1);
+            let (priority, submitted_by) = (tx.priority, tx.submitted_by.clone());
+            if let Some((name, p)) = tx.parts.iter_mut().next() {
+                let msg = p.ask(
+                    (&self.cfg.coordinator, self.cfg.epoch),
+                    &txid,
+                    false,
+                    left,
+                    (priority, submitted_by.as_deref()),
+                );
+                let name = name.clone();
+                send(out, &txid, &name, msg);
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
