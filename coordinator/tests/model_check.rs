@@ -1028,7 +1028,22 @@ impl World {
                     PState::Aborted => no(NoClass::Final),
                 })
             }
-            (Call::CommitOnePhase { .. }, Some(t)) => {
+            (Call::CommitOnePhase { may_wait, .. }, Some(t)) => {
+                // `ledger`, like the Redis one-phase script: a held key changes and records
+                // nothing while the core may still wait; `bank`, like PostgreSQL (whose lock
+                // waits the model does not run), aborts on it.
+                if let (1, true, PState::Idle, None, Some(u)) = (
+                    i,
+                    may_wait,
+                    self.parts[i].tx[t].st,
+                    vote_no,
+                    self.lock_holder(cfg, i, t),
+                ) {
+                    return Answer::OnePhaseBlocked(Blocked {
+                        holder: wire(u),
+                        what: "the key".into(),
+                    });
+                }
                 let (decision, result) = if cfg.roles[client(t)][i] == Role::ReadOnly {
                     (Decision::Commit, AckResult::Applied)
                 } else {
@@ -1995,9 +2010,11 @@ fn check(name: &str, cfg: Config, mut budget: Budget) -> Stats {
         assert!(s.zombie > 0, "[{name}] no takeover reached: {s:?}");
     }
     if cfg.conflict {
-        // The lock-wait rules are really explored: prepares wait, and some give way.
+        // The lock-wait rules are really explored: prepares wait, and some give way (only
+        // two-phase transactions can: a one-phase one never gives way).
+        let two_phase = (0..cfg.ntx()).all(|t| cfg.members(t) > 1);
         assert!(
-            s.waiting > 0 && s.gave_way > 0,
+            s.waiting > 0 && (s.gave_way > 0 || !two_phase),
             "[{name}] lock waits not reached: {s:?}"
         );
     }
@@ -2168,6 +2185,30 @@ configs! {
     two_conflicting_transactions_with_a_coordinator_crash:
         "two transactions (conflicting), coordinator crash 1, ticks 1",
         contended(), { ccrash: 1, ticks: 1 };
+    // A one-phase transaction at `ledger` meets the key a two-phase one holds prepared: it
+    // waits (never giving way: it holds nothing meanwhile) until the holder settles, or until
+    // the bound, when its last try commits or records the abort. Duplicated, lost and re-sent
+    // CommitOnePhase messages, a participant crash and a dropped connection must never make
+    // it commit after its client was told it aborted.
+    one_phase_waits_for_a_prepared_holder:
+        "two-phase and one-phase (conflicting at ledger), loss 1, duplicate 1, ticks 1",
+        one_phase_behind_two_phase(), { loss: 1, dup: 1, ticks: 1 };
+    one_phase_waits_with_participant_faults:
+        "two-phase and one-phase (conflicting at ledger), participant crash 1, connection drop 1",
+        one_phase_behind_two_phase(), { pcrash: 1, disc: 1 };
+}
+
+/// A two-phase transaction over `bank` and `ledger`, and a one-phase one at `ledger` alone,
+/// both writing the same key there.
+fn one_phase_behind_two_phase() -> Config {
+    Config {
+        conflict: true,
+        retries: false,
+        ..Config::new(vec![
+            [Role::Writes, Role::Writes],
+            [Role::Absent, Role::Writes],
+        ])
+    }
 }
 
 /// Two transactions that both write the same row at `bank` and the same key at `ledger`.

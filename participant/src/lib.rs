@@ -36,6 +36,9 @@ pub mod server;
 
 pub use auth::Tokens;
 pub use error::ParticipantError;
-pub use resource::{Blocked, OnePhaseOutcome, PrepareContext, PrepareOutcome, Resource, Wait};
+pub use resource::{
+    Blocked, OnePhaseAnswer, OnePhaseContext, OnePhaseOutcome, PrepareContext, PrepareOutcome,
+    Resource, Wait,
+};
 pub use server::{websocket_config, RunningServer, Server, ServerConfig};
 pub use twopc_protocol as protocol;

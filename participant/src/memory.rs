@@ -4,7 +4,7 @@
 //! *not* a real participant (a restart forgets everything). Its [`MemoryResource::gate`]
 //! lets a test hold prepares in flight.
 
-use crate::resource::{OnePhaseOutcome, PrepareOutcome, Resource};
+use crate::resource::{OnePhaseAnswer, OnePhaseContext, OnePhaseOutcome, PrepareOutcome, Resource};
 use crate::ParticipantError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,28 +134,28 @@ impl Resource for MemoryResource {
         _coordinator: &CoordinatorId,
         txid: &TxId,
         _ops: &Operations,
-        _submitted_by: Option<&str>,
-    ) -> Result<OnePhaseOutcome, ParticipantError> {
+        _cx: OnePhaseContext<'_>,
+    ) -> Result<OnePhaseAnswer, ParticipantError> {
         let mut st = self.lock();
         let result = match st.outcomes.get(txid) {
             Some(Decision::Commit) => AckResult::AlreadyApplied,
             Some(Decision::Abort) => {
-                return Ok(OnePhaseOutcome {
+                return Ok(OnePhaseAnswer::Decided(OnePhaseOutcome {
                     decision: Decision::Abort,
                     result: AckResult::AlreadyApplied,
                     reason: Some("aborted earlier".into()),
-                })
+                }))
             }
             None => {
                 st.outcomes.insert(txid.clone(), Decision::Commit);
                 AckResult::Applied
             }
         };
-        Ok(OnePhaseOutcome {
+        Ok(OnePhaseAnswer::Decided(OnePhaseOutcome {
             decision: Decision::Commit,
             result,
             reason: None,
-        })
+        }))
     }
 
     async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {

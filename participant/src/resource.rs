@@ -51,7 +51,30 @@ pub struct Wait {
     pub waited_ms: u64,
 }
 
+/// What [`Resource::commit_one_phase`] is told besides the operations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnePhaseContext<'a> {
+    /// As in [`PrepareContext`].
+    pub submitted_by: Option<&'a str>,
+    /// A lock held by another transaction may be answered [`OnePhaseAnswer::Blocked`],
+    /// changing and recording nothing, for the participant core to wait (`true`); or it
+    /// aborts the transaction, durably, like any other reason it cannot commit (`false`: the
+    /// core's last try once the wait has run out). A resource that waits inside its own calls
+    /// (PostgreSQL) never answers `Blocked` and may ignore it.
+    pub may_wait: bool,
+}
+
 /// The answer of [`Resource::commit_one_phase`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnePhaseAnswer {
+    /// Committed or aborted.
+    Decided(OnePhaseOutcome),
+    /// Not an outcome: a lock it needs is held by another transaction, and nothing was done
+    /// or recorded (only when [`OnePhaseContext::may_wait`]).
+    Blocked(Blocked),
+}
+
+/// The outcome of a one-phase commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnePhaseOutcome {
     /// What happened: committed, or aborted (then `reason` says why).
@@ -118,15 +141,16 @@ pub trait Resource: Send + Sync + 'static {
         txid: &TxId,
     ) -> impl Future<Output = Result<AckResult, ParticipantError>> + Send;
 
-    /// The only participant of a transaction: do `ops` and commit in one step.
-    /// `submitted_by` as in [`PrepareContext`].
+    /// The only participant of a transaction: do `ops` and commit in one step, or, told it
+    /// [`OnePhaseContext::may_wait`], answer that a lock is held. An abort is remembered (a
+    /// repeated call answers it again), since the participant decides alone.
     fn commit_one_phase(
         &self,
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
-        submitted_by: Option<&str>,
-    ) -> impl Future<Output = Result<OnePhaseOutcome, ParticipantError>> + Send;
+        cx: OnePhaseContext<'_>,
+    ) -> impl Future<Output = Result<OnePhaseAnswer, ParticipantError>> + Send;
 
     /// Every transaction currently held prepared, whatever coordinator it belongs to, read
     /// from durable state (so it is complete after a restart).

@@ -71,7 +71,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 use tombstones::Tombstones;
 use twopc_participant::{
-    OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource, Server, ServerConfig, Wait,
+    OnePhaseAnswer, OnePhaseContext, OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource,
+    Server, ServerConfig, Wait,
 };
 use twopc_protocol::gid::{format_gid, parse_gid};
 use twopc_protocol::{
@@ -724,13 +725,15 @@ impl Resource for PgResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
-        submitted_by: Option<&str>,
-    ) -> Result<OnePhaseOutcome, ParticipantError> {
+        cx: OnePhaseContext<'_>,
+    ) -> Result<OnePhaseAnswer, ParticipantError> {
+        // PostgreSQL waits for its locks itself (up to lock_timeout): `may_wait` changes
+        // nothing here, and the answer is always an outcome.
         let cx = twopc_participant::PrepareContext {
             timeout: None,
-            submitted_by,
+            submitted_by: cx.submitted_by,
         };
-        match self.prepare(coordinator, txid, ops, cx).await? {
+        let outcome = match self.prepare(coordinator, txid, ops, cx).await? {
             PrepareOutcome::Yes => {
                 let result = self
                     .apply_decision(Some(coordinator), txid, Decision::Commit)
@@ -740,29 +743,29 @@ impl Resource for PgResource {
                 } else {
                     AckResult::AlreadyApplied
                 };
-                Ok(OnePhaseOutcome {
+                OnePhaseOutcome {
                     decision: Decision::Commit,
                     result,
                     reason: None,
-                })
+                }
             }
-            PrepareOutcome::ReadOnly => Ok(OnePhaseOutcome {
+            PrepareOutcome::ReadOnly => OnePhaseOutcome {
                 decision: Decision::Commit,
                 result: AckResult::Applied,
                 reason: None,
-            }),
-            PrepareOutcome::No { reason, .. } => Ok(OnePhaseOutcome {
+            },
+            PrepareOutcome::No { reason, .. } => OnePhaseOutcome {
                 decision: Decision::Abort,
                 result: AckResult::Applied,
                 reason: Some(reason),
-            }),
-            // PostgreSQL waits for its locks itself: this prepare never answers Blocked.
-            PrepareOutcome::Blocked(b) => Ok(OnePhaseOutcome {
+            },
+            PrepareOutcome::Blocked(b) => OnePhaseOutcome {
                 decision: Decision::Abort,
                 result: AckResult::Applied,
                 reason: Some(format!("{} is locked by {}", b.what, b.holder)),
-            }),
-        }
+            },
+        };
+        Ok(OnePhaseAnswer::Decided(outcome))
     }
 
     fn waits_inside(&self) -> bool {

@@ -9,7 +9,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use twopc_participant::{Blocked, OnePhaseOutcome, ParticipantError, PrepareOutcome, Resource};
+use twopc_participant::{
+    Blocked, OnePhaseAnswer, OnePhaseContext, OnePhaseOutcome, ParticipantError, PrepareOutcome,
+    Resource,
+};
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, NoClass, Operations, ParticipantKind, PreparedTx,
     RedisGuard, RedisOp, TxId,
@@ -262,6 +265,30 @@ impl RedisResource {
             .map_err(err)
     }
 
+    /// The one-phase script: `run_ops_script`'s arguments and `may_wait` (a held key is then
+    /// answered `wait`, with nothing done or recorded).
+    async fn run_one_phase_script(
+        &self,
+        coordinator: &CoordinatorId,
+        txid: &TxId,
+        ops: &[RedisOp],
+        may_wait: bool,
+    ) -> Result<Vec<String>, ParticipantError> {
+        let mut c = self.conn.clone();
+        self.scripts
+            .one_phase
+            .arg(txid.as_str())
+            .arg(coordinator.as_str())
+            .arg(now_ms())
+            .arg(ops_json(ops))
+            .arg(self.retention.keep_count)
+            .arg(self.keep_ms())
+            .arg(if may_wait { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)
+    }
+
     fn keep_ms(&self) -> u64 {
         self.retention.keep_for.as_millis() as u64
     }
@@ -460,43 +487,48 @@ impl Resource for RedisResource {
         coordinator: &CoordinatorId,
         txid: &TxId,
         ops: &Operations,
-        _submitted_by: Option<&str>,
-    ) -> Result<OnePhaseOutcome, ParticipantError> {
+        cx: OnePhaseContext<'_>,
+    ) -> Result<OnePhaseAnswer, ParticipantError> {
+        let decided = |decision, reason| {
+            Ok(OnePhaseAnswer::Decided(OnePhaseOutcome {
+                decision,
+                result: AckResult::Applied,
+                reason,
+            }))
+        };
         let ops = match Self::redis_ops(ops) {
             Ok(Some(ops)) => ops,
-            Ok(None) => {
-                return Ok(OnePhaseOutcome {
-                    decision: Decision::Commit,
-                    result: AckResult::Applied,
-                    reason: None,
-                })
-            }
-            Err(reason) => {
-                return Ok(OnePhaseOutcome {
-                    decision: Decision::Abort,
-                    result: AckResult::Applied,
-                    reason: Some(reason),
-                })
-            }
+            Ok(None) => return decided(Decision::Commit, None),
+            Err(reason) => return decided(Decision::Abort, Some(reason)),
         };
         self.ensure_durable().await?;
         let reply = self
-            .run_ops_script(&self.scripts.one_phase, coordinator, txid, ops)
+            .run_one_phase_script(coordinator, txid, ops, cx.may_wait)
             .await?;
+        let unexpected = || {
+            Err(ParticipantError::Resource(format!(
+                "unexpected one-phase script result {reply:?}"
+            )))
+        };
         let decision = match reply.first().map(String::as_str) {
             Some("commit") => Decision::Commit,
             Some("abort") => Decision::Abort,
-            _ => {
-                return Err(ParticipantError::Resource(format!(
-                    "unexpected one-phase script result {reply:?}"
-                )))
+            Some("wait") => {
+                let (Some(holder), Some(what)) = (reply.get(1), reply.get(2)) else {
+                    return unexpected();
+                };
+                return Ok(OnePhaseAnswer::Blocked(Blocked {
+                    holder: TxId::new(holder.clone()).map_err(ParticipantError::resource)?,
+                    what: what.clone(),
+                }));
             }
+            _ => return unexpected(),
         };
-        Ok(OnePhaseOutcome {
+        Ok(OnePhaseAnswer::Decided(OnePhaseOutcome {
             decision,
             result: ack_result(reply.get(1).map(String::as_str).unwrap_or(""))?,
             reason: reply.get(2).cloned(),
-        })
+        }))
     }
 
     async fn list_prepared(&self) -> Result<Vec<PreparedTx>, ParticipantError> {

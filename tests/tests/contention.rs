@@ -263,6 +263,52 @@ async fn crossed_pair(order: PrepareOrder) {
     assert_invariants(&stack, &records, CheckOptions::default().initial_balance);
 }
 
+/// Transactions with the ledger as their only participant (one-phase) on the keys hot
+/// transfers keep prepared: each waits in the Redis participant for the prepared holder, as a
+/// Prepare does, and commits. (They used to abort at once: `key "balance:1" is locked by
+/// prepared transaction ...`, never retried.) `INCRBY 0` writes, so it needs the key's lock,
+/// and leaves the balances the transfers account for unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_phase_transactions_on_hot_keys_wait_and_commit() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start(
+        &bins(),
+        StackOptions {
+            accounts: 2,
+            initial_balance: HOT_BALANCE,
+            ..StackOptions::default()
+        },
+    )
+    .expect("start the stack");
+    let url = stack.coordinator_url.clone();
+    let load = tokio::spawn(async move { hot_transfers(&url, 8, 20, "hot").await });
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for k in 0..40 {
+        let body = json!({
+            "id": format!("single-{k}"),
+            "participants": {"ledger": {"redis": [
+                {"op": "incrby", "key": format!("balance:{}", 1 + k % 2), "by": 0}
+            ]}},
+        });
+        answers.push(post(&client, &stack.coordinator_url, &body).await);
+    }
+    let mut records = Vec::new();
+    for (rec, body) in load.await.unwrap() {
+        assert_eq!(rec.told, Told::Committed, "{body}");
+        records.push(rec);
+    }
+    for (told, body) in &answers {
+        assert_eq!(
+            *told,
+            Told::Committed,
+            "a one-phase transaction on a hot key: {body}"
+        );
+        assert_eq!(attempts(body), 1, "{body}");
+    }
+    assert_invariants(&stack, &records, HOT_BALANCE);
+}
+
 /// The Redis participant is killed (SIGKILL) while transactions wait in its queue for each
 /// other's keys, and started again: every transaction ends with a clear answer, committed
 /// (after a retry, if need be) or aborted with a reason; nothing stays in doubt, and the

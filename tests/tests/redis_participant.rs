@@ -539,6 +539,73 @@ async fn one_phase_commit_applies_or_aborts_with_reason() {
     server.shutdown().await.unwrap();
 }
 
+/// A one-phase commit that meets a key a prepared transaction holds waits for it, as a
+/// Prepare does: it commits as soon as the holder commits, on top of the holder's write.
+/// When the lock-wait bound runs out first, its last try aborts it and Redis remembers the
+/// abort, so a repeated CommitOnePhase after the holder is gone still answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_phase_commit_waits_for_a_prepared_holder() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |cfg| cfg.lock_wait = Duration::from_millis(600)).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    let one = |txid: &str, ops| Message::CommitOnePhase {
+        submitted_by: None,
+        txid: tx(txid),
+        coordinator: c1(),
+        ops: Operations::Redis(ops),
+        priority: Some(twopc_protocol::Priority(30)),
+        epoch: None,
+    };
+
+    let holder = prepare_aged("holder", vec![incrby("n", 5, None)], 20);
+    assert_eq!(c.vote(holder).await.0, Vote::Yes);
+    let waiter = c.send(one("single", vec![incrby("n", 1, None)])).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Still waiting, nothing written or recorded for it.
+    assert_eq!(get(&mut r, "n").await, None);
+    assert_eq!(ack(&mut c, commit("holder")).await.1, AckResult::Applied);
+    match c.recv_matching(|f| f.id == waiter).await.msg {
+        Message::Ack {
+            decision, result, ..
+        } => assert_eq!((decision, result), (Decision::Commit, AckResult::Applied)),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("6"));
+
+    // The bound runs out while the holder stays prepared.
+    let holder = prepare_aged("holder-2", vec![incrby("n", 5, None)], 40);
+    assert_eq!(c.vote(holder).await.0, Vote::Yes);
+    let started = std::time::Instant::now();
+    match c.request(one("single-2", vec![incrby("n", 1, None)])).await {
+        Message::Ack {
+            decision: Decision::Abort,
+            reason: Some(reason),
+            ..
+        } => assert!(
+            reason.contains("locked by prepared transaction") && reason.contains("holder-2"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(ack(&mut c, commit("holder-2")).await.1, AckResult::Applied);
+    match c.request(one("single-2", vec![incrby("n", 1, None)])).await {
+        Message::Ack {
+            decision: Decision::Abort,
+            result: AckResult::AlreadyApplied,
+            ..
+        } => {}
+        other => panic!("a repeated one-phase commit must answer its abort: {other:?}"),
+    }
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("11"));
+    server.shutdown().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Crashes.
 

@@ -1,7 +1,7 @@
 //! What goes into the participant core and what comes out: the vocabulary between the pure
 //! rules ([`super::Participant`]) and the server that carries them out.
 
-use crate::resource::{OnePhaseOutcome, PrepareOutcome, Wait};
+use crate::resource::{Blocked, OnePhaseOutcome, PrepareOutcome, Wait};
 use twopc_protocol::{
     AckResult, CoordinatorId, Decision, Frame, Operations, ParticipantKind, ParticipantName,
     PreparedTx, Priority, TxId,
@@ -124,6 +124,9 @@ pub enum Call {
         priority: Option<Priority>,
         /// The API client that submitted it, for the resource's records.
         submitted_by: Option<String>,
+        /// A held lock may be answered [`Answer::OnePhaseBlocked`] (every run but the last
+        /// try after a lock wait ran out; see the `waits` module).
+        may_wait: bool,
     },
     /// [`Resource::list_prepared`](crate::Resource::list_prepared).
     ListPrepared,
@@ -152,6 +155,8 @@ pub enum Answer {
     Settled(AckResult),
     /// To [`Call::CommitOnePhase`].
     OnePhase(OnePhaseOutcome),
+    /// To [`Call::CommitOnePhase`] with `may_wait`: a lock is held, nothing was done.
+    OnePhaseBlocked(Blocked),
     /// To [`Call::ListPrepared`].
     Listed(Vec<PreparedTx>),
     /// To [`Call::ListWaits`].

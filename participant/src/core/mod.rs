@@ -259,6 +259,17 @@ impl Participant {
                     .map(|(call, _)| *call)
                     .collect();
                 for call in orphaned {
+                    let one_phase = self
+                        .calls
+                        .get(&call)
+                        .is_some_and(|p| matches!(p.op, Call::CommitOnePhase { .. }));
+                    if one_phase {
+                        // Nothing done, nothing recorded: the coordinator sends it again when
+                        // it reconnects (it never aborts a one-phase commit on its own).
+                        let why = "its connection closed during a lock wait".to_string();
+                        self.completed(now, call, Err(ResourceFailed(why)), &mut out);
+                        continue;
+                    }
                     let reason = "the coordinator's connection closed during a lock wait".into();
                     self.give_up(now, call, reason, &mut out);
                 }
@@ -371,6 +382,7 @@ impl Participant {
                 ops,
                 priority,
                 submitted_by,
+                may_wait: true,
             },
             Message::ListPrepared { .. } => Call::ListPrepared,
             other => {
@@ -519,6 +531,10 @@ impl Participant {
                     class: twopc_protocol::NoClass::Conflict,
                 })),
             },
+            Ok(Answer::OnePhaseBlocked(b)) => match self.blocked(now, call, b) {
+                Verdict::Wait => return,
+                Verdict::GiveUp(_) => return self.last_try(now, call, out),
+            },
             other => other,
         };
         let Some(p) = self.calls.remove(&call) else {
@@ -556,7 +572,7 @@ impl Participant {
             (Call::Prepare { txid, .. }, Ok(Answer::Voted(v))) if *v != PrepareOutcome::Yes => {
                 self.priorities.remove(txid);
             }
-            (Call::CommitOnePhase { txid, .. }, Ok(_)) => {
+            (Call::CommitOnePhase { txid, .. }, _) => {
                 self.priorities.remove(txid);
             }
             _ => {}
@@ -666,6 +682,14 @@ impl Participant {
                 result: o.result,
                 reason: bounded_opt(o.reason),
             },
+            // `completed` turned every OnePhaseBlocked into a wait or a last try, whose
+            // answer is an outcome.
+            (Call::CommitOnePhase { txid, .. }, Ok(Answer::OnePhaseBlocked(b))) => {
+                internal(&ResourceFailed(format!(
+                    "the one-phase commit of {txid} found {} locked by {} on its last try",
+                    b.what, b.holder
+                )))
+            }
             (Call::ListPrepared, Ok(Answer::Listed(prepared))) => self.report(prepared),
             (op, Ok(answer)) => internal(&ResourceFailed(format!(
                 "the resource answered {answer:?} to {op:?}"

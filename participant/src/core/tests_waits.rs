@@ -2,7 +2,7 @@
 
 use super::tests::{calls, complete, connected, now, receive, sent, t};
 use super::*;
-use crate::resource::{Blocked, Wait};
+use crate::resource::{Blocked, OnePhaseOutcome, Wait};
 use twopc_protocol::{AckResult, NoClass, Operations};
 
 fn prepare_aged(txid: &str, age: u64) -> Message {
@@ -227,4 +227,119 @@ fn waits_inside_the_resource_are_checked_and_the_younger_is_cancelled() {
     assert_eq!((v, class), (Vote::No, Some(NoClass::Conflict)));
     assert!(reason.unwrap().contains("gave way"));
     complete(&mut p, 90, old, Answer::Voted(PrepareOutcome::Yes));
+}
+
+fn one_phase_aged(txid: &str, age: u64) -> Message {
+    Message::CommitOnePhase {
+        submitted_by: None,
+        txid: t(txid),
+        coordinator: CoordinatorId::new("c1").unwrap(),
+        ops: Operations::Redis(vec![]),
+        priority: Some(Priority(age)),
+        epoch: None,
+    }
+}
+
+fn one_phase_blocked_by(holder: &str) -> Answer {
+    Answer::OnePhaseBlocked(Blocked {
+        holder: t(holder),
+        what: "key \"balance:1\"".into(),
+    })
+}
+
+/// The Ack in `out`, as (decision, result, reason).
+fn ack(out: &[Output]) -> (Decision, AckResult, Option<String>) {
+    sent(out)
+        .into_iter()
+        .find_map(|(_, f)| match f.msg {
+            Message::Ack {
+                decision,
+                result,
+                reason,
+                ..
+            } => Some((decision, result, reason)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no ack in {out:?}"))
+}
+
+#[test]
+fn a_one_phase_commit_waits_for_the_holder_and_runs_again_when_it_settles() {
+    let mut p = with_prepared_holder();
+    let out = receive(&mut p, 10, 2, one_phase_aged("single", 2));
+    let [(call, Call::CommitOnePhase { may_wait: true, .. })] = &calls(&out)[..] else {
+        panic!("{out:?}")
+    };
+    let call = *call;
+    let out = complete(&mut p, 11, call, one_phase_blocked_by("old"));
+    assert!(out.is_empty(), "waits, says nothing: {out:?}");
+    assert_eq!(p.waiting(), 1);
+    // Younger than the holder, but a one-phase commit holds nothing while it waits: it never
+    // gives way (at 11 + 50 for a prepare), only the bound (11 + 1000) ends its wait.
+    assert_eq!(p.next_wake_ms(), Some(1011));
+    let out = receive(
+        &mut p,
+        20,
+        3,
+        Message::Commit {
+            txid: t("old"),
+            coordinator: None,
+            epoch: None,
+        },
+    );
+    let settle = calls(&out)[0].0;
+    let out = complete(&mut p, 21, settle, Answer::Settled(AckResult::Applied));
+    assert!(
+        matches!(&calls(&out)[..], [(c, Call::CommitOnePhase { may_wait: true, .. })] if *c == call),
+        "{out:?}"
+    );
+    let committed = OnePhaseOutcome {
+        decision: Decision::Commit,
+        result: AckResult::Applied,
+        reason: None,
+    };
+    let out = complete(&mut p, 22, call, Answer::OnePhase(committed));
+    assert_eq!(ack(&out).0, Decision::Commit);
+    assert_eq!(p.waiting(), 0);
+}
+
+#[test]
+fn a_one_phase_commit_whose_wait_runs_out_gets_a_last_try_that_may_not_wait() {
+    let mut p = with_prepared_holder();
+    let out = receive(&mut p, 10, 2, one_phase_aged("single", 2));
+    let call = calls(&out)[0].0;
+    complete(&mut p, 10, call, one_phase_blocked_by("old"));
+    assert!(p.step(now(1009), Input::Wake).is_empty());
+    // At the bound no NO is made up here: the resource runs it once more, told not to wait,
+    // and its answer (an abort it records, or a commit if the key is free by now) is the
+    // outcome, so that a repeated CommitOnePhase can never commit after an abort was told.
+    let out = p.step(now(1010), Input::Wake);
+    assert!(
+        matches!(&calls(&out)[..], [(c, Call::CommitOnePhase { may_wait: false, .. })] if *c == call),
+        "{out:?}"
+    );
+    assert!(sent(&out).is_empty(), "{out:?}");
+    let aborted = OnePhaseOutcome {
+        decision: Decision::Abort,
+        result: AckResult::Applied,
+        reason: Some("key \"balance:1\" is locked by prepared transaction \"old\"".into()),
+    };
+    let out = complete(&mut p, 1011, call, Answer::OnePhase(aborted));
+    let (decision, _, reason) = ack(&out);
+    assert_eq!(decision, Decision::Abort);
+    assert!(reason.unwrap().contains("locked"));
+}
+
+#[test]
+fn a_waiting_one_phase_commit_is_dropped_with_its_connection() {
+    let mut p = with_prepared_holder();
+    let out = receive(&mut p, 10, 2, one_phase_aged("single", 2));
+    complete(&mut p, 10, calls(&out)[0].0, one_phase_blocked_by("old"));
+    assert_eq!(p.waiting(), 1);
+    // Nothing was done or recorded: the coordinator sends it again on its next connection
+    // (it never aborts a one-phase commit by itself), so no last try and no abort.
+    let out = p.step(now(20), Input::Disconnected { conn: 1 });
+    assert!(calls(&out).is_empty() && sent(&out).is_empty(), "{out:?}");
+    assert_eq!(p.waiting(), 0);
+    assert!(!p.busy());
 }

@@ -10,6 +10,17 @@
 //!   a prepared holder usually finishes within milliseconds. Waiters that wake together race,
 //!   and the resource's own order (Redis runs scripts one at a time) picks the winner; the
 //!   others wait on the winner.
+//! * **One-phase commits wait too.** A CommitOnePhase is asked with `may_wait`, and a
+//!   resource that finds a key held answers [`Answer::OnePhaseBlocked`] having done and
+//!   recorded nothing; it waits as a prepare does, but never gives way (it holds nothing
+//!   while it waits, so no cycle runs through it) and is not cut short by the coordinator
+//!   (which re-sends a CommitOnePhase rather than aborting it). When the bound runs out it
+//!   is not answered from here: it runs once more without `may_wait`, and the resource
+//!   commits it (the key is free by now) or aborts it *and records the abort*, so a
+//!   repeated CommitOnePhase answers that abort instead of committing after the client
+//!   heard "aborted" (the model checker finds exactly that when the abort is made up here).
+//!   A wait whose connection closes ends with no answer and no record: the coordinator
+//!   sends it again when it reconnects.
 //! * **The lock-wait bound.** A prepare that has waited `lock_wait_ms` in all (or until the
 //!   coordinator's prepare timeout would pass) votes NO, class `conflict`: another attempt
 //!   can succeed.
@@ -91,9 +102,13 @@ impl Participant {
         }
     }
 
-    /// The waiter's txid, priority and the time its coordinator stops waiting for the vote;
-    /// `None` for a call that is not a prepare.
-    fn prepare_terms(p: &super::Pending) -> Option<(&TxId, Option<Priority>, u64)> {
+    /// The waiter's txid, priority, the time its coordinator stops waiting for the vote, and
+    /// whether it gives way to older holders; `None` for a call that never waits.
+    ///
+    /// A one-phase commit waits like a prepare but never gives way: it holds no lock while it
+    /// waits (its script takes all its keys at once, or none), so no cycle can run through it,
+    /// and only the bound ends its wait. Its coordinator re-sends rather than times out.
+    fn wait_terms(p: &super::Pending) -> Option<(&TxId, Option<Priority>, u64, bool)> {
         match &p.op {
             super::Call::Prepare {
                 txid,
@@ -104,7 +119,14 @@ impl Participant {
                 txid,
                 *priority,
                 timeout_ms.map_or(u64::MAX, |ms| p.received_ms.saturating_add(ms)),
+                true,
             )),
+            super::Call::CommitOnePhase {
+                txid,
+                priority,
+                may_wait: true,
+                ..
+            } => Some((txid, *priority, u64::MAX, false)),
             _ => None,
         }
     }
@@ -115,7 +137,7 @@ impl Participant {
         let Some(p) = self.calls.get(&call) else {
             return Verdict::GiveUp(String::new());
         };
-        if Self::prepare_terms(p).is_none() {
+        if Self::wait_terms(p).is_none() {
             return Verdict::GiveUp(format!("{} is locked by {}", b.what, b.holder));
         }
         let mut wait = p.wait.clone().unwrap_or(LockWait {
@@ -157,11 +179,11 @@ impl Participant {
     /// When `w` must end: at the lock-wait bound or the coordinator's timeout, or earlier,
     /// when it gives way.
     fn wait_deadline(&self, p: &super::Pending, w: &LockWait) -> u64 {
-        let Some((txid, pw, timeout_at)) = Self::prepare_terms(p) else {
+        let Some((txid, pw, timeout_at, gives_way)) = Self::wait_terms(p) else {
             return p.received_ms;
         };
         let mut due = self.bound(w, timeout_at);
-        if self.must_give_way(txid, pw, &w.holder) {
+        if gives_way && self.must_give_way(txid, pw, &w.holder) {
             due = due.min(w.holder_since_ms.saturating_add(self.config.give_way_ms));
         }
         due
@@ -177,7 +199,7 @@ impl Participant {
     /// Why the prepare waiting as `w` must give up at `t` (the bound first, then giving way),
     /// or `None` while it may wait on.
     fn give_up_reason(&self, p: &super::Pending, w: &LockWait, t: u64) -> Option<String> {
-        let (txid, pw, timeout_at) = Self::prepare_terms(p)?;
+        let (txid, pw, timeout_at, gives_way) = Self::wait_terms(p)?;
         if t >= self.bound(w, timeout_at) {
             return Some(format!(
                 "{} is locked by transaction {}; gave up after waiting {} ms (the lock-wait bound)",
@@ -186,7 +208,8 @@ impl Participant {
                 t - w.since_ms
             ));
         }
-        let gives_way = self.must_give_way(txid, pw, &w.holder)
+        let gives_way = gives_way
+            && self.must_give_way(txid, pw, &w.holder)
             && t >= w.holder_since_ms.saturating_add(self.config.give_way_ms);
         gives_way.then(|| gave_way(&w.what, &w.holder, t - w.holder_since_ms))
     }
@@ -233,7 +256,9 @@ impl Participant {
         }
     }
 
-    /// Ends a waiting prepare with a NO (`conflict`), as if the resource had voted it.
+    /// Ends a waiting prepare with a NO (`conflict`), as if the resource had voted it; a
+    /// waiting one-phase commit gets its last try instead, since only the resource may decide
+    /// its outcome and remember it.
     pub(super) fn give_up(
         &mut self,
         now: Now,
@@ -241,11 +266,32 @@ impl Participant {
         reason: String,
         out: &mut Vec<Output>,
     ) {
+        if self
+            .calls
+            .get(&call)
+            .is_some_and(|p| matches!(p.op, super::Call::CommitOnePhase { .. }))
+        {
+            return self.last_try(now, call, out);
+        }
         let no = PrepareOutcome::No {
             reason,
             class: NoClass::Conflict,
         };
         self.completed(now, call, Ok(Answer::Voted(no)), out);
+    }
+
+    /// A one-phase commit whose wait ran out runs once more, not allowed to wait: it commits
+    /// if the lock is free by now, or the resource aborts it and remembers why (a repeated
+    /// CommitOnePhase answers the same abort, never commits later).
+    pub(super) fn last_try(&mut self, now: Now, call: CallId, out: &mut Vec<Output>) {
+        let Some(p) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let super::Call::CommitOnePhase { may_wait, .. } = &mut p.op {
+            *may_wait = false;
+        }
+        p.wait = None;
+        self.run(now, call, out);
     }
 
     /// Runs again every prepare that waits for `holder`, which has just settled here.

@@ -10,7 +10,7 @@
 use super::{lock, text};
 use crate::core::{Answer, Call, CloseWhy, ConnId, IfUndelivered, Input, Now, Output, Participant};
 use crate::core::{CoreConfig, ResourceFailed};
-use crate::resource::Resource;
+use crate::resource::{OnePhaseAnswer, OnePhaseContext, Resource};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -236,16 +236,24 @@ impl<R: Resource> Driver<R> {
                 txid,
                 ops,
                 submitted_by,
+                may_wait,
                 ..
             } => {
+                let cx = OnePhaseContext {
+                    submitted_by: submitted_by.as_deref(),
+                    may_wait: *may_wait,
+                };
                 let r = self
                     .resource
-                    .commit_one_phase(coordinator, txid, ops, submitted_by.as_deref())
+                    .commit_one_phase(coordinator, txid, ops, cx)
                     .await;
                 if let Err(e) = &r {
                     warn!(%txid, "one-phase commit failed: {e}");
                 }
-                r.map(Answer::OnePhase)
+                r.map(|a| match a {
+                    OnePhaseAnswer::Decided(o) => Answer::OnePhase(o),
+                    OnePhaseAnswer::Blocked(b) => Answer::OnePhaseBlocked(b),
+                })
             }
             Call::ListWaits => {
                 let r = self.resource.waits().await;
