@@ -539,6 +539,79 @@ async fn one_phase_commit_applies_or_aborts_with_reason() {
     server.shutdown().await.unwrap();
 }
 
+/// Six prepares queue for one key a prepared transaction holds. Each time the key comes
+/// free only the first in line runs its script again, the rest waiting for it as the new
+/// holder: six re-runs in all. (Waking every waiter at each hand-over ran 6 + 5 + ... + 1 =
+/// 21 scripts, the losers each finding the winner's lock.) Counted in redis-server's own
+/// command statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_key_goes_to_the_first_waiter_only() {
+    let redis = RedisServer::start_new().unwrap();
+    let server = start(&redis, |_| {}).await;
+    let mut r = redis_conn(&redis).await;
+    let (mut c, _) = connect(server.local_addr()).await;
+    // Every waiter is older than the holder, and each is committed as soon as it votes, so
+    // none waits anywhere near the give-way time for the older one ahead of it.
+    let holder = prepare_aged("holder", vec![incrby("n", 100, None)], 50);
+    assert_eq!(c.vote(holder).await.0, Vote::Yes);
+    let mut waiters = Vec::new();
+    for k in 1..=6u64 {
+        let name = format!("w{k}");
+        let id = c
+            .send(prepare_aged(&name, vec![incrby("n", 1, None)], k))
+            .await;
+        waiters.push((name, id));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(ack(&mut c, commit("holder")).await.1, AckResult::Applied);
+    let mut order = Vec::new();
+    for _ in 0..waiters.len() {
+        let f = c
+            .recv_matching(|f| matches!(f.msg, Message::Vote { .. }))
+            .await;
+        let Message::Vote {
+            txid, vote, reason, ..
+        } = f.msg
+        else {
+            unreachable!()
+        };
+        assert_eq!(vote, Vote::Yes, "{txid}: {reason:?}");
+        assert_eq!(
+            ack(&mut c, commit(txid.as_str())).await.1,
+            AckResult::Applied
+        );
+        order.push(txid.as_str().to_string());
+    }
+    let first_come: Vec<String> = waiters.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(order, first_come, "first come, first served");
+    assert_eq!(get(&mut r, "n").await.as_deref(), Some("106"));
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let scripts = calls("evalsha") + calls("eval");
+    // 7 commits and 6 prepares, plus at most a termination scan or two.
+    assert!(
+        (13..=15).contains(&scripts),
+        "{scripts} scripts for 7 commits and 6 hand-overs:\n{stats}"
+    );
+    server.shutdown().await.unwrap();
+}
+
 /// A one-phase commit that meets a key a prepared transaction holds waits for it, as a
 /// Prepare does: it commits as soon as the holder commits, on top of the holder's write.
 /// When the lock-wait bound runs out first, its last try aborts it and Redis remembers the

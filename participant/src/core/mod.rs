@@ -525,21 +525,29 @@ impl Participant {
     ) {
         let result = match result {
             Ok(Answer::Voted(PrepareOutcome::Blocked(b))) => match self.blocked(now, call, b) {
-                Verdict::Wait => return,
+                Verdict::Wait => return self.hand_on(now, call, false, out),
                 Verdict::GiveUp(reason) => Ok(Answer::Voted(PrepareOutcome::No {
                     reason,
                     class: twopc_protocol::NoClass::Conflict,
                 })),
             },
             Ok(Answer::OnePhaseBlocked(b)) => match self.blocked(now, call, b) {
-                Verdict::Wait => return,
-                Verdict::GiveUp(_) => return self.last_try(now, call, out),
+                Verdict::Wait => return self.hand_on(now, call, false, out),
+                Verdict::GiveUp(_) => {
+                    self.last_try(now, call, out);
+                    return self.hand_on(now, call, false, out);
+                }
             },
             other => other,
         };
         let Some(p) = self.calls.remove(&call) else {
             return;
         };
+        let took = matches!(
+            (&p.op, &result),
+            (Call::Prepare { .. }, Ok(Answer::Voted(PrepareOutcome::Yes)))
+        );
+        self.hand_on(now, call, took, out);
         // Cancelled to give way: whatever error the resource reports, that is why.
         let result = match (result, &p.gave_way) {
             (Ok(Answer::Voted(PrepareOutcome::No { .. })), Some(reason)) => {

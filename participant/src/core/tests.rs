@@ -64,7 +64,12 @@ pub(super) fn sent(out: &[Output]) -> Vec<(ConnId, Frame)> {
 
 /// A core with connection 1 open and its (empty) in-doubt report sent.
 pub(super) fn connected() -> Participant {
-    let mut p = Participant::new(config());
+    connected_with(config())
+}
+
+/// [`connected`] with its own configuration.
+pub(super) fn connected_with(config: CoreConfig) -> Participant {
+    let mut p = Participant::new(config);
     let out = p.step(now(0), Input::Connected { conn: 1 });
     let [(call, Call::ListPrepared)] = calls(&out)[..] else {
         panic!("{out:?}")

@@ -1,6 +1,6 @@
 //! The lock-wait rules (the `waits` module), scripted.
 
-use super::tests::{calls, complete, connected, now, receive, sent, t};
+use super::tests::{calls, complete, connected, connected_with, now, receive, sent, t};
 use super::*;
 use crate::resource::{Blocked, OnePhaseOutcome, Wait};
 use twopc_protocol::{AckResult, NoClass, Operations};
@@ -342,4 +342,72 @@ fn a_waiting_one_phase_commit_is_dropped_with_its_connection() {
     assert!(calls(&out).is_empty() && sent(&out).is_empty(), "{out:?}");
     assert_eq!(p.waiting(), 0);
     assert!(!p.busy());
+}
+
+/// Three prepares wait for one key: each hand-over runs only the first in line (one script,
+/// not one per waiter), the others wait for it as the new holder, and a run that does not
+/// take the key hands it on to the next.
+#[test]
+fn a_released_lock_goes_to_the_first_in_line_only() {
+    let mut p = connected_with(CoreConfig {
+        max_in_flight: 8,
+        ..super::tests::config()
+    });
+    let out = receive(&mut p, 0, 1, prepare_aged("old", 1));
+    complete(
+        &mut p,
+        1,
+        calls(&out)[0].0,
+        Answer::Voted(PrepareOutcome::Yes),
+    );
+    let mut waiter = Vec::new();
+    for (k, name) in ["w1", "w2", "w3"].into_iter().enumerate() {
+        let at = 10 + k as u64;
+        let out = receive(&mut p, at, 2 + k as u64, prepare_aged(name, 2 + k as u64));
+        let call = calls(&out)[0].0;
+        assert!(complete(&mut p, at, call, blocked_by("old")).is_empty());
+        waiter.push(call);
+    }
+    assert_eq!(p.waiting(), 3);
+    let settle = |p: &mut Participant, at: u64, id: u64, txid: &str| {
+        let commit = Message::Commit {
+            txid: t(txid),
+            coordinator: None,
+            epoch: None,
+        };
+        let out = receive(p, at, id, commit);
+        let call = calls(&out)[0].0;
+        complete(p, at, call, Answer::Settled(AckResult::Applied))
+    };
+    let runs = |out: &[Output]| -> Vec<CallId> {
+        calls(out)
+            .into_iter()
+            .filter(|(_, op)| matches!(op, Call::Prepare { .. }))
+            .map(|(c, _)| c)
+            .collect()
+    };
+    let out = settle(&mut p, 20, 10, "old");
+    assert_eq!(
+        runs(&out),
+        vec![waiter[0]],
+        "only the first in line runs: {out:?}"
+    );
+    // w1 takes the key: w2 and w3 now wait for it, nothing runs.
+    let out = complete(&mut p, 21, waiter[0], Answer::Voted(PrepareOutcome::Yes));
+    assert_eq!(vote(&out).0, Vote::Yes);
+    assert!(runs(&out).is_empty(), "{out:?}");
+    assert_eq!(p.waiting(), 2);
+    let out = settle(&mut p, 30, 11, "w1");
+    assert_eq!(runs(&out), vec![waiter[1]], "{out:?}");
+    // w2's run ends without the key (its own guard fails): the key goes on to w3.
+    let no = PrepareOutcome::No {
+        reason: "guard".into(),
+        class: NoClass::Final,
+    };
+    let out = complete(&mut p, 31, waiter[1], Answer::Voted(no));
+    assert_eq!(vote(&out).0, Vote::No);
+    assert_eq!(runs(&out), vec![waiter[2]], "{out:?}");
+    let out = complete(&mut p, 32, waiter[2], Answer::Voted(PrepareOutcome::Yes));
+    assert_eq!(vote(&out).0, Vote::Yes);
+    assert_eq!(p.waiting(), 0);
 }

@@ -62,6 +62,7 @@ use super::io::{Answer, CallId, Now, Output};
 use super::{Participant, Stage};
 use crate::resource::{Blocked, PrepareOutcome, Wait};
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use twopc_protocol::priority::older;
 use twopc_protocol::{NoClass, Priority, TxId};
 
@@ -76,6 +77,10 @@ pub(super) struct LockWait {
     pub(super) what: String,
     /// When it started waiting for this holder (giving way counts from here).
     pub(super) holder_since_ms: u64,
+    /// In line behind another waiter for the same lock, which was run first when the lock
+    /// came free: this one runs only once that run has ended without taking the lock
+    /// ([`Participant::hand_on`]), or waits for it as the new holder if it took it.
+    pub(super) behind: Option<CallId>,
 }
 
 /// What to do with a prepare that found a lock held.
@@ -145,7 +150,9 @@ impl Participant {
             holder: b.holder.clone(),
             what: b.what.clone(),
             holder_since_ms: t,
+            behind: None,
         });
+        wait.behind = None;
         if wait.holder != b.holder {
             wait.holder = b.holder.clone();
             wait.holder_since_ms = t;
@@ -294,19 +301,82 @@ impl Participant {
         self.run(now, call, out);
     }
 
-    /// Runs again every prepare that waits for `holder`, which has just settled here.
+    /// `holder` has just settled here: for each lock it held that calls wait for, the first
+    /// in line (the longest waiting) runs again, and the others line up behind it. Running
+    /// them all would cost a script per waiter at every hand-over (Redis runs one at a time:
+    /// one wins, the rest find the winner holding the lock and wait again), so a queue of n
+    /// would run n scripts per transaction that passes through.
     pub(super) fn wake_waiters_of(&mut self, now: Now, holder: &TxId, out: &mut Vec<Output>) {
-        let waiting: Vec<CallId> = self
+        let mut waiting: Vec<(u64, CallId, String)> = self
             .calls
             .iter()
-            .filter(|(_, p)| {
-                p.stage == Stage::Waiting && p.wait.as_ref().is_some_and(|w| &w.holder == holder)
+            .filter_map(|(c, p)| match (&p.stage, &p.wait) {
+                (Stage::Waiting, Some(w)) if &w.holder == holder && w.behind.is_none() => {
+                    Some((w.since_ms, *c, w.what.clone()))
+                }
+                _ => None,
             })
-            .map(|(c, _)| *c)
             .collect();
-        for call in waiting {
-            self.run(now, call, out);
+        waiting.sort();
+        let mut first_for: BTreeMap<String, CallId> = BTreeMap::new();
+        for (_, call, what) in waiting {
+            match first_for.get(&what) {
+                Some(&first) => self.line_up(now, call, first),
+                None => {
+                    first_for.insert(what, call);
+                    self.run(now, call, out);
+                }
+            }
         }
+    }
+
+    /// Puts waiting `call` in line behind `first`, run for the same lock: it now waits for
+    /// `first`'s transaction (giving way, if it must, counts from now).
+    fn line_up(&mut self, now: Now, call: CallId, first: CallId) {
+        let Some(first_txid) = self.calls.get(&first).and_then(|p| p.op.txid().cloned()) else {
+            return;
+        };
+        if let Some(w) = self.calls.get_mut(&call).and_then(|p| p.wait.as_mut()) {
+            w.behind = Some(first);
+            w.holder = first_txid;
+            w.holder_since_ms = now.monotonic_ms;
+        }
+    }
+
+    /// The run of `call` has ended: those in line behind it wait for its transaction as
+    /// the lock's holder if it `took` the lock (a prepare voted YES), and otherwise the first
+    /// of them runs and the rest line up behind that one.
+    pub(super) fn hand_on(&mut self, now: Now, call: CallId, took: bool, out: &mut Vec<Output>) {
+        let mut behind: Vec<(u64, CallId)> = self
+            .calls
+            .iter()
+            .filter_map(|(c, p)| match &p.wait {
+                Some(w) if p.stage == Stage::Waiting && w.behind == Some(call) => {
+                    Some((w.since_ms, *c))
+                }
+                _ => None,
+            })
+            .collect();
+        behind.sort();
+        if took {
+            for (_, c) in behind {
+                if let Some(w) = self.calls.get_mut(&c).and_then(|p| p.wait.as_mut()) {
+                    w.behind = None;
+                }
+            }
+            return;
+        }
+        let mut rest = behind.into_iter().map(|(_, c)| c);
+        let Some(next) = rest.next() else {
+            return;
+        };
+        if let Some(w) = self.calls.get_mut(&next).and_then(|p| p.wait.as_mut()) {
+            w.behind = None;
+        }
+        for c in rest {
+            self.line_up(now, c, next);
+        }
+        self.run(now, next, out);
     }
 
     /// The waits a resource that waits inside its calls reported: cancel each waiter that
