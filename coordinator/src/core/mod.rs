@@ -77,7 +77,9 @@
 //!   Known limits: a final NO that arrives after a conflict NO already aborted the attempt
 //!   does not cancel the retry (the next attempt meets it again and ends final); a one-phase
 //!   transaction is never retried until the one-phase Ack carries a class (the participant
-//!   core maps `OnePhaseOutcome` to an Ack without one); attempt numbers restart if a
+//!   core maps `OnePhaseOutcome` to an Ack without one; it does wait there, as a Prepare
+//!   does, for a lock a prepared transaction holds, so it aborts on a lock only at the
+//!   participant's lock-wait bound); attempt numbers restart if a
 //!   coordinator restart forgets a transaction mid-retry and the client resubmits it, but
 //!   the new run's priority (stamped per submission) gives its attempts new txids.
 //!

@@ -7,9 +7,11 @@
 //!   [`PrepareOutcome::Blocked`] (Redis: the prepare script found a key locked and changed
 //!   nothing). The call becomes [`Stage::Waiting`] on the holder, at the head of its txid's
 //!   queue, and runs again the moment the holder settles here (its Commit or Abort completed):
-//!   a prepared holder usually finishes within milliseconds. Waiters that wake together race,
-//!   and the resource's own order (Redis runs scripts one at a time) picks the winner; the
-//!   others wait on the winner.
+//!   a prepared holder usually finishes within milliseconds. Only the first in line for each
+//!   lock the holder had runs again (`wake_waiters_of`); the others wait for
+//!   it as the new holder, and are handed the lock in turn when a run ends without taking it
+//!   (`hand_on`). A newly arrived prepare may still take a free lock first:
+//!   the resource's own order (Redis runs one script at a time) decides that race.
 //! * **One-phase commits wait too.** A CommitOnePhase is asked with `may_wait`, and a
 //!   resource that finds a key held answers [`Answer::OnePhaseBlocked`] having done and
 //!   recorded nothing; it waits as a prepare does, but never gives way (it holds nothing
@@ -79,7 +81,7 @@ pub(super) struct LockWait {
     pub(super) holder_since_ms: u64,
     /// In line behind another waiter for the same lock, which was run first when the lock
     /// came free: this one runs only once that run has ended without taking the lock
-    /// ([`Participant::hand_on`]), or waits for it as the new holder if it took it.
+    /// (`hand_on`), or waits for it as the new holder if it took it.
     pub(super) behind: Option<CallId>,
 }
 
